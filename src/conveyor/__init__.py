@@ -1,0 +1,60 @@
+"""conveyor: a Python job queue, embedded on SQLite by default."""
+
+from .app import Conveyor
+from .backends.base import Event, EventRetention, EventType, QueueStats, Retention
+from .batch import Batch, BatchStatus
+from .errors import (
+    BackendCorrupt,
+    BackendError,
+    BackendLocked,
+    BackendUnavailable,
+    ConfigurationError,
+    ConveyorError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobStateError,
+    Permanent,
+    Retry,
+    UnknownTask,
+    ValidationError,
+)
+from .job import Job, JobState, Progress
+from .retry import Backoff
+from .task import Task
+from .worker.context import Context
+from .worker.runtime import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendCorrupt",
+    "BackendError",
+    "BackendLocked",
+    "BackendUnavailable",
+    "Backoff",
+    "Batch",
+    "BatchStatus",
+    "ConfigurationError",
+    "Context",
+    "Conveyor",
+    "ConveyorError",
+    "Event",
+    "EventRetention",
+    "EventType",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "JobState",
+    "JobStateError",
+    "Permanent",
+    "Progress",
+    "QueueStats",
+    "Retention",
+    "Retry",
+    "Task",
+    "UnknownTask",
+    "ValidationError",
+    "Worker",
+]

@@ -1,0 +1,460 @@
+"""`Conveyor`: the task registry and the producer API (enqueue, get, list, cancel, retry, wait,
+stats, events), written once against the `Backend` protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, overload
+
+from .backends import open_backend
+from .backends.base import (
+    Event,
+    EventRetention,
+    JobPage,
+    ListParams,
+    NewJob,
+    Outcome,
+    QueueStats,
+    Retention,
+)
+from .batch import Batch
+from .clock import Clock
+from .errors import (
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    UnknownTask,
+    ValidationError,
+)
+from .job import Job, JobState, Progress, new_id, parse_delay, parse_priority
+from .retry import Backoff
+from .serializers import dumps
+from .sync import SyncFacade
+from .task import Task, make_options
+
+if TYPE_CHECKING:
+    from .worker.runtime import Worker
+
+log = logging.getLogger("conveyor")
+DEFAULT_URL = "sqlite:///conveyor.db"
+MAX_KEY_LEN = 512
+EnqueueItem = tuple[str, dict[str, Any] | None] | dict[str, Any]
+
+
+class Conveyor:
+    """The application object: register tasks with ``@app.task``, enqueue jobs, run workers.
+
+    Args:
+        url: backend URL; default ``$CONVEYOR_URL`` or ``sqlite:///conveyor.db``.
+        retention: default rule for finished jobs of every queue (see `queue()` for per-queue).
+        event_retention: cap of the event log by count and age.
+        clock: injectable clock (tests).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        retention: Retention | None = None,
+        event_retention: EventRetention | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
+        self.backend = open_backend(self.url, clock=clock)
+        self.tasks: dict[str, Task] = {}
+        self.default_retention = retention or Retention()
+        self.event_retention = event_retention or EventRetention()
+        self._retention: dict[str, Retention] = {}
+        self._listeners: dict[str, list[Callable[..., Any]]] = {}
+        self._workers: list[Worker] = []
+        self._opened = False
+        self._sync: SyncFacade | None = None
+
+    # -- registry -------------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> Task: ...
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Register a handler. Options: queue, priority, retries, backoff (a `Backoff`) or
+        backoff_initial/backoff_factor/backoff_max/backoff_jitter, timeout, lease, max_stalls."""
+        opts = make_options(**options)
+
+        def register(f: Callable[..., Any]) -> Task:
+            task_name = name or f"{f.__module__}.{f.__qualname__}".removeprefix("__main__.")
+            if task_name in self.tasks:
+                from .errors import ConfigurationError
+
+                raise ConfigurationError(f"task {task_name!r} is already registered")
+            t = Task(self, f, task_name, opts)
+            self.tasks[task_name] = t
+            return t
+
+        return register(fn) if fn is not None else register
+
+    def queue(self, name: str, *, retention: Retention) -> None:
+        """Configure a queue: its retention rule for finished jobs."""
+        self._retention[name] = retention
+
+    def retention_for(self, queue: str) -> Retention:
+        return self._retention.get(queue, self.default_retention)
+
+    def queues(self) -> list[str]:
+        """The queues of the registered tasks, in registration order."""
+        return list(dict.fromkeys(t.options.queue for t in self.tasks.values()))
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the backend (done automatically by the first call that needs it)."""
+        if self._opened:
+            return
+        await self.backend.open()  # idempotent and safe to race
+        self._opened = True
+
+    async def close(self) -> None:
+        for w in list(self._workers):
+            await w.stop()
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+        await self.backend.close()
+        self._opened = False
+
+    async def __aenter__(self) -> Conveyor:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def sync(self) -> SyncFacade:
+        """The same producer calls for sync code: ``app.sync.enqueue(...)``."""
+        if self._sync is None:
+            self._sync = SyncFacade(self)
+        return self._sync
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for this app (``async with app.worker(concurrency=10): ...``)."""
+        from .worker.runtime import Worker
+
+        return Worker(self, **options)
+
+    def _attach_worker(self, w: Worker) -> None:
+        self._workers.append(w)
+
+    def _detach_worker(self, w: Worker) -> None:
+        if w in self._workers:
+            self._workers.remove(w)
+
+    # -- producing ------------------------------------------------------------------------------
+
+    def _build(
+        self,
+        task: str | Task,
+        payload: dict[str, Any] | None,
+        *,
+        priority: int | str | None,
+        delay: float | timedelta | datetime | None,
+        idempotency_key: str | None,
+        tenant: str | None,
+        max_attempts: int | None,
+        batch: str | None,
+        now: float,
+    ) -> NewJob:
+        t = task if isinstance(task, Task) else self.tasks.get(task)  # type: ignore[arg-type]
+        if t is None:
+            if not isinstance(task, str):
+                raise ValidationError(
+                    f"task must be a task name, got {type(task).__name__}", field="task"
+                )
+            raise UnknownTask(task, list(self.tasks))
+        stored = t.spec.validate(payload)
+        text = dumps(stored)
+        prio = t.options.priority if priority is None else parse_priority(priority)
+        due = parse_delay(delay, now)
+        attempts = t.options.max_attempts if max_attempts is None else max_attempts
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValidationError(
+                f"max_attempts must be an integer >= 1, got {attempts!r}", field="max_attempts"
+            )
+        for fname, val in (("idempotency_key", idempotency_key), ("tenant", tenant)):
+            if val is not None and (not isinstance(val, str) or not val or len(val) > MAX_KEY_LEN):
+                raise ValidationError(
+                    f"{fname} must be a non-empty string of at most {MAX_KEY_LEN} characters",
+                    field=fname,
+                )
+        o = t.options
+        return NewJob(
+            new_id(), o.queue, t.name, text, prio, attempts, o.max_stalls, o.timeout, o.lease,
+            0.0 if due is None else due - now, tenant, batch, None, None, idempotency_key,
+        )  # fmt: skip
+
+    async def enqueue(
+        self,
+        task: str | Task,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: int | str | None = None,
+        delay: float | timedelta | datetime | None = None,
+        idempotency_key: str | None = None,
+        tenant: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Validate and store one job. With an ``idempotency_key`` that already exists, the
+        existing job is returned and nothing new is stored."""
+        import time
+
+        nj = self._build(task, payload, priority=priority, delay=delay, idempotency_key=idempotency_key,
+                         tenant=tenant, max_attempts=max_attempts, batch=None, now=time.time())  # fmt: skip
+        await self.open()
+        res = await self.backend.enqueue_jobs([nj])
+        self._wake_workers()
+        if not res.created[0]:
+            return await self.get(res.ids[0])
+        job = _job_from_new(nj, res.now)
+        if self._listeners:
+            self._emit("enqueued", job)
+        return job
+
+    async def enqueue_many(
+        self,
+        items: Iterable[EnqueueItem],
+        *,
+        priority: int | str | None = None,
+        delay: float | timedelta | datetime | None = None,
+        tenant: str | None = None,
+    ) -> Batch:
+        """Store many jobs atomically (all or none) in one round trip; returns a `Batch` handle.
+
+        Each item is ``(task, payload)`` or a dict with ``task``, ``payload`` and optionally
+        ``priority``, ``delay``, ``idempotency_key``, ``tenant``, ``max_attempts``.
+        """
+        import time
+
+        now = time.time()
+        batch_id = new_id()
+        jobs: list[NewJob] = []
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, dict):
+                    unknown = set(item) - {"task", "payload", "priority", "delay", "idempotency_key",
+                                           "tenant", "max_attempts"}  # fmt: skip
+                    if unknown or "task" not in item:
+                        what = f"unknown keys {sorted(unknown)}" if unknown else "no 'task'"
+                        raise ValidationError(f"item has {what}", field="task")
+                    jobs.append(self._build(
+                        item["task"], item.get("payload"), priority=item.get("priority", priority),
+                        delay=item.get("delay", delay), idempotency_key=item.get("idempotency_key"),
+                        tenant=item.get("tenant", tenant), max_attempts=item.get("max_attempts"),
+                        batch=batch_id, now=now))  # fmt: skip
+                else:
+                    name, payload = item
+                    jobs.append(self._build(name, payload, priority=priority, delay=delay,
+                                            idempotency_key=None, tenant=tenant, max_attempts=None,
+                                            batch=batch_id, now=now))  # fmt: skip
+            except ValidationError as exc:
+                field = f"items[{i}].{exc.field}" if exc.field else f"items[{i}]"
+                raise ValidationError(f"items[{i}]: {exc}", field=field) from None
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(f"items[{i}]: expected (task, payload) or a dict: {exc}",
+                                      field=f"items[{i}]") from None  # fmt: skip
+        await self.open()
+        res = await self.backend.enqueue_jobs(jobs) if jobs else None
+        self._wake_workers()
+        ids = res.ids if res else []
+        return Batch(self, batch_id, ids, res.created if res else [])
+
+    def _wake_workers(self) -> None:
+        for w in self._workers:
+            w.notify_work()
+
+    # -- reading and steering jobs ----------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """The job with this id; raises JobNotFound."""
+        await self.open()
+        job = await self.backend.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list(
+        self,
+        *,
+        status: JobState | str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        batch: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first; pass ``page.next_cursor`` as ``cursor`` for the next page."""
+        st: JobState | None = None
+        if status is not None:
+            try:
+                st = JobState(status)
+            except ValueError:
+                states = ", ".join(s.value for s in JobState)
+                raise ValidationError(
+                    f"unknown status {status!r}: use one of {states}", field="status"
+                ) from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValidationError(f"limit must be an integer 1-1000, got {limit!r}", field="limit")
+        await self.open()
+        return await self.backend.list_jobs(
+            ListParams(st, queue, task, batch, tenant, limit, cursor)
+        )
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a pending or active job (an active async handler is cancelled where it awaits;
+        a sync one sees ``ctx.cancelled``). Idempotent. Raises JobNotFound / JobStateError."""
+        await self.open()
+        job = await self.backend.cancel_job(job_id)
+        for w in self._workers:
+            if job_id in w.running:
+                w.drop_lost([job_id])
+        if self._listeners:
+            self._emit("cancelled", job)
+        return job
+
+    async def retry(self, job_id: str) -> Job:
+        """Requeue a failed or cancelled job with fresh attempts."""
+        await self.open()
+        job = await self.backend.retry_job(job_id)
+        self._wake_workers()
+        return job
+
+    async def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 0.2) -> Any:
+        """Wait for a job to end; return its result, or raise JobFailed / JobCancelled /
+        TimeoutError (after ``timeout`` seconds)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        interval = 0.002
+        while True:
+            job = await self.get(job_id)
+            if job.status is JobState.COMPLETED:
+                return job.result
+            if job.status is JobState.FAILED:
+                raise JobFailed(job_id, job.error)
+            if job.status is JobState.CANCELLED:
+                raise JobCancelled(job_id)
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"job {job_id!r} still {job.status.value} after {timeout}s")
+            sleep = (
+                interval if deadline is None else min(interval, max(0.0, deadline - loop.time()))
+            )
+            await asyncio.sleep(sleep)
+            interval = min(poll, interval * 2)
+
+    async def batch(self, batch_id: str) -> Batch:
+        """A handle on an existing batch."""
+        await self.open()
+        return Batch(self, batch_id, [], [])
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        """Per queue: counts by state, live workers and their concurrency, run time, rate."""
+        await self.open()
+        wanted = list(queues) if queues else None
+        out = await self.backend.stats(wanted)
+        if wanted is None:
+            for q in self.queues():
+                if q not in out:
+                    out.update(await self.backend.stats([q]))
+        return dict(sorted(out.items()))
+
+    async def cleanup(
+        self,
+        older_than: float | timedelta = 0.0,
+        states: Sequence[JobState | str] = (
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+        ),
+    ) -> int:
+        """Delete finished jobs that ended more than ``older_than`` ago. Returns the count."""
+        secs = (
+            older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
+        )
+        if secs < 0:
+            raise ValidationError("older_than must be >= 0", field="older_than")
+        try:
+            sts = [JobState(s) for s in states]
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="states") from None
+        bad = [s.value for s in sts if not s.is_final]
+        if bad:
+            raise ValidationError(f"cleanup only removes finished jobs, not {bad}", field="states")
+        await self.open()
+        return await self.backend.cleanup(secs, sts)
+
+    async def events(
+        self, since: int | None = None, *, follow: bool = True, poll: float = 0.1,
+        job_id: str | None = None,
+    ) -> AsyncIterator[Event]:  # fmt: skip
+        """Events from the durable log with id > ``since`` (None: only new ones), across all
+        processes. With ``follow`` it keeps waiting for more; resume from any event's id."""
+        await self.open()
+        cursor = await self.backend.last_event_id() if since is None else since
+        while True:
+            batch = await self.backend.read_events(cursor, 1000, job_id)
+            for ev in batch:
+                cursor = ev.id
+                yield ev
+            if len(batch) < 1000:
+                if not follow:
+                    return
+                await asyncio.sleep(poll)
+
+    # -- in-process listeners ---------------------------------------------------------------------
+
+    def on(self, event: str, fn: Callable[..., Any]) -> Callable[[], None]:
+        """Call ``fn(event, job, data)`` when this process sees ``event`` ("*" for all). A failing
+        listener is logged and never disturbs a job. Returns a function that unsubscribes."""
+        self._listeners.setdefault(event, []).append(fn)
+        return lambda: self._listeners.get(event, []).remove(fn)
+
+    def _emit(self, event: str, job: Job, data: Any = None) -> None:
+        if isinstance(data, Outcome):
+            data = {"result": data.result, "error": data.error, "retry_in": data.retry_in}
+        for key in (event, "*"):
+            for fn in self._listeners.get(key, ()):
+                try:
+                    res = fn(event, job, data)
+                    if asyncio.iscoroutine(res):
+                        task = asyncio.ensure_future(res)
+                        task.add_done_callback(_log_listener_error)
+                except Exception:
+                    log.exception("listener %r for %r failed", fn, event)
+
+
+def _log_listener_error(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("async listener failed", exc_info=task.exception())
+
+
+def _job_from_new(nj: NewJob, now: float) -> Job:
+    from .serializers import loads
+
+    scheduled = now + nj.delay if nj.delay > 0 else None
+    return Job(
+        nj.id, nj.queue, nj.task, loads(nj.payload), nj.priority,
+        JobState.SCHEDULED if scheduled else JobState.QUEUED, 0, nj.max_attempts, 0, nj.max_stalls,
+        nj.timeout, nj.lease, Progress(), None, None, nj.tenant, nj.batch, nj.workflow, nj.parent,
+        nj.idempotency_key, now, scheduled,
+    )  # fmt: skip
+
+
+__all__ = ["Backoff", "Conveyor", "Retention"]

@@ -1,0 +1,388 @@
+"""The storage seam: one `Backend` protocol of job verbs that every backend implements.
+
+Everything above this module (worker runtime, producer API, CLI, later HTTP API and dashboard) is
+written once against `Backend`. Each backend makes every operation atomic its own way (one SQLite
+`BEGIN IMMEDIATE` transaction, one Redis Lua script, one PostgreSQL statement) and passes the one
+conformance suite in ``tests/conformance``.
+
+Conventions for every operation:
+- Times are epoch seconds on the **backend's clock**; callers pass relative delays, never
+  absolute times computed on their own clock, so worker clock skew is harmless.
+- Jobs in flight are identified by ``(job_id, attempt, worker)``: an outcome for a job that was
+  meanwhile cancelled, recovered after a lost lease or claimed again is ignored, never applied
+  to someone else's attempt.
+- Every transition appends its event(s) to the backend's event log in the same atomic step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from ..job import Job, JobState
+
+
+class EventType(StrEnum):
+    """Event names (a contract: the HTTP API, SSE and dashboards depend on them)."""
+
+    ENQUEUED = "enqueued"
+    SCHEDULED = "scheduled"
+    STARTED = "started"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+    STALLED = "stalled"
+    AWAITING = "awaiting"
+    RESUMED = "resumed"
+    RATE_LIMITED = "rate_limited"
+    BREAKER_OPENED = "breaker_opened"
+    BREAKER_CLOSED = "breaker_closed"
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One entry of the durable event log. ``id`` increases monotonically per backend log."""
+
+    id: int
+    type: EventType
+    job_id: str | None
+    queue: str | None
+    task: str | None
+    tenant: str | None
+    time: float
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type.value,
+            "job_id": self.job_id,
+            "queue": self.queue,
+            "task": self.task,
+            "tenant": self.tenant,
+            "time": self.time,
+            "data": self.data,
+        }
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A job to store. ``payload`` is already validated and JSON-encoded by the producer."""
+
+    id: str
+    queue: str
+    task: str
+    payload: str
+    priority: int
+    max_attempts: int
+    max_stalls: int
+    timeout: float | None
+    lease: float
+    delay: float = 0.0  # seconds from the backend's now; 0 = ready now
+    tenant: str | None = None
+    batch: str | None = None
+    workflow: str | None = None
+    parent: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(slots=True)
+class EnqueueResult:
+    """Per input job, in input order: the stored id (the existing job's id when the idempotency
+    key matched) and whether this call created it. ``now`` is the backend's time of the insert."""
+
+    ids: list[str]
+    created: list[bool]
+    now: float
+
+
+@dataclass(slots=True)
+class ClaimParams:
+    queues: Sequence[str]
+    limit: int
+    worker: str
+
+
+@dataclass(slots=True)
+class ClaimResult:
+    """Claimed jobs in claim order (priority, then FIFO), and the earliest due time of a
+    scheduled job in the claimed queues (None if there is none) so idle workers can sleep
+    exactly until then."""
+
+    jobs: list[Job]
+    next_due: float | None
+
+
+class OutcomeKind(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"  # final failure
+    RETRY = "retry"  # failed attempt; rescheduled after ``retry_in``
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one attempt of one job ended, as decided by the worker."""
+
+    job_id: str
+    attempt: int
+    kind: OutcomeKind
+    result: Any = None
+    error: dict[str, Any] | None = None
+    retry_in: float = 0.0
+
+
+@dataclass(slots=True)
+class ListParams:
+    status: JobState | None = None
+    queue: str | None = None
+    task: str | None = None
+    batch: str | None = None
+    tenant: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+@dataclass(slots=True)
+class QueueStats:
+    """Per-queue figures: counts by state, live workers' capacity, recent run time and rate."""
+
+    queue: str
+    counts: dict[str, int]
+    active: int = 0
+    concurrency: int = 0
+    workers: int = 0
+    avg_run_seconds: float | None = None
+    throughput_per_s: float = 0.0  # completed per second over the last ``window`` seconds
+    window: float = 60.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "counts": dict(self.counts),
+            "active": self.active,
+            "concurrency": self.concurrency,
+            "workers": self.workers,
+            "avg_run_seconds": self.avg_run_seconds,
+            "throughput_per_s": self.throughput_per_s,
+            "window": self.window,
+        }
+
+
+@dataclass(slots=True)
+class BatchCounts:
+    batch: str
+    counts: dict[str, int]
+    total: int
+    first_started_at: float | None
+    last_finished_at: float | None
+    now: float
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    id: str
+    queues: Sequence[str]
+    concurrency: int
+    active: int
+    pid: int
+    host: str
+    started_at: float
+    ttl: float = 15.0  # considered dead when not seen for this long
+
+
+@dataclass(slots=True)
+class Retention:
+    """Keep finished jobs by count and/or age; ``None`` means no limit on that axis."""
+
+    completed_max_age: float | None = 24 * 3600.0
+    completed_max_count: int | None = None
+    failed_max_age: float | None = 7 * 24 * 3600.0
+    failed_max_count: int | None = None
+    cancelled_max_age: float | None = 7 * 24 * 3600.0
+    cancelled_max_count: int | None = None
+
+
+@dataclass(slots=True)
+class EventRetention:
+    max_count: int | None = 100_000
+    max_age: float | None = 24 * 3600.0
+
+
+@dataclass(slots=True)
+class Recovered:
+    """A job whose lease expired: requeued (stall counted) or failed (stalls used up)."""
+
+    job_id: str
+    queue: str
+    state: JobState
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do, as flags (never 'backend X only' footnotes in callers)."""
+
+    cross_process: bool = True
+    cross_host: bool = False
+    blocking_wakeups: bool = True
+
+
+WakeCallback = Callable[[str], None]
+"""Called by a backend listener when work may be ready (``"work"``) or a job of this worker may
+have been cancelled (``"cancel"``). Runs on the event loop thread; must not block."""
+
+
+class Listener(Protocol):
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Storage operations. Unless stated otherwise each is atomic and safe to run concurrently
+    from many processes; errors are translated to `conveyor.errors.BackendError` subclasses."""
+
+    url: str
+    capabilities: Capabilities
+
+    async def open(self) -> None:
+        """Connect / create the schema. Idempotent. Raises BackendUnavailable/BackendCorrupt."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    def now(self) -> float:
+        """The backend clock as last observed (cheap; exact within a few ms)."""
+
+    async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> EnqueueResult:
+        """Store jobs atomically (all or none): ``queued``, or ``scheduled`` when ``delay > 0``.
+
+        Idempotent per idempotency key: a job whose key already exists is not stored again;
+        its existing id is returned with ``created=False``. Emits ``enqueued``/``scheduled``.
+        """
+
+    async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
+        """Atomically promote due scheduled jobs, then move up to ``limit`` ready jobs of
+        ``queues`` to ``active`` under a lease of each job's ``lease`` seconds, highest priority
+        first, FIFO within a priority. Increments ``attempt``. Emits ``started``."""
+
+    async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
+        """Apply outcomes in one atomic step: completed, failed (final) or retry (``scheduled``
+        after ``retry_in`` seconds). Outcomes for jobs no longer active under ``(attempt,
+        worker)`` are ignored; their ids are returned. Emits completed/failed/retrying."""
+
+    async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
+        """Return active jobs of ``worker`` to ``queued`` without charging the attempt (graceful
+        shutdown). Returns how many were released; others are ignored."""
+
+    async def extend_leases(self, worker: str, jobs: Sequence[tuple[str, int]]) -> list[str]:
+        """Renew the leases of ``worker``'s active jobs; returns the ids it no longer holds
+        (cancelled, or recovered by another worker after a lost lease)."""
+
+    async def set_progress(
+        self, job_id: str, attempt: int, worker: str, progress: dict[str, Any]
+    ) -> bool:
+        """Store progress of an active attempt and emit ``progress``. False if not held."""
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """Cancel a scheduled, queued, awaiting or active job (the worker holding an active one
+        learns it at its next lease renewal or wake-up). Idempotent on a cancelled job.
+        Raises JobNotFound, or JobStateError for completed/failed jobs."""
+
+    async def retry_job(self, job_id: str) -> Job:
+        """Move a failed or cancelled job back to ``queued`` with fresh attempts. Raises
+        JobNotFound, or JobStateError from any other state."""
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """Read one job; None when missing."""
+
+    async def list_jobs(self, params: ListParams) -> JobPage:
+        """Newest first, filtered; ``next_cursor`` continues the listing."""
+
+    async def batch_counts(self, batch: str) -> BatchCounts:
+        """Counts by state of a batch's jobs (total 0 when unknown)."""
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        """Per-queue counts by state (O(1) per queue), live workers, recent run time and rate."""
+
+    async def recover_expired(self) -> list[Recovered]:
+        """Atomically requeue jobs whose lease expired (counting a stall, not an attempt), or
+        fail them when their stalls are used up. Emits ``stalled`` (and ``failed``)."""
+
+    async def apply_retention(self, queue: str, rule: Retention) -> int:
+        """Delete finished jobs of ``queue`` beyond the rule's count/age. Returns the number."""
+
+    async def cleanup(self, older_than: float, states: Sequence[JobState]) -> int:
+        """Delete jobs in final ``states`` finished more than ``older_than`` seconds ago."""
+
+    async def trim_events(self, rule: EventRetention) -> int:
+        """Cap the event log by count and age."""
+
+    async def append_event(
+        self,
+        type: EventType,
+        *,
+        job_id: str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        """Append one event outside a job transition (breakers, custom); returns its id."""
+
+    async def read_events(
+        self, since: int = 0, limit: int = 1000, job_id: str | None = None
+    ) -> list[Event]:
+        """Events with id > ``since``, oldest first."""
+
+    async def last_event_id(self) -> int:
+        """The newest event id (0 when the log is empty)."""
+
+    async def worker_heartbeat(self, info: WorkerInfo) -> None:
+        """Record a live worker (for stats). Idempotent."""
+
+    async def remove_worker(self, worker: str) -> None:
+        """Forget a worker that stopped. Idempotent."""
+
+    async def listen(self, queues: Sequence[str], callback: WakeCallback, worker: str) -> Listener:
+        """Arrange for ``callback`` to be called when jobs may be ready in ``queues`` or a job
+        of ``worker`` was cancelled, from any process. Best effort: workers also poll slowly."""
+
+
+@dataclass(slots=True)
+class BackendOptions:
+    """Options parsed from the backend URL's query string and the app's keyword arguments."""
+
+    params: dict[str, str] = field(default_factory=dict)
+
+
+__all__ = [
+    "Backend",
+    "BatchCounts",
+    "Capabilities",
+    "ClaimParams",
+    "ClaimResult",
+    "EnqueueResult",
+    "Event",
+    "EventRetention",
+    "EventType",
+    "JobPage",
+    "ListParams",
+    "Listener",
+    "NewJob",
+    "Outcome",
+    "OutcomeKind",
+    "QueueStats",
+    "Recovered",
+    "Retention",
+    "WakeCallback",
+    "WorkerInfo",
+]

@@ -1,0 +1,5 @@
+"""SQLite backend package."""
+
+from .backend import SqliteBackend, parse_sqlite_url
+
+__all__ = ["SqliteBackend", "parse_sqlite_url"]

@@ -1,0 +1,282 @@
+"""The SQLite backend: one file, WAL, safe for many worker processes on one machine.
+
+URL forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, with optional query
+parameters ``synchronous=normal|full`` (default normal: durable across process crashes; ``full``
+also across power loss) and ``busy_timeout`` (seconds a writer waits for the lock before
+`BackendLocked`; default 10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ...clock import Clock, SystemClock
+from ...errors import BackendCorrupt, BackendUnavailable, ConfigurationError
+from ...job import Job, JobState
+from ..base import (
+    BatchCounts,
+    Capabilities,
+    ClaimParams,
+    ClaimResult,
+    EnqueueResult,
+    Event,
+    EventRetention,
+    EventType,
+    JobPage,
+    Listener,
+    ListParams,
+    NewJob,
+    Outcome,
+    QueueStats,
+    Recovered,
+    Retention,
+    WakeCallback,
+    WorkerInfo,
+)
+from . import maintenance as m
+from . import ops
+from .executor import DbThread
+from .notify import Notifier, SocketListener
+
+SCHEMA_VERSION = "1"
+_SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise ConfigurationError(f"not a sqlite URL: {url!r}")
+    if parts.netloc:
+        raise ConfigurationError(
+            f"malformed sqlite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db"
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise ConfigurationError(f"malformed sqlite URL {url!r}: no file path")
+    opts: dict[str, Any] = {"synchronous": "NORMAL", "busy_timeout": 10.0}
+    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+        value = values[-1]
+        if key == "synchronous":
+            if value.lower() not in _SYNC:
+                raise ConfigurationError(
+                    f"sqlite URL option synchronous={value!r}: use one of {', '.join(_SYNC)}"
+                )
+            opts["synchronous"] = _SYNC[value.lower()]
+        elif key == "busy_timeout":
+            try:
+                opts["busy_timeout"] = float(value)
+            except ValueError:
+                raise ConfigurationError(
+                    f"sqlite URL option busy_timeout={value!r} is not a number of seconds"
+                ) from None
+            if opts["busy_timeout"] < 0:
+                raise ConfigurationError("sqlite URL option busy_timeout must be >= 0")
+        else:
+            raise ConfigurationError(f"unknown sqlite URL option {key!r} in {url!r}")
+    return path, opts
+
+
+class SqliteBackend:
+    """`Backend` on one SQLite file. All statements run on one thread per process (`DbThread`)."""
+
+    capabilities = Capabilities(cross_process=True, cross_host=False, blocking_wakeups=True)
+
+    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+        self.url = url
+        self.path, self._opts = parse_sqlite_url(url)
+        self._clock: Clock = clock or SystemClock()
+        self._notifier = Notifier(self.path)
+        self._db: DbThread | None = None
+        self._open_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise BackendUnavailable(
+                f"cannot open SQLite file {self.path}: {directory} does not exist"
+            )
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._opts["busy_timeout"],
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        return conn
+
+    def _init(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise BackendCorrupt(f"SQLite file {self.path} cannot use WAL (journal_mode={mode})")
+        conn.execute(f"PRAGMA synchronous = {self._opts['synchronous']}")
+        conn.execute("PRAGMA cache_size = -32000")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "conveyor_meta" not in tables:
+            if tables - {"jobs", "events", "counts", "rates", "workers"}:
+                raise BackendCorrupt(
+                    f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
+                    "not a conveyor database"
+                )
+            schema = resources.files(__package__).joinpath("schema.sql").read_text()
+            try:
+                conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{schema}\nINSERT OR IGNORE INTO conveyor_meta (key, value) "
+                    f"VALUES ('schema', '{SCHEMA_VERSION}');\nCOMMIT;"
+                )
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
+        if version is None or version[0] != SCHEMA_VERSION:
+            raise BackendCorrupt(
+                f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
+                f"this version needs {SCHEMA_VERSION!r}"
+            )
+
+    async def open(self) -> None:
+        if self._db is None:
+            await asyncio.to_thread(self._open_blocking)
+
+    def _open_blocking(self) -> None:
+        with self._open_lock:
+            if self._db is not None:
+                return
+            db = DbThread(self._connect, self.path, self._clock, on_commit=self._notifier.notify)
+            db.start(self._init)
+            self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._notifier.close()
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def _run(self, fn: Any, *args: Any, write: bool = True, notify: bytes | None = None) -> Any:
+        if self._db is None:
+            raise BackendUnavailable(f"SQLite backend for {self.path} is not open")
+        return self._db.submit(lambda conn, now: fn(conn, now, *args), write=write, notify=notify)
+
+    def _read(self, fn: Any, *args: Any) -> Any:
+        if self._db is None:
+            raise BackendUnavailable(f"SQLite backend for {self.path} is not open")
+        return self._db.submit(lambda conn, now: fn(conn, *args), write=False)
+
+    # -- job transitions --------------------------------------------------------------------------
+
+    async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> EnqueueResult:
+        result: EnqueueResult = await self._run(ops.enqueue, jobs, notify=b"w")
+        return result
+
+    async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
+        result: ClaimResult = await self._run(ops.claim, params)
+        return result
+
+    async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
+        lost: list[str] = await self._run(ops.finish, worker, outcomes)
+        return lost
+
+    async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
+        n: int = await self._run(ops.release, worker, jobs, notify=b"w")
+        return n
+
+    async def extend_leases(self, worker: str, jobs: Sequence[tuple[str, int]]) -> list[str]:
+        lost: list[str] = await self._run(ops.extend, worker, jobs)
+        return lost
+
+    async def set_progress(
+        self, job_id: str, attempt: int, worker: str, progress: dict[str, Any]
+    ) -> bool:
+        ok: bool = await self._run(ops.set_progress, job_id, attempt, worker, progress)
+        return ok
+
+    async def cancel_job(self, job_id: str) -> Job:
+        job: Job = await self._run(ops.cancel, job_id, notify=b"c")
+        return job
+
+    async def retry_job(self, job_id: str) -> Job:
+        job: Job = await self._run(ops.retry, job_id, notify=b"w")
+        return job
+
+    async def recover_expired(self) -> list[Recovered]:
+        out: list[Recovered] = await self._run(ops.recover)
+        if out:
+            self._notifier.notify(b"w")
+        return out
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        job: Job | None = await self._read(ops.get, job_id)
+        return job
+
+    async def list_jobs(self, params: ListParams) -> JobPage:
+        page: JobPage = await self._read(m.list_jobs, params)
+        return page
+
+    async def batch_counts(self, batch: str) -> BatchCounts:
+        counts: BatchCounts = await self._run(m.batch_counts, batch, write=False)
+        return counts
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        out: dict[str, QueueStats] = await self._run(m.stats, queues, write=False)
+        return out
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    async def apply_retention(self, queue: str, rule: Retention) -> int:
+        n: int = await self._run(m.apply_retention, queue, rule)
+        return n
+
+    async def cleanup(self, older_than: float, states: Sequence[JobState]) -> int:
+        n: int = await self._run(m.cleanup, older_than, states)
+        return n
+
+    async def trim_events(self, rule: EventRetention) -> int:
+        n: int = await self._run(m.trim_events, rule)
+        return n
+
+    async def append_event(
+        self,
+        type: EventType,
+        *,
+        job_id: str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        n: int = await self._run(m.append_event, type.value, job_id, queue, task, tenant, data)
+        return n
+
+    async def read_events(
+        self, since: int = 0, limit: int = 1000, job_id: str | None = None
+    ) -> list[Event]:
+        events: list[Event] = await self._read(m.read_events, since, limit, job_id)
+        return events
+
+    async def last_event_id(self) -> int:
+        n: int = await self._read(m.last_event_id)
+        return n
+
+    async def worker_heartbeat(self, info: WorkerInfo) -> None:
+        await self._run(m.worker_heartbeat, info)
+
+    async def remove_worker(self, worker: str) -> None:
+        await self._run(m.remove_worker, worker)
+
+    async def listen(self, queues: Sequence[str], callback: WakeCallback, worker: str) -> Listener:
+        return SocketListener(self.path, worker, callback)

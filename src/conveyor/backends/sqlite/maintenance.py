@@ -1,0 +1,245 @@
+"""SQLite reads (list, stats, events) and maintenance (retention, cleanup, workers)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ...job import FINAL_STATES, JobState
+from ..base import (
+    BatchCounts,
+    Event,
+    EventRetention,
+    EventType,
+    JobPage,
+    ListParams,
+    QueueStats,
+    Retention,
+    WorkerInfo,
+)
+from .ops import JOB_COLS, RATE_BUCKET, bump, row_to_job
+
+DELETE_CHUNK = 5000
+STATS_WINDOW = 60.0
+_EVENT_TYPES = {e.value: e for e in EventType}
+
+
+def list_jobs(conn: sqlite3.Connection, p: ListParams) -> JobPage:
+    where, args = [], []
+    for col, val in (("status", p.status.value if p.status else None), ("queue", p.queue),
+                     ("task", p.task), ("batch", p.batch), ("tenant", p.tenant)):  # fmt: skip
+        if val is not None:
+            where.append(f"{col} = ?")
+            args.append(val)
+    if p.cursor:
+        try:
+            where.append("seq < ?")
+            args.append(int(p.cursor))
+        except ValueError:
+            from ...errors import ValidationError
+
+            raise ValidationError(f"invalid cursor {p.cursor!r}", field="cursor") from None
+    sql = f"SELECT seq, {JOB_COLS} FROM jobs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY seq DESC LIMIT ?"
+    rows = conn.execute(sql, (*args, p.limit + 1)).fetchall()
+    more = len(rows) > p.limit
+    rows = rows[: p.limit]
+    return JobPage([row_to_job(r[1:]) for r in rows], str(rows[-1][0]) if more else None)
+
+
+def batch_counts(conn: sqlite3.Connection, now: float, batch: str) -> BatchCounts:
+    counts: dict[str, int] = {}
+    total = 0
+    first = last = None
+    for status, n, started, finished in conn.execute(
+        "SELECT status, count(*), min(started_at), max(finished_at) FROM jobs WHERE batch = ? "
+        "GROUP BY status",
+        (batch,),
+    ):
+        counts[status] = n
+        total += n
+        if started is not None:
+            first = started if first is None else min(first, started)
+        if finished is not None:
+            last = finished if last is None else max(last, finished)
+    return BatchCounts(batch, counts, total, first, last, now)
+
+
+def stats(
+    conn: sqlite3.Connection, now: float, queues: Sequence[str] | None
+) -> dict[str, QueueStats]:
+    out: dict[str, QueueStats] = {}
+
+    def get(q: str) -> QueueStats:
+        if q not in out:
+            out[q] = QueueStats(q, {s.value: 0 for s in JobState}, window=STATS_WINDOW)
+        return out[q]
+
+    for q in queues or ():
+        get(q)
+    for q, status, n in conn.execute("SELECT queue, status, n FROM counts"):
+        if queues is None or q in out:
+            get(q).counts[status] = n
+    for queues_json, conc in conn.execute(
+        "SELECT queues, concurrency FROM workers WHERE seen_at > ? - ttl", (now,)
+    ):
+        for q in orjson.loads(queues_json):
+            if queues is None or q in out:
+                s = get(q)
+                s.workers += 1
+                s.concurrency += conc
+    since = int((now - STATS_WINDOW) // RATE_BUCKET)
+    for q, done, secs in conn.execute(
+        "SELECT queue, sum(completed), sum(run_seconds) FROM rates WHERE bucket > ? GROUP BY queue",
+        (since,),
+    ):
+        if queues is None or q in out:
+            s = get(q)
+            s.throughput_per_s = done / STATS_WINDOW
+            s.avg_run_seconds = secs / done if done else None
+    for s in out.values():
+        s.active = s.counts.get("active", 0)
+    return out
+
+
+def _delete(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> int:
+    """Delete matching jobs in chunks, keeping ``counts`` exact. Returns the number deleted."""
+    total = 0
+    while True:
+        rows = conn.execute(
+            f"DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE {where} LIMIT {DELETE_CHUNK}) "
+            "RETURNING queue, status",
+            args,
+        ).fetchall()
+        if not rows:
+            return total
+        deltas: Counter[tuple[str, str]] = Counter()
+        for q, s in rows:
+            deltas[(q, s)] -= 1
+        bump(conn, deltas)
+        total += len(rows)
+        if len(rows) < DELETE_CHUNK:
+            return total
+
+
+def apply_retention(conn: sqlite3.Connection, now: float, queue: str, rule: Retention) -> int:
+    removed = 0
+    for state, max_age, max_count in (
+        ("completed", rule.completed_max_age, rule.completed_max_count),
+        ("failed", rule.failed_max_age, rule.failed_max_count),
+        ("cancelled", rule.cancelled_max_age, rule.cancelled_max_count),
+    ):
+        cutoff = now - max_age if max_age is not None else None
+        if max_count is not None:
+            row = conn.execute(
+                "SELECT finished_at FROM jobs WHERE queue = ? AND status = ? "
+                "AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1 OFFSET ?",
+                (queue, state, max_count),
+            ).fetchone()
+            if row is not None:
+                # Everything at or before the (max_count+1)-th newest goes.
+                cutoff = row[0] + 1e-9 if cutoff is None else max(cutoff, row[0] + 1e-9)
+        if cutoff is not None:
+            removed += _delete(
+                conn, "queue = ? AND status = ? AND finished_at < ?", (queue, state, cutoff)
+            )
+    bucket = int((now - 3600) // RATE_BUCKET)
+    conn.execute("DELETE FROM rates WHERE queue = ? AND bucket < ?", (queue, bucket))
+    return removed
+
+
+def cleanup(
+    conn: sqlite3.Connection, now: float, older_than: float, states: Sequence[JobState]
+) -> int:
+    removed = 0
+    queues = [q for (q,) in conn.execute("SELECT DISTINCT queue FROM counts")]
+    for state in states:
+        if state not in FINAL_STATES:
+            continue
+        for q in queues:
+            removed += _delete(
+                conn,
+                "queue = ? AND status = ? AND finished_at < ?",
+                (q, state.value, now - older_than),
+            )
+    return removed
+
+
+def trim_events(conn: sqlite3.Connection, now: float, rule: EventRetention) -> int:
+    removed = 0
+    if rule.max_age is not None:
+        row = conn.execute(
+            "SELECT max(id) FROM (SELECT id FROM events WHERE time < ? ORDER BY id LIMIT 100000)",
+            (now - rule.max_age,),
+        ).fetchone()
+        if row and row[0] is not None:
+            removed += conn.execute("DELETE FROM events WHERE id <= ?", (row[0],)).rowcount
+    if rule.max_count is not None:
+        row = conn.execute("SELECT max(id) FROM events").fetchone()
+        if row and row[0] is not None:
+            removed += conn.execute(
+                "DELETE FROM events WHERE id <= ?", (row[0] - rule.max_count,)
+            ).rowcount
+    return removed
+
+
+def append_event(
+    conn: sqlite3.Connection, now: float, type: str, job_id: str | None, queue: str | None,
+    task: str | None, tenant: str | None, data: dict[str, Any] | None,
+) -> int:  # fmt: skip
+    cur = conn.execute(
+        "INSERT INTO events (type, job_id, queue, task, tenant, time, data) VALUES (?,?,?,?,?,?,?)",
+        (type, job_id, queue, task, tenant, now, orjson.dumps(data).decode() if data else None),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def read_events(
+    conn: sqlite3.Connection, since: int, limit: int, job_id: str | None
+) -> list[Event]:
+    sql = "SELECT id, type, job_id, queue, task, tenant, time, data FROM events WHERE id > ?"
+    args: tuple[Any, ...] = (since,)
+    if job_id is not None:
+        sql += " AND job_id = ?"
+        args += (job_id,)
+    rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+    return [
+        Event(
+            r[0],
+            _EVENT_TYPES[r[1]],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            orjson.loads(r[7]) if r[7] else {},
+        )
+        for r in rows
+    ]
+
+
+def last_event_id(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT max(id) FROM events").fetchone()
+    return int(row[0] or 0)
+
+
+def worker_heartbeat(conn: sqlite3.Connection, now: float, w: WorkerInfo) -> None:
+    conn.execute(
+        "INSERT INTO workers (id, queues, concurrency, active, pid, host, started_at, seen_at, ttl) "
+        "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET active = excluded.active, "
+        "seen_at = excluded.seen_at, concurrency = excluded.concurrency",
+        (w.id, orjson.dumps(list(w.queues)).decode(), w.concurrency, w.active, w.pid, w.host,
+         w.started_at, now, w.ttl),
+    )  # fmt: skip
+    conn.execute("DELETE FROM workers WHERE seen_at < ? - 10 * ttl", (now,))
+
+
+def remove_worker(conn: sqlite3.Connection, worker: str) -> None:
+    conn.execute("DELETE FROM workers WHERE id = ?", (worker,))

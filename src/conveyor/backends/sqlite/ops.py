@@ -1,0 +1,418 @@
+"""The job-state transitions of the SQLite backend: one function per transition.
+
+Each function runs on the database thread inside the `BEGIN IMMEDIATE` transaction that
+`DbThread` opened, with ``now`` read after the write lock was taken (SQLite's clock as seen by
+the writer). Each keeps the ``counts`` table and the event log in step with the job rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from ...errors import JobNotFound, JobStateError
+from ...job import FINAL_STATES, Job, JobState, Progress
+from ..base import ClaimParams, ClaimResult, EnqueueResult, NewJob, Outcome, OutcomeKind, Recovered
+
+JOB_COLS = (
+    "id, queue, task, payload, priority, status, attempt, max_attempts, stalls, max_stalls, "
+    "timeout, lease, progress, result, error, tenant, batch, workflow, parent, idempotency_key, "
+    "created_at, scheduled_for, started_at, finished_at, lease_expires_at, worker"
+)
+_STATES = {s.value: s for s in JobState}
+_loads = orjson.loads
+RATE_BUCKET = 10.0
+
+
+def row_to_job(r: Sequence[Any]) -> Job:
+    progress = Progress(**_loads(r[12])) if r[12] else Progress()
+    return Job(
+        r[0], r[1], r[2], _loads(r[3]), r[4], _STATES[r[5]], r[6], r[7], r[8], r[9], r[10],
+        r[11], progress,
+        None if r[13] is None else _loads(r[13]),
+        None if r[14] is None else _loads(r[14]),
+        r[15], r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25],
+    )  # fmt: skip
+
+
+def bump(conn: sqlite3.Connection, deltas: Counter[tuple[str, str]]) -> None:
+    """Apply per-(queue, state) count changes."""
+    rows = [(q, s, n) for (q, s), n in deltas.items() if n]
+    if rows:
+        conn.executemany(
+            "INSERT INTO counts (queue, status, n) VALUES (?, ?, ?) "
+            "ON CONFLICT (queue, status) DO UPDATE SET n = n + excluded.n",
+            rows,
+        )
+
+
+def add_events(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """rows: (type, job_id, queue, task, tenant, time, data_json_or_None)."""
+    conn.executemany(
+        "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> EnqueueResult:
+    ids = [j.id for j in jobs]
+    created = [True] * len(jobs)
+    keyed = {j.idempotency_key: i for i, j in reversed(list(enumerate(jobs))) if j.idempotency_key}
+    skip: set[int] = set()
+    if keyed:
+        found = conn.execute(
+            "SELECT idempotency_key, id FROM jobs WHERE idempotency_key IN "
+            "(SELECT value FROM json_each(?))",
+            (orjson.dumps(list(keyed)).decode(),),
+        ).fetchall()
+        existing = dict(found)
+        for i, j in enumerate(jobs):
+            key = j.idempotency_key
+            if not key:
+                continue
+            if key in existing:
+                ids[i], created[i] = existing[key], False
+                skip.add(i)
+            elif keyed[key] != i:  # a duplicate key within this call: the first one wins
+                ids[i], created[i] = jobs[keyed[key]].id, False
+                skip.add(i)
+    rows = []
+    events = []
+    deltas: Counter[tuple[str, str]] = Counter()
+    for i, j in enumerate(jobs):
+        if i in skip:
+            continue
+        if j.delay > 0:
+            due: float | None = now + j.delay
+            status = "scheduled"
+            events.append(("scheduled", j.id, j.queue, j.task, j.tenant, now, f'{{"due":{due}}}'))
+        else:
+            due, status = None, "queued"
+            events.append(("enqueued", j.id, j.queue, j.task, j.tenant, now, None))
+        deltas[(j.queue, status)] += 1
+        rows.append(
+            (j.id, j.queue, j.task, j.payload, j.priority, status, j.max_attempts, j.max_stalls,
+             j.timeout, j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key,
+             now, due)
+        )  # fmt: skip
+    conn.executemany(
+        "INSERT INTO jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls, "
+        "timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, "
+        "scheduled_for) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    add_events(conn, events)
+    bump(conn, deltas)
+    return EnqueueResult(ids, created, now)
+
+
+def promote_due(conn: sqlite3.Connection, now: float) -> None:
+    rows = conn.execute(
+        "UPDATE jobs SET status = 'queued', scheduled_for = NULL "
+        "WHERE status = 'scheduled' AND scheduled_for <= ? RETURNING queue",
+        (now,),
+    ).fetchall()
+    if rows:
+        deltas: Counter[tuple[str, str]] = Counter()
+        for (q,) in rows:
+            deltas[(q, "queued")] += 1
+            deltas[(q, "scheduled")] -= 1
+        bump(conn, deltas)
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute("SELECT min(scheduled_for) FROM jobs WHERE status = 'scheduled'").fetchone()
+    return row[0] if row else None
+
+
+_CLAIM_ONE = (
+    "UPDATE jobs SET status = 'active', attempt = attempt + 1, started_at = :now, "
+    "lease_expires_at = :now + lease, worker = :worker, progress = NULL "
+    "WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND queue = :queue "
+    "ORDER BY priority DESC, seq LIMIT :limit) "
+    f"RETURNING seq, {JOB_COLS}"
+)
+_CLAIM_SEQS = (
+    "UPDATE jobs SET status = 'active', attempt = attempt + 1, started_at = :now, "
+    "lease_expires_at = :now + lease, worker = :worker, progress = NULL "
+    "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND status = 'queued' "
+    f"RETURNING seq, {JOB_COLS}"
+)
+
+
+def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
+    promote_due(conn, now)
+    args: dict[str, Any] = {"now": now, "worker": p.worker, "limit": p.limit}
+    if len(p.queues) == 1:
+        args["queue"] = p.queues[0]
+        rows = conn.execute(_CLAIM_ONE, args).fetchall()
+    else:
+        # One index probe per queue, merged here: each probe is O(log n) on jobs_ready.
+        cands: list[tuple[int, int]] = []
+        for q in p.queues:
+            cands += conn.execute(
+                "SELECT -priority, seq FROM jobs WHERE status = 'queued' AND queue = ? "
+                "ORDER BY priority DESC, seq LIMIT ?",
+                (q, p.limit),
+            ).fetchall()
+        cands.sort()
+        args["seqs"] = orjson.dumps([s for _, s in cands[: p.limit]]).decode()
+        rows = conn.execute(_CLAIM_SEQS, args).fetchall() if cands else []
+    if not rows:
+        return ClaimResult([], next_due(conn))
+    rows.sort(key=lambda r: (-r[5], r[0]))
+    jobs = [row_to_job(r[1:]) for r in rows]
+    deltas: Counter[tuple[str, str]] = Counter()
+    events = []
+    for j in jobs:
+        deltas[(j.queue, "queued")] -= 1
+        deltas[(j.queue, "active")] += 1
+        events.append(
+            ("started", j.id, j.queue, j.task, j.tenant, now, f'{{"attempt":{j.attempt}}}')
+        )
+    add_events(conn, events)
+    bump(conn, deltas)
+    return ClaimResult(jobs, None)
+
+
+_COMPLETE = (
+    "UPDATE jobs SET status = 'completed', result = o.value ->> 2, finished_at = :now, "
+    "lease_expires_at = NULL FROM json_each(:outcomes) AS o "
+    "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
+    "AND jobs.status = 'active' AND jobs.worker = :worker "
+    "RETURNING jobs.id, jobs.queue, jobs.task, jobs.tenant, jobs.started_at"
+)
+
+
+def finish(
+    conn: sqlite3.Connection, now: float, worker: str, outcomes: Sequence[Outcome]
+) -> list[str]:
+    done: list[Any] = []
+    others: list[Outcome] = []
+    for o in outcomes:
+        if o.kind is OutcomeKind.COMPLETED:
+            done.append(
+                (o.job_id, o.attempt, None if o.result is None else orjson.dumps(o.result).decode())
+            )
+        else:
+            others.append(o)
+    acked: set[str] = set()
+    deltas: Counter[tuple[str, str]] = Counter()
+    rates: dict[str, list[float]] = {}
+    events: list[tuple[Any, ...]] = []
+    if done:
+        rows = conn.execute(
+            _COMPLETE, {"now": now, "worker": worker, "outcomes": orjson.dumps(done).decode()}
+        ).fetchall()
+        for job_id, queue, task, tenant, started in rows:
+            acked.add(job_id)
+            deltas[(queue, "active")] -= 1
+            deltas[(queue, "completed")] += 1
+            r = rates.setdefault(queue, [0, 0, 0.0])
+            r[0] += 1
+            r[2] += now - (started or now)
+            events.append(("completed", job_id, queue, task, tenant, now, None))
+    for o in others:
+        err = orjson.dumps(o.error).decode() if o.error else None
+        brief = orjson.dumps(
+            {
+                "attempt": o.attempt,
+                "error": {k: (o.error or {}).get(k) for k in ("type", "message")},
+            }
+            | ({"retry_in": o.retry_in} if o.kind is OutcomeKind.RETRY else {})
+        ).decode()
+        if o.kind is OutcomeKind.RETRY:
+            status = "scheduled" if o.retry_in > 0 else "queued"
+            row = conn.execute(
+                "UPDATE jobs SET status = ?, scheduled_for = ?, error = ?, lease_expires_at = NULL, "
+                "worker = NULL WHERE id = ? AND attempt = ? AND status = 'active' AND worker = ? "
+                "RETURNING queue, task, tenant",
+                (
+                    status,
+                    now + o.retry_in if o.retry_in > 0 else None,
+                    err,
+                    o.job_id,
+                    o.attempt,
+                    worker,
+                ),
+            ).fetchone()
+            ev = "retrying"
+        else:
+            status = "failed"
+            row = conn.execute(
+                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_expires_at = NULL "
+                "WHERE id = ? AND attempt = ? AND status = 'active' AND worker = ? "
+                "RETURNING queue, task, tenant",
+                (err, now, o.job_id, o.attempt, worker),
+            ).fetchone()
+            ev = "failed"
+        if row is None:
+            continue
+        acked.add(o.job_id)
+        queue, task, tenant = row
+        deltas[(queue, "active")] -= 1
+        deltas[(queue, status)] += 1
+        rates.setdefault(queue, [0, 0, 0.0])[1] += 1
+        events.append((ev, o.job_id, queue, task, tenant, now, brief))
+    add_events(conn, events)
+    bump(conn, deltas)
+    if rates:
+        bucket = int(now // RATE_BUCKET)
+        conn.executemany(
+            "INSERT INTO rates (queue, bucket, completed, failed, run_seconds) VALUES (?,?,?,?,?) "
+            "ON CONFLICT (queue, bucket) DO UPDATE SET completed = completed + excluded.completed, "
+            "failed = failed + excluded.failed, run_seconds = run_seconds + excluded.run_seconds",
+            [(q, bucket, c, f, s) for q, (c, f, s) in rates.items()],
+        )
+    return [o.job_id for o in outcomes if o.job_id not in acked]
+
+
+def _held(worker: str, jobs: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    return {"worker": worker, "jobs": orjson.dumps(jobs).decode()}
+
+
+def release(
+    conn: sqlite3.Connection, now: float, worker: str, jobs: Sequence[tuple[str, int]]
+) -> int:
+    rows = conn.execute(
+        "UPDATE jobs SET status = 'queued', attempt = attempt - 1, lease_expires_at = NULL, "
+        "worker = NULL, started_at = NULL FROM json_each(:jobs) AS o "
+        "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
+        "AND jobs.status = 'active' AND jobs.worker = :worker RETURNING jobs.queue",
+        _held(worker, jobs),
+    ).fetchall()
+    deltas: Counter[tuple[str, str]] = Counter()
+    for (q,) in rows:
+        deltas[(q, "active")] -= 1
+        deltas[(q, "queued")] += 1
+    bump(conn, deltas)
+    return len(rows)
+
+
+def extend(
+    conn: sqlite3.Connection, now: float, worker: str, jobs: Sequence[tuple[str, int]]
+) -> list[str]:
+    args = _held(worker, jobs) | {"now": now}
+    kept = {
+        r[0]
+        for r in conn.execute(
+            "UPDATE jobs SET lease_expires_at = :now + lease FROM json_each(:jobs) AS o "
+            "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
+            "AND jobs.status = 'active' AND jobs.worker = :worker RETURNING jobs.id",
+            args,
+        )
+    }
+    return [j for j, _ in jobs if j not in kept]
+
+
+def set_progress(
+    conn: sqlite3.Connection,
+    now: float,
+    job_id: str,
+    attempt: int,
+    worker: str,
+    progress: dict[str, Any],
+) -> bool:
+    data = orjson.dumps(progress | {"updated_at": now}).decode()
+    row = conn.execute(
+        "UPDATE jobs SET progress = ? WHERE id = ? AND attempt = ? AND status = 'active' "
+        "AND worker = ? RETURNING queue, task, tenant",
+        (data, job_id, attempt, worker),
+    ).fetchone()
+    if row is None:
+        return False
+    add_events(conn, [("progress", job_id, *row, now, data)])
+    return True
+
+
+def get(conn: sqlite3.Connection, job_id: str) -> Job | None:
+    row = conn.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row_to_job(row) if row else None
+
+
+def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
+    job = get(conn, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if job.status is JobState.CANCELLED:
+        return job
+    if job.status in FINAL_STATES:
+        raise JobStateError(job_id, job.status.value, "cancel")
+    conn.execute(
+        "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_expires_at = NULL, "
+        "scheduled_for = NULL WHERE id = ?",
+        (now, job_id),
+    )
+    bump(conn, Counter({(job.queue, job.status.value): -1, (job.queue, "cancelled"): 1}))
+    add_events(conn, [("cancelled", job_id, job.queue, job.task, job.tenant, now,
+                       f'{{"from":"{job.status.value}"}}')])  # fmt: skip
+    job.status, job.finished_at, job.lease_expires_at = JobState.CANCELLED, now, None
+    return job
+
+
+def retry(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
+    job = get(conn, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if job.status not in (JobState.FAILED, JobState.CANCELLED):
+        raise JobStateError(job_id, job.status.value, "retry")
+    conn.execute(
+        "UPDATE jobs SET status = 'queued', attempt = 0, stalls = 0, finished_at = NULL, "
+        "error = NULL, result = NULL, worker = NULL, started_at = NULL, scheduled_for = NULL "
+        "WHERE id = ?",
+        (job_id,),
+    )
+    bump(conn, Counter({(job.queue, job.status.value): -1, (job.queue, "queued"): 1}))
+    add_events(
+        conn, [("retrying", job_id, job.queue, job.task, job.tenant, now, '{"manual":true}')]
+    )
+    refreshed = get(conn, job_id)
+    assert refreshed is not None
+    return refreshed
+
+
+def recover(conn: sqlite3.Connection, now: float) -> list[Recovered]:
+    rows = conn.execute(
+        "SELECT id, queue, task, tenant, stalls, max_stalls, attempt FROM jobs "
+        "WHERE status = 'active' AND lease_expires_at < ?",
+        (now,),
+    ).fetchall()
+    out: list[Recovered] = []
+    deltas: Counter[tuple[str, str]] = Counter()
+    events: list[tuple[Any, ...]] = []
+    for job_id, queue, task, tenant, stalls, max_stalls, attempt in rows:
+        stalls += 1
+        events.append(("stalled", job_id, queue, task, tenant, now, f'{{"stalls":{stalls}}}'))
+        deltas[(queue, "active")] -= 1
+        if stalls > max_stalls:
+            error = {
+                "type": "Stalled",
+                "message": f"lease expired {stalls} times (max_stalls={max_stalls}): the worker "
+                "died or blocked its event loop",
+            }
+            conn.execute(
+                "UPDATE jobs SET status = 'failed', stalls = ?, error = ?, finished_at = ?, "
+                "lease_expires_at = NULL WHERE id = ?",
+                (stalls, orjson.dumps(error).decode(), now, job_id),
+            )
+            events.append(("failed", job_id, queue, task, tenant, now,
+                           orjson.dumps({"attempt": attempt, "error": error}).decode()))  # fmt: skip
+            state = JobState.FAILED
+        else:
+            # A stall does not charge the attempt: the worker died, not the job.
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', stalls = ?, attempt = attempt - 1, "
+                "lease_expires_at = NULL, worker = NULL WHERE id = ?",
+                (stalls, job_id),
+            )
+            state = JobState.QUEUED
+        deltas[(queue, state.value)] += 1
+        out.append(Recovered(job_id, queue, state))
+    add_events(conn, events)
+    bump(conn, deltas)
+    return out

@@ -1,0 +1,75 @@
+"""`Batch`: a handle on jobs enqueued together, with counts, progress and an ETA."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .job import FINAL_STATES
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+
+_FINAL = {s.value for s in FINAL_STATES}
+
+
+@dataclass(slots=True)
+class BatchStatus:
+    id: str
+    total: int
+    counts: dict[str, int]
+    done: int
+    percent: float
+    eta: float | None  # seconds, from the rate jobs finished so far
+
+    @property
+    def finished(self) -> bool:
+        return self.total > 0 and self.done >= self.total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "total": self.total, "counts": self.counts, "done": self.done,
+                "percent": self.percent, "eta": self.eta}  # fmt: skip
+
+
+class Batch:
+    """Jobs enqueued by one `enqueue_many` call. ``ids`` lists them in input order (the existing
+    job's id where an idempotency key matched)."""
+
+    def __init__(self, app: Conveyor, id: str, ids: list[str], created: list[bool]) -> None:
+        self.app = app
+        self.id = id
+        self.ids = ids
+        self.created = created
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"<Batch {self.id} jobs={len(self.ids)}>"
+
+    async def status(self) -> BatchStatus:
+        c = await self.app.backend.batch_counts(self.id)
+        done = sum(n for s, n in c.counts.items() if s in _FINAL)
+        percent = 100.0 * done / c.total if c.total else 0.0
+        eta = None
+        if c.first_started_at is not None and 0 < done < c.total:
+            elapsed = max(1e-6, c.now - c.first_started_at)
+            eta = elapsed / done * (c.total - done)
+        elif c.total and done >= c.total:
+            eta = 0.0
+        return BatchStatus(self.id, c.total, c.counts, done, percent, eta)
+
+    async def wait(self, timeout: float | None = None, poll: float = 0.1) -> BatchStatus:
+        """Wait until every job of the batch is finished; raises TimeoutError."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            st = await self.status()
+            if st.finished or st.total == 0:
+                return st
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(
+                    f"batch {self.id}: {st.done}/{st.total} finished after {timeout}s"
+                )
+            await asyncio.sleep(poll)

@@ -1,0 +1,149 @@
+"""Conveyor's one exception tree, and the control-flow signals handlers raise.
+
+```
+ConveyorError
+├── ConfigurationError        bad URL, bad task or worker options          (also ValueError)
+├── ValidationError           bad enqueue input: payload, priority, delay   (also ValueError)
+│   └── UnknownTask           a task name no handler is registered for
+├── JobNotFound               no job with that id                           (also KeyError)
+├── JobStateError             the transition is not allowed from the job's state
+├── JobFailed                 wait(): the job ended failed
+├── JobCancelled              wait(): the job ended cancelled
+└── BackendError              storage trouble, translated from the driver at the boundary
+    ├── BackendUnavailable    cannot reach or open the backend
+    ├── BackendLocked         another process holds the lock for longer than busy_timeout
+    └── BackendCorrupt        the file/database is not a conveyor store or is damaged
+```
+
+`Retry` and `Permanent` are *signals*, not failures of conveyor: a handler raises them to steer
+what happens next (retry after a given delay; fail now without retries). `wait()` raises the
+builtin `TimeoutError` when its own timeout passes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+
+class ConveyorError(Exception):
+    """Base of every error conveyor raises."""
+
+
+class ConfigurationError(ConveyorError, ValueError):
+    """Invalid configuration: a malformed backend URL, an impossible task or worker option."""
+
+
+class ValidationError(ConveyorError, ValueError):
+    """Invalid input to a producer call; nothing was stored.
+
+    Attributes:
+        field: the name of the offending field (``payload.session_id``, ``priority``, ``delay``...).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownTask(ValidationError):
+    """The task name is not registered on this app."""
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        hint = f"; registered tasks: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"unknown task {name!r}{hint}", field="task")
+        self.name = name
+
+
+class JobNotFound(ConveyorError, KeyError):
+    """No job has this id (never existed, or removed by retention)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return f"job {self.job_id!r} not found"
+
+
+class JobStateError(ConveyorError):
+    """The requested transition is not allowed from the job's current state."""
+
+    def __init__(self, job_id: str, state: str, action: str) -> None:
+        super().__init__(f"cannot {action} job {job_id!r}: it is {state}")
+        self.job_id = job_id
+        self.state = state
+        self.action = action
+
+
+class JobFailed(ConveyorError):
+    """Raised by ``wait()`` when the job ended ``failed``; ``error`` holds its stored error."""
+
+    def __init__(self, job_id: str, error: dict[str, Any] | None) -> None:
+        err = error or {}
+        super().__init__(
+            f"job {job_id!r} failed: {err.get('type', 'Error')}: {err.get('message', '')}"
+        )
+        self.job_id = job_id
+        self.error = err
+
+
+class JobCancelled(ConveyorError):
+    """Raised by ``wait()`` when the job ended ``cancelled``."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} was cancelled")
+        self.job_id = job_id
+
+
+class BackendError(ConveyorError):
+    """A storage operation failed; the driver's exception is chained as ``__cause__``."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be reached or opened."""
+
+
+class BackendLocked(BackendError):
+    """The store stayed locked by another process for longer than the busy timeout."""
+
+
+class BackendCorrupt(BackendError):
+    """The store is not a conveyor database or is damaged."""
+
+
+class Retry(Exception):
+    """Signal: retry this job after ``after`` seconds (e.g. an API's Retry-After).
+
+    Counts as a failed attempt; when attempts are used up the job fails.
+    """
+
+    def __init__(self, after: float | timedelta | None = None, reason: str = "") -> None:
+        seconds = after.total_seconds() if isinstance(after, timedelta) else after
+        if seconds is not None and seconds < 0:
+            raise ValueError(f"Retry(after=...) must be >= 0, got {seconds}")
+        super().__init__(reason or "retry requested")
+        self.after = seconds
+        self.reason = reason
+
+
+class Permanent(Exception):
+    """Signal: fail this job now, without further retries."""
+
+
+__all__ = [
+    "BackendCorrupt",
+    "BackendError",
+    "BackendLocked",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "ConveyorError",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "JobStateError",
+    "Permanent",
+    "Retry",
+    "UnknownTask",
+    "ValidationError",
+]

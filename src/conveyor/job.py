@@ -1,0 +1,217 @@
+"""The job record, its closed set of states, priorities and job ids."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from .errors import ValidationError
+
+
+class JobState(StrEnum):
+    """Every state a job can be in. A closed set: no free strings anywhere."""
+
+    SCHEDULED = "scheduled"  # delayed, or waiting out a retry backoff
+    QUEUED = "queued"  # ready to be claimed
+    ACTIVE = "active"  # claimed under a lease
+    AWAITING = "awaiting"  # parked for a human decision or children
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+PENDING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.AWAITING})
+
+#: Allowed transitions (from -> to). Backends enforce these in their atomic operations.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.SCHEDULED: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.QUEUED: frozenset({JobState.ACTIVE, JobState.CANCELLED}),
+    JobState.ACTIVE: frozenset(
+        {
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.SCHEDULED,  # retry with backoff
+            JobState.QUEUED,  # stalled / released at shutdown
+            JobState.CANCELLED,
+            JobState.AWAITING,
+        }
+    ),
+    JobState.AWAITING: frozenset({JobState.QUEUED, JobState.CANCELLED}),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset({JobState.QUEUED}),  # manual retry
+    JobState.CANCELLED: frozenset({JobState.QUEUED}),  # manual retry
+}
+
+PRIORITY_NAMES: dict[str, int] = {"critical": 20, "urgent": 20, "high": 10, "normal": 5, "low": 1}
+DEFAULT_PRIORITY = 5
+MAX_PRIORITY = 100
+
+
+def parse_priority(value: int | str | None, *, field_name: str = "priority") -> int:
+    """Turn a priority name or integer into the stored integer (0-100, higher runs first)."""
+    if value is None:
+        return DEFAULT_PRIORITY
+    if isinstance(value, bool):
+        raise ValidationError(
+            f"{field_name} must be a name or an integer, not a bool", field=field_name
+        )
+    if isinstance(value, str):
+        try:
+            return PRIORITY_NAMES[value.lower()]
+        except KeyError:
+            names = ", ".join(PRIORITY_NAMES)
+            raise ValidationError(
+                f"unknown {field_name} {value!r}: use one of {names} or an integer 0-{MAX_PRIORITY}",
+                field=field_name,
+            ) from None
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_PRIORITY:
+            raise ValidationError(
+                f"{field_name} {value} is out of range 0-{MAX_PRIORITY}", field=field_name
+            )
+        return value
+    raise ValidationError(
+        f"{field_name} must be a name or an integer, got {type(value).__name__}", field=field_name
+    )
+
+
+def parse_delay(
+    delay: float | timedelta | datetime | None, now: float, *, field_name: str = "delay"
+) -> float | None:
+    """Return the absolute due time (epoch seconds) for a delay, or None for 'now'.
+
+    Accepts seconds, a timedelta, or an aware/naive (taken as local time) datetime.
+    """
+    if delay is None:
+        return None
+    if isinstance(delay, datetime):
+        due = delay.timestamp()
+        return due if due > now else None
+    if isinstance(delay, timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, bool) or not isinstance(delay, int | float):
+        raise ValidationError(
+            f"{field_name} must be seconds, a timedelta or a datetime, got {type(delay).__name__}",
+            field=field_name,
+        )
+    else:
+        seconds = float(delay)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValidationError(f"{field_name} must be a finite number of seconds", field=field_name)
+    if seconds < 0:
+        raise ValidationError(f"{field_name} must be >= 0 seconds, got {seconds}", field=field_name)
+    return now + seconds if seconds > 0 else None
+
+
+class _IdGenerator:
+    """Time-sortable unique ids: 12 hex digits of ms time, 8 of per-process node, 6 of counter.
+
+    Sortable by creation time across processes (to the millisecond) and strictly increasing
+    within a process. The node is re-drawn in forked children so they never collide.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._node = int.from_bytes(os.urandom(4), "big")
+        self._counter = int.from_bytes(os.urandom(2), "big")
+        self._last_ms = 0
+
+    def __call__(self) -> str:
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms < self._last_ms:  # clock went back: stay monotonic
+                ms = self._last_ms
+            self._last_ms = ms
+            self._counter = (self._counter + 1) & 0xFFFFFF
+            return f"{ms:012x}{self._node:08x}{self._counter:06x}"
+
+
+new_id = _IdGenerator()
+
+
+@dataclass(slots=True)
+class Progress:
+    """A job's last reported progress."""
+
+    percent: float | None = None
+    message: str | None = None
+    stage: str | None = None
+    meta: dict[str, Any] | None = None
+    updated_at: float | None = None
+
+
+@dataclass(slots=True)
+class Job:
+    """A job as stored. Times are epoch seconds on the backend's clock."""
+
+    id: str
+    queue: str
+    task: str
+    payload: dict[str, Any]
+    priority: int
+    status: JobState
+    attempt: int = 0
+    max_attempts: int = 1
+    stalls: int = 0
+    max_stalls: int = 3
+    timeout: float | None = None
+    lease: float = 30.0
+    progress: Progress = field(default_factory=Progress)
+    result: Any = None
+    error: dict[str, Any] | None = None
+    tenant: str | None = None
+    batch: str | None = None
+    workflow: str | None = None
+    parent: str | None = None
+    idempotency_key: str | None = None
+    created_at: float = 0.0
+    scheduled_for: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    lease_expires_at: float | None = None
+    worker: str | None = None
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds until the job is expected to finish, from its progress rate; None if unknown."""
+        pct = self.progress.percent
+        if self.status is not JobState.ACTIVE or not pct or not self.started_at:
+            return None
+        now = self.progress.updated_at or time.time()
+        elapsed = max(0.0, now - self.started_at)
+        return elapsed * (100.0 - pct) / pct if pct < 100 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the shape the CLI's --json and the HTTP API print)."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["eta"] = self.eta
+        return data
+
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "FINAL_STATES",
+    "PRIORITY_NAMES",
+    "TRANSITIONS",
+    "Job",
+    "JobState",
+    "Progress",
+    "new_id",
+    "parse_delay",
+    "parse_priority",
+]

@@ -1,0 +1,242 @@
+"""Tasks: a handler plus its options, and validation of payloads against its signature."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from .errors import ConfigurationError, ValidationError
+from .job import parse_priority
+from .retry import Backoff
+
+if TYPE_CHECKING:
+    from .app import Conveyor
+    from .batch import Batch
+    from .job import Job
+
+# Annotations whose JSON form is already the value the handler expects: no re-validation needed
+# when the worker calls the handler (the fast path).
+_JSON_NATIVE: set[Any] = {str, int, float, bool, dict, list, Any, inspect.Parameter.empty,
+                          type(None)}  # fmt: skip
+_CTX_NAMES = ("ctx", "context")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Per-task defaults; `enqueue` may override priority and attempts per job."""
+
+    queue: str = "default"
+    priority: int = 5
+    retries: int = 3  # max_attempts = retries + 1
+    backoff: Backoff = field(default_factory=Backoff)
+    timeout: float | None = None  # seconds per attempt; None = no limit
+    lease: float = 30.0  # seconds; renewed by heartbeat while the job runs
+    max_stalls: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.queue, str) or not self.queue or len(self.queue) > 200:
+            raise ConfigurationError(f"queue must be a non-empty string, got {self.queue!r}")
+        if self.retries < 0:
+            raise ConfigurationError(f"retries must be >= 0, got {self.retries}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.lease < 0.5:
+            raise ConfigurationError(f"lease must be >= 0.5 seconds, got {self.lease}")
+        if self.max_stalls < 0:
+            raise ConfigurationError(f"max_stalls must be >= 0, got {self.max_stalls}")
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
+
+
+class PayloadSpec:
+    """Validates a payload against a handler's parameters (pydantic), at enqueue time.
+
+    Parameters become fields; a handler whose only parameter is a pydantic model takes the
+    payload as that model's fields. Unknown fields are rejected.
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        sig = inspect.signature(fn)
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception:  # unresolvable forward references: fall back to raw annotations
+            hints = {}
+        params = list(sig.parameters.values())
+        self.wants_ctx = False
+        if params and (params[0].name in _CTX_NAMES or _is_context(hints.get(params[0].name))):
+            self.wants_ctx = True
+            params = params[1:]
+        fields: dict[str, Any] = {}
+        self.native = True
+        self.model_param: str | None = None
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
+                raise ConfigurationError(
+                    f"task {name!r}: parameter {p.name!r} must be a plain keyword parameter "
+                    "(no *args, **kwargs or positional-only)"
+                )
+            ann = hints.get(p.name, p.annotation)
+            ann = Any if ann is inspect.Parameter.empty else ann
+            if ann not in _JSON_NATIVE:
+                self.native = False
+            fields[p.name] = (ann, ... if p.default is p.empty else p.default)
+        self.model_type: type[pydantic.BaseModel] | None = None
+        if len(params) == 1 and _is_model(fields[params[0].name][0]):
+            self.model_param = params[0].name
+            self.model_type = fields[params[0].name][0]
+            self.native = False
+        self.field_names = list(fields)
+        self.model: type[pydantic.BaseModel] | None = None
+        if self.model_type is None and fields:
+            self.model = pydantic.create_model(  # type: ignore[call-overload]
+                f"{name}_payload", __config__=pydantic.ConfigDict(extra="forbid"), **fields
+            )
+        self._name = name
+
+    def validate(self, payload: Any) -> dict[str, Any]:
+        """Return the payload in its stored (JSON) form; raise ValidationError naming the field."""
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            raise ValidationError(
+                f"payload of task {self._name!r} must be a JSON object (dict), "
+                f"got {type(payload).__name__}",
+                field="payload",
+            )
+        if self.model_type is not None:
+            try:
+                return self.model_type.model_validate(payload).model_dump(mode="json")
+            except pydantic.ValidationError as exc:
+                raise _to_error(self._name, exc) from None
+        if self.model is None:
+            if payload:
+                raise ValidationError(
+                    f"task {self._name!r} takes no arguments, got {', '.join(map(repr, payload))}",
+                    field=f"payload.{next(iter(payload))}",
+                )
+            return payload
+        if self.native and _fast_ok(payload, self.field_names):
+            # Still validate types, but keep the caller's dict when nothing needed coercion.
+            try:
+                self.model.model_validate(payload, strict=True)
+                return payload
+            except pydantic.ValidationError:
+                pass
+        try:
+            return self.model.model_validate(payload).model_dump(mode="json", exclude_unset=True)
+        except pydantic.ValidationError as exc:
+            raise _to_error(self._name, exc) from None
+
+    def to_kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Turn a stored payload into the handler's keyword arguments (worker side)."""
+        if self.native:
+            return payload
+        if self.model_type is not None:
+            assert self.model_param is not None
+            return {self.model_param: self.model_type.model_validate(payload)}
+        assert self.model is not None
+        validated = self.model.model_validate(payload)
+        return {name: getattr(validated, name) for name in self.field_names}
+
+
+def _fast_ok(payload: dict[str, Any], names: list[str]) -> bool:
+    return all(k in names for k in payload)
+
+
+def _is_model(ann: Any) -> bool:
+    return isinstance(ann, type) and issubclass(ann, pydantic.BaseModel)
+
+
+def _is_context(ann: Any) -> bool:
+    from .worker.context import Context
+
+    return ann is Context
+
+
+def _to_error(task: str, exc: pydantic.ValidationError) -> ValidationError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    field_name = f"payload.{loc}" if loc else "payload"
+    kind = err.get("type")
+    if kind == "missing":
+        msg = f"missing required field {field_name!r}"
+    elif kind == "extra_forbidden":
+        msg = f"unknown field {field_name!r}"
+    else:
+        msg = f"invalid {field_name!r}: {err.get('msg')}"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return ValidationError(f"task {task!r}: {msg}{suffix}", field=field_name)
+
+
+class Task:
+    """A registered handler. Call ``await task.enqueue(**kwargs)`` to queue a job for it."""
+
+    def __init__(
+        self, app: Conveyor, fn: Callable[..., Any], name: str, options: TaskOptions
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.spec = PayloadSpec(fn, name)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the handler directly (not as a job), e.g. in unit tests."""
+        return self.fn(*args, **kwargs)
+
+    async def enqueue(self, **kwargs: Any) -> Job:
+        """Enqueue a job for this task with ``kwargs`` as its payload and default options."""
+        return await self.app.enqueue(self.name, kwargs)
+
+    async def enqueue_with(self, payload: dict[str, Any] | None = None, **options: Any) -> Job:
+        """Enqueue with per-job options (priority, delay, idempotency_key, tenant, ...)."""
+        return await self.app.enqueue(self.name, payload, **options)
+
+    async def enqueue_many(self, payloads: list[dict[str, Any]], **options: Any) -> Batch:
+        return await self.app.enqueue_many([(self.name, p) for p in payloads], **options)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.options.queue}>"
+
+
+def make_options(
+    *,
+    queue: str = "default",
+    priority: int | str | None = None,
+    retries: int = 3,
+    backoff: Backoff | None = None,
+    backoff_initial: float | None = None,
+    backoff_factor: float | None = None,
+    backoff_max: float | None = None,
+    backoff_jitter: float | None = None,
+    timeout: float | None = None,
+    lease: float = 30.0,
+    max_stalls: int = 3,
+) -> TaskOptions:
+    """Build TaskOptions from @app.task keyword arguments, naming the bad one on error."""
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise ConfigurationError(f"retries must be an integer, got {retries!r}")
+    try:
+        prio = parse_priority(priority)
+    except ValidationError as exc:
+        raise ConfigurationError(str(exc)) from None
+    b = backoff or Backoff()
+    if any(v is not None for v in (backoff_initial, backoff_factor, backoff_max, backoff_jitter)):
+        b = Backoff(
+            initial=b.initial if backoff_initial is None else backoff_initial,
+            factor=b.factor if backoff_factor is None else backoff_factor,
+            max=b.max if backoff_max is None else backoff_max,
+            jitter=b.jitter if backoff_jitter is None else backoff_jitter,
+        )
+    return TaskOptions(queue, prio, retries, b, timeout, lease, max_stalls)

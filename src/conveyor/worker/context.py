@@ -1,0 +1,79 @@
+"""`Context`: what a handler sees of its job and the worker running it."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ValidationError
+from ..job import Job
+
+if TYPE_CHECKING:
+    from .runtime import Worker
+
+
+class Context:
+    """Passed as the first argument to handlers that ask for it (named ``ctx`` or annotated
+    ``Context``). Usable from async handlers (``await ctx.progress(...)``) and from sync handlers
+    running in the thread pool (``ctx.progress(...)`` without await; it is fire-and-forget)."""
+
+    __slots__ = ("_cancel", "_loop", "_worker", "job", "log")
+
+    def __init__(self, job: Job, worker: Worker, loop: asyncio.AbstractEventLoop) -> None:
+        self.job = job
+        self._worker = worker
+        self._loop = loop
+        self._cancel = threading.Event()
+        self.log = logging.getLogger(f"conveyor.task.{job.task}")
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempt
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled, timed out, or the worker is shutting down hard.
+        Sync handlers should check it between steps and return early."""
+        return self._cancel.is_set()
+
+    def progress(
+        self,
+        percent: float | None = None,
+        message: str | None = None,
+        *,
+        stage: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Awaitable[None] | concurrent.futures.Future[None]:
+        """Record progress (persisted and emitted as a ``progress`` event).
+
+        ``percent`` is 0-100. From an async handler, await the result; from a sync handler just
+        call it (it returns a concurrent future you may ignore).
+        """
+        if percent is not None:
+            if isinstance(percent, bool) or not isinstance(percent, int | float):
+                raise ValidationError("progress percent must be a number 0-100", field="percent")
+            if not 0 <= percent <= 100:
+                raise ValidationError(
+                    f"progress percent {percent} is outside 0-100", field="percent"
+                )
+        data: dict[str, Any] = {
+            "percent": percent,
+            "message": message,
+            "stage": stage,
+            "meta": meta,
+        }
+        coro = self._worker.report_progress(self, data)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            return coro
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _set_cancelled(self) -> None:
+        self._cancel.set()

@@ -1,0 +1,98 @@
+"""Run one attempt of one job and turn how it ended into an `Outcome`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import traceback
+from concurrent.futures import Executor
+from typing import Any
+
+import orjson
+
+from ..backends.base import Outcome, OutcomeKind
+from ..errors import Permanent, Retry
+from ..job import Job
+from ..task import Task
+from .context import Context
+
+MAX_MESSAGE = 1000
+MAX_TRACEBACK = 4000
+_COMPLETED = OutcomeKind.COMPLETED
+
+
+class JobTimeout(Exception):
+    """The attempt ran past its task's timeout."""
+
+
+def error_info(exc: BaseException, *, with_traceback: bool = True) -> dict[str, Any]:
+    """The stored error: type, message (<= 1,000 chars) and the traceback's tail."""
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE]}
+    if with_traceback:
+        tb = "".join(traceback.format_exception(exc))
+        info["traceback"] = tb[-MAX_TRACEBACK:]
+    return info
+
+
+async def run_handler(task: Task, job: Job, ctx: Context, pool: Executor) -> Any:
+    """Call the handler with the job's payload; enforce the timeout."""
+    kwargs = task.spec.to_kwargs(job.payload)
+    if task.is_async:
+        coro = task.fn(ctx, **kwargs) if task.spec.wants_ctx else task.fn(**kwargs)
+        if job.timeout is None:
+            return await coro
+        try:
+            async with asyncio.timeout(job.timeout):
+                return await coro
+        except TimeoutError:
+            ctx._set_cancelled()
+            raise JobTimeout(f"timed out after {job.timeout:g}s") from None
+    call = (
+        functools.partial(task.fn, ctx, **kwargs)
+        if task.spec.wants_ctx
+        else functools.partial(task.fn, **kwargs)
+    )
+    fut = asyncio.get_running_loop().run_in_executor(pool, call)
+    if job.timeout is None:
+        return await fut
+    try:
+        async with asyncio.timeout(job.timeout):
+            return await fut
+    except TimeoutError:
+        # A thread cannot be killed: tell the handler through ctx.cancelled and move on.
+        ctx._set_cancelled()
+        raise JobTimeout(
+            f"timed out after {job.timeout:g}s (sync handler told via ctx.cancelled)"
+        ) from None
+
+
+def outcome_for_result(job: Job, result: Any) -> Outcome:
+    if result is not None:
+        try:
+            orjson.dumps(result)
+        except TypeError as exc:
+            return Outcome(
+                job.id, job.attempt, OutcomeKind.FAILED,
+                error={"type": "ResultNotSerializable",
+                       "message": f"the handler returned a value JSON cannot hold: {exc}"},
+            )  # fmt: skip
+    return Outcome(job.id, job.attempt, _COMPLETED, result)
+
+
+def outcome_for_error(job: Job, exc: BaseException, task: Task | None) -> Outcome:
+    """Failed attempt -> retry (with backoff, or Retry(after=...)) or final failure."""
+    if isinstance(exc, Permanent):
+        return Outcome(job.id, job.attempt, OutcomeKind.FAILED, error=error_info(exc))
+    if job.attempt >= job.max_attempts:
+        err = error_info(exc, with_traceback=not isinstance(exc, Retry | JobTimeout))
+        if isinstance(exc, Retry):
+            err["message"] = f"retry requested but attempts are used up: {exc.reason or 'Retry'}"
+        return Outcome(job.id, job.attempt, OutcomeKind.FAILED, error=err)
+    if isinstance(exc, Retry) and exc.after is not None:
+        delay = exc.after
+    elif task is not None:
+        delay = task.options.backoff.delay(job.attempt)
+    else:
+        delay = 5.0
+    err = error_info(exc, with_traceback=not isinstance(exc, Retry | JobTimeout))
+    return Outcome(job.id, job.attempt, OutcomeKind.RETRY, error=err, retry_in=delay)

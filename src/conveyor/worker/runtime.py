@@ -1,0 +1,330 @@
+"""The worker: claim jobs into free slots, run them, acknowledge in batches, shut down cleanly.
+
+One *pump* coroutine does all claiming and acknowledging: each round it sends the outcomes that
+piled up since the last round and claims as many jobs as there are free slots, together (the
+SQLite backend runs both in one transaction). Handlers finishing, producers' wake-ups and timers
+only set an `asyncio.Event`; when nothing is ready the pump sleeps until one of them fires or the
+earliest scheduled job is due, so an idle worker costs nothing.
+
+Side services (lease heartbeat, recovery of expired leases, retention) live in `services.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from ..backends.base import ClaimParams, Listener, Outcome, OutcomeKind, WorkerInfo
+from ..errors import ConfigurationError
+from ..job import Job, new_id
+from .context import Context
+from .executor import outcome_for_error, outcome_for_result, run_handler
+from .services import Services
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+
+log = logging.getLogger("conveyor.worker")
+
+
+class _Running:
+    __slots__ = ("ctx", "job", "lost", "released", "task")
+
+    def __init__(self, job: Job, ctx: Context) -> None:
+        self.job = job
+        self.ctx = ctx
+        self.task: asyncio.Task[None] | None = None
+        self.lost = False  # cancelled or taken away: report nothing
+        self.released = False  # returned to the queue at shutdown: report nothing
+
+
+class Worker:
+    """Runs jobs of ``queues`` with up to ``concurrency`` at a time.
+
+    Use ``async with app.worker(...)`` to embed it in a running app, or ``await worker.run()``
+    (what ``conveyor worker`` does) to run until `stop()` or a signal.
+    """
+
+    def __init__(
+        self,
+        app: Conveyor,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        name: str | None = None,
+        poll_interval: float = 1.0,
+        shutdown_grace: float = 30.0,
+        maintenance_interval: float = 1.0,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if poll_interval <= 0:
+            raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval}")
+        self.app = app
+        self.queues = list(queues) if queues else app.queues()
+        if not self.queues:
+            raise ConfigurationError("worker has no queues: register a task or pass queues=[...]")
+        self.concurrency = concurrency
+        self.id = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-8:]}"
+        self.poll_interval = poll_interval
+        self.shutdown_grace = shutdown_grace
+        self.running: dict[str, _Running] = {}
+        self._acks: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._want_claim = True
+        self._stopping = False
+        self._next_due: float | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="conveyor-job")
+        self._services = Services(self, maintenance_interval)
+        self._stopped = asyncio.Event()
+        self._started_at = time.time()
+        self.processed = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.app.open()
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._listener = await self.app.backend.listen(self.queues, self._on_wake, self.id)
+        self.app._attach_worker(self)
+        await self.app.backend.worker_heartbeat(self.info())
+        self._pump_task = asyncio.create_task(self._pump(), name=f"conveyor-pump-{self.id}")
+        self._services.start()
+        log.info(
+            "worker %s started: queues=%s concurrency=%d", self.id, self.queues, self.concurrency
+        )
+
+    async def run(self) -> None:
+        """Start and run until `stop()` completes."""
+        await self.start()
+        await self._stopped.wait()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, let active jobs finish within ``grace`` seconds, return the rest to the
+        queue without charging an attempt, flush acknowledgements and disconnect."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        grace = self.shutdown_grace if grace is None else grace
+        self._wake.set()
+        if self._pump_task is not None:
+            await self._pump_task
+        pending = [r.task for r in self.running.values() if r.task is not None]
+        if pending:
+            log.info(
+                "worker %s: waiting up to %.1fs for %d active jobs", self.id, grace, len(pending)
+            )
+            await asyncio.wait(pending, timeout=grace)
+        leftover = [r for r in self.running.values() if not r.lost]
+        if leftover:
+            for r in leftover:
+                r.released = True
+                r.ctx._set_cancelled()
+                if r.task is not None:
+                    r.task.cancel()
+            await self._flush()
+            n = await self.app.backend.release_jobs(
+                self.id, [(r.job.id, r.job.attempt) for r in leftover]
+            )
+            log.warning("worker %s: returned %d unfinished jobs to the queue", self.id, n)
+            tasks = [r.task for r in leftover if r.task is not None]
+            if tasks:
+                await asyncio.wait(tasks, timeout=1.0)
+        await self._flush()
+        await self._services.stop()
+        self.app._detach_worker(self)
+        if self._listener is not None:
+            await self._listener.close()
+        with contextlib.suppress(Exception):
+            await self.app.backend.remove_worker(self.id)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+        log.info("worker %s stopped after %d jobs", self.id, self.processed)
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def info(self) -> WorkerInfo:
+        return WorkerInfo(
+            self.id, self.queues, self.concurrency, len(self.running), os.getpid(),
+            socket.gethostname(), self._started_at,
+        )  # fmt: skip
+
+    # -- wake-ups -------------------------------------------------------------------------------
+
+    def _on_wake(self, kind: str) -> None:
+        if kind == "cancel":
+            self._services.check_leases_soon()
+        else:
+            self._want_claim = True
+            self._wake.set()
+
+    def notify_work(self) -> None:
+        """In-process wake-up (thread-safe): a job may be ready."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._want_claim = True
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._on_wake, "work")
+
+    # -- the pump -------------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        backend = self.app.backend
+        while not self._stopping:
+            self._wake.clear()
+            acks = self._acks
+            free = self.concurrency - len(self.running)
+            claim = free > 0 and self._want_claim
+            if acks:
+                self._acks = []
+            try:
+                if claim:
+                    params = ClaimParams(self.queues, free, self.id)
+                    if acks:
+                        lost, res = await asyncio.gather(
+                            backend.finish_jobs(self.id, acks), backend.claim_jobs(params)
+                        )
+                        self._report_lost(lost)
+                    else:
+                        res = await backend.claim_jobs(params)
+                    jobs = res.jobs
+                    if len(jobs) < free:
+                        self._want_claim = False
+                        self._next_due = res.next_due
+                    for job in jobs:
+                        self._spawn(job)
+                elif acks:
+                    self._report_lost(await backend.finish_jobs(self.id, acks))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s: backend call failed; retrying shortly", self.id)
+                if acks:
+                    self._acks = acks + self._acks
+                await asyncio.sleep(0.5)
+                continue
+            if self._acks or (self._want_claim and len(self.running) < self.concurrency):
+                continue
+            await self._idle_wait()
+
+    async def _idle_wait(self) -> None:
+        timeout = self.poll_interval
+        if self._next_due is not None:
+            timeout = min(timeout, max(0.0, self._next_due - self.app.backend.now()) + 0.001)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            self._want_claim = True
+            self._next_due = None
+
+    def _report_lost(self, lost: list[str]) -> None:
+        if lost:
+            log.info(
+                "worker %s: %d outcomes ignored (job cancelled or re-claimed)", self.id, len(lost)
+            )
+
+    async def _flush(self) -> None:
+        while self._acks:
+            acks, self._acks = self._acks, []
+            self._report_lost(await self.app.backend.finish_jobs(self.id, acks))
+
+    # -- running one job ------------------------------------------------------------------------
+
+    def _spawn(self, job: Job) -> None:
+        assert self._loop is not None
+        ctx = Context(job, self, self._loop)
+        r = _Running(job, ctx)
+        self.running[job.id] = r
+        r.task = self._loop.create_task(self._execute(r))
+
+    async def _execute(self, r: _Running) -> None:
+        job = r.job
+        app = self.app
+        task = app.tasks.get(job.task)
+        if app._listeners:
+            app._emit("started", job)
+        try:
+            if task is None:
+                raise LookupError(f"worker {self.id} has no handler for task {job.task!r}")
+            result = await run_handler(task, job, r.ctx, self._pool)
+            outcome = outcome_for_result(job, result)
+        except asyncio.CancelledError:
+            if r.lost or r.released:
+                return self._forget(r)
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            if r.lost or r.released:
+                return self._forget(r)
+            outcome = outcome_for_error(job, exc, task)
+            if outcome.kind is OutcomeKind.RETRY:
+                log.info("job %s (%s) attempt %d failed, retrying in %.2fs: %s", job.id, job.task,
+                         job.attempt, outcome.retry_in, outcome.error and outcome.error["message"])  # fmt: skip
+            else:
+                log.warning("job %s (%s) failed: %s", job.id, job.task,
+                            outcome.error and outcome.error["message"])  # fmt: skip
+        if r.lost or r.released:
+            return self._forget(r)
+        del self.running[job.id]
+        self.processed += 1
+        self._acks.append(outcome)
+        self._wake.set()
+        if app._listeners:
+            app._emit(outcome.kind.value, job, outcome)
+
+    def _forget(self, r: _Running) -> None:
+        self.running.pop(r.job.id, None)
+        self._wake.set()
+
+    def drop_lost(self, job_ids: list[str]) -> None:
+        """Jobs we no longer hold (cancelled, or re-claimed after a lost lease): stop them."""
+        for job_id in job_ids:
+            r = self.running.get(job_id)
+            if r is None or r.lost:
+                continue
+            r.lost = True
+            r.ctx._set_cancelled()
+            task = self.app.tasks.get(r.job.task)
+            # A sync handler keeps its thread until it returns (it sees ctx.cancelled); its slot
+            # is freed only then. An async one is cancelled where it awaits.
+            if r.task is not None and (task is None or task.is_async):
+                r.task.cancel()
+
+    async def report_progress(self, ctx: Context, data: dict[str, Any]) -> None:
+        job = ctx.job
+        ok = await self.app.backend.set_progress(job.id, job.attempt, self.id, data)
+        if ok:
+            job.progress.percent = data["percent"]
+            job.progress.message = data["message"]
+            job.progress.stage = data["stage"]
+            job.progress.meta = data["meta"]
+            if self.app._listeners:
+                self.app._emit("progress", job, data)

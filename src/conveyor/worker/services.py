@@ -1,0 +1,105 @@
+"""A worker's background services: lease heartbeat, worker registry, recovery and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .runtime import Worker
+
+log = logging.getLogger("conveyor.worker")
+
+REGISTRY_INTERVAL = 5.0
+RETENTION_INTERVAL = 10.0
+EVENTS_TRIM_INTERVAL = 30.0
+MAX_HEARTBEAT = 2.0
+
+
+class Services:
+    """Periodic tasks of one worker. Every one of them is safe to run in every worker at once:
+    the backend operations are atomic and idempotent."""
+
+    def __init__(self, worker: Worker, maintenance_interval: float) -> None:
+        self._worker = worker
+        self._maintenance_interval = maintenance_interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lease_check = asyncio.Event()
+
+    def start(self) -> None:
+        self._lease_check = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat(), name="conveyor-heartbeat"),
+            asyncio.create_task(self._registry(), name="conveyor-registry"),
+            asyncio.create_task(self._maintenance(), name="conveyor-maintenance"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+
+    def check_leases_soon(self) -> None:
+        """A job may have been cancelled: renew leases now and learn which ones we lost."""
+        self._lease_check.set()
+
+    def _interval(self) -> float:
+        leases = [r.job.lease for r in self._worker.running.values()]
+        return min([MAX_HEARTBEAT] + [lease / 3 for lease in leases])
+
+    async def _heartbeat(self) -> None:
+        w = self._worker
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval()):
+                    await self._lease_check.wait()
+            self._lease_check.clear()
+            held = [(r.job.id, r.job.attempt) for r in w.running.values() if not r.lost]
+            if not held:
+                continue
+            try:
+                lost = await w.app.backend.extend_leases(w.id, held)
+            except Exception:
+                log.exception("worker %s: lease renewal failed", w.id)
+                continue
+            if lost:
+                w.drop_lost(lost)
+
+    async def _registry(self) -> None:
+        w = self._worker
+        while True:
+            await asyncio.sleep(REGISTRY_INTERVAL)
+            try:
+                await w.app.backend.worker_heartbeat(w.info())
+            except Exception:
+                log.exception("worker %s: registry heartbeat failed", w.id)
+
+    async def _maintenance(self) -> None:
+        w = self._worker
+        app = w.app
+        since_retention = RETENTION_INTERVAL  # run retention right away
+        since_trim = 0.0
+        while True:
+            try:
+                recovered = await app.backend.recover_expired()
+                for rec in recovered:
+                    log.warning("job %s: lease expired, now %s", rec.job_id, rec.state.value)
+                if recovered:
+                    w.notify_work()
+                if since_retention >= RETENTION_INTERVAL:
+                    since_retention = 0.0
+                    for queue in w.queues:
+                        await app.backend.apply_retention(queue, app.retention_for(queue))
+                if since_trim >= EVENTS_TRIM_INTERVAL:
+                    since_trim = 0.0
+                    await app.backend.trim_events(app.event_retention)
+            except Exception:
+                log.exception("worker %s: maintenance failed", w.id)
+            await asyncio.sleep(self._maintenance_interval)
+            since_retention += self._maintenance_interval
+            since_trim += self._maintenance_interval
