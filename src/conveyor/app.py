@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
@@ -42,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("conveyor")
 DEFAULT_URL = "sqlite:///conveyor.db"
 MAX_KEY_LEN = 512
+_ITEM_KEYS = frozenset(
+    {"task", "payload", "priority", "delay", "idempotency_key", "tenant", "max_attempts"}
+)
 EnqueueItem = tuple[str, dict[str, Any] | None] | dict[str, Any]
 
 
@@ -160,19 +164,7 @@ class Conveyor:
 
     # -- producing ------------------------------------------------------------------------------
 
-    def _build(
-        self,
-        task: str | Task,
-        payload: dict[str, Any] | None,
-        *,
-        priority: int | str | None,
-        delay: float | timedelta | datetime | None,
-        idempotency_key: str | None,
-        tenant: str | None,
-        max_attempts: int | None,
-        batch: str | None,
-        now: float,
-    ) -> NewJob:
+    def _task(self, task: str | Task) -> Task:
         t = task if isinstance(task, Task) else self.tasks.get(task)  # type: ignore[arg-type]
         if t is None:
             if not isinstance(task, str):
@@ -180,14 +172,25 @@ class Conveyor:
                     f"task must be a task name, got {type(task).__name__}", field="task"
                 )
             raise UnknownTask(task, list(self.tasks))
-        stored = t.spec.validate(payload)
-        text = dumps(stored)
-        prio = t.options.priority if priority is None else parse_priority(priority)
+        return t
+
+    @staticmethod
+    def _options(
+        priority: int | str | None,
+        delay: float | timedelta | datetime | None,
+        idempotency_key: str | None,
+        tenant: str | None,
+        max_attempts: int | None,
+        now: float,
+    ) -> tuple[int | None, float]:
+        """Validate per-job options; returns (priority or None for the task's, delay seconds)."""
+        prio = None if priority is None else parse_priority(priority)
         due = parse_delay(delay, now)
-        attempts = t.options.max_attempts if max_attempts is None else max_attempts
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        if max_attempts is not None and (
+            isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+        ):
             raise ValidationError(
-                f"max_attempts must be an integer >= 1, got {attempts!r}", field="max_attempts"
+                f"max_attempts must be an integer >= 1, got {max_attempts!r}", field="max_attempts"
             )
         for fname, val in (("idempotency_key", idempotency_key), ("tenant", tenant)):
             if val is not None and (not isinstance(val, str) or not val or len(val) > MAX_KEY_LEN):
@@ -195,10 +198,25 @@ class Conveyor:
                     f"{fname} must be a non-empty string of at most {MAX_KEY_LEN} characters",
                     field=fname,
                 )
+        return prio, 0.0 if due is None else due - now
+
+    @staticmethod
+    def _new_job(
+        t: Task,
+        payload: dict[str, Any] | None,
+        prio: int | None,
+        delay: float,
+        idempotency_key: str | None,
+        tenant: str | None,
+        max_attempts: int | None,
+        batch: str | None,
+    ) -> NewJob:
         o = t.options
         return NewJob(
-            new_id(), o.queue, t.name, text, prio, attempts, o.max_stalls, o.timeout, o.lease,
-            0.0 if due is None else due - now, tenant, batch, None, None, idempotency_key,
+            new_id(), o.queue, t.name, dumps(t.spec.validate(payload)),
+            o.priority if prio is None else prio,
+            o.max_attempts if max_attempts is None else max_attempts,
+            o.max_stalls, o.timeout, o.lease, delay, tenant, batch, None, None, idempotency_key,
         )  # fmt: skip
 
     async def enqueue(
@@ -214,10 +232,11 @@ class Conveyor:
     ) -> Job:
         """Validate and store one job. With an ``idempotency_key`` that already exists, the
         existing job is returned and nothing new is stored."""
-        import time
-
-        nj = self._build(task, payload, priority=priority, delay=delay, idempotency_key=idempotency_key,
-                         tenant=tenant, max_attempts=max_attempts, batch=None, now=time.time())  # fmt: skip
+        t = self._task(task)
+        prio, secs = self._options(
+            priority, delay, idempotency_key, tenant, max_attempts, time.time()
+        )
+        nj = self._new_job(t, payload, prio, secs, idempotency_key, tenant, max_attempts, None)
         await self.open()
         res = await self.backend.enqueue_jobs([nj])
         self._wake_workers()
@@ -241,40 +260,56 @@ class Conveyor:
         Each item is ``(task, payload)`` or a dict with ``task``, ``payload`` and optionally
         ``priority``, ``delay``, ``idempotency_key``, ``tenant``, ``max_attempts``.
         """
-        import time
-
         now = time.time()
         batch_id = new_id()
+        prio, secs = self._options(priority, delay, None, tenant, None, now)
         jobs: list[NewJob] = []
+        tasks: dict[Any, Task] = {}
+        new_job = self._new_job
         for i, item in enumerate(items):
             try:
-                if isinstance(item, dict):
-                    unknown = set(item) - {"task", "payload", "priority", "delay", "idempotency_key",
-                                           "tenant", "max_attempts"}  # fmt: skip
-                    if unknown or "task" not in item:
-                        what = f"unknown keys {sorted(unknown)}" if unknown else "no 'task'"
-                        raise ValidationError(f"item has {what}", field="task")
-                    jobs.append(self._build(
-                        item["task"], item.get("payload"), priority=item.get("priority", priority),
-                        delay=item.get("delay", delay), idempotency_key=item.get("idempotency_key"),
-                        tenant=item.get("tenant", tenant), max_attempts=item.get("max_attempts"),
-                        batch=batch_id, now=now))  # fmt: skip
-                else:
+                if type(item) is tuple:
                     name, payload = item
-                    jobs.append(self._build(name, payload, priority=priority, delay=delay,
-                                            idempotency_key=None, tenant=tenant, max_attempts=None,
-                                            batch=batch_id, now=now))  # fmt: skip
+                    t = tasks.get(name) or tasks.setdefault(name, self._task(name))
+                    jobs.append(new_job(t, payload, prio, secs, None, tenant, None, batch_id))
+                elif isinstance(item, dict):
+                    jobs.append(self._item_job(item, prio, secs, tenant, batch_id, now))
+                else:
+                    raise ValidationError(
+                        f"expected (task, payload) or a dict, got {type(item).__name__}"
+                    )
             except ValidationError as exc:
                 field = f"items[{i}].{exc.field}" if exc.field else f"items[{i}]"
                 raise ValidationError(f"items[{i}]: {exc}", field=field) from None
             except (TypeError, ValueError) as exc:
-                raise ValidationError(f"items[{i}]: expected (task, payload) or a dict: {exc}",
-                                      field=f"items[{i}]") from None  # fmt: skip
+                raise ValidationError(
+                    f"items[{i}]: expected (task, payload) or a dict: {exc}", field=f"items[{i}]"
+                ) from None
         await self.open()
         res = await self.backend.enqueue_jobs(jobs) if jobs else None
         self._wake_workers()
         ids = res.ids if res else []
         return Batch(self, batch_id, ids, res.created if res else [])
+
+    def _item_job(
+        self, item: dict[str, Any], prio: int | None, secs: float, tenant: str | None,
+        batch: str, now: float,
+    ) -> NewJob:  # fmt: skip
+        unknown = set(item) - _ITEM_KEYS
+        if unknown or "task" not in item:
+            what = f"unknown keys {sorted(unknown)}" if unknown else "no 'task'"
+            raise ValidationError(f"item has {what}", field="task")
+        t = self._task(item["task"])
+        key = item.get("idempotency_key")
+        ten = item.get("tenant", tenant)
+        attempts = item.get("max_attempts")
+        if any(
+            k in item for k in ("priority", "delay", "idempotency_key", "tenant", "max_attempts")
+        ):
+            p, d = self._options(item.get("priority"), item.get("delay"), key, ten, attempts, now)
+            prio = prio if "priority" not in item else p
+            secs = secs if "delay" not in item else d
+        return self._new_job(t, item.get("payload"), prio, secs, key, ten, attempts, batch)
 
     def _wake_workers(self) -> None:
         for w in self._workers:

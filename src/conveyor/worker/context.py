@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +20,20 @@ class Context:
     ``Context``). Usable from async handlers (``await ctx.progress(...)``) and from sync handlers
     running in the thread pool (``ctx.progress(...)`` without await; it is fire-and-forget)."""
 
-    __slots__ = ("_cancel", "_loop", "_worker", "job", "log")
+    __slots__ = ("_cancelled", "_loop", "_worker", "job")
 
     def __init__(self, job: Job, worker: Worker, loop: asyncio.AbstractEventLoop) -> None:
         self.job = job
         self._worker = worker
         self._loop = loop
-        self._cancel = threading.Event()
-        self.log = logging.getLogger(f"conveyor.task.{job.task}")
+        # A plain attribute, not a threading.Event: set once, read by handler threads; a bool
+        # store/load is atomic under the GIL and a context is created per job on the hot path.
+        self._cancelled = False
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger named after the task (``conveyor.task.<name>``)."""
+        return logging.getLogger(f"conveyor.task.{self.job.task}")
 
     @property
     def attempt(self) -> int:
@@ -38,7 +43,7 @@ class Context:
     def cancelled(self) -> bool:
         """True once the job was cancelled, timed out, or the worker is shutting down hard.
         Sync handlers should check it between steps and return early."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def progress(
         self,
@@ -76,4 +81,4 @@ class Context:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def _set_cancelled(self) -> None:
-        self._cancel.set()
+        self._cancelled = True

@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     from ..app import Conveyor
 
 log = logging.getLogger("conveyor.worker")
+MAX_ROUNDS = 2
+_EVENT_OF = {
+    OutcomeKind.COMPLETED: "completed",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.RETRY: "retrying",
+}
 
 
 class _Running:
@@ -79,6 +85,9 @@ class Worker:
         self._acks: list[Outcome] = []
         self._wake = asyncio.Event()
         self._want_claim = True
+        self._wake_gen = 0
+        self._reserved = 0
+        self._rounds: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._next_due: float | None = None
         self._pump_task: asyncio.Task[None] | None = None
@@ -89,6 +98,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._started_at = time.time()
         self.processed = 0
+        self.min_lease = min([t.options.lease for t in app.tasks.values()] + [30.0])
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -174,6 +184,7 @@ class Worker:
             self._services.check_leases_soon()
         else:
             self._want_claim = True
+            self._wake_gen += 1
             self._wake.set()
 
     def notify_work(self) -> None:
@@ -186,8 +197,7 @@ class Worker:
         except RuntimeError:
             running = None
         if running is loop:
-            self._want_claim = True
-            self._wake.set()
+            self._on_wake("work")
         else:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._on_wake, "work")
@@ -195,47 +205,60 @@ class Worker:
     # -- the pump -------------------------------------------------------------------------------
 
     async def _pump(self) -> None:
-        backend = self.app.backend
+        # Up to MAX_ROUNDS backend rounds in flight, so the database works on the next round
+        # while this loop runs the jobs of the previous one. Claimed-but-not-yet-returned slots
+        # are reserved so the concurrency cap holds.
         while not self._stopping:
             self._wake.clear()
-            acks = self._acks
-            free = self.concurrency - len(self.running)
-            claim = free > 0 and self._want_claim
-            if acks:
-                self._acks = []
-            try:
-                if claim:
-                    params = ClaimParams(self.queues, free, self.id)
-                    if acks:
-                        lost, res = await asyncio.gather(
-                            backend.finish_jobs(self.id, acks), backend.claim_jobs(params)
-                        )
-                        self._report_lost(lost)
-                    else:
-                        res = await backend.claim_jobs(params)
-                    jobs = res.jobs
-                    if len(jobs) < free:
-                        self._want_claim = False
-                        self._next_due = res.next_due
-                    for job in jobs:
-                        self._spawn(job)
-                elif acks:
-                    self._report_lost(await backend.finish_jobs(self.id, acks))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("worker %s: backend call failed; retrying shortly", self.id)
-                if acks:
-                    self._acks = acks + self._acks
-                await asyncio.sleep(0.5)
-                continue
-            if self._acks or (self._want_claim and len(self.running) < self.concurrency):
-                continue
+            if len(self._rounds) < MAX_ROUNDS:
+                free = self.concurrency - len(self.running) - self._reserved
+                n = free if free > 0 and self._want_claim else 0
+                if n or self._acks:
+                    acks, self._acks = self._acks, []
+                    self._reserved += n
+                    t = asyncio.create_task(self._round(acks, n, self._wake_gen))
+                    self._rounds.add(t)
+                    continue
             await self._idle_wait()
+        if self._rounds:
+            await asyncio.wait(list(self._rounds))
+
+    async def _round(self, acks: list[Outcome], n: int, gen: int) -> None:
+        backend = self.app.backend
+        try:
+            if n:
+                claim = backend.claim_jobs(ClaimParams(self.queues, n, self.id))
+                if acks:
+                    lost, res = await asyncio.gather(backend.finish_jobs(self.id, acks), claim)
+                    self._report_lost(lost)
+                else:
+                    res = await claim
+                asked, n = n, 0
+                self._reserved -= asked
+                jobs = res.jobs
+                # Only conclude "nothing more is ready" if no wake-up arrived since this round
+                # began: a job committed after our claim's snapshot has sent one.
+                if len(jobs) < asked and gen == self._wake_gen:
+                    self._want_claim = False
+                    self._next_due = res.next_due
+                for job in jobs:
+                    self._spawn(job)
+            else:
+                self._report_lost(await backend.finish_jobs(self.id, acks))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker %s: backend call failed; retrying shortly", self.id)
+            self._acks = acks + self._acks
+            await asyncio.sleep(0.5)
+        finally:
+            self._reserved -= n
+            self._rounds.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._wake.set()
 
     async def _idle_wait(self) -> None:
-        timeout = self.poll_interval
-        if self._next_due is not None:
+        timeout = None if self._rounds else self.poll_interval
+        if self._next_due is not None and timeout is not None:
             timeout = min(timeout, max(0.0, self._next_due - self.app.backend.now()) + 0.001)
         try:
             async with asyncio.timeout(timeout):
@@ -262,6 +285,9 @@ class Worker:
         ctx = Context(job, self, self._loop)
         r = _Running(job, ctx)
         self.running[job.id] = r
+        if job.lease < self.min_lease:
+            self.min_lease = job.lease
+            self._services.check_leases_soon()  # renew before this shorter lease runs out
         r.task = self._loop.create_task(self._execute(r))
 
     async def _execute(self, r: _Running) -> None:
@@ -296,9 +322,11 @@ class Worker:
         del self.running[job.id]
         self.processed += 1
         self._acks.append(outcome)
+        if outcome.kind is OutcomeKind.RETRY:
+            self._on_wake("work")  # the claim after this ack learns the retry's due time
         self._wake.set()
         if app._listeners:
-            app._emit(outcome.kind.value, job, outcome)
+            app._emit(_EVENT_OF[outcome.kind], job, outcome)
 
     def _forget(self, r: _Running) -> None:
         self.running.pop(r.job.id, None)

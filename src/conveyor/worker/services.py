@@ -49,8 +49,7 @@ class Services:
         self._lease_check.set()
 
     def _interval(self) -> float:
-        leases = [r.job.lease for r in self._worker.running.values()]
-        return min([MAX_HEARTBEAT] + [lease / 3 for lease in leases])
+        return min(MAX_HEARTBEAT, self._worker.min_lease / 3)
 
     async def _heartbeat(self) -> None:
         w = self._worker

@@ -59,6 +59,23 @@ def add_events(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> Non
     )
 
 
+_INSERT = (
+    "INSERT INTO jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls, "
+    "timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "
+    "CASE WHEN value ->> 14 IS NULL THEN 'queued' ELSE 'scheduled' END, value ->> 5, value ->> 6, "
+    "value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, value ->> 13, "
+    ":now, value ->> 14 FROM json_each(:rows)"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
+    "SELECT CASE WHEN value ->> 14 IS NULL THEN 'enqueued' ELSE 'scheduled' END, value ->> 0, "
+    "value ->> 1, value ->> 2, value ->> 9, :now, "
+    "CASE WHEN value ->> 14 IS NULL THEN NULL ELSE json_object('due', value ->> 14) END "
+    "FROM json_each(:rows)"
+)
+
+
 def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> EnqueueResult:
     ids = [j.id for j in jobs]
     created = [True] * len(jobs)
@@ -82,31 +99,21 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
                 ids[i], created[i] = jobs[keyed[key]].id, False
                 skip.add(i)
     rows = []
-    events = []
     deltas: Counter[tuple[str, str]] = Counter()
     for i, j in enumerate(jobs):
         if i in skip:
             continue
-        if j.delay > 0:
-            due: float | None = now + j.delay
-            status = "scheduled"
-            events.append(("scheduled", j.id, j.queue, j.task, j.tenant, now, f'{{"due":{due}}}'))
-        else:
-            due, status = None, "queued"
-            events.append(("enqueued", j.id, j.queue, j.task, j.tenant, now, None))
-        deltas[(j.queue, status)] += 1
+        due = now + j.delay if j.delay > 0 else None
+        deltas[(j.queue, "queued" if due is None else "scheduled")] += 1
         rows.append(
-            (j.id, j.queue, j.task, j.payload, j.priority, status, j.max_attempts, j.max_stalls,
-             j.timeout, j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key,
-             now, due)
+            (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
+             j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, due)
         )  # fmt: skip
-    conn.executemany(
-        "INSERT INTO jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls, "
-        "timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, "
-        "scheduled_for) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        rows,
-    )
-    add_events(conn, events)
+    # One statement per table over a JSON array: the rows are parsed in C with the GIL released,
+    # ~2x cheaper than executemany's per-parameter binding.
+    args = {"now": now, "rows": orjson.dumps(rows).decode()}
+    conn.execute(_INSERT, args)
+    conn.execute(_INSERT_EVENTS, args)
     bump(conn, deltas)
     return EnqueueResult(ids, created, now)
 
@@ -166,26 +173,32 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
     if not rows:
         return ClaimResult([], next_due(conn))
     rows.sort(key=lambda r: (-r[5], r[0]))
-    jobs = [row_to_job(r[1:]) for r in rows]
+    conn.execute(_STARTED_EVENTS, {"now": now, "seqs": orjson.dumps([r[0] for r in rows]).decode()})
     deltas: Counter[tuple[str, str]] = Counter()
-    events = []
-    for j in jobs:
-        deltas[(j.queue, "queued")] -= 1
-        deltas[(j.queue, "active")] += 1
-        events.append(
-            ("started", j.id, j.queue, j.task, j.tenant, now, f'{{"attempt":{j.attempt}}}')
-        )
-    add_events(conn, events)
+    for q, n in Counter(r[2] for r in rows).items():
+        deltas[(q, "queued")] = -n
+        deltas[(q, "active")] = n
     bump(conn, deltas)
-    return ClaimResult(jobs, None)
+    return ClaimResult([row_to_job(r[1:]) for r in rows], None)
 
 
+# Events written by SQL from the rows just changed: no per-row parameter binding in Python.
+_STARTED_EVENTS = (
+    "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
+    "SELECT 'started', jobs.id, jobs.queue, jobs.task, jobs.tenant, :now, "
+    "json_object('attempt', jobs.attempt) FROM json_each(:seqs) AS s JOIN jobs ON jobs.seq = s.value"
+)
+_COMPLETED_EVENTS = (
+    "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
+    "SELECT 'completed', jobs.id, jobs.queue, jobs.task, jobs.tenant, :now, NULL "
+    "FROM json_each(:seqs) AS s JOIN jobs ON jobs.seq = s.value"
+)
 _COMPLETE = (
     "UPDATE jobs SET status = 'completed', result = o.value ->> 2, finished_at = :now, "
     "lease_expires_at = NULL FROM json_each(:outcomes) AS o "
     "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
     "AND jobs.status = 'active' AND jobs.worker = :worker "
-    "RETURNING jobs.id, jobs.queue, jobs.task, jobs.tenant, jobs.started_at"
+    "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at"
 )
 
 
@@ -209,14 +222,16 @@ def finish(
         rows = conn.execute(
             _COMPLETE, {"now": now, "worker": worker, "outcomes": orjson.dumps(done).decode()}
         ).fetchall()
-        for job_id, queue, task, tenant, started in rows:
+        seqs = []
+        for seq, job_id, queue, started in rows:
+            seqs.append(seq)
             acked.add(job_id)
             deltas[(queue, "active")] -= 1
             deltas[(queue, "completed")] += 1
             r = rates.setdefault(queue, [0, 0, 0.0])
             r[0] += 1
             r[2] += now - (started or now)
-            events.append(("completed", job_id, queue, task, tenant, now, None))
+        conn.execute(_COMPLETED_EVENTS, {"now": now, "seqs": orjson.dumps(seqs).decode()})
     for o in others:
         err = orjson.dumps(o.error).decode() if o.error else None
         brief = orjson.dumps(
