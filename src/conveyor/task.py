@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 _JSON_NATIVE: set[Any] = {str, int, float, bool, dict, list, Any, inspect.Parameter.empty,
                           type(None)}  # fmt: skip
 _CTX_NAMES = ("ctx", "context")
+# Queue names end up in Redis keys ({queue} hash tags) and URLs: no braces, spaces or slashes.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +42,11 @@ class TaskOptions:
     max_stalls: int = 3
 
     def __post_init__(self) -> None:
-        if not isinstance(self.queue, str) or not self.queue or len(self.queue) > 200:
-            raise ConfigurationError(f"queue must be a non-empty string, got {self.queue!r}")
+        if not isinstance(self.queue, str) or not _QUEUE_NAME.fullmatch(self.queue):
+            raise ConfigurationError(
+                f"queue name {self.queue!r} is invalid: use 1-100 characters from "
+                "letters, digits, '_', '-', '.', ':'"
+            )
         if self.retries < 0:
             raise ConfigurationError(f"retries must be >= 0, got {self.retries}")
         if self.timeout is not None and self.timeout <= 0:

@@ -79,19 +79,23 @@ _INSERT_EVENTS = (
 def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> EnqueueResult:
     ids = [j.id for j in jobs]
     created = [True] * len(jobs)
-    keyed = {j.idempotency_key: i for i, j in reversed(list(enumerate(jobs))) if j.idempotency_key}
+    # Idempotency keys are unique per queue (so a queue can live in one Redis Cluster slot).
+    keyed: dict[tuple[str, str], int] = {}
+    for i, j in enumerate(jobs):
+        if j.idempotency_key:
+            keyed.setdefault((j.queue, j.idempotency_key), i)
     skip: set[int] = set()
     if keyed:
         found = conn.execute(
-            "SELECT idempotency_key, id FROM jobs WHERE idempotency_key IN "
-            "(SELECT value FROM json_each(?))",
+            "SELECT jobs.queue, jobs.idempotency_key, jobs.id FROM json_each(?) AS k "
+            "JOIN jobs ON jobs.queue = k.value ->> 0 AND jobs.idempotency_key = k.value ->> 1",
             (orjson.dumps(list(keyed)).decode(),),
         ).fetchall()
-        existing = dict(found)
+        existing = {(q, k): job_id for q, k, job_id in found}
         for i, j in enumerate(jobs):
-            key = j.idempotency_key
-            if not key:
+            if not j.idempotency_key:
                 continue
+            key = (j.queue, j.idempotency_key)
             if key in existing:
                 ids[i], created[i] = existing[key], False
                 skip.add(i)

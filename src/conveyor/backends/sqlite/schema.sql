@@ -42,7 +42,8 @@ CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (scheduled_for) WHERE status =
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE status = 'active';
 -- Retention and cleanup of finished jobs (finished_at is set only in final states).
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, status, finished_at) WHERE finished_at IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- Idempotency keys are unique per queue.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch) WHERE batch IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS events (
