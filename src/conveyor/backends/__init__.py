@@ -23,6 +23,14 @@ def open_backend(url: str, *, clock: Clock | None = None) -> Backend:
         from .sqlite import SqliteBackend
 
         return SqliteBackend(url, clock=clock)
+    if scheme in ("redis", "rediss", "redis+cluster", "unix"):
+        try:
+            from .redis import RedisBackend
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigurationError(
+                f"the redis backend needs redis-py: pip install 'conveyor[redis]' ({exc})"
+            ) from None
+        return RedisBackend(url, clock=clock)
     if scheme in SCHEMES:
         raise ConfigurationError(f"the {scheme!r} backend is not available in this version yet")
     raise ConfigurationError(

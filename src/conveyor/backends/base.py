@@ -17,7 +17,7 @@ Conventions for every operation:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
@@ -242,6 +242,10 @@ have been cancelled (``"cancel"``). Runs on the event loop thread; must not bloc
 
 
 class Listener(Protocol):
+    def idle(self, idle: bool) -> None:
+        """Hint from the worker: True when it has free slots and nothing to claim (it wants
+        wake-ups for new work), False while it is busy claiming on its own."""
+
     async def close(self) -> None: ...
 
 
@@ -278,6 +282,12 @@ class Backend(Protocol):
         """Apply outcomes in one atomic step: completed, failed (final) or retry (``scheduled``
         after ``retry_in`` seconds). Outcomes for jobs no longer active under ``(attempt,
         worker)`` are ignored; their ids are returned. Emits completed/failed/retrying."""
+
+    async def finish_and_claim(
+        self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
+    ) -> tuple[list[str], ClaimResult]:
+        """`finish_jobs` then `claim_jobs` in one round trip where the backend can (a worker's
+        steady state: acknowledge what finished, take the next jobs)."""
 
     async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
         """Return active jobs of ``worker`` to ``queued`` without charging the attempt (graceful
@@ -355,13 +365,6 @@ class Backend(Protocol):
     async def listen(self, queues: Sequence[str], callback: WakeCallback, worker: str) -> Listener:
         """Arrange for ``callback`` to be called when jobs may be ready in ``queues`` or a job
         of ``worker`` was cancelled, from any process. Best effort: workers also poll slowly."""
-
-
-@dataclass(slots=True)
-class BackendOptions:
-    """Options parsed from the backend URL's query string and the app's keyword arguments."""
-
-    params: dict[str, str] = field(default_factory=dict)
 
 
 __all__ = [

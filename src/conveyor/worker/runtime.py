@@ -183,6 +183,8 @@ class Worker:
         if kind == "cancel":
             self._services.check_leases_soon()
         else:
+            if not self._want_claim and self._listener is not None:
+                self._listener.idle(False)
             self._want_claim = True
             self._wake_gen += 1
             self._wake.set()
@@ -227,12 +229,12 @@ class Worker:
         backend = self.app.backend
         try:
             if n:
-                claim = backend.claim_jobs(ClaimParams(self.queues, n, self.id))
+                params = ClaimParams(self.queues, n, self.id)
                 if acks:
-                    lost, res = await asyncio.gather(backend.finish_jobs(self.id, acks), claim)
+                    lost, res = await backend.finish_and_claim(self.id, acks, params)
                     self._report_lost(lost)
                 else:
-                    res = await claim
+                    res = await backend.claim_jobs(params)
                 asked, n = n, 0
                 self._reserved -= asked
                 jobs = res.jobs
@@ -240,6 +242,8 @@ class Worker:
                 # began: a job committed after our claim's snapshot has sent one.
                 if len(jobs) < asked and gen == self._wake_gen:
                     self._want_claim = False
+                    if self._listener is not None:
+                        self._listener.idle(True)
                     self._next_due = res.next_due
                 for job in jobs:
                     self._spawn(job)

@@ -189,6 +189,14 @@ class SqliteBackend:
         lost: list[str] = await self._run(ops.finish, worker, outcomes)
         return lost
 
+    async def finish_and_claim(
+        self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
+    ) -> tuple[list[str], ClaimResult]:
+        # Submitted back to back, both land in the same group-commit transaction.
+        lost = self._run(ops.finish, worker, outcomes)
+        claimed = self._run(ops.claim, params)
+        return await lost, await claimed
+
     async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
         n: int = await self._run(ops.release, worker, jobs, notify=b"w")
         return n

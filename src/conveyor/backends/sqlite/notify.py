@@ -122,6 +122,9 @@ class SocketListener:
         if kinds - {b"c"}:
             self._callback("work")
 
+    def idle(self, idle: bool) -> None:
+        """Datagrams reach every listener anyway: nothing to switch."""
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             self._loop.remove_reader(self._sock.fileno())

@@ -1,0 +1,5 @@
+"""Redis backend package (needs the ``redis`` extra: redis-py with hiredis)."""
+
+from .backend import RedisBackend, parse_redis_url
+
+__all__ = ["RedisBackend", "parse_redis_url"]

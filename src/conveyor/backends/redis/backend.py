@@ -1,0 +1,633 @@
+"""The Redis backend: every state transition is one Lua script (see ``lua/``), every key of a
+queue shares the hash tag ``{queue}`` so a queue lives in one Redis Cluster slot.
+
+URL forms: ``redis://host:port/db``, ``rediss://…``, ``unix:///path/redis.sock?db=0``, and
+``redis+cluster://host:port`` for Redis Cluster. Option ``prefix`` (default ``cv``) namespaces
+all keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import orjson
+from redis import asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...clock import Clock
+from ...errors import BackendError, BackendUnavailable, ConfigurationError, JobNotFound
+from ...job import FINAL_STATES, Job, JobState, Progress
+from ..base import (
+    BatchCounts,
+    Capabilities,
+    ClaimParams,
+    ClaimResult,
+    EnqueueResult,
+    Event,
+    EventRetention,
+    EventType,
+    JobPage,
+    ListParams,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+    Recovered,
+    Retention,
+    WakeCallback,
+    WorkerInfo,
+)
+from .listener import RedisListener
+from .scripts import SCRIPTS, evalsha, translate
+
+log = logging.getLogger("conveyor.redis")
+_STATES = {s.value: s for s in JobState}
+_EVENT_TYPES = {e.value: e for e in EventType}
+_ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
+          "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
+PRUNE_CHUNK = 1000
+RATE_BUCKET = 10.0
+STATS_WINDOW = 60.0
+
+
+def parse_redis_url(url: str) -> tuple[str, bool, str]:
+    """Return (url for redis-py, cluster?, key prefix)."""
+    parts = urlsplit(url)
+    cluster = parts.scheme == "redis+cluster"
+    if parts.scheme not in ("redis", "rediss", "unix", "redis+cluster"):
+        raise ConfigurationError(f"not a redis URL: {url!r}")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    prefix = query.pop("prefix", ["cv"])[-1]
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ConfigurationError(f"redis URL option prefix={prefix!r} must be non-empty, no braces")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigurationError(f"malformed redis URL {url!r}: no host")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed redis URL {url!r}: {exc}") from None
+    scheme = "redis" if cluster else parts.scheme
+    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query, doseq=True), ""))
+    return clean, cluster, prefix
+
+
+def _f(v: str | None) -> float | None:
+    return None if v is None else float(v)
+
+
+def job_from_hash(job_id: str, queue: str, h: dict[str, str]) -> Job:
+    pg = h.get("pg")
+    return Job(
+        job_id, queue, h["t"], orjson.loads(h["p"]), int(h["pr"]), _STATES[h["s"]],
+        int(h.get("a", 0)), int(h["ma"]), int(h.get("st", 0)), int(h["ms"]), _f(h.get("to")),
+        float(h["l"]), Progress(**orjson.loads(pg)) if pg else Progress(),
+        orjson.loads(h["r"]) if "r" in h else None, orjson.loads(h["e"]) if "e" in h else None,
+        h.get("tn"), h.get("b"), h.get("wf"), h.get("pa"), h.get("ik"), float(h["c"]),
+        _f(h.get("sf")), _f(h.get("sa")), _f(h.get("fa")), _f(h.get("le")), h.get("w"),
+    )  # fmt: skip
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class RedisBackend:
+    """`Backend` on Redis or Redis Cluster."""
+
+    capabilities = Capabilities(cross_process=True, cross_host=True, blocking_wakeups=True)
+
+    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+        self.url = url
+        self._redis_url, self.cluster, self.prefix = parse_redis_url(url)
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        # worker -> {job id -> queue} of jobs it claimed: outcomes name jobs, keys need queues.
+        self._held: dict[str, dict[str, str]] = {}
+        self._offset = 0.0  # Redis TIME - local time, refreshed by every script that returns now
+        self._opened = False
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def make_client(self, **kw: Any) -> Any:
+        opts: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30} | kw
+        if self.cluster:
+            return aioredis.RedisCluster.from_url(self._redis_url, **opts)
+        return aioredis.Redis.from_url(self._redis_url, **opts)
+
+    def _client(self) -> Any:
+        # redis-py asyncio connections belong to one event loop (the app's, the sync facade's).
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self.make_client()
+        return client
+
+    def key(self, queue: str, suffix: str = "") -> str:
+        return f"{self.prefix}:{{{queue}}}:{suffix}"
+
+    async def open(self) -> None:
+        client = self._client()
+        try:
+            await client.ping()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise BackendUnavailable(f"cannot reach Redis at {self.url}: {exc}") from exc
+        if not self._opened:
+            self._opened = True
+            await self._check_config(client)
+
+    async def _check_config(self, client: Any) -> None:
+        try:
+            cfg = await client.config_get("maxmemory-policy")
+            policies = set(cfg.values()) if not self.cluster else {
+                v for node in cfg.values() for v in (node.values() if isinstance(node, dict) else [node])
+            }  # fmt: skip
+        except RedisError:
+            return  # CONFIG may be disabled (managed Redis): nothing to check
+        bad = {p for p in policies if p != "noeviction"}
+        if bad:
+            log.warning(
+                "Redis maxmemory-policy is %s, not noeviction: Redis may evict job keys under "
+                "memory pressure and jobs would be LOST. Set maxmemory-policy noeviction.",
+                ",".join(sorted(bad)),
+            )
+
+    async def close(self) -> None:
+        clients = list(self._clients.items())
+        self._clients = weakref.WeakKeyDictionary()
+        loop = asyncio.get_running_loop()
+        for owner, client in clients:
+            if owner is loop:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    def now(self) -> float:
+        return time.time() + self._offset
+
+    def _saw_now(self, now: str) -> float:
+        t = float(now)
+        self._offset = t - time.time()
+        return t
+
+    async def _eval(self, name: str, queue: str, *args: Any) -> Any:
+        try:
+            return await evalsha(self._client(), SCRIPTS[name], [self.key(queue)], list(args))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise BackendUnavailable(f"Redis at {self.url} unreachable: {exc}") from exc
+
+    async def _queues(self) -> list[str]:
+        return sorted(await self._client().smembers(f"{self.prefix}:queues"))
+
+    # -- job transitions --------------------------------------------------------------------------
+
+    async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> EnqueueResult:
+        by_queue: dict[str, list[int]] = {}
+        for i, j in enumerate(jobs):
+            by_queue.setdefault(j.queue, []).append(i)
+        ids = [j.id for j in jobs]
+        created = [True] * len(jobs)
+        now = self.now()
+        client = self._client()
+        await client.sadd(f"{self.prefix}:queues", *by_queue)
+        for queue, idx in by_queue.items():
+            payload = orjson.dumps([
+                (jobs[i].id, jobs[i].task, jobs[i].payload, jobs[i].priority, jobs[i].max_attempts,
+                 jobs[i].max_stalls, jobs[i].timeout, jobs[i].lease, jobs[i].delay, jobs[i].tenant,
+                 jobs[i].batch, jobs[i].workflow, jobs[i].parent, jobs[i].idempotency_key)
+                for i in idx
+            ]).decode()  # fmt: skip
+            out = await self._eval("enqueue", queue, payload)
+            now = self._saw_now(out[0])
+            for n, i in enumerate(idx):
+                ids[i] = out[1 + 2 * n]
+                created[i] = out[2 + 2 * n] == 1
+        return EnqueueResult(ids, created, now)
+
+    async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
+        jobs: list[Job] = []
+        next_due: float | None = None
+        limit = params.limit
+        for queue in params.queues:
+            if limit <= 0:
+                break
+            got, due = self._claimed(queue, await self._eval("claim", queue, params.worker, limit))
+            if due is not None:
+                next_due = due if next_due is None else min(next_due, due)
+            jobs += got
+            limit -= len(got)
+        if jobs:
+            self.remember(params.worker, jobs)
+        return ClaimResult(jobs, None if jobs else next_due)
+
+    async def _by_queue(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Which queue each held job lives in (the worker knows; this is for direct calls)."""
+        queues = await self._queues()
+        client = self._client()
+        found: dict[str, list[str]] = {}
+        for job_id in job_ids:
+            for q in queues:
+                if await client.exists(self.key(q, f"j:{job_id}")):
+                    found.setdefault(q, []).append(job_id)
+                    break
+        return found
+
+    async def _queue_of(self, job_id: str) -> str | None:
+        for q in await self._queues():
+            if await self._client().exists(self.key(q, f"j:{job_id}")):
+                return q
+        return None
+
+    async def _finish_calls(
+        self, worker: str, outcomes: Sequence[Outcome]
+    ) -> tuple[list[tuple[str, str, list[Any]]], list[str]]:
+        """The finish script calls (one per queue) and the ids of unknown jobs (lost)."""
+        by_queue = await self._group(worker, [o.job_id for o in outcomes])
+        by_id = {o.job_id: o for o in outcomes}
+        calls: list[tuple[str, str, list[Any]]] = []
+        for queue, ids in by_queue.items():
+            rows = []
+            for job_id in ids:
+                o = by_id[job_id]
+                if o.kind is OutcomeKind.COMPLETED:
+                    rows.append((job_id, o.attempt, "completed",
+                                 None if o.result is None else orjson.dumps(o.result).decode()))  # fmt: skip
+                    continue
+                err = o.error or {}
+                brief: dict[str, Any] = {"attempt": o.attempt, "error": {
+                    "type": err.get("type"), "message": err.get("message")}}  # fmt: skip
+                if o.kind is OutcomeKind.RETRY:
+                    brief["retry_in"] = o.retry_in
+                rows.append((
+                    job_id, o.attempt, o.kind.value, None,
+                    orjson.dumps(o.error).decode() if o.error else None, o.retry_in,
+                    orjson.dumps(brief).decode(),
+                ))  # fmt: skip
+            calls.append(("finish", queue, [worker, orjson.dumps(rows).decode()]))
+        known = {i for ids in by_queue.values() for i in ids}
+        return calls, [o.job_id for o in outcomes if o.job_id not in known]
+
+    async def _pipeline(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
+        """Run script calls in one round trip; a NOSCRIPT result is re-run (loading it)."""
+        client = self._client()
+        pipe = client.pipeline(transaction=False)
+        for name, queue, args in calls:
+            pipe.evalsha(SCRIPTS[name].sha, 1, self.key(queue), *args)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise BackendUnavailable(f"Redis at {self.url} unreachable: {exc}") from exc
+        for i, res in enumerate(results):
+            if isinstance(res, NoScriptError):
+                name, queue, args = calls[i]
+                results[i] = await self._eval(name, queue, *args)
+            elif isinstance(res, Exception):
+                raise res
+        return results
+
+    async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
+        calls, lost = await self._finish_calls(worker, outcomes)
+        for res in await self._pipeline(calls):
+            lost += res
+        self._forget(worker, [o.job_id for o in outcomes])
+        return lost
+
+    async def finish_and_claim(
+        self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
+    ) -> tuple[list[str], ClaimResult]:
+        calls, lost = await self._finish_calls(worker, outcomes)
+        first = params.queues[0]
+        results = await self._pipeline([*calls, ("claim", first, [worker, params.limit])])
+        for res in results[:-1]:
+            lost += res
+        self._forget(worker, [o.job_id for o in outcomes])
+        jobs, next_due = self._claimed(first, results[-1])
+        rest = [q for q in params.queues[1:]]
+        if rest and len(jobs) < params.limit:
+            more = await self.claim_jobs(ClaimParams(rest, params.limit - len(jobs), worker))
+            jobs += more.jobs
+            if more.next_due is not None:
+                next_due = more.next_due if next_due is None else min(next_due, more.next_due)
+        if jobs:
+            self.remember(worker, jobs)
+        return lost, ClaimResult(jobs, None if jobs else next_due)
+
+    def _claimed(self, queue: str, out: list[Any]) -> tuple[list[Job], float | None]:
+        self._saw_now(out[0])
+        next_due = float(out[1]) if out[1] != "" else None
+        n = int(out[2])
+        return [
+            job_from_hash(out[3 + 2 * k], queue, _pairs(out[4 + 2 * k])) for k in range(n)
+        ], next_due
+
+    async def _group(self, worker: str, job_ids: Sequence[str]) -> dict[str, list[str]]:
+        cached = self._held.get(worker, {})
+        missing = [j for j in job_ids if j not in cached]
+        out: dict[str, list[str]] = {}
+        for j in job_ids:
+            if j in cached:
+                out.setdefault(cached[j], []).append(j)
+        if missing:
+            for q, ids in (await self._by_queue(missing)).items():
+                out.setdefault(q, []).extend(ids)
+        return out
+
+    def _forget(self, worker: str, job_ids: Sequence[str]) -> None:
+        held = self._held.get(worker)
+        if held is not None:
+            for j in job_ids:
+                held.pop(j, None)
+
+    def remember(self, worker: str, jobs: Sequence[Job]) -> None:
+        held = self._held.setdefault(worker, {})
+        for j in jobs:
+            held[j.id] = j.queue
+
+    async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
+        n = 0
+        attempts = dict(jobs)
+        for queue, ids in (await self._group(worker, [j for j, _ in jobs])).items():
+            held = orjson.dumps([(j, attempts[j]) for j in ids]).decode()
+            n += int(await self._eval("release", queue, worker, held))
+        self._forget(worker, [j for j, _ in jobs])
+        return n
+
+    async def extend_leases(self, worker: str, jobs: Sequence[tuple[str, int]]) -> list[str]:
+        lost: list[str] = []
+        attempts = dict(jobs)
+        grouped = await self._group(worker, [j for j, _ in jobs])
+        for queue, ids in grouped.items():
+            held = orjson.dumps([(j, attempts[j]) for j in ids]).decode()
+            lost += await self._eval("extend", queue, worker, held)
+        known = {i for ids in grouped.values() for i in ids}
+        lost += [j for j, _ in jobs if j not in known]
+        self._forget(worker, lost)
+        return lost
+
+    async def set_progress(
+        self, job_id: str, attempt: int, worker: str, progress: dict[str, Any]
+    ) -> bool:
+        grouped = await self._group(worker, [job_id])
+        for queue in grouped:
+            data = orjson.dumps(progress).decode()
+            return bool(await self._eval("progress", queue, job_id, attempt, worker, data))
+        return False
+
+    async def cancel_job(self, job_id: str) -> Job:
+        queue = await self._queue_of(job_id)
+        if queue is None:
+            raise JobNotFound(job_id)
+        try:
+            await self._eval("cancel", queue, job_id)
+        except ResponseError as exc:
+            raise translate(exc, job_id, "cancel") from None
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def retry_job(self, job_id: str) -> Job:
+        queue = await self._queue_of(job_id)
+        if queue is None:
+            raise JobNotFound(job_id)
+        try:
+            await self._eval("retry", queue, job_id)
+        except ResponseError as exc:
+            raise translate(exc, job_id, "retry") from None
+        job = await self.get_job(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def recover_expired(self) -> list[Recovered]:
+        out: list[Recovered] = []
+        for queue in await self._queues():
+            flat = await self._eval("recover", queue)
+            for k in range(0, len(flat), 2):
+                out.append(Recovered(flat[k], queue, _STATES[flat[k + 1]]))
+        return out
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        client = self._client()
+        for q in await self._queues():
+            h = await client.hgetall(self.key(q, f"j:{job_id}"))
+            if h:
+                return job_from_hash(job_id, q, h)
+        return None
+
+    async def list_jobs(self, params: ListParams) -> JobPage:
+        # Redis keeps no secondary index by creation time: gather the candidate ids from the
+        # state sets (O(jobs in those states)), newest first by id (ids sort by creation time).
+        client = self._client()
+        queues = [params.queue] if params.queue else await self._queues()
+        states = [params.status.value] if params.status else list(_ZSETS)
+        cands: list[tuple[str, str]] = []
+        for q in queues:
+            for s in states:
+                cands += [(i, q) for i in await client.zrange(self.key(q, _ZSETS[s]), 0, -1)]
+        cands.sort(reverse=True)
+        if params.cursor:
+            cands = [c for c in cands if c[0] < params.cursor]
+        out: list[Job] = []
+        for job_id, q in cands:
+            h = await client.hgetall(self.key(q, f"j:{job_id}"))
+            if not h:
+                continue
+            job = job_from_hash(job_id, q, h)
+            if (params.task and job.task != params.task) or (
+                params.batch and job.batch != params.batch) or (
+                params.tenant and job.tenant != params.tenant):  # fmt: skip
+                continue
+            out.append(job)
+            if len(out) > params.limit:
+                break
+        more = len(out) > params.limit
+        out = out[: params.limit]
+        return JobPage(out, out[-1].id if more else None)
+
+    async def batch_counts(self, batch: str) -> BatchCounts:
+        counts: dict[str, int] = {}
+        first: float | None = None
+        last: float | None = None
+        for q in await self._queues():
+            out = await self._eval("batch", q, batch)
+            if out[0]:
+                first = float(out[0]) if first is None else min(first, float(out[0]))
+            if out[1]:
+                last = float(out[1]) if last is None else max(last, float(out[1]))
+            for k in range(2, len(out), 2):
+                counts[out[k]] = counts.get(out[k], 0) + int(out[k + 1])
+        return BatchCounts(batch, counts, sum(counts.values()), first, last, self.now())
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        client = self._client()
+        names = list(queues) if queues else await self._queues()
+        out: dict[str, QueueStats] = {}
+        now = self.now()
+        workers = await client.hgetall(f"{self.prefix}:workers")
+        live = [orjson.loads(v) for v in workers.values()]
+        live = [w for w in live if w["seen_at"] > now - w["ttl"]]
+        since = int((now - STATS_WINDOW) // RATE_BUCKET)
+        for q in names:
+            counts = {s.value: 0 for s in JobState}
+            for s, z in _ZSETS.items():
+                counts[s] = int(await client.zcard(self.key(q, z)))
+            st = QueueStats(q, counts, window=STATS_WINDOW)
+            st.active = counts["active"]
+            for w in live:
+                if q in w["queues"]:
+                    st.workers += 1
+                    st.concurrency += w["concurrency"]
+            rates = await client.hgetall(self.key(q, "rates"))
+            done = secs = 0.0
+            for field, value in rates.items():
+                kind, _, bucket = field.partition(":")
+                if int(bucket) > since:
+                    if kind == "c":
+                        done += float(value)
+                    elif kind == "r":
+                        secs += float(value)
+            st.throughput_per_s = done / STATS_WINDOW
+            st.avg_run_seconds = secs / done if done else None
+            out[q] = st
+        return out
+
+    # -- maintenance ------------------------------------------------------------------------------
+
+    async def _prune(self, queue: str, state: str, cutoff: float | None, keep: int | None) -> int:
+        total = 0
+        while True:
+            n = int(await self._eval("prune", queue, state, "" if cutoff is None else repr(cutoff),
+                                     "" if keep is None else keep, PRUNE_CHUNK))  # fmt: skip
+            total += n
+            if n < PRUNE_CHUNK:
+                return total
+
+    async def apply_retention(self, queue: str, rule: Retention) -> int:
+        now = self.now()
+        removed = 0
+        for state, age, count in (
+            ("completed", rule.completed_max_age, rule.completed_max_count),
+            ("failed", rule.failed_max_age, rule.failed_max_count),
+            ("cancelled", rule.cancelled_max_age, rule.cancelled_max_count),
+        ):
+            if age is not None or count is not None:
+                removed += await self._prune(
+                    queue, state, None if age is None else now - age, count
+                )
+        client = self._client()
+        old = int((now - 3600) // RATE_BUCKET)
+        fields = [
+            f for f in await client.hkeys(self.key(queue, "rates")) if int(f.split(":")[1]) < old
+        ]
+        if fields:
+            await client.hdel(self.key(queue, "rates"), *fields)
+        return removed
+
+    async def cleanup(self, older_than: float, states: Sequence[JobState]) -> int:
+        now = self.now()
+        removed = 0
+        for q in await self._queues():
+            for s in states:
+                if s in FINAL_STATES:
+                    removed += await self._prune(q, s.value, now - older_than + 1e-6, None)
+        return removed
+
+    async def trim_events(self, rule: EventRetention) -> int:
+        client = self._client()
+        removed = 0
+        for q in await self._queues():
+            key = self.key(q, "events")
+            if rule.max_count is not None:
+                removed += await client.xtrim(key, maxlen=rule.max_count, approximate=False)
+            if rule.max_age is not None:
+                minid = f"{int((self.now() - rule.max_age) * 1000)}-0"
+                removed += await client.xtrim(key, minid=minid)
+        return removed
+
+    async def append_event(
+        self,
+        type: EventType,
+        *,
+        job_id: str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        q = queue or "default"
+        await self._client().sadd(f"{self.prefix}:queues", q)
+        sid = await self._eval("event", q, type.value, job_id or "", task or "", tenant or "",
+                               orjson.dumps(data).decode() if data else "")  # fmt: skip
+        return stream_to_int(sid)
+
+    async def read_events(
+        self, since: int = 0, limit: int = 1000, job_id: str | None = None
+    ) -> list[Event]:
+        client = self._client()
+        merged: list[Event] = []
+        for q in await self._queues():
+            key = self.key(q, "events")
+            start = "(" + int_to_stream(since) if since else "-"
+            found = 0
+            while found < limit:
+                entries = await client.xrange(key, min=start, count=1000)
+                for sid, f in entries:
+                    if job_id is not None and f.get("j") != job_id:
+                        continue
+                    eid = stream_to_int(sid)
+                    data = orjson.loads(f["d"]) if "d" in f else {}
+                    merged.append(Event(eid, _EVENT_TYPES[f["e"]], f.get("j"), q, f.get("t"),
+                                        f.get("n"), eid // 1_000_000 / 1000.0, data))  # fmt: skip
+                    found += 1
+                if len(entries) < 1000:
+                    break
+                start = "(" + entries[-1][0]
+        merged.sort(key=lambda e: e.id)
+        return merged[:limit]
+
+    async def last_event_id(self) -> int:
+        client = self._client()
+        best = 0
+        for q in await self._queues():
+            last = await client.xrevrange(self.key(q, "events"), count=1)
+            if last:
+                best = max(best, stream_to_int(last[0][0]))
+        return best
+
+    async def worker_heartbeat(self, info: WorkerInfo) -> None:
+        data = {"queues": list(info.queues), "concurrency": info.concurrency, "active": info.active,
+                "pid": info.pid, "host": info.host, "started_at": info.started_at,
+                "seen_at": self.now(), "ttl": info.ttl}  # fmt: skip
+        await self._client().hset(f"{self.prefix}:workers", info.id, orjson.dumps(data).decode())
+
+    async def remove_worker(self, worker: str) -> None:
+        await self._client().hdel(f"{self.prefix}:workers", worker)
+        self._held.pop(worker, None)
+
+    async def listen(
+        self, queues: Sequence[str], callback: WakeCallback, worker: str
+    ) -> RedisListener:
+        return RedisListener(self, queues, callback, worker)
+
+
+def stream_to_int(sid: str) -> int:
+    ms, _, seq = sid.partition("-")
+    return int(ms) * 1_000_000 + int(seq or 0)
+
+
+def int_to_stream(eid: int) -> str:
+    return f"{eid // 1_000_000}-{eid % 1_000_000}"
+
+
+__all__ = ["BackendError", "RedisBackend", "parse_redis_url"]

@@ -1,0 +1,48 @@
+-- enqueue: store jobs of one queue atomically.
+-- KEYS[1] queue prefix
+-- ARGV[1] JSON array of jobs: {id, task, payload, priority, max_attempts, max_stalls, timeout,
+--         lease, delay, tenant, batch, workflow, parent, idempotency_key}
+-- returns {now, id1, created1, id2, created2, ...}; created is 1 or 0 (idempotency key matched)
+local jobs = cjson.decode(ARGV[1])
+local now = now_s()
+local out = {fmt(now)}
+local woke = false
+for _, j in ipairs(jobs) do
+  local id, key = j[1], j[14]
+  local existing = false
+  if key ~= cjson.null then
+    existing = redis.call('HGET', P .. 'idem', key)
+  end
+  if existing then
+    table.insert(out, existing); table.insert(out, 0)
+  else
+    local h = {'HSET', jkey(id), 't', j[2], 'p', j[3], 'pr', j[4], 'ma', j[5], 'ms', j[6],
+               'l', j[8], 'c', fmt(now), 'a', 0, 'st', 0}
+    if j[7] ~= cjson.null then table.insert(h, 'to'); table.insert(h, j[7]) end
+    local opt = {{'tn', j[10]}, {'b', j[11]}, {'wf', j[12]}, {'pa', j[13]}, {'ik', key}}
+    for _, kv in ipairs(opt) do
+      if kv[2] ~= cjson.null then table.insert(h, kv[1]); table.insert(h, kv[2]) end
+    end
+    local tenant = j[10] ~= cjson.null and j[10] or nil
+    local delay = tonumber(j[9])
+    if delay > 0 then
+      local due = now + delay
+      table.insert(h, 's'); table.insert(h, 'scheduled')
+      table.insert(h, 'sf'); table.insert(h, fmt(due))
+      redis.call(unpack(h))
+      redis.call('ZADD', P .. 'sched', due, id)
+      event('scheduled', id, j[2], tenant, '{"due":' .. fmt(due) .. '}')
+    else
+      table.insert(h, 's'); table.insert(h, 'queued')
+      redis.call(unpack(h))
+      redis.call('ZADD', P .. 'ready', ready_score(j[4]), id)
+      event('enqueued', id, j[2], tenant, nil)
+    end
+    if key ~= cjson.null then redis.call('HSET', P .. 'idem', key, id) end
+    if j[11] ~= cjson.null then redis.call('SADD', P .. 'b:' .. j[11], id) end
+    table.insert(out, id); table.insert(out, 1)
+    woke = true
+  end
+end
+if woke then wake() end
+return out

@@ -1,0 +1,29 @@
+-- prune: delete finished jobs of one state finished before a cutoff and/or beyond a count.
+-- KEYS[1] queue prefix
+-- ARGV[1] state ('completed'|'failed'|'cancelled'), ARGV[2] cutoff seconds or '' (none),
+-- ARGV[3] max count to keep or '' (none), ARGV[4] max jobs deleted per call
+-- returns the number deleted (call again while it returns ARGV[4])
+local z = P .. 'f:' .. ARGV[1]
+local limit = tonumber(ARGV[4])
+local ids = {}
+if ARGV[3] ~= '' then
+  local keep = tonumber(ARGV[3])
+  local total = redis.call('ZCARD', z)
+  if total > keep then
+    ids = redis.call('ZRANGE', z, 0, math.min(total - keep, limit) - 1)
+  end
+end
+if #ids < limit and ARGV[2] ~= '' then
+  local more = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. ARGV[2], 'LIMIT', #ids, limit - #ids)
+  for _, id in ipairs(more) do table.insert(ids, id) end
+end
+local n = 0
+for _, id in ipairs(ids) do
+  local k = jkey(id)
+  local f = redis.call('HMGET', k, 'ik', 'b')
+  if f[1] then redis.call('HDEL', P .. 'idem', f[1]) end
+  if f[2] then redis.call('SREM', P .. 'b:' .. f[2], id) end
+  if redis.call('DEL', k) == 1 then n = n + 1 end
+  redis.call('ZREM', z, id)
+end
+return n

@@ -1,0 +1,30 @@
+-- recover: requeue jobs whose lease expired (a stall; the attempt is not charged) or fail them
+-- when their stalls are used up.
+-- KEYS[1] queue prefix
+-- returns flat {id, new_status, ...}
+local now = now_s()
+local expired = redis.call('ZRANGEBYSCORE', P .. 'active', '-inf', '(' .. now, 'LIMIT', 0, 1000)
+local out = {}
+for _, id in ipairs(expired) do
+  local k = jkey(id)
+  local cur = redis.call('HMGET', k, 'st', 'ms', 'a', 't', 'tn', 'pr')
+  local stalls = tonumber(cur[1] or 0) + 1
+  redis.call('ZREM', P .. 'active', id)
+  redis.call('HDEL', k, 'le', 'w')
+  event('stalled', id, cur[4], cur[5], '{"stalls":' .. stalls .. '}')
+  if stalls > tonumber(cur[2]) then
+    local err = cjson.encode({type = 'Stalled', message = 'lease expired ' .. stalls ..
+      ' times (max_stalls=' .. cur[2] .. '): the worker died or blocked its event loop'})
+    redis.call('HSET', k, 's', 'failed', 'st', stalls, 'e', err, 'fa', fmt(now))
+    redis.call('ZADD', P .. 'f:failed', now, id)
+    event('failed', id, cur[4], cur[5], '{"attempt":' .. cur[3] .. ',"error":' .. err .. '}')
+    table.insert(out, id); table.insert(out, 'failed')
+  else
+    redis.call('HSET', k, 's', 'queued', 'st', stalls)
+    redis.call('HINCRBY', k, 'a', -1)
+    redis.call('ZADD', P .. 'ready', ready_score(cur[6]), id)
+    table.insert(out, id); table.insert(out, 'queued')
+  end
+end
+if #out > 0 then wake() end
+return out

@@ -1,0 +1,63 @@
+"""Lua scripts: loaded once per server (EVALSHA), reloaded on NOSCRIPT; error replies mapped to
+conveyor exceptions in one table."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError, ResponseError
+
+from ...errors import ConveyorError, JobNotFound, JobStateError
+
+NAMES = (
+    "batch", "cancel", "claim", "enqueue", "event", "extend", "finish", "progress", "prune",
+    "recover", "release", "retry",
+)  # fmt: skip
+
+
+def _load(name: str) -> str:
+    lua = resources.files(__package__).joinpath("lua")
+    common = lua.joinpath("includes/common.lua").read_text()
+    return common + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+class Script:
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = _load(name)
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+SCRIPTS = {name: Script(name) for name in NAMES}
+
+# Error replies from scripts -> exceptions. Each maker gets (job_id, reply text).
+ERRORS: dict[str, Callable[[str, str], ConveyorError]] = {
+    "NOTFOUND": lambda job_id, _: JobNotFound(job_id),
+    "STATE": lambda job_id, text: JobStateError(job_id, text.split()[1], "change"),
+}
+
+
+def translate(exc: ResponseError, job_id: str, action: str) -> BaseException:
+    text = str(exc)
+    code = text.split()[0] if text else ""
+    maker = ERRORS.get(code)
+    if maker is None:
+        return exc
+    err = maker(job_id, text)
+    if isinstance(err, JobStateError):
+        err = JobStateError(job_id, err.state, action)
+    return err
+
+
+async def evalsha(client: Any, script: Script, keys: list[str], args: list[Any]) -> Any:
+    """Run a script by SHA; on NOSCRIPT (a restarted or new server) load it and run again."""
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        await client.script_load(script.source)
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
