@@ -95,7 +95,8 @@ class Conveyor:
         opts = make_options(**options)
 
         def register(f: Callable[..., Any]) -> Task:
-            task_name = name or f"{f.__module__}.{f.__qualname__}".removeprefix("__main__.")
+            # The function's own name: what users type (CLI, HTTP). Collisions are errors.
+            task_name = name or f.__name__
             if task_name in self.tasks:
                 from .errors import ConfigurationError
 

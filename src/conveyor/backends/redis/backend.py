@@ -280,7 +280,7 @@ class RedisBackend:
         client = self._client()
         pipe = client.pipeline(transaction=False)
         for name, queue, args in calls:
-            pipe.evalsha(SCRIPTS[name].sha, 1, self.key(queue), *args)
+            pipe.execute_command("EVALSHA", SCRIPTS[name].sha, 1, self.key(queue), *args)
         try:
             results = await pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError) as exc:

@@ -35,6 +35,7 @@ class RedisListener:
         self._worker = worker
         self._idle = True
         self._clients: list[Any] = []
+        self._pokes: set[asyncio.Future[None]] = set()
         self._tasks = [
             asyncio.create_task(self._run(q), name=f"conveyor-redis-listen-{q}") for q in queues
         ]
@@ -43,7 +44,9 @@ class RedisListener:
         """The worker wants markers (idle) or only its cancel signals (busy)."""
         if idle and not self._idle:
             self._idle = True
-            asyncio.ensure_future(self._poke())
+            task = asyncio.ensure_future(self._poke())
+            self._pokes.add(task)
+            task.add_done_callback(self._pokes.discard)
         else:
             self._idle = idle
 

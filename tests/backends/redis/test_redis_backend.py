@@ -1,0 +1,221 @@
+"""Redis-only checks: Lua script headers and loading, error mapping, key layout, start-up
+errors and warnings, surviving a Redis restart, and Redis Cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from redis import asyncio as aioredis
+
+from conveyor import BackendUnavailable, Conveyor, JobNotFound, JobStateError
+from conveyor.backends.redis.scripts import NAMES
+from tests.servers import RedisCluster, RedisServer, free_port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+async def app(server: RedisServer, request: pytest.FixtureRequest):
+    prefix = re.sub(r"\W", "", request.node.name)[-40:]
+    a = Conveyor(f"{server.url}?prefix=t{prefix}")
+    yield a
+    await a.close()
+
+
+async def eventually(pred, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        res = pred()
+        if asyncio.iscoroutine(res):
+            res = await res
+        if res:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_every_script_has_a_header_listing_keys_argv_and_returns() -> None:
+    # Given the Lua scripts shipped in the package
+    lua = resources.files("conveyor.backends.redis").joinpath("lua")
+    for name in NAMES:
+        text = lua.joinpath(f"{name}.lua").read_text()
+        header = "\n".join(line for line in text.splitlines() if line.startswith("--"))
+        # Then each documents its KEYS, ARGV (when it takes any) and what it returns
+        assert "KEYS[1]" in header, name
+        assert "returns" in header, name
+
+
+async def test_scripts_reload_after_script_flush(app: Conveyor, server: RedisServer) -> None:
+    # Given a Redis whose script cache was flushed (as after a restart or failover)
+    @app.task
+    async def noop() -> int:
+        return 1
+
+    await app.open()
+    r = aioredis.Redis.from_url(server.url)
+    await r.script_flush()
+    await r.aclose()
+    # When jobs are enqueued and run
+    async with app.worker(concurrency=2):
+        job = await noop.enqueue()
+        # Then the scripts are loaded again on NOSCRIPT and everything works
+        assert await app.wait(job.id, timeout=10) == 1
+
+
+async def test_script_error_codes_map_to_conveyor_exceptions(app: Conveyor) -> None:
+    @app.task
+    async def noop() -> None:
+        return None
+
+    async with app.worker(concurrency=1):
+        job = await noop.enqueue()
+        await app.wait(job.id, timeout=10)
+    with pytest.raises(JobStateError):
+        await app.cancel(job.id)
+    with pytest.raises(JobStateError):
+        await app.retry(job.id)
+    with pytest.raises(JobNotFound):
+        await app.cancel("no-such-job")
+
+
+async def test_all_keys_of_a_queue_share_its_hash_tag(app: Conveyor, server: RedisServer) -> None:
+    # Given jobs in two queues, run, scheduled and failed
+    @app.task(queue="alpha", retries=0)
+    async def boom() -> None:
+        raise RuntimeError("x")
+
+    @app.task(queue="beta")
+    async def ok() -> None:
+        return None
+
+    async with app.worker(concurrency=2, queues=["alpha", "beta"]):
+        j1 = await boom.enqueue()
+        j2 = await ok.enqueue()
+        await app.enqueue(ok, delay=60)
+        for j in (j1, j2):
+            await eventually(lambda j=j: _final(app, j.id), what="jobs to finish")
+    r = aioredis.Redis.from_url(server.url, decode_responses=True)
+    prefix = app.backend.prefix  # type: ignore[attr-defined]
+    keys = [k async for k in r.scan_iter(f"{prefix}:*")]
+    await r.aclose()
+    # Then every per-queue key carries {queue}; only the registries are global
+    assert keys
+    for k in keys:
+        assert "{alpha}" in k or "{beta}" in k or k in (f"{prefix}:queues", f"{prefix}:workers"), k
+
+
+async def _final(app: Conveyor, job_id: str) -> bool:
+    return (await app.get(job_id)).status.is_final
+
+
+async def test_unreachable_redis_is_a_clear_error_at_start() -> None:
+    # Given nothing listening on a port
+    app = Conveyor(f"redis://127.0.0.1:{free_port()}/0")
+    # Then the first call says Redis is unreachable (no hang, no raw driver error)
+    with pytest.raises(BackendUnavailable, match="cannot reach Redis"):
+        await app.open()
+    await app.close()
+
+
+async def test_warns_loudly_unless_maxmemory_policy_is_noeviction(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    srv = RedisServer(tmp_path / "lru", extra=["--maxmemory-policy", "allkeys-lru"])
+    try:
+        app = Conveyor(srv.url)
+        with caplog.at_level(logging.WARNING, logger="conveyor.redis"):
+            await app.open()
+        await app.close()
+        assert any("noeviction" in r.getMessage() for r in caplog.records)
+    finally:
+        srv.stop()
+
+
+async def test_workers_ride_out_a_redis_restart_without_losing_jobs(tmp_path: Path) -> None:
+    # Given Redis with AOF (everysec) and a worker draining jobs
+    srv = RedisServer(tmp_path / "aof", appendonly=True)
+    app = Conveyor(srv.url)
+    done: set[int] = set()
+
+    @app.task
+    async def work(n: int) -> int:
+        await asyncio.sleep(0.002)
+        done.add(n)
+        return n
+
+    try:
+        await app.enqueue_many([("work", {"n": i}) for i in range(600)])
+        async with app.worker(concurrency=20):
+            await eventually(lambda: len(done) >= 100, what="some jobs done")
+            # When Redis restarts mid-run (clean shutdown, AOF replayed at start)
+            await asyncio.to_thread(srv.restart)
+            # Then the worker resumes by itself and every job completes
+            await eventually(
+                lambda: _count(app, "completed", 600), timeout=60, what="all jobs completed"
+            )
+        assert done == set(range(600))
+    finally:
+        await app.close()
+        srv.stop()
+
+
+async def _count(app: Conveyor, state: str, n: int) -> bool:
+    try:
+        stats = await app.stats()
+    except Exception:
+        return False
+    return stats["default"].counts[state] == n
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    c = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
+async def test_cluster_runs_jobs_across_queues_in_different_slots(cluster: RedisCluster) -> None:
+    # Given a 3-master cluster and tasks in six queues (spread over the masters' slots)
+    app = Conveyor(cluster.url)
+    seen: list[str] = []
+    queues = [f"q{i}" for i in range(6)]
+    for q in queues:
+
+        async def handler(ctx, n: int, _q: str = q) -> str:
+            await ctx.progress(50, "half")
+            seen.append(_q)
+            return _q
+
+        app.task(handler, name=f"h-{q}", queue=q)
+    try:
+        # When 300 jobs are enqueued in one call and drained by one worker on all queues
+        batch = await app.enqueue_many(
+            [(f"h-{queues[i % 6]}", {"n": i}) for i in range(300)], priority="high"
+        )
+        async with app.worker(concurrency=20, queues=queues):
+            st = await batch.wait(timeout=60)
+        # Then every job completed exactly once, in every queue
+        assert st.counts == {"completed": 300}
+        assert sorted(seen) == sorted(queues[i % 6] for i in range(300))
+        stats = await app.stats()
+        assert all(stats[q].counts["completed"] == 50 for q in queues)
+        # And cancel / retry / events work through the cluster
+        job = await app.enqueue("h-q0", {"n": 1}, delay=30)
+        assert (await app.cancel(job.id)).status.value == "cancelled"
+        retried = await app.retry(job.id)
+        assert retried.status.value == "queued"
+        events = [e async for e in app.events(since=0, follow=False, job_id=job.id)]
+        assert [e.type.value for e in events] == ["scheduled", "cancelled", "retrying"]
+    finally:
+        await app.close()
