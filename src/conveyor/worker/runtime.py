@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -68,9 +69,14 @@ class Worker:
         poll_interval: float = 1.0,
         shutdown_grace: float = 30.0,
         maintenance_interval: float = 1.0,
+        prefetch: int | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if prefetch is None:
+            prefetch = min(concurrency // 4, 32)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ConfigurationError(f"prefetch must be an integer >= 0, got {prefetch!r}")
         if poll_interval <= 0:
             raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval}")
         self.app = app
@@ -78,6 +84,10 @@ class Worker:
         if not self.queues:
             raise ConfigurationError("worker has no queues: register a task or pass queues=[...]")
         self.concurrency = concurrency
+        # Jobs claimed beyond the free slots, started the moment a slot frees, so slots do not
+        # sit empty while the next claim round trip runs. Held (leases renewed) like running ones.
+        self.prefetch = prefetch
+        self._buffer: deque[_Running] = deque()
         self.id = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-8:]}"
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
@@ -213,7 +223,7 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             if len(self._rounds) < MAX_ROUNDS:
-                free = self.concurrency - len(self.running) - self._reserved
+                free = self.concurrency + self.prefetch - len(self.running) - self._reserved
                 n = free if free > 0 and self._want_claim else 0
                 if n or self._acks:
                     acks, self._acks = self._acks, []
@@ -292,7 +302,18 @@ class Worker:
         if job.lease < self.min_lease:
             self.min_lease = job.lease
             self._services.check_leases_soon()  # renew before this shorter lease runs out
-        r.task = self._loop.create_task(self._execute(r))
+        if len(self.running) - len(self._buffer) <= self.concurrency and not self._stopping:
+            r.task = self._loop.create_task(self._execute(r))
+        else:
+            self._buffer.append(r)
+
+    def _start_buffered(self) -> None:
+        assert self._loop is not None
+        buf = self._buffer
+        while buf and not self._stopping and len(self.running) - len(buf) < self.concurrency:
+            r = buf.popleft()
+            if not r.lost:
+                r.task = self._loop.create_task(self._execute(r))
 
     async def _execute(self, r: _Running) -> None:
         job = r.job
@@ -324,6 +345,8 @@ class Worker:
         if r.lost or r.released:
             return self._forget(r)
         del self.running[job.id]
+        if self._buffer:
+            self._start_buffered()
         self.processed += 1
         self._acks.append(outcome)
         if outcome.kind is OutcomeKind.RETRY:
@@ -334,6 +357,8 @@ class Worker:
 
     def _forget(self, r: _Running) -> None:
         self.running.pop(r.job.id, None)
+        if self._buffer:
+            self._start_buffered()
         self._wake.set()
 
     def drop_lost(self, job_ids: list[str]) -> None:
@@ -344,6 +369,11 @@ class Worker:
                 continue
             r.lost = True
             r.ctx._set_cancelled()
+            if r.task is None:  # still in the prefetch buffer: never started
+                self._buffer.remove(r)
+                del self.running[job_id]
+                self._wake.set()
+                continue
             task = self.app.tasks.get(r.job.task)
             # A sync handler keeps its thread until it returns (it sees ctx.cancelled); its slot
             # is freed only then. An async one is cancelled where it awaits.

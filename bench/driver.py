@@ -1,0 +1,458 @@
+"""Run ONE workload on conveyor and print one ``RESULT {json}`` line.
+
+Started by run.py as a fresh process, with a fresh store whose URL is in ``$BENCH_URL``:
+
+    python -m bench.driver --workload w2 --n 20000 --concurrency 200
+
+The driver is the producer and the monitor. For W2/W3/W5/idle (and W4) it starts ONE worker
+process (``python -m bench.worker``, in its own session), polls conveyor's own ``counts`` through
+a separate read-only connection (O(1): a primary-key lookup) every 5 ms (2 ms in W3), and stops
+the worker with SIGTERM (SIGKILL after 3 s). W4-inproc runs the worker inside this process.
+Timing rules and fields follow ../shared/peers/python/README.md and ../shared/peers/sql.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+from bench.common import LAT_FILE, URL, CpuWindow, make_app, pct, proc_cpu
+from bench.targets import after_enqueue, monitor_for, store_size
+
+ROOT = Path(__file__).resolve().parent.parent
+TMP = Path(os.environ.get("BENCH_TMP", "."))
+PYSPY = os.environ.get("BENCH_PYSPY", "")  # output prefix: profile the worker with py-spy
+PRE_CHUNK = 20_000  # untimed pre-enqueue: enqueue_many per this many jobs
+
+
+class WorkerProc:
+    """One worker process in its own session (so a killed driver's worker can be reaped)."""
+
+    def __init__(self, concurrency: int, label: str, ready: str = "") -> None:
+        self.log_path = TMP / "logs" / f"{label}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        argv = [sys.executable, "-m", "bench.worker", "--concurrency", str(concurrency)]
+        if ready:
+            argv += ["--ready", ready]
+        self.argv = argv
+        self.log = open(self.log_path, "wb")  # noqa: SIM115
+        self.t_spawn = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv, cwd=str(ROOT), env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        pid_dir = TMP / "pids"
+        pid_dir.mkdir(parents=True, exist_ok=True)
+        self.pid_file = pid_dir / str(self.proc.pid)
+        self.pid_file.write_text(label)
+        self.spy: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def profile(self, label: str) -> None:
+        """Attach py-spy (sampling from outside, --nonblocking) until the worker exits."""
+        if not PYSPY or self.spy is not None:
+            return
+        spy = Path(sys.executable).parent / "py-spy"
+        out = f"{PYSPY}-{label}"
+        self.spy = subprocess.Popen(
+            [str(spy), "record", "--pid", str(self.pid), "--rate", "200", "--nonblocking",
+             "--threads", "--format", "raw", "--output", out + ".txt"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self, grace: float = 3.0) -> None:
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if self.spy is not None:
+            try:
+                self.spy.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.spy.kill()
+        self.log.close()
+        self.pid_file.unlink(missing_ok=True)
+
+    def text(self) -> str:
+        try:
+            return self.log_path.read_bytes().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+ERROR_PAT = re.compile(r"Traceback|ERROR|CRITICAL|database is locked|OperationalError|Exception")
+
+
+def scan_log(w: WorkerProc, res: dict) -> None:
+    lines = [ln for ln in w.text().splitlines() if ERROR_PAT.search(ln)]
+    lines = [ln for ln in lines if "CancelledError" not in ln and "KeyboardInterrupt" not in ln]
+    res["worker_error_lines"] = len(lines)
+    if lines:
+        res["note"] += f"worker log has {len(lines)} error line(s), first: {lines[0][:200]!r}; "
+
+
+async def enqueue_bulk(app, task: str, n: int, chunk: int) -> None:
+    items = [(task, None)] * chunk
+    for i in range(0, n, chunk):
+        await app.enqueue_many(items if i + chunk <= n else items[: n - i])
+
+
+# -- W1 ---------------------------------------------------------------------------------------------
+
+
+async def w1(args, res: dict) -> None:
+    app = make_app()
+    await app.open()  # connection set-up is not timed
+    chunk = args.chunk
+    res["setting"] = f"app.enqueue_many() per {chunk:,} jobs ((task, None) tuples)"
+    items = [("noop", None)] * chunk
+    calls = [items if i + chunk <= args.n else items[: args.n - i] for i in range(0, args.n, chunk)]
+    cpu = CpuWindow(None)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    for batch in calls:
+        await app.enqueue_many(batch)
+    dt = time.perf_counter() - t0
+    c1 = time.process_time()
+    cpu.end(res, args.n)
+    res["producer_cpu_util"] = round((c1 - c0) / dt, 2)
+    res["producer_cpu_us_per_job"] = round((c1 - c0) / args.n * 1e6, 1)
+    res["seconds"] = round(dt, 3)
+    res["jobs_per_s"] = round(args.n / dt, 1)
+    st = await app.stats()
+    q = st["default"].counts.get("queued", 0) if "default" in st else 0
+    res["final_state"] = dict(st["default"].counts) if "default" in st else {}
+    if q != args.n:
+        res["note"] += f"conveyor reports {q} queued, expected {args.n}; "
+        res["status"] = "error"
+    await app.close()
+    res.update(store_size(URL))
+    res["store_bytes_per_job"] = round(res["db_bytes"] / args.n, 1)
+
+
+# -- drains: W2, W3, W5 ----------------------------------------------------------------------------
+
+
+async def pre_enqueue(task: str, n: int, res: dict) -> None:
+    """Untimed: n jobs with enqueue_many in big chunks, then checkpoint the WAL."""
+    app = make_app()
+    await app.open()
+    t0 = time.perf_counter()
+    await enqueue_bulk(app, task, n, PRE_CHUNK)
+    await app.close()
+    after_enqueue(URL)
+    res["enqueue_s"] = round(time.perf_counter() - t0, 3)
+
+
+async def drain(args, res: dict, task: str, concurrency: int, base_poll: float,
+                measure: int | None) -> None:  # fmt: skip
+    """Pre-enqueue n jobs, spawn ONE worker, poll the completed count.
+
+    measure=None: until all n completed. measure=m: until m completions past the first
+    observation (W5b)."""
+    n = args.n
+    await pre_enqueue(task, n, res)
+    size = store_size(URL)
+    if size:
+        res["queued_db_bytes"] = size["db_bytes"]
+        res["store_bytes_per_queued_job"] = round(size["db_bytes"] / n, 1)
+    mon = monitor_for(URL)
+    counts = mon.counts()
+    if counts.get("queued") != n:
+        res["note"] += f"after enqueue conveyor reports {counts}, expected {n} queued; "
+    res["setting"] = f"python -m bench.worker --concurrency {concurrency} (one process)"
+    w = WorkerProc(concurrency, args.workload)
+    deadline = w.t_spawn + args.timeout
+    t_first = c_first = t_end = None
+    target = n
+    done = 0
+    polls = 0
+    busy = 0.0
+    cpu = None
+    try:
+        while True:
+            t0 = time.perf_counter()
+            done = mon.completed()
+            now = time.perf_counter()
+            polls += 1
+            busy += now - t0
+            if done > 0 and t_first is None:
+                t_first, c_first = now, done
+                cpu = CpuWindow(w.pid)
+                w.profile(args.workload)
+                if measure is not None:
+                    target = min(n, c_first + measure)
+            if done >= target:
+                t_end = now
+                assert cpu is not None
+                cpu.end(res, done - c_first)
+                break
+            if now > deadline:
+                res["status"] = "timeout"
+                res["note"] += f"timeout after {args.timeout:g}s with {done}/{target} completed; "
+                return
+            if not w.alive():
+                res["status"] = "error"
+                res["note"] += (
+                    f"worker exited (rc={w.proc.returncode}) at {done}/{target}: {w.text()[-600:]!r}; "
+                )
+                return
+            await asyncio.sleep(base_poll)
+    finally:
+        if measure is None and res.get("status") == "ok":
+            await asyncio.sleep(0.3)  # let a late duplicate or error show up before checking
+        w.stop()
+        res["monitor_polls"] = polls
+        res["monitor_query_ms"] = round(busy / max(polls, 1) * 1000, 3)
+        scan_log(w, res)
+        final = mon.counts()
+        res["final_state"] = final
+        mon.close()
+    res["startup_s"] = round(t_first - w.t_spawn, 3)
+    res["first_done"] = c_first
+    steady_s = t_end - t_first
+    counted = done - c_first
+    res["steady_jobs_per_s"] = round(counted / steady_s, 1) if steady_s > 0 else None
+    if steady_s <= 0:
+        res["note"] += f"all {done} completed at the first observation: no steady rate; "
+    if measure is None:
+        total = t_end - w.t_spawn
+        res["seconds_incl_startup"] = round(total, 3)
+        res["seconds"] = round(total, 3)
+        res["jobs_per_s"] = round(n / total, 1)
+        bad = {k: v for k, v in final.items() if k != "completed" and v}
+        if final.get("completed") != n or bad:
+            res["note"] += f"final counts {final}, expected {n} completed and nothing else; "
+            res["status"] = "error"
+    else:
+        res["seconds"] = round(steady_s, 3)
+        res["jobs_per_s"] = res["steady_jobs_per_s"]
+        res["measured_jobs"] = counted
+        left = final.get("queued", 0) + final.get("completed", 0)
+        if left != n or final.get("active") or final.get("failed"):
+            res["note"] += f"final counts {final}: completed + queued should be {n}; "
+            res["status"] = "error"
+
+
+# -- W4 ---------------------------------------------------------------------------------------------
+
+
+def lat_count() -> int:
+    with open(LAT_FILE, "rb") as f:
+        return f.read().count(b"\n")
+
+
+async def latency_loop(app, args, res: dict, alive, cpu_pid: int | None, t_spawn: float,
+                       on_warm=None) -> None:  # fmt: skip
+    """5 warm-up jobs one after another, 0.5 s idle, then n enqueues 20 ms apart."""
+    deadline = t_spawn + args.timeout
+    for i in range(5):
+        await app.enqueue("lat", {"enqueued_at": time.time()})
+        while lat_count() < i + 1:
+            if time.perf_counter() > deadline:
+                res["status"] = "timeout"
+                res["note"] += f"warm-up job {i + 1} never ran; "
+                return
+            if not alive():
+                res["status"] = "error"
+                res["note"] += "worker exited during warm-up; "
+                return
+            await asyncio.sleep(0.002)
+        if i == 0:
+            res["startup_s"] = round(time.perf_counter() - t_spawn, 3)
+    if on_warm:
+        on_warm()
+    await asyncio.sleep(0.5)  # let the worker go idle
+    Path(LAT_FILE).write_text("")
+    cpu = CpuWindow(cpu_pid)
+    c0 = time.process_time()
+    for _ in range(args.n):
+        await app.enqueue("lat", {"enqueued_at": time.time()})
+        await asyncio.sleep(0.02)
+    wait_until = time.perf_counter() + 10
+    while lat_count() < args.n and time.perf_counter() < wait_until:
+        await asyncio.sleep(0.01)
+    cpu.end(res, args.n)
+    if cpu_pid is None:  # in-process: this process is producer and worker
+        res["process_cpu_us_per_job"] = round((time.process_time() - c0) / args.n * 1e6, 1)
+    vals = sorted(float(x) * 1000.0 for x in Path(LAT_FILE).read_text().split())
+    if len(vals) != args.n:
+        res["note"] += f"{len(vals)} latency records for {args.n} jobs; "
+        res["status"] = "error"
+    if vals:
+        res["p50_ms"] = round(pct(vals, 50), 2)
+        res["p99_ms"] = round(pct(vals, 99), 2)
+        res["max_ms"] = round(vals[-1], 2)
+        res["mean_ms"] = round(sum(vals) / len(vals), 2)
+
+
+async def w4(args, res: dict) -> None:
+    Path(LAT_FILE).write_text("")
+    app = make_app()
+    await app.open()
+    res["setting"] = (
+        f"python -m bench.worker --concurrency {args.concurrency} (one process); "
+        "producer app.enqueue() in the driver process"
+    )
+    w = WorkerProc(args.concurrency, args.workload)
+    try:
+        await latency_loop(app, args, res, w.alive, w.pid, w.t_spawn,
+                           on_warm=lambda: w.profile(args.workload))  # fmt: skip
+    finally:
+        w.stop()
+        scan_log(w, res)
+        await app.close()
+
+
+async def w4_inproc(args, res: dict) -> None:
+    Path(LAT_FILE).write_text("")
+    app = make_app()
+    res["setting"] = (
+        f"embedded: async with app.worker(concurrency={args.concurrency}) in the producer's "
+        "process; app.enqueue()"
+    )
+    t0 = time.perf_counter()
+    await app.open()
+    async with app.worker(concurrency=args.concurrency):
+        await latency_loop(app, args, res, lambda: True, None, t0)
+    await app.close()
+
+
+# -- idle ---------------------------------------------------------------------------------------------
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "VmHWM", "Threads"):
+            out[k] = int(v.split()[0])
+    return out
+
+
+async def idle(args, res: dict) -> None:
+    app = make_app()
+    await app.open()  # schema in place, queue empty
+    await app.close()
+    ready = TMP / "worker-ready"
+    ready.unlink(missing_ok=True)
+    res["setting"] = f"python -m bench.worker --concurrency {args.concurrency}, empty queue"
+    w = WorkerProc(args.concurrency, args.workload, ready=str(ready))
+    try:
+        while not ready.exists():
+            if not w.alive() or time.perf_counter() - w.t_spawn > args.timeout:
+                res["status"] = "error"
+                res["note"] += f"worker did not start: {w.text()[-600:]!r}; "
+                return
+            await asyncio.sleep(0.01)
+        res["startup_s"] = round(time.perf_counter() - w.t_spawn, 3)
+        await asyncio.sleep(1.0)  # settle after start-up
+        w.profile(args.workload)
+        c0, t0 = proc_cpu(w.pid), time.perf_counter()
+        cpu = CpuWindow(w.pid)
+        await asyncio.sleep(args.idle_s)
+        c1, t1 = proc_cpu(w.pid), time.perf_counter()
+        cpu.end(res, 0)
+        st = proc_status(w.pid)
+        res["seconds"] = round(t1 - t0, 3)
+        res["worker_cpu_util"] = round((c1 - c0) / (t1 - t0), 4)
+        res["cpu_percent"] = round((c1 - c0) / (t1 - t0) * 100, 2)
+        res["rss_mb"] = round(st["VmRSS"] / 1024, 1)
+        res["rss_peak_mb"] = round(st["VmHWM"] / 1024, 1)
+        res["threads"] = st["Threads"]
+    finally:
+        w.stop()
+        scan_log(w, res)
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+async def run(args) -> dict:
+    res: dict = {
+        "system": "conveyor",
+        "version": metadata.version("conveyor"),
+        "backend": URL.split(":", 1)[0],
+        "workload": args.workload,
+        "n": args.n,
+        "seconds": None, "jobs_per_s": None, "p50_ms": None, "p99_ms": None,
+        "setting": "", "note": "", "status": "ok",
+        "loadavg_1m_before": round(os.getloadavg()[0], 2),
+    }  # fmt: skip
+    wl = args.workload
+    if wl == "w1":
+        await w1(args, res)
+    elif wl == "w2":
+        await drain(args, res, "noop", args.concurrency, 0.005, None)
+    elif wl == "w3":
+        await drain(args, res, "sleep", args.io_concurrency, 0.002, None)
+        if res["status"] == "ok":
+            # first observed completion -> last completion, + the one 10 ms job that had to run
+            # before the first completion could be seen
+            busy = round(res["seconds_incl_startup"] - res["startup_s"] + 0.010, 3)
+            res["seconds"] = busy
+            res["ideal_s"] = round(args.n * 0.010 / args.io_concurrency, 3)
+            res["ratio_to_ideal"] = round(busy / res["ideal_s"], 2)
+            res["jobs_per_s"] = round(args.n / busy, 1)
+    elif wl == "w5a":
+        await drain(args, res, "noop", args.concurrency, 0.005, None)
+        if res["status"] == "ok":
+            res["jobs_per_s"] = res["steady_jobs_per_s"]  # compare steady rates only
+    elif wl == "w5b":
+        await drain(args, res, "noop", args.concurrency, 0.005, args.measure)
+    elif wl == "w4":
+        await w4(args, res)
+    elif wl == "w4-inproc":
+        await w4_inproc(args, res)
+    elif wl == "idle":
+        await idle(args, res)
+    else:
+        raise SystemExit(f"unknown workload {wl}")
+    res["note"] = res["note"].strip("; ")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", required=True,
+                    choices=["w1", "w2", "w3", "w4", "w4-inproc", "w5a", "w5b", "idle"])  # fmt: skip
+    ap.add_argument("--n", type=int, required=True)
+    ap.add_argument("--measure", type=int, default=20000, help="W5b: completions to time")
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--concurrency", type=int, default=200, help="W2/W4/W5/idle worker")
+    ap.add_argument("--io-concurrency", type=int, default=50, help="W3 worker")
+    ap.add_argument("--chunk", type=int, default=20000, help="W1 enqueue_many size")
+    ap.add_argument("--idle-s", type=float, default=5.0)
+    args = ap.parse_args()
+    if not URL:
+        raise SystemExit("BENCH_URL is not set (run.py sets it)")
+    res = asyncio.run(run(args))
+    sys.stdout.write("RESULT " + json.dumps(res) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
