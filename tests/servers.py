@@ -112,7 +112,7 @@ class RedisCluster:
                     "--cluster-node-timeout",
                     "2000",
                 ],
-            )  # fmt: skip
+            )
             for i in range(masters)
         ]
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
