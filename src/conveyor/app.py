@@ -67,6 +67,10 @@ class Conveyor:
         event_retention: EventRetention | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if url is not None and not url:
+            from .errors import ConfigurationError
+
+            raise ConfigurationError("backend URL is empty: pass None for the default")
         self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
         self.backend = open_backend(self.url, clock=clock)
         self.tasks: dict[str, Task] = {}
@@ -296,10 +300,11 @@ class Conveyor:
         self, item: dict[str, Any], prio: int | None, secs: float, tenant: str | None,
         batch: str, now: float,
     ) -> NewJob:  # fmt: skip
-        unknown = set(item) - _ITEM_KEYS
-        if unknown or "task" not in item:
-            what = f"unknown keys {sorted(unknown)}" if unknown else "no 'task'"
-            raise ValidationError(f"item has {what}", field="task")
+        unknown = sorted(set(item) - _ITEM_KEYS)
+        if unknown:
+            raise ValidationError(f"item has unknown key {unknown[0]!r}", field=unknown[0])
+        if "task" not in item:
+            raise ValidationError("item has no 'task'", field="task")
         t = self._task(item["task"])
         key = item.get("idempotency_key")
         ten = item.get("tenant", tenant)

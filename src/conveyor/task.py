@@ -117,6 +117,12 @@ class PayloadSpec:
                 field="payload",
             )
         if self.model_type is not None:
+            unknown = [k for k in payload if k not in self.model_type.model_fields]
+            if unknown:  # even when the model itself would ignore extras
+                raise ValidationError(
+                    f"task {self._name!r}: unknown field 'payload.{unknown[0]}'",
+                    field=f"payload.{unknown[0]}",
+                )
             try:
                 return self.model_type.model_validate(payload).model_dump(mode="json")
             except pydantic.ValidationError as exc:

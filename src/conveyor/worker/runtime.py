@@ -168,8 +168,10 @@ class Worker:
         self.app._detach_worker(self)
         if self._listener is not None:
             await self._listener.close()
-        with contextlib.suppress(Exception):
+        try:
             await self.app.backend.remove_worker(self.id)
+        except Exception:
+            log.exception("worker %s: could not unregister", self.id)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
         log.info("worker %s stopped after %d jobs", self.id, self.processed)

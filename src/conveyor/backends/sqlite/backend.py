@@ -114,19 +114,21 @@ class SqliteBackend:
         return conn
 
     def _init(self, conn: sqlite3.Connection) -> None:
+        # Refuse another application's file before changing anything in it (WAL is persistent).
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        ours = {"conveyor_meta", "jobs", "events", "counts", "rates", "workers", "sqlite_sequence"}
+        if "conveyor_meta" not in tables and tables - ours:
+            raise BackendCorrupt(
+                f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
+                "not a conveyor database"
+            )
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise BackendCorrupt(f"SQLite file {self.path} cannot use WAL (journal_mode={mode})")
         conn.execute(f"PRAGMA synchronous = {self._opts['synchronous']}")
         conn.execute("PRAGMA cache_size = -32000")
         conn.execute("PRAGMA temp_store = MEMORY")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "conveyor_meta" not in tables:
-            if tables - {"jobs", "events", "counts", "rates", "workers"}:
-                raise BackendCorrupt(
-                    f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
-                    "not a conveyor database"
-                )
             schema = resources.files(__package__).joinpath("schema.sql").read_text()
             try:
                 conn.executescript(

@@ -177,6 +177,8 @@ class DbThread:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as exc:
             err = translate(exc, self._path)
+            if err is not exc:
+                err.__cause__ = exc
             self._post([(i.future, err, False) for i in items])
             return
         now = self._clock.now()
@@ -199,6 +201,8 @@ class DbThread:
             conn.execute("COMMIT")
         except Exception as exc:
             err = translate(exc, self._path)
+            if err is not exc:
+                err.__cause__ = exc
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")

@@ -135,19 +135,18 @@ def apply_retention(conn: sqlite3.Connection, now: float, queue: str, rule: Rete
         ("failed", rule.failed_max_age, rule.failed_max_count),
         ("cancelled", rule.cancelled_max_age, rule.cancelled_max_count),
     ):
-        cutoff = now - max_age if max_age is not None else None
         if max_count is not None:
-            row = conn.execute(
-                "SELECT finished_at FROM jobs WHERE queue = ? AND status = ? "
-                "AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1 OFFSET ?",
-                (queue, state, max_count),
-            ).fetchone()
-            if row is not None:
-                # Everything at or before the (max_count+1)-th newest goes.
-                cutoff = row[0] + 1e-9 if cutoff is None else max(cutoff, row[0] + 1e-9)
-        if cutoff is not None:
+            # By rank, not by time: jobs finishing in the same instant tie on finished_at.
             removed += _delete(
-                conn, "queue = ? AND status = ? AND finished_at < ?", (queue, state, cutoff)
+                conn,
+                "seq IN (SELECT seq FROM jobs WHERE queue = ? AND status = ? "
+                "AND finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC "
+                "LIMIT -1 OFFSET ?)",
+                (queue, state, max_count),
+            )
+        if max_age is not None:
+            removed += _delete(
+                conn, "queue = ? AND status = ? AND finished_at < ?", (queue, state, now - max_age)
             )
     bucket = int((now - 3600) // RATE_BUCKET)
     conn.execute("DELETE FROM rates WHERE queue = ? AND bucket < ?", (queue, bucket))
@@ -241,5 +240,5 @@ def worker_heartbeat(conn: sqlite3.Connection, now: float, w: WorkerInfo) -> Non
     conn.execute("DELETE FROM workers WHERE seen_at < ? - 10 * ttl", (now,))
 
 
-def remove_worker(conn: sqlite3.Connection, worker: str) -> None:
+def remove_worker(conn: sqlite3.Connection, now: float, worker: str) -> None:
     conn.execute("DELETE FROM workers WHERE id = ?", (worker,))

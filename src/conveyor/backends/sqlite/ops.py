@@ -183,7 +183,9 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
         deltas[(q, "queued")] = -n
         deltas[(q, "active")] = n
     bump(conn, deltas)
-    return ClaimResult([row_to_job(r[1:]) for r in rows], None)
+    # Fewer than asked: the worker will idle, so tell it when the next scheduled job is due.
+    due = next_due(conn) if len(rows) < p.limit else None
+    return ClaimResult([row_to_job(r[1:]) for r in rows], due)
 
 
 # Events written by SQL from the rows just changed: no per-row parameter binding in Python.
@@ -199,7 +201,7 @@ _COMPLETED_EVENTS = (
 )
 _COMPLETE = (
     "UPDATE jobs SET status = 'completed', result = o.value ->> 2, finished_at = :now, "
-    "lease_expires_at = NULL FROM json_each(:outcomes) AS o "
+    "error = NULL, lease_expires_at = NULL FROM json_each(:outcomes) AS o "
     "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
     "AND jobs.status = 'active' AND jobs.worker = :worker "
     "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at"

@@ -46,8 +46,9 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, status, finished_at) WH
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch) WHERE batch IS NOT NULL;
 
+-- AUTOINCREMENT: ids never repeat, even after trimming empties the log (SSE resume points).
 CREATE TABLE IF NOT EXISTS events (
-  id      INTEGER PRIMARY KEY,
+  id      INTEGER PRIMARY KEY AUTOINCREMENT,
   type    TEXT NOT NULL,
   job_id  TEXT,
   queue   TEXT,

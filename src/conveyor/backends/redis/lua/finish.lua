@@ -21,6 +21,7 @@ for _, o in ipairs(outcomes) do
     local task, tenant = cur[4], cur[5]
     if kind == 'completed' then
       redis.call('HSET', k, 's', 'completed', 'fa', fmt(now))
+      redis.call('HDEL', k, 'e')
       if o[4] ~= cjson.null then redis.call('HSET', k, 'r', o[4]) end
       redis.call('ZADD', P .. 'f:completed', now, id)
       bump_rate(now, 'c', 1)

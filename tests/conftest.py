@@ -1,0 +1,135 @@
+"""Shared fixtures: the backend-parametrized `app`, and `eventually` for polling.
+
+Every test in ``tests/conformance`` takes `app` (or `backend_url`), so it runs once per backend in
+`BACKENDS`. A backend is added by writing one URL factory below (it may start a server) and
+putting its name in `BACKENDS`; no conformance test changes.
+
+Missing servers: a factory that needs a server binary (``tests/servers.py``, `require_binary`)
+skips the test locally with the reason, but fails it when the environment says ``CI=true``: a
+silently skipped backend suite would hide a broken backend. ``CONVEYOR_TEST_BACKENDS=sqlite,redis``
+runs the suite on backends not yet in `BACKENDS` (opt-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor import Conveyor, Event, Job
+
+#: Backends every conformance test runs on.
+BACKENDS = ["sqlite"]
+
+
+def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # A fresh file per test: isolation without any cleanup.
+    return f"sqlite:///{tmp_path}/conveyor.db"
+
+
+def _redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # One server per session (started on first use); a fresh key prefix per test isolates it.
+    server = request.getfixturevalue("redis_server")
+    return f"{server.url}?prefix=t{uuid.uuid4().hex[:12]}"
+
+
+#: name -> factory(request, tmp_path) returning a fresh, empty backend URL for one test.
+URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "sqlite": _sqlite_url,
+    "redis": _redis_url,
+}
+
+
+def _selected_backends() -> list[str]:
+    wanted = os.environ.get("CONVEYOR_TEST_BACKENDS")
+    names = [n.strip() for n in wanted.split(",") if n.strip()] if wanted else BACKENDS
+    unknown = [n for n in names if n not in URL_FACTORIES]
+    if unknown:
+        raise pytest.UsageError(f"CONVEYOR_TEST_BACKENDS: unknown backends {unknown}")
+    return names
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.servers import RedisServer  # skips (or fails in CI) when redis-server is missing
+
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(params=_selected_backends())
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def backend_url(request: pytest.FixtureRequest, backend_name: str, tmp_path: Path) -> str:
+    """A fresh, empty store of the parametrized backend, as a URL."""
+    return URL_FACTORIES[backend_name](request, tmp_path)
+
+
+@pytest.fixture
+async def make_app(backend_url: str) -> AsyncIterator[Callable[..., Conveyor]]:
+    """Factory for extra `Conveyor` objects on the same store (another "process", or options
+    such as ``retention=``); each is closed at teardown."""
+    made: list[Conveyor] = []
+
+    def factory(**kwargs: Any) -> Conveyor:
+        a = Conveyor(backend_url, **kwargs)
+        made.append(a)
+        return a
+
+    yield factory
+    for a in reversed(made):
+        await a.close()
+
+
+@pytest.fixture
+async def app(make_app: Callable[..., Conveyor]) -> Conveyor:
+    """A `Conveyor` on a fresh store of the parametrized backend (closed at teardown)."""
+    return make_app()
+
+
+async def eventually(
+    predicate: Callable[[], Any | Awaitable[Any]],
+    timeout: float = 5.0,
+    interval: float = 0.005,
+    *,
+    what: str | None = None,
+) -> Any:
+    """Poll ``predicate`` (sync or async) until it returns something truthy, and return that.
+
+    Fails the test after ``timeout`` seconds, naming ``what`` (or the predicate) and its last
+    value. Use this instead of sleeping "long enough" for something to happen.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while True:
+        last = predicate()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        if loop.time() >= deadline:
+            name = what or getattr(predicate, "__name__", repr(predicate))
+            pytest.fail(f"timed out after {timeout}s waiting for {name} (last value: {last!r})")
+        await asyncio.sleep(interval)
+
+
+async def events_of(app: Conveyor, job_id: str) -> list[Event]:
+    """Every logged event of one job, oldest first."""
+    return [e async for e in app.events(since=0, follow=False, job_id=job_id)]
+
+
+async def finished(app: Conveyor, job_id: str) -> Job | None:
+    """The job if it is in a final state, else None (a predicate for `eventually`)."""
+    job = await app.get(job_id)
+    return job if job.status.is_final else None

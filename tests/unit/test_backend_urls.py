@@ -1,0 +1,76 @@
+"""``open_backend``: a bad URL is a `ConfigurationError` naming the problem, before any I/O."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conveyor import ConfigurationError, Conveyor
+from conveyor.backends import open_backend
+from conveyor.backends.sqlite.backend import parse_sqlite_url
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("", "non-empty"),
+        ("conveyor.db", "unknown scheme ''"),
+        ("ftp://host/x.db", "unknown scheme 'ftp'"),
+        ("mysql://localhost/db", "unknown scheme 'mysql'"),
+        ("http://[::1", "malformed"),
+        ("sqlite://host/x.db", "malformed sqlite URL"),
+        ("sqlite://", "malformed sqlite URL"),
+        ("sqlite:///", "no file path"),
+        ("sqlite:///x.db?bogus=1", "unknown sqlite URL option 'bogus'"),
+        ("sqlite:///x.db?synchronous=sometimes", "synchronous='sometimes'"),
+        ("sqlite:///x.db?busy_timeout=soon", "busy_timeout='soon'"),
+        ("sqlite:///x.db?busy_timeout=-1", "busy_timeout"),
+        ("postgresql://localhost/db", "not available"),
+    ],
+)
+def test_bad_urls_are_configuration_errors_naming_the_problem(url: str, words: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        open_backend(url)
+    assert words in str(err.value)
+    assert isinstance(err.value, ValueError)
+    # And the same error comes from the Conveyor constructor ("" there means the default URL)
+    if url:
+        with pytest.raises(ConfigurationError):
+            Conveyor(url)
+
+
+def test_non_string_url() -> None:
+    with pytest.raises(ConfigurationError):
+        open_backend(None)  # type: ignore[arg-type]
+
+
+def test_constructing_does_no_io(tmp_path: Path) -> None:
+    # Given a URL naming a file in a directory that does not exist
+    url = f"sqlite:///{tmp_path}/missing/dir/conveyor.db"
+    # Then constructing the app succeeds (errors come when it opens) and creates nothing
+    Conveyor(url)
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "sync", "busy"),
+    [
+        ("sqlite:///conveyor.db", "conveyor.db", "NORMAL", 10.0),
+        ("sqlite:///data/q.db", "data/q.db", "NORMAL", 10.0),
+        ("sqlite:////var/lib/q.db", "/var/lib/q.db", "NORMAL", 10.0),
+        ("sqlite:///q.db?synchronous=full", "q.db", "FULL", 10.0),
+        ("sqlite:///q.db?synchronous=NORMAL&busy_timeout=0.5", "q.db", "NORMAL", 0.5),
+    ],
+)
+def test_sqlite_url_forms(url: str, path: str, sync: str, busy: float) -> None:
+    got_path, opts = parse_sqlite_url(url)
+    assert got_path == path
+    assert opts == {"synchronous": sync, "busy_timeout": busy}
+
+
+def test_default_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVEYOR_URL", "sqlite:///from-env.db")
+    assert Conveyor().url == "sqlite:///from-env.db"
+    monkeypatch.delenv("CONVEYOR_URL")
+    assert Conveyor().url == "sqlite:///conveyor.db"
