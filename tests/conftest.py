@@ -25,7 +25,7 @@ import pytest
 from conveyor import Conveyor, Event, Job
 
 #: Backends every conformance test runs on.
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "redis"]
 
 
 def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:

@@ -29,10 +29,23 @@ def require_binary(name: str) -> str:
     return path
 
 
-def free_port() -> int:
+def _is_free(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A free loopback port; with ``cluster_bus``, one whose +10000 bus port is free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if not cluster_bus or (port + 10000 <= 65535 and _is_free(port + 10000)):
+            return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -58,7 +71,7 @@ class RedisServer:
 
     def __init__(self, workdir: Path, *, appendonly: bool = False, extra: list[str] | None = None):
         self.binary = require_binary("redis-server")
-        self.port = free_port()
+        self.port = free_port(cluster_bus="--cluster-enabled" in (extra or []))
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.appendonly = appendonly

@@ -27,8 +27,10 @@ class Services:
         self._maintenance_interval = maintenance_interval
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_check = asyncio.Event()
+        self._closing = False
 
     def start(self) -> None:
+        self._closing = False
         self._lease_check = asyncio.Event()
         self._tasks = [
             asyncio.create_task(self._heartbeat(), name="conveyor-heartbeat"),
@@ -37,12 +39,21 @@ class Services:
         ]
 
     async def stop(self) -> None:
+        # A flag as well as cancel(): a driver that turns CancelledError into its own error
+        # (seen with redis-py mid-command) must not keep a loop alive.
+        self._closing = True
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+    def _failed(self, what: str) -> None:
+        """Log a failed iteration, unless we are stopping (then end the loop)."""
+        task = asyncio.current_task()
+        if self._closing or (task is not None and task.cancelling()):
+            raise asyncio.CancelledError
+        log.exception("worker %s: %s failed", self._worker.id, what)
 
     def check_leases_soon(self) -> None:
         """A job may have been cancelled: renew leases now and learn which ones we lost."""
@@ -53,7 +64,7 @@ class Services:
 
     async def _heartbeat(self) -> None:
         w = self._worker
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval()):
                     await self._lease_check.wait()
@@ -64,26 +75,26 @@ class Services:
             try:
                 lost = await w.app.backend.extend_leases(w.id, held)
             except Exception:
-                log.exception("worker %s: lease renewal failed", w.id)
+                self._failed("lease renewal")
                 continue
             if lost:
                 w.drop_lost(lost)
 
     async def _registry(self) -> None:
         w = self._worker
-        while True:
+        while not self._closing:
             await asyncio.sleep(REGISTRY_INTERVAL)
             try:
                 await w.app.backend.worker_heartbeat(w.info())
             except Exception:
-                log.exception("worker %s: registry heartbeat failed", w.id)
+                self._failed("registry heartbeat")
 
     async def _maintenance(self) -> None:
         w = self._worker
         app = w.app
         since_retention = RETENTION_INTERVAL  # run retention right away
         since_trim = 0.0
-        while True:
+        while not self._closing:
             try:
                 recovered = await app.backend.recover_expired()
                 for rec in recovered:
@@ -98,7 +109,7 @@ class Services:
                     since_trim = 0.0
                     await app.backend.trim_events(app.event_retention)
             except Exception:
-                log.exception("worker %s: maintenance failed", w.id)
+                self._failed("maintenance")
             await asyncio.sleep(self._maintenance_interval)
             since_retention += self._maintenance_interval
             since_trim += self._maintenance_interval

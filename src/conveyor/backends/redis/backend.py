@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import weakref
 from collections.abc import Sequence
@@ -24,7 +25,13 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...clock import Clock
-from ...errors import BackendError, BackendUnavailable, ConfigurationError, JobNotFound
+from ...errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    JobNotFound,
+    ValidationError,
+)
 from ...job import FINAL_STATES, Job, JobState, Progress
 from ..base import (
     BatchCounts,
@@ -55,6 +62,7 @@ _EVENT_TYPES = {e.value: e for e in EventType}
 _ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
           "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
 PRUNE_CHUNK = 1000
+_CURSOR = re.compile(r"[0-9a-f]{26}")
 RATE_BUCKET = 10.0
 STATS_WINDOW = 60.0
 
@@ -226,7 +234,7 @@ class RedisBackend:
             limit -= len(got)
         if jobs:
             self.remember(params.worker, jobs)
-        return ClaimResult(jobs, None if jobs else next_due)
+        return ClaimResult(jobs, next_due if len(jobs) < params.limit else None)
 
     async def _by_queue(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
         """Which queue each held job lives in (the worker knows; this is for direct calls)."""
@@ -318,7 +326,7 @@ class RedisBackend:
                 next_due = more.next_due if next_due is None else min(next_due, more.next_due)
         if jobs:
             self.remember(worker, jobs)
-        return lost, ClaimResult(jobs, None if jobs else next_due)
+        return lost, ClaimResult(jobs, next_due if len(jobs) < params.limit else None)
 
     def _claimed(self, queue: str, out: list[Any]) -> tuple[list[Job], float | None]:
         self._saw_now(out[0])
@@ -386,26 +394,20 @@ class RedisBackend:
         if queue is None:
             raise JobNotFound(job_id)
         try:
-            await self._eval("cancel", queue, job_id)
+            out = await self._eval("cancel", queue, job_id)
         except ResponseError as exc:
             raise translate(exc, job_id, "cancel") from None
-        job = await self.get_job(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
+        return job_from_hash(job_id, queue, _pairs(out))
 
     async def retry_job(self, job_id: str) -> Job:
         queue = await self._queue_of(job_id)
         if queue is None:
             raise JobNotFound(job_id)
         try:
-            await self._eval("retry", queue, job_id)
+            out = await self._eval("retry", queue, job_id)
         except ResponseError as exc:
             raise translate(exc, job_id, "retry") from None
-        job = await self.get_job(job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
+        return job_from_hash(job_id, queue, _pairs(out))
 
     async def recover_expired(self) -> list[Recovered]:
         out: list[Recovered] = []
@@ -428,6 +430,8 @@ class RedisBackend:
     async def list_jobs(self, params: ListParams) -> JobPage:
         # Redis keeps no secondary index by creation time: gather the candidate ids from the
         # state sets (O(jobs in those states)), newest first by id (ids sort by creation time).
+        if params.cursor is not None and not _CURSOR.fullmatch(params.cursor):
+            raise ValidationError(f"invalid cursor {params.cursor!r}", field="cursor")
         client = self._client()
         queues = [params.queue] if params.queue else await self._queues()
         states = [params.status.value] if params.status else list(_ZSETS)
@@ -504,10 +508,10 @@ class RedisBackend:
 
     # -- maintenance ------------------------------------------------------------------------------
 
-    async def _prune(self, queue: str, state: str, cutoff: float | None, keep: int | None) -> int:
+    async def _prune(self, queue: str, state: str, age: float | None, keep: int | None) -> int:
         total = 0
         while True:
-            n = int(await self._eval("prune", queue, state, "" if cutoff is None else repr(cutoff),
+            n = int(await self._eval("prune", queue, state, "" if age is None else repr(age),
                                      "" if keep is None else keep, PRUNE_CHUNK))  # fmt: skip
             total += n
             if n < PRUNE_CHUNK:
@@ -522,9 +526,7 @@ class RedisBackend:
             ("cancelled", rule.cancelled_max_age, rule.cancelled_max_count),
         ):
             if age is not None or count is not None:
-                removed += await self._prune(
-                    queue, state, None if age is None else now - age, count
-                )
+                removed += await self._prune(queue, state, age, count)
         client = self._client()
         old = int((now - 3600) // RATE_BUCKET)
         fields = [
@@ -535,12 +537,11 @@ class RedisBackend:
         return removed
 
     async def cleanup(self, older_than: float, states: Sequence[JobState]) -> int:
-        now = self.now()
         removed = 0
         for q in await self._queues():
             for s in states:
                 if s in FINAL_STATES:
-                    removed += await self._prune(q, s.value, now - older_than + 1e-6, None)
+                    removed += await self._prune(q, s.value, older_than, None)
         return removed
 
     async def trim_events(self, rule: EventRetention) -> int:

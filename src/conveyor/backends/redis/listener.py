@@ -34,6 +34,7 @@ class RedisListener:
         self._callback = callback
         self._worker = worker
         self._idle = True
+        self._closing = False
         self._clients: list[Any] = []
         self._pokes: set[asyncio.Future[None]] = set()
         self._tasks = [
@@ -70,7 +71,7 @@ class RedisListener:
         marker = self._backend.key(queue, "marker")
         mine = self._backend.key(queue, f"wk:{self._worker}")
         delay = 0.05
-        while True:
+        while not self._closing:
             keys = [marker, mine] if self._idle else [mine]
             try:
                 res = await client.bzpopmin(keys, timeout=BLOCK_SECONDS)
@@ -78,6 +79,8 @@ class RedisListener:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                if self._closing:
+                    return
                 log.warning("redis listener for %s: %s; reconnecting in %.2fs", queue, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -93,11 +96,10 @@ class RedisListener:
                 self._callback("work")
 
     async def close(self) -> None:
+        self._closing = True  # redis-py may turn our cancel() into a ConnectionError
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for c in self._clients:
             with contextlib.suppress(Exception):
                 await c.aclose()

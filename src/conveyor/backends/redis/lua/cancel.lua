@@ -1,13 +1,13 @@
 -- cancel: cancel a scheduled, queued, awaiting or active job.
 -- KEYS[1] queue prefix
 -- ARGV[1] job id
--- returns {status_before} ; error 'NOTFOUND' when missing, 'STATE <status>' when final
+-- returns the job hash after the change (HGETALL); error 'NOTFOUND' when missing, 'STATE <status>' when final
 local id = ARGV[1]
 local k = jkey(id)
 local cur = redis.call('HMGET', k, 's', 't', 'tn', 'w')
 local s = cur[1]
 if not s then return redis.error_reply('NOTFOUND') end
-if s == 'cancelled' then return {s} end
+if s == 'cancelled' then return redis.call('HGETALL', k) end
 if s == 'completed' or s == 'failed' then return redis.error_reply('STATE ' .. s) end
 local now = now_s()
 redis.call('ZREM', P .. 'ready', id)
@@ -21,4 +21,4 @@ if s == 'active' and cur[4] then
   -- Tell the holding worker now (it blocks on this key beside the queue marker).
   redis.call('ZADD', P .. 'wk:' .. cur[4], 0, 'c')
 end
-return {s}
+return redis.call('HGETALL', k)

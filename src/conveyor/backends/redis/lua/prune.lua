@@ -1,6 +1,7 @@
 -- prune: delete finished jobs of one state finished before a cutoff and/or beyond a count.
 -- KEYS[1] queue prefix
--- ARGV[1] state ('completed'|'failed'|'cancelled'), ARGV[2] cutoff seconds or '' (none),
+-- ARGV[1] state ('completed'|'failed'|'cancelled'), ARGV[2] max age in seconds or '' (none;
+-- the cutoff is taken on Redis's clock),
 -- ARGV[3] max count to keep or '' (none), ARGV[4] max jobs deleted per call
 -- returns the number deleted (call again while it returns ARGV[4])
 local z = P .. 'f:' .. ARGV[1]
@@ -14,7 +15,8 @@ if ARGV[3] ~= '' then
   end
 end
 if #ids < limit and ARGV[2] ~= '' then
-  local more = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. ARGV[2], 'LIMIT', #ids, limit - #ids)
+  local cutoff = now_s() - tonumber(ARGV[2])
+  local more = redis.call('ZRANGEBYSCORE', z, '-inf', '(' .. fmt(cutoff), 'LIMIT', #ids, limit - #ids)
   for _, id in ipairs(more) do table.insert(ids, id) end
 end
 local n = 0

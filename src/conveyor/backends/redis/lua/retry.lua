@@ -1,7 +1,7 @@
 -- retry: move a failed or cancelled job back to queued with fresh attempts.
 -- KEYS[1] queue prefix
 -- ARGV[1] job id
--- returns 1; error 'NOTFOUND' or 'STATE <status>'
+-- returns the job hash after the change (HGETALL); error 'NOTFOUND' or 'STATE <status>'
 local id = ARGV[1]
 local k = jkey(id)
 local cur = redis.call('HMGET', k, 's', 't', 'tn', 'pr')
@@ -14,4 +14,4 @@ redis.call('HDEL', k, 'fa', 'e', 'r', 'w', 'sa', 'sf')
 redis.call('ZADD', P .. 'ready', ready_score(cur[4]), id)
 event('retrying', id, cur[2], cur[3], '{"manual":true}')
 wake()
-return 1
+return redis.call('HGETALL', k)
