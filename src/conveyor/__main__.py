@@ -1,0 +1,5 @@
+"""python -m conveyor"""
+
+from .cli import main
+
+main()
