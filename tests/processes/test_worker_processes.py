@@ -1,0 +1,173 @@
+"""Real worker processes: kill -9 mid-job, SIGTERM with active jobs, several workers racing for
+the same jobs (each completed exactly once), and an idle worker that does not burn CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conveyor import Conveyor, JobState
+from tests.conftest import eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+class Workers:
+    def __init__(self, url: str, log: Path) -> None:
+        self.url = url
+        self.log = log
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, concurrency: int = 4, grace: float = 30.0) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, CONVEYOR_URL=self.url, PROC_LOG=str(self.log), PYTHONPATH=str(ROOT))
+        p = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "worker", "tests.processes.procapp:app",
+             "--concurrency", str(concurrency), "--shutdown-grace", str(grace)],
+            cwd=ROOT, env=env, start_new_session=True,
+        )  # fmt: skip
+        self.procs.append(p)
+        return p
+
+    def lines(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [line.split() for line in self.log.read_text().splitlines() if line]
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+@pytest.fixture
+def workers(backend_url: str, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(backend_url, tmp_path / "events.log")
+    yield w
+    w.stop_all()
+
+
+@pytest.fixture
+async def producer(backend_url: str) -> Conveyor:
+    """A producer on the same store with the workers' task definitions (for validation)."""
+    from conveyor import Task
+    from tests.processes.procapp import app as proc_app
+
+    app = Conveyor(backend_url)
+    for name, t in proc_app.tasks.items():
+        app.tasks[name] = Task(app, t.fn, name, t.options)
+    yield app
+    await app.close()
+
+
+async def _state(app: Conveyor, job_id: str) -> JobState:
+    return (await app.get(job_id)).status
+
+
+async def test_kill_9_mid_job_is_completed_by_another_worker(producer: Conveyor, workers: Workers):
+    # Given worker A running a 3 s job under a 1 s lease
+    job = await producer.enqueue("slow", {"seconds": 3.0})
+    a = workers.start(concurrency=1)
+    await eventually(lambda: any(x[0] == "start" for x in workers.lines()), timeout=15,
+                     what="worker A to start the job")  # fmt: skip
+    # When A is killed with SIGKILL and worker B starts
+    os.killpg(a.pid, signal.SIGKILL)
+    a.wait()
+    b = workers.start(concurrency=1)
+    # Then B completes the job once A's lease expired; the stall is counted, the attempt is not
+    done = await eventually(lambda: _final(producer, job.id), timeout=30, what="job to finish")
+    assert done.status is JobState.COMPLETED
+    assert done.stalls == 1
+    assert done.attempt == 1
+    ends = [x for x in workers.lines() if x[0] == "end"]
+    assert [int(x[2]) for x in ends] == [b.pid]
+    types = [e.type.value async for e in producer.events(since=0, follow=False, job_id=job.id)]
+    assert "stalled" in types
+
+
+async def _final(app: Conveyor, job_id: str):
+    job = await app.get(job_id)
+    return job if job.status.is_final else None
+
+
+async def test_sigterm_lets_active_jobs_finish_and_exits_0(producer: Conveyor, workers: Workers):
+    # Given a worker with 2 slots running 2 one-second jobs, and 4 more queued
+    jobs = [await producer.enqueue("slow", {"seconds": 1.0}) for _ in range(6)]
+    p = workers.start(concurrency=2, grace=20)
+    await eventually(lambda: sum(x[0] == "start" for x in workers.lines()) >= 2, timeout=15,
+                     what="2 jobs to start")  # fmt: skip
+    # When it gets SIGTERM
+    p.send_signal(signal.SIGTERM)
+    # Then it exits 0 after the active jobs completed; the queued ones never started
+    assert await asyncio.to_thread(p.wait, 30) == 0
+    states = Counter([(await _state(producer, j.id)).value for j in jobs])
+    started = {x[1] for x in workers.lines() if x[0] == "start"}
+    assert states["completed"] == len(started)
+    assert states["queued"] == 6 - len(started)
+
+
+async def test_sigterm_returns_a_job_longer_than_the_grace_uncharged(
+    producer: Conveyor, workers: Workers
+):
+    # Given a worker with a 0.3 s shutdown grace running a 30 s job
+    job = await producer.enqueue("slow", {"seconds": 30.0})
+    p = workers.start(concurrency=1, grace=0.3)
+    await eventually(lambda: workers.lines(), timeout=15, what="the job to start")
+    # When it gets SIGTERM
+    p.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(p.wait, 30) == 0
+    # Then the job is back in the queue and its attempt was not charged
+    back = await producer.get(job.id)
+    assert back.status is JobState.QUEUED
+    assert back.attempt == 0
+
+
+async def test_three_workers_complete_5000_jobs_exactly_once(producer: Conveyor, workers: Workers):
+    # Given 5,000 jobs and three worker processes racing for them
+    batch = await producer.enqueue_many([("quick", {"n": i}) for i in range(5000)])
+    procs = [workers.start(concurrency=20) for _ in range(3)]
+    # When they drain the queue
+    st = await batch.wait(timeout=90, poll=0.05)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        assert await asyncio.to_thread(p.wait, 30) == 0
+    # Then every job completed, each ran exactly once, and every worker took a share
+    assert st.counts == {"completed": 5000}
+    runs = Counter(x[1] for x in workers.lines() if x[0] == "run")
+    assert len(runs) == 5000
+    assert set(runs.values()) == {1}
+    pids = Counter(x[2] for x in workers.lines() if x[0] == "run")
+    assert len(pids) == 3
+
+
+async def test_an_idle_worker_picks_up_across_processes_and_burns_no_cpu(
+    producer: Conveyor, workers: Workers
+):
+    # Given an idle worker process, warmed up
+    p = workers.start(concurrency=4)
+    first = await producer.enqueue("quick", {"n": 0})
+    await producer.wait(first.id, timeout=15)
+    proc = psutil.Process(p.pid)
+    # When it stays idle for 2 s (the measured window is the point of this test)
+    cpu0 = sum(proc.cpu_times()[:2])
+    t0 = time.monotonic()
+    await asyncio.sleep(2.0)
+    used = (sum(proc.cpu_times()[:2]) - cpu0) / (time.monotonic() - t0)
+    # Then it used under 5% of a core, and still picks a new job up promptly
+    assert used < 0.05, f"idle worker used {used:.1%} CPU"
+    t1 = time.monotonic()
+    job = await producer.enqueue("quick", {"n": 1})
+    await producer.wait(job.id, timeout=5, poll=0.002)
+    assert time.monotonic() - t1 < 1.0
