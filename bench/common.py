@@ -16,6 +16,8 @@ from conveyor import Conveyor
 
 URL = os.environ.get("BENCH_URL", "")  # the backend URL of this workload (fresh per workload)
 LAT_FILE = os.environ.get("BENCH_LAT_FILE", "")  # W4: one latency (seconds) per line
+# The redis-server run.py started (--backend redis): its CPU is counted like the peers' driver.
+REDIS_PID = int(os.environ.get("BENCH_REDIS_PID", "0") or 0) or None
 QUEUE = "default"
 _TCK = os.sysconf("SC_CLK_TCK")
 
@@ -64,6 +66,16 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TCK
 
 
+def server_cpu() -> float:
+    """CPU seconds of the store's server process (redis-server), 0 when there is none."""
+    if REDIS_PID is None:
+        return 0.0
+    try:
+        return proc_cpu(REDIS_PID)
+    except (OSError, ValueError):
+        return 0.0
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
     with open("/proc/stat") as f:
@@ -72,13 +84,15 @@ def machine_busy() -> float:
 
 
 class CpuWindow:
-    """CPU used during a window by the worker process, this driver (monitor/producer), and
-    everything else on the machine ("other": processes outside the benchmark)."""
+    """CPU used during a window by the worker process, the store's server (redis-server), this
+    driver (monitor/producer), and everything else on the machine ("other": processes outside
+    the benchmark)."""
 
     def __init__(self, worker_pid: int | None) -> None:
         self.pid = worker_pid
         self.t = time.perf_counter()
         self.w = proc_cpu(worker_pid) if worker_pid else 0.0
+        self.r = server_cpu()
         self.d = time.process_time()
         self.m = machine_busy()
 
@@ -87,11 +101,16 @@ class CpuWindow:
         if wall <= 0:
             return
         w = (proc_cpu(self.pid) - self.w) if self.pid else 0.0
+        r = server_cpu() - self.r
         d = time.process_time() - self.d
-        other = machine_busy() - self.m - w - d
+        other = machine_busy() - self.m - w - r - d
         if self.pid and jobs:
             res["worker_cpu_util"] = round(w / wall, 2)
             res["worker_cpu_us_per_job"] = round(w / jobs * 1e6, 1)
+        if REDIS_PID is not None:
+            if jobs:
+                res["redis_cpu_us_per_job"] = round(r / jobs * 1e6, 1)
+            res["redis_cpu_util"] = round(r / wall, 2)
         res["driver_cpu_util"] = round(d / wall, 2)
         if wall < 0.2:  # /proc counts in 10 ms ticks: too coarse to judge the machine's load
             return

@@ -5,9 +5,11 @@ Started by run.py as a fresh process, with a fresh store whose URL is in ``$BENC
     python -m bench.driver --workload w2 --n 20000 --concurrency 200
 
 The driver is the producer and the monitor. For W2/W3/W5/idle (and W4) it starts ONE worker
-process (``python -m bench.worker``, in its own session), polls conveyor's own ``counts`` through
-a separate read-only connection (O(1): a primary-key lookup) every 5 ms (2 ms in W3), and stops
-the worker with SIGTERM (SIGKILL after 3 s). W4-inproc runs the worker inside this process.
+process (``python -m bench.worker``, in its own session), polls conveyor's own counters through
+a separate connection (O(1): SQLite's ``counts`` primary-key lookup, Redis ``ZCARD`` of the
+completed set) every 5 ms (2 ms in W3), and stops the worker with SIGTERM (SIGKILL after 3 s).
+W4-inproc runs the worker inside this process. ``mem`` enqueues without a worker and reports
+the store's size per queued job.
 Timing rules and fields follow ../shared/peers/python/README.md and ../shared/peers/sql.
 """
 
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -25,12 +28,21 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bench.common import LAT_FILE, URL, CpuWindow, make_app, pct, proc_cpu
-from bench.targets import after_enqueue, monitor_for, store_size
+from bench.common import LAT_FILE, QUEUE, URL, CpuWindow, make_app, pct, proc_cpu
+from bench.targets import (
+    after_enqueue,
+    command_stats,
+    command_stats_diff,
+    monitor_for,
+    redis_client,
+    redis_prefix,
+    store_size,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TMP = Path(os.environ.get("BENCH_TMP", "."))
 PYSPY = os.environ.get("BENCH_PYSPY", "")  # output prefix: profile the worker with py-spy
+PYSPY_FLAGS = os.environ.get("BENCH_PYSPY_FLAGS", "").split()  # e.g. --native --idle
 PRE_CHUNK = 20_000  # untimed pre-enqueue: enqueue_many per this many jobs
 
 
@@ -71,9 +83,12 @@ class WorkerProc:
             return
         spy = Path(sys.executable).parent / "py-spy"
         out = f"{PYSPY}-{label}"
+        # --native (C frames, e.g. hiredis) cannot be combined with --nonblocking: py-spy then
+        # pauses the worker for each sample.
+        block = [] if "--native" in PYSPY_FLAGS else ["--nonblocking"]
         self.spy = subprocess.Popen(
-            [str(spy), "record", "--pid", str(self.pid), "--rate", "200", "--nonblocking",
-             "--threads", "--format", "raw", "--output", out + ".txt"],
+            [str(spy), "record", "--pid", str(self.pid), "--rate", "200", *block,
+             "--threads", "--format", "raw", "--output", out + ".txt", *PYSPY_FLAGS],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -120,6 +135,13 @@ async def enqueue_bulk(app, task: str, n: int, chunk: int) -> None:
         await app.enqueue_many(items if i + chunk <= n else items[: n - i])
 
 
+def store_baseline(url: str) -> int:
+    """What `store_size` subtracts: Redis' used_memory of the empty server (its own ~1 MB);
+    0 for SQLite (whose figure has always been the whole file, schema included)."""
+    size = store_size(url)
+    return size.get("redis_used_memory", 0)
+
+
 # -- W1 ---------------------------------------------------------------------------------------------
 
 
@@ -130,6 +152,7 @@ async def w1(args, res: dict) -> None:
     res["setting"] = f"app.enqueue_many() per {chunk:,} jobs ((task, None) tuples)"
     items = [("noop", None)] * chunk
     calls = [items if i + chunk <= args.n else items[: args.n - i] for i in range(0, args.n, chunk)]
+    base = store_baseline(URL)
     cpu = CpuWindow(None)
     c0 = time.process_time()
     t0 = time.perf_counter()
@@ -149,8 +172,10 @@ async def w1(args, res: dict) -> None:
         res["note"] += f"conveyor reports {q} queued, expected {args.n}; "
         res["status"] = "error"
     await app.close()
-    res.update(store_size(URL))
-    res["store_bytes_per_job"] = round(res["db_bytes"] / args.n, 1)
+    size = store_size(URL)
+    res.update({k: v for k, v in size.items() if k != "store_bytes"})
+    if size:
+        res["store_bytes_per_job"] = round((size["store_bytes"] - base) / args.n, 1)
 
 
 # -- drains: W2, W3, W5 ----------------------------------------------------------------------------
@@ -174,16 +199,21 @@ async def drain(args, res: dict, task: str, concurrency: int, base_poll: float,
     measure=None: until all n completed. measure=m: until m completions past the first
     observation (W5b)."""
     n = args.n
+    base = store_baseline(URL)
     await pre_enqueue(task, n, res)
     size = store_size(URL)
-    if size:
+    if "db_bytes" in size:
         res["queued_db_bytes"] = size["db_bytes"]
-        res["store_bytes_per_queued_job"] = round(size["db_bytes"] / n, 1)
+    if "redis_used_memory" in size:
+        res["queued_redis_used_memory"] = size["redis_used_memory"]
+    if size:
+        res["store_bytes_per_queued_job"] = round((size["store_bytes"] - base) / n, 1)
     mon = monitor_for(URL)
     counts = mon.counts()
     if counts.get("queued") != n:
         res["note"] += f"after enqueue conveyor reports {counts}, expected {n} queued; "
     res["setting"] = f"python -m bench.worker --concurrency {concurrency} (one process)"
+    cmd0 = command_stats(URL)
     w = WorkerProc(concurrency, args.workload)
     deadline = w.t_spawn + args.timeout
     t_first = c_first = t_end = None
@@ -231,6 +261,9 @@ async def drain(args, res: dict, task: str, concurrency: int, base_poll: float,
         final = mon.counts()
         res["final_state"] = final
         mon.close()
+        if cmd0 and final.get("completed"):
+            # spawn -> stop, per completed job: which commands redis-server spent its time on
+            res["redis_commands"] = command_stats_diff(cmd0, command_stats(URL), final["completed"])
     res["startup_s"] = round(t_first - w.t_spawn, 3)
     res["first_done"] = c_first
     steady_s = t_end - t_first
@@ -388,6 +421,116 @@ async def idle(args, res: dict) -> None:
         scan_log(w, res)
 
 
+# -- mem -----------------------------------------------------------------------------------------------
+
+
+async def mem(args, res: dict) -> None:
+    """The store's size per queued job: n no-op jobs enqueued with ``enqueue_many`` per --chunk
+    (as in W1; every call is one batch), nothing runs. Redis: (used_memory after - before) / n
+    from INFO memory, and what each kind of key costs (MEMORY USAGE). SQLite: the file's bytes
+    per job after a WAL checkpoint."""
+    app = make_app()
+    await app.open()
+    before = store_size(URL)
+    res["setting"] = f"app.enqueue_many() per {args.chunk:,} jobs, nothing runs"
+    t0 = time.perf_counter()
+    await enqueue_bulk(app, "noop", args.n, args.chunk)
+    res["enqueue_s"] = round(time.perf_counter() - t0, 3)
+    res["enqueue_jobs_per_s"] = round(args.n / (time.perf_counter() - t0), 1)
+    await app.close()
+    after_enqueue(URL)
+    after = store_size(URL)
+    mon = monitor_for(URL)
+    counts = mon.counts()
+    mon.close()
+    res["final_state"] = counts
+    if counts.get("queued") != args.n:
+        res["status"] = "error"
+        res["note"] += f"conveyor reports {counts}, expected {args.n} queued; "
+    per_job = (after["store_bytes"] - before.get("redis_used_memory", 0)) / args.n
+    res["store_bytes_per_queued_job"] = round(per_job, 1)
+    if "redis_used_memory" in after:
+        res["redis_used_memory_before"] = before["redis_used_memory"]
+        res["redis_used_memory_after"] = after["redis_used_memory"]
+        res["redis_keys"] = after["redis_keys"]
+        res["redis_bytes_per_queued_job"] = round(per_job, 1)
+        res["redis_memory"] = redis_memory_breakdown(
+            URL, args.n, after["store_bytes"] - before["store_bytes"]
+        )
+    else:
+        res["db_bytes"] = after["store_bytes"]
+
+
+def redis_memory_breakdown(url: str, n: int, delta: int) -> dict:
+    """Which keys cost what: MEMORY USAGE (value + key name + dict entry, allocator sizes) of a
+    sample of job hashes (x n), the ready set, the events stream, every batch set and the
+    queue's small keys; `unaccounted` = used_memory delta - their sum (the main key table's
+    bucket array, allocator rounding, client buffers)."""
+    r = redis_client(url)
+    p = f"{redis_prefix(url)}:{{{QUEUE}}}:"
+    out: dict = {}
+
+    def usage(key: str, samples: int = 0) -> int:
+        return int(r.memory_usage(key, samples=samples) or 0)
+
+    try:
+        total = 0
+        ready = p + "ready"
+        k = min(200, n)
+        idx = sorted(random.Random(1).sample(range(n), k))
+        ids = [r.zrange(ready, i, i)[0] for i in idx]
+        sizes = [usage(p + "j:" + i) for i in ids]
+        job_mean = sum(sizes) / len(sizes)
+        sample_key = p + "j:" + ids[0]
+        out["job_hash"] = {
+            "keys": n, "bytes": round(job_mean * n), "per_job": round(job_mean, 1),
+            "sampled": k, "min": min(sizes), "max": max(sizes),
+            "encoding": r.object("encoding", sample_key), "fields": r.hlen(sample_key),
+            "key_len": len(sample_key), "example": r.hgetall(sample_key),
+        }  # fmt: skip
+        total += round(job_mean * n)
+        for name, key, length in (
+            ("ready_zset", ready, r.zcard),
+            ("events_stream", p + "events", r.xlen),
+        ):
+            b = usage(key)
+            out[name] = {"bytes": b, "per_job": round(b / n, 1), "len": length(key),
+                         "encoding": r.object("encoding", key)}  # fmt: skip
+            total += b
+        batch_bytes = batch_keys = batch_members = 0
+        enc = None
+        for key in r.scan_iter(match=p + "b:*", count=1000):
+            batch_bytes += usage(key)
+            batch_keys += 1
+            batch_members += r.scard(key)
+            enc = enc or r.object("encoding", key)
+        out["batch_sets"] = {"bytes": batch_bytes, "per_job": round(batch_bytes / n, 1),
+                             "keys": batch_keys, "members": batch_members, "encoding": enc}  # fmt: skip
+        total += batch_bytes
+        small = 0
+        names = []
+        for key in r.scan_iter(count=1000):
+            if key.startswith((p + "j:", p + "b:")) or key in (ready, p + "events"):
+                continue
+            small += usage(key)
+            names.append(key)
+        out["other_keys"] = {"bytes": small, "keys": sorted(names)}
+        total += small
+        out["unaccounted"] = {"bytes": delta - total, "per_job": round((delta - total) / n, 1)}
+        stats = r.memory_stats()
+        out["memory_stats"] = {k: stats.get(k) for k in (
+            "dataset.bytes", "overhead.total", "keys.count", "keys.bytes-per-key",
+            "allocator.allocated", "peak.allocated")}  # fmt: skip
+        db0 = stats.get("db.0") or {}
+        out["memory_stats"]["overhead.hashtable.main"] = db0.get("overhead.hashtable.main")
+        info = r.info("memory")
+        out["mem_fragmentation_ratio"] = info.get("mem_fragmentation_ratio")
+        out["used_memory_rss"] = info.get("used_memory_rss")
+    finally:
+        r.close()
+    return out
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 
@@ -429,6 +572,8 @@ async def run(args) -> dict:
         await w4_inproc(args, res)
     elif wl == "idle":
         await idle(args, res)
+    elif wl == "mem":
+        await mem(args, res)
     else:
         raise SystemExit(f"unknown workload {wl}")
     res["note"] = res["note"].strip("; ")
@@ -438,7 +583,7 @@ async def run(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workload", required=True,
-                    choices=["w1", "w2", "w3", "w4", "w4-inproc", "w5a", "w5b", "idle"])  # fmt: skip
+                    choices=["w1", "w2", "w3", "w4", "w4-inproc", "w5a", "w5b", "idle", "mem"])  # fmt: skip
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--measure", type=int, default=20000, help="W5b: completions to time")
     ap.add_argument("--timeout", type=float, default=120.0)

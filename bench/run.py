@@ -5,11 +5,14 @@
     python bench/run.py --quick                 # small N, < 1 minute
     python bench/run.py --only w2,w4            # a subset (w5 = w5a + w5b)
     python bench/run.py --only w5 --backlog 1000000 --small-backlog 1000
+    python bench/run.py --backend redis --quick  # own redis-server on a free port, FLUSHALL per workload
+    python bench/run.py --only mem --mem-n 1000000   # store size per queued job
     python bench/run.py --tune                  # W1 chunk and W2 concurrency search
     python bench/run.py --table bench/results/2026-11-23.jsonl [--run-id ID]
 
 Each workload runs in a fresh driver process (``python -m bench.driver``) on a fresh store (a new
-SQLite file in a temp dir); the driver starts ONE worker process (``python -m bench.worker``).
+SQLite file in a temp dir, or FLUSHALL on the run's own redis-server); the driver starts ONE worker
+process (``python -m bench.worker``).
 Results: a table on stdout and one JSON line per workload appended to
 ``bench/results/<date>.jsonl``, with the peers' fields (../shared/peers/*/README.md).
 """
@@ -37,11 +40,12 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine_busy  # noqa: E402
 from bench.targets import TARGETS, NotImplementedYet  # noqa: E402
 
-ORDER = ["w1", "w2", "w3", "w4", "w4-inproc", "w5a", "w5b", "idle"]
+ORDER = ["w1", "w2", "w3", "w4", "w4-inproc", "w5a", "w5b", "idle", "mem"]
 FULL = {"w1": 20_000, "w2": 20_000, "w3": 2_000, "w4": 200, "w4-inproc": 200, "w5a": 2_000,
-        "w5b": 200_000, "idle": 1}  # fmt: skip
+        "w5b": 200_000, "idle": 1, "mem": 1_000_000}  # fmt: skip
 QUICK = {"w1": 5_000, "w2": 5_000, "w3": 500, "w4": 50, "w4-inproc": 50, "w5a": 1_000,
-         "w5b": 20_000, "idle": 1}  # fmt: skip
+         "w5b": 20_000, "idle": 1, "mem": 100_000}  # fmt: skip
+QUICK_OPT_IN = {"mem"}  # --quick runs these only when named in --only
 W5_MEASURE = {"full": 20_000, "quick": 5_000}
 IDLE_S = {"full": 5.0, "quick": 2.0}
 # Chosen with --tune (bench/results/tuning/): see README "How the settings were chosen".
@@ -137,14 +141,16 @@ def run_one(py: str, target, wl: str, n: int, tmp: Path, opts: dict) -> dict:
         "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
         "PYTHONUNBUFFERED": "1",
     })  # fmt: skip
+    env.update(target.env())
     if opts.get("pyspy"):
         env["BENCH_PYSPY"] = str(Path(opts["pyspy"]).resolve() / f"{wl}-c{opts['concurrency']}")
+        env["BENCH_PYSPY_FLAGS"] = opts.get("pyspy_flags") or ""
     argv = [py, "-m", "bench.driver", "--workload", wl, "--n", str(n),
             "--measure", str(opts["measure"]), "--timeout", str(opts["timeout"]),
             "--concurrency", str(opts["concurrency"]), "--chunk", str(opts["chunk"]),
             "--idle-s", str(opts["idle_s"])]  # fmt: skip
     # Hard limit for the whole driver, the untimed pre-enqueue included (~20 s per 1M jobs).
-    hard = opts["timeout"] + 90 + (n / 1_000_000 * 120 if wl == "w5b" else 0)
+    hard = opts["timeout"] + 90 + (n / 1_000_000 * 120 if wl in ("w5b", "mem") else 0)
     out_path = tmp / "logs" / f"driver-{wl}.log"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -208,6 +214,12 @@ def extra(r: dict) -> str:
         return s
     if wl == "w5b":
         return f"{fmt(r.get('measured_jobs'))} timed of {fmt(r['n'])} queued"
+    if wl == "mem":
+        return (
+            f"{fmt(r.get('store_bytes_per_queued_job'), ',.1f')} B/queued job"
+            + (" (redis used_memory)" if r.get("backend") == "redis" else " (SQLite file)")
+            + f"; enqueued at {fmt(r.get('enqueue_jobs_per_s'))}/s"
+        )
     if wl == "idle":
         return (f"CPU {fmt(r.get('cpu_percent'), '.2f')}% RSS {fmt(r.get('rss_mb'), '.1f')} MB "
                 f"(peak {fmt(r.get('rss_peak_mb'), '.1f')}), {r.get('threads', '-')} threads")  # fmt: skip
@@ -216,7 +228,7 @@ def extra(r: dict) -> str:
 
 HEADLINE = {"w1": "jobs_per_s", "w2": "jobs_per_s", "w3": "ratio_to_ideal", "w4": "p99_ms",
             "w4-inproc": "p99_ms", "w5a": "steady_jobs_per_s", "w5b": "steady_jobs_per_s",
-            "idle": "cpu_percent"}  # fmt: skip
+            "idle": "cpu_percent", "mem": "store_bytes_per_queued_job"}  # fmt: skip
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -253,6 +265,9 @@ def table(rows: list[dict]) -> str:
     multi = any(r.get("runs", 1) > 1 for r in rows)
     hdr = ["workload", "n", "status", "seconds", "jobs/s", "steady/s", "startup s", "p50 ms",
            "p99 ms", "worker CPU us/job", "worker CPU util", "details", "setting"]  # fmt: skip
+    server = any(r.get("redis_cpu_util") is not None for r in rows)
+    if server:
+        hdr[11:11] = ["redis CPU us/job", "redis CPU util"]
     lines = []
     for r in rows:
         ok = r.get("status") == "ok"
@@ -267,6 +282,11 @@ def table(rows: list[dict]) -> str:
             fmt(r.get("worker_cpu_util"), ".2f"),
             extra(r) if ok else (r.get("note") or "")[:80], r.get("setting", ""),
         ])  # fmt: skip
+        if server:
+            lines[-1][11:11] = [
+                fmt(r.get("redis_cpu_us_per_job"), ",.1f") if r["workload"] != "idle" else "-",
+                fmt(r.get("redis_cpu_util"), ".2f"),
+            ]
         if multi:
             rng = r.get("range")
             spec = (
@@ -291,6 +311,7 @@ def peer_row(rows: list[dict]) -> str:
     hdr = ["system", "backend", "W1 enq/s", "W1 prod CPU us/job", "W2 jobs/s", "W2 steady/s",
            "W2 startup s", "W2 worker CPU us/job", "W3 s (x ideal)", "W4 p50 ms", "W4 p99 ms",
            "W5 small steady/s", "W5 big steady/s"]  # fmt: skip
+    redis = any(r.get("backend") == "redis" for r in rows)
     w5a = d.get("w5a", {}).get("n")
     w5b = d.get("w5b", {}).get("n")
     if w5a:
@@ -308,7 +329,52 @@ def peer_row(rows: list[dict]) -> str:
         g("w4", "p50_ms", ".2f"), g("w4", "p99_ms", ".2f"),
         g("w5a", "steady_jobs_per_s"), g("w5b", "steady_jobs_per_s"),
     ]  # fmt: skip
+    if redis:
+        hdr[8:8] = ["W2 redis CPU us/job"]
+        line[8:8] = [g("w2", "redis_cpu_us_per_job")]
+    if "mem" in d:
+        hdr.append(f"bytes/queued job ({d['mem']['n']:,})")
+        line.append(g("mem", "store_bytes_per_queued_job", ",.1f"))
     return _render(hdr, [line])
+
+
+def mem_report(rows: list[dict]) -> str:
+    """The Redis memory breakdown of `mem` rows (MEMORY USAGE per kind of key)."""
+    out = []
+    for r in rows:
+        b = r.get("redis_memory")
+        if r["workload"] != "mem" or not b:
+            continue
+        n = r["n"]
+        out.append(f"Redis memory per queued job, {n:,} jobs (enqueue_many per "
+                   f"{r.get('setting', '').split('per ')[-1].split(' jobs')[0]}): "
+                   f"{r['redis_bytes_per_queued_job']:,.1f} B = (used_memory "
+                   f"{r['redis_used_memory_after']:,} - {r['redis_used_memory_before']:,}) / {n:,}")  # fmt: skip
+        hdr = ["keys", "count", "bytes", "bytes/job", "encoding", "notes"]
+        j = b["job_hash"]
+        lines = [
+            ["job hash j:<id>", fmt(j["keys"]), fmt(j["bytes"]), fmt(j["per_job"], ".1f"),
+             j["encoding"], f"{j['fields']} fields, key {j['key_len']} chars, "
+             f"MEMORY USAGE of {j['sampled']} sampled: {j['min']}-{j['max']} B"],
+        ]  # fmt: skip
+        for name, label in (("ready_zset", "ready (zset)"), ("events_stream", "events (stream)")):
+            e = b[name]
+            lines.append([label, "1", fmt(e["bytes"]), fmt(e["per_job"], ".1f"), e["encoding"],
+                          f"{e['len']:,} entries"])  # fmt: skip
+        bs = b["batch_sets"]
+        lines.append(["batch sets b:<batch>", fmt(bs["keys"]), fmt(bs["bytes"]),
+                      fmt(bs["per_job"], ".1f"), bs["encoding"] or "-",
+                      f"{bs['members']:,} members"])  # fmt: skip
+        o = b["other_keys"]
+        lines.append(["other keys", fmt(len(o["keys"])), fmt(o["bytes"]),
+                      fmt(o["bytes"] / n, ".1f"), "-", " ".join(o["keys"])[:70]])  # fmt: skip
+        u = b["unaccounted"]
+        ms = b.get("memory_stats", {})
+        lines.append(["unaccounted", "-", fmt(u["bytes"]), fmt(u["per_job"], ".1f"), "-",
+                      f"main key table {fmt(ms.get('overhead.hashtable.main'))} B; allocator, buffers"])  # fmt: skip
+        out.append(_render(hdr, lines))
+        out.append(f"example job hash: {json.dumps(j['example'])}")
+    return "\n".join(out)
 
 
 def load_rows(path: str, run_ids: list[str]) -> list[dict]:
@@ -349,6 +415,8 @@ def main() -> None:
                     help=f"workloads, comma separated or repeated: {', '.join(ORDER)}, w5 (= w5a,w5b)")  # fmt: skip
     ap.add_argument("--backlog", type=int, help="W5b backlog (default 200,000; --quick 20,000)")
     ap.add_argument("--small-backlog", type=int, help="W5a backlog (default 2,000; --quick 1,000)")
+    ap.add_argument("--mem-n", type=int, help="mem: jobs enqueued (default 1,000,000; --quick "
+                    "100,000; the quick run includes mem only with --only mem)")  # fmt: skip
     ap.add_argument(
         "--measure", type=int, help="W5b: completions timed (default 20,000; quick 5,000)"
     )
@@ -369,6 +437,9 @@ def main() -> None:
                     "cores (default 60 in full mode, 0 with --quick)")  # fmt: skip
     ap.add_argument("--pyspy", metavar="DIR", help="profile the worker process with py-spy "
                     "(raw collapsed stacks in DIR); distorts the figures, not for the table")  # fmt: skip
+    ap.add_argument("--pyspy-flags", default="", metavar="FLAGS",
+                    help="extra py-spy record flags, e.g. '--native' (C frames: hiredis) or "
+                    "'--idle' (include waiting in epoll)")  # fmt: skip
     ap.add_argument("--results", default=str(HERE / "results"), help="folder for <date>.jsonl")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (worker logs)")
     ap.add_argument("--table", metavar="JSONL", help="only re-print the table of a results file")
@@ -379,6 +450,9 @@ def main() -> None:
         rows = load_rows(args.table, args.run_id)
         print(f"run {rows[0].get('run_id')} ({rows[0].get('mode')}), {rows[0].get('machine')}")
         print(table(rows))
+        if mem_report(rows):
+            print()
+            print(mem_report(rows))
         if len({(r["workload"], r.get("setting")) for r in rows}) == len(
             {r["workload"] for r in rows}
         ):
@@ -393,13 +467,15 @@ def main() -> None:
         sizes["w5b"] = args.backlog
     if args.small_backlog:
         sizes["w5a"] = args.small_backlog
-    wanted = parse_list(args.only) or list(ORDER)
+    if args.mem_n:
+        sizes["mem"] = args.mem_n
+    wanted = parse_list(args.only) or [w for w in ORDER if not (args.quick and w in QUICK_OPT_IN)]
     wait = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 60.0)
     opts = {
         "measure": args.measure or W5_MEASURE[mode], "timeout": args.timeout,
         "concurrency": args.concurrency, "chunk": args.chunk,
         "idle_s": args.idle_seconds or IDLE_S[mode],
-        "pyspy": args.pyspy,
+        "pyspy": args.pyspy, "pyspy_flags": args.pyspy_flags,
     }  # fmt: skip
     plan: list[tuple[str, dict]] = []
     if args.tune:
@@ -458,7 +534,10 @@ def main() -> None:
             print(f"{wl:9s} {r.get('status'):7s} n={r['n']:<8} s={r.get('seconds')} "
                   f"jobs/s={r.get('jobs_per_s')} steady={r.get('steady_jobs_per_s')} "
                   f"p50={r.get('p50_ms')} p99={r.get('p99_ms')} startup={r.get('startup_s')} "
-                  f"cpu_us/job={r.get('worker_cpu_us_per_job')} [{r['wall_s']}s] "
+                  f"cpu_us/job={r.get('worker_cpu_us_per_job')}"
+                  + (f" redis_us/job={r.get('redis_cpu_us_per_job')}" if "redis_cpu_util" in r else "")
+                  + (f" B/job={r.get('store_bytes_per_queued_job')}" if wl == "mem" else "")
+                  + f" [{r['wall_s']}s] "
                   f"{r.get('setting', '')} {r.get('note', '')}", flush=True)  # fmt: skip
     except KeyboardInterrupt:
         print("interrupted", flush=True)
@@ -472,6 +551,9 @@ def main() -> None:
     if rows:
         print()
         print(table(rows))
+        if mem_report(rows):
+            print()
+            print(mem_report(rows))
         if not args.tune:
             print()
             print(peer_row(rows))

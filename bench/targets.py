@@ -8,7 +8,10 @@ one `Target` subclass plus an entry in `TARGETS`.
 from __future__ import annotations
 
 import shutil
+import socket
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,10 @@ class Target:
 
     def drop(self, url: str) -> None:
         pass
+
+    def env(self) -> dict[str, str]:
+        """Extra environment for the driver (e.g. the server's pid, for its CPU)."""
+        return {}
 
     def close(self) -> None:
         pass
@@ -110,21 +117,139 @@ class SqliteTarget(Target):
         shutil.rmtree(Path(sqlite_path(url)).parent, ignore_errors=True)
 
 
-# -- Redis (a later issue) -------------------------------------------------------------------------
+# -- Redis ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_prefix(url: str) -> str:
+    from conveyor.backends.redis.backend import parse_redis_url
+
+    return parse_redis_url(url)[2]
+
+
+def redis_client(url: str):
+    """A plain sync redis-py client (hiredis parser when installed) for the bench's own reads."""
+    import redis
+
+    from conveyor.backends.redis.backend import parse_redis_url
+
+    return redis.Redis.from_url(parse_redis_url(url)[0], decode_responses=True)
+
+
+# conveyor's per-queue state sets (backend.py _ZSETS): state -> key suffix. ZCARD of each is O(1).
+REDIS_ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
+               "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
+
+
+class RedisMonitor(Monitor):
+    """``ZCARD <prefix>:{default}:f:completed`` on a separate connection: the backend keeps one
+    sorted set per state, so "how many completed" is one O(1) command."""
+
+    def __init__(self, url: str) -> None:
+        self.r = redis_client(url)
+        p = redis_prefix(url)
+        self.keys = {s: f"{p}:{{{QUEUE}}}:{z}" for s, z in REDIS_ZSETS.items()}
+        self._done = self.keys["completed"]
+
+    def completed(self) -> int:
+        return int(self.r.zcard(self._done))
+
+    def counts(self) -> dict[str, int]:
+        pipe = self.r.pipeline(transaction=False)
+        for k in self.keys.values():
+            pipe.zcard(k)
+        return {s: int(n) for s, n in zip(self.keys, pipe.execute(), strict=True) if n}
+
+    def close(self) -> None:
+        self.r.close()
 
 
 class RedisTarget(Target):
-    """Placeholder: the Redis backend lands in a later issue. It will start its own
-    ``redis-server`` on a free loopback port (never the machine's 6379), hand out
-    ``redis://127.0.0.1:PORT/<db>`` URLs, FLUSHDB between workloads, and count from the
-    backend's own per-queue counters."""
+    """Its own ``redis-server`` (free loopback port, temp dir, ``--save "" --appendonly no``, as
+    the peers' harnesses run it; never the machine's 6379), started on first use and killed by
+    `close()`. Every workload gets ``FLUSHALL`` and the same URL, ``redis://127.0.0.1:PORT/0``."""
 
     name = "redis"
 
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.dir: Path | None = None
+        self.version = ""
+
+    def describe(self) -> str:
+        return f"redis-server {self.version}" if self.version else ""
+
+    def env(self) -> dict[str, str]:
+        return {"BENCH_REDIS_PID": str(self.proc.pid)} if self.proc else {}
+
+    def _start(self, tmp: Path) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise NotImplementedYet("redis-server is not on PATH")
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+        self.version = next((w[2:] for w in out.split() if w.startswith("v=")), "")
+        self.dir = tmp / "redis"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a free port can be taken between probing and binding: retry
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                 "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
+                 "--logfile", str(self.dir / "redis.log")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                        s.sendall(b"PING\r\n")
+                        if s.recv(16).startswith(b"+PONG"):
+                            return
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            self.close()
+        raise RuntimeError(f"redis-server did not start (log: {self.dir / 'redis.log'})")
+
     def fresh(self, tmp: Path, label: str) -> str:
-        raise NotImplementedYet(
-            "bench/targets.py RedisTarget is a placeholder; a later issue adds it"
-        )
+        if self.proc is None or self.proc.poll() is not None:
+            self._start(tmp)
+        url = f"redis://127.0.0.1:{self.port}/0"
+        r = redis_client(url)
+        try:
+            r.flushall()  # keys only: the script cache stays, as on a long-running server
+        finally:
+            r.close()
+        return url
+
+    def drop(self, url: str) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        r = redis_client(url)
+        try:
+            r.flushall()  # free a big backlog's memory now, not at the next fresh()
+        except Exception:
+            pass
+        finally:
+            r.close()
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 TARGETS: dict[str, type[Target]] = {"sqlite": SqliteTarget, "redis": RedisTarget}
@@ -137,6 +262,8 @@ def scheme(url: str) -> str:
 def monitor_for(url: str) -> Monitor:
     if scheme(url) == "sqlite":
         return SqliteMonitor(url)
+    if scheme(url) == "redis":
+        return RedisMonitor(url)
     raise NotImplementedYet(f"no monitor for {scheme(url)!r} URLs yet")
 
 
@@ -146,12 +273,44 @@ def after_enqueue(url: str) -> None:
 
 
 def store_size(url: str) -> dict[str, Any]:
-    """Bytes on disk of the store (for 'backend memory per queued job')."""
+    """What the store holds now: ``store_bytes`` = bytes on disk of the SQLite file (+WAL), or
+    redis-server's ``used_memory`` (INFO memory; includes the server's own baseline of ~1 MB, so
+    take differences); ``db_bytes`` / ``redis_used_memory`` name the same figure."""
     if scheme(url) == "sqlite":
         p = Path(sqlite_path(url))
-        return {
-            "db_bytes": sum(
-                f.stat().st_size for f in p.parent.iterdir() if f.name.startswith(p.name)
-            )
-        }
+        n = sum(f.stat().st_size for f in p.parent.iterdir() if f.name.startswith(p.name))
+        return {"store_bytes": n, "db_bytes": n}
+    if scheme(url) == "redis":
+        r = redis_client(url)
+        try:
+            mem = r.info("memory")
+            keys = r.dbsize()
+        finally:
+            r.close()
+        return {"store_bytes": mem["used_memory"], "redis_used_memory": mem["used_memory"],
+                "redis_keys": keys}  # fmt: skip
     return {}
+
+
+def command_stats(url: str) -> dict[str, tuple[int, int]]:
+    """Redis INFO commandstats: command -> (calls, usec). Commands that scripts run are counted
+    too (inside their EVALSHA's time). {} for other backends."""
+    if scheme(url) != "redis":
+        return {}
+    r = redis_client(url)
+    try:
+        info = r.info("commandstats")
+    finally:
+        r.close()
+    return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in info.items()}
+
+
+def command_stats_diff(a: dict, b: dict, jobs: int) -> dict[str, dict]:
+    """Per command between two `command_stats`: calls and usec per job, biggest first."""
+    out = {}
+    for k, (calls, usec) in b.items():
+        c0, u0 = a.get(k, (0, 0))
+        if calls - c0 > 0:
+            out[k] = {"calls_per_job": round((calls - c0) / jobs, 3),
+                      "usec_per_job": round((usec - u0) / jobs, 2)}  # fmt: skip
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["usec_per_job"]))

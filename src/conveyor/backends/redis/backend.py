@@ -389,25 +389,22 @@ class RedisBackend:
             return bool(await self._eval("progress", queue, job_id, attempt, worker, data))
         return False
 
-    async def cancel_job(self, job_id: str) -> Job:
+    async def _steer(self, action: str, job_id: str) -> Job:
+        """Run the ``cancel`` or ``retry`` script on one job; it returns the changed job."""
         queue = await self._queue_of(job_id)
         if queue is None:
             raise JobNotFound(job_id)
         try:
-            out = await self._eval("cancel", queue, job_id)
+            out = await self._eval(action, queue, job_id)
         except ResponseError as exc:
-            raise translate(exc, job_id, "cancel") from None
+            raise translate(exc, job_id, action) from None
         return job_from_hash(job_id, queue, _pairs(out))
 
+    async def cancel_job(self, job_id: str) -> Job:
+        return await self._steer("cancel", job_id)
+
     async def retry_job(self, job_id: str) -> Job:
-        queue = await self._queue_of(job_id)
-        if queue is None:
-            raise JobNotFound(job_id)
-        try:
-            out = await self._eval("retry", queue, job_id)
-        except ResponseError as exc:
-            raise translate(exc, job_id, "retry") from None
-        return job_from_hash(job_id, queue, _pairs(out))
+        return await self._steer("retry", job_id)
 
     async def recover_expired(self) -> list[Recovered]:
         out: list[Recovered] = []
