@@ -26,6 +26,7 @@ JOB_COLS = (
 _STATES = {s.value: s for s in JobState}
 _loads = orjson.loads
 RATE_BUCKET = 10.0
+ENQUEUE_CHUNK = 1000
 
 
 def row_to_job(r: Sequence[Any]) -> Job:
@@ -114,10 +115,12 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
              j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, due)
         )  # fmt: skip
     # One statement per table over a JSON array: the rows are parsed in C with the GIL released,
-    # ~2x cheaper than executemany's per-parameter binding.
-    args = {"now": now, "rows": orjson.dumps(rows).decode()}
-    conn.execute(_INSERT, args)
-    conn.execute(_INSERT_EVENTS, args)
+    # ~2x cheaper than executemany's per-parameter binding. Chunks of 1,000 rows: one huge
+    # array measured ~15% slower per row than chunks (same transaction either way).
+    for start in range(0, len(rows), ENQUEUE_CHUNK):
+        args = {"now": now, "rows": orjson.dumps(rows[start : start + ENQUEUE_CHUNK]).decode()}
+        conn.execute(_INSERT, args)
+        conn.execute(_INSERT_EVENTS, args)
     bump(conn, deltas)
     return EnqueueResult(ids, created, now)
 
