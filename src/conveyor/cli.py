@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -27,7 +28,8 @@ from .errors import ConveyorError, JobCancelled, JobFailed
 from .job import JobState
 
 T = TypeVar("T")
-out = Console()
+# Pipes and files get wide, unwrapped tables (ids are 26 characters).
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 
@@ -165,7 +167,7 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None, d
 def _job_table(jobs: list[Any]) -> Table:
     t = Table()
     for col in ("id", "task", "queue", "status", "prio", "attempt", "progress", "error"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col != "error", min_width=26 if col == "id" else None)
     for j in jobs:
         pct = j.progress.percent
         prog = "" if pct is None else f"{pct:.0f}% {j.progress.message or ''}"
@@ -226,12 +228,15 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         if as_json:
             _print_json({q: s.to_dict() for q, s in st.items()})
             return
-        t = Table()
-        t.add_column("queue")
-        for s in JobState:
-            t.add_column(s.value, justify="right")
-        for col in ("workers", "active/limit", "avg run s", "jobs/s (60 s)"):
-            t.add_column(col, justify="right")
+        t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+        t.add_column("queue", no_wrap=True)
+        short = {"scheduled": "sched", "awaiting": "await", "completed": "done",
+                 "cancelled": "cancel"}  # fmt: skip
+        for state in JobState:
+            name = short.get(state.value, state.value)
+            t.add_column(name, justify="right", min_width=len(name))
+        for col in ("workers", "busy", "avg s", "jobs/s"):
+            t.add_column(col, justify="right", min_width=len(col))
         for q, s in st.items():
             avg = "" if s.avg_run_seconds is None else f"{s.avg_run_seconds:.3f}"
             t.add_row(q, *(str(s.counts.get(x.value, 0)) for x in JobState), str(s.workers),
