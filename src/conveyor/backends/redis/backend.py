@@ -123,6 +123,7 @@ class RedisBackend:
         self._held: dict[str, dict[str, str]] = {}
         self._offset = 0.0  # Redis TIME - local time, refreshed by every script that returns now
         self._opened = False
+        self._known_queues: set[str] = set()
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -205,7 +206,10 @@ class RedisBackend:
         created = [True] * len(jobs)
         now = self.now()
         client = self._client()
-        await client.sadd(f"{self.prefix}:queues", *by_queue)
+        new = [q for q in by_queue if q not in self._known_queues]
+        if new:  # once per queue and process: not a round trip per enqueue
+            await client.sadd(f"{self.prefix}:queues", *new)
+            self._known_queues.update(new)
         for queue, idx in by_queue.items():
             payload = orjson.dumps([
                 (jobs[i].id, jobs[i].task, jobs[i].payload, jobs[i].priority, jobs[i].max_attempts,

@@ -35,6 +35,7 @@ class RedisListener:
         self._worker = worker
         self._idle = True
         self._closing = False
+        self._watching_marker = False
         self._clients: list[Any] = []
         self._pokes: set[asyncio.Future[None]] = set()
         self._tasks = [
@@ -45,6 +46,8 @@ class RedisListener:
         """The worker wants markers (idle) or only its cancel signals (busy)."""
         if idle and not self._idle:
             self._idle = True
+            if self._watching_marker:
+                return  # the blocked BZPOPMIN already includes the marker
             task = asyncio.ensure_future(self._poke())
             self._pokes.add(task)
             task.add_done_callback(self._pokes.discard)
@@ -73,6 +76,7 @@ class RedisListener:
         delay = 0.05
         while not self._closing:
             keys = [marker, mine] if self._idle else [mine]
+            self._watching_marker = self._idle
             try:
                 res = await client.bzpopmin(keys, timeout=BLOCK_SECONDS)
                 delay = 0.05
