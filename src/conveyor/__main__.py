@@ -1,5 +1,6 @@
-"""python -m conveyor"""
+"""``python -m conveyor``: the same command line as the ``conveyor`` script."""
 
 from .cli import main
 
-main()
+if __name__ == "__main__":
+    main()

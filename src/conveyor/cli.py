@@ -1,8 +1,15 @@
 """The ``conveyor`` command line: run workers, enqueue, inspect and steer jobs.
 
-Every command takes ``--url`` (or ``$CONVEYOR_URL``; default ``sqlite:///conveyor.db``). Commands
-that need the task handlers (``worker``, ``enqueue``) take an APP, ``module:attribute`` naming a
-`Conveyor` instance. Read commands print tables, or JSON with ``--json``.
+The backend comes from ``--url`` (or ``$CONVEYOR_URL``; default ``sqlite:///conveyor.db``).
+Commands that need the task handlers (``worker``, ``enqueue``) take an APP, ``module:attribute``
+naming a `Conveyor` instance (the current directory is importable); the other commands use it
+too when ``--app`` (or ``$CONVEYOR_APP``) is given. ``--url`` and ``--app`` are accepted before
+or after the command name. Read commands print tables, or JSON with ``--json``.
+
+Errors are one line on stderr, never a traceback: exit 2 for bad input (a payload, priority or
+delay the task refuses, a malformed URL, an unknown job id), exit 1 for everything else (a
+transition the job's state forbids, a backend that cannot be reached). ``wait`` exits 0 when the
+job completed, 1 failed, 2 cancelled, 3 timed out.
 """
 
 from __future__ import annotations
@@ -14,75 +21,156 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from .app import Conveyor
-from .errors import ConveyorError, JobCancelled, JobFailed
-from .job import JobState
+from . import __version__
+from .app import DEFAULT_URL, Conveyor
+from .errors import ConfigurationError, ConveyorError, JobNotFound, ValidationError
+from .job import Job, JobState
 
 T = TypeVar("T")
-# Pipes and files get wide, unwrapped tables (ids are 26 characters).
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
+log = logging.getLogger("conveyor.cli")
+LOG_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
+FINAL = ("completed", "failed", "cancelled")
+EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT = 0, 1, 2, 3
+
+
+class CliError(click.ClickException):
+    """One line on stderr (``Error: ...``) and an exit code: 2 for bad input, 1 otherwise."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Group(click.Group):
+    """Turns every `ConveyorError` a command raises into a one-line `CliError`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConveyorError as exc:
+            bad_input = isinstance(exc, ValidationError | ConfigurationError | JobNotFound)
+            raise CliError(str(exc), 2 if bad_input else 1) from None
 
 
 def load_app(spec: str) -> Conveyor:
-    """Import ``module:attribute`` (the cwd is importable) and return the Conveyor it names."""
+    """Import ``module:attribute`` (attribute defaults to ``app``) with the cwd importable and
+    return the `Conveyor` it names. Raises `CliError` naming the problem."""
     module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise click.BadParameter(f"{spec!r}: expected module:attribute, e.g. myapp:app")
+    if not module_name or spec.endswith(":"):
+        raise CliError(f"APP {spec!r}: expected module:attribute, e.g. myapp:app")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from None
-    app = getattr(module, attr, None)
-    if not isinstance(app, Conveyor):
-        raise click.BadParameter(f"{spec!r} is not a conveyor.Conveyor instance")
-    return app
+    except ConveyorError:
+        raise  # e.g. a malformed URL in the app module: reported like any other
+    except Exception as exc:
+        log.debug("importing %s failed", module_name, exc_info=True)
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.partition(".")[0]:
+            hint = " (run from the directory that holds it, or add that directory to PYTHONPATH)"
+        raise CliError(f"cannot import {module_name!r} (APP {spec!r}): "
+                       f"{type(exc).__name__}: {exc}{hint}") from None  # fmt: skip
+    obj: Any = module
+    for part in (attr or "app").split("."):
+        if not hasattr(obj, part):
+            raise CliError(f"APP {spec!r}: module {module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, Conveyor):
+        raise CliError(f"APP {spec!r} is a {type(obj).__name__}, not a conveyor.Conveyor")
+    return obj
 
 
-def _app(ctx: click.Context) -> Conveyor:
-    obj = ctx.obj
-    if obj.get("app_spec"):
-        return load_app(obj["app_spec"])
-    return Conveyor(obj["url"])
+def _conveyor(ctx: click.Context, url: str | None, app_spec: str | None) -> Conveyor:
+    """The app named by --app (its own URL), else a plain `Conveyor` on the --url backend."""
+    spec = app_spec or ctx.obj["app_spec"]
+    return load_app(spec) if spec else Conveyor(url or ctx.obj["url"])
 
 
-def _run(
-    ctx: click.Context, fn: Callable[[Conveyor], Awaitable[T]], app: Conveyor | None = None
-) -> T:
-    async def main(app: Conveyor) -> T:
+def _run(app: Conveyor, fn: Callable[[Conveyor], Awaitable[T]]) -> T:
+    async def main() -> T:
         try:
             return await fn(app)
         finally:
             await app.close()
 
-    try:
-        return asyncio.run(main(app or _app(ctx)))
-    except ConveyorError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        sys.exit(2 if isinstance(exc, ValueError | KeyError) else 1)
+    return asyncio.run(main())
+
+
+def _target(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--url / --app on a command (they override the same options given before the command)."""
+    f = click.option("--app", "app_spec", default=None, metavar="MODULE:ATTR",
+                     help="Your Conveyor app (also $CONVEYOR_APP).")(f)  # fmt: skip
+    return click.option("--url", default=None, help="Backend URL (also $CONVEYOR_URL).")(f)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
 
 def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
-@click.group()
-@click.option("--url", envvar="CONVEYOR_URL", default="sqlite:///conveyor.db", show_default=True,
+def _console() -> Console:
+    # Pipes and files get wide, unwrapped tables (ids are 26 characters).
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _split(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+def _when(t: float | None) -> str:
+    return "" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ago(t: float | None) -> str:
+    if t is None:
+        return ""
+    s = max(0.0, time.time() - t)
+    return (
+        f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.0f}h ago"
+    )
+
+
+def _progress_text(job: Job) -> str:
+    p = job.progress
+    parts = [f"{p.percent:.0f}%" if p.percent is not None else "", p.stage and f"[{p.stage}]",
+             p.message]  # fmt: skip
+    return " ".join(x for x in parts if x)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="CONVEYOR_URL", default=DEFAULT_URL, show_default=True,
               help="Backend URL (also $CONVEYOR_URL).")  # fmt: skip
-@click.option("--app", "app_spec", envvar="CONVEYOR_APP", default=None,
-              help="module:attribute of your Conveyor app (also $CONVEYOR_APP).")  # fmt: skip
-@click.option("--log-level", default="WARNING", show_default=True)
+@click.option("--app", "app_spec", envvar="CONVEYOR_APP", default=None, metavar="MODULE:ATTR",
+              help="Your Conveyor app (also $CONVEYOR_APP); needed by enqueue.")  # fmt: skip
+@click.option("--log-level", type=LOG_LEVELS, default="WARNING", show_default=True)
+@click.version_option(__version__, prog_name="conveyor")
 @click.pass_context
 def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> None:
     """conveyor: a Python job queue."""
@@ -92,136 +180,211 @@ def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> 
     ctx.obj = {"url": url, "app_spec": app_spec}
 
 
+# -- worker -------------------------------------------------------------------------------------
+
+
 @main.command()
 @click.argument("app_spec", metavar="APP")
-@click.option("--concurrency", "-c", default=10, show_default=True, type=int)
-@click.option("--queues", "-q", default=None, help="Comma-separated queues (default: the app's).")
-@click.option("--shutdown-grace", default=30.0, show_default=True, type=float,
-              help="Seconds active jobs get to finish on SIGTERM.")  # fmt: skip
-@click.pass_context
-def worker(ctx: click.Context, app_spec: str, concurrency: int, queues: str | None,
-           shutdown_grace: float) -> None:  # fmt: skip
-    """Run a worker for APP (module:attribute) until SIGTERM/SIGINT."""
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Jobs run at once.")  # fmt: skip
+@click.option("--queues", "-q", default=None, metavar="A,B",
+              help="Comma-separated queues [default: every queue of the app's tasks].")  # fmt: skip
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds active jobs get to finish after SIGTERM/SIGINT.")  # fmt: skip
+@click.option("--name", default=None, help="Worker id [default: host-pid-random].")
+@click.option("--log-level", type=LOG_LEVELS, default=None, help="Overrides the global one.")
+def worker(app_spec: str, concurrency: int, queues: str | None, shutdown_grace: float,
+           name: str | None, log_level: str | None) -> None:  # fmt: skip
+    """Run a worker for APP (module:attribute) until SIGTERM/SIGINT.
+
+    The first signal stops claiming, lets active jobs finish within --shutdown-grace and returns
+    the rest to the queue (no attempt charged), then exits 0. A second signal skips the grace.
+    """
+    if log_level:
+        logging.getLogger().setLevel(log_level.upper())
+    names = _split(queues)
+    if queues is not None and not names:
+        raise CliError("--queues is empty: name at least one queue, e.g. --queues default")
+    app = load_app(app_spec)
+    _run(app, lambda a: _serve(a, concurrency, names or None, shutdown_grace, name))
+    # A sync handler still blocked in its thread would hold the interpreter's exit; its job is
+    # already back in the queue, so leave without waiting for it.
+    if any(t.name.startswith("conveyor-job") for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+async def _serve(app: Conveyor, concurrency: int, queues: list[str] | None, grace: float,
+                 name: str | None) -> None:  # fmt: skip
+    w = app.worker(concurrency=concurrency, queues=queues, shutdown_grace=grace, name=name)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received = 0
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal received
+        received += 1
+        if received == 1:
+            _say(f"conveyor worker {w.id}: {sig.name}: stopping; active jobs get {grace:g}s to "
+                 "finish (signal again to stop now)")  # fmt: skip
+            stop.set()
+        elif received == 2:
+            _say(f"conveyor worker {w.id}: {sig.name} again: returning active jobs to the queue")
+            w.shutdown_grace = 0  # in case stop() has not begun yet
+            for r in list(w.running.values()):
+                if r.task is not None:
+                    r.task.cancel()  # stop() then releases them without charging an attempt
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
-        app = load_app(app_spec)
-    except ConveyorError as exc:
-        raise click.UsageError(str(exc)) from None
-    names = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-
-    async def run(app: Conveyor) -> None:
-        w = app.worker(concurrency=concurrency, queues=names, shutdown_grace=shutdown_grace)
-        loop = asyncio.get_running_loop()
-        stopping: list[asyncio.Task[None]] = []
-
-        def on_signal() -> None:
-            if not stopping:
-                err.print("[yellow]conveyor: stopping (finishing active jobs)…[/yellow]")
-                stopping.append(asyncio.ensure_future(w.stop()))
-            else:  # a second signal: no more grace
-                w.shutdown_grace = 0
-                for r in list(w.running.values()):
-                    if r.task is not None:
-                        r.task.cancel()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
         await w.start()
-        err.print(f"conveyor worker {w.id}: queues={','.join(w.queues)} concurrency={concurrency} "
-                  f"url={app.url}")  # fmt: skip
-        await w._stopped.wait()
-        if stopping:
-            await stopping[0]
+        _say(f"conveyor worker {w.id} started: pid={os.getpid()} queues={','.join(w.queues)} "
+             f"concurrency={concurrency} tasks={','.join(app.tasks)} url={app.url}")  # fmt: skip
+        await stop.wait()
+        await w.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    _say(f"conveyor worker {w.id} stopped after {w.processed} jobs")
 
-    _run(ctx, run, app)
+
+# -- producing ----------------------------------------------------------------------------------
 
 
 @main.command()
 @click.argument("task")
-@click.option("--payload", default="{}", help="JSON object of the task's arguments.")
-@click.option("--priority", default=None, help="critical/high/normal/low or 0-100.")
-@click.option("--delay", default=None, type=float, help="Seconds before it may run.")
-@click.option("--idempotency-key", default=None)
+@click.option("--payload", default="{}", show_default=True, metavar="JSON",
+              help="JSON object of the task's arguments.")  # fmt: skip
+@click.option("--priority", default=None, metavar="P", help="critical/high/normal/low or 0-100.")
+@click.option("--delay", type=float, default=None, metavar="SECONDS", help="Run no sooner.")
+@click.option("--idempotency-key", default=None, metavar="KEY",
+              help="A second enqueue with the same key returns the first job.")  # fmt: skip
 @click.option("--tenant", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--max-attempts", type=int, default=None, help="Overrides the task's retries + 1.")
+@_target
+@json_option
 @click.pass_context
-def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None, delay: float | None,
-            idempotency_key: str | None, tenant: str | None, as_json: bool) -> None:  # fmt: skip
-    """Enqueue a job for TASK (needs --app to validate the payload)."""
-    if not ctx.obj.get("app_spec"):
-        raise click.UsageError("enqueue needs the app to validate the payload: pass --app "
-                               "module:attribute or set CONVEYOR_APP")  # fmt: skip
+def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
+            delay: float | None, idempotency_key: str | None, tenant: str | None,
+            max_attempts: int | None, url: str | None, app_spec: str | None,
+            as_json: bool) -> None:  # fmt: skip
+    """Enqueue a job for TASK and print its id. Needs --app to validate the payload."""
+    if not (app_spec or ctx.obj["app_spec"]):
+        raise CliError("enqueue needs your app to validate the payload: pass --app "
+                       "module:attribute (e.g. --app myapp:app) or set CONVEYOR_APP")  # fmt: skip
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
-    prio: int | str | None = int(priority) if priority and priority.isdigit() else priority
+        raise CliError(f"--payload is not valid JSON ({exc}): pass a JSON object, "
+                       """e.g. --payload '{"record_id": "r1"}'""") from None  # fmt: skip
+    prio: int | str | None = priority
+    if priority is not None:
+        try:
+            prio = int(priority)
+        except ValueError:
+            pass  # a name: validated by the app
 
     async def go(app: Conveyor) -> None:
         job = await app.enqueue(task, data, priority=prio, delay=delay,
-                                idempotency_key=idempotency_key, tenant=tenant)  # fmt: skip
+                                idempotency_key=idempotency_key, tenant=tenant,
+                                max_attempts=max_attempts)  # fmt: skip
         _print_json(job.to_dict()) if as_json else click.echo(job.id)
 
-    _run(ctx, go)
+    _run(_conveyor(ctx, url, app_spec), go)
 
 
-def _job_table(jobs: list[Any]) -> Table:
-    t = Table()
-    for col in ("id", "task", "queue", "status", "prio", "attempt", "progress", "error"):
-        t.add_column(col, no_wrap=col != "error", min_width=26 if col == "id" else None)
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _job_table(jobs: list[Job]) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for col in ("id", "task", "queue", "status", "prio", "attempt", "created", "progress"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("error", overflow="fold")
     for j in jobs:
-        pct = j.progress.percent
-        prog = "" if pct is None else f"{pct:.0f}% {j.progress.message or ''}"
-        error = (j.error or {}).get("message", "") if j.error else ""
+        error = (j.error or {}).get("message") or ""
         t.add_row(j.id, j.task, j.queue, j.status.value, str(j.priority),
-                  f"{j.attempt}/{j.max_attempts}", prog, error[:60])  # fmt: skip
+                  f"{j.attempt}/{j.max_attempts}", _ago(j.created_at),
+                  escape(_progress_text(j)), escape(error[:80]))  # fmt: skip
+    return t
+
+
+def _job_detail(job: Job) -> Table:
+    t = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")
+    d = job.to_dict()
+    rows: list[tuple[str, Any]] = [
+        ("id", job.id), ("task", job.task), ("queue", job.queue), ("status", job.status.value),
+        ("priority", job.priority), ("attempt", f"{job.attempt}/{job.max_attempts}"),
+        ("progress", _progress_text(job)), ("eta", "" if job.eta is None else f"{job.eta:.1f}s"),
+        ("payload", json.dumps(job.payload)), ("result", "" if d["result"] is None
+                                                else json.dumps(d["result"], default=str)),
+        ("error", "" if not job.error else f"{job.error.get('type')}: {job.error.get('message')}"),
+        ("tenant", job.tenant), ("batch", job.batch), ("idempotency key", job.idempotency_key),
+        ("created", _when(job.created_at)), ("scheduled for", _when(job.scheduled_for)),
+        ("started", _when(job.started_at)), ("finished", _when(job.finished_at)),
+        ("worker", job.worker),
+    ]  # fmt: skip
+    for key, value in rows:
+        if value not in (None, ""):
+            t.add_row(key, escape(str(value)))
     return t
 
 
 @main.command()
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
+@_target
+@json_option
 @click.pass_context
-def status(ctx: click.Context, job_id: str, as_json: bool) -> None:
+def status(ctx: click.Context, job_id: str, url: str | None, app_spec: str | None,
+           as_json: bool) -> None:  # fmt: skip
     """Show one job."""
 
     async def go(app: Conveyor) -> None:
         job = await app.get(job_id)
-        _print_json(job.to_dict()) if as_json else out.print(_job_table([job]))
+        _print_json(job.to_dict()) if as_json else _console().print(_job_detail(job))
 
-    _run(ctx, go)
+    _run(_conveyor(ctx, url, app_spec), go)
 
 
 @main.command("list")
-@click.option("--status", "state", default=None)
+@click.option("--status", "state", default=None, help=f"One of {', '.join(JobState)}.")
 @click.option("--queue", default=None)
 @click.option("--task", default=None)
 @click.option("--batch", default=None)
-@click.option("--limit", default=50, show_default=True, type=int)
-@click.option("--cursor", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--tenant", default=None)
+@click.option("--limit", type=int, default=50, show_default=True, help="1-1000.")
+@click.option("--cursor", default=None, help="next_cursor of the previous page.")
+@_target
+@json_option
 @click.pass_context
 def list_(ctx: click.Context, state: str | None, queue: str | None, task: str | None,
-          batch: str | None, limit: int, cursor: str | None, as_json: bool) -> None:  # fmt: skip
+          batch: str | None, tenant: str | None, limit: int, cursor: str | None,
+          url: str | None, app_spec: str | None, as_json: bool) -> None:  # fmt: skip
     """List jobs, newest first."""
 
     async def go(app: Conveyor) -> None:
-        page = await app.list(status=state, queue=queue, task=task, batch=batch, limit=limit,
-                              cursor=cursor)  # fmt: skip
+        page = await app.list(status=state, queue=queue, task=task, batch=batch, tenant=tenant,
+                              limit=limit, cursor=cursor)  # fmt: skip
         if as_json:
             _print_json({"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor})
-        else:
-            out.print(_job_table(page.jobs))
-            if page.next_cursor:
-                out.print(f"more: --cursor {page.next_cursor}")
+            return
+        _console().print(_job_table(page.jobs))
+        if page.next_cursor:
+            click.echo(f"more: --cursor {page.next_cursor}")
 
-    _run(ctx, go)
+    _run(_conveyor(ctx, url, app_spec), go)
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True)
+@_target
+@json_option
 @click.pass_context
-def stats(ctx: click.Context, as_json: bool) -> None:
-    """Per-queue counts by state, workers, run time and throughput."""
+def stats(ctx: click.Context, url: str | None, app_spec: str | None, as_json: bool) -> None:
+    """Per queue: counts by state, live workers, busy slots, run time and throughput."""
 
     async def go(app: Conveyor) -> None:
         st = await app.stats()
@@ -241,88 +404,134 @@ def stats(ctx: click.Context, as_json: bool) -> None:
             avg = "" if s.avg_run_seconds is None else f"{s.avg_run_seconds:.3f}"
             t.add_row(q, *(str(s.counts.get(x.value, 0)) for x in JobState), str(s.workers),
                       f"{s.active}/{s.concurrency}", avg, f"{s.throughput_per_s:.1f}")  # fmt: skip
-        out.print(t)
+        _console().print(t)
 
-    _run(ctx, go)
+    _run(_conveyor(ctx, url, app_spec), go)
+
+
+# -- steering -----------------------------------------------------------------------------------
+
+
+def _steer(ctx: click.Context, job_id: str, url: str | None, app_spec: str | None,
+           as_json: bool, action: str) -> None:  # fmt: skip
+    async def go(app: Conveyor) -> None:
+        job = await (app.cancel(job_id) if action == "cancel" else app.retry(job_id))
+        _print_json(job.to_dict()) if as_json else click.echo(f"{job.id} {job.status.value}")
+
+    _run(_conveyor(ctx, url, app_spec), go)
 
 
 @main.command()
 @click.argument("job_id")
+@_target
+@json_option
 @click.pass_context
-def cancel(ctx: click.Context, job_id: str) -> None:
-    """Cancel a job."""
-
-    async def go(app: Conveyor) -> None:
-        job = await app.cancel(job_id)
-        click.echo(f"{job.id} {job.status.value}")
-
-    _run(ctx, go)
+def cancel(ctx: click.Context, job_id: str, url: str | None, app_spec: str | None,
+           as_json: bool) -> None:  # fmt: skip
+    """Cancel a pending or active job (idempotent); prints the job id and its new status."""
+    _steer(ctx, job_id, url, app_spec, as_json, "cancel")
 
 
 @main.command()
 @click.argument("job_id")
+@_target
+@json_option
 @click.pass_context
-def retry(ctx: click.Context, job_id: str) -> None:
-    """Requeue a failed or cancelled job."""
-
-    async def go(app: Conveyor) -> None:
-        job = await app.retry(job_id)
-        click.echo(f"{job.id} {job.status.value}")
-
-    _run(ctx, go)
+def retry(ctx: click.Context, job_id: str, url: str | None, app_spec: str | None,
+          as_json: bool) -> None:  # fmt: skip
+    """Requeue a failed or cancelled job with fresh attempts."""
+    _steer(ctx, job_id, url, app_spec, as_json, "retry")
 
 
 @main.command()
-@click.option("--older-than", default=0.0, type=float, show_default=True, help="Seconds.")
-@click.option("--states", default="completed,failed,cancelled", show_default=True)
+@click.option("--older-than", type=float, default=0.0, show_default=True, metavar="SECONDS",
+              help="Only jobs that finished at least this long ago.")  # fmt: skip
+@click.option("--states", default=",".join(FINAL), show_default=True)
+@_target
+@json_option
 @click.pass_context
-def cleanup(ctx: click.Context, older_than: float, states: str) -> None:
-    """Delete finished jobs older than --older-than seconds."""
-    names = [s.strip() for s in states.split(",") if s.strip()]
+def cleanup(ctx: click.Context, older_than: float, states: str, url: str | None,
+            app_spec: str | None, as_json: bool) -> None:  # fmt: skip
+    """Delete finished jobs."""
+    names = _split(states)
+    unknown = [s for s in names if s not in FINAL]
+    if unknown or not names:
+        raise CliError(f"--states: {unknown[0] if unknown else 'nothing'!r} is not a finished "
+                       f"state; use a comma-separated subset of {','.join(FINAL)}")  # fmt: skip
 
     async def go(app: Conveyor) -> None:
-        click.echo(f"removed {await app.cleanup(older_than=older_than, states=names)} jobs")
+        n = await app.cleanup(older_than=older_than, states=names)
+        _print_json({"removed": n}) if as_json else click.echo(f"removed {n} jobs")
 
-    _run(ctx, go)
+    _run(_conveyor(ctx, url, app_spec), go)
+
+
+# -- wait ---------------------------------------------------------------------------------------
+
+
+def _eta_text(job: Job) -> str:
+    """Time left from the job's progress rate, counted down since its last progress report."""
+    if job.status is JobState.ACTIVE and job.eta is not None:
+        since = time.time() - (job.progress.updated_at or time.time())
+        left = max(0, round(job.eta - since))
+        return f"{left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}"
+    return "-:--:--"
 
 
 @main.command()
 @click.argument("job_id")
-@click.option("--timeout", default=None, type=float)
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS")
+@_target
+@json_option
 @click.pass_context
-def wait(ctx: click.Context, job_id: str, timeout: float | None) -> None:
-    """Wait for a job with a live progress bar. Exit 0 completed, 1 failed, 2 cancelled, 3 timeout."""
+def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None,
+         app_spec: str | None, as_json: bool) -> None:  # fmt: skip
+    """Follow a job with a live progress bar (on stderr) and print its result as JSON (--json:
+    the whole job). Exit 0 completed, 1 failed, 2 cancelled, 3 timeout."""
 
     async def go(app: Conveyor) -> int:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                   TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
-        with Progress(*columns, console=err, transient=True) as bar:
-            t = bar.add_task(job_id, total=100)
+        job = await app.get(job_id)
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                   TaskProgressColumn(), TimeElapsedColumn(),
+                   TextColumn("ETA {task.fields[eta]}"))  # fmt: skip
+        interval = 0.02
+        console = Console(stderr=True)  # no bar when stderr is not a terminal (CI logs, pipes)
+        with Progress(
+            *columns, console=console, transient=True, disable=not console.is_terminal
+        ) as bar:
+            t = bar.add_task("", total=100, eta="-:--:--")
             while True:
-                job = await app.get(job_id)
-                p = job.progress
-                label = " ".join(x for x in (job.task, p.stage and f"[{p.stage}]", p.message) if x)
-                bar.update(t, completed=p.percent or 0, description=label or job.status.value)
-                if job.status.is_final:
+                label = " ".join(x for x in (job.task, job.status.value, job.progress.stage and
+                                             f"[{job.progress.stage}]", job.progress.message) if x)  # fmt: skip
+                bar.update(t, completed=job.progress.percent or 0, description=escape(label),
+                           eta=_eta_text(job))  # fmt: skip
+                left = None if deadline is None else deadline - loop.time()
+                if job.status.is_final or (left is not None and left <= 0):
                     break
-                if deadline is not None and loop.time() >= deadline:
-                    err.print(f"timed out: job {job_id} is {job.status.value}")
-                    return 3
-                await asyncio.sleep(0.1)
-        try:
-            result = await app.wait(job_id, timeout=0)
-        except JobFailed as exc:
-            err.print(f"[red]failed:[/red] {exc}")
-            return 1
-        except JobCancelled:
-            err.print("cancelled")
-            return 2
-        _print_json(result)
-        return 0
+                await asyncio.sleep(interval if left is None else min(interval, left))
+                interval = min(0.25, interval * 1.5)
+                job = await app.get(job_id)
+        if as_json:
+            _print_json(job.to_dict())
+        if job.status is JobState.COMPLETED:
+            if not as_json:
+                _print_json(job.result)
+            return EXIT_COMPLETED
+        if job.status is JobState.FAILED:
+            e = job.error or {}
+            _say(f"job {job_id} failed after {job.attempt} attempt(s): "
+                 f"{e.get('type', 'Error')}: {e.get('message', '')}")  # fmt: skip
+            return EXIT_FAILED
+        if job.status is JobState.CANCELLED:
+            _say(f"job {job_id} was cancelled")
+            return EXIT_CANCELLED
+        _say(f"timed out after {timeout:g}s: job {job_id} is still {job.status.value}"
+             + (f" ({_progress_text(job)})" if job.progress.percent is not None else ""))  # fmt: skip
+        return EXIT_TIMEOUT
 
-    sys.exit(_run(ctx, go))
+    ctx.exit(_run(_conveyor(ctx, url, app_spec), go))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -60,7 +60,7 @@ def test_enqueue_then_status(cli) -> None:
     ("args", "needle"),
     [
         (["--payload", '{"record_idx": "r1"}'], "payload.record_id"),
-        (["--payload", "not json"], "not JSON"),
+        (["--payload", "not json"], "JSON"),
         (["--payload", '{"record_id": "r1"}', "--delay", "-1"], "delay"),
         (["--payload", '{"record_id": "r1"}', "--priority", "extreme"], "priority"),
         (["--payload", '{"record_id": "r1"}', "--priority", "101"], "priority"),
