@@ -1,30 +1,44 @@
+# Works on a fresh clone with python3 and make: every target creates .venv when it is missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint format bench clean
 
+# A failed `python3 -m venv` (Debian/Ubuntu without python3-venv) leaves a venv without pip:
+# remove it so the next run tries again.
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "error: '$(PYTHON) -m venv' failed; install it (e.g. apt-get install python3-venv)" >&2; \
+	  exit 1; }
+	$(PIP) --upgrade pip
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(PIP) -e .
 	touch $@
+
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/python demo/run_demo.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench demo
 	$(BIN)/ruff format --check src tests bench demo
 
-bench: $(VENV)/.installed
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff format src tests bench demo
+	$(BIN)/ruff check --fix src tests bench demo
+
+bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm demo.db.wake .pytest_cache
+	rm -rf $(VENV) demo.db demo.db-wal demo.db-shm demo.db.wake .pytest_cache .ruff_cache
