@@ -25,7 +25,7 @@ from statistics import mean
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,7 @@ from demo.enrich_app import app  # noqa: E402
 console = Console()
 PRIORITIES = {"critical": 20, "high": 10, "normal": 5, "low": 1}
 JOBS, WORKERS, CONCURRENCY, DEADLINE = 50, 2, 8, 25.0
+LABELS = {"active": "running", "scheduled": "backing off before a retry"}
 
 
 def fresh_store() -> None:
@@ -70,14 +71,16 @@ def start_workers(log: Path) -> list[subprocess.Popen[bytes]]:
 
 async def follow(batch_len: int, batch: object) -> float:
     start = time.monotonic()
-    columns = (TextColumn("[bold]enriching"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.completed:.0f}/{task.total:.0f}"), TextColumn("{task.fields[counts]}"),
-               TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"))  # fmt: skip
+    columns = (TextColumn("[bold]enriching"), BarColumn(bar_width=20),
+               TextColumn("{task.completed:.0f}/{task.total:.0f} done"),
+               TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),
+               TextColumn("ETA {task.fields[eta]}"))  # fmt: skip
     with Progress(*columns, console=console) as bar:
         t = bar.add_task("jobs", total=batch_len, counts="", eta="-")
         while time.monotonic() - start < DEADLINE:
             st = await batch.status()  # type: ignore[attr-defined]
-            counts = " ".join(f"{k}={v}" for k, v in sorted(st.counts.items()) if v)
+            counts = " ".join(f"{v} {LABELS.get(k, k)}" for k, v in sorted(st.counts.items())
+                              if v and k not in ("completed", "queued"))  # fmt: skip
             eta = "-" if st.eta is None else f"{st.eta:.1f}s"
             bar.update(t, completed=st.done, counts=counts, eta=eta)
             if st.finished:
@@ -100,9 +103,9 @@ async def summary(batch_id: str, wall: float, codes: list[int]) -> bool:
     states = Counter(j.status.value for j in jobs.values())
     runs = [j.finished_at - j.started_at for j in jobs.values() if j.finished_at and j.started_at]
 
-    t = Table(title="conveyor demo: what happened", title_justify="left")
-    t.add_column("")
-    t.add_column("", justify="right")
+    t = Table(title="conveyor demo: what happened", title_justify="left", show_header=False)
+    t.add_column()
+    t.add_column(justify="right")
     t.add_row("jobs", str(len(jobs)))
     for state in ("completed", "failed", "cancelled", "queued", "scheduled", "active"):
         if states.get(state) or state in ("completed", "failed"):
@@ -138,11 +141,11 @@ async def summary(batch_id: str, wall: float, codes: list[int]) -> bool:
 async def main() -> int:
     fresh_store()
     batch = await app.enqueue_many(items())
-    console.print(f"enqueued {len(batch)} jobs in one call (batch {batch.id}) into {URL}")
-    log = Path(tempfile.mkdtemp(prefix="conveyor-demo-")) / "workers.log"
-    workers = start_workers(log)
-    console.print(f"started {WORKERS} worker processes (pids {', '.join(str(w.pid) for w in workers)}): "
-                  f"python -m conveyor worker demo.enrich_app:app --concurrency {CONCURRENCY}")  # fmt: skip
+    console.print(f"enqueued {len(batch)} jobs in one call into {URL}", soft_wrap=True)
+    logdir = Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
+    workers = start_workers(logdir / "workers.log")
+    console.print(f"started {WORKERS} x python -m conveyor worker demo.enrich_app:app "
+                  f"--concurrency {CONCURRENCY}", soft_wrap=True)  # fmt: skip
     try:
         wall = await follow(len(batch), batch)
     finally:
@@ -155,7 +158,8 @@ async def main() -> int:
             except subprocess.TimeoutExpired:
                 w.kill()
                 codes.append(w.wait())
-    console.print(escape(log.read_text().strip()), style="dim")
+    console.print(escape((logdir / "workers.log").read_text().strip()), style="dim", soft_wrap=True)
+    shutil.rmtree(logdir, ignore_errors=True)
     ok = await summary(batch.id, wall, codes)
     await app.close()
     console.print("[green]demo OK[/green]" if ok else "[red]demo FAILED[/red]")

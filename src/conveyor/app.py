@@ -429,8 +429,10 @@ class Conveyor:
         secs = (
             older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
         )
-        if secs < 0:
-            raise ValidationError("older_than must be >= 0", field="older_than")
+        if not secs >= 0 or secs == float("inf"):  # also refuses NaN
+            raise ValidationError(
+                f"older_than must be a finite number >= 0, got {secs}", field="older_than"
+            )
         try:
             sts = [JobState(s) for s in states]
         except ValueError as exc:

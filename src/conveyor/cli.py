@@ -18,6 +18,7 @@ import asyncio
 import importlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 from rich import box
@@ -53,23 +55,48 @@ FINAL = ("completed", "failed", "cancelled")
 EXIT_COMPLETED, EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT = 0, 1, 2, 3
 
 
-class CliError(click.ClickException):
-    """One line on stderr (``Error: ...``) and an exit code: 2 for bad input, 1 otherwise."""
+class _Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.3
+    """A finite number of seconds >= 0 (nan and inf are refused, not taken as 'forever')."""
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            secs = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(secs) or secs < 0:
+            self.fail(f"{value!r} must be a finite number of seconds >= 0", param, ctx)
+        return secs
+
+
+SECONDS = _Seconds()
+
+
+class CliError(click.ClickException):
+    """Bad input: one line on stderr (``Error: ...``), exit status 2."""
+
+    exit_code = 2
+
+
+class CliFailure(CliError):
+    """A command that could not be carried out (state conflict, backend trouble): exit 1."""
+
+    exit_code = 1
 
 
 class _Group(click.Group):
-    """Turns every `ConveyorError` a command raises into a one-line `CliError`."""
+    """Turns every `ConveyorError` a command raises into a one-line error."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ConveyorError as exc:
-            bad_input = isinstance(exc, ValidationError | ConfigurationError | JobNotFound)
-            raise CliError(str(exc), 2 if bad_input else 1) from None
+            if isinstance(exc, ValidationError | ConfigurationError | JobNotFound):
+                raise CliError(str(exc)) from None
+            raise CliFailure(str(exc)) from None
 
 
 def load_app(spec: str) -> Conveyor:
@@ -92,7 +119,8 @@ def load_app(spec: str) -> Conveyor:
         raise CliError(f"cannot import {module_name!r} (APP {spec!r}): "
                        f"{type(exc).__name__}: {exc}{hint}") from None  # fmt: skip
     obj: Any = module
-    for part in (attr or "app").split("."):
+    attr = attr or "app"
+    for part in attr.split("."):
         if not hasattr(obj, part):
             raise CliError(f"APP {spec!r}: module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
@@ -102,9 +130,18 @@ def load_app(spec: str) -> Conveyor:
 
 
 def _conveyor(ctx: click.Context, url: str | None, app_spec: str | None) -> Conveyor:
-    """The app named by --app (its own URL), else a plain `Conveyor` on the --url backend."""
+    """The app named by --app (on its own backend), else a `Conveyor` on the --url backend."""
     spec = app_spec or ctx.obj["app_spec"]
-    return load_app(spec) if spec else Conveyor(url or ctx.obj["url"])
+    if not spec:
+        return Conveyor(url or ctx.obj["url"])
+    return _app_with_url(spec, url or ctx.obj["cli_url"])
+
+
+def _app_with_url(spec: str, cli_url: str | None) -> Conveyor:
+    app = load_app(spec)
+    if cli_url and cli_url != app.url:
+        _say(f"warning: --url {_redact(cli_url)} ignored: the app {spec} uses {_redact(app.url)}")
+    return app
 
 
 def _run(app: Conveyor, fn: Callable[[Conveyor], Awaitable[T]]) -> T:
@@ -138,6 +175,18 @@ def _console() -> Console:
 
 def _say(message: str) -> None:
     click.echo(message, err=True)
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (banners and warnings must not leak secrets)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable URL>"
 
 
 def _split(value: str | None) -> list[str]:
@@ -177,7 +226,8 @@ def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    ctx.obj = {"url": url, "app_spec": app_spec}
+    given = ctx.get_parameter_source("url") is click.core.ParameterSource.COMMANDLINE
+    ctx.obj = {"url": url, "app_spec": app_spec, "cli_url": url if given else None}
 
 
 # -- worker -------------------------------------------------------------------------------------
@@ -189,12 +239,13 @@ def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> 
               help="Jobs run at once.")  # fmt: skip
 @click.option("--queues", "-q", default=None, metavar="A,B",
               help="Comma-separated queues [default: every queue of the app's tasks].")  # fmt: skip
-@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--shutdown-grace", type=SECONDS, default=30.0, show_default=True,
               help="Seconds active jobs get to finish after SIGTERM/SIGINT.")  # fmt: skip
 @click.option("--name", default=None, help="Worker id [default: host-pid-random].")
 @click.option("--log-level", type=LOG_LEVELS, default=None, help="Overrides the global one.")
-def worker(app_spec: str, concurrency: int, queues: str | None, shutdown_grace: float,
-           name: str | None, log_level: str | None) -> None:  # fmt: skip
+@click.pass_context
+def worker(ctx: click.Context, app_spec: str, concurrency: int, queues: str | None,
+           shutdown_grace: float, name: str | None, log_level: str | None) -> None:  # fmt: skip
     """Run a worker for APP (module:attribute) until SIGTERM/SIGINT.
 
     The first signal stops claiming, lets active jobs finish within --shutdown-grace and returns
@@ -205,11 +256,15 @@ def worker(app_spec: str, concurrency: int, queues: str | None, shutdown_grace: 
     names = _split(queues)
     if queues is not None and not names:
         raise CliError("--queues is empty: name at least one queue, e.g. --queues default")
-    app = load_app(app_spec)
+    app = _app_with_url(app_spec, ctx.obj["cli_url"])
     _run(app, lambda a: _serve(a, concurrency, names or None, shutdown_grace, name))
     # A sync handler still blocked in its thread would hold the interpreter's exit; its job is
     # already back in the queue, so leave without waiting for it.
-    if any(t.name.startswith("conveyor-job") for t in threading.enumerate()):
+    deadline = time.monotonic() + 1.0
+    for t in threading.enumerate():
+        if t.name.startswith("conveyor-job"):
+            t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.name.startswith("conveyor-job") and t.is_alive() for t in threading.enumerate()):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
@@ -241,7 +296,7 @@ async def _serve(app: Conveyor, concurrency: int, queues: list[str] | None, grac
     try:
         await w.start()
         _say(f"conveyor worker {w.id} started: pid={os.getpid()} queues={','.join(w.queues)} "
-             f"concurrency={concurrency} tasks={','.join(app.tasks)} url={app.url}")  # fmt: skip
+             f"concurrency={concurrency} tasks={','.join(app.tasks)} url={_redact(app.url)}")  # fmt: skip
         await stop.wait()
         await w.stop()
     finally:
@@ -277,7 +332,7 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
-        raise CliError(f"--payload is not valid JSON ({exc}): pass a JSON object, "
+        raise CliError(f"--payload is not JSON ({exc}): pass a JSON object, "
                        """e.g. --payload '{"record_id": "r1"}'""") from None  # fmt: skip
     prio: int | str | None = priority
     if priority is not None:
@@ -444,7 +499,7 @@ def retry(ctx: click.Context, job_id: str, url: str | None, app_spec: str | None
 
 
 @main.command()
-@click.option("--older-than", type=float, default=0.0, show_default=True, metavar="SECONDS",
+@click.option("--older-than", type=SECONDS, default=0.0, show_default=True, metavar="SECONDS",
               help="Only jobs that finished at least this long ago.")  # fmt: skip
 @click.option("--states", default=",".join(FINAL), show_default=True)
 @_target
@@ -480,7 +535,7 @@ def _eta_text(job: Job) -> str:
 
 @main.command()
 @click.argument("job_id")
-@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS")
+@click.option("--timeout", type=SECONDS, default=None, help="Give up after SECONDS (exit 3).")
 @_target
 @json_option
 @click.pass_context
