@@ -1,0 +1,70 @@
+"""Several worker processes on one SQLite file: every job is claimed by exactly one of them."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor, JobState
+from tests.acceptance.conftest import (
+    LineLog,
+    Workers,
+    completed_count,
+    final,
+    query,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def test_two_workers_complete_2000_jobs_exactly_once(
+    producer: Conveyor, workers: Workers, log: LineLog, db_path: Path
+):
+    # Given two idle worker processes with 20 slots each
+    n = 2000
+    procs = [await workers.start_ready(concurrency=20) for _ in range(2)]
+    # When 2,000 jobs are enqueued at once
+    batch = await producer.enqueue_many([("noop", {})] * n)
+
+    async def all_done() -> bool:
+        return await completed_count(producer) == n
+
+    await wait_until(all_done, timeout=60, interval=0.05, what="2,000 jobs completed")
+    for p in procs:
+        p.signal(signal.SIGTERM)
+    for p in procs:
+        assert await p.wait_exit(30) == 0
+    # Then each job ran exactly once, all are completed, and both workers took a share
+    runs = log.count("run")
+    assert set(runs) == set(batch.ids)
+    assert set(runs.values()) == {1}
+    assert query(db_path, "SELECT status, count(*) FROM jobs GROUP BY status") == [("completed", n)]
+    started = query(db_path, "SELECT count(*), count(DISTINCT job_id) FROM events "
+                             "WHERE type = 'started'")  # fmt: skip
+    assert started == [(n, n)]
+    share = Counter(e.pid for e in log.entries("run"))
+    assert set(share) == {p.pid for p in procs}, share
+
+
+async def test_two_idle_workers_race_for_one_job(
+    producer: Conveyor, workers: Workers, log: LineLog
+):
+    # Given two idle worker processes, both woken by every enqueue
+    procs = [await workers.start_ready(concurrency=4) for _ in range(2)]
+    ids = []
+    for _ in range(10):
+        # When one job is enqueued (and again, once it finished, ten times over)
+        job = await producer.enqueue("noop")
+        ids.append(job.id)
+        done = await wait_until(lambda j=job: final(producer, j.id), what="the job to end")
+        assert done.status is JobState.COMPLETED
+    # Then each job was started exactly once, by one of the two
+    assert log.count("run") == dict.fromkeys(ids, 1)
+    for job_id in ids:
+        types = [e.type.value async for e in producer.events(since=0, follow=False, job_id=job_id)]
+        assert types == ["enqueued", "started", "completed"]
+    assert {e.pid for e in log.entries("run")} <= {p.pid for p in procs}
