@@ -243,18 +243,17 @@ class RedisBackend:
     async def _by_queue(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
         """Which queue each held job lives in (the worker knows; this is for direct calls)."""
         queues = await self._queues()
-        client = self._client()
         found: dict[str, list[str]] = {}
         for job_id in job_ids:
-            for q in queues:
-                if await client.exists(self.key(q, f"j:{job_id}")):
-                    found.setdefault(q, []).append(job_id)
-                    break
+            q = await self._queue_of(job_id, queues)
+            if q is not None:
+                found.setdefault(q, []).append(job_id)
         return found
 
-    async def _queue_of(self, job_id: str) -> str | None:
-        for q in await self._queues():
-            if await self._client().exists(self.key(q, f"j:{job_id}")):
+    async def _queue_of(self, job_id: str, queues: list[str] | None = None) -> str | None:
+        client = self._client()
+        for q in queues if queues is not None else await self._queues():
+            if await client.exists(self.key(q, f"j:{job_id}")):
                 return q
         return None
 
