@@ -20,6 +20,7 @@ from .errors import (
     ValidationError,
 )
 from .job import Job, JobState, Progress
+from .limits import CircuitBreaker, Concurrency, RateLimit
 from .retry import Backoff
 from .task import Task
 from .worker.context import Context
@@ -35,6 +36,8 @@ __all__ = [
     "Backoff",
     "Batch",
     "BatchStatus",
+    "CircuitBreaker",
+    "Concurrency",
     "ConfigurationError",
     "Context",
     "Conveyor",
@@ -51,6 +54,7 @@ __all__ = [
     "Permanent",
     "Progress",
     "QueueStats",
+    "RateLimit",
     "Retention",
     "Retry",
     "Task",

@@ -32,6 +32,7 @@ from .errors import (
     ValidationError,
 )
 from .job import Job, JobState, Progress, new_id, parse_delay, parse_priority
+from .limits import Concurrency, RateLimit, as_concurrency, as_rate_limits, flow_of
 from .retry import Backoff
 from .serializers import dumps
 from .sync import SyncFacade
@@ -77,6 +78,7 @@ class Conveyor:
         self.default_retention = retention or Retention()
         self.event_retention = event_retention or EventRetention()
         self._retention: dict[str, Retention] = {}
+        self._queue_limits: dict[str, tuple[RateLimit | Concurrency, ...]] = {}
         self._listeners: dict[str, list[Callable[..., Any]]] = {}
         self._workers: list[Worker] = []
         self._opened = False
@@ -111,9 +113,28 @@ class Conveyor:
 
         return register(fn) if fn is not None else register
 
-    def queue(self, name: str, *, retention: Retention) -> None:
-        """Configure a queue: its retention rule for finished jobs."""
-        self._retention[name] = retention
+    def queue(
+        self,
+        name: str,
+        *,
+        retention: Retention | None = None,
+        rate_limit: str | RateLimit | list[RateLimit] | None = None,
+        concurrency: int | Concurrency | list[Concurrency] | None = None,
+    ) -> None:
+        """Configure a queue: its retention rule for finished jobs, and limits that hold for
+        all of its jobs across every worker (``rate_limit="100/s"``, ``concurrency=20``, or
+        keyed: ``Concurrency(2, key="tenant")``)."""
+        if retention is not None:
+            self._retention[name] = retention
+        limits = (*as_rate_limits(rate_limit, "queue"), *as_concurrency(concurrency, "queue"))
+        if limits or name in self._queue_limits:
+            self._queue_limits[name] = limits
+        for t in self.tasks.values():
+            if t.options.queue == name:
+                t._forget_rules()
+
+    def queue_limits(self, queue: str) -> tuple[RateLimit | Concurrency, ...]:
+        return self._queue_limits.get(queue, ())
 
     def retention_for(self, queue: str) -> Retention:
         return self._retention.get(queue, self.default_retention)
@@ -217,12 +238,18 @@ class Conveyor:
         batch: str | None,
     ) -> NewJob:
         o = t.options
-        return NewJob(
-            new_id(), o.queue, t.name, dumps(t.spec.validate(payload)),
+        clean = t.spec.validate(payload)
+        nj = NewJob(
+            new_id(), o.queue, t.name, dumps(clean),
             o.priority if prio is None else prio,
             o.max_attempts if max_attempts is None else max_attempts,
             o.max_stalls, o.timeout, o.lease, delay, tenant, batch, None, None, idempotency_key,
         )  # fmt: skip
+        rules = t.rules
+        if rules:
+            nj.gates = rules.gates(clean, tenant)
+            nj.flow = flow_of(nj.gates)
+        return nj
 
     async def enqueue(
         self,

@@ -13,6 +13,15 @@ import pydantic
 
 from .errors import ConfigurationError, ValidationError
 from .job import parse_priority
+from .limits import (
+    CircuitBreaker,
+    Concurrency,
+    FlowRules,
+    RateLimit,
+    as_breaker,
+    as_concurrency,
+    as_rate_limits,
+)
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -40,6 +49,9 @@ class TaskOptions:
     timeout: float | None = None  # seconds per attempt; None = no limit
     lease: float = 30.0  # seconds; renewed by heartbeat while the job runs
     max_stalls: int = 3
+    rate_limit: tuple[RateLimit, ...] = ()
+    concurrency: tuple[Concurrency, ...] = ()
+    breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not _QUEUE_NAME.fullmatch(self.queue):
@@ -200,8 +212,25 @@ class Task:
         self.options = options
         self.spec = PayloadSpec(fn, name)
         self.is_async = inspect.iscoroutinefunction(fn)
+        self._rules: FlowRules | None = None
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
+
+    @property
+    def rules(self) -> FlowRules:
+        """The flow control of this task's jobs: its limits, its queue's, its breaker."""
+        if self._rules is None:
+            o = self.options
+            self._rules = FlowRules(
+                self.name,
+                (*o.rate_limit, *o.concurrency),
+                self.app.queue_limits(o.queue),
+                o.breaker,
+            )
+        return self._rules
+
+    def _forget_rules(self) -> None:
+        self._rules = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the handler directly (not as a job), e.g. in unit tests."""
@@ -235,6 +264,9 @@ def make_options(
     timeout: float | None = None,
     lease: float = 30.0,
     max_stalls: int = 3,
+    rate_limit: str | RateLimit | list[RateLimit] | None = None,
+    concurrency: int | Concurrency | list[Concurrency] | None = None,
+    breaker: bool | CircuitBreaker | None = None,
 ) -> TaskOptions:
     """Build TaskOptions from @app.task keyword arguments, naming the bad one on error."""
     if isinstance(retries, bool) or not isinstance(retries, int):
@@ -251,4 +283,7 @@ def make_options(
             max=b.max if backoff_max is None else backoff_max,
             jitter=b.jitter if backoff_jitter is None else backoff_jitter,
         )
-    return TaskOptions(queue, prio, retries, b, timeout, lease, max_stalls)
+    return TaskOptions(
+        queue, prio, retries, b, timeout, lease, max_stalls,
+        as_rate_limits(rate_limit, "task"), as_concurrency(concurrency, "task"), as_breaker(breaker),
+    )  # fmt: skip

@@ -16,12 +16,13 @@ Conventions for every operation:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from ..job import Job, JobState
+from ..limits import Gate
 
 
 class EventType(StrEnum):
@@ -88,6 +89,10 @@ class NewJob:
     workflow: str | None = None
     parent: str | None = None
     idempotency_key: str | None = None
+    # Flow control: the JSON array of gate names the job must pass (None: unlimited) and the
+    # gates' rules, which the backend stores (upserts) with the job.
+    flow: str | None = None
+    gates: Sequence[Gate] = ()
 
 
 @dataclass(slots=True)
@@ -105,13 +110,15 @@ class ClaimParams:
     queues: Sequence[str]
     limit: int
     worker: str
+    # Per-queue caps for this claim (a worker's dedicated slots per queue); None: only ``limit``.
+    queue_limits: Mapping[str, int] | None = None
 
 
 @dataclass(slots=True)
 class ClaimResult:
-    """Claimed jobs in claim order (priority, then FIFO), and the earliest due time of a
-    scheduled job in the claimed queues (None if there is none) so idle workers can sleep
-    exactly until then."""
+    """Claimed jobs in claim order (priority, then FIFO), and the earliest time more work may
+    become claimable in the claimed queues: a scheduled job's due time or a rate-limited flow's
+    next permitted start (None if neither), so idle workers sleep exactly until then."""
 
     jobs: list[Job]
     next_due: float | None
@@ -164,6 +171,7 @@ class QueueStats:
     avg_run_seconds: float | None = None
     throughput_per_s: float = 0.0  # completed per second over the last ``window`` seconds
     window: float = 60.0
+    limits: list[dict[str, Any]] = field(default_factory=list)  # gates: rule and live state
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,6 +183,7 @@ class QueueStats:
             "avg_run_seconds": self.avg_run_seconds,
             "throughput_per_s": self.throughput_per_s,
             "window": self.window,
+            "limits": list(self.limits),
         }
 
 
@@ -276,7 +285,14 @@ class Backend(Protocol):
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
         """Atomically promote due scheduled jobs, then move up to ``limit`` ready jobs of
         ``queues`` to ``active`` under a lease of each job's ``lease`` seconds, highest priority
-        first, FIFO within a priority. Increments ``attempt``. Emits ``started``."""
+        first, FIFO within a priority. Increments ``attempt``. Emits ``started``.
+
+        Flow control: a job with a flow is claimed only when every gate of its flow allows it
+        (rate: GCRA; concurrency: active < limit; breaker: closed, or half-open with no probe
+        out), and claiming charges those gates. A flow a gate refuses is set aside until the
+        gate can allow it (``rate_limited`` is emitted for rate gates) without holding up other
+        flows or unlimited jobs. Gates of jobs that leave ``active`` (finish, release, cancel,
+        lease recovery) get their slots back in the same atomic step."""
 
     async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
         """Apply outcomes in one atomic step: completed, failed (final) or retry (``scheduled``
@@ -355,6 +371,11 @@ class Backend(Protocol):
 
     async def last_event_id(self) -> int:
         """The newest event id (0 when the log is empty)."""
+
+    async def reserve_rate(self, name: str, interval: float, burst: int) -> float:
+        """Reserve one start on the global rate gate ``name`` (GCRA, shared by every process):
+        returns how many seconds the caller must wait before starting (0 = now). The reservation
+        is made either way, so callers waiting in turn are served in order."""
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         """Record a live worker (for stats). Idempotent."""

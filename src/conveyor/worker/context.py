@@ -10,9 +10,32 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..job import Job
+from ..limits import RateLimit
 
 if TYPE_CHECKING:
     from .runtime import Worker
+
+
+class _Limiter:
+    """``async with ctx.limit(...)``: reserve a start on a backend-wide rate gate, then wait."""
+
+    __slots__ = ("_burst", "_ctx", "_interval", "_name")
+
+    def __init__(self, ctx: Context, name: str, rate: str, burst: int) -> None:
+        spec = RateLimit(rate, burst=burst, name=name)  # validates all three
+        self._ctx = ctx
+        self._name = f"rate:ctx:{name}"
+        self._interval = spec.interval
+        self._burst = burst
+
+    async def __aenter__(self) -> None:
+        backend = self._ctx._worker.app.backend
+        wait = await backend.reserve_rate(self._name, self._interval, self._burst)
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
 
 
 class Context:
@@ -79,6 +102,13 @@ class Context:
         if running is self._loop:
             return coro
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def limit(self, name: str, rate: str, *, burst: int = 1) -> _Limiter:
+        """A rate limit shared by every process of the backend, for code inside a handler:
+        ``async with ctx.limit("openai", "500/m"): ...`` waits for the next permitted start
+        (GCRA; evenly spaced unless ``burst`` > 1). Unlike a task's ``rate_limit`` the job
+        already holds its slot while it waits, so prefer task limits for whole jobs."""
+        return _Limiter(self, name, rate, burst)
 
     def _set_cancelled(self) -> None:
         self._cancelled = True

@@ -137,3 +137,43 @@ def test_every_statement_of_the_hot_path_is_indexed(conn: sqlite3.Connection) ->
     assert len(on_jobs) >= 10
     for sql in on_jobs:
         assert_indexed(plan(conn, sql))
+
+
+def test_every_statement_of_the_flow_control_path_is_indexed(conn: sqlite3.Connection) -> None:
+    # Given every statement of enqueue, claim, finish, release and recovery of limited jobs
+    from conveyor.limits import Concurrency, FlowRules, RateLimit, flow_of
+
+    rules = FlowRules("t_a", (RateLimit("100/s", key="k", burst=5), Concurrency(3)))
+
+    def limited(i: int) -> NewJob:
+        gates = rules.gates({"k": f"key{i % 3}"}, None)
+        return NewJob(new_id(), "f", "t_a", "{}", 5, 2, 3, None, 30.0, flow=flow_of(gates),
+                      gates=gates)  # fmt: skip
+
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        ops.enqueue(conn, 1.0, [limited(i) for i in range(30)])
+        jobs = ops.claim(conn, 1.0, ClaimParams(["f"], 10, "w2")).jobs
+        assert len(jobs) == 3  # the concurrency cap
+        ops.claim(conn, 1.0, ClaimParams(["f", "b"], 10, "w2"))  # refused: set aside
+        ops.finish(conn, 1.0, "w2", [
+            Outcome(jobs[0].id, jobs[0].attempt, OutcomeKind.RETRY, retry_in=0,
+                    error={"type": "E", "message": "m"}),
+        ])  # fmt: skip
+        more = ops.claim(conn, 2.0, ClaimParams(["f"], 10, "w2")).jobs
+        ops.release(conn, 2.0, "w2", [(j.id, j.attempt) for j in more[:1]])
+        ops.cancel(conn, 2.0, jobs[-1].id)
+        ops.recover(conn, 2e9)
+        ops.claim(conn, 2e9, ClaimParams(["f", "a"], 10, "w3"))
+    finally:
+        conn.set_trace_callback(None)
+        conn.execute("ROLLBACK")
+    # Then none scans jobs, flows or gates, or sorts in a temp b-tree
+    touched = [s for s in statements if re.search(r"\b(jobs|flows|gates)\b", s)]
+    assert any("flows" in s for s in touched) and any("gates" in s for s in touched)
+    for sql in touched:
+        steps = plan(conn, sql)
+        assert_indexed(steps)
+        assert not any(re.match(r"SCAN (flows|gates)\b", s) for s in steps), (sql, steps)

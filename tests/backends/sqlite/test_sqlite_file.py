@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import BackendCorrupt, BackendLocked, BackendUnavailable, Conveyor
+from conveyor.backends.base import ClaimParams
 
 
 def _url(path: Path, query: str = "") -> str:
@@ -252,3 +253,33 @@ async def test_many_apps_opening_one_new_file_at_once(tmp_path: Path) -> None:
     finally:
         for a in apps:
             await a.close()
+
+
+async def test_a_schema_1_store_is_migrated_with_its_jobs(tmp_path: Path) -> None:
+    # Given a store as conveyor 0.1 wrote it (schema 1: no flow control) holding a queued job
+    path = tmp_path / "q.db"
+    app = Conveyor(_url(path))
+    _register(app)
+    job = await app.enqueue("t", {"n": 1})
+    await app.close()
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "DROP TABLE flows; DROP TABLE gates; DROP INDEX jobs_flow; DROP INDEX jobs_ready;"
+            "ALTER TABLE jobs DROP COLUMN flow;"
+            "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, seq) WHERE status = 'queued';"
+            "UPDATE conveyor_meta SET value = '1' WHERE key = 'schema';"
+        )
+    old.close()
+    # When this version opens it
+    app = Conveyor(_url(path))
+    _register(app)
+    await app.open()
+    # Then it is schema 2 and the old job is still there and claimable
+    with sqlite3.connect(path) as check:
+        version = check.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
+        cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
+    check.close()
+    assert version == ("2",) and "flow" in cols
+    res = await app.backend.claim_jobs(ClaimParams(["default"], 5, "w"))
+    assert [j.id for j in res.jobs] == [job.id]
+    await app.close()

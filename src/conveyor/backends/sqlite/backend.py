@@ -40,13 +40,28 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
+from . import flow as fl
 from . import maintenance as m
 from . import ops
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
+
+
+def _statements(script: str) -> list[str]:
+    """Split a schema script into statements (executescript would commit our transaction)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        if not buf and line.lstrip().startswith("--"):
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -116,7 +131,8 @@ class SqliteBackend:
     def _init(self, conn: sqlite3.Connection) -> None:
         # Refuse another application's file before changing anything in it (WAL is persistent).
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        ours = {"conveyor_meta", "jobs", "events", "counts", "rates", "workers", "sqlite_sequence"}
+        ours = {"conveyor_meta", "jobs", "events", "counts", "rates", "workers", "sqlite_sequence",
+                "gates", "flows"}  # fmt: skip
         if "conveyor_meta" not in tables and tables - ours:
             raise BackendCorrupt(
                 f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
@@ -140,11 +156,35 @@ class SqliteBackend:
                     conn.execute("ROLLBACK")
                 raise
         version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
+        if version is not None and version[0] == "1":
+            self._migrate_1_to_2(conn)
+            version = (SCHEMA_VERSION,)
         if version is None or version[0] != SCHEMA_VERSION:
             raise BackendCorrupt(
                 f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
                 f"this version needs {SCHEMA_VERSION!r}"
             )
+
+    def _migrate_1_to_2(self, conn: sqlite3.Connection) -> None:
+        """Schema 2 adds flow control: jobs.flow, the gates and flows tables, and a ready index
+        that leaves flow-controlled jobs out."""
+        schema = resources.files(__package__).joinpath("schema.sql").read_text()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+            if "flow" not in cols:
+                conn.execute("ALTER TABLE jobs ADD COLUMN flow TEXT")
+                conn.execute("DROP INDEX IF EXISTS jobs_ready")
+            for stmt in _statements(schema):
+                conn.execute(stmt)
+            conn.execute(
+                "UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     async def open(self) -> None:
         if self._db is None:
@@ -188,16 +228,21 @@ class SqliteBackend:
         return result
 
     async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
-        lost: list[str] = await self._run(ops.finish, worker, outcomes)
-        return lost
+        lost, woke = await self._run(ops.finish, worker, outcomes)
+        if woke:  # concurrency slots freed: workers elsewhere may claim set-aside flows
+            self._notifier.notify(b"w")
+        return lost  # type: ignore[no-any-return]
 
     async def finish_and_claim(
         self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
     ) -> tuple[list[str], ClaimResult]:
         # Submitted back to back, both land in the same group-commit transaction.
-        lost = self._run(ops.finish, worker, outcomes)
+        finished = self._run(ops.finish, worker, outcomes)
         claimed = self._run(ops.claim, params)
-        return await lost, await claimed
+        lost, woke = await finished
+        if woke:
+            self._notifier.notify(b"w")
+        return lost, await claimed
 
     async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
         n: int = await self._run(ops.release, worker, jobs, notify=b"w")
@@ -215,6 +260,7 @@ class SqliteBackend:
 
     async def cancel_job(self, job_id: str) -> Job:
         job: Job = await self._run(ops.cancel, job_id, notify=b"c")
+        self._notifier.notify(b"w")  # a cancelled active job may have freed a concurrency slot
         return job
 
     async def retry_job(self, job_id: str) -> Job:
@@ -281,6 +327,10 @@ class SqliteBackend:
     async def last_event_id(self) -> int:
         n: int = await self._read(m.last_event_id)
         return n
+
+    async def reserve_rate(self, name: str, interval: float, burst: int) -> float:
+        wait: float = await self._run(fl.reserve_rate, name, interval, burst)
+        return wait
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         await self._run(m.worker_heartbeat, info)

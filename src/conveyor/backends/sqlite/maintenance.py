@@ -21,6 +21,7 @@ from ..base import (
     Retention,
     WorkerInfo,
 )
+from .flow import describe_gates
 from .ops import JOB_COLS, RATE_BUCKET, bump, row_to_job
 
 DELETE_CHUNK = 5000
@@ -105,6 +106,7 @@ def stats(
             s.avg_run_seconds = secs / done if done else None
     for s in out.values():
         s.active = s.counts.get("active", 0)
+        s.limits = describe_gates(conn, now, s.queue)
     return out
 
 

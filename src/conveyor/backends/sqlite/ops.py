@@ -17,6 +17,7 @@ import orjson
 from ...errors import JobNotFound, JobStateError
 from ...job import FINAL_STATES, Job, JobState, Progress
 from ..base import ClaimParams, ClaimResult, EnqueueResult, NewJob, Outcome, OutcomeKind, Recovered
+from . import flow as fl
 
 JOB_COLS = (
     "id, queue, task, payload, priority, status, attempt, max_attempts, stalls, max_stalls, "
@@ -62,11 +63,12 @@ def add_events(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> Non
 
 _INSERT = (
     "INSERT INTO jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls, "
-    "timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for) "
+    "timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for, "
+    "flow) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "
     "CASE WHEN value ->> 14 IS NULL THEN 'queued' ELSE 'scheduled' END, value ->> 5, value ->> 6, "
     "value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, value ->> 13, "
-    ":now, value ->> 14 FROM json_each(:rows)"
+    ":now, value ->> 14, value ->> 15 FROM json_each(:rows)"
 )
 _INSERT_EVENTS = (
     "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
@@ -105,6 +107,7 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
                 skip.add(i)
     rows = []
     deltas: Counter[tuple[str, str]] = Counter()
+    flows: list[tuple[str, str | None]] = []
     for i, j in enumerate(jobs):
         if i in skip:
             continue
@@ -112,8 +115,12 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
         deltas[(j.queue, "queued" if due is None else "scheduled")] += 1
         rows.append(
             (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
-             j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, due)
+             j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, due, j.flow)
         )  # fmt: skip
+        if j.flow is not None:
+            flows.append((j.queue, j.flow if due is None else None))
+    if flows:
+        fl.store_gates(conn, (j for i, j in enumerate(jobs) if i not in skip))
     # One statement per table over a JSON array: the rows are parsed in C with the GIL released,
     # ~2x cheaper than executemany's per-parameter binding. Chunks of 1,000 rows: one huge
     # array measured ~15% slower per row than chunks (same transaction either way).
@@ -121,6 +128,8 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
         args = {"now": now, "rows": orjson.dumps(rows[start : start + ENQUEUE_CHUNK]).decode()}
         conn.execute(_INSERT, args)
         conn.execute(_INSERT_EVENTS, args)
+    if flows:
+        fl.refresh_heads(conn, flows)
     bump(conn, deltas)
     return EnqueueResult(ids, created, now)
 
@@ -128,15 +137,16 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
 def promote_due(conn: sqlite3.Connection, now: float) -> None:
     rows = conn.execute(
         "UPDATE jobs SET status = 'queued', scheduled_for = NULL "
-        "WHERE status = 'scheduled' AND scheduled_for <= ? RETURNING queue",
+        "WHERE status = 'scheduled' AND scheduled_for <= ? RETURNING queue, flow",
         (now,),
     ).fetchall()
     if rows:
         deltas: Counter[tuple[str, str]] = Counter()
-        for (q,) in rows:
+        for q, _ in rows:
             deltas[(q, "queued")] += 1
             deltas[(q, "scheduled")] -= 1
         bump(conn, deltas)
+        fl.refresh_heads(conn, rows)
 
 
 def next_due(conn: sqlite3.Connection) -> float | None:
@@ -148,7 +158,7 @@ _CLAIM_ONE = (
     "UPDATE jobs SET status = 'active', attempt = attempt + 1, started_at = :now, "
     "lease_expires_at = :now + lease, worker = :worker, progress = NULL "
     "WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND queue = :queue "
-    "ORDER BY priority DESC, seq LIMIT :limit) "
+    "AND flow IS NULL ORDER BY priority DESC, seq LIMIT :limit) "
     f"RETURNING seq, {JOB_COLS}"
 )
 _CLAIM_SEQS = (
@@ -157,28 +167,34 @@ _CLAIM_SEQS = (
     "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND status = 'queued' "
     f"RETURNING seq, {JOB_COLS}"
 )
+_ACTIVE_SEQS = f"SELECT seq, {JOB_COLS} FROM jobs WHERE seq IN (SELECT value FROM json_each(?))"
+
+
+def _caps(p: ClaimParams) -> dict[str, int]:
+    ql = p.queue_limits or {}
+    return {q: min(p.limit, ql.get(q, p.limit)) for q in p.queues}
 
 
 def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
     promote_due(conn, now)
     args: dict[str, Any] = {"now": now, "worker": p.worker, "limit": p.limit}
-    if len(p.queues) == 1:
-        args["queue"] = p.queues[0]
+    caps = _caps(p)
+    queues = [q for q in p.queues if caps[q] > 0]
+    more = False
+    if fl.has_flows(conn, now, queues):
+        rows, more, events = _claim_flows(conn, now, p, caps)
+        if events:
+            add_events(conn, events)
+    elif len(queues) == 1:
+        args["queue"], args["limit"] = queues[0], caps[queues[0]]
         rows = conn.execute(_CLAIM_ONE, args).fetchall()
     else:
         # One index probe per queue, merged here: each probe is O(log n) on jobs_ready.
-        cands: list[tuple[int, int]] = []
-        for q in p.queues:
-            cands += conn.execute(
-                "SELECT -priority, seq FROM jobs WHERE status = 'queued' AND queue = ? "
-                "ORDER BY priority DESC, seq LIMIT ?",
-                (q, p.limit),
-            ).fetchall()
-        cands.sort()
-        args["seqs"] = orjson.dumps([s for _, s in cands[: p.limit]]).decode()
+        cands = _unlimited(conn, caps)
+        args["seqs"] = orjson.dumps([s for _, s, _ in cands[: p.limit]]).decode()
         rows = conn.execute(_CLAIM_SEQS, args).fetchall() if cands else []
     if not rows:
-        return ClaimResult([], next_due(conn))
+        return ClaimResult([], now if more else _next_due(conn, p.queues))
     rows.sort(key=lambda r: (-r[5], r[0]))
     conn.execute(_STARTED_EVENTS, {"now": now, "seqs": orjson.dumps([r[0] for r in rows]).decode()})
     deltas: Counter[tuple[str, str]] = Counter()
@@ -187,8 +203,51 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
         deltas[(q, "active")] = n
     bump(conn, deltas)
     # Fewer than asked: the worker will idle, so tell it when the next scheduled job is due.
-    due = next_due(conn) if len(rows) < p.limit else None
+    due = None
+    if len(rows) < p.limit:
+        due = now if more else _next_due(conn, p.queues)
     return ClaimResult([row_to_job(r[1:]) for r in rows], due)
+
+
+def _next_due(conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
+    due = next_due(conn)
+    permitted = fl.next_permitted(conn, queues)
+    if permitted is not None and (due is None or permitted < due):
+        return permitted
+    return due
+
+
+def _unlimited(conn: sqlite3.Connection, caps: dict[str, int]) -> list[tuple[int, int, str]]:
+    """Unlimited ready candidates (score, seq, queue) across queues, best first."""
+    cands: list[tuple[int, int, str]] = []
+    for q, cap in caps.items():
+        if cap > 0:
+            cands += [
+                (score, seq, q)
+                for score, seq in conn.execute(
+                    "SELECT (100 - priority) * 1099511627776 + seq, seq FROM jobs "
+                    "WHERE status = 'queued' AND queue = ? AND flow IS NULL "
+                    "ORDER BY priority DESC, seq LIMIT ?",
+                    (q, cap),
+                )
+            ]
+    cands.sort()
+    return cands
+
+
+def _claim_flows(
+    conn: sqlite3.Connection, now: float, p: ClaimParams, caps: dict[str, int]
+) -> tuple[list[Any], bool, list[tuple[Any, ...]]]:
+    """The claim when flow-controlled jobs are claimable: merged with unlimited ones."""
+    fc = fl.FlowClaim(conn, now, p.worker, dict(caps), p.limit)
+    unlimited, flowed = fc.run(_unlimited(conn, caps))
+    rows: list[Any] = []
+    if unlimited:
+        args = {"now": now, "worker": p.worker, "seqs": orjson.dumps(unlimited).decode()}
+        rows += conn.execute(_CLAIM_SEQS, args).fetchall()
+    if flowed:
+        rows += conn.execute(_ACTIVE_SEQS, (orjson.dumps(flowed).decode(),)).fetchall()
+    return rows, fc.truncated, fc.events
 
 
 # Events written by SQL from the rows just changed: no per-row parameter binding in Python.
@@ -207,13 +266,14 @@ _COMPLETE = (
     "error = NULL, lease_expires_at = NULL FROM json_each(:outcomes) AS o "
     "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
     "AND jobs.status = 'active' AND jobs.worker = :worker "
-    "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at"
+    "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at, jobs.flow"
 )
 
 
 def finish(
     conn: sqlite3.Connection, now: float, worker: str, outcomes: Sequence[Outcome]
-) -> list[str]:
+) -> tuple[list[str], bool]:
+    """Returns the ids of ignored outcomes, and whether set-aside flows became claimable."""
     done: list[Any] = []
     others: list[Outcome] = []
     for o in outcomes:
@@ -227,13 +287,17 @@ def finish(
     deltas: Counter[tuple[str, str]] = Counter()
     rates: dict[str, list[float]] = {}
     events: list[tuple[Any, ...]] = []
+    left: list[tuple[str, str | None, bool | None]] = []
+    requeued: list[tuple[str, str | None]] = []
     if done:
         rows = conn.execute(
             _COMPLETE, {"now": now, "worker": worker, "outcomes": orjson.dumps(done).decode()}
         ).fetchall()
         seqs = []
-        for seq, job_id, queue, started in rows:
+        for seq, job_id, queue, started, flow in rows:
             seqs.append(seq)
+            if flow is not None:
+                left.append((queue, flow, True))
             acked.add(job_id)
             deltas[(queue, "active")] -= 1
             deltas[(queue, "completed")] += 1
@@ -255,7 +319,7 @@ def finish(
             row = conn.execute(
                 "UPDATE jobs SET status = ?, scheduled_for = ?, error = ?, lease_expires_at = NULL, "
                 "worker = NULL WHERE id = ? AND attempt = ? AND status = 'active' AND worker = ? "
-                "RETURNING queue, task, tenant",
+                "RETURNING queue, task, tenant, flow",
                 (
                     status,
                     now + o.retry_in if o.retry_in > 0 else None,
@@ -271,14 +335,18 @@ def finish(
             row = conn.execute(
                 "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_expires_at = NULL "
                 "WHERE id = ? AND attempt = ? AND status = 'active' AND worker = ? "
-                "RETURNING queue, task, tenant",
+                "RETURNING queue, task, tenant, flow",
                 (err, now, o.job_id, o.attempt, worker),
             ).fetchone()
             ev = "failed"
         if row is None:
             continue
         acked.add(o.job_id)
-        queue, task, tenant = row
+        queue, task, tenant, flow = row
+        if flow is not None:
+            left.append((queue, flow, False))
+            if status == "queued":
+                requeued.append((queue, flow))
         deltas[(queue, "active")] -= 1
         deltas[(queue, status)] += 1
         rates.setdefault(queue, [0, 0, 0.0])[1] += 1
@@ -293,7 +361,11 @@ def finish(
             "failed = failed + excluded.failed, run_seconds = run_seconds + excluded.run_seconds",
             [(q, bucket, c, f, s) for q, (c, f, s) in rates.items()],
         )
-    return [o.job_id for o in outcomes if o.job_id not in acked]
+    woke = fl.settle(conn, now, left) if left else False
+    if requeued:
+        fl.refresh_heads(conn, requeued)
+        woke = True
+    return [o.job_id for o in outcomes if o.job_id not in acked], woke
 
 
 def _held(worker: str, jobs: Sequence[tuple[str, int]]) -> dict[str, Any]:
@@ -307,14 +379,18 @@ def release(
         "UPDATE jobs SET status = 'queued', attempt = attempt - 1, lease_expires_at = NULL, "
         "worker = NULL, started_at = NULL FROM json_each(:jobs) AS o "
         "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
-        "AND jobs.status = 'active' AND jobs.worker = :worker RETURNING jobs.queue",
+        "AND jobs.status = 'active' AND jobs.worker = :worker RETURNING jobs.queue, jobs.flow",
         _held(worker, jobs),
     ).fetchall()
     deltas: Counter[tuple[str, str]] = Counter()
-    for (q,) in rows:
+    for q, _ in rows:
         deltas[(q, "active")] -= 1
         deltas[(q, "queued")] += 1
     bump(conn, deltas)
+    flowed = [(q, f) for q, f in rows if f is not None]
+    if flowed:
+        fl.settle(conn, now, [(q, f, None) for q, f in flowed])
+        fl.refresh_heads(conn, flowed)
     return len(rows)
 
 
@@ -367,11 +443,16 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
         return job
     if job.status in FINAL_STATES:
         raise JobStateError(job_id, job.status.value, "cancel")
-    conn.execute(
+    (flow,) = conn.execute(
         "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_expires_at = NULL, "
-        "scheduled_for = NULL WHERE id = ?",
+        "scheduled_for = NULL WHERE id = ? RETURNING flow",
         (now, job_id),
-    )
+    ).fetchone()
+    if flow is not None:
+        if job.status is JobState.ACTIVE:  # its slot is free now; the worker stops it shortly
+            fl.settle(conn, now, [(job.queue, flow, None)])
+        elif job.status is JobState.QUEUED:
+            fl.refresh_heads(conn, [(job.queue, flow)])
     bump(conn, Counter({(job.queue, job.status.value): -1, (job.queue, "cancelled"): 1}))
     add_events(conn, [("cancelled", job_id, job.queue, job.task, job.tenant, now,
                        f'{{"from":"{job.status.value}"}}')])  # fmt: skip
@@ -385,12 +466,14 @@ def retry(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
         raise JobNotFound(job_id)
     if job.status not in (JobState.FAILED, JobState.CANCELLED):
         raise JobStateError(job_id, job.status.value, "retry")
-    conn.execute(
+    (flow,) = conn.execute(
         "UPDATE jobs SET status = 'queued', attempt = 0, stalls = 0, finished_at = NULL, "
         "error = NULL, result = NULL, worker = NULL, started_at = NULL, scheduled_for = NULL "
-        "WHERE id = ?",
+        "WHERE id = ? RETURNING flow",
         (job_id,),
-    )
+    ).fetchone()
+    if flow is not None:
+        fl.refresh_heads(conn, [(job.queue, flow)])
     bump(conn, Counter({(job.queue, job.status.value): -1, (job.queue, "queued"): 1}))
     add_events(
         conn, [("retrying", job_id, job.queue, job.task, job.tenant, now, '{"manual":true}')]
@@ -402,14 +485,15 @@ def retry(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
 
 def recover(conn: sqlite3.Connection, now: float) -> list[Recovered]:
     rows = conn.execute(
-        "SELECT id, queue, task, tenant, stalls, max_stalls, attempt FROM jobs "
+        "SELECT id, queue, task, tenant, stalls, max_stalls, attempt, flow FROM jobs "
         "WHERE status = 'active' AND lease_expires_at < ?",
         (now,),
     ).fetchall()
     out: list[Recovered] = []
+    flowed = [(r[1], r[7]) for r in rows if r[7] is not None]
     deltas: Counter[tuple[str, str]] = Counter()
     events: list[tuple[Any, ...]] = []
-    for job_id, queue, task, tenant, stalls, max_stalls, attempt in rows:
+    for job_id, queue, task, tenant, stalls, max_stalls, attempt, _ in rows:
         stalls += 1
         events.append(("stalled", job_id, queue, task, tenant, now, f'{{"stalls":{stalls}}}'))
         deltas[(queue, "active")] -= 1
@@ -439,4 +523,7 @@ def recover(conn: sqlite3.Connection, now: float) -> list[Recovered]:
         out.append(Recovered(job_id, queue, state))
     add_events(conn, events)
     bump(conn, deltas)
+    if flowed:  # a dead worker's slots are free again
+        fl.settle(conn, now, [(q, f, None) for q, f in flowed])
+        fl.refresh_heads(conn, flowed)
     return out

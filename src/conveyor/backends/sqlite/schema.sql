@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 1. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 2. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -32,10 +32,15 @@ CREATE TABLE IF NOT EXISTS jobs (
   started_at       REAL,
   finished_at      REAL,
   lease_expires_at REAL,
-  worker           TEXT
+  worker           TEXT,
+  flow             TEXT  -- flow control: JSON array of the gate names the job must pass
 );
--- The claim path: ready jobs of a queue, highest priority first, then FIFO. O(log n).
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq) WHERE status = 'queued';
+-- The claim path: ready unlimited jobs of a queue, highest priority first, then FIFO. O(log n).
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)
+  WHERE status = 'queued' AND flow IS NULL;
+-- Ready jobs of one flow (flow-controlled), in claim order.
+CREATE INDEX IF NOT EXISTS jobs_flow ON jobs (queue, flow, priority DESC, seq)
+  WHERE status = 'queued' AND flow IS NOT NULL;
 -- Promotion of due delayed/backoff jobs.
 CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (scheduled_for) WHERE status = 'scheduled';
 -- Recovery of expired leases.
@@ -87,3 +92,38 @@ CREATE TABLE IF NOT EXISTS workers (
   seen_at     REAL NOT NULL,
   ttl         REAL NOT NULL
 ) WITHOUT ROWID;
+
+-- Flow control (see docs/architecture.md). A gate is a queue-scoped limit: its rule (spec JSON)
+-- and state: GCRA theoretical arrival time (rate), active jobs (concurrency), breaker state.
+-- queue '' holds the process-independent limiters of ctx.limit().
+CREATE TABLE IF NOT EXISTS gates (
+  queue  TEXT NOT NULL,
+  name   TEXT NOT NULL,
+  spec   TEXT NOT NULL,
+  tat    REAL NOT NULL DEFAULT 0,
+  active INTEGER NOT NULL DEFAULT 0,
+  state  TEXT NOT NULL DEFAULT 'closed',
+  fails  INTEGER NOT NULL DEFAULT 0,
+  until  REAL,
+  probe  INTEGER NOT NULL DEFAULT 0,
+  wstart REAL NOT NULL DEFAULT 0,
+  wcalls INTEGER NOT NULL DEFAULT 0,
+  wfails INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
+
+-- One line per flow: its head job's claim score ((100 - priority) * 2^40 + seq; NULL = no ready
+-- job) and why it is set aside: a rate/breaker gate until a time, or a full concurrency gate.
+CREATE TABLE IF NOT EXISTS flows (
+  queue         TEXT NOT NULL,
+  flow          TEXT NOT NULL,
+  head          INTEGER,
+  blocked_until REAL,
+  wait_gate     TEXT,
+  PRIMARY KEY (queue, flow)
+) WITHOUT ROWID;
+-- Claimable flows by head: the claim merges them with unlimited jobs in priority/FIFO order.
+CREATE INDEX IF NOT EXISTS flows_ready ON flows (queue, head)
+  WHERE head IS NOT NULL AND blocked_until IS NULL AND wait_gate IS NULL;
+CREATE INDEX IF NOT EXISTS flows_blocked ON flows (queue, blocked_until) WHERE blocked_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS flows_waiting ON flows (queue, wait_gate) WHERE wait_gate IS NOT NULL;

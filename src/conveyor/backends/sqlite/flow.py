@@ -1,0 +1,472 @@
+"""Flow control for the SQLite backend: gates, flows, and the flow-aware part of a claim.
+
+Runs on the database thread inside the caller's transaction, like `ops`. The model (shared with
+the Redis scripts, see docs/architecture.md "Flow control"):
+
+- A *gate* is a queue-scoped limit (table ``gates``): a rate (GCRA), a concurrency cap or a
+  circuit breaker, with its state.
+- A job's *flow* is the JSON array of its gate names. Ready jobs of a flow wait in their own
+  index line; table ``flows`` keeps each flow's head score and whether it is set aside
+  (``blocked_until`` a time, or ``wait_gate`` until a concurrency slot or breaker probe frees).
+- A claim merges unlimited jobs and the heads of claimable flows in (priority, FIFO) order; a
+  flow takes as many jobs as its gates allow, and a refused flow is set aside, never scanned
+  again until its gate can allow it. Nothing is claimed that a gate refuses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from ...limits import gcra
+from ..base import NewJob
+
+SCORE_SHIFT = 1 << 40  # score = (100 - priority) * 2^40 + seq, as in the Redis ready sets
+INF = float("inf")
+UNLIMITED = 1 << 30
+MAX_DESCRIBED = 100  # gates listed per queue in stats()
+MAX_REFUSED = 64  # flows set aside per claim before returning (keeps one claim's work bounded)
+
+_HEAD = (
+    "UPDATE flows SET head = (SELECT (100 - j.priority) * 1099511627776 + j.seq FROM jobs AS j "
+    "WHERE j.queue = flows.queue AND j.flow = flows.flow AND j.status = 'queued' "
+    "AND j.flow IS NOT NULL ORDER BY j.priority DESC, j.seq LIMIT 1) "
+    "WHERE (queue, flow) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+)
+_CLAIM = (
+    "UPDATE jobs SET status = 'active', attempt = attempt + 1, started_at = :now, "
+    "lease_expires_at = :now + lease, worker = :worker, progress = NULL "
+    "WHERE seq IN (SELECT seq FROM jobs WHERE queue = :queue AND flow = :flow "
+    "AND status = 'queued' AND flow IS NOT NULL "
+    "AND (100 - priority) * 1099511627776 + seq < :below ORDER BY priority DESC, seq LIMIT :n) "
+    "RETURNING seq"
+)
+
+
+class GateRow:
+    """A gate's rule and state, loaded once per transaction step and written back if changed."""
+
+    __slots__ = ("active", "dirty", "fails", "name", "probe", "queue", "spec", "state", "tat",
+                 "until", "wcalls", "wfails", "wstart")  # fmt: skip
+
+    def __init__(self, queue: str, row: Sequence[Any]) -> None:
+        self.queue = queue
+        (self.name, spec, self.tat, self.active, self.state, self.fails, self.until, self.probe,
+         self.wstart, self.wcalls, self.wfails) = row  # fmt: skip
+        self.spec: dict[str, Any] = orjson.loads(spec)
+        self.dirty = False
+
+    def allowance(self, now: float) -> tuple[int, float | None, bool]:
+        """(starts allowed now, time when one may be allowed if none, wait for a slot)."""
+        kind = self.spec["k"]
+        if kind == "rate":
+            n, at = gcra(self.tat, now, self.spec["i"], self.spec["b"])
+            return n, (at if n == 0 else None), False
+        if kind == "conc":
+            free = int(self.spec["n"]) - self.active
+            return (free, None, False) if free > 0 else (0, None, True)
+        if kind == "breaker":
+            if self.state == "open":
+                if now < (self.until or 0):
+                    return 0, self.until, False
+                self.state, self.probe, self.dirty = "half", 0, True
+            if self.state == "half":
+                return (1, None, False) if self.probe == 0 else (0, None, True)
+        return UNLIMITED, None, False
+
+    def charge(self, n: int, now: float) -> None:
+        kind = self.spec["k"]
+        if kind == "rate":
+            self.tat = max(self.tat, now) + n * self.spec["i"]
+        elif kind == "conc":
+            self.active += n
+        elif kind == "breaker" and self.state == "half":
+            self.probe += n
+        else:
+            return
+        self.dirty = True
+
+    def settle(self, outcome: bool | None, now: float) -> str | None:
+        """A job that passed this gate left ``active``: free its slot; for a breaker, count
+        the attempt (True ok, False failed, None no verdict). Returns an event to emit."""
+        kind = self.spec["k"]
+        if kind == "conc":
+            self.active = max(0, self.active - 1)
+            self.dirty = True
+            return None
+        if kind != "breaker":
+            return None
+        self.dirty = True
+        if self.state == "half":
+            if outcome is None:
+                self.probe = max(0, self.probe - 1)
+                return None
+            self.probe = 0
+            if outcome:
+                self.state, self.fails, self.wcalls, self.wfails, self.wstart = (
+                    "closed",
+                    0,
+                    0,
+                    0,
+                    now,
+                )
+                return "breaker_closed"
+            self.state, self.until = "open", now + self.spec["c"]
+            return "breaker_opened"
+        if self.state != "closed" or outcome is None:
+            return None
+        if now - self.wstart >= self.spec["w"]:
+            self.wstart, self.wcalls, self.wfails = now, 0, 0
+        self.wcalls += 1
+        if outcome:
+            self.fails = 0
+            return None
+        self.fails += 1
+        self.wfails += 1
+        f, r = self.spec["f"], self.spec["r"]
+        if (f and self.fails >= f) or (
+            r and self.wcalls >= self.spec["m"] and self.wfails / self.wcalls >= r
+        ):
+            self.state, self.until, self.probe = "open", now + self.spec["c"], 0
+            return "breaker_opened"
+        return None
+
+    def frees_waiters(self) -> bool:
+        kind = self.spec["k"]
+        if kind == "conc":
+            return self.active < int(self.spec["n"])
+        return kind == "breaker"
+
+    def describe(self, now: float) -> dict[str, Any]:
+        spec = self.spec
+        out: dict[str, Any] = {"name": self.name, "kind": spec["k"]}
+        if spec["k"] == "rate":
+            out |= {"interval": spec["i"], "burst": spec["b"], "per_second": 1.0 / spec["i"],
+                    "next_start_at": max(now, self.tat - (spec["b"] - 1) * spec["i"])}  # fmt: skip
+        elif spec["k"] == "conc":
+            out |= {"limit": spec["n"], "active": self.active}
+        else:
+            state = self.state
+            if state == "open" and now >= (self.until or 0):
+                state = "half"
+            out |= {"state": {"half": "half-open"}.get(state, state), "failures": self.fails,
+                    "open_until": self.until if state == "open" else None,
+                    "threshold": spec["f"] or None, "ratio": spec["r"] or None}  # fmt: skip
+        return out
+
+
+_GATE_COLS = "name, spec, tat, active, state, fails, until, probe, wstart, wcalls, wfails"
+
+
+class Gates:
+    """Gate rows of one transaction step, loaded on first use and written back at the end."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.rows: dict[tuple[str, str], GateRow | None] = {}
+
+    def get(self, queue: str, name: str) -> GateRow | None:
+        key = (queue, name)
+        if key not in self.rows:
+            r = self.conn.execute(
+                f"SELECT {_GATE_COLS} FROM gates WHERE queue = ? AND name = ?", key
+            ).fetchone()
+            self.rows[key] = None if r is None else GateRow(queue, r)
+        return self.rows[key]
+
+    def save(self) -> None:
+        dirty = [g for g in self.rows.values() if g is not None and g.dirty]
+        if dirty:
+            self.conn.executemany(
+                "UPDATE gates SET tat = ?, active = ?, state = ?, fails = ?, until = ?, probe = ?, "
+                "wstart = ?, wcalls = ?, wfails = ? WHERE queue = ? AND name = ?",
+                [(g.tat, g.active, g.state, g.fails, g.until, g.probe, g.wstart, g.wcalls,
+                  g.wfails, g.queue, g.name) for g in dirty],
+            )  # fmt: skip
+            for g in dirty:
+                g.dirty = False
+
+
+def task_of(gate: str) -> str | None:
+    """``rate:task:enrich[k=v]`` -> ``enrich`` (for events); None for queue or named gates."""
+    _, _, rest = gate.partition(":")
+    if not rest.startswith("task:"):
+        return None
+    return rest[5:].split("[", 1)[0]
+
+
+# -- enqueue side -------------------------------------------------------------------------------
+
+
+def store_gates(conn: sqlite3.Connection, jobs: Iterable[NewJob]) -> None:
+    """Upsert the gates' rules and create the flows of jobs about to be inserted."""
+    gates: dict[tuple[str, str], str] = {}
+    flows: set[tuple[str, str]] = set()
+    for j in jobs:
+        if j.flow is None:
+            continue
+        flows.add((j.queue, j.flow))
+        for g in j.gates:
+            gates[(j.queue, g.name)] = g.spec
+    if not flows:
+        return
+    conn.executemany(
+        "INSERT INTO gates (queue, name, spec) VALUES (?, ?, ?) "
+        "ON CONFLICT (queue, name) DO UPDATE SET spec = excluded.spec WHERE spec != excluded.spec",
+        [(q, n, s) for (q, n), s in gates.items()],
+    )
+    conn.executemany("INSERT OR IGNORE INTO flows (queue, flow) VALUES (?, ?)", sorted(flows))
+
+
+def refresh_heads(conn: sqlite3.Connection, pairs: Iterable[tuple[str, str | None]]) -> None:
+    """Recompute the head of flows whose ready jobs changed (``flow`` None entries are skipped)."""
+    keys = sorted({(q, f) for q, f in pairs if f is not None})
+    if keys:
+        conn.execute(_HEAD, (orjson.dumps(keys).decode(),))
+
+
+# -- jobs leaving `active` ----------------------------------------------------------------------
+
+
+def settle(
+    conn: sqlite3.Connection, now: float, left: Iterable[tuple[str, str | None, bool | None]]
+) -> bool:
+    """Jobs ``(queue, flow, outcome)`` left ``active``: give their gates back their slots and
+    feed breakers. Returns True when set-aside flows became claimable (wake workers)."""
+    gates = Gates(conn)
+    events: list[tuple[Any, ...]] = []
+    touched: set[tuple[str, str]] = set()
+    for queue, flow, outcome in left:
+        if flow is None:
+            continue
+        for name in orjson.loads(flow):
+            g = gates.get(queue, name)
+            if g is None:
+                continue
+            ev = g.settle(outcome, now)
+            touched.add((queue, name))
+            if ev is not None:
+                data = {"gate": name, "failures": g.fails}
+                if ev == "breaker_opened":
+                    data["open_until"] = g.until
+                events.append((ev, None, queue, task_of(name), None, now,
+                               orjson.dumps(data).decode()))  # fmt: skip
+    gates.save()
+    if events:
+        conn.executemany(
+            "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            events,
+        )
+    woke = False
+    for queue, name in touched:
+        g = gates.rows[(queue, name)]
+        if g is not None and g.frees_waiters():
+            n = conn.execute(
+                "UPDATE flows SET wait_gate = NULL WHERE queue = ? AND wait_gate = ?", (queue, name)
+            ).rowcount
+            woke = woke or n > 0
+    return woke
+
+
+# -- claim side ---------------------------------------------------------------------------------
+
+
+def has_flows(conn: sqlite3.Connection, now: float, queues: Sequence[str]) -> bool:
+    """Release flows whose set-aside time passed; True if any flow of ``queues`` is claimable."""
+    found = False
+    for q in queues:
+        conn.execute(
+            "UPDATE flows SET blocked_until = NULL WHERE queue = ? AND blocked_until <= ?", (q, now)
+        )
+        if not found:
+            found = (
+                conn.execute(
+                    "SELECT 1 FROM flows WHERE queue = ? AND head IS NOT NULL "
+                    "AND blocked_until IS NULL AND wait_gate IS NULL LIMIT 1",
+                    (q,),
+                ).fetchone()
+                is not None
+            )
+    return found
+
+
+def next_permitted(conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
+    """The earliest time a set-aside flow with ready jobs may be claimable again."""
+    best: float | None = None
+    for q in queues:
+        row = conn.execute(
+            "SELECT min(blocked_until) FROM flows WHERE queue = ? AND blocked_until IS NOT NULL "
+            "AND head IS NOT NULL AND wait_gate IS NULL",
+            (q,),
+        ).fetchone()
+        if row and row[0] is not None and (best is None or row[0] < best):
+            best = row[0]
+    return best
+
+
+class FlowClaim:
+    """The flow-aware claim of one transaction: picks, in (priority, FIFO) order, between the
+    unlimited candidates and the heads of claimable flows, charging gates as it takes."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, now: float, worker: str, caps: dict[str, int], total: int
+    ) -> None:
+        self.conn = conn
+        self.total = total  # how many more this claim may take in all
+        self.now = now
+        self.worker = worker
+        self.caps = caps  # queue -> how many more this claim may take from it
+        self.gates = Gates(conn)
+        self.events: list[tuple[Any, ...]] = []
+        self.truncated = False  # stopped early (MAX_REFUSED): more may be claimable now
+
+    def best_flows(self) -> list[tuple[int, str, str]]:
+        """The two best claimable flow heads across queues with capacity: (score, queue, flow)."""
+        out: list[tuple[int, str, str]] = []
+        for q, cap in self.caps.items():
+            if cap <= 0:
+                continue
+            out += [
+                (h, q, f)
+                for h, f in self.conn.execute(
+                    "SELECT head, flow FROM flows WHERE queue = ? AND head IS NOT NULL "
+                    "AND blocked_until IS NULL AND wait_gate IS NULL ORDER BY head LIMIT 2",
+                    (q,),
+                )
+            ]
+        out.sort()
+        return out[:2]
+
+    def run(self, unlimited: list[tuple[int, int, str]]) -> tuple[list[int], list[int]]:
+        """``unlimited``: candidates (score, seq, queue) in order, not yet claimed. Returns the
+        seqs of unlimited jobs to claim and of flow jobs claimed (already moved to active)."""
+        take_unlimited: list[int] = []
+        taken_flow: list[int] = []
+        ui = 0
+        refused = 0
+        while self.total > 0:
+            while ui < len(unlimited) and self.caps[unlimited[ui][2]] <= 0:
+                ui += 1
+            flows = self.best_flows()
+            u = unlimited[ui] if ui < len(unlimited) else None
+            if not flows:
+                if u is None:
+                    break
+                for _, seq, q in unlimited[ui:]:
+                    if self.caps[q] > 0 and self.total > 0:
+                        take_unlimited.append(seq)
+                        self.caps[q] -= 1
+                        self.total -= 1
+                break
+            head, queue, flow = flows[0]
+            if u is not None and u[0] < head:
+                while ui < len(unlimited) and unlimited[ui][0] < head and self.total > 0:
+                    _, seq, q = unlimited[ui]
+                    if self.caps[q] > 0:
+                        take_unlimited.append(seq)
+                        self.caps[q] -= 1
+                        self.total -= 1
+                    ui += 1
+                continue
+            allowed = self._allowance(queue, flow)
+            if allowed == 0:
+                refused += 1
+                if refused >= MAX_REFUSED:
+                    self.truncated = True
+                    break
+                continue
+            below = min(
+                u[0] if u is not None else 1 << 62, flows[1][0] if len(flows) > 1 else 1 << 62
+            )
+            n = min(allowed, self.caps[queue], self.total)
+            seqs = [
+                r[0]
+                for r in self.conn.execute(
+                    _CLAIM,
+                    {
+                        "now": self.now,
+                        "worker": self.worker,
+                        "queue": queue,
+                        "flow": flow,
+                        "below": below,
+                        "n": n,
+                    },
+                )
+            ]
+            if not seqs:  # head index stale (cannot happen in one transaction): resync
+                refresh_heads(self.conn, [(queue, flow)])
+                continue
+            for name in orjson.loads(flow):
+                g = self.gates.get(queue, name)
+                if g is not None:
+                    g.charge(len(seqs), self.now)
+            self.caps[queue] -= len(seqs)
+            self.total -= len(seqs)
+            taken_flow += seqs
+            refresh_heads(self.conn, [(queue, flow)])
+        self.gates.save()
+        return take_unlimited, taken_flow
+
+    def _allowance(self, queue: str, flow: str) -> int:
+        """How many jobs the flow may start now; when none, set it aside (until a time, or
+        until a slot of a full gate frees) and return 0."""
+        allowed = UNLIMITED
+        until: float | None = None
+        wait: str | None = None
+        rate_gate: str | None = None
+        for name in orjson.loads(flow):
+            g = self.gates.get(queue, name)
+            if g is None:  # rule not stored (cannot happen: stored at enqueue): no limit
+                continue
+            n, at, waits = g.allowance(self.now)
+            if n < allowed:
+                allowed = n
+            if n == 0:
+                if waits:
+                    wait = name
+                elif at is not None and (until is None or at > until):
+                    until = at
+                    if g.spec["k"] == "rate":
+                        rate_gate = name
+        if allowed > 0:
+            return allowed
+        self.conn.execute(
+            "UPDATE flows SET blocked_until = ?, wait_gate = ? WHERE queue = ? AND flow = ?",
+            (until, wait, queue, flow),
+        )
+        if rate_gate is not None and wait is None:
+            self.events.append(("rate_limited", None, queue, task_of(rate_gate), None, self.now,
+                                orjson.dumps({"gate": rate_gate, "until": until}).decode()))  # fmt: skip
+        return 0
+
+
+# -- ctx.limit ----------------------------------------------------------------------------------
+
+
+def reserve_rate(
+    conn: sqlite3.Connection, now: float, name: str, interval: float, burst: int
+) -> float:
+    """Reserve the next start on a process-independent rate gate; seconds to wait first."""
+    row = conn.execute("SELECT tat FROM gates WHERE queue = '' AND name = ?", (name,)).fetchone()
+    base = max(row[0] if row else 0.0, now)
+    wait = max(0.0, base - (burst - 1) * interval - now)
+    spec = orjson.dumps({"k": "rate", "i": interval, "b": burst}).decode()
+    conn.execute(
+        "INSERT INTO gates (queue, name, spec, tat) VALUES ('', ?, ?, ?) "
+        "ON CONFLICT (queue, name) DO UPDATE SET spec = excluded.spec, tat = excluded.tat",
+        (name, spec, base + interval),
+    )
+    return wait
+
+
+def describe_gates(conn: sqlite3.Connection, now: float, queue: str) -> list[dict[str, Any]]:
+    """The queue's gates for stats (the first MAX_DESCRIBED by name: keyed limits can be many)."""
+    rows = conn.execute(
+        f"SELECT {_GATE_COLS} FROM gates WHERE queue = ? ORDER BY name LIMIT ?",
+        (queue, MAX_DESCRIBED),
+    ).fetchall()
+    return [GateRow(queue, r).describe(now) for r in rows]
