@@ -4,6 +4,7 @@ and embedded workers. The multi-process checks live in tests/processes/test_flow
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 
@@ -11,8 +12,8 @@ import pytest
 
 from conveyor import (
     CircuitBreaker,
-    ConfigurationError,
     Concurrency,
+    ConfigurationError,
     Conveyor,
     JobState,
     RateLimit,
@@ -87,7 +88,7 @@ async def test_rate_limit_spaces_starts_exactly(app: Conveyor) -> None:
             starts.append(j.started_at)
         await asyncio.sleep(0.002)
     # Then starts are at least 50 ms apart on the backend clock, and the budget was used
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(g >= 0.05 - 1e-6 for g in gaps), gaps
     assert 6 <= len(starts) <= 7
 
@@ -263,9 +264,9 @@ async def test_global_cap_with_three_embedded_workers(make_app: Callable[..., Co
 
     await apps[0].enqueue_many([("capped", {"i": i}) for i in range(30)])
     # When each runs a worker with 5 slots
-    async with apps[0].worker(concurrency=5), apps[1].worker(concurrency=5):
-        async with apps[2].worker(concurrency=5):
-            await eventually(lambda: state["done"] == 30, timeout=10, what="30 jobs done")
+    w0, w1, w2 = (a.worker(concurrency=5) for a in apps)
+    async with w0, w1, w2:
+        await eventually(lambda: state["done"] == 30, timeout=10, what="30 jobs done")
     # Then the cap was reached and never exceeded
     assert state["peak"] == 2
 
@@ -360,7 +361,7 @@ async def test_bad_limits_are_named(app: Conveyor) -> None:
     @app.task(rate_limit=RateLimit("5/s", key="provider"))
     async def keyed(provider: str = "") -> None: ...
 
-    with pytest.raises(ValidationError, match="payload.provider"):
+    with pytest.raises(ValidationError, match=r"payload\.provider"):
         await app.enqueue("keyed", {})
     with pytest.raises(ValidationError, match="limit key"):
         await app.enqueue("keyed", {"provider": ""})
