@@ -45,6 +45,7 @@ from rich.table import Table
 
 from . import __version__
 from .app import DEFAULT_URL, Conveyor
+from .cli_limits import limits_table
 from .errors import ConfigurationError, ConveyorError, JobNotFound, ValidationError
 from .job import Job, JobState
 
@@ -439,7 +440,8 @@ def list_(ctx: click.Context, state: str | None, queue: str | None, task: str | 
 @json_option
 @click.pass_context
 def stats(ctx: click.Context, url: str | None, app_spec: str | None, as_json: bool) -> None:
-    """Per queue: counts by state, live workers, busy slots, run time and throughput."""
+    """Per queue: counts by state, live workers, busy slots, run time and throughput; then
+    rate limits, concurrency caps and circuit breakers with their live state."""
 
     async def go(app: Conveyor) -> None:
         st = await app.stats()
@@ -460,6 +462,9 @@ def stats(ctx: click.Context, url: str | None, app_spec: str | None, as_json: bo
             t.add_row(q, *(str(s.counts.get(x.value, 0)) for x in JobState), str(s.workers),
                       f"{s.active}/{s.concurrency}", avg, f"{s.throughput_per_s:.1f}")  # fmt: skip
         _console().print(t)
+        limits = limits_table(st, app.backend.now())
+        if limits is not None:
+            _console().print(limits)
 
     _run(_conveyor(ctx, url, app_spec), go)
 

@@ -43,6 +43,11 @@ async def hold(ctx: Context, gate: str) -> str:
 @app.task(retries=0)
 async def explode(ctx: Context, reason: str) -> None:
     raise Permanent(reason)
+
+
+@app.task(queue="metered", rate_limit="30/m", concurrency=2, retries=0)
+async def metered(n: int) -> int:
+    return n
 '''
 
 

@@ -147,6 +147,20 @@ def test_stats_counts_jobs_per_queue(cli: Cli) -> None:
     assert "default" in table and "slow" in table and "queued" in table
 
 
+def test_stats_show_limits_and_their_state(cli: Cli) -> None:
+    # Given a job of a task with a rate limit and a concurrency cap
+    cli.enqueue("metered", {"n": 1})
+    # Then stats --json lists both gates of its queue with their rules
+    limits = json.loads(cli("stats", "--json").stdout)["metered"]["limits"]
+    assert {g["name"]: g["kind"] for g in limits} == {
+        "conc:task:metered": "conc",
+        "rate:task:metered": "rate",
+    }
+    # And the table shows them in words, with their live state
+    table = cli("stats").stdout
+    assert "flow control" in table and "30/m" in table and "0/2 active" in table
+
+
 def test_cancel_retry_and_cleanup(cli: Cli) -> None:
     # Given a queued job
     job_id = cli.enqueue("enrich", {"record_id": "r1"})
