@@ -24,6 +24,7 @@ from .backends.base import (
 )
 from .batch import Batch
 from .clock import Clock
+from .command import OUTPUT_LIMIT
 from .errors import (
     JobCancelled,
     JobFailed,
@@ -112,6 +113,45 @@ class Conveyor:
             return t
 
         return register(fn) if fn is not None else register
+
+    def command(
+        self,
+        name: str,
+        command: str | Sequence[str],
+        *,
+        shell: bool = False,
+        stdin: bool = True,
+        env: Sequence[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        output_limit: int = OUTPUT_LIMIT,
+        kill_grace: float = 5.0,
+        memory_limit: int | None = None,
+        cpu_limit: int | None = None,
+        **options: Any,
+    ) -> Task:
+        """Register a task that runs a program: ``app.command("ingest", "python ingest.py
+        {path}")``. The payload goes to its stdin as JSON (``stdin=False`` to not) and fills
+        ``{field}`` placeholders; ``PROGRESS: n msg`` lines on stdout become progress; the last
+        stdout line, if JSON, is the result. Only the variables named in ``env`` (default
+        PATH, HOME, LANG, LC_ALL, TZ, TMPDIR) reach it. Task options (queue, retries, timeout,
+        rate_limit, ...) as for ``@app.task``. See `conveyor.command`."""
+        from .command import DEFAULT_ENV, CommandPayload, CommandSpec, run_command
+
+        spec = CommandSpec.parse(
+            command, shell=shell, stdin=stdin, env=tuple(DEFAULT_ENV if env is None else env),
+            extra_env=dict(extra_env or {}), cwd=cwd, output_limit=output_limit,
+            kill_grace=kill_grace, memory_limit=memory_limit, cpu_limit=cpu_limit,
+        )  # fmt: skip
+
+        async def run(ctx: Any, payload: dict[str, Any]) -> Any:
+            return await run_command(spec, ctx, payload)
+
+        run.__name__ = name
+        t = self.task(name=name, **options)(run)
+        t.spec = CommandPayload(name, spec)  # type: ignore[assignment]
+        t.command = spec  # type: ignore[attr-defined]
+        return t
 
     def queue(
         self,

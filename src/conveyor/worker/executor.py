@@ -28,6 +28,10 @@ class JobTimeout(Exception):
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> dict[str, Any]:
     """The stored error: type, message (<= 1,000 chars) and the traceback's tail."""
     info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE]}
+    fields = getattr(exc, "error_fields", None)
+    if fields is not None:  # e.g. a command's exit code and stderr tail: no Python traceback
+        info.update(fields())
+        return info
     if with_traceback:
         tb = "".join(traceback.format_exception(exc))
         info["traceback"] = tb[-MAX_TRACEBACK:]
