@@ -62,6 +62,7 @@ _EVENT_TYPES = {e.value: e for e in EventType}
 _ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
           "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
 PRUNE_CHUNK = 1000
+MAX_DESCRIBED = 100  # gates listed per queue in stats() (keyed limits can be many)
 _CURSOR = re.compile(r"[0-9a-f]{26}")
 RATE_BUCKET = 10.0
 STATS_WINDOW = 60.0
@@ -187,9 +188,10 @@ class RedisBackend:
         self._offset = t - time.time()
         return t
 
-    async def _eval(self, name: str, queue: str, *args: Any) -> Any:
+    async def _eval(self, name: str, queue: str, *args: Any, prefix: str | None = None) -> Any:
+        keys = [prefix if prefix is not None else self.key(queue)]
         try:
-            return await evalsha(self._client(), SCRIPTS[name], [self.key(queue)], list(args))
+            return await evalsha(self._client(), SCRIPTS[name], keys, list(args))
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise BackendUnavailable(f"Redis at {self.url} unreachable: {exc}") from exc
 
@@ -214,10 +216,15 @@ class RedisBackend:
             payload = orjson.dumps([
                 (jobs[i].id, jobs[i].task, jobs[i].payload, jobs[i].priority, jobs[i].max_attempts,
                  jobs[i].max_stalls, jobs[i].timeout, jobs[i].lease, jobs[i].delay, jobs[i].tenant,
-                 jobs[i].batch, jobs[i].workflow, jobs[i].parent, jobs[i].idempotency_key)
+                 jobs[i].batch, jobs[i].workflow, jobs[i].parent, jobs[i].idempotency_key,
+                 jobs[i].flow)
                 for i in idx
             ]).decode()  # fmt: skip
-            out = await self._eval("enqueue", queue, payload)
+            # The gates' rules, once per call (the script upserts those of created jobs).
+            specs = {g.name: g.spec for i in idx if jobs[i].flow is not None for g in jobs[i].gates}
+            out = await self._eval(
+                "enqueue", queue, payload, orjson.dumps(specs).decode() if specs else ""
+            )
             now = self._saw_now(out[0])
             for n, i in enumerate(idx):
                 ids[i] = out[1 + 2 * n]
@@ -231,7 +238,10 @@ class RedisBackend:
         for queue in params.queues:
             if limit <= 0:
                 break
-            got, due = self._claimed(queue, await self._eval("claim", queue, params.worker, limit))
+            cap = _cap(params, queue, limit)
+            if cap <= 0:
+                continue
+            got, due = self._claimed(queue, await self._eval("claim", queue, params.worker, cap))
             if due is not None:
                 next_due = due if next_due is None else min(next_due, due)
             jobs += got
@@ -316,14 +326,18 @@ class RedisBackend:
     ) -> tuple[list[str], ClaimResult]:
         calls, lost = await self._finish_calls(worker, outcomes)
         first = params.queues[0]
-        results = await self._pipeline([*calls, ("claim", first, [worker, params.limit])])
-        for res in results[:-1]:
+        cap = _cap(params, first, params.limit)
+        claim = [("claim", first, [worker, cap])] if cap > 0 else []
+        results = await self._pipeline([*calls, *claim])
+        for res in results[: len(calls)]:
             lost += res
         self._forget(worker, [o.job_id for o in outcomes])
-        jobs, next_due = self._claimed(first, results[-1])
+        jobs, next_due = self._claimed(first, results[-1]) if claim else ([], None)
         rest = [q for q in params.queues[1:]]
         if rest and len(jobs) < params.limit:
-            more = await self.claim_jobs(ClaimParams(rest, params.limit - len(jobs), worker))
+            more = await self.claim_jobs(
+                ClaimParams(rest, params.limit - len(jobs), worker, params.queue_limits)
+            )
             jobs += more.jobs
             if more.next_due is not None:
                 next_due = more.next_due if next_due is None else min(next_due, more.next_due)
@@ -439,6 +453,9 @@ class RedisBackend:
         for q in queues:
             for s in states:
                 cands += [(i, q) for i in await client.zrange(self.key(q, _ZSETS[s]), 0, -1)]
+            if "queued" in states:  # flow-controlled ready jobs wait in their flow's line
+                for flow in await self._flows(q):
+                    cands += [(i, q) for i in await client.zrange(self.key(q, f"fq:{flow}"), 0, -1)]
         cands.sort(reverse=True)
         if params.cursor:
             cands = [c for c in cands if c[0] < params.cursor]
@@ -473,6 +490,27 @@ class RedisBackend:
                 counts[out[k]] = counts.get(out[k], 0) + int(out[k + 1])
         return BatchCounts(batch, counts, sum(counts.values()), first, last, self.now())
 
+    async def _flows(self, queue: str) -> set[str]:
+        """Every flow of ``queue`` with ready jobs: each is claimable (`flows`) or set aside
+        (`fblk`, `fwait`); set-aside flows may have none left."""
+        pipe = self._client().pipeline(transaction=False)
+        pipe.zrange(self.key(queue, "flows"), 0, -1)
+        pipe.zrange(self.key(queue, "fblk"), 0, -1)
+        pipe.hkeys(self.key(queue, "fwait"))
+        return {f for part in await pipe.execute() for f in part}
+
+    async def _limits(self, queue: str, now: float) -> list[dict[str, Any]]:
+        """The queue's gates for stats: the first MAX_DESCRIBED by name, rule and live state."""
+        client = self._client()
+        names = await client.zrange(self.key(queue, "gates"), 0, MAX_DESCRIBED - 1)
+        if not names:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.key(queue, f"g:{name}"))
+        rows = await pipe.execute()
+        return [describe_gate(n, h, now) for n, h in zip(names, rows, strict=True) if h]
+
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         client = self._client()
         names = list(queues) if queues else await self._queues()
@@ -486,7 +524,9 @@ class RedisBackend:
             counts = {s.value: 0 for s in JobState}
             for s, z in _ZSETS.items():
                 counts[s] = int(await client.zcard(self.key(q, z)))
+            counts["queued"] += int(await client.get(self.key(q, "fqn")) or 0)
             st = QueueStats(q, counts, window=STATS_WINDOW)
+            st.limits = await self._limits(q, now)
             st.active = counts["active"]
             for w in live:
                 if q in w["queues"]:
@@ -606,6 +646,13 @@ class RedisBackend:
                 best = max(best, stream_to_int(last[0][0]))
         return best
 
+    async def reserve_rate(self, name: str, interval: float, burst: int) -> float:
+        # Global, not per queue: its own hash tag (one slot), never a queue's key.
+        out = await self._eval("reserve", "", name, repr(float(interval)), int(burst),
+                               prefix=f"{self.prefix}:{{limits}}:")  # fmt: skip
+        self._saw_now(out[0])
+        return float(out[1])
+
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
         data = {"queues": list(info.queues), "concurrency": info.concurrency, "active": info.active,
                 "pid": info.pid, "host": info.host, "started_at": info.started_at,
@@ -620,6 +667,34 @@ class RedisBackend:
         self, queues: Sequence[str], callback: WakeCallback, worker: str
     ) -> RedisListener:
         return RedisListener(self, queues, callback, worker)
+
+
+def _cap(params: ClaimParams, queue: str, remaining: int) -> int:
+    """How many this claim may take from ``queue``: what is left, within its per-queue cap."""
+    ql = params.queue_limits
+    return remaining if ql is None or queue not in ql else min(remaining, ql[queue])
+
+
+def describe_gate(name: str, h: dict[str, str], now: float) -> dict[str, Any]:
+    """A gate's rule and live state, the shape of the SQLite backend's GateRow.describe."""
+    spec = orjson.loads(h["spec"])
+    out: dict[str, Any] = {"name": name, "kind": spec["k"]}
+    if spec["k"] == "rate":
+        tat = float(h.get("tat", 0.0))
+        out |= {"interval": spec["i"], "burst": spec["b"], "per_second": 1.0 / spec["i"],
+                "next_start_at": max(now, tat - (spec["b"] - 1) * spec["i"])}  # fmt: skip
+    elif spec["k"] == "conc":
+        out |= {"limit": spec["n"], "active": int(float(h.get("active", 0)))}
+    else:
+        state = h.get("state", "closed")
+        until = _f(h.get("until"))
+        if state == "open" and now >= (until or 0):
+            state = "half"
+        out |= {"state": {"half": "half-open"}.get(state, state),
+                "failures": int(float(h.get("fails", 0))),
+                "open_until": until if state == "open" else None,
+                "threshold": spec["f"] or None, "ratio": spec["r"] or None}  # fmt: skip
+    return out
 
 
 def stream_to_int(sid: str) -> int:

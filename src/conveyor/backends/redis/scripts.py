@@ -14,14 +14,19 @@ from ...errors import ConveyorError, JobNotFound, JobStateError
 
 NAMES = (
     "batch", "cancel", "claim", "enqueue", "event", "extend", "finish", "progress", "prune",
-    "recover", "release", "retry",
+    "recover", "release", "reserve", "retry",
 )  # fmt: skip
+# Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
+FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "recover", "release", "retry"})
 
 
 def _load(name: str) -> str:
     lua = resources.files(__package__).joinpath("lua")
-    common = lua.joinpath("includes/common.lua").read_text()
-    return common + "\n" + lua.joinpath(f"{name}.lua").read_text()
+    parts = [lua.joinpath("includes/common.lua").read_text()]
+    if name in FLOW:
+        parts.append(lua.joinpath("includes/flow.lua").read_text())
+    parts.append(lua.joinpath(f"{name}.lua").read_text())
+    return "\n".join(parts)
 
 
 class Script:

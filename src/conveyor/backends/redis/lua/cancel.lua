@@ -1,16 +1,22 @@
 -- cancel: cancel a scheduled, queued, awaiting or active job.
 -- KEYS[1] queue prefix
 -- ARGV[1] job id
+-- Flow control: a cancelled active job gives its gates' slots back (no breaker verdict); a
+-- queued one leaves its flow's line.
 -- returns the job hash after the change (HGETALL); error 'NOTFOUND' when missing, 'STATE <status>' when final
 local id = ARGV[1]
 local k = jkey(id)
-local cur = redis.call('HMGET', k, 's', 't', 'tn', 'w')
+local cur = redis.call('HMGET', k, 's', 't', 'tn', 'w', 'fl')
 local s = cur[1]
 if not s then return redis.error_reply('NOTFOUND') end
 if s == 'cancelled' then return redis.call('HGETALL', k) end
 if s == 'completed' or s == 'failed' then return redis.error_reply('STATE ' .. s) end
 local now = now_s()
-redis.call('ZREM', P .. 'ready', id)
+if cur[5] and s == 'queued' then
+  flow_remove(cur[5], id)
+else
+  redis.call('ZREM', P .. 'ready', id)
+end
 redis.call('ZREM', P .. 'sched', id)
 redis.call('ZREM', P .. 'active', id)
 redis.call('HSET', k, 's', 'cancelled', 'fa', fmt(now))
@@ -20,5 +26,8 @@ event('cancelled', id, cur[2], cur[3], '{"from":"' .. s .. '"}')
 if s == 'active' and cur[4] then
   -- Tell the holding worker now (it blocks on this key beside the queue marker).
   redis.call('ZADD', P .. 'wk:' .. cur[4], 0, 'c')
+end
+if cur[5] and s == 'active' and settle({{cur[5], -1}}, now) then
+  wake()  -- its slot is free now (the worker stops the job shortly)
 end
 return redis.call('HGETALL', k)

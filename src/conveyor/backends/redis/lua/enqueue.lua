@@ -1,12 +1,19 @@
 -- enqueue: store jobs of one queue atomically.
 -- KEYS[1] queue prefix
 -- ARGV[1] JSON array of jobs: {id, task, payload, priority, max_attempts, max_stalls, timeout,
---         lease, delay, tenant, batch, workflow, parent, idempotency_key}
+--         lease, delay, tenant, batch, workflow, parent, idempotency_key, flow or null}
+-- ARGV[2] JSON object of the flows' gate rules {gate name: spec JSON}, or '' when no job has
+--         a flow; a created job's gates are upserted (rule replaced, state kept)
 -- returns {now, id1, created1, id2, created2, ...}; created is 1 or 0 (idempotency key matched)
 local jobs = cjson.decode(ARGV[1])
 local now = now_s()
 local out = {fmt(now)}
 local woke = false
+local specs = ARGV[2] ~= '' and cjson.decode(ARGV[2]) or {}
+local stored = {}  -- gates upserted by this call
+local aside = {}   -- flow -> set aside? (cannot change during an enqueue)
+local listed = {}  -- flow -> lowest score this call listed in `flows`
+local flowed = 0
 for _, j in ipairs(jobs) do
   local id, key = j[1], j[14]
   local existing = false
@@ -23,6 +30,18 @@ for _, j in ipairs(jobs) do
     for _, kv in ipairs(opt) do
       if kv[2] ~= cjson.null then table.insert(h, kv[1]); table.insert(h, kv[2]) end
     end
+    local flow = j[15]
+    if flow == cjson.null then flow = nil end
+    if flow then
+      table.insert(h, 'fl'); table.insert(h, flow)
+      for _, name in ipairs(gate_names(flow)) do
+        if not stored[name] and specs[name] then
+          redis.call('HSET', P .. 'g:' .. name, 'spec', specs[name])
+          redis.call('ZADD', P .. 'gates', 0, name)
+          stored[name] = true
+        end
+      end
+    end
     local tenant = j[10] ~= cjson.null and j[10] or nil
     local delay = tonumber(j[9])
     if delay > 0 then
@@ -35,7 +54,17 @@ for _, j in ipairs(jobs) do
     else
       table.insert(h, 's'); table.insert(h, 'queued')
       redis.call(unpack(h))
-      redis.call('ZADD', P .. 'ready', ready_score(j[4]), id)
+      if flow then
+        if aside[flow] == nil then aside[flow] = flow_aside(flow) end
+        local score = ready_score(j[4])
+        if redis.call('ZADD', fqkey(flow), score, id) == 1 then flowed = flowed + 1 end
+        if not aside[flow] and (listed[flow] == nil or score < listed[flow]) then
+          redis.call('ZADD', FLOWS, 'LT', score, flow)  -- the head is the lowest score
+          listed[flow] = score
+        end
+      else
+        redis.call('ZADD', P .. 'ready', ready_score(j[4]), id)
+      end
       event('enqueued', id, j[2], tenant, nil)
     end
     if key ~= cjson.null then redis.call('HSET', P .. 'idem', key, id) end
@@ -44,5 +73,6 @@ for _, j in ipairs(jobs) do
     woke = true
   end
 end
+if flowed > 0 then redis.call('INCRBY', FQN, flowed) end
 if woke then wake() end
 return out

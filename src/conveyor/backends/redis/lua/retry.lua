@@ -1,17 +1,22 @@
 -- retry: move a failed or cancelled job back to queued with fresh attempts.
 -- KEYS[1] queue prefix
 -- ARGV[1] job id
+-- A flow-controlled job goes back to its flow's line.
 -- returns the job hash after the change (HGETALL); error 'NOTFOUND' or 'STATE <status>'
 local id = ARGV[1]
 local k = jkey(id)
-local cur = redis.call('HMGET', k, 's', 't', 'tn', 'pr')
+local cur = redis.call('HMGET', k, 's', 't', 'tn', 'pr', 'fl')
 local s = cur[1]
 if not s then return redis.error_reply('NOTFOUND') end
 if s ~= 'failed' and s ~= 'cancelled' then return redis.error_reply('STATE ' .. s) end
 redis.call('ZREM', P .. 'f:' .. s, id)
 redis.call('HSET', k, 's', 'queued', 'a', 0, 'st', 0)
 redis.call('HDEL', k, 'fa', 'e', 'r', 'w', 'sa', 'sf')
-redis.call('ZADD', P .. 'ready', ready_score(cur[4]), id)
+if cur[5] then
+  flow_add(cur[5], id, ready_score(cur[4]))
+else
+  redis.call('ZADD', P .. 'ready', ready_score(cur[4]), id)
+end
 event('retrying', id, cur[2], cur[3], '{"manual":true}')
 wake()
 return redis.call('HGETALL', k)
