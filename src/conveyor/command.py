@@ -308,7 +308,15 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 async def run_command(spec: CommandSpec, ctx: Context, payload: dict[str, Any]) -> Any:
     """One attempt of a command job (the handler of a command task)."""
-    argv = spec.render(payload)
+    try:  # validated at enqueue by the app, but `conveyor enqueue` without --app cannot
+        argv = spec.render(payload)
+    except KeyError as exc:
+        raise CommandNotStarted(
+            f"payload has no field {exc.args[0]!r}, which the command line uses",
+            {"field": f"payload.{exc.args[0]}"},
+        ) from None
+    except ValidationError as exc:
+        raise CommandNotStarted(str(exc), {"field": exc.field}) from None
     env = {k: os.environ[k] for k in spec.env if k in os.environ}
     env |= dict(spec.extra_env)
     env |= {"CONVEYOR_JOB_ID": ctx.job.id, "CONVEYOR_ATTEMPT": str(ctx.job.attempt)}

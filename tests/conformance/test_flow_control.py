@@ -271,6 +271,73 @@ async def test_global_cap_with_three_embedded_workers(make_app: Callable[..., Co
     assert state["peak"] == 2
 
 
+async def test_a_shared_gate_goes_to_the_highest_priority_jobs_first(app: Conveyor) -> None:
+    # Given a queue capped at 2 active, two urgent jobs in one flow, and nine bulk jobs in nine
+    # flows of their own (more flows than a claim lists at once)
+    app.queue("default", concurrency=2)
+
+    @app.task(priority=9)
+    async def urgent(i: int) -> None: ...
+
+    @app.task(priority=1, concurrency=Concurrency(5, key="i"))
+    async def bulk(i: int) -> None: ...
+
+    await app.enqueue_many(
+        [("urgent", {"i": 0}), ("urgent", {"i": 1})] + [("bulk", {"i": i}) for i in range(2, 11)]
+    )
+    # When a worker asks for 10: then the queue's two slots go to the urgent jobs
+    got = await _claim(app, 10)
+    assert [(j.task, j.payload["i"]) for j in got] == [("urgent", 0), ("urgent", 1)]
+
+
+async def test_a_raised_cap_admits_flows_waiting_on_the_old_one(
+    make_app: Callable[..., Conveyor],
+) -> None:
+    # Given a cap of 1 with one job active and one waiting for the slot
+    old = make_app()
+
+    @old.task(concurrency=1)
+    async def t(i: int) -> None: ...
+
+    await old.enqueue_many([("t", {"i": 0}), ("t", {"i": 1})])
+    assert len(await _claim(old)) == 1
+    assert await _claim(old) == []
+    # When a new deploy raises the cap to 3 (its producer enqueues with the new rule)
+    new = make_app()
+
+    @new.task(name="t", concurrency=3)
+    async def t_raised(i: int) -> None: ...
+
+    await new.enqueue("t", {"i": 2})
+    # Then the waiting jobs start without waiting for the active one to finish
+    assert len(await _claim(new)) == 2
+
+
+async def test_claims_honour_per_queue_caps(app: Conveyor) -> None:
+    # Given unlimited jobs in two queues
+    @app.task(queue="a")
+    async def ta(i: int) -> None: ...
+
+    @app.task(queue="b")
+    async def tb(i: int) -> None: ...
+
+    await app.enqueue_many(
+        [("ta", {"i": i}) for i in range(5)] + [("tb", {"i": i}) for i in range(5)]
+    )
+    await app.open()
+    # When a worker with one dedicated slot for queue a claims 4 from both
+    res = await app.backend.claim_jobs(ClaimParams(["a", "b"], 4, "w1", {"a": 1}))
+    # Then it takes one from a and the rest from b
+    assert sorted(j.queue for j in res.jobs) == ["a", "b", "b", "b"]
+    # And finish_and_claim caps the same way, a queue capped at 0 included
+    lost, res2 = await app.backend.finish_and_claim(
+        "w1",
+        [Outcome(j.id, j.attempt, OutcomeKind.COMPLETED) for j in res.jobs],
+        ClaimParams(["a", "b"], 5, "w1", {"a": 0, "b": 1}),
+    )
+    assert lost == [] and [j.queue for j in res2.jobs] == ["b"]
+
+
 # -- circuit breaker ---------------------------------------------------------------------------
 
 

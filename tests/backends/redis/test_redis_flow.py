@@ -314,51 +314,7 @@ async def test_claims_match_the_sqlite_backend_step_by_step(
             await a.close()
 
 
-async def test_a_shared_gate_goes_to_the_highest_priority_jobs_first(app: Conveyor) -> None:
-    # Given a queue capped at 2 active, two urgent jobs in one flow, and nine bulk jobs in nine
-    # flows of their own (more flows than a claim lists at once)
-    app.queue("default", concurrency=2)
-
-    @app.task(priority=9)
-    async def urgent(i: int) -> None: ...
-
-    @app.task(priority=1, concurrency=Concurrency(5, key="i"))
-    async def bulk(i: int) -> None: ...
-
-    await app.enqueue_many(
-        [("urgent", {"i": 0}), ("urgent", {"i": 1})] + [("bulk", {"i": i}) for i in range(2, 11)]
-    )
-    # When a worker asks for 10: then the queue's two slots go to the urgent jobs
-    got = await _claim(app, 10, "w1", ["default"])
-    assert [(j.task, j.payload["i"]) for j in got] == [("urgent", 0), ("urgent", 1)]
-
-
 # -- per-queue caps ----------------------------------------------------------------------------
-
-
-async def test_claims_honour_per_queue_caps(app: Conveyor) -> None:
-    # Given unlimited jobs in two queues
-    @app.task(queue="a")
-    async def ta(i: int) -> None: ...
-
-    @app.task(queue="b")
-    async def tb(i: int) -> None: ...
-
-    await app.enqueue_many(
-        [("ta", {"i": i}) for i in range(5)] + [("tb", {"i": i}) for i in range(5)]
-    )
-    await app.open()
-    # When a worker with one dedicated slot for queue a claims 4 from both
-    res = await app.backend.claim_jobs(ClaimParams(["a", "b"], 4, "w1", {"a": 1}))
-    # Then it takes one from a and the rest from b
-    assert sorted(j.queue for j in res.jobs) == ["a", "b", "b", "b"]
-    # And finish_and_claim caps the same way, a queue capped at 0 included
-    lost, res2 = await app.backend.finish_and_claim(
-        "w1",
-        [Outcome(j.id, j.attempt, OutcomeKind.COMPLETED) for j in res.jobs],
-        ClaimParams(["a", "b"], 5, "w1", {"a": 0, "b": 1}),
-    )
-    assert lost == [] and [j.queue for j in res2.jobs] == ["b"]
 
 
 # -- Redis Cluster -----------------------------------------------------------------------------

@@ -29,8 +29,8 @@ SCORE_SHIFT = 1 << 40  # score = (100 - priority) * 2^40 + seq, as in the Redis 
 INF = float("inf")
 UNLIMITED = 1 << 30
 MAX_DESCRIBED = 100  # gates listed per queue in stats()
-MAX_REFUSED = 64
-FETCH_MORE = 8  # a pass reads more than the head of each flow only when this few are listed  # flows set aside per claim before returning (keeps one claim's work bounded)
+MAX_REFUSED = 64  # flows set aside per claim before returning (keeps one claim's work bounded)
+FETCH_MORE = 8  # a pass reads more than the head of each flow only when this few are listed
 
 _HEAD = (
     "UPDATE flows SET head = (SELECT (100 - j.priority) * 1099511627776 + j.seq FROM jobs AS j "
@@ -43,6 +43,12 @@ _MORE = (
     "AND status = 'queued' AND flow IS NOT NULL "
     "AND (100 - priority) * 1099511627776 + seq > ? AND (100 - priority) * 1099511627776 + seq < ? "
     "ORDER BY priority DESC, seq LIMIT ?"
+)
+_SECOND = (
+    "SELECT min((SELECT (100 - j.priority) * 1099511627776 + j.seq FROM jobs AS j "
+    "WHERE j.queue = f.value ->> 0 AND j.flow = f.value ->> 1 AND j.status = 'queued' "
+    "AND j.flow IS NOT NULL ORDER BY j.priority DESC, j.seq LIMIT 1 OFFSET 1)) "
+    "FROM json_each(?) AS f"
 )
 _CLAIM_SEQS = (
     "UPDATE jobs SET status = 'active', attempt = attempt + 1, started_at = :now, "
@@ -265,11 +271,23 @@ def store_gates(conn: sqlite3.Connection, jobs: Iterable[NewJob]) -> None:
             gates[(j.queue, g.name)] = g.spec
     if not flows:
         return
+    keys = orjson.dumps(list(gates)).decode()
+    changed = [
+        (q, n)
+        for q, n, spec in conn.execute(
+            "SELECT queue, name, spec FROM gates WHERE (queue, name) IN "
+            "(SELECT value ->> 0, value ->> 1 FROM json_each(?))",
+            (keys,),
+        )
+        if spec != gates[(q, n)]
+    ]
     conn.executemany(
         "INSERT INTO gates (queue, name, spec) VALUES (?, ?, ?) "
         "ON CONFLICT (queue, name) DO UPDATE SET spec = excluded.spec WHERE spec != excluded.spec",
         [(q, n, s) for (q, n), s in gates.items()],
     )
+    # A changed rule (a raised cap, say) may admit flows waiting on the old one.
+    conn.executemany("UPDATE flows SET wait_gate = NULL WHERE queue = ? AND wait_gate = ?", changed)
     conn.executemany("INSERT OR IGNORE INTO flows (queue, flow) VALUES (?, ?)", sorted(flows))
 
 
@@ -408,6 +426,13 @@ class FlowClaim:
             ]
             if len(flows) <= FETCH_MORE:
                 cands += self._more(flows, bound)
+            else:
+                # Heads only: stop the pass below the best second job of any listed flow, so
+                # no job is taken ahead of a better one this pass did not read.
+                second = self._second(flows)
+                if second is not None and second < bound:
+                    bound = second
+                    cands = [c for c in cands if c[0] < bound]
             while ui < len(unlimited) and unlimited[ui][0] < bound:
                 score, seq, q = unlimited[ui]
                 cands.append((score, seq, q, None))
@@ -475,6 +500,12 @@ class FlowClaim:
                 for score, seq in self.conn.execute(_MORE, (q, flow, head, bound, n))
             ]
         return out
+
+    def _second(self, flows: list[tuple[int, str, str]]) -> int | None:
+        """The best score among the listed flows' second ready jobs (one statement)."""
+        row = self.conn.execute(_SECOND, (orjson.dumps([(q, f) for _, q, f in flows]).decode(),))
+        value = row.fetchone()[0]
+        return None if value is None else int(value)
 
     def _take(
         self, cands: list[tuple[int, int, str, str | None]], take_u: list[int]

@@ -36,7 +36,21 @@ for _, j in ipairs(jobs) do
       table.insert(h, 'fl'); table.insert(h, flow)
       for _, name in ipairs(gate_names(flow)) do
         if not stored[name] and specs[name] then
-          redis.call('HSET', P .. 'g:' .. name, 'spec', specs[name])
+          local gk = P .. 'g:' .. name
+          local old = redis.call('HGET', gk, 'spec')
+          redis.call('HSET', gk, 'spec', specs[name])
+          if old and old ~= specs[name] and redis.call('HEXISTS', gk, 'waiters') == 1 then
+            -- A changed rule (a raised cap, say) may admit the flows waiting on the old one.
+            for _, f in ipairs(redis.call('SMEMBERS', P .. 'fw:' .. name)) do
+              if redis.call('HGET', FWAIT, f) == name then
+                redis.call('HDEL', FWAIT, f)
+                flow_sync(f)
+              end
+            end
+            redis.call('DEL', P .. 'fw:' .. name)
+            redis.call('HDEL', gk, 'waiters')
+            aside = {}
+          end
           redis.call('ZADD', P .. 'gates', 0, name)
           stored[name] = true
         end
