@@ -405,14 +405,15 @@ class FlowClaim:
         self.total = total  # how many more this claim may take in all
         self.gates = Gates(conn)
         self.events: list[tuple[Any, ...]] = []
+        self.claim_sql = _CLAIM_SEQS  # ops passes its own with RETURNING <job columns>
         self.truncated = False  # stopped early (MAX_REFUSED): more may be claimable now
         self.refused = 0
 
-    def run(self, unlimited: list[tuple[int, int, str]]) -> tuple[list[int], list[int]]:
+    def run(self, unlimited: list[tuple[int, int, str]]) -> tuple[list[int], list[Any]]:
         """``unlimited``: candidates (score, seq, queue) in order, not yet claimed. Returns the
         seqs of unlimited jobs to claim and of flow jobs claimed (already moved to active)."""
         take_u: list[int] = []
-        take_f: list[int] = []
+        take_f: list[Any] = []
         ui = 0
         while self.total > 0 and not self.truncated:
             listed, bound = self._listed()
@@ -536,20 +537,21 @@ class FlowClaim:
             self.total -= 1
         return taken
 
-    def _apply(self, taken: dict[str, tuple[str, list[int]]]) -> list[int]:
-        """Move the picked flow jobs to active, charge their gates, refresh their heads."""
+    def _apply(self, taken: dict[str, tuple[str, list[int]]]) -> list[Any]:
+        """Move the picked flow jobs to active (returning their rows), charge their gates,
+        refresh their heads."""
         seqs = [seq for _, ss in taken.values() for seq in ss]
-        self.conn.execute(
-            _CLAIM_SEQS,
+        rows = self.conn.execute(
+            self.claim_sql,
             {"now": self.now, "worker": self.worker, "seqs": orjson.dumps(seqs).decode()},
-        )
+        ).fetchall()
         for flow, (q, ss) in taken.items():
             for name in gate_names(flow):
                 g = self.gates.get(q, name)
                 if g is not None:
                     g.charge(len(ss), self.now)
         refresh_heads(self.conn, [(q, flow) for flow, (q, _) in taken.items()])
-        return seqs
+        return rows
 
     def _flow_budget(self, queue: str, flow: str) -> int:
         return min((self.budget.get((queue, n), UNLIMITED) for n in gate_names(flow)),

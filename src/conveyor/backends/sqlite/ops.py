@@ -167,7 +167,6 @@ _CLAIM_SEQS = (
     "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND status = 'queued' "
     f"RETURNING seq, {JOB_COLS}"
 )
-_ACTIVE_SEQS = f"SELECT seq, {JOB_COLS} FROM jobs WHERE seq IN (SELECT value FROM json_each(?))"
 
 
 def _caps(p: ClaimParams) -> dict[str, int]:
@@ -240,13 +239,11 @@ def _claim_flows(
 ) -> tuple[list[Any], bool, list[tuple[Any, ...]]]:
     """The claim when flow-controlled jobs are claimable: merged with unlimited ones."""
     fc = fl.FlowClaim(conn, now, p.worker, dict(caps), p.limit)
-    unlimited, flowed = fc.run(_unlimited(conn, caps))
-    rows: list[Any] = []
+    fc.claim_sql = _CLAIM_SEQS  # flow jobs come back as rows, like unlimited ones
+    unlimited, rows = fc.run(_unlimited(conn, caps))
     if unlimited:
         args = {"now": now, "worker": p.worker, "seqs": orjson.dumps(unlimited).decode()}
         rows += conn.execute(_CLAIM_SEQS, args).fetchall()
-    if flowed:
-        rows += conn.execute(_ACTIVE_SEQS, (orjson.dumps(flowed).decode(),)).fetchall()
     return rows, fc.truncated, fc.events
 
 
