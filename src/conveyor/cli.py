@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -194,6 +195,47 @@ def _split(value: str | None) -> list[str]:
     return [x.strip() for x in (value or "").split(",") if x.strip()]
 
 
+_SLOTS = re.compile(r"(.+):(\d+)")
+
+
+def parse_queues(value: str) -> list[str] | dict[str, int | None]:
+    """``--queues``: comma-separated queues, each optionally ``NAME:N`` for N dedicated slots.
+
+    Queue names may contain ':', so only a trailing ``:<digits>`` is a slot count. Returns a list
+    when no queue has a count (all share ``--concurrency``), else a dict of queue -> slots, None
+    for the queues on the shared pool (what ``Worker(queues=...)`` takes). Raises `CliError`.
+    """
+    spec: dict[str, int | None] = {}
+    for item in _split(value):
+        m = _SLOTS.fullmatch(item)
+        name, slots = (m[1], int(m[2])) if m else (item, None)
+        if name in spec:
+            raise CliError(f"--queues: queue {name!r} is listed twice")
+        if slots is not None and slots < 1:
+            raise CliError(f"--queues: {item!r}: queue {name!r} needs at least 1 slot of its own "
+                           f"(or no count, for the shared --concurrency pool)")  # fmt: skip
+        spec[name] = slots
+    if not spec:
+        raise CliError("--queues is empty: name at least one queue, e.g. --queues default")
+    return spec if any(n is not None for n in spec.values()) else list(spec)
+
+
+def _check_queues(queues: list[str] | dict[str, int | None], app: Conveyor) -> None:
+    """Refuse a mistyped slot count (``low:x`` when the app has queue ``low`` but no ``low:x``);
+    warn about queues no task of the app is on (likely a typo)."""
+    known = app.queues()
+    for name in queues:
+        if name in known:
+            continue
+        base, sep, count = name.rpartition(":")
+        if sep and base in known:
+            raise CliError(f"--queues: {name!r}: {count!r} is not a slot count (a whole number "
+                           f">= 1 after the last ':', e.g. {base}:2), and the app has no queue "
+                           f"named {name!r}")  # fmt: skip
+        _say(f"warning: --queues: no task of the app is on queue {name!r} "
+             f"(its queues: {', '.join(known) or 'none'})")  # fmt: skip
+
+
 def _when(t: float | None) -> str:
     return "" if t is None else datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -237,9 +279,14 @@ def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> 
 @main.command()
 @click.argument("app_spec", metavar="APP")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Jobs run at once.")  # fmt: skip
-@click.option("--queues", "-q", default=None, metavar="A,B",
-              help="Comma-separated queues [default: every queue of the app's tasks].")  # fmt: skip
+              help="Jobs run at once on the shared pool (queues given Q:N slots in --queues "
+                   "have those on top).")  # fmt: skip
+@click.option("--queues", "-q", default=None, metavar="Q[:N],...",
+              help="Comma-separated queues [default: every queue of the app's tasks]. Q:N gives "
+                   "queue Q N slots of its own, so its jobs always have room however many others "
+                   "wait; queues without :N share the --concurrency pool. E.g. "
+                   "critical:5,high:3,default. Queue names may contain ':', so only a trailing "
+                   "':<digits>' is a slot count (a queue whose name ends that way needs one).")  # fmt: skip
 @click.option("--shutdown-grace", type=SECONDS, default=30.0, show_default=True,
               help="Seconds active jobs get to finish after SIGTERM/SIGINT.")  # fmt: skip
 @click.option("--name", default=None, help="Worker id [default: host-pid-random].")
@@ -254,11 +301,11 @@ def worker(ctx: click.Context, app_spec: str, concurrency: int, queues: str | No
     """
     if log_level:
         logging.getLogger().setLevel(log_level.upper())
-    names = _split(queues)
-    if queues is not None and not names:
-        raise CliError("--queues is empty: name at least one queue, e.g. --queues default")
+    spec = None if queues is None else parse_queues(queues)
     app = _app_with_url(app_spec, ctx.obj["cli_url"])
-    _run(app, lambda a: _serve(a, concurrency, names or None, shutdown_grace, name))
+    if spec is not None:
+        _check_queues(spec, app)
+    _run(app, lambda a: _serve(a, concurrency, spec, shutdown_grace, name))
     # A sync handler still blocked in its thread would hold the interpreter's exit; its job is
     # already back in the queue, so leave without waiting for it.
     deadline = time.monotonic() + 1.0
@@ -271,8 +318,8 @@ def worker(ctx: click.Context, app_spec: str, concurrency: int, queues: str | No
         os._exit(0)
 
 
-async def _serve(app: Conveyor, concurrency: int, queues: list[str] | None, grace: float,
-                 name: str | None) -> None:  # fmt: skip
+async def _serve(app: Conveyor, concurrency: int, queues: list[str] | dict[str, int | None] | None,
+                 grace: float, name: str | None) -> None:  # fmt: skip
     w = app.worker(concurrency=concurrency, queues=queues, shutdown_grace=grace, name=name)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -296,8 +343,11 @@ async def _serve(app: Conveyor, concurrency: int, queues: list[str] | None, grac
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await w.start()
-        _say(f"conveyor worker {w.id} started: pid={os.getpid()} queues={','.join(w.queues)} "
-             f"concurrency={concurrency} tasks={','.join(app.tasks)} url={_redact(app.url)}")  # fmt: skip
+        names = ",".join(f"{q}:{w.slots[q]}" if q in w.slots else q for q in w.queues)
+        extra = f" capacity={w.capacity}" if w.slots else ""
+        _say(f"conveyor worker {w.id} started: pid={os.getpid()} queues={names} "
+             f"concurrency={concurrency}{extra} tasks={','.join(app.tasks)} "
+             f"url={_redact(app.url)}")  # fmt: skip
         await stop.wait()
         await w.stop()
     finally:

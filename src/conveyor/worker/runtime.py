@@ -6,6 +6,8 @@ SQLite backend runs both in one transaction). Handlers finishing, producers' wak
 only set an `asyncio.Event`; when nothing is ready the pump sleeps until one of them fires or the
 earliest scheduled job is due, so an idle worker costs nothing.
 
+Queues with dedicated slots (``queues={"critical": 5, "default": None}``) are accounted per lane
+in `slots.py`; a worker without them (``queues=[...]``) keeps the single-pool fast path here.
 Side services (lease heartbeat, recovery of expired leases, retention) live in `services.py`.
 """
 
@@ -18,7 +20,6 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from ..job import Job, new_id
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services
+from .slots import Claim, Lanes, QueueSpec, parse_queue_spec
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -55,6 +57,11 @@ class _Running:
 class Worker:
     """Runs jobs of ``queues`` with up to ``concurrency`` at a time.
 
+    ``queues`` is a list of queue names sharing the ``concurrency`` slots, or a dict of queue ->
+    dedicated slots (``None``: the shared pool), e.g. ``{"critical": 5, "default": None}`` runs
+    up to 5 critical jobs on slots of their own plus ``concurrency`` default ones. `capacity` is
+    the total. ``prefetch`` applies to the shared pool only.
+
     Use ``async with app.worker(...)`` to embed it in a running app, or ``await worker.run()``
     (what ``conveyor worker`` does) to run until `stop()` or a signal.
     """
@@ -63,7 +70,7 @@ class Worker:
         self,
         app: Conveyor,
         *,
-        queues: Sequence[str] | None = None,
+        queues: QueueSpec | None = None,
         concurrency: int = 10,
         name: str | None = None,
         poll_interval: float = 1.0,
@@ -80,10 +87,15 @@ class Worker:
         if poll_interval <= 0:
             raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval}")
         self.app = app
-        self.queues = list(queues) if queues else app.queues()
+        names, self.slots = parse_queue_spec(queues) if queues else (app.queues(), {})
+        self.queues = names
         if not self.queues:
             raise ConfigurationError("worker has no queues: register a task or pass queues=[...]")
         self.concurrency = concurrency
+        # None: every queue shares `concurrency` (the fast path, no per-lane accounting).
+        self._lanes = Lanes(names, self.slots, concurrency, prefetch) if self.slots else None
+        self.capacity = concurrency if self._lanes is None else self._lanes.capacity
+        self._overshoot_warned = False
         # Jobs claimed beyond the free slots, started the moment a slot frees, so slots do not
         # sit empty while the next claim round trip runs. Held (leases renewed) like running ones.
         self.prefetch = prefetch
@@ -103,7 +115,9 @@ class Worker:
         self._pump_task: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="conveyor-job")
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.capacity, thread_name_prefix="conveyor-job"
+        )
         self._services = Services(self, maintenance_interval)
         self._stopped = asyncio.Event()
         self._started_at = time.time()
@@ -122,9 +136,8 @@ class Worker:
         await self.app.backend.worker_heartbeat(self.info())
         self._pump_task = asyncio.create_task(self._pump(), name=f"conveyor-pump-{self.id}")
         self._services.start()
-        log.info(
-            "worker %s started: queues=%s concurrency=%d", self.id, self.queues, self.concurrency
-        )
+        log.info("worker %s started: queues=%s slots=%s concurrency=%d capacity=%d", self.id,
+                 self.queues, self.slots, self.concurrency, self.capacity)  # fmt: skip
 
     async def run(self) -> None:
         """Start and run until `stop()` completes."""
@@ -185,7 +198,7 @@ class Worker:
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(
-            self.id, self.queues, self.concurrency, len(self.running), os.getpid(),
+            self.id, self.queues, self.capacity, len(self.running), os.getpid(),
             socket.gethostname(), self._started_at,
         )  # fmt: skip
 
@@ -198,6 +211,8 @@ class Worker:
             if not self._want_claim and self._listener is not None:
                 self._listener.idle(False)
             self._want_claim = True
+            if self._lanes is not None:
+                self._lanes.want_all()
             self._wake_gen += 1
             self._wake.set()
 
@@ -222,17 +237,26 @@ class Worker:
         # Up to MAX_ROUNDS backend rounds in flight, so the database works on the next round
         # while this loop runs the jobs of the previous one. Claimed-but-not-yet-returned slots
         # are reserved so the concurrency cap holds.
+        lanes = self._lanes
         while not self._stopping:
             self._wake.clear()
             if len(self._rounds) < MAX_ROUNDS:
-                free = self.concurrency + self.prefetch - len(self.running) - self._reserved
-                n = free if free > 0 and self._want_claim else 0
-                if n or self._acks:
-                    acks, self._acks = self._acks, []
-                    self._reserved += n
-                    t = asyncio.create_task(self._round(acks, n, self._wake_gen))
-                    self._rounds.add(t)
-                    continue
+                if lanes is None:
+                    free = self.concurrency + self.prefetch - len(self.running) - self._reserved
+                    n = free if free > 0 and self._want_claim else 0
+                    if n or self._acks:
+                        acks, self._acks = self._acks, []
+                        self._reserved += n
+                        t = asyncio.create_task(self._round(acks, n, self._wake_gen))
+                        self._rounds.add(t)
+                        continue
+                else:
+                    claims = lanes.plan(self.id)  # reserves the slots it asks for
+                    if claims or self._acks:
+                        acks, self._acks = self._acks, []
+                        t = asyncio.create_task(self._lane_round(acks, claims, self._wake_gen))
+                        self._rounds.add(t)
+                        continue
             await self._idle_wait()
         if self._rounds:
             await asyncio.wait(list(self._rounds))
@@ -272,6 +296,54 @@ class Worker:
             self._rounds.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._wake.set()
 
+    async def _lane_round(self, acks: list[Outcome], claims: list[Claim], gen: int) -> None:
+        """`_round` for a worker with dedicated slots: the round's claims in turn (the first
+        one carries the acknowledgements), each returned job into its lane."""
+        backend = self.app.backend
+        try:
+            if not claims:
+                self._report_lost(await backend.finish_jobs(self.id, acks))
+                acks = []
+            for claim in claims:
+                if acks:
+                    lost, res = await backend.finish_and_claim(self.id, acks, claim.params)
+                    acks = []
+                    self._report_lost(lost)
+                else:
+                    res = await backend.claim_jobs(claim.params)
+                self._take(claim, res.jobs, res.next_due, gen)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker %s: backend call failed; retrying shortly", self.id)
+            self._acks = acks + self._acks
+            await asyncio.sleep(0.5)
+        finally:
+            for claim in claims:
+                claim.release()  # no-op for the claims that returned
+            self._rounds.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._wake.set()
+
+    def _take(self, claim: Claim, jobs: list[Job], next_due: float | None, gen: int) -> None:
+        assert self._lanes is not None
+        drained, over = self._lanes.settle(claim, jobs, gen == self._wake_gen)
+        if over and not self._overshoot_warned:
+            # Still never more running than a lane's slots: the extra jobs wait in its buffer
+            # (leases renewed) until a slot frees.
+            self._overshoot_warned = True
+            log.warning("worker %s: the backend returned %s (queue_limits not honoured); "
+                        "holding the extra ones until slots free", self.id, over)  # fmt: skip
+        if drained:
+            if self._want_claim:
+                self._want_claim = False  # a lane waits for work: listen for wake-ups
+                if self._listener is not None:
+                    self._listener.idle(True)
+            if next_due is not None:
+                due = self._next_due
+                self._next_due = next_due if due is None else min(due, next_due)
+        for job in jobs:
+            self._spawn(job)
+
     async def _idle_wait(self) -> None:
         timeout = None if self._rounds else self.poll_interval
         if self._next_due is not None and timeout is not None:
@@ -281,6 +353,8 @@ class Worker:
                 await self._wake.wait()
         except TimeoutError:
             self._want_claim = True
+            if self._lanes is not None:
+                self._lanes.want_all()
             self._next_due = None
 
     def _report_lost(self, lost: list[str]) -> None:
@@ -304,7 +378,10 @@ class Worker:
         if job.lease < self.min_lease:
             self.min_lease = job.lease
             self._services.check_leases_soon()  # renew before this shorter lease runs out
-        if len(self.running) - len(self._buffer) <= self.concurrency and not self._stopping:
+        if self._lanes is not None:
+            if self._lanes.admit(r, not self._stopping):
+                r.task = self._loop.create_task(self._execute(r))
+        elif len(self.running) - len(self._buffer) <= self.concurrency and not self._stopping:
             r.task = self._loop.create_task(self._execute(r))
         else:
             self._buffer.append(r)
@@ -316,6 +393,11 @@ class Worker:
             r = buf.popleft()
             if not r.lost:
                 r.task = self._loop.create_task(self._execute(r))
+
+    def _lane_done(self, r: _Running) -> None:
+        assert self._loop is not None and self._lanes is not None
+        for nxt in self._lanes.done(r, self._stopping):
+            nxt.task = self._loop.create_task(self._execute(nxt))
 
     async def _execute(self, r: _Running) -> None:
         job = r.job
@@ -347,7 +429,9 @@ class Worker:
         if r.lost or r.released:
             return self._forget(r)
         del self.running[job.id]
-        if self._buffer:
+        if self._lanes is not None:
+            self._lane_done(r)
+        elif self._buffer:
             self._start_buffered()
         self.processed += 1
         self._acks.append(outcome)
@@ -359,7 +443,9 @@ class Worker:
 
     def _forget(self, r: _Running) -> None:
         self.running.pop(r.job.id, None)
-        if self._buffer:
+        if self._lanes is not None:
+            self._lane_done(r)
+        elif self._buffer:
             self._start_buffered()
         self._wake.set()
 
@@ -372,7 +458,10 @@ class Worker:
             r.lost = True
             r.ctx._set_cancelled()
             if r.task is None:  # still in the prefetch buffer: never started
-                self._buffer.remove(r)
+                if self._lanes is not None:
+                    self._lanes.drop(r)
+                else:
+                    self._buffer.remove(r)
                 del self.running[job_id]
                 self._wake.set()
                 continue

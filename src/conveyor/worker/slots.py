@@ -1,0 +1,208 @@
+"""Per-queue worker slots: queues with capacity of their own beside the shared pool.
+
+``app.worker(queues={"critical": 5, "low": 1, "default": None})`` runs at most 5 ``critical``
+and 1 ``low`` job at once, each on slots no other queue can take, and ``default`` (``None``) on
+the shared pool of ``concurrency`` slots. A flood of ``low`` jobs therefore never holds up
+``critical`` ones. ``queues=["a", "b"]`` (a list) keeps every queue on the shared pool: that is the
+worker's fast path and does not use this module at all.
+
+Each group of slots is a `Lane`: one per dedicated queue, plus one for the shared queues. A lane
+counts its jobs in three states: *running* (a task started), *buffered* (claimed, waiting for a
+slot of this lane) and *reserved* (asked for by a claim still in flight). `Lanes.plan` asks, per
+round, for each lane's free slots only, through `ClaimParams.queue_limits`, so a queue with no
+free slot is never claimed from.
+
+Prefetch: only the shared lane prefetches (``prefetch`` beyond ``concurrency``). A dedicated
+lane claims no more than its free slots: dedicated slots are few and exist for latency, and a
+job prefetched behind a busy slot of this worker is one another worker with a free slot cannot
+start.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..backends.base import ClaimParams
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..job import Job
+    from .runtime import _Running
+
+QueueSpec = Sequence[str] | Mapping[str, int | None]
+"""What ``Worker(queues=...)`` takes: names (shared pool), or name -> dedicated slots / None."""
+
+
+def parse_queue_spec(queues: QueueSpec) -> tuple[list[str], dict[str, int]]:
+    """Split ``queues`` into the queue names (in the given order) and the dedicated slots of
+    the queues that have them. Raises `ConfigurationError` naming the queue at fault."""
+    if isinstance(queues, str):
+        raise ConfigurationError(
+            f"queues must be a list of queue names or a dict of queue -> slots, not the string "
+            f"{queues!r} (did you mean [{queues!r}]?)"
+        )
+    if not isinstance(queues, Mapping):
+        return list(queues), {}
+    slots: dict[str, int] = {}
+    for queue, n in queues.items():
+        if not isinstance(queue, str):
+            raise ConfigurationError(f"queue names must be strings, got {queue!r}")
+        if n is None:
+            continue
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigurationError(
+                f"queue {queue!r}: slots must be an integer >= 1 (or None for the shared "
+                f"concurrency pool), got {n!r}"
+            )
+        slots[queue] = n
+    return list(queues), slots
+
+
+class Lane:
+    """The slots of one dedicated queue, or of every shared queue (the shared pool)."""
+
+    __slots__ = ("buffer", "prefetch", "queues", "reserved", "running", "slots", "want")
+
+    def __init__(self, queues: list[str], slots: int, prefetch: int) -> None:
+        self.queues = queues
+        self.slots = slots
+        self.prefetch = prefetch
+        self.running = 0  # jobs whose task was started and has not ended
+        self.buffer: deque[_Running] = deque()  # claimed, waiting for a slot of this lane
+        self.reserved = 0  # asked for by claims still in flight
+        self.want = True  # False once a claim found its queues drained, until a wake-up/poll
+
+    def free(self) -> int:
+        return self.slots + self.prefetch - self.running - len(self.buffer) - self.reserved
+
+    def __repr__(self) -> str:
+        return (f"<Lane {','.join(self.queues)} slots={self.slots} running={self.running} "
+                f"buffered={len(self.buffer)} reserved={self.reserved}>")  # fmt: skip
+
+
+@dataclass(slots=True)
+class Claim:
+    """One backend claim of a round and the slots it reserved, per lane."""
+
+    params: ClaimParams
+    grants: list[tuple[Lane, int]] = field(default_factory=list)
+    held: bool = True
+
+    def release(self) -> None:
+        """The claim returned (or failed): its reservations end (returned jobs occupy slots).
+        Idempotent."""
+        if self.held:
+            self.held = False
+            for lane, n in self.grants:
+                lane.reserved -= n
+
+
+class Lanes:
+    """Every lane of one worker, by queue, and the plan of each claim round."""
+
+    def __init__(
+        self, queues: list[str], slots: dict[str, int], concurrency: int, prefetch: int
+    ) -> None:
+        self.order = queues
+        self.by_queue: dict[str, Lane] = {}
+        self.dedicated = [Lane([q], n, 0) for q, n in slots.items()]
+        for lane in self.dedicated:
+            self.by_queue[lane.queues[0]] = lane
+        shared = [q for q in queues if q not in slots]
+        self.shared: Lane | None = None
+        self.all = list(self.dedicated)
+        if shared:
+            self.shared = pool = Lane(shared, concurrency, prefetch)
+            self.all.append(pool)
+            for q in shared:
+                self.by_queue[q] = pool
+        self.capacity = sum(slots.values()) + (concurrency if shared else 0)
+
+    def want_all(self) -> None:
+        for lane in self.all:
+            lane.want = True
+
+    def plan(self, worker: str) -> list[Claim]:
+        """The claims of one round, for lanes that want work and have free slots, with their
+        slots reserved. Dedicated queues go in one claim capped per queue by ``queue_limits``;
+        the shared queues join it (capped at the pool's free slots) when there is just one of
+        them, and otherwise get a claim of their own, since ``queue_limits`` caps queues one by
+        one and cannot cap the pool as a whole."""
+        caps: dict[str, int] = {}
+        for lane in self.dedicated:
+            if lane.want and (free := lane.free()) > 0:
+                caps[lane.queues[0]] = free
+        shared = self.shared
+        pool = shared.free() if shared is not None and shared.want else 0
+        if pool > 0 and shared is not None and len(shared.queues) == 1:
+            caps[shared.queues[0]] = pool
+            pool = 0
+        claims: list[Claim] = []
+        if caps:
+            queues = [q for q in self.order if q in caps]
+            params = ClaimParams(queues, sum(caps.values()), worker, caps)
+            claims.append(Claim(params, [(self.by_queue[q], caps[q]) for q in queues]))
+        if pool > 0 and shared is not None:
+            claims.append(Claim(ClaimParams(shared.queues, pool, worker), [(shared, pool)]))
+        for claim in claims:
+            for lane, n in claim.grants:
+                lane.reserved += n
+        return claims
+
+    # -- accounting of returned claims and running jobs ----------------------------------------
+
+    def settle(self, claim: Claim, jobs: Sequence[Job], conclude: bool) -> tuple[bool, str]:
+        """A claim returned ``jobs``: end its reservations and, when ``conclude`` (no wake-up
+        arrived since it began), mark each lane that got less than its share as drained.
+
+        Returns whether a lane drained, and a description of a lane that got more jobs than
+        asked ("" if none: a backend that honours ``queue_limits`` never does that).
+        """
+        claim.release()
+        got: dict[Lane, int] = {}
+        for job in jobs:
+            lane = self.by_queue[job.queue]
+            got[lane] = got.get(lane, 0) + 1
+        # Fewer jobs than asked in all: a lane that got less than its share has nothing more
+        # ready for now. If the total was met, a lane's shortfall means another lane got more
+        # than asked (queue_limits ignored): claim again rather than conclude.
+        conclude = conclude and len(jobs) < claim.params.limit
+        drained, over = False, ""
+        for lane, asked in claim.grants:
+            n = got.get(lane, 0)
+            if n > asked:
+                over = f"{n} jobs of {','.join(lane.queues)} for {asked} free slots"
+            elif n < asked and conclude:
+                lane.want = False
+                drained = True
+        return drained, over
+
+    def admit(self, r: _Running, start: bool) -> bool:
+        """A claimed job: True if it may start now (it takes a slot of its lane), else it waits
+        in the lane's buffer."""
+        lane = self.by_queue[r.job.queue]
+        if start and lane.running < lane.slots:
+            lane.running += 1
+            return True
+        lane.buffer.append(r)
+        return False
+
+    def done(self, r: _Running, stopping: bool) -> list[_Running]:
+        """A started job ended: its slot frees; returns the buffered jobs that take it now."""
+        lane = self.by_queue[r.job.queue]
+        lane.running -= 1
+        out: list[_Running] = []
+        buf = lane.buffer
+        while buf and not stopping and lane.running < lane.slots:
+            nxt = buf.popleft()
+            if not nxt.lost:
+                lane.running += 1
+                out.append(nxt)
+        return out
+
+    def drop(self, r: _Running) -> None:
+        """A buffered (never started) job was lost."""
+        self.by_queue[r.job.queue].buffer.remove(r)
