@@ -37,7 +37,7 @@ from .limits import Concurrency, RateLimit, as_concurrency, as_rate_limits, flow
 from .retry import Backoff
 from .serializers import dumps
 from .sync import SyncFacade
-from .task import Task, make_options
+from .task import AnyPayload, Task, make_options
 
 if TYPE_CHECKING:
     from .worker.runtime import Worker
@@ -144,13 +144,38 @@ class Conveyor:
             kill_grace=kill_grace, memory_limit=memory_limit, cpu_limit=cpu_limit,
         )  # fmt: skip
 
+        timeout = options.get("timeout")
+
         async def run(ctx: Any, payload: dict[str, Any]) -> Any:
-            return await run_command(spec, ctx, payload)
+            if timeout is None or ctx.job.timeout is not None:
+                return await run_command(spec, ctx, payload)
+            # A job enqueued without this definition (``conveyor enqueue`` without --app)
+            # carries no timeout: the worker's definition still bounds it.
+            from .worker.executor import JobTimeout
+
+            try:
+                async with asyncio.timeout(timeout):
+                    return await run_command(spec, ctx, payload)
+            except TimeoutError:
+                raise JobTimeout(f"timed out after {timeout:g}s") from None
 
         run.__name__ = name
         t = self.task(name=name, **options)(run)
         t.spec = CommandPayload(name, spec)  # type: ignore[assignment]
         t.command = spec  # type: ignore[attr-defined]
+        return t
+
+    def declare(self, name: str, *, queue: str = "default", **options: Any) -> Task:
+        """Declare a task defined elsewhere (another program, another language, or a worker
+        started with ``--command``) so this app can enqueue it: any JSON object is accepted
+        as its payload. Running it here fails: the worker that runs it needs the definition."""
+
+        async def undefined(ctx: Any, payload: dict[str, Any]) -> Any:
+            raise LookupError(f"task {name!r} is only declared in this process, not defined")
+
+        undefined.__name__ = name
+        t = self.task(name=name, queue=queue, **options)(undefined)
+        t.spec = AnyPayload(name)  # type: ignore[assignment]
         return t
 
     def queue(

@@ -277,7 +277,21 @@ def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> 
 
 
 @main.command()
-@click.argument("app_spec", metavar="APP")
+@click.argument("app_spec", metavar="[APP]", required=False)
+@click.option("--command", "commands", multiple=True, metavar="NAME='CMD'",
+              help="Also run the program CMD as task NAME (repeatable; APP is then optional): "
+                   "the payload goes to its stdin as JSON and fills {field} placeholders, "
+                   "'PROGRESS: n msg' lines are progress, a JSON last line is the result. "
+                   "CMD is split like a shell would, but no shell runs.")  # fmt: skip
+@click.option("--command-queue", default="default", show_default=True, metavar="Q",
+              help="Queue of the --command tasks.")  # fmt: skip
+@click.option("--command-timeout", type=SECONDS, default=None, metavar="SECONDS",
+              help="Kill a --command job's process group after this long.")  # fmt: skip
+@click.option("--command-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Retries of a failed --command job.")  # fmt: skip
+@click.option("--command-env", multiple=True, metavar="VAR",
+              help="Pass VAR to --command programs too (beyond PATH, HOME, LANG, LC_ALL, TZ, "
+                   "TMPDIR); repeatable. Nothing else of the worker's environment reaches them.")  # fmt: skip
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=10, show_default=True,
               help="Jobs run at once on the shared pool (queues given Q:N slots in --queues "
                    "have those on top).")  # fmt: skip
@@ -292,9 +306,11 @@ def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> 
 @click.option("--name", default=None, help="Worker id [default: host-pid-random].")
 @click.option("--log-level", type=LOG_LEVELS, default=None, help="Overrides the global one.")
 @click.pass_context
-def worker(ctx: click.Context, app_spec: str, concurrency: int, queues: str | None,
+def worker(ctx: click.Context, app_spec: str | None, commands: tuple[str, ...],
+           command_queue: str, command_timeout: float | None, command_retries: int,
+           command_env: tuple[str, ...], concurrency: int, queues: str | None,
            shutdown_grace: float, name: str | None, log_level: str | None) -> None:  # fmt: skip
-    """Run a worker for APP (module:attribute) until SIGTERM/SIGINT.
+    """Run a worker for APP (module:attribute) and/or --command programs until SIGTERM/SIGINT.
 
     The first signal stops claiming, lets active jobs finish within --shutdown-grace and returns
     the rest to the queue (no attempt charged), then exits 0. A second signal skips the grace.
@@ -302,7 +318,14 @@ def worker(ctx: click.Context, app_spec: str, concurrency: int, queues: str | No
     if log_level:
         logging.getLogger().setLevel(log_level.upper())
     spec = None if queues is None else parse_queues(queues)
-    app = _app_with_url(app_spec, ctx.obj["cli_url"])
+    app_spec = app_spec or ctx.obj["app_spec"]
+    if not app_spec and not commands:
+        raise CliError(
+            "worker needs APP (module:attribute, e.g. myapp:app) or --command NAME='CMD'"
+        )
+    app = _app_with_url(app_spec, ctx.obj["cli_url"]) if app_spec else Conveyor(ctx.obj["url"])
+    for text in commands:
+        _add_command(app, text, command_queue, command_timeout, command_retries, command_env)
     if spec is not None:
         _check_queues(spec, app)
     _run(app, lambda a: _serve(a, concurrency, spec, shutdown_grace, name))
@@ -316,6 +339,25 @@ def worker(ctx: click.Context, app_spec: str, concurrency: int, queues: str | No
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _add_command(app: Conveyor, text: str, queue: str, timeout: float | None, retries: int,
+                 env: tuple[str, ...]) -> None:  # fmt: skip
+    from .command import DEFAULT_ENV
+
+    task, sep, command = text.partition("=")
+    task, command = task.strip(), command.strip()
+    if not sep or not task or not command:
+        raise CliError(
+            f"--command {text!r}: use NAME='program args', e.g. ingest='python ingest.py'"
+        )
+    if task in app.tasks:
+        raise CliError(f"--command {task!r}: the app already has a task of that name")
+    try:
+        app.command(task, command, queue=queue, timeout=timeout, retries=retries,
+                    env=(*DEFAULT_ENV, *env))  # fmt: skip
+    except ConveyorError as exc:
+        raise CliError(f"--command {task!r}: {exc}") from None
 
 
 async def _serve(app: Conveyor, concurrency: int, queues: list[str] | dict[str, int | None] | None,
@@ -369,17 +411,24 @@ async def _serve(app: Conveyor, concurrency: int, queues: list[str] | dict[str, 
               help="A second enqueue with the same key returns the first job.")  # fmt: skip
 @click.option("--tenant", default=None)
 @click.option("--max-attempts", type=int, default=None, help="Overrides the task's retries + 1.")
+@click.option("--queue", default=None, metavar="Q",
+              help="Without --app: the queue of TASK [default: default].")  # fmt: skip
 @_target
 @json_option
 @click.pass_context
 def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
             delay: float | None, idempotency_key: str | None, tenant: str | None,
-            max_attempts: int | None, url: str | None, app_spec: str | None,
+            max_attempts: int | None, queue: str | None, url: str | None, app_spec: str | None,
             as_json: bool) -> None:  # fmt: skip
-    """Enqueue a job for TASK and print its id. Needs --app to validate the payload."""
-    if not (app_spec or ctx.obj["app_spec"]):
-        raise CliError("enqueue needs your app to validate the payload: pass --app "
-                       "module:attribute (e.g. --app myapp:app) or set CONVEYOR_APP")  # fmt: skip
+    """Enqueue a job for TASK and print its id.
+
+    With --app the payload is validated against the task. Without it (a task defined elsewhere,
+    e.g. a worker's --command) any JSON object is sent to --queue as is.
+    """
+    declared = not (app_spec or ctx.obj["app_spec"])
+    if not declared and queue is not None:
+        raise CliError("--queue is only for tasks not in the app (without --app): the app's "
+                       "task says which queue it uses")  # fmt: skip
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -393,6 +442,11 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
             pass  # a name: validated by the app
 
     async def go(app: Conveyor) -> None:
+        if declared:
+            try:
+                app.declare(task, queue=queue or "default")
+            except ConveyorError as exc:
+                raise CliError(str(exc)) from None
         job = await app.enqueue(task, data, priority=prio, delay=delay,
                                 idempotency_key=idempotency_key, tenant=tenant,
                                 max_attempts=max_attempts)  # fmt: skip

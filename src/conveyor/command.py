@@ -39,6 +39,7 @@ import orjson
 
 from .errors import ConfigurationError, Permanent, ValidationError
 from .supervise import SOURCE
+from .task import AnyPayload
 
 if TYPE_CHECKING:
     from .worker.context import Context
@@ -156,26 +157,16 @@ def _arg_value(name: str, value: Any, shell: bool) -> str:
     return shlex.quote(text) if shell else text
 
 
-class CommandPayload:
+class CommandPayload(AnyPayload):
     """Payload validation for a command task: any JSON object holding the placeholders' fields."""
 
-    wants_ctx = True
-    native = True
-
     def __init__(self, name: str, spec: CommandSpec) -> None:
-        self._name = name
+        super().__init__(name)
         self._spec = spec
         self._fields = sorted(spec.fields())
 
     def validate(self, payload: Any) -> dict[str, Any]:
-        if payload is None:
-            payload = {}
-        if not isinstance(payload, dict):
-            raise ValidationError(
-                f"payload of command task {self._name!r} must be a JSON object, got "
-                f"{type(payload).__name__}",
-                field="payload",
-            )
+        payload = super().validate(payload)
         for f in self._fields:
             if f not in payload:
                 raise ValidationError(
@@ -189,9 +180,6 @@ class CommandPayload:
         except TypeError as exc:
             raise ValidationError(f"payload is not JSON: {exc}", field="payload") from None
         return payload
-
-    def to_kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"payload": payload}
 
 
 class _Tail:

@@ -170,6 +170,30 @@ class PayloadSpec:
         return {name: getattr(validated, name) for name in self.field_names}
 
 
+class AnyPayload:
+    """The payload rule of a task defined elsewhere: any JSON object."""
+
+    wants_ctx = True
+    native = True
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def validate(self, payload: Any) -> dict[str, Any]:
+        if payload is None:
+            return {}
+        if not isinstance(payload, dict):
+            raise ValidationError(
+                f"payload of task {self._name!r} must be a JSON object, got "
+                f"{type(payload).__name__}",
+                field="payload",
+            )
+        return payload
+
+    def to_kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"payload": payload}
+
+
 def _fast_ok(payload: dict[str, Any], names: list[str]) -> bool:
     return all(k in names for k in payload)
 

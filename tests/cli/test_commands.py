@@ -79,8 +79,12 @@ def test_bad_enqueue_input_is_one_clear_line_and_stores_nothing(
 def test_configuration_mistakes_are_clear_errors(cli: Cli) -> None:
     bad_url = {"CONVEYOR_URL": "nope://"}
     cases = [
-        # enqueue without an app to validate the payload
-        (cli("enqueue", "enrich", "--payload", "{}", check=False), "--app", "CONVEYOR_APP"),
+        # --queue is for tasks the app does not define
+        (
+            cli("--app", "cliapp:app", "enqueue", "enrich", "--queue", "x", check=False),
+            "--queue",
+            "without --app",
+        ),
         # a malformed URL: given to a command, or read by the app module from $CONVEYOR_URL
         (cli("--url", "bogus://x", "list", check=False), "malformed backend URL", "bogus"),
         (
