@@ -101,12 +101,18 @@ class RedisListener:
 
     async def close(self) -> None:
         self._closing = True  # redis-py may turn our cancel() into a ConnectionError
-        for t in self._tasks:
+        # Unblock each BZPOPMIN with a poke so its loop sees the flag and ends by itself: a
+        # cancel() that lands inside redis-py's blocked read is sometimes lost, and the loop
+        # would sit out the rest of BLOCK_SECONDS.
+        await self._poke()
+        _, pending = await asyncio.wait(self._tasks, timeout=1.0)
+        for t in pending:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for c in self._clients:
+        for c in self._clients:  # a dropped connection ends a read the cancel did not reach
             with contextlib.suppress(Exception):
                 await c.aclose()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(Exception):
             client = self._backend._client()
             for q in self._queues():
