@@ -347,7 +347,7 @@ class Worker:
     async def _idle_wait(self) -> None:
         timeout = None if self._rounds else self.poll_interval
         if self._next_due is not None and timeout is not None:
-            timeout = min(timeout, max(0.0, self._next_due - self.app.backend.now()) + 0.001)
+            timeout = min(timeout, max(0.0, self._next_due - self.app.backend.now()))
         try:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
