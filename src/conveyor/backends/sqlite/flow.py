@@ -227,14 +227,16 @@ class Gates:
         # One statement over a JSON array each (parsed in C, cheaper than executemany); a
         # claim changes only `tat` of rate gates, the common case, so those write one column.
         rates = [(g.queue, g.name, g.tat) for g in dirty if g.spec["k"] == "rate"]
+        concs = [(g.queue, g.name, g.active) for g in dirty if g.spec["k"] == "conc"]
         others = [(g.queue, g.name, g.tat, g.active, g.state, g.fails, g.until, g.probe,
-                   g.wstart, g.wcalls, g.wfails) for g in dirty if g.spec["k"] != "rate"]  # fmt: skip
-        if rates:
-            self.conn.execute(
-                "UPDATE gates SET tat = v.value ->> 2 FROM json_each(?) AS v "
-                "WHERE gates.queue = v.value ->> 0 AND gates.name = v.value ->> 1",
-                (orjson.dumps(rates).decode(),),
-            )
+                   g.wstart, g.wcalls, g.wfails) for g in dirty if g.spec["k"] == "breaker"]  # fmt: skip
+        for column, rows in (("tat", rates), ("active", concs)):
+            if rows:
+                self.conn.execute(
+                    f"UPDATE gates SET {column} = v.value ->> 2 FROM json_each(?) AS v "
+                    "WHERE gates.queue = v.value ->> 0 AND gates.name = v.value ->> 1",
+                    (orjson.dumps(rows).decode(),),
+                )
         if others:
             self.conn.execute(
                 "UPDATE gates SET tat = v.value ->> 2, active = v.value ->> 3, "
