@@ -40,9 +40,8 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
-from . import flow as fl
+from . import gates, ops
 from . import maintenance as m
-from . import ops
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
@@ -329,7 +328,7 @@ class SqliteBackend:
         return n
 
     async def reserve_rate(self, name: str, interval: float, burst: int) -> float:
-        wait: float = await self._run(fl.reserve_rate, name, interval, burst)
+        wait: float = await self._run(gates.reserve_rate, name, interval, burst)
         return wait
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:

@@ -21,7 +21,7 @@ from ..base import (
     Retention,
     WorkerInfo,
 )
-from .flow import describe_gates
+from .gates import describe_gates
 from .ops import JOB_COLS, RATE_BUCKET, bump, row_to_job
 
 DELETE_CHUNK = 5000
