@@ -67,6 +67,12 @@ def make_app(url: str, tasks: Iterable[str] | None = None) -> Conveyor:
     async def noop(ctx: Context) -> None:
         record("run", ctx.job.id)
 
+    async def brief(ctx: Context, seconds: float) -> None:
+        """Runs, then holds its slot a moment: one worker cannot drain a batch alone before
+        another wakes up, even on a loaded machine."""
+        record("run", ctx.job.id)
+        await asyncio.sleep(seconds)
+
     async def churn(ctx: Context) -> None:
         record("start", ctx.job.id)
         record("end", ctx.job.id)
@@ -74,5 +80,6 @@ def make_app(url: str, tasks: Iterable[str] | None = None) -> Conveyor:
     register(slow, lease=1.0, retries=3)
     register(sleeper)
     register(noop)
+    register(brief)
     register(churn, lease=2.0)
     return app

@@ -27,8 +27,8 @@ async def test_two_workers_complete_2000_jobs_exactly_once(
     # Given two idle worker processes with 20 slots each
     n = 2000
     procs = [await workers.start_ready(concurrency=20) for _ in range(2)]
-    # When 2,000 jobs are enqueued at once
-    batch = await producer.enqueue_many([("noop", {})] * n)
+    # When 2,000 jobs of 5 ms are enqueued at once (one worker alone would need > 0.4 s)
+    batch = await producer.enqueue_many([("brief", {"seconds": 0.005})] * n)
 
     async def all_done() -> bool:
         return await completed_count(producer) == n

@@ -12,6 +12,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -137,7 +138,7 @@ class SqliteBackend:
                 f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
                 "not a conveyor database"
             )
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._journal_wal(conn)
         if str(mode).lower() != "wal":
             raise BackendCorrupt(f"SQLite file {self.path} cannot use WAL (journal_mode={mode})")
         conn.execute(f"PRAGMA synchronous = {self._opts['synchronous']}")
@@ -163,6 +164,21 @@ class SqliteBackend:
                 f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
                 f"this version needs {SCHEMA_VERSION!r}"
             )
+
+    def _journal_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch to WAL. While another process creates the schema this pragma can fail with
+        "database is locked" without waiting (it does not go through the busy handler), so
+        retry within the busy timeout."""
+        deadline = time.monotonic() + self._opts["busy_timeout"]
+        delay = 0.005
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _migrate_1_to_2(self, conn: sqlite3.Connection) -> None:
         """Schema 2 adds flow control: jobs.flow, the gates and flows tables, and a ready index
