@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from ..base import NewJob
-from .gates import SETTLED, UNLIMITED, Gates, gate_names, task_of
+from .gates import SETTLED, UNLIMITED, GateRow, Gates, gate_names, task_of
 
 SCORE_SHIFT = 1 << 40  # score = (100 - priority) * 2^40 + seq, as in the Redis ready sets
 INF = float("inf")
@@ -86,14 +86,46 @@ def store_gates(conn: sqlite3.Connection, jobs: Iterable[NewJob]) -> None:
     )
     # A changed rule (a raised cap, say) may admit flows waiting on the old one.
     conn.executemany("UPDATE flows SET wait_gate = NULL WHERE queue = ? AND wait_gate = ?", changed)
+    conn.executemany("UPDATE gates SET waiters = 0 WHERE queue = ? AND name = ?", changed)
     conn.executemany("INSERT OR IGNORE INTO flows (queue, flow) VALUES (?, ?)", sorted(flows))
 
 
-def refresh_heads(conn: sqlite3.Connection, pairs: Iterable[tuple[str, str | None]]) -> None:
-    """Recompute the head of flows whose ready jobs changed (``flow`` None entries are skipped)."""
+def refresh_heads(
+    conn: sqlite3.Connection, pairs: Iterable[tuple[str, str | None]], *, claimed: bool = False
+) -> None:
+    """Recompute the head of flows whose ready jobs changed (``flow`` None entries are skipped).
+
+    A waiting flow that got a ready job while its gate has room (freed slots are handed to the
+    best waiters of that moment, see `unwait`) becomes claimable now: its new job may come
+    before the flows that were handed the room. ``claimed``: the flows were just claimed from,
+    so none of them waits.
+    """
     keys = sorted({(q, f) for q, f in pairs if f is not None})
-    if keys:
-        conn.execute(_HEAD, (orjson.dumps(keys).decode(),))
+    if not keys:
+        return
+    text = orjson.dumps(keys).decode()
+    conn.execute(_HEAD, (text,))
+    if claimed:
+        return
+    waiting = conn.execute(
+        "SELECT queue, flow, wait_gate FROM flows WHERE (queue, flow) IN "
+        "(SELECT value ->> 0, value ->> 1 FROM json_each(?)) AND wait_gate IS NOT NULL "
+        "AND head IS NOT NULL",
+        (text,),
+    ).fetchall()
+    if not waiting:
+        return
+    gates = Gates(conn)
+    gates.load({(q, g) for q, _, g in waiting})
+    for q, flow, name in waiting:
+        g = gates.rows.get((q, name))
+        if g is not None and g.spec["k"] == "conc" and g.room():
+            conn.execute(
+                "UPDATE flows SET wait_gate = NULL WHERE queue = ? AND flow = ?", (q, flow)
+            )
+            g.waiters = max(0, g.waiters - 1)
+            g.dirty = True
+    gates.save()
 
 
 # -- jobs leaving `active` ----------------------------------------------------------------------
@@ -112,22 +144,25 @@ def settle(
     gates = Gates(conn)
     gates.load({(q, n) for q, names, _ in jobs for n in names})
     events: list[tuple[Any, ...]] = []
-    freed: set[tuple[str, str]] = set()
+    touched: set[tuple[str, str]] = set()
     for queue, names, outcome in jobs:
         for name in names:
             g = gates.rows.get((queue, name))
             if g is None:
                 continue
-            was_full = g.spec["k"] == "conc" and g.active >= int(g.spec["n"])
             ev = g.settle(outcome, now)
-            if was_full or g.spec["k"] == "breaker":
-                freed.add((queue, name))
+            touched.add((queue, name))
             if ev is not None:
                 data = {"gate": name, "failures": g.fails}
                 if ev == "breaker_opened":
                     data["open_until"] = g.until
                 events.append((ev, None, queue, task_of(name), None, now,
                                orjson.dumps(data).decode()))  # fmt: skip
+    woke = False
+    for queue, name in touched:
+        g = gates.rows[(queue, name)]
+        if g is not None and g.waiters > 0 and g.frees_waiters():
+            woke = unwait(conn, g, g.room()) > 0 or woke
     gates.save()
     if events:
         conn.executemany(
@@ -135,15 +170,38 @@ def settle(
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             events,
         )
-    woke = False
-    for queue, name in freed:  # only gates that were full (or breakers) can have waiters
-        g = gates.rows[(queue, name)]
-        if g is not None and g.frees_waiters():
-            n = conn.execute(
-                "UPDATE flows SET wait_gate = NULL WHERE queue = ? AND wait_gate = ?", (queue, name)
-            ).rowcount
-            woke = woke or n > 0
     return woke
+
+
+def unwait(conn: sqlite3.Connection, g: GateRow, n: int | None) -> int:
+    """Make the ``n`` best flows waiting on gate ``g`` claimable again (all when None), and
+    any that have no ready job (they cost nothing; a job enqueued later must not find them
+    waiting on a gate with room). Keeps ``g.waiters`` in step; returns how many.
+
+    A freed concurrency slot admits as many waiting flows as it has room for, not all of them:
+    under a saturated shared cap with thousands of keyed flows, admitting all would make every
+    claim set them aside again. A flow admitted but refused by another of its gates hands its
+    turn to the next waiter (`FlowClaim._allowance`), so free room never sits idle.
+    """
+    if n is None:
+        count = conn.execute(
+            "UPDATE flows SET wait_gate = NULL WHERE queue = ? AND wait_gate = ?", (g.queue, g.name)
+        ).rowcount
+    else:
+        count = conn.execute(
+            "UPDATE flows SET wait_gate = NULL WHERE queue = ? AND wait_gate = ? AND head IS NULL",
+            (g.queue, g.name),
+        ).rowcount
+        if n > 0:
+            count += conn.execute(
+                "UPDATE flows SET wait_gate = NULL WHERE (queue, flow) IN (SELECT queue, flow "
+                "FROM flows WHERE queue = ? AND wait_gate = ? AND head IS NOT NULL "
+                "ORDER BY head LIMIT ?)",
+                (g.queue, g.name, n),
+            ).rowcount
+    g.waiters = 0 if n is None else max(0, g.waiters - count)
+    g.dirty = True
+    return count
 
 
 # -- claim side ---------------------------------------------------------------------------------
@@ -206,6 +264,7 @@ class FlowClaim:
         self.claim_sql = _CLAIM_SEQS  # ops passes its own with RETURNING <job columns>
         self.truncated = False  # stopped early (MAX_REFUSED): more may be claimable now
         self.refused = 0
+        self.replaced = False  # this pass admitted a waiter in a refused flow's place
 
     def run(self, unlimited: list[tuple[int, int, str]]) -> tuple[list[int], list[Any]]:
         """``unlimited``: candidates (score, seq, queue) in order, not yet claimed. Returns the
@@ -217,9 +276,12 @@ class FlowClaim:
             listed, bound = self._listed()
             if not listed:
                 break
+            self.replaced = False
             flows = self._admit(listed)
-            if not flows:
-                continue  # every listed flow was set aside: list again
+            if not flows or self.replaced:
+                # Every listed flow was set aside, or a refused one handed its turn to a waiter
+                # that may come first: list again before taking anything.
+                continue
             cands: list[tuple[int, int, str, str | None]] = [
                 (head, head % SCORE_SHIFT, q, flow) for head, q, flow in flows
             ]
@@ -348,7 +410,7 @@ class FlowClaim:
                 g = self.gates.get(q, name)
                 if g is not None:
                     g.charge(len(ss), self.now)
-        refresh_heads(self.conn, [(q, flow) for flow, (q, _) in taken.items()])
+        refresh_heads(self.conn, [(q, flow) for flow, (q, _) in taken.items()], claimed=True)
         return rows
 
     def _flow_budget(self, queue: str, flow: str) -> int:
@@ -385,6 +447,15 @@ class FlowClaim:
             return allowed
         if until is None and wait is None:  # drained by other flows in this pass: retry later
             until = self.now
+        for name in gate_names(flow):  # hand this flow's turn at gates with room to a waiter
+            g = self.gates.rows.get((queue, name))
+            if g is not None and g.waiters > 0 and self.budget.get((queue, name), 0) > 0:
+                self.replaced = unwait(self.conn, g, 1) > 0 or self.replaced
+        if wait is not None:
+            w = self.gates.rows.get((queue, wait))
+            if w is not None:
+                w.waiters += 1
+                w.dirty = True
         self.conn.execute(
             "UPDATE flows SET blocked_until = ?, wait_gate = ? WHERE queue = ? AND flow = ?",
             (until, wait, queue, flow),

@@ -39,12 +39,12 @@ class GateRow:
     """A gate's rule and state, loaded once per transaction step and written back if changed."""
 
     __slots__ = ("active", "dirty", "fails", "name", "probe", "queue", "refusal", "spec", "state",
-                 "tat", "until", "wcalls", "wfails", "wstart")  # fmt: skip
+                 "tat", "until", "waiters", "wcalls", "wfails", "wstart")  # fmt: skip
 
     def __init__(self, queue: str, row: Sequence[Any]) -> None:
         self.queue = queue
         (self.name, spec, self.tat, self.active, self.state, self.fails, self.until, self.probe,
-         self.wstart, self.wcalls, self.wfails) = row  # fmt: skip
+         self.wstart, self.wcalls, self.wfails, self.waiters) = row  # fmt: skip
         self.spec: dict[str, Any] = _spec(spec)
         self.dirty = False
         self.refusal: tuple[float | None, bool] = (None, False)
@@ -124,6 +124,13 @@ class GateRow:
             return "breaker_opened"
         return None
 
+    def room(self) -> int | None:
+        """How many waiting flows a settle should admit: free slots of a concurrency gate, or
+        None (all) for a breaker, whose state change concerns every waiter."""
+        if self.spec["k"] == "conc":
+            return max(0, int(self.spec["n"]) - self.active)
+        return None
+
     def frees_waiters(self) -> bool:
         kind = self.spec["k"]
         if kind == "conc":
@@ -148,7 +155,7 @@ class GateRow:
         return out
 
 
-_GATE_COLS = "name, spec, tat, active, state, fails, until, probe, wstart, wcalls, wfails"
+_GATE_COLS = "name, spec, tat, active, state, fails, until, probe, wstart, wcalls, wfails, waiters"
 
 
 class Gates:
@@ -188,22 +195,29 @@ class Gates:
         # One statement over a JSON array each (parsed in C, cheaper than executemany); a
         # claim changes only `tat` of rate gates, the common case, so those write one column.
         rates = [(g.queue, g.name, g.tat) for g in dirty if g.spec["k"] == "rate"]
-        concs = [(g.queue, g.name, g.active) for g in dirty if g.spec["k"] == "conc"]
+        concs = [(g.queue, g.name, g.active, g.waiters) for g in dirty if g.spec["k"] == "conc"]
         others = [(g.queue, g.name, g.tat, g.active, g.state, g.fails, g.until, g.probe,
-                   g.wstart, g.wcalls, g.wfails) for g in dirty if g.spec["k"] == "breaker"]  # fmt: skip
-        for column, rows in (("tat", rates), ("active", concs)):
-            if rows:
-                self.conn.execute(
-                    f"UPDATE gates SET {column} = v.value ->> 2 FROM json_each(?) AS v "
-                    "WHERE gates.queue = v.value ->> 0 AND gates.name = v.value ->> 1",
-                    (orjson.dumps(rows).decode(),),
-                )
+                   g.wstart, g.wcalls, g.wfails, g.waiters)
+                  for g in dirty if g.spec["k"] == "breaker"]  # fmt: skip
+        if rates:
+            self.conn.execute(
+                "UPDATE gates SET tat = v.value ->> 2 FROM json_each(?) AS v "
+                "WHERE gates.queue = v.value ->> 0 AND gates.name = v.value ->> 1",
+                (orjson.dumps(rates).decode(),),
+            )
+        if concs:
+            self.conn.execute(
+                "UPDATE gates SET active = v.value ->> 2, waiters = v.value ->> 3 "
+                "FROM json_each(?) AS v "
+                "WHERE gates.queue = v.value ->> 0 AND gates.name = v.value ->> 1",
+                (orjson.dumps(concs).decode(),),
+            )
         if others:
             self.conn.execute(
                 "UPDATE gates SET tat = v.value ->> 2, active = v.value ->> 3, "
                 "state = v.value ->> 4, fails = v.value ->> 5, until = v.value ->> 6, "
                 "probe = v.value ->> 7, wstart = v.value ->> 8, wcalls = v.value ->> 9, "
-                "wfails = v.value ->> 10 FROM json_each(?) AS v "
+                "wfails = v.value ->> 10, waiters = v.value ->> 11 FROM json_each(?) AS v "
                 "WHERE gates.queue = v.value ->> 0 AND gates.name = v.value ->> 1",
                 (orjson.dumps(others).decode(),),
             )

@@ -109,6 +109,7 @@ CREATE TABLE IF NOT EXISTS gates (
   wstart REAL NOT NULL DEFAULT 0,
   wcalls INTEGER NOT NULL DEFAULT 0,
   wfails INTEGER NOT NULL DEFAULT 0,
+  waiters INTEGER NOT NULL DEFAULT 0,  -- flows set aside waiting for this gate's slot
   PRIMARY KEY (queue, name)
 ) WITHOUT ROWID;
 
@@ -126,4 +127,5 @@ CREATE TABLE IF NOT EXISTS flows (
 CREATE INDEX IF NOT EXISTS flows_ready ON flows (queue, head)
   WHERE head IS NOT NULL AND blocked_until IS NULL AND wait_gate IS NULL;
 CREATE INDEX IF NOT EXISTS flows_blocked ON flows (queue, blocked_until) WHERE blocked_until IS NOT NULL;
-CREATE INDEX IF NOT EXISTS flows_waiting ON flows (queue, wait_gate) WHERE wait_gate IS NOT NULL;
+-- Flows waiting for a slot of a gate, best head first (a freed slot admits the best ones).
+CREATE INDEX IF NOT EXISTS flows_waiting ON flows (queue, wait_gate, head) WHERE wait_gate IS NOT NULL;
