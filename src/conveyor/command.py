@@ -140,10 +140,16 @@ class CommandSpec:
                 raise ConfigurationError(f"command argument {arg!r}: {exc}") from None
         return names
 
-    def render(self, payload: Mapping[str, Any]) -> list[str]:
+    def render(self, payload: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
+        """The argv to run, and the variables it needs. With ``shell=True`` a placeholder
+        becomes ``"${CONVEYOR_ARG_<field>}"`` and its value an environment variable: the shell
+        expands it as data, never as code, whatever quotes surround the placeholder."""
         values = {k: _arg_value(k, payload[k], self.shell) for k in self.fields()}
-        argv = [a.format_map(values) for a in self.argv]
-        return ["/bin/sh", "-c", argv[0]] if self.shell else argv
+        if not self.shell:
+            return [a.format_map(values) for a in self.argv], {}
+        refs = {k: f'"${{CONVEYOR_ARG_{k}}}"' for k in values}
+        env = {f"CONVEYOR_ARG_{k}": v for k, v in values.items()}
+        return ["/bin/sh", "-c", self.argv[0].format_map(refs)], env
 
 
 def _arg_value(name: str, value: Any, shell: bool) -> str:
@@ -154,7 +160,12 @@ def _arg_value(name: str, value: Any, shell: bool) -> str:
             field=f"payload.{name}",
         )
     text = str(value)
-    return shlex.quote(text) if shell else text
+    if "\x00" in text:
+        raise ValidationError(
+            f"payload field {name!r} is used in the command line and cannot hold NUL characters",
+            field=f"payload.{name}",
+        )
+    return text
 
 
 class CommandPayload(AnyPayload):
@@ -289,6 +300,18 @@ async def _write_stdin(stream: asyncio.StreamWriter, data: bytes) -> None:
             stream.close()
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write the supervisor's configuration and close the pipe (blocking: run in a thread)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        pass  # the supervisor died first: its status (none) says so
+    finally:
+        os.close(fd)
+
+
 def _kill_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -297,7 +320,7 @@ def _kill_group(pgid: int, sig: int) -> None:
 async def run_command(spec: CommandSpec, ctx: Context, payload: dict[str, Any]) -> Any:
     """One attempt of a command job (the handler of a command task)."""
     try:  # validated at enqueue by the app, but `conveyor enqueue` without --app cannot
-        argv = spec.render(payload)
+        argv, arg_env = spec.render(payload)
     except KeyError as exc:
         raise CommandNotStarted(
             f"payload has no field {exc.args[0]!r}, which the command line uses",
@@ -307,20 +330,29 @@ async def run_command(spec: CommandSpec, ctx: Context, payload: dict[str, Any]) 
         raise CommandNotStarted(str(exc), {"field": exc.field}) from None
     env = {k: os.environ[k] for k in spec.env if k in os.environ}
     env |= dict(spec.extra_env)
-    env |= {"CONVEYOR_JOB_ID": ctx.job.id, "CONVEYOR_ATTEMPT": str(ctx.job.attempt)}
+    env |= arg_env | {"CONVEYOR_JOB_ID": ctx.job.id, "CONVEYOR_ATTEMPT": str(ctx.job.attempt)}
+    # The supervisor's configuration (argv, environment: maybe secrets) goes through a pipe,
+    # never its command line, which any user can read in the process list.
     status_r, status_w = os.pipe()
+    cfg_r, cfg_w = os.pipe()
     cfg = {"argv": argv, "env": env, "cwd": spec.cwd, "grace": spec.kill_grace,
            "memory": spec.memory_limit, "cpu": spec.cpu_limit, "status_fd": status_w,
            "parent": os.getpid()}  # fmt: skip
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", "-c", SOURCE, orjson.dumps(cfg).decode(),
+            sys.executable, "-I", "-S", "-c", SOURCE, str(cfg_r),
             stdin=asyncio.subprocess.PIPE if spec.stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True, pass_fds=(status_w,),
+            start_new_session=True, pass_fds=(status_w, cfg_r),
         )  # fmt: skip
+    except BaseException:
+        os.close(status_r)
+        os.close(cfg_w)
+        raise
     finally:
         os.close(status_w)
+        os.close(cfg_r)
+    await asyncio.to_thread(_write_all, cfg_w, orjson.dumps(cfg))
     out, err = _Tail(spec.output_limit), _Tail(spec.output_limit)
     progress = _Progress(ctx)
     assert proc.stdout is not None and proc.stderr is not None
@@ -331,46 +363,56 @@ async def run_command(spec: CommandSpec, ctx: Context, payload: dict[str, Any]) 
     if spec.stdin:
         assert proc.stdin is not None
         io.append(asyncio.create_task(_write_stdin(proc.stdin, orjson.dumps(payload))))
+    done = asyncio.create_task(_read_status(status_r))
     try:
-        await asyncio.gather(*io)
-        await proc.wait()
+        # The status pipe closes when the supervisor is done: the program ended and its group
+        # was killed (``proc.wait()`` would also wait for every holder of stdout to close it).
+        # Output still in the pipes is read then; a process that left the group (setsid) and
+        # still holds them does not hold the job: it is waited for one second at most.
+        status = await asyncio.shield(done)
+        _, late = await asyncio.wait(io, timeout=1.0)
+        if late:
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                proc._transport.close()  # type: ignore[attr-defined]  # release our pipe ends
     except BaseException:
         # Cancelled: timeout, job cancelled, or worker shutdown. Stop the whole group.
-        await asyncio.shield(_terminate(proc, spec.kill_grace, io))
-        os.close(status_r)
+        await asyncio.shield(_terminate(proc, spec.kill_grace, io, done))
         raise
-    status = _read_status(status_r)
     await progress.flush()
     return _outcome(spec, argv, status, out, err)
 
 
 async def _terminate(
-    proc: asyncio.subprocess.Process, grace: float, io: list[asyncio.Task[Any]]
+    proc: asyncio.subprocess.Process,
+    grace: float,
+    io: list[asyncio.Task[Any]],
+    done: asyncio.Task[dict[str, Any]],
 ) -> None:
     _kill_group(proc.pid, signal.SIGTERM)
-    try:
-        async with asyncio.timeout(grace + 0.5):
-            await proc.wait()
-    except TimeoutError:
-        pass
+    await asyncio.wait([done], timeout=grace + 0.5)
     _kill_group(proc.pid, signal.SIGKILL)  # whatever ignored SIGTERM, and any stragglers
-    with contextlib.suppress(ProcessLookupError):
-        await proc.wait()
-    for t in io:
+    await asyncio.wait([done], timeout=2.0)
+    for t in (*io, done):
         t.cancel()
-    await asyncio.gather(*io, return_exceptions=True)
+    await asyncio.gather(*io, done, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        proc._transport.close()  # type: ignore[attr-defined]
 
 
-def _read_status(fd: int) -> dict[str, Any]:
-    data = b""
+async def _read_status(fd: int) -> dict[str, Any]:
+    """How the supervisor says the program ended, read until the pipe closes."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
+    )
     try:
-        while True:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            data += chunk
+        data = await reader.read()
     finally:
-        os.close(fd)
+        transport.close()
     try:
         status: dict[str, Any] = orjson.loads(data) if data else {}
     except orjson.JSONDecodeError:

@@ -1,6 +1,7 @@
 """The supervisor of one command job: a tiny process between the worker and the command.
 
-Run as ``python -I -S -c SOURCE CONFIG_JSON`` (no site, no conveyor import: starts in ~15 ms).
+Run as ``python -I -S -c SOURCE FD`` (no site, no conveyor import: starts in ~15 ms); it reads
+its configuration (argv, environment) as JSON from pipe FD, so nothing of it shows in ``ps``.
 The worker starts it in a new session, so it leads the process group the command and all of its
 descendants live in. It:
 
@@ -9,20 +10,53 @@ descendants live in. It:
 - on SIGTERM (from the worker on cancel/timeout/shutdown, or from the kernel), sends SIGTERM to
   the whole group, then SIGKILL after the grace period;
 - when the command exits, writes how it ended (``{"exit": n}``, ``{"signal": n}`` or
-  ``{"exec_error": ...}``) to the status pipe, then SIGKILLs whatever is left of the group, so
-  no background grandchild outlives the job.
+  ``{"exec_error": ...}``) to the status pipe, kills the descendants that left the group
+  (``setsid``, daemons: as a child subreaper it inherits them when their parents exit), then
+  SIGKILLs whatever is left of the group, so no background grandchild outlives the job.
 
 The command's stdin/stdout/stderr are the worker's pipes, inherited untouched.
 """
 
 SOURCE = r"""
 import ctypes, json, os, signal, sys, time
-cfg = json.loads(sys.argv[1])
+_fd = int(sys.argv[1])
+_buf = b""
+while True:
+    _chunk = os.read(_fd, 65536)
+    if not _chunk:
+        break
+    _buf += _chunk
+os.close(_fd)
+cfg = json.loads(_buf)
 status = cfg["status_fd"]
 try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned descendants come back to us
 except Exception:
     pass
+def sweep():
+    # Descendants that left the group (setsid, daemonize) were reparented to us: kill them.
+    me = str(os.getpid())
+    for _ in range(50):
+        found = False
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/" + d + "/stat") as f:
+                    ppid = f.read().rsplit(")", 1)[1].split()[1]
+            except (OSError, IndexError):
+                continue
+            if ppid == me:
+                found = True
+                try:
+                    os.kill(int(d), signal.SIGKILL)
+                    os.waitpid(int(d), 0)
+                except OSError:
+                    pass
+        if not found:
+            return
 if os.getppid() != cfg["parent"]:
     os.killpg(0, signal.SIGKILL)
 grace = cfg["grace"]
@@ -73,7 +107,12 @@ else:
     out = {"exit": os.WEXITSTATUS(st)}
 if state["deadline"] is not None:
     out["terminated"] = True
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 os.write(status, json.dumps(out).encode())
+try:
+    sweep()
+except Exception:
+    pass
 os.close(status)
 os.killpg(0, signal.SIGKILL)
 """

@@ -294,3 +294,57 @@ async def test_worker_shutdown_terminates_its_commands(
     # Then the command and its grandchild are gone and the job is back in the queue
     await eventually(lambda: not any(_alive(p) for p in pids), timeout=10, what="pids gone")
     assert (await producer.get(job.id)).status is JobState.QUEUED
+
+
+async def test_shell_placeholders_are_data_even_inside_quotes(
+    app: Conveyor, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    app.command("dq", 'echo "[{x}]"', shell=True, stdin=False)
+    app.command("sq", "echo '[{x}]'", shell=True, stdin=False)
+    evil = f"$(touch {marker})`touch {marker}`"
+    jobs = [await app.enqueue("dq", {"x": evil}), await app.enqueue("sq", {"x": evil})]
+    async with app.worker():
+        dq, sq = [await _done(app, j.id) for j in jobs]
+    # Then nothing ran: inside double quotes the value is printed as is, inside single quotes
+    # the placeholder stays literal (the shell never sees the value as code)
+    assert not marker.exists()
+    assert dq.result["stdout"] == f"[{evil}]\n"
+    assert dq.status is sq.status is JobState.COMPLETED
+
+
+async def test_secrets_and_big_arguments_stay_off_the_command_line(
+    app: Conveyor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a secret passed to the program, and two 70 KB arguments
+    monkeypatch.setenv("CONVEYOR_TEST_SECRET", "hunter2-in-env")
+    app.command("peek", [*PY, "env"], cwd=str(ROOT), env=[*ENV, "CONVEYOR_TEST_SECRET"])
+    app.command("big", ["printf", "%.3s", "{a}", "{b}"], stdin=False)
+    job = await app.enqueue("peek")
+    big = await app.enqueue("big", {"a": "x" * 70_000, "b": "y" * 70_000})
+    seen: list[str] = []
+    async with app.worker(concurrency=2):
+        while not (await app.get(job.id)).status.is_final:
+            for p in psutil.process_iter(["cmdline"]):
+                seen += [a for a in p.info["cmdline"] or [] if "hunter2" in a]
+            await asyncio.sleep(0.01)
+        done, big_done = await _done(app, job.id), await _done(app, big.id)
+    # Then the program got the secret, no process list ever showed it, and big argv works
+    assert done.result["CONVEYOR_TEST_SECRET"] == "hunter2-in-env"
+    assert seen == []
+    assert big_done.status is JobState.COMPLETED, big_done.error
+    assert big_done.result["stdout"] == "xxxyyy"
+
+
+async def test_a_process_escaping_the_group_is_killed_and_does_not_hold_the_job(
+    app: Conveyor, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "escaped"
+    app.command("escape", f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & sleep 0.3; "
+                "echo done", shell=True, stdin=False)  # fmt: skip
+    job = await app.enqueue("escape")
+    async with app.worker():
+        done = await _done(app, job.id)
+    assert done.status is JobState.COMPLETED and done.result["stdout"] == "done\n"
+    pid = int(pidfile.read_text())
+    await eventually(lambda: not _alive(pid), timeout=5, what="the escaped process gone")
