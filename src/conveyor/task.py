@@ -299,6 +299,11 @@ def make_options(
         prio = parse_priority(priority)
     except ValidationError as exc:
         raise ConfigurationError(str(exc)) from None
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise ConfigurationError(
+            f"backoff must be a Backoff(initial=, factor=, max=, jitter=), got {backoff!r}; "
+            "for a number use backoff_initial="
+        )
     b = backoff or Backoff()
     if any(v is not None for v in (backoff_initial, backoff_factor, backoff_max, backoff_jitter)):
         b = Backoff(

@@ -109,3 +109,26 @@ def test_retry_signal_rejects_a_negative_delay() -> None:
     with pytest.raises(ValueError):
         Retry(after=-1)
     assert Retry(after=timedelta(minutes=1)).after == 60.0
+
+
+def test_a_backoff_that_is_not_a_backoff_is_refused() -> None:
+    from conveyor import ConfigurationError, Conveyor
+
+    app = Conveyor("sqlite:///unused-outcomes.db")
+    with pytest.raises(ConfigurationError, match="backoff_initial"):
+        app.task(backoff=0.01)(lambda: None)
+
+
+def test_an_outcome_that_cannot_be_computed_fails_the_job() -> None:
+    # Given a task whose backoff raises (a broken custom object)
+    task = _task(retries=3)
+
+    class Broken:
+        def delay(self, attempt: int) -> float:
+            raise TypeError("broken backoff")
+
+    object.__setattr__(task.options, "backoff", Broken())
+    # Then the attempt fails for good, saying why, instead of raising in the worker
+    out = outcome_for_error(_job(1, 3), RuntimeError("boom"), task)
+    assert out.kind is OutcomeKind.FAILED
+    assert "boom" in out.error["message"] and "broken backoff" in out.error["message"]

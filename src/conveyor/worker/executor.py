@@ -84,7 +84,18 @@ def outcome_for_result(job: Job, result: Any) -> Outcome:
 
 
 def outcome_for_error(job: Job, exc: BaseException, task: Task | None) -> Outcome:
-    """Failed attempt -> retry (with backoff, or Retry(after=...)) or final failure."""
+    """Failed attempt -> retry (with backoff, or Retry(after=...)) or final failure. Never
+    raises: a job whose outcome cannot be computed fails, rather than staying active forever."""
+    try:
+        return _outcome_for_error(job, exc, task)
+    except Exception as inner:
+        err = error_info(exc)
+        err["message"] = (f"{err['message']} (and deciding its retry failed: "
+                          f"{type(inner).__name__}: {inner})")[:MAX_MESSAGE]  # fmt: skip
+        return Outcome(job.id, job.attempt, OutcomeKind.FAILED, error=err)
+
+
+def _outcome_for_error(job: Job, exc: BaseException, task: Task | None) -> Outcome:
     if isinstance(exc, Permanent):
         return Outcome(job.id, job.attempt, OutcomeKind.FAILED, error=error_info(exc))
     if job.attempt >= job.max_attempts:
