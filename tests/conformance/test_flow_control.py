@@ -378,6 +378,29 @@ async def test_breaker_reopens_when_the_probe_fails(app: Conveyor) -> None:
     assert (await _event_types(app)).count("breaker_opened") == 2
 
 
+async def test_half_open_lets_only_the_probe_decide(app: Conveyor) -> None:
+    # Given two jobs claimed while the breaker is closed; one fails and opens it (0.2 s)
+    @app.task(breaker=CircuitBreaker(failures=1, cooldown=0.2))
+    async def call(i: int) -> None: ...
+
+    await app.enqueue_many([("call", {"i": i}) for i in range(6)])
+    old_a, old_b, old_c = await _claim(app, n=3)
+    await _complete(app, [old_a], ok=False)
+    # When the cool-down passes and one probe runs
+    probe = await eventually(lambda: _claim(app, worker="w2"), timeout=2, what="the probe")
+    assert len(probe) == 1
+    # Then jobs claimed before the breaker opened neither free a second probe (released)...
+    assert await app.backend.release_jobs("w1", [(old_b.id, old_b.attempt)]) == 1
+    assert await _claim(app, worker="w3") == []
+    # ...nor close the breaker (completed): only the probe's verdict does
+    await _complete(app, [old_c])
+    assert await _claim(app, worker="w3") == []
+    assert "breaker_closed" not in await _event_types(app)
+    await _complete(app, probe, worker="w2")
+    assert "breaker_closed" in await _event_types(app)
+    assert len(await _claim(app, worker="w3")) == 3  # the released one and the last two
+
+
 async def test_breaker_by_failure_ratio(app: Conveyor) -> None:
     # Given a breaker that opens when half of at least 4 attempts in a window failed
     @app.task(breaker=CircuitBreaker(failures=None, ratio=0.5, min_calls=4, cooldown=60))

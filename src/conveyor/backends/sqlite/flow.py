@@ -132,25 +132,27 @@ def refresh_heads(
 
 
 def settle(
-    conn: sqlite3.Connection, now: float, left: Iterable[tuple[str, str | None, bool | None]]
+    conn: sqlite3.Connection,
+    now: float,
+    left: Iterable[tuple[str, str | None, bool | None, float | None]],
 ) -> bool:
     """Jobs ``(queue, flow, outcome)`` left ``active``: give their gates back their slots and
     feed breakers. Returns True when set-aside flows became claimable (wake workers)."""
-    jobs = [(q, [n for n in gate_names(f) if n.startswith(SETTLED)], ok)
-            for q, f, ok in left if f is not None]  # fmt: skip
+    jobs = [(q, [n for n in gate_names(f) if n.startswith(SETTLED)], ok, started)
+            for q, f, ok, started in left if f is not None]  # fmt: skip
     jobs = [j for j in jobs if j[1]]
     if not jobs:
         return False
     gates = Gates(conn)
-    gates.load({(q, n) for q, names, _ in jobs for n in names})
+    gates.load({(q, n) for q, names, _, _ in jobs for n in names})
     events: list[tuple[Any, ...]] = []
     touched: set[tuple[str, str]] = set()
-    for queue, names, outcome in jobs:
+    for queue, names, outcome, started in jobs:
         for name in names:
             g = gates.rows.get((queue, name))
             if g is None:
                 continue
-            ev = g.settle(outcome, now)
+            ev = g.settle(outcome, now, started)
             touched.add((queue, name))
             if ev is not None:
                 data = {"gate": name, "failures": g.fails}

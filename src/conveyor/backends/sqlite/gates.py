@@ -79,9 +79,12 @@ class GateRow:
             return
         self.dirty = True
 
-    def settle(self, outcome: bool | None, now: float) -> str | None:
+    def settle(self, outcome: bool | None, now: float, started: float | None = None) -> str | None:
         """A job that passed this gate left ``active``: free its slot; for a breaker, count
-        the attempt (True ok, False failed, None no verdict). Returns an event to emit."""
+        the attempt (True ok, False failed, None no verdict). Returns an event to emit.
+
+        Half-open, only the probe counts: a job started before the breaker's ``until`` was
+        claimed before it opened, and its ending says nothing about the recovery."""
         kind = self.spec["k"]
         if kind == "conc":
             self.active = max(0, self.active - 1)
@@ -91,6 +94,8 @@ class GateRow:
             return None
         self.dirty = True
         if self.state == "half":
+            if started is None or started < (self.until or 0) - 1e-6:
+                return None
             if outcome is None:
                 self.probe = max(0, self.probe - 1)
                 return None

@@ -284,7 +284,7 @@ def finish(
     deltas: Counter[tuple[str, str]] = Counter()
     rates: dict[str, list[float]] = {}
     events: list[tuple[Any, ...]] = []
-    left: list[tuple[str, str | None, bool | None]] = []
+    left: list[tuple[str, str | None, bool | None, float | None]] = []
     requeued: list[tuple[str, str | None]] = []
     if done:
         rows = conn.execute(
@@ -294,7 +294,7 @@ def finish(
         for seq, job_id, queue, started, flow in rows:
             seqs.append(seq)
             if flow is not None:
-                left.append((queue, flow, True))
+                left.append((queue, flow, True, started))
             acked.add(job_id)
             deltas[(queue, "active")] -= 1
             deltas[(queue, "completed")] += 1
@@ -316,7 +316,7 @@ def finish(
             row = conn.execute(
                 "UPDATE jobs SET status = ?, scheduled_for = ?, error = ?, lease_expires_at = NULL, "
                 "worker = NULL WHERE id = ? AND attempt = ? AND status = 'active' AND worker = ? "
-                "RETURNING queue, task, tenant, flow",
+                "RETURNING queue, task, tenant, flow, started_at",
                 (
                     status,
                     now + o.retry_in if o.retry_in > 0 else None,
@@ -332,16 +332,16 @@ def finish(
             row = conn.execute(
                 "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_expires_at = NULL "
                 "WHERE id = ? AND attempt = ? AND status = 'active' AND worker = ? "
-                "RETURNING queue, task, tenant, flow",
+                "RETURNING queue, task, tenant, flow, started_at",
                 (err, now, o.job_id, o.attempt, worker),
             ).fetchone()
             ev = "failed"
         if row is None:
             continue
         acked.add(o.job_id)
-        queue, task, tenant, flow = row
+        queue, task, tenant, flow, started = row
         if flow is not None:
-            left.append((queue, flow, False))
+            left.append((queue, flow, False, started))
             if status == "queued":
                 requeued.append((queue, flow))
         deltas[(queue, "active")] -= 1
@@ -372,22 +372,34 @@ def _held(worker: str, jobs: Sequence[tuple[str, int]]) -> dict[str, Any]:
 def release(
     conn: sqlite3.Connection, now: float, worker: str, jobs: Sequence[tuple[str, int]]
 ) -> int:
+    held = _held(worker, jobs)
+    # Start times of flow jobs, read before the update clears them (breakers tell their probe
+    # from jobs claimed before they opened by it).
+    starts = dict(
+        conn.execute(
+            "SELECT jobs.id, jobs.started_at FROM json_each(:jobs) AS o JOIN jobs "
+            "ON jobs.id = o.value ->> 0 WHERE jobs.flow IS NOT NULL AND jobs.status = 'active' "
+            "AND jobs.worker = :worker",
+            held,
+        ).fetchall()
+    )
     rows = conn.execute(
         "UPDATE jobs SET status = 'queued', attempt = attempt - 1, lease_expires_at = NULL, "
         "worker = NULL, started_at = NULL FROM json_each(:jobs) AS o "
         "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
-        "AND jobs.status = 'active' AND jobs.worker = :worker RETURNING jobs.queue, jobs.flow",
-        _held(worker, jobs),
+        "AND jobs.status = 'active' AND jobs.worker = :worker "
+        "RETURNING jobs.queue, jobs.flow, jobs.id",
+        held,
     ).fetchall()
     deltas: Counter[tuple[str, str]] = Counter()
-    for q, _ in rows:
+    for q, _, _ in rows:
         deltas[(q, "active")] -= 1
         deltas[(q, "queued")] += 1
     bump(conn, deltas)
-    flowed = [(q, f) for q, f in rows if f is not None]
+    flowed = [(q, f, job_id) for q, f, job_id in rows if f is not None]
     if flowed:
-        fl.settle(conn, now, [(q, f, None) for q, f in flowed])
-        fl.refresh_heads(conn, flowed)
+        fl.settle(conn, now, [(q, f, None, starts.get(job_id)) for q, f, job_id in flowed])
+        fl.refresh_heads(conn, [(q, f) for q, f, _ in flowed])
     return len(rows)
 
 
@@ -447,7 +459,7 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
     ).fetchone()
     if flow is not None:
         if job.status is JobState.ACTIVE:  # its slot is free now; the worker stops it shortly
-            fl.settle(conn, now, [(job.queue, flow, None)])
+            fl.settle(conn, now, [(job.queue, flow, None, job.started_at)])
         elif job.status is JobState.QUEUED:
             fl.refresh_heads(conn, [(job.queue, flow)])
     bump(conn, Counter({(job.queue, job.status.value): -1, (job.queue, "cancelled"): 1}))
@@ -482,15 +494,15 @@ def retry(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
 
 def recover(conn: sqlite3.Connection, now: float) -> list[Recovered]:
     rows = conn.execute(
-        "SELECT id, queue, task, tenant, stalls, max_stalls, attempt, flow FROM jobs "
+        "SELECT id, queue, task, tenant, stalls, max_stalls, attempt, flow, started_at FROM jobs "
         "WHERE status = 'active' AND lease_expires_at < ?",
         (now,),
     ).fetchall()
     out: list[Recovered] = []
-    flowed = [(r[1], r[7]) for r in rows if r[7] is not None]
+    flowed = [(r[1], r[7], r[8]) for r in rows if r[7] is not None]
     deltas: Counter[tuple[str, str]] = Counter()
     events: list[tuple[Any, ...]] = []
-    for job_id, queue, task, tenant, stalls, max_stalls, attempt, _ in rows:
+    for job_id, queue, task, tenant, stalls, max_stalls, attempt, _, _ in rows:
         stalls += 1
         events.append(("stalled", job_id, queue, task, tenant, now, f'{{"stalls":{stalls}}}'))
         deltas[(queue, "active")] -= 1
@@ -521,6 +533,6 @@ def recover(conn: sqlite3.Connection, now: float) -> list[Recovered]:
     add_events(conn, events)
     bump(conn, deltas)
     if flowed:  # a dead worker's slots are free again
-        fl.settle(conn, now, [(q, f, None) for q, f in flowed])
-        fl.refresh_heads(conn, flowed)
+        fl.settle(conn, now, [(q, f, None, started) for q, f, started in flowed])
+        fl.refresh_heads(conn, [(q, f) for q, f, _ in flowed])
     return out

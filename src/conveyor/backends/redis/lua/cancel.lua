@@ -6,7 +6,7 @@
 -- returns the job hash after the change (HGETALL); error 'NOTFOUND' when missing, 'STATE <status>' when final
 local id = ARGV[1]
 local k = jkey(id)
-local cur = redis.call('HMGET', k, 's', 't', 'tn', 'w', 'fl')
+local cur = redis.call('HMGET', k, 's', 't', 'tn', 'w', 'fl', 'sa')
 local s = cur[1]
 if not s then return redis.error_reply('NOTFOUND') end
 if s == 'cancelled' then return redis.call('HGETALL', k) end
@@ -27,7 +27,7 @@ if s == 'active' and cur[4] then
   -- Tell the holding worker now (it blocks on this key beside the queue marker).
   redis.call('ZADD', P .. 'wk:' .. cur[4], 0, 'c')
 end
-if cur[5] and s == 'active' and settle({{cur[5], -1}}, now) then
+if cur[5] and s == 'active' and settle({{cur[5], -1, tonumber(cur[6])}}, now) then
   wake()  -- its slot is free now (the worker stops the job shortly)
 end
 return redis.call('HGETALL', k)

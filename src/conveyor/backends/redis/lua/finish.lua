@@ -24,7 +24,7 @@ for _, o in ipairs(outcomes) do
     redis.call('HDEL', k, 'le')
     local task, tenant, flow = cur[4], cur[5], cur[7]
     if flow then
-      table.insert(kind == 'completed' and left_ok or left_other, {flow, kind == 'completed' and 1 or 0})
+      table.insert(kind == 'completed' and left_ok or left_other, {flow, kind == 'completed' and 1 or 0, tonumber(cur[6])})
     end
     if kind == 'completed' then
       redis.call('HSET', k, 's', 'completed', 'fa', fmt(now))

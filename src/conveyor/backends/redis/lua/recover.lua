@@ -9,11 +9,11 @@ local out = {}
 local left = {}
 for _, id in ipairs(expired) do
   local k = jkey(id)
-  local cur = redis.call('HMGET', k, 'st', 'ms', 'a', 't', 'tn', 'pr', 'fl')
+  local cur = redis.call('HMGET', k, 'st', 'ms', 'a', 't', 'tn', 'pr', 'fl', 'sa')
   local stalls = tonumber(cur[1] or 0) + 1
   redis.call('ZREM', P .. 'active', id)
   redis.call('HDEL', k, 'le', 'w')
-  if cur[7] then table.insert(left, {cur[7], -1}) end
+  if cur[7] then table.insert(left, {cur[7], -1, tonumber(cur[8])}) end
   event('stalled', id, cur[4], cur[5], '{"stalls":' .. stalls .. '}')
   if stalls > tonumber(cur[2]) then
     local err = cjson.encode({type = 'Stalled', message = 'lease expired ' .. stalls ..

@@ -11,7 +11,7 @@ local left = {}
 for _, h in ipairs(cjson.decode(ARGV[2])) do
   local id = h[1]
   local k = jkey(id)
-  local cur = redis.call('HMGET', k, 's', 'a', 'w', 'pr', 'fl')
+  local cur = redis.call('HMGET', k, 's', 'a', 'w', 'pr', 'fl', 'sa')
   if cur[1] == 'active' and cur[2] == tostring(h[2]) and cur[3] == worker then
     redis.call('ZREM', P .. 'active', id)
     redis.call('HINCRBY', k, 'a', -1)
@@ -19,7 +19,7 @@ for _, h in ipairs(cjson.decode(ARGV[2])) do
     redis.call('HDEL', k, 'le', 'w', 'sa')
     if cur[5] then
       flow_add(cur[5], id, ready_score(cur[4]))
-      table.insert(left, {cur[5], -1})
+      table.insert(left, {cur[5], -1, tonumber(cur[6])})
     else
       redis.call('ZADD', P .. 'ready', ready_score(cur[4]), id)
     end

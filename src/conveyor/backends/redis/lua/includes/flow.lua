@@ -172,7 +172,7 @@ end
 
 -- A job that passed this gate left `active`: free its slot; a breaker counts the attempt
 -- (outcome true ok, false failed, nil no verdict). Returns the event to emit, if any.
-local function gate_settle(g, outcome, now)
+local function gate_settle(g, outcome, now, started)
   local k = g.spec['k']
   if k == 'conc' then
     g.active = math.max(0, g.active - 1)
@@ -183,6 +183,9 @@ local function gate_settle(g, outcome, now)
   g.dirty = true
   local spec = g.spec
   if g.state == 'half' then
+    -- Only the probe counts: a job started before `until` was claimed before the breaker
+    -- opened (sqlite: GateRow.settle).
+    if not started or started < (g['until'] or 0) - 1e-6 then return nil end
     if outcome == nil then
       g.probe = math.max(0, g.probe - 1)
       return nil
@@ -263,7 +266,7 @@ local function settle(left, now)
       -- Rate gates are charged at claim only: not even loaded here.
       local g = string.sub(name, 1, 5) ~= 'rate:' and gate(name)
       if g then
-        local ev = gate_settle(g, outcome, now)
+        local ev = gate_settle(g, outcome, now, l[3])
         if not touched[name] then touched[name] = true; table.insert(order, name) end
         if ev then
           local data = '{"gate":' .. cjson.encode(name) .. ',"failures":' .. g.fails
