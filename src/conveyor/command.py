@@ -261,6 +261,10 @@ async def _read_stdout(stream: asyncio.StreamReader, tail: _Tail, progress: _Pro
     while True:
         chunk = await stream.read(READ_CHUNK)
         if not chunk:
+            if partial.startswith(b"PROGRESS:"):  # a last line without its newline
+                value = parse_progress(bytes(partial))
+                if value is not None:
+                    progress.offer(value)
             break
         tail.add(chunk)
         start = 0

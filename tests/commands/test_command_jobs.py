@@ -348,3 +348,11 @@ async def test_a_process_escaping_the_group_is_killed_and_does_not_hold_the_job(
     assert done.status is JobState.COMPLETED and done.result["stdout"] == "done\n"
     pid = int(pidfile.read_text())
     await eventually(lambda: not _alive(pid), timeout=5, what="the escaped process gone")
+
+
+async def test_a_last_progress_line_without_newline_counts(app: Conveyor) -> None:
+    app.command("tail", ["printf", "PROGRESS: 42 almost"], stdin=False)
+    job = await app.enqueue("tail")
+    async with app.worker():
+        done = await _done(app, job.id)
+    assert done.progress.percent == 42.0 and done.progress.message == "almost"
