@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -213,25 +213,34 @@ class FlowRules:
     task_limits: tuple[Limit, ...] = ()
     queue_limits: tuple[Limit, ...] = ()
     breaker: CircuitBreaker | None = None
+    _plan: tuple[tuple[str, KeySpec, str], ...] = field(
+        default=(), init=False, repr=False, compare=False
+    )
 
-    def __bool__(self) -> bool:
-        return bool(self.task_limits or self.queue_limits or self.breaker)
-
-    def gates(self, payload: Mapping[str, Any], tenant: str | None) -> list[Gate]:
-        out: list[Gate] = []
+    def __post_init__(self) -> None:
+        # Per limit: its gate name (without the key's value), key and rule text, worked out
+        # once per task rather than for every enqueued job.
+        plan: list[tuple[str, KeySpec, str]] = []
         for scope, limits in (
             (f"task:{self.task}", self.task_limits),
             ("queue", self.queue_limits),
         ):
             for lim in limits:
                 kind = "rate" if isinstance(lim, RateLimit) else "conc"
-                owner = lim.name or scope
-                name = f"{kind}:{owner}"
-                if lim.key is not None:
-                    name += f"[{_key_label(lim.key)}={_key_value(lim.key, payload, tenant)}]"
-                out.append(Gate(name, _spec_json(lim.spec())))
+                plan.append((f"{kind}:{lim.name or scope}", lim.key, _spec_json(lim.spec())))
         if self.breaker is not None:
-            out.append(Gate(f"breaker:task:{self.task}", _spec_json(self.breaker.spec())))
+            plan.append((f"breaker:task:{self.task}", None, _spec_json(self.breaker.spec())))
+        object.__setattr__(self, "_plan", tuple(plan))
+
+    def __bool__(self) -> bool:
+        return bool(self.task_limits or self.queue_limits or self.breaker)
+
+    def gates(self, payload: Mapping[str, Any], tenant: str | None) -> list[Gate]:
+        out: list[Gate] = []
+        for name, key, spec in self._plan:
+            if key is not None:
+                name += f"[{_key_label(key)}={_key_value(key, payload, tenant)}]"
+            out.append(Gate(name, spec))
         return out
 
 

@@ -19,15 +19,16 @@ The command's stdin/stdout/stderr are the worker's pipes, inherited untouched.
 
 SOURCE = r"""
 import ctypes, json, os, signal, sys, time
-_fd = int(sys.argv[1])
-_buf = b""
-while True:
-    _chunk = os.read(_fd, 65536)
-    if not _chunk:
-        break
-    _buf += _chunk
-os.close(_fd)
-cfg = json.loads(_buf)
+def read_all(fd):
+    data = b""
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(fd)
+    return data
+cfg = json.loads(read_all(int(sys.argv[1])))
 status = cfg["status_fd"]
 try:
     _libc = ctypes.CDLL(None, use_errno=True)
@@ -93,12 +94,7 @@ if pid == 0:
 os.close(w)
 signal.signal(signal.SIGTERM, on_term)
 _, st = os.waitpid(pid, 0)
-failed = b""
-while True:
-    chunk = os.read(r, 4096)
-    if not chunk:
-        break
-    failed += chunk
+failed = read_all(r)
 if failed:
     out = json.loads(failed)
 elif os.WIFSIGNALED(st):

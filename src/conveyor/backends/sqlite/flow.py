@@ -47,11 +47,6 @@ _SECOND = (
     "AND j.flow IS NOT NULL ORDER BY j.priority DESC, j.seq LIMIT 1 OFFSET 1)) "
     "FROM json_each(?) AS f"
 )
-_CLAIM_SEQS = (
-    "UPDATE jobs SET status = 'active', attempt = attempt + 1, started_at = :now, "
-    "lease_expires_at = :now + lease, worker = :worker, progress = NULL "
-    "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND status = 'queued'"
-)
 
 
 # -- enqueue side -------------------------------------------------------------------------------
@@ -254,16 +249,22 @@ class FlowClaim:
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, now: float, worker: str, caps: dict[str, int], total: int
+        self,
+        conn: sqlite3.Connection,
+        now: float,
+        worker: str,
+        caps: dict[str, int],
+        total: int,
+        claim_sql: str,
     ) -> None:
         self.conn = conn
+        self.claim_sql = claim_sql  # moves seqs to active, RETURNING the job rows (ops)
         self.now = now
         self.worker = worker
         self.caps = caps  # queue -> how many more this claim may take from it
         self.total = total  # how many more this claim may take in all
         self.gates = Gates(conn)
         self.events: list[tuple[Any, ...]] = []
-        self.claim_sql = _CLAIM_SEQS  # ops passes its own with RETURNING <job columns>
         self.truncated = False  # stopped early (MAX_REFUSED): more may be claimable now
         self.refused = 0
         self.replaced = False  # this pass admitted a waiter in a refused flow's place

@@ -238,8 +238,8 @@ def _claim_flows(
     conn: sqlite3.Connection, now: float, p: ClaimParams, caps: dict[str, int]
 ) -> tuple[list[Any], bool, list[tuple[Any, ...]]]:
     """The claim when flow-controlled jobs are claimable: merged with unlimited ones."""
-    fc = fl.FlowClaim(conn, now, p.worker, dict(caps), p.limit)
-    fc.claim_sql = _CLAIM_SEQS  # flow jobs come back as rows, like unlimited ones
+    # Flow jobs come back as rows from the same statement as unlimited ones.
+    fc = fl.FlowClaim(conn, now, p.worker, dict(caps), p.limit, _CLAIM_SEQS)
     unlimited, rows = fc.run(_unlimited(conn, caps))
     if unlimited:
         args = {"now": now, "worker": p.worker, "seqs": orjson.dumps(unlimited).decode()}
