@@ -76,7 +76,7 @@ async def claim_cost(url: str, variant: str, n: int) -> dict[str, Any]:
                 raise RuntimeError(f"{variant}: nothing claimable after {done} of {n}")
             claims += 1
             await backend.finish_jobs(
-                "bench", [Outcome(j.id, j.attempt, OutcomeKind.COMPLETED) for j in res.jobs]
+                "bench", [Outcome(j.id, j.token, OutcomeKind.COMPLETED) for j in res.jobs]
             )
             done += len(res.jobs)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0

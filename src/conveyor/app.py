@@ -457,8 +457,7 @@ class Conveyor:
         await self.open()
         job = await self.backend.cancel_job(job_id)
         for w in self._workers:
-            if job_id in w.running:
-                w.drop_lost([job_id])
+            w.drop_job(job_id)
         if self._listeners:
             self._emit("cancelled", job)
         return job

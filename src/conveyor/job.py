@@ -177,6 +177,9 @@ class Job:
     finished_at: float | None = None
     lease_expires_at: float | None = None
     worker: str | None = None
+    # The claim token: which claim of this job the holder's attempt is (1 for the first). It only
+    # grows (release, recovery and retry never lower it), so it names one attempt for good.
+    token: int = 0
 
     @property
     def eta(self) -> float | None:

@@ -36,7 +36,7 @@ async def _complete(app: Conveyor, jobs: list[Job], worker: str = "w1", ok: bool
     kind = OutcomeKind.COMPLETED if ok else OutcomeKind.FAILED
     err = None if ok else {"type": "Boom", "message": "boom"}
     lost = await app.backend.finish_jobs(
-        worker, [Outcome(j.id, j.attempt, kind, error=err) for j in jobs]
+        worker, [Outcome(j.id, j.token, kind, error=err) for j in jobs]
     )
     assert lost == []
 
@@ -181,7 +181,7 @@ async def test_delayed_and_retried_limited_jobs_still_pass_the_gate(app: Conveyo
     assert await _claim(app) == []
     # When the first attempt fails and is retried (queued again at once)
     await app.backend.finish_jobs(
-        "w1", [Outcome(j0.id, j0.attempt, OutcomeKind.RETRY, error={"type": "X", "message": "x"})]
+        "w1", [Outcome(j0.id, j0.token, OutcomeKind.RETRY, error={"type": "X", "message": "x"})]
     )
     # Then exactly one of the two starts next, never both
     assert len(await _claim(app)) == 1
@@ -224,7 +224,7 @@ async def test_concurrency_slot_frees_on_cancel_release_and_lease_expiry(app: Co
     await app.cancel(j.id)
     [j] = await _claim(app)
     # When a worker releases its job at shutdown: then the slot is free again
-    assert await app.backend.release_jobs("w1", [(j.id, j.attempt)]) == 1
+    assert await app.backend.release_jobs("w1", [(j.id, j.token)]) == 1
     [j] = await _claim(app, worker="dead")
     # When that worker dies (its lease runs out) and recovery runs
     assert await _claim(app) == []
@@ -332,7 +332,7 @@ async def test_claims_honour_per_queue_caps(app: Conveyor) -> None:
     # And finish_and_claim caps the same way, a queue capped at 0 included
     lost, res2 = await app.backend.finish_and_claim(
         "w1",
-        [Outcome(j.id, j.attempt, OutcomeKind.COMPLETED) for j in res.jobs],
+        [Outcome(j.id, j.token, OutcomeKind.COMPLETED) for j in res.jobs],
         ClaimParams(["a", "b"], 5, "w1", {"a": 0, "b": 1}),
     )
     assert lost == [] and [j.queue for j in res2.jobs] == ["b"]
@@ -390,7 +390,7 @@ async def test_half_open_lets_only_the_probe_decide(app: Conveyor) -> None:
     probe = await eventually(lambda: _claim(app, worker="w2"), timeout=2, what="the probe")
     assert len(probe) == 1
     # Then jobs claimed before the breaker opened neither free a second probe (released)...
-    assert await app.backend.release_jobs("w1", [(old_b.id, old_b.attempt)]) == 1
+    assert await app.backend.release_jobs("w1", [(old_b.id, old_b.token)]) == 1
     assert await _claim(app, worker="w3") == []
     # ...nor close the breaker (completed): only the probe's verdict does
     await _complete(app, [old_c])

@@ -89,12 +89,12 @@ async def test_outcomes_for_a_reclaimed_job_are_ignored(app: Conveyor) -> None:
     await app.open()
     backend = app.backend
     first = await backend.claim_jobs(ClaimParams(["default"], 1, "worker-a"))
-    attempt_a = first.jobs[0].attempt
+    attempt_a = first.jobs[0].token
     recovered = await eventually(backend.recover_expired, what="the lease to expire")
     assert [(r.job_id, r.state) for r in recovered] == [(job.id, JobState.QUEUED)]
     second = await backend.claim_jobs(ClaimParams(["default"], 1, "worker-b"))
     assert [j.id for j in second.jobs] == [job.id]
-    attempt_b = second.jobs[0].attempt
+    attempt_b = second.jobs[0].token
     # When A reports, renews or reports progress late
     lost = await backend.finish_jobs(
         "worker-a", [Outcome(job.id, attempt_a, OutcomeKind.COMPLETED, result="from A")]
@@ -126,13 +126,13 @@ async def test_outcomes_for_a_cancelled_job_are_ignored(app: Conveyor) -> None:
     claimed = await app.backend.claim_jobs(ClaimParams(["default"], 1, GHOST))
     await app.cancel(job.id)
     # When the worker reports completion, a retry, or renews the lease
-    done = Outcome(job.id, claimed.jobs[0].attempt, OutcomeKind.COMPLETED, result=1)
-    retry = Outcome(job.id, claimed.jobs[0].attempt, OutcomeKind.RETRY, retry_in=0,
+    done = Outcome(job.id, claimed.jobs[0].token, OutcomeKind.COMPLETED, result=1)
+    retry = Outcome(job.id, claimed.jobs[0].token, OutcomeKind.RETRY, retry_in=0,
                     error={"type": "E", "message": "m"})  # fmt: skip
     # Then each is refused and the job stays cancelled
     assert await app.backend.finish_jobs(GHOST, [done]) == [job.id]
     assert await app.backend.finish_jobs(GHOST, [retry]) == [job.id]
-    assert await app.backend.extend_leases(GHOST, [(job.id, claimed.jobs[0].attempt)]) == [job.id]
+    assert await app.backend.extend_leases(GHOST, [(job.id, claimed.jobs[0].token)]) == [job.id]
     current = await app.get(job.id)
     assert current.status is JobState.CANCELLED
     assert current.result is None

@@ -30,12 +30,12 @@ def _task(**options: Any) -> Task:
 
 
 def _job(attempt: int, max_attempts: int) -> Job:
-    return Job("j1", "default", "t", {}, 5, JobState.ACTIVE, attempt, max_attempts)
+    return Job("j1", "default", "t", {}, 5, JobState.ACTIVE, attempt, max_attempts, token=7)
 
 
 def test_result_becomes_completed() -> None:
     out = outcome_for_result(_job(1, 1), {"ok": [1, 2]})
-    assert (out.kind, out.result, out.attempt) == (OutcomeKind.COMPLETED, {"ok": [1, 2]}, 1)
+    assert (out.kind, out.result, out.token) == (OutcomeKind.COMPLETED, {"ok": [1, 2]}, 7)
 
 
 def test_a_result_json_cannot_hold_fails_the_job() -> None:

@@ -8,9 +8,11 @@ conformance suite in ``tests/conformance``.
 Conventions for every operation:
 - Times are epoch seconds on the **backend's clock**; callers pass relative delays, never
   absolute times computed on their own clock, so worker clock skew is harmless.
-- Jobs in flight are identified by ``(job_id, attempt, worker)``: an outcome for a job that was
-  meanwhile cancelled, recovered after a lost lease or claimed again is ignored, never applied
-  to someone else's attempt.
+- Jobs in flight are identified by ``(job_id, token)``: every claim gives the job a new token
+  (`Job.token`) that is never reused, whatever release, recovery or retry do to ``attempt``.
+  An outcome, lease renewal or progress report carrying a token that is not the job's current
+  one (the job was cancelled, recovered after a lost lease, or claimed again) is ignored, never
+  applied to another attempt.
 - Every transition appends its event(s) to the backend's event log in the same atomic step.
 """
 
@@ -132,10 +134,11 @@ class OutcomeKind(StrEnum):
 
 @dataclass(slots=True)
 class Outcome:
-    """How one attempt of one job ended, as decided by the worker."""
+    """How one attempt of one job ended, as decided by the worker. ``token`` is the claim token
+    of the attempt (`Job.token`)."""
 
     job_id: str
-    attempt: int
+    token: int
     kind: OutcomeKind
     result: Any = None
     error: dict[str, Any] | None = None
@@ -296,8 +299,11 @@ class Backend(Protocol):
 
     async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
         """Apply outcomes in one atomic step: completed, failed (final) or retry (``scheduled``
-        after ``retry_in`` seconds). Outcomes for jobs no longer active under ``(attempt,
-        worker)`` are ignored; their ids are returned. Emits completed/failed/retrying."""
+        after ``retry_in`` seconds). Outcomes whose ``token`` is not the job's current
+        claim are ignored; their ids are returned. Emits completed/failed/retrying.
+
+        One outcome that cannot be stored as given (e.g. a result or error JSON cannot hold)
+        fails its own attempt with a readable error; the other outcomes still apply."""
 
     async def finish_and_claim(
         self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
@@ -306,15 +312,16 @@ class Backend(Protocol):
         steady state: acknowledge what finished, take the next jobs)."""
 
     async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
-        """Return active jobs of ``worker`` to ``queued`` without charging the attempt (graceful
-        shutdown). Returns how many were released; others are ignored."""
+        """Return active attempts ``(job_id, token)`` to ``queued`` without charging the attempt
+        (graceful shutdown, or a claimed job that did not start). Returns how many were
+        released; attempts no longer held are ignored."""
 
     async def extend_leases(self, worker: str, jobs: Sequence[tuple[str, int]]) -> list[str]:
-        """Renew the leases of ``worker``'s active jobs; returns the ids it no longer holds
-        (cancelled, or recovered by another worker after a lost lease)."""
+        """Renew the leases of active attempts ``(job_id, token)``; returns the ids no longer
+        held (cancelled, or recovered and claimed again after a lost lease)."""
 
     async def set_progress(
-        self, job_id: str, attempt: int, worker: str, progress: dict[str, Any]
+        self, job_id: str, token: int, worker: str, progress: dict[str, Any]
     ) -> bool:
         """Store progress of an active attempt and emit ``progress``. False if not held."""
 

@@ -25,15 +25,34 @@ class JobTimeout(Exception):
     """The attempt ran past its task's timeout."""
 
 
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or its ``repr``, or its type: an exception's ``__str__`` may raise."""
+    for show in (str, repr):
+        try:
+            return show(exc)[:MAX_MESSAGE]
+        except Exception:
+            continue
+    return f"<{type(exc).__name__} whose str() and repr() raise>"
+
+
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> dict[str, Any]:
-    """The stored error: type, message (<= 1,000 chars) and the traceback's tail."""
-    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)[:MAX_MESSAGE]}
+    """The stored error: type, message (<= 1,000 chars) and the traceback's tail. Never raises:
+    extra fields that JSON cannot hold are stored by the backend as their ``repr``."""
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": _text(exc)}
     fields = getattr(exc, "error_fields", None)
     if fields is not None:  # e.g. a command's exit code and stderr tail: no Python traceback
-        info.update(fields())
-        return info
+        try:
+            extra = fields()
+            if isinstance(extra, dict):
+                info.update({str(k): v for k, v in extra.items() if k not in ("type",)})
+            return info
+        except Exception as inner:
+            info["fields_error"] = f"error_fields() raised {type(inner).__name__}"
     if with_traceback:
-        tb = "".join(traceback.format_exception(exc))
+        try:
+            tb = "".join(traceback.format_exception(exc))
+        except Exception:
+            tb = "<the traceback could not be formatted>"
         info["traceback"] = tb[-MAX_TRACEBACK:]
     return info
 
@@ -56,18 +75,40 @@ async def run_handler(task: Task, job: Job, ctx: Context, pool: Executor) -> Any
         if task.spec.wants_ctx
         else functools.partial(task.fn, **kwargs)
     )
-    fut = asyncio.get_running_loop().run_in_executor(pool, call)
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future[None] = loop.create_future()
+
+    def in_thread() -> Any:
+        # The timeout counts from here, not from the submission: a job never times out while
+        # it waits for a thread.
+        loop.call_soon_threadsafe(_set_done, started)
+        return call()
+
+    fut = loop.run_in_executor(pool, in_thread)
     if job.timeout is None:
         return await fut
+    await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
     try:
         async with asyncio.timeout(job.timeout):
-            return await fut
+            return await asyncio.shield(fut)  # the timeout must not cancel `fut`: we await it
     except TimeoutError:
-        # A thread cannot be killed: tell the handler through ctx.cancelled and move on.
+        # A thread cannot be killed: tell the handler through ctx.cancelled and keep its slot
+        # until it has really returned, so the next job does not queue behind it for a thread.
         ctx._set_cancelled()
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # its error no longer matters: the attempt timed out
+            pass
         raise JobTimeout(
             f"timed out after {job.timeout:g}s (sync handler told via ctx.cancelled)"
         ) from None
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def outcome_for_result(job: Job, result: Any) -> Outcome:
@@ -76,11 +117,11 @@ def outcome_for_result(job: Job, result: Any) -> Outcome:
             orjson.dumps(result)
         except TypeError as exc:
             return Outcome(
-                job.id, job.attempt, OutcomeKind.FAILED,
+                job.id, job.token, OutcomeKind.FAILED,
                 error={"type": "ResultNotSerializable",
                        "message": f"the handler returned a value JSON cannot hold: {exc}"},
             )  # fmt: skip
-    return Outcome(job.id, job.attempt, _COMPLETED, result)
+    return Outcome(job.id, job.token, _COMPLETED, result)
 
 
 def outcome_for_error(job: Job, exc: BaseException, task: Task | None) -> Outcome:
@@ -92,17 +133,17 @@ def outcome_for_error(job: Job, exc: BaseException, task: Task | None) -> Outcom
         err = error_info(exc)
         err["message"] = (f"{err['message']} (and deciding its retry failed: "
                           f"{type(inner).__name__}: {inner})")[:MAX_MESSAGE]  # fmt: skip
-        return Outcome(job.id, job.attempt, OutcomeKind.FAILED, error=err)
+        return Outcome(job.id, job.token, OutcomeKind.FAILED, error=err)
 
 
 def _outcome_for_error(job: Job, exc: BaseException, task: Task | None) -> Outcome:
     if isinstance(exc, Permanent):
-        return Outcome(job.id, job.attempt, OutcomeKind.FAILED, error=error_info(exc))
+        return Outcome(job.id, job.token, OutcomeKind.FAILED, error=error_info(exc))
     if job.attempt >= job.max_attempts:
         err = error_info(exc, with_traceback=not isinstance(exc, Retry | JobTimeout))
         if isinstance(exc, Retry):
             err["message"] = f"retry requested but attempts are used up: {exc.reason or 'Retry'}"
-        return Outcome(job.id, job.attempt, OutcomeKind.FAILED, error=err)
+        return Outcome(job.id, job.token, OutcomeKind.FAILED, error=err)
     if isinstance(exc, Retry) and exc.after is not None:
         delay = exc.after
     elif task is not None:
@@ -110,4 +151,4 @@ def _outcome_for_error(job: Job, exc: BaseException, task: Task | None) -> Outco
     else:
         delay = 5.0
     err = error_info(exc, with_traceback=not isinstance(exc, Retry | JobTimeout))
-    return Outcome(job.id, job.attempt, OutcomeKind.RETRY, error=err, retry_in=delay)
+    return Outcome(job.id, job.token, OutcomeKind.RETRY, error=err, retry_in=delay)

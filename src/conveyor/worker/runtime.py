@@ -44,10 +44,15 @@ _EVENT_OF = {
 
 
 class _Running:
-    __slots__ = ("ctx", "job", "lost", "released", "task")
+    """One claimed attempt, keyed in `Worker.running` by its claim token ``(job id, token)``:
+    the same job can be held twice (an old attempt still running after a cancel, retry and
+    re-claim), never the same attempt."""
+
+    __slots__ = ("ctx", "job", "key", "lost", "released", "task")
 
     def __init__(self, job: Job, ctx: Context) -> None:
         self.job = job
+        self.key = (job.id, job.token)
         self.ctx = ctx
         self.task: asyncio.Task[None] | None = None
         self.lost = False  # cancelled or taken away: report nothing
@@ -103,7 +108,7 @@ class Worker:
         self.id = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-8:]}"
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
-        self.running: dict[str, _Running] = {}
+        self.running: dict[tuple[str, int], _Running] = {}
         self._acks: list[Outcome] = []
         self._wake = asyncio.Event()
         self._want_claim = True
@@ -169,9 +174,7 @@ class Worker:
                 if r.task is not None:
                     r.task.cancel()
             await self._flush()
-            n = await self.app.backend.release_jobs(
-                self.id, [(r.job.id, r.job.attempt) for r in leftover]
-            )
+            n = await self.app.backend.release_jobs(self.id, [r.key for r in leftover])
             log.warning("worker %s: returned %d unfinished jobs to the queue", self.id, n)
             tasks = [r.task for r in leftover if r.task is not None]
             if tasks:
@@ -374,7 +377,7 @@ class Worker:
         assert self._loop is not None
         ctx = Context(job, self, self._loop)
         r = _Running(job, ctx)
-        self.running[job.id] = r
+        self.running[r.key] = r
         if job.lease < self.min_lease:
             self.min_lease = job.lease
             self._services.check_leases_soon()  # renew before this shorter lease runs out
@@ -428,7 +431,7 @@ class Worker:
                             outcome.error and outcome.error["message"])  # fmt: skip
         if r.lost or r.released:
             return self._forget(r)
-        del self.running[job.id]
+        del self.running[r.key]
         if self._lanes is not None:
             self._lane_done(r)
         elif self._buffer:
@@ -442,17 +445,21 @@ class Worker:
             app._emit(_EVENT_OF[outcome.kind], job, outcome)
 
     def _forget(self, r: _Running) -> None:
-        self.running.pop(r.job.id, None)
+        self.running.pop(r.key, None)
         if self._lanes is not None:
             self._lane_done(r)
         elif self._buffer:
             self._start_buffered()
         self._wake.set()
 
-    def drop_lost(self, job_ids: list[str]) -> None:
-        """Jobs we no longer hold (cancelled, or re-claimed after a lost lease): stop them."""
-        for job_id in job_ids:
-            r = self.running.get(job_id)
+    def drop_job(self, job_id: str) -> None:
+        """Every attempt of ``job_id`` this worker holds is no longer its own (cancelled)."""
+        self.drop_lost([k for k in self.running if k[0] == job_id])
+
+    def drop_lost(self, keys: list[tuple[str, int]]) -> None:
+        """Attempts we no longer hold (cancelled, or re-claimed after a lost lease): stop them."""
+        for key in keys:
+            r = self.running.get(key)
             if r is None or r.lost:
                 continue
             r.lost = True
@@ -462,7 +469,7 @@ class Worker:
                     self._lanes.drop(r)
                 else:
                     self._buffer.remove(r)
-                del self.running[job_id]
+                del self.running[key]
                 self._wake.set()
                 continue
             task = self.app.tasks.get(r.job.task)
@@ -473,7 +480,7 @@ class Worker:
 
     async def report_progress(self, ctx: Context, data: dict[str, Any]) -> None:
         job = ctx.job
-        ok = await self.app.backend.set_progress(job.id, job.attempt, self.id, data)
+        ok = await self.app.backend.set_progress(job.id, job.token, self.id, data)
         if ok:
             job.progress.percent = data["percent"]
             job.progress.message = data["message"]

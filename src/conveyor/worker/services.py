@@ -69,16 +69,16 @@ class Services:
                 async with asyncio.timeout(self._interval()):
                     await self._lease_check.wait()
             self._lease_check.clear()
-            held = [(r.job.id, r.job.attempt) for r in w.running.values() if not r.lost]
+            held = [r.key for r in w.running.values() if not r.lost]
             if not held:
                 continue
             try:
-                lost = await w.app.backend.extend_leases(w.id, held)
+                lost = set(await w.app.backend.extend_leases(w.id, held))
             except Exception:
                 self._failed("lease renewal")
                 continue
             if lost:
-                w.drop_lost(lost)
+                w.drop_lost([k for k in held if k[0] in lost])
 
     async def _registry(self) -> None:
         w = self._worker

@@ -107,7 +107,7 @@ async def test_unlimited_jobs_create_no_flow_keys(app: Conveyor, r: Any) -> None
     await app.open()
     jobs = await _claim(app, 3, "w1", ["default"])
     await app.backend.finish_jobs(
-        "w1", [Outcome(j.id, j.attempt, OutcomeKind.FAILED, error={"type": "X"}) for j in jobs]
+        "w1", [Outcome(j.id, j.token, OutcomeKind.FAILED, error={"type": "X"}) for j in jobs]
     )
     await app.retry(jobs[0].id)
     await app.cancel(jobs[0].id)
@@ -204,12 +204,12 @@ async def test_indexes_stay_consistent_under_random_operations(app: Conveyor, r:
                 j, worker = held.pop(job_id)
                 kind = rng.choice(list(OutcomeKind))
                 await app.backend.finish_jobs(worker, [Outcome(
-                    j.id, j.attempt, kind, error={"type": "X", "message": "x"},
+                    j.id, j.token, kind, error={"type": "X", "message": "x"},
                     retry_in=rng.choice([0, 0.02]))])  # fmt: skip
         elif op < 0.82 and held:
             job_id = rng.choice(sorted(held))
             j, worker = held.pop(job_id)
-            await app.backend.release_jobs(worker, [(j.id, j.attempt)])
+            await app.backend.release_jobs(worker, [(j.id, j.token)])
         elif op < 0.9 and all_ids:
             job = await app.get(rng.choice(all_ids))
             if not job.status.is_final or job.status is JobState.CANCELLED:
@@ -224,7 +224,7 @@ async def test_indexes_stay_consistent_under_random_operations(app: Conveyor, r:
     # When everything is drained (breakers cool down, leases of lost jobs run out)
     for _ in range(400):
         for j, worker in list(held.values()):
-            await app.backend.finish_jobs(worker, [Outcome(j.id, j.attempt, OutcomeKind.COMPLETED)])
+            await app.backend.finish_jobs(worker, [Outcome(j.id, j.token, OutcomeKind.COMPLETED)])
         held.clear()
         for q in queues:
             for j in await _claim(app, 20, "w1", [q]):
@@ -290,7 +290,7 @@ async def test_claims_match_the_sqlite_backend_step_by_step(
                     for i, kind in zip(pick, kinds, strict=True):
                         j, worker = mine.pop(i)
                         await a.backend.finish_jobs(worker, [Outcome(
-                            j.id, j.attempt, kind, error={"type": "X", "message": "x"})])  # fmt: skip
+                            j.id, j.token, kind, error={"type": "X", "message": "x"})])  # fmt: skip
             elif n:
                 i = rng.randint(1, n)
                 states = []

@@ -164,3 +164,20 @@ async def test_ids_are_the_callers_and_unique_under_load(app: Conveyor) -> None:
     assert len(set(ids)) == 400
     assert await _stored(app) == 400
     assert all(new_id() > i for i in ids)
+
+
+async def test_an_operation_alone_in_its_round_is_all_or_nothing(app: Conveyor) -> None:
+    # Given an operation that writes a count and then fails, alone in its round
+    def half(conn: Any, now: float) -> None:
+        conn.execute("INSERT INTO counts (queue, status, n) VALUES ('drift', 'queued', 1)")
+        raise BackendError("second write failed")
+
+    # When it runs
+    with pytest.raises(BackendError, match="second write failed"):
+        await app.backend._run(half)  # type: ignore[attr-defined]
+
+    # Then none of its writes committed (the next operation sees no stray count)
+    def read(conn: Any, now: float) -> Any:
+        return conn.execute("SELECT n FROM counts WHERE queue = 'drift'").fetchall()
+
+    assert await app.backend._run(read, write=False) == []  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import pytest
 
 from conveyor import Conveyor
 from conveyor.backends.base import ClaimParams, NewJob, Outcome, OutcomeKind
-from conveyor.backends.sqlite import ops
+from conveyor.backends.sqlite import attempts, ops
 from conveyor.job import new_id
 
 _INNER_SELECT = re.compile(r"WHERE seq IN \((SELECT .*?)\) RETURNING", re.S)
@@ -52,7 +52,7 @@ async def db(tmp_path: Path) -> Path:
             claimed = await app.backend.claim_jobs(ClaimParams([q], 100, "w"))
             await app.backend.finish_jobs(
                 "w",
-                [Outcome(j.id, j.attempt, OutcomeKind.COMPLETED if k % 2 else OutcomeKind.FAILED,
+                [Outcome(j.id, j.token, OutcomeKind.COMPLETED if k % 2 else OutcomeKind.FAILED,
                          error={"type": "E", "message": "m"}) for k, j in enumerate(claimed.jobs[:60])],
             )  # fmt: skip
     finally:
@@ -116,17 +116,17 @@ def test_every_statement_of_the_hot_path_is_indexed(conn: sqlite3.Connection) ->
         ])  # fmt: skip
         jobs = ops.claim(conn, 1.0, ClaimParams(["a"], 5, "w2")).jobs
         jobs += ops.claim(conn, 1.0, ClaimParams(["b", "c"], 5, "w2")).jobs
-        ops.finish(conn, 1.0, "w2", [
-            Outcome(jobs[0].id, jobs[0].attempt, OutcomeKind.COMPLETED, result=1),
-            Outcome(jobs[1].id, jobs[1].attempt, OutcomeKind.RETRY, retry_in=5,
+        attempts.finish(conn, 1.0, "w2", [
+            Outcome(jobs[0].id, jobs[0].token, OutcomeKind.COMPLETED, result=1),
+            Outcome(jobs[1].id, jobs[1].token, OutcomeKind.RETRY, retry_in=5,
                     error={"type": "E", "message": "m"}),
-            Outcome(jobs[2].id, jobs[2].attempt, OutcomeKind.FAILED,
+            Outcome(jobs[2].id, jobs[2].token, OutcomeKind.FAILED,
                     error={"type": "E", "message": "m"}),
         ])  # fmt: skip
-        ops.extend(conn, 1.0, "w2", [(j.id, j.attempt) for j in jobs[3:]])
-        ops.set_progress(conn, 1.0, jobs[3].id, jobs[3].attempt, "w2", {"percent": 5})
+        attempts.extend(conn, 1.0, "w2", [(j.id, j.token) for j in jobs[3:]])
+        attempts.set_progress(conn, 1.0, jobs[3].id, jobs[3].token, "w2", {"percent": 5})
         ops.claim(conn, now, ClaimParams(["a"], 1, "w3"))  # promotes every scheduled job
-        ops.recover(conn, now)
+        attempts.recover(conn, now)
         ops.next_due(conn)
         ops.get(conn, jobs[0].id)
     finally:
@@ -158,14 +158,14 @@ def test_every_statement_of_the_flow_control_path_is_indexed(conn: sqlite3.Conne
         jobs = ops.claim(conn, 1.0, ClaimParams(["f"], 10, "w2")).jobs
         assert len(jobs) == 3  # the concurrency cap
         ops.claim(conn, 1.0, ClaimParams(["f", "b"], 10, "w2"))  # refused: set aside
-        ops.finish(conn, 1.0, "w2", [
-            Outcome(jobs[0].id, jobs[0].attempt, OutcomeKind.RETRY, retry_in=0,
+        attempts.finish(conn, 1.0, "w2", [
+            Outcome(jobs[0].id, jobs[0].token, OutcomeKind.RETRY, retry_in=0,
                     error={"type": "E", "message": "m"}),
         ])  # fmt: skip
         more = ops.claim(conn, 2.0, ClaimParams(["f"], 10, "w2")).jobs
-        ops.release(conn, 2.0, "w2", [(j.id, j.attempt) for j in more[:1]])
+        attempts.release(conn, 2.0, "w2", [(j.id, j.token) for j in more[:1]])
         ops.cancel(conn, 2.0, jobs[-1].id)
-        ops.recover(conn, 2e9)
+        attempts.recover(conn, 2e9)
         ops.claim(conn, 2e9, ClaimParams(["f", "a"], 10, "w3"))
     finally:
         conn.set_trace_callback(None)

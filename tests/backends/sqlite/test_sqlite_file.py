@@ -265,7 +265,7 @@ async def test_a_schema_1_store_is_migrated_with_its_jobs(tmp_path: Path) -> Non
     with sqlite3.connect(path) as old:
         old.executescript(
             "DROP TABLE flows; DROP TABLE gates; DROP INDEX jobs_flow; DROP INDEX jobs_ready;"
-            "ALTER TABLE jobs DROP COLUMN flow;"
+            "ALTER TABLE jobs DROP COLUMN flow; ALTER TABLE jobs DROP COLUMN token;"
             "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, seq) WHERE status = 'queued';"
             "UPDATE conveyor_meta SET value = '1' WHERE key = 'schema';"
         )
@@ -274,12 +274,12 @@ async def test_a_schema_1_store_is_migrated_with_its_jobs(tmp_path: Path) -> Non
     app = Conveyor(_url(path))
     _register(app)
     await app.open()
-    # Then it is schema 2 and the old job is still there and claimable
+    # Then it is schema 3 and the old job is still there and claimable, with a claim token
     with sqlite3.connect(path) as check:
         version = check.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
         cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
     check.close()
-    assert version == ("2",) and "flow" in cols
+    assert version == ("3",) and {"flow", "token"} <= cols
     res = await app.backend.claim_jobs(ClaimParams(["default"], 5, "w"))
-    assert [j.id for j in res.jobs] == [job.id]
+    assert [(j.id, j.token) for j in res.jobs] == [(job.id, 1)]
     await app.close()

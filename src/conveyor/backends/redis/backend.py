@@ -53,6 +53,7 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
+from ..outcomes import encode, finish_each
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha, translate
 
@@ -102,6 +103,7 @@ def job_from_hash(job_id: str, queue: str, h: dict[str, str]) -> Job:
         orjson.loads(h["r"]) if "r" in h else None, orjson.loads(h["e"]) if "e" in h else None,
         h.get("tn"), h.get("b"), h.get("wf"), h.get("pa"), h.get("ik"), float(h["c"]),
         _f(h.get("sf")), _f(h.get("sa")), _f(h.get("fa")), _f(h.get("le")), h.get("w"),
+        int(h.get("tk", 0)),
     )  # fmt: skip
 
 
@@ -277,27 +279,20 @@ class RedisBackend:
         for queue, ids in by_queue.items():
             rows = []
             for job_id in ids:
-                o = by_id[job_id]
-                if o.kind is OutcomeKind.COMPLETED:
-                    rows.append((job_id, o.attempt, "completed",
-                                 None if o.result is None else orjson.dumps(o.result).decode()))  # fmt: skip
-                    continue
-                err = o.error or {}
-                brief: dict[str, Any] = {"attempt": o.attempt, "error": {
-                    "type": err.get("type"), "message": err.get("message")}}  # fmt: skip
-                if o.kind is OutcomeKind.RETRY:
-                    brief["retry_in"] = o.retry_in
-                rows.append((
-                    job_id, o.attempt, o.kind.value, None,
-                    orjson.dumps(o.error).decode() if o.error else None, o.retry_in,
-                    orjson.dumps(brief).decode(),
-                ))  # fmt: skip
+                e = encode(by_id[job_id])  # never raises: a bad outcome fails its own attempt
+                if e.kind is OutcomeKind.COMPLETED:
+                    rows.append((job_id, e.token, "completed", e.result))
+                else:
+                    rows.append((job_id, e.token, e.kind.value, None, e.error, e.retry_in,
+                                 orjson.dumps(e.brief).decode()))  # fmt: skip
             calls.append(("finish", queue, [worker, orjson.dumps(rows).decode()]))
         known = {i for ids in by_queue.values() for i in ids}
         return calls, [o.job_id for o in outcomes if o.job_id not in known]
 
     async def _pipeline(self, calls: list[tuple[str, str, list[Any]]]) -> list[Any]:
-        """Run script calls in one round trip; a NOSCRIPT result is re-run (loading it)."""
+        """Run script calls in one round trip; a NOSCRIPT result is re-run (loading it). Other
+        error replies are returned in place: one failed call must not hide the others' results
+        (a claim that committed is never discarded)."""
         client = self._client()
         pipe = client.pipeline(transaction=False)
         for name, queue, args in calls:
@@ -309,17 +304,43 @@ class RedisBackend:
         for i, res in enumerate(results):
             if isinstance(res, NoScriptError):
                 name, queue, args = calls[i]
-                results[i] = await self._eval(name, queue, *args)
-            elif isinstance(res, Exception):
-                raise res
+                try:
+                    results[i] = await self._eval(name, queue, *args)
+                except ResponseError as exc:
+                    results[i] = exc
         return results
+
+    async def _finish_results(
+        self, worker: str, outcomes: Sequence[Outcome], results: list[Any], lost: list[str]
+    ) -> list[str]:
+        """Collect lost ids from finish results; outcomes of a finish call that failed are
+        applied again one by one (`finish_each`), so they cannot hold the others back."""
+        failed = False
+        for res in results:
+            if isinstance(res, RedisConnectionError | RedisTimeoutError):
+                raise BackendUnavailable(f"Redis at {self.url} unreachable: {res}") from res
+            if isinstance(res, Exception):
+                failed = True
+                log.error("worker %s: a finish script failed (%s); applying its outcomes one "
+                          "by one", worker, str(res)[:200])  # fmt: skip
+            else:
+                lost += res
+        if failed:
+            lost = await finish_each(lambda one: self._finish_plain(worker, one), outcomes)
+        self._forget(worker, [o.job_id for o in outcomes])
+        return lost
+
+    async def _finish_plain(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
+        calls, lost = await self._finish_calls(worker, outcomes)
+        for res in await self._pipeline(calls):
+            if isinstance(res, Exception):
+                raise res
+            lost += res
+        return lost
 
     async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
         calls, lost = await self._finish_calls(worker, outcomes)
-        for res in await self._pipeline(calls):
-            lost += res
-        self._forget(worker, [o.job_id for o in outcomes])
-        return lost
+        return await self._finish_results(worker, outcomes, await self._pipeline(calls), lost)
 
     async def finish_and_claim(
         self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
@@ -329,15 +350,26 @@ class RedisBackend:
         cap = _cap(params, first, params.limit)
         claim = [("claim", first, [worker, cap])] if cap > 0 else []
         results = await self._pipeline([*calls, *claim])
-        for res in results[: len(calls)]:
-            lost += res
-        self._forget(worker, [o.job_id for o in outcomes])
-        jobs, next_due = self._claimed(first, results[-1]) if claim else ([], None)
+        jobs: list[Job] = []
+        next_due: float | None = None
+        if claim:
+            if isinstance(results[-1], Exception):
+                # The finish calls still count: apply their results before raising.
+                await self._finish_results(worker, outcomes, results[: len(calls)], lost)
+                raise results[-1]
+            jobs, next_due = self._claimed(first, results[-1])
+            self.remember(worker, jobs)
+        lost = await self._finish_results(worker, outcomes, results[: len(calls)], lost)
         rest = [q for q in params.queues[1:]]
         if rest and len(jobs) < params.limit:
-            more = await self.claim_jobs(
-                ClaimParams(rest, params.limit - len(jobs), worker, params.queue_limits)
-            )
+            try:
+                more = await self.claim_jobs(
+                    ClaimParams(rest, params.limit - len(jobs), worker, params.queue_limits)
+                )
+            except BackendUnavailable:
+                if not jobs:
+                    raise
+                more = ClaimResult([], None)  # keep what was claimed; claim the rest next round
             jobs += more.jobs
             if more.next_due is not None:
                 next_due = more.next_due if next_due is None else min(next_due, more.next_due)
@@ -378,19 +410,19 @@ class RedisBackend:
 
     async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
         n = 0
-        attempts = dict(jobs)
+        tokens = dict(jobs)
         for queue, ids in (await self._group(worker, [j for j, _ in jobs])).items():
-            held = orjson.dumps([(j, attempts[j]) for j in ids]).decode()
+            held = orjson.dumps([(j, tokens[j]) for j in ids]).decode()
             n += int(await self._eval("release", queue, worker, held))
         self._forget(worker, [j for j, _ in jobs])
         return n
 
     async def extend_leases(self, worker: str, jobs: Sequence[tuple[str, int]]) -> list[str]:
         lost: list[str] = []
-        attempts = dict(jobs)
+        tokens = dict(jobs)
         grouped = await self._group(worker, [j for j, _ in jobs])
         for queue, ids in grouped.items():
-            held = orjson.dumps([(j, attempts[j]) for j in ids]).decode()
+            held = orjson.dumps([(j, tokens[j]) for j in ids]).decode()
             lost += await self._eval("extend", queue, worker, held)
         known = {i for ids in grouped.values() for i in ids}
         lost += [j for j, _ in jobs if j not in known]
@@ -398,12 +430,12 @@ class RedisBackend:
         return lost
 
     async def set_progress(
-        self, job_id: str, attempt: int, worker: str, progress: dict[str, Any]
+        self, job_id: str, token: int, worker: str, progress: dict[str, Any]
     ) -> bool:
         grouped = await self._group(worker, [job_id])
         for queue in grouped:
             data = orjson.dumps(progress).decode()
-            return bool(await self._eval("progress", queue, job_id, attempt, worker, data))
+            return bool(await self._eval("progress", queue, job_id, token, worker, data))
         return False
 
     async def _steer(self, action: str, job_id: str) -> Job:

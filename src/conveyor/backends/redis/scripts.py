@@ -18,6 +18,8 @@ NAMES = (
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "recover", "release", "retry"})
+# Scripts that can fail an attempt get includes/attempt.lua (the one failure transition) last.
+ATTEMPT = frozenset({"finish", "recover"})
 
 
 def _load(name: str) -> str:
@@ -25,6 +27,8 @@ def _load(name: str) -> str:
     parts = [lua.joinpath("includes/common.lua").read_text()]
     if name in FLOW:
         parts.append(lua.joinpath("includes/flow.lua").read_text())
+    if name in ATTEMPT:
+        parts.append(lua.joinpath("includes/attempt.lua").read_text())
     parts.append(lua.joinpath(f"{name}.lua").read_text())
     return "\n".join(parts)
 

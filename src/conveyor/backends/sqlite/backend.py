@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ...clock import Clock, SystemClock
-from ...errors import BackendCorrupt, BackendUnavailable, ConfigurationError
+from ...errors import BackendCorrupt, BackendLocked, BackendUnavailable, ConfigurationError
 from ...job import Job, JobState
 from ..base import (
     BatchCounts,
@@ -41,12 +41,13 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
-from . import gates, ops
+from ..outcomes import finish_each
+from . import attempts, gates, ops
 from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
 
 
@@ -157,8 +158,11 @@ class SqliteBackend:
                 raise
         version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
         if version is not None and version[0] == "1":
-            self._migrate_1_to_2(conn)
-            version = (SCHEMA_VERSION,)
+            self._migrate(conn, self._migrate_1_to_2, "2")
+            version = ("2",)
+        if version is not None and version[0] == "2":
+            self._migrate(conn, self._migrate_2_to_3, "3")
+            version = ("3",)
         if version is None or version[0] != SCHEMA_VERSION:
             raise BackendCorrupt(
                 f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
@@ -180,26 +184,40 @@ class SqliteBackend:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    def _migrate_1_to_2(self, conn: sqlite3.Connection) -> None:
-        """Schema 2 adds flow control: jobs.flow, the gates and flows tables, and a ready index
-        that leaves flow-controlled jobs out."""
-        schema = resources.files(__package__).joinpath("schema.sql").read_text()
+    def _migrate(self, conn: sqlite3.Connection, step: Any, version: str) -> None:
+        """Run one migration step and record its version, in one transaction."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
-            if "flow" not in cols:
-                conn.execute("ALTER TABLE jobs ADD COLUMN flow TEXT")
-                conn.execute("DROP INDEX IF EXISTS jobs_ready")
-            for stmt in _statements(schema):
-                conn.execute(stmt)
-            conn.execute(
-                "UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,)
-            )
+            current = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'")
+            if int(current.fetchone()[0]) < int(version):  # another process may have done it
+                step(conn)
+                conn.execute("UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (version,))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+        """Schema 2 adds flow control: jobs.flow, the gates and flows tables, and a ready index
+        that leaves flow-controlled jobs out."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+        if "flow" not in cols:
+            conn.execute("ALTER TABLE jobs ADD COLUMN flow TEXT")
+            conn.execute("DROP INDEX IF EXISTS jobs_ready")
+        schema = resources.files(__package__).joinpath("schema.sql").read_text()
+        for stmt in _statements(schema):
+            conn.execute(stmt)
+
+    @staticmethod
+    def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+        """Schema 3 adds the claim token (jobs.token). Jobs active during the upgrade keep
+        token 0, which their old workers never send: their outcomes are ignored and the jobs
+        come back through lease recovery (at least once)."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+        if "token" not in cols:
+            conn.execute("ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0")
 
     async def open(self) -> None:
         if self._db is None:
@@ -242,35 +260,51 @@ class SqliteBackend:
         result: ClaimResult = await self._run(ops.claim, params)
         return result
 
-    async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
-        lost, woke = await self._run(ops.finish, worker, outcomes)
+    async def _finish(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
+        lost, woke = await self._run(attempts.finish, worker, outcomes)
         if woke:  # concurrency slots freed: workers elsewhere may claim set-aside flows
             self._notifier.notify(b"w")
         return lost  # type: ignore[no-any-return]
 
+    async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
+        try:
+            return await self._finish(worker, outcomes)
+        except (BackendUnavailable, BackendLocked):
+            raise
+        except Exception:
+            return await finish_each(lambda one: self._finish(worker, one), outcomes)
+
     async def finish_and_claim(
         self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
     ) -> tuple[list[str], ClaimResult]:
-        # Submitted back to back, both land in the same group-commit transaction.
-        finished = self._run(ops.finish, worker, outcomes)
+        # Submitted back to back, both land in the same group-commit transaction, each in its
+        # own savepoint: a claim that committed is returned even when the finish failed.
+        finished = self._run(attempts.finish, worker, outcomes)
         claimed = self._run(ops.claim, params)
-        lost, woke = await finished
+        done, got = await asyncio.gather(finished, claimed, return_exceptions=True)
+        if isinstance(got, BaseException):
+            raise got
+        if isinstance(done, (BackendUnavailable, BackendLocked)):
+            raise done  # nothing of the round committed
+        if isinstance(done, BaseException):
+            return await finish_each(lambda one: self._finish(worker, one), outcomes), got
+        lost, woke = done
         if woke:
             self._notifier.notify(b"w")
-        return lost, await claimed
+        return lost, got
 
     async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
-        n: int = await self._run(ops.release, worker, jobs, notify=b"w")
+        n: int = await self._run(attempts.release, worker, jobs, notify=b"w")
         return n
 
     async def extend_leases(self, worker: str, jobs: Sequence[tuple[str, int]]) -> list[str]:
-        lost: list[str] = await self._run(ops.extend, worker, jobs)
+        lost: list[str] = await self._run(attempts.extend, worker, jobs)
         return lost
 
     async def set_progress(
-        self, job_id: str, attempt: int, worker: str, progress: dict[str, Any]
+        self, job_id: str, token: int, worker: str, progress: dict[str, Any]
     ) -> bool:
-        ok: bool = await self._run(ops.set_progress, job_id, attempt, worker, progress)
+        ok: bool = await self._run(attempts.set_progress, job_id, token, worker, progress)
         return ok
 
     async def cancel_job(self, job_id: str) -> Job:
@@ -283,7 +317,7 @@ class SqliteBackend:
         return job
 
     async def recover_expired(self) -> list[Recovered]:
-        out: list[Recovered] = await self._run(ops.recover)
+        out: list[Recovered] = await self._run(attempts.recover)
         if out:
             self._notifier.notify(b"w")
         return out

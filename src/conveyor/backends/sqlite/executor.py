@@ -182,11 +182,16 @@ class DbThread:
             self._post([(i.future, err, False) for i in items])
             return
         now = self._clock.now()
+        # A round of one operation needs no savepoint: a failure rolls the transaction back.
         single = len(items) == 1
         try:
             for item in items:
                 if single:
                     res = self._call(conn, item, now)
+                    if not res[2]:  # all or nothing: none of its writes may commit
+                        conn.execute("ROLLBACK")
+                        self._post([res])
+                        return
                 else:
                     conn.execute("SAVEPOINT op")
                     res = self._call(conn, item, now)

@@ -1,4 +1,5 @@
-"""The job-state transitions of the SQLite backend: one function per transition.
+"""The job-state transitions of the SQLite backend: one function per transition (attempts in
+flight: `attempts.py`).
 
 Each function runs on the database thread inside the `BEGIN IMMEDIATE` transaction that
 `DbThread` opened, with ``now`` read after the write lock was taken (SQLite's clock as seen by
@@ -16,13 +17,13 @@ import orjson
 
 from ...errors import JobNotFound, JobStateError
 from ...job import FINAL_STATES, Job, JobState, Progress
-from ..base import ClaimParams, ClaimResult, EnqueueResult, NewJob, Outcome, OutcomeKind, Recovered
+from ..base import ClaimParams, ClaimResult, EnqueueResult, NewJob
 from . import flow as fl
 
 JOB_COLS = (
     "id, queue, task, payload, priority, status, attempt, max_attempts, stalls, max_stalls, "
     "timeout, lease, progress, result, error, tenant, batch, workflow, parent, idempotency_key, "
-    "created_at, scheduled_for, started_at, finished_at, lease_expires_at, worker"
+    "created_at, scheduled_for, started_at, finished_at, lease_expires_at, worker, token"
 )
 _STATES = {s.value: s for s in JobState}
 _loads = orjson.loads
@@ -37,7 +38,7 @@ def row_to_job(r: Sequence[Any]) -> Job:
         r[11], progress,
         None if r[13] is None else _loads(r[13]),
         None if r[14] is None else _loads(r[14]),
-        r[15], r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25],
+        r[15], r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], r[26],
     )  # fmt: skip
 
 
@@ -155,15 +156,15 @@ def next_due(conn: sqlite3.Connection) -> float | None:
 
 
 _CLAIM_ONE = (
-    "UPDATE jobs SET status = 'active', attempt = attempt + 1, started_at = :now, "
-    "lease_expires_at = :now + lease, worker = :worker, progress = NULL "
+    "UPDATE jobs SET status = 'active', attempt = attempt + 1, token = token + 1, "
+    "started_at = :now, lease_expires_at = :now + lease, worker = :worker, progress = NULL "
     "WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued' AND queue = :queue "
     "AND flow IS NULL ORDER BY priority DESC, seq LIMIT :limit) "
     f"RETURNING seq, {JOB_COLS}"
 )
 _CLAIM_SEQS = (
-    "UPDATE jobs SET status = 'active', attempt = attempt + 1, started_at = :now, "
-    "lease_expires_at = :now + lease, worker = :worker, progress = NULL "
+    "UPDATE jobs SET status = 'active', attempt = attempt + 1, token = token + 1, "
+    "started_at = :now, lease_expires_at = :now + lease, worker = :worker, progress = NULL "
     "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND status = 'queued' "
     f"RETURNING seq, {JOB_COLS}"
 )
@@ -253,190 +254,6 @@ _STARTED_EVENTS = (
     "SELECT 'started', jobs.id, jobs.queue, jobs.task, jobs.tenant, :now, "
     "json_object('attempt', jobs.attempt) FROM json_each(:seqs) AS s JOIN jobs ON jobs.seq = s.value"
 )
-_COMPLETED_EVENTS = (
-    "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
-    "SELECT 'completed', jobs.id, jobs.queue, jobs.task, jobs.tenant, :now, NULL "
-    "FROM json_each(:seqs) AS s JOIN jobs ON jobs.seq = s.value"
-)
-_COMPLETE = (
-    "UPDATE jobs SET status = 'completed', result = o.value ->> 2, finished_at = :now, "
-    "error = NULL, lease_expires_at = NULL FROM json_each(:outcomes) AS o "
-    "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
-    "AND jobs.status = 'active' AND jobs.worker = :worker "
-    "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at, jobs.flow"
-)
-
-
-def finish(
-    conn: sqlite3.Connection, now: float, worker: str, outcomes: Sequence[Outcome]
-) -> tuple[list[str], bool]:
-    """Returns the ids of ignored outcomes, and whether set-aside flows became claimable."""
-    done: list[Any] = []
-    others: list[Outcome] = []
-    for o in outcomes:
-        if o.kind is OutcomeKind.COMPLETED:
-            done.append(
-                (o.job_id, o.attempt, None if o.result is None else orjson.dumps(o.result).decode())
-            )
-        else:
-            others.append(o)
-    acked: set[str] = set()
-    deltas: Counter[tuple[str, str]] = Counter()
-    rates: dict[str, list[float]] = {}
-    events: list[tuple[Any, ...]] = []
-    left: list[tuple[str, str | None, bool | None, float | None]] = []
-    requeued: list[tuple[str, str | None]] = []
-    if done:
-        rows = conn.execute(
-            _COMPLETE, {"now": now, "worker": worker, "outcomes": orjson.dumps(done).decode()}
-        ).fetchall()
-        seqs = []
-        for seq, job_id, queue, started, flow in rows:
-            seqs.append(seq)
-            if flow is not None:
-                left.append((queue, flow, True, started))
-            acked.add(job_id)
-            deltas[(queue, "active")] -= 1
-            deltas[(queue, "completed")] += 1
-            r = rates.setdefault(queue, [0, 0, 0.0])
-            r[0] += 1
-            r[2] += now - (started or now)
-        conn.execute(_COMPLETED_EVENTS, {"now": now, "seqs": orjson.dumps(seqs).decode()})
-    for o in others:
-        err = orjson.dumps(o.error).decode() if o.error else None
-        brief = orjson.dumps(
-            {
-                "attempt": o.attempt,
-                "error": {k: (o.error or {}).get(k) for k in ("type", "message")},
-            }
-            | ({"retry_in": o.retry_in} if o.kind is OutcomeKind.RETRY else {})
-        ).decode()
-        if o.kind is OutcomeKind.RETRY:
-            status = "scheduled" if o.retry_in > 0 else "queued"
-            row = conn.execute(
-                "UPDATE jobs SET status = ?, scheduled_for = ?, error = ?, lease_expires_at = NULL, "
-                "worker = NULL WHERE id = ? AND attempt = ? AND status = 'active' AND worker = ? "
-                "RETURNING queue, task, tenant, flow, started_at",
-                (
-                    status,
-                    now + o.retry_in if o.retry_in > 0 else None,
-                    err,
-                    o.job_id,
-                    o.attempt,
-                    worker,
-                ),
-            ).fetchone()
-            ev = "retrying"
-        else:
-            status = "failed"
-            row = conn.execute(
-                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_expires_at = NULL "
-                "WHERE id = ? AND attempt = ? AND status = 'active' AND worker = ? "
-                "RETURNING queue, task, tenant, flow, started_at",
-                (err, now, o.job_id, o.attempt, worker),
-            ).fetchone()
-            ev = "failed"
-        if row is None:
-            continue
-        acked.add(o.job_id)
-        queue, task, tenant, flow, started = row
-        if flow is not None:
-            left.append((queue, flow, False, started))
-            if status == "queued":
-                requeued.append((queue, flow))
-        deltas[(queue, "active")] -= 1
-        deltas[(queue, status)] += 1
-        rates.setdefault(queue, [0, 0, 0.0])[1] += 1
-        events.append((ev, o.job_id, queue, task, tenant, now, brief))
-    add_events(conn, events)
-    bump(conn, deltas)
-    if rates:
-        bucket = int(now // RATE_BUCKET)
-        conn.executemany(
-            "INSERT INTO rates (queue, bucket, completed, failed, run_seconds) VALUES (?,?,?,?,?) "
-            "ON CONFLICT (queue, bucket) DO UPDATE SET completed = completed + excluded.completed, "
-            "failed = failed + excluded.failed, run_seconds = run_seconds + excluded.run_seconds",
-            [(q, bucket, c, f, s) for q, (c, f, s) in rates.items()],
-        )
-    woke = fl.settle(conn, now, left) if left else False
-    if requeued:
-        fl.refresh_heads(conn, requeued)
-        woke = True
-    return [o.job_id for o in outcomes if o.job_id not in acked], woke
-
-
-def _held(worker: str, jobs: Sequence[tuple[str, int]]) -> dict[str, Any]:
-    return {"worker": worker, "jobs": orjson.dumps(jobs).decode()}
-
-
-def release(
-    conn: sqlite3.Connection, now: float, worker: str, jobs: Sequence[tuple[str, int]]
-) -> int:
-    held = _held(worker, jobs)
-    # Start times of flow jobs, read before the update clears them (breakers tell their probe
-    # from jobs claimed before they opened by it).
-    starts = dict(
-        conn.execute(
-            "SELECT jobs.id, jobs.started_at FROM json_each(:jobs) AS o JOIN jobs "
-            "ON jobs.id = o.value ->> 0 WHERE jobs.flow IS NOT NULL AND jobs.status = 'active' "
-            "AND jobs.worker = :worker",
-            held,
-        ).fetchall()
-    )
-    rows = conn.execute(
-        "UPDATE jobs SET status = 'queued', attempt = attempt - 1, lease_expires_at = NULL, "
-        "worker = NULL, started_at = NULL FROM json_each(:jobs) AS o "
-        "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
-        "AND jobs.status = 'active' AND jobs.worker = :worker "
-        "RETURNING jobs.queue, jobs.flow, jobs.id",
-        held,
-    ).fetchall()
-    deltas: Counter[tuple[str, str]] = Counter()
-    for q, _, _ in rows:
-        deltas[(q, "active")] -= 1
-        deltas[(q, "queued")] += 1
-    bump(conn, deltas)
-    flowed = [(q, f, job_id) for q, f, job_id in rows if f is not None]
-    if flowed:
-        fl.settle(conn, now, [(q, f, None, starts.get(job_id)) for q, f, job_id in flowed])
-        fl.refresh_heads(conn, [(q, f) for q, f, _ in flowed])
-    return len(rows)
-
-
-def extend(
-    conn: sqlite3.Connection, now: float, worker: str, jobs: Sequence[tuple[str, int]]
-) -> list[str]:
-    args = _held(worker, jobs) | {"now": now}
-    kept = {
-        r[0]
-        for r in conn.execute(
-            "UPDATE jobs SET lease_expires_at = :now + lease FROM json_each(:jobs) AS o "
-            "WHERE jobs.id = o.value ->> 0 AND jobs.attempt = o.value ->> 1 "
-            "AND jobs.status = 'active' AND jobs.worker = :worker RETURNING jobs.id",
-            args,
-        )
-    }
-    return [j for j, _ in jobs if j not in kept]
-
-
-def set_progress(
-    conn: sqlite3.Connection,
-    now: float,
-    job_id: str,
-    attempt: int,
-    worker: str,
-    progress: dict[str, Any],
-) -> bool:
-    data = orjson.dumps(progress | {"updated_at": now}).decode()
-    row = conn.execute(
-        "UPDATE jobs SET progress = ? WHERE id = ? AND attempt = ? AND status = 'active' "
-        "AND worker = ? RETURNING queue, task, tenant",
-        (data, job_id, attempt, worker),
-    ).fetchone()
-    if row is None:
-        return False
-    add_events(conn, [("progress", job_id, *row, now, data)])
-    return True
 
 
 def get(conn: sqlite3.Connection, job_id: str) -> Job | None:
@@ -477,7 +294,8 @@ def retry(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
         raise JobStateError(job_id, job.status.value, "retry")
     (flow,) = conn.execute(
         "UPDATE jobs SET status = 'queued', attempt = 0, stalls = 0, finished_at = NULL, "
-        "error = NULL, result = NULL, worker = NULL, started_at = NULL, scheduled_for = NULL "
+        "error = NULL, result = NULL, worker = NULL, started_at = NULL, scheduled_for = NULL, "
+        "progress = NULL "
         "WHERE id = ? RETURNING flow",
         (job_id,),
     ).fetchone()
@@ -490,49 +308,3 @@ def retry(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
     refreshed = get(conn, job_id)
     assert refreshed is not None
     return refreshed
-
-
-def recover(conn: sqlite3.Connection, now: float) -> list[Recovered]:
-    rows = conn.execute(
-        "SELECT id, queue, task, tenant, stalls, max_stalls, attempt, flow, started_at FROM jobs "
-        "WHERE status = 'active' AND lease_expires_at < ?",
-        (now,),
-    ).fetchall()
-    out: list[Recovered] = []
-    flowed = [(r[1], r[7], r[8]) for r in rows if r[7] is not None]
-    deltas: Counter[tuple[str, str]] = Counter()
-    events: list[tuple[Any, ...]] = []
-    for job_id, queue, task, tenant, stalls, max_stalls, attempt, _, _ in rows:
-        stalls += 1
-        events.append(("stalled", job_id, queue, task, tenant, now, f'{{"stalls":{stalls}}}'))
-        deltas[(queue, "active")] -= 1
-        if stalls > max_stalls:
-            error = {
-                "type": "Stalled",
-                "message": f"lease expired {stalls} times (max_stalls={max_stalls}): the worker "
-                "died or blocked its event loop",
-            }
-            conn.execute(
-                "UPDATE jobs SET status = 'failed', stalls = ?, error = ?, finished_at = ?, "
-                "lease_expires_at = NULL WHERE id = ?",
-                (stalls, orjson.dumps(error).decode(), now, job_id),
-            )
-            events.append(("failed", job_id, queue, task, tenant, now,
-                           orjson.dumps({"attempt": attempt, "error": error}).decode()))  # fmt: skip
-            state = JobState.FAILED
-        else:
-            # A stall does not charge the attempt: the worker died, not the job.
-            conn.execute(
-                "UPDATE jobs SET status = 'queued', stalls = ?, attempt = attempt - 1, "
-                "lease_expires_at = NULL, worker = NULL WHERE id = ?",
-                (stalls, job_id),
-            )
-            state = JobState.QUEUED
-        deltas[(queue, state.value)] += 1
-        out.append(Recovered(job_id, queue, state))
-    add_events(conn, events)
-    bump(conn, deltas)
-    if flowed:  # a dead worker's slots are free again
-        fl.settle(conn, now, [(q, f, None, started) for q, f, started in flowed])
-        fl.refresh_heads(conn, [(q, f) for q, f, _ in flowed])
-    return out

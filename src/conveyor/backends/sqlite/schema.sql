@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 2. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 3. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   finished_at      REAL,
   lease_expires_at REAL,
   worker           TEXT,
-  flow             TEXT  -- flow control: JSON array of the gate names the job must pass
+  flow             TEXT,  -- flow control: JSON array of the gate names the job must pass
+  token            INTEGER NOT NULL DEFAULT 0  -- claim token: +1 per claim, never lowered
 );
 -- The claim path: ready unlimited jobs of a queue, highest priority first, then FIFO. O(log n).
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)

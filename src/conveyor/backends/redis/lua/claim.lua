@@ -33,6 +33,7 @@ local function start(id)
   local lease = tonumber(redis.call('HGET', k, 'l'))
   local expires = now + lease
   redis.call('HINCRBY', k, 'a', 1)
+  redis.call('HINCRBY', k, 'tk', 1)  -- the claim token: never lowered
   redis.call('HSET', k, 's', 'active', 'sa', fmt(now), 'le', fmt(expires), 'w', worker)
   redis.call('HDEL', k, 'pg')
   redis.call('ZADD', P .. 'active', expires, id)

@@ -1,16 +1,15 @@
 -- extend: renew the leases of a worker's active jobs.
 -- KEYS[1] queue prefix
--- ARGV[1] worker id, ARGV[2] JSON array of {id, attempt}
+-- ARGV[1] worker id, ARGV[2] JSON array of {id, token}
 -- returns the ids no longer held (cancelled, or recovered and claimed again)
-local worker = ARGV[1]
 local now = now_s()
 local lost = {}
 for _, h in ipairs(cjson.decode(ARGV[2])) do
   local id = h[1]
   local k = jkey(id)
-  local cur = redis.call('HMGET', k, 's', 'a', 'w', 'l')
-  if cur[1] == 'active' and cur[2] == tostring(h[2]) and cur[3] == worker then
-    local expires = now + tonumber(cur[4])
+  local cur = redis.call('HMGET', k, 's', 'tk', 'l')
+  if cur[1] == 'active' and cur[2] == tostring(h[2]) then
+    local expires = now + tonumber(cur[3])
     redis.call('HSET', k, 'le', fmt(expires))
     redis.call('ZADD', P .. 'active', expires, id)
   else

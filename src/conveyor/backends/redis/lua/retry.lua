@@ -11,7 +11,7 @@ if not s then return redis.error_reply('NOTFOUND') end
 if s ~= 'failed' and s ~= 'cancelled' then return redis.error_reply('STATE ' .. s) end
 redis.call('ZREM', P .. 'f:' .. s, id)
 redis.call('HSET', k, 's', 'queued', 'a', 0, 'st', 0)
-redis.call('HDEL', k, 'fa', 'e', 'r', 'w', 'sa', 'sf')
+redis.call('HDEL', k, 'fa', 'e', 'r', 'w', 'sa', 'sf', 'pg')
 if cur[5] then
   flow_add(cur[5], id, ready_score(cur[4]))
 else
