@@ -4,6 +4,7 @@ stats, events), written once against the `Backend` protocol."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from .backends.base import (
     Outcome,
     QueueStats,
     Retention,
+    WorkerInfo,
 )
 from .batch import Batch
 from .clock import Clock
@@ -176,6 +178,7 @@ class Conveyor:
         undefined.__name__ = name
         t = self.task(name=name, queue=queue, **options)(undefined)
         t.spec = AnyPayload(name)  # type: ignore[assignment]
+        t.declared = True
         return t
 
     def queue(
@@ -507,6 +510,13 @@ class Conveyor:
                 if q not in out:
                     out.update(await self.backend.stats([q]))
         return dict(sorted(out.items()))
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """The live workers of this backend (any process, any host), by id: who and where they
+        are, what they serve and run, what they have done. A worker that crashed drops out
+        when its heartbeat expires (``WorkerInfo.ttl``)."""
+        await self.open()
+        return await self.backend.list_workers()
 
     async def cleanup(
         self,

@@ -698,5 +698,8 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None
     ctx.exit(_run(_conveyor(ctx, url, app_spec), go))
 
 
+# Commands kept in modules of their own (they import `main` and register on it).
+from . import cli_workers  # noqa: E402, F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()

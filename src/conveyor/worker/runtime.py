@@ -122,6 +122,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._started_at = time.time()
         self.processed = 0
+        self.failed = 0
         self.min_lease = min([t.options.lease for t in app.tasks.values()] + [30.0])
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -197,10 +198,7 @@ class Worker:
         await self.stop()
 
     def info(self) -> WorkerInfo:
-        return WorkerInfo(
-            self.id, self.queues, self.capacity, len(self.running), os.getpid(),
-            socket.gethostname(), self._started_at,
-        )  # fmt: skip
+        return self._services.info()
 
     # -- wake-ups -------------------------------------------------------------------------------
 
@@ -434,6 +432,7 @@ class Worker:
         elif self._buffer:
             self._start_buffered()
         self.processed += 1
+        self.failed += outcome.kind is not OutcomeKind.COMPLETED
         self._acks.append(outcome)
         if outcome.kind is OutcomeKind.RETRY:
             self._on_wake("work")  # the claim after this ack learns the retry's due time

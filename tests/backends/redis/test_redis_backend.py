@@ -14,6 +14,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from conveyor import BackendUnavailable, Conveyor, JobNotFound, JobStateError
+from conveyor.backends.base import WorkerInfo
 from conveyor.backends.redis.scripts import NAMES
 from tests.servers import RedisCluster, RedisServer, free_port
 
@@ -112,7 +113,35 @@ async def test_all_keys_of_a_queue_share_its_hash_tag(app: Conveyor, server: Red
     # Then every per-queue key carries {queue}; only the registries are global
     assert keys
     for k in keys:
-        assert "{alpha}" in k or "{beta}" in k or k in (f"{prefix}:queues", f"{prefix}:workers"), k
+        assert (
+            "{alpha}" in k
+            or "{beta}" in k
+            or k == f"{prefix}:queues"
+            or k.startswith(f"{prefix}:{{workers}}:")
+        ), k
+
+
+async def test_a_crashed_worker_leaves_no_key_behind(app: Conveyor, server: RedisServer) -> None:
+    # Given a worker that reported itself (heartbeat 0.2 s) and then crashed, and a live one
+    await app.open()
+    await app.backend.worker_heartbeat(WorkerInfo("dead", ["q"], 1, 0, 1, "h", 1.0, ttl=0.2))
+    live = WorkerInfo("live", ["q"], 1, 0, 2, "h", 1.0, ttl=60.0)
+    await app.backend.worker_heartbeat(live)
+    r = aioredis.Redis.from_url(server.url, decode_responses=True)
+    reg = f"{app.backend.prefix}:{{workers}}:"  # type: ignore[attr-defined]
+    try:
+        # When its heartbeat expires and the live worker reports again
+        await eventually(lambda: _gone(r, reg + "w:dead"), what="the dead worker's hash to expire")
+        await app.backend.worker_heartbeat(live)
+        # Then neither its hash nor its registry entry is left
+        assert await r.zrange(reg + "live", 0, -1) == ["live"]
+        assert [w.id for w in await app.workers()] == ["live"]
+    finally:
+        await r.aclose()
+
+
+async def _gone(r: aioredis.Redis, key: str) -> bool:
+    return not await r.exists(key)
 
 
 async def _final(app: Conveyor, job_id: str) -> bool:

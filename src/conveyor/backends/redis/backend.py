@@ -125,6 +125,7 @@ class RedisBackend:
         self._offset = 0.0  # Redis TIME - local time, refreshed by every script that returns now
         self._opened = False
         self._known_queues: set[str] = set()
+        self._old_registry_gone = False
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -515,10 +516,8 @@ class RedisBackend:
         client = self._client()
         names = list(queues) if queues else await self._queues()
         out: dict[str, QueueStats] = {}
+        live = await self.list_workers()
         now = self.now()
-        workers = await client.hgetall(f"{self.prefix}:workers")
-        live = [orjson.loads(v) for v in workers.values()]
-        live = [w for w in live if w["seen_at"] > now - w["ttl"]]
         since = int((now - STATS_WINDOW) // RATE_BUCKET)
         for q in names:
             counts = {s.value: 0 for s in JobState}
@@ -529,9 +528,9 @@ class RedisBackend:
             st.limits = await self._limits(q, now)
             st.active = counts["active"]
             for w in live:
-                if q in w["queues"]:
+                if q in w.queues:
                     st.workers += 1
-                    st.concurrency += w["concurrency"]
+                    st.concurrency += w.concurrency
             rates = await client.hgetall(self.key(q, "rates"))
             done = secs = 0.0
             for field, value in rates.items():
@@ -653,15 +652,37 @@ class RedisBackend:
         self._saw_now(out[0])
         return float(out[1])
 
+    def _registry(self) -> str:
+        # The worker registry's own hash tag: one slot; `live` and `w:` are no queue key's
+        # suffixes, so a queue named `workers` cannot collide.
+        return f"{self.prefix}:{{workers}}:"
+
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
-        data = {"queues": list(info.queues), "concurrency": info.concurrency, "active": info.active,
-                "pid": info.pid, "host": info.host, "started_at": info.started_at,
-                "seen_at": self.now(), "ttl": info.ttl}  # fmt: skip
-        await self._client().hset(f"{self.prefix}:workers", info.id, orjson.dumps(data).decode())
+        data = info.to_dict()
+        del data["last_seen"]
+        out = await self._eval("heartbeat", "", info.id, orjson.dumps(data).decode(),
+                               repr(float(info.ttl)), prefix=self._registry())  # fmt: skip
+        self._saw_now(out)
+        if not self._old_registry_gone:
+            # Before the registry expired dead workers it was one hash that kept them forever.
+            await self._client().delete(f"{self.prefix}:workers")
+            self._old_registry_gone = True
 
     async def remove_worker(self, worker: str) -> None:
-        await self._client().hdel(f"{self.prefix}:workers", worker)
+        pipe = self._client().pipeline(transaction=False)
+        pipe.zrem(self._registry() + "live", worker)
+        pipe.delete(self._registry() + f"w:{worker}")
+        await pipe.execute()
         self._held.pop(worker, None)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        out = await self._eval("workers", "", prefix=self._registry())
+        self._saw_now(out[0])
+        found = []
+        for k in range(1, len(out), 3):
+            info = WorkerInfo.from_dict(orjson.loads(out[k + 2]) | {"last_seen": float(out[k + 1])})
+            found.append(info)
+        return sorted(found, key=lambda w: w.id)
 
     async def listen(
         self, queues: Sequence[str], callback: WakeCallback, worker: str

@@ -46,7 +46,7 @@ from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
 
 
@@ -156,9 +156,12 @@ class SqliteBackend:
                     conn.execute("ROLLBACK")
                 raise
         version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
-        if version is not None and version[0] == "1":
-            self._migrate_1_to_2(conn)
-            version = (SCHEMA_VERSION,)
+        steps = {"1": self._migrate_1_to_2, "2": self._migrate_2_to_3}
+        while version is not None and version[0] in steps:
+            steps[version[0]](conn)
+            version = conn.execute(
+                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
+            ).fetchone()
         if version is None or version[0] != SCHEMA_VERSION:
             raise BackendCorrupt(
                 f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
@@ -192,9 +195,27 @@ class SqliteBackend:
                 conn.execute("DROP INDEX IF EXISTS jobs_ready")
             for stmt in _statements(schema):
                 conn.execute(stmt)
-            conn.execute(
-                "UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,)
-            )
+            conn.execute("UPDATE conveyor_meta SET value = '2' WHERE key = 'schema'")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _migrate_2_to_3(self, conn: sqlite3.Connection) -> None:
+        """Schema 3: the worker registry holds each worker's running jobs, counts and tasks."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
+            if row == ("2",):  # not already migrated by another process meanwhile
+                cols = {r[1] for r in conn.execute("PRAGMA table_info(workers)")}
+                for col, decl in (("running", "TEXT NOT NULL DEFAULT '[]'"),
+                                  ("processed", "INTEGER NOT NULL DEFAULT 0"),
+                                  ("failed", "INTEGER NOT NULL DEFAULT 0"),
+                                  ("tasks", "TEXT NOT NULL DEFAULT '[]'")):  # fmt: skip
+                    if col not in cols:
+                        conn.execute(f"ALTER TABLE workers ADD COLUMN {col} {decl}")
+                conn.execute("UPDATE conveyor_meta SET value = '3' WHERE key = 'schema'")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -352,6 +373,10 @@ class SqliteBackend:
 
     async def remove_worker(self, worker: str) -> None:
         await self._run(m.remove_worker, worker)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        out: list[WorkerInfo] = await self._run(m.list_workers, write=False)
+        return out
 
     async def listen(self, queues: Sequence[str], callback: WakeCallback, worker: str) -> Listener:
         return SocketListener(self.path, worker, callback)

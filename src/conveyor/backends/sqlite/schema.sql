@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 2. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 3. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS rates (
   PRIMARY KEY (queue, bucket)
 ) WITHOUT ROWID;
 
+-- Live workers: a row lives until seen_at + ttl (deleted by the next heartbeat after that).
 CREATE TABLE IF NOT EXISTS workers (
   id          TEXT PRIMARY KEY,
   queues      TEXT NOT NULL,
@@ -90,7 +91,11 @@ CREATE TABLE IF NOT EXISTS workers (
   host        TEXT NOT NULL,
   started_at  REAL NOT NULL,
   seen_at     REAL NOT NULL,
-  ttl         REAL NOT NULL
+  ttl         REAL NOT NULL,
+  running     TEXT NOT NULL DEFAULT '[]',  -- JSON array of the job ids it holds
+  processed   INTEGER NOT NULL DEFAULT 0,
+  failed      INTEGER NOT NULL DEFAULT 0,
+  tasks       TEXT NOT NULL DEFAULT '[]'   -- JSON array of TaskInfo dicts (name, queue, schema)
 ) WITHOUT ROWID;
 
 -- Flow control (see docs/architecture.md). A gate is a queue-scoped limit: its rule (spec JSON)
