@@ -170,10 +170,12 @@ class Conveyor:
     def declare(self, name: str, *, queue: str = "default", **options: Any) -> Task:
         """Declare a task defined elsewhere (another program, another language, or a worker
         started with ``--command``) so this app can enqueue it: any JSON object is accepted
-        as its payload. Running it here fails: the worker that runs it needs the definition."""
+        as its payload. A worker here does not run it: see `conveyor.registry.missing_handler`."""
 
         async def undefined(ctx: Any, payload: dict[str, Any]) -> Any:
-            raise LookupError(f"task {name!r} is only declared in this process, not defined")
+            from .registry import missing_handler
+
+            raise await missing_handler(ctx._worker, ctx.job)
 
         undefined.__name__ = name
         t = self.task(name=name, queue=queue, **options)(undefined)

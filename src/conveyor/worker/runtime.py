@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends.base import ClaimParams, Listener, Outcome, OutcomeKind, WorkerInfo
 from ..errors import ConfigurationError
 from ..job import Job, new_id
+from ..registry import missing_handler
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services
@@ -405,7 +406,7 @@ class Worker:
             app._emit("started", job)
         try:
             if task is None:
-                raise LookupError(f"worker {self.id} has no handler for task {job.task!r}")
+                raise await missing_handler(self, job)  # Permanent, or Retry for another
             result = await run_handler(task, job, r.ctx, self._pool)
             outcome = outcome_for_result(job, result)
         except asyncio.CancelledError:
