@@ -1,17 +1,43 @@
-"""`conveyor workers`: the live workers of a backend and their stats (any host, any process)."""
+"""`conveyor workers`: the live workers of a backend and their stats (any host, any process);
+and what `conveyor wait` learns from them about a job that waits."""
 
 from __future__ import annotations
 
 import click
 from rich import box
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from .app import Conveyor
 from .backends.base import WorkerInfo
 from .cli import _ago, _console, _conveyor, _print_json, _run, _target, json_option, main
+from .job import Job
+from .registry import why_waiting
 
 SHOWN_JOBS = 3  # running job ids shown per worker in the table (--json has them all)
+CHECK_EVERY = 5.0  # seconds between looks at the registry while a job waits
+
+
+class WaitNotes:
+    """`conveyor wait`: say once (on stderr) why a pending job may not run, e.g. no live worker
+    serves its queue. Looks at the registry at most every `CHECK_EVERY` seconds."""
+
+    def __init__(self, app: Conveyor, console: Console) -> None:
+        self._app = app
+        self._console = console
+        self._next = 0.0
+        self._said = False
+
+    async def check(self, job: Job, now: float) -> None:
+        if self._said or now < self._next or job.status.is_final:
+            return
+        self._next = now + CHECK_EVERY
+        why = await why_waiting(self._app, job)
+        if why is not None:
+            self._said = True
+            self._console.print(f"job {job.id} is {job.status.value}: {why}", markup=False,
+                                highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def workers_table(workers: list[WorkerInfo]) -> Table:

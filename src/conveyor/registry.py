@@ -9,13 +9,17 @@ another live worker on the job's queue runs that task.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import TaskInfo, WorkerInfo
-from .errors import Permanent, Retry
-from .job import Job
+from .errors import Permanent, Retry, ValidationError
+from .job import Job, JobState
+from .schema_check import check_payload
+from .task import AnyPayload
 
 if TYPE_CHECKING:
+    from .app import Conveyor
+    from .task import Task
     from .worker.runtime import Worker
 
 HANDOFF_DELAY = 1.0  # seconds before a job goes back for a worker that has its handler
@@ -42,6 +46,57 @@ def published(workers: list[WorkerInfo], task: str) -> TaskInfo | None:
     return None
 
 
+class SchemaPayload(AnyPayload):
+    """The payload rule of a task as a live worker publishes it: its JSON Schema."""
+
+    def __init__(self, name: str, schema: dict[str, Any] | None) -> None:
+        super().__init__(name)
+        self._schema = schema
+
+    def validate(self, payload: Any) -> dict[str, Any]:
+        clean = super().validate(payload)
+        if self._schema is not None:
+            check_payload(self._schema, clean, self._name)
+        return clean
+
+    def json_schema(self) -> dict[str, Any] | None:
+        return self._schema
+
+
+async def declare_live(app: Conveyor, name: str, queue: str | None = None) -> Task:
+    """Declare ``name`` on ``app`` as the live workers publish it, so ``app`` can enqueue it
+    without its code: to the queue they run it on, its payload checked against their schema.
+
+    Raises `ValidationError` (field ``task``) when no live worker runs it, or (field ``queue``)
+    when ``queue`` is given and is not theirs."""
+    live = await app.workers()
+    info = published(live, name)
+    if info is None:
+        names = sorted({t.name for w in live for t in w.tasks})
+        runs = f"live workers run {', '.join(names)}" if names else "no worker is live"
+        raise ValidationError(f"no live worker runs task {name!r} ({runs})", field="task")
+    if queue is not None and queue != info.queue:
+        raise ValidationError(f"task {name!r} runs on queue {info.queue!r} (so say the live "
+                              f"workers), not {queue!r}", field="queue")  # fmt: skip
+    t = app.declare(name, queue=info.queue)
+    t.spec = SchemaPayload(name, info.schema)  # type: ignore[assignment]
+    return t
+
+
+async def why_waiting(app: Conveyor, job: Job) -> str | None:
+    """Why a pending job may not run: no live worker serves its queue, or those that do lack
+    its task. None when a live worker can run it, or when the job is not pending."""
+    if job.status not in (JobState.QUEUED, JobState.SCHEDULED):
+        return None
+    on_queue = [w for w in await app.workers() if job.queue in w.queues]
+    if not on_queue:
+        return f"no live worker serves queue {job.queue!r}"
+    if not runners(on_queue, job.task, job.queue):
+        return (f"the live workers on queue {job.queue!r} have no handler for task {job.task!r} "
+                "(the job will fail when one claims it)")  # fmt: skip
+    return None
+
+
 async def missing_handler(worker: Worker, job: Job) -> Exception:
     """What to raise when ``worker`` claimed ``job`` but has no handler for its task: `Retry`
     when another live worker on the job's queue runs the task (the job goes back for it),
@@ -61,4 +116,6 @@ async def missing_handler(worker: Worker, job: Job) -> Exception:
                      f"and no live worker on queue {job.queue!r} does")  # fmt: skip
 
 
-__all__ = ["missing_handler", "published", "runners"]
+__all__ = [
+    "SchemaPayload", "declare_live", "missing_handler", "published", "runners", "why_waiting",
+]  # fmt: skip
