@@ -332,8 +332,9 @@ class Conveyor:
         tenant: str | None = None,
         max_attempts: int | None = None,
     ) -> Job:
-        """Validate and store one job. With an ``idempotency_key`` that already exists, the
-        existing job is returned and nothing new is stored."""
+        """Validate and store one job. With an ``idempotency_key`` this tenant (or, without
+        ``tenant``, a tenant-less job) already used in the task's queue, that job is returned and
+        nothing new is stored."""
         t = self._task(task)
         prio, secs = self._options(
             priority, delay, idempotency_key, tenant, max_attempts, time.time()
@@ -420,10 +421,11 @@ class Conveyor:
 
     # -- reading and steering jobs ----------------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job:
-        """The job with this id; raises JobNotFound."""
+    async def get(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """The job with this id; raises JobNotFound (also, when ``tenant`` is given, for
+        another tenant's job: a tenant cannot tell it from a job that does not exist)."""
         await self.open()
-        job = await self.backend.get_job(job_id)
+        job = await self.backend.get_job(job_id, tenant=tenant)
         if job is None:
             raise JobNotFound(job_id)
         return job
@@ -456,11 +458,12 @@ class Conveyor:
             ListParams(st, queue, task, batch, tenant, limit, cursor)
         )
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Cancel a pending or active job (an active async handler is cancelled where it awaits;
-        a sync one sees ``ctx.cancelled``). Idempotent. Raises JobNotFound / JobStateError."""
+        a sync one sees ``ctx.cancelled``). Idempotent. Raises JobNotFound (also for another
+        tenant's job when ``tenant`` is given) / JobStateError."""
         await self.open()
-        job = await self.backend.cancel_job(job_id)
+        job = await self.backend.cancel_job(job_id, tenant=tenant)
         for w in self._workers:
             if job_id in w.running:
                 w.drop_lost([job_id])
@@ -468,10 +471,11 @@ class Conveyor:
             self._emit("cancelled", job)
         return job
 
-    async def retry(self, job_id: str) -> Job:
-        """Requeue a failed or cancelled job with fresh attempts."""
+    async def retry(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """Requeue a failed or cancelled job with fresh attempts. Raises JobNotFound (also for
+        another tenant's job when ``tenant`` is given) / JobStateError."""
         await self.open()
-        job = await self.backend.retry_job(job_id)
+        job = await self.backend.retry_job(job_id, tenant=tenant)
         self._wake_workers()
         return job
 

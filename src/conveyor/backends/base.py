@@ -330,8 +330,10 @@ class Backend(Protocol):
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> EnqueueResult:
         """Store jobs atomically (all or none): ``queued``, or ``scheduled`` when ``delay > 0``.
 
-        Idempotent per idempotency key: a job whose key already exists is not stored again;
-        its existing id is returned with ``created=False``. Emits ``enqueued``/``scheduled``.
+        Idempotent per idempotency key within a (queue, tenant): a job whose key that tenant
+        (or, without a tenant, the tenant-less jobs) already used in that queue is not stored
+        again; the existing id is returned with ``created=False``. Another tenant's key never
+        matches. Emits ``enqueued``/``scheduled``.
         """
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
@@ -370,20 +372,23 @@ class Backend(Protocol):
     ) -> bool:
         """Store progress of an active attempt and emit ``progress``. False if not held."""
 
-    async def cancel_job(self, job_id: str) -> Job:
+    async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Cancel a scheduled, queued, awaiting or active job (the worker holding an active one
         learns it at its next lease renewal or wake-up). Idempotent on a cancelled job.
-        Raises JobNotFound, or JobStateError for completed/failed jobs."""
+        Raises JobNotFound (also for a job not of ``tenant``, when given), or JobStateError
+        for completed/failed jobs."""
 
-    async def retry_job(self, job_id: str) -> Job:
+    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Move a failed or cancelled job back to ``queued`` with fresh attempts. Raises
-        JobNotFound, or JobStateError from any other state."""
+        JobNotFound (also for a job not of ``tenant``, when given), or JobStateError from any
+        other state."""
 
-    async def get_job(self, job_id: str) -> Job | None:
-        """Read one job; None when missing."""
+    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        """Read one job; None when missing, or when ``tenant`` is given and it is not its."""
 
     async def list_jobs(self, params: ListParams) -> JobPage:
-        """Newest first, filtered; ``next_cursor`` continues the listing."""
+        """Newest first, filtered; ``next_cursor`` continues the listing. A listing by tenant
+        reads an index of that tenant's jobs, never every job."""
 
     async def batch_counts(self, batch: str) -> BatchCounts:
         """Counts by state of a batch's jobs (total 0 when unknown)."""

@@ -144,6 +144,38 @@ async def _gone(r: aioredis.Redis, key: str) -> bool:
     return not await r.exists(key)
 
 
+async def test_tenant_keys_live_and_go_with_their_jobs(app: Conveyor, server: RedisServer) -> None:
+    # Given jobs of tenant A with idempotency keys, and one without a tenant
+    @app.task(queue="q")
+    async def t() -> None:
+        return None
+
+    a1 = await app.enqueue("t", idempotency_key="k1", tenant="A")
+    a2 = await app.enqueue("t", idempotency_key="k2", tenant="A")
+    plain = await app.enqueue("t", idempotency_key="k1")
+    r = aioredis.Redis.from_url(server.url, decode_responses=True)
+    q = f"{app.backend.prefix}:{{q}}:"  # type: ignore[attr-defined]
+    try:
+        # Then A's keys are in A's hash, its jobs in A's listing index
+        assert await r.hgetall(q + "idem:A") == {"k1": a1.id, "k2": a2.id}
+        assert await r.hgetall(q + "idem") == {"k1": plain.id}
+        assert await r.zrange(q + "tn:A", 0, -1) == [a1.id, a2.id]
+        # When an entry from before keys were per tenant sends tenant-less 'k2' to A's job
+        await r.hset(q + "idem", "k2", a2.id)
+        other = await app.enqueue("t", idempotency_key="k2")
+        # Then it is no match: the caller gets a job of its own
+        assert other.id != a2.id and other.tenant is None
+        # When the jobs are cleaned up
+        for j in (a1, a2, plain, other):
+            await app.cancel(j.id)
+        assert await app.cleanup() == 4
+        # Then no key of theirs is left
+        for key in ("idem:A", "idem", "tn:A"):
+            assert not await r.exists(q + key), key
+    finally:
+        await r.aclose()
+
+
 async def _final(app: Conveyor, job_id: str) -> bool:
     return (await app.get(job_id)).status.is_final
 

@@ -291,15 +291,19 @@ async def test_a_schema_1_store_is_migrated_with_its_jobs(tmp_path: Path) -> Non
 _SCHEMA_3_TO_2 = (
     "ALTER TABLE workers DROP COLUMN running; ALTER TABLE workers DROP COLUMN processed;"
     "ALTER TABLE workers DROP COLUMN failed; ALTER TABLE workers DROP COLUMN tasks;"
+    "DROP INDEX jobs_tenant; DROP INDEX jobs_idempotency;"
+    "CREATE UNIQUE INDEX jobs_idempotency ON jobs (queue, idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL;"
 )
 
 
 async def test_a_schema_2_store_is_migrated_with_its_jobs_and_workers(tmp_path: Path) -> None:
-    # Given a schema 2 store holding a queued job and a worker registered the old way
+    # Given a schema 2 store holding a queued job of tenant A with a key, and a worker
+    # registered the old way
     path = tmp_path / "q.db"
     app = Conveyor(_url(path))
     _register(app)
-    job = await app.enqueue("t", {"n": 1})
+    job = await app.enqueue("t", {"n": 1}, idempotency_key="k", tenant="A")
     await app.close()
     with sqlite3.connect(path) as old:
         old.executescript(
@@ -322,6 +326,16 @@ async def test_a_schema_2_store_is_migrated_with_its_jobs_and_workers(tmp_path: 
         check.close()
         assert version == (SCHEMA_VERSION,)
         assert (await apps[0].get(job.id)).status.value == "queued"
+        # And the key is now per tenant: A still gets its job, B gets one of its own
+        for a in apps:
+            _register(a)
+        assert (await apps[0].enqueue("t", {"n": 2}, idempotency_key="k", tenant="A")).id == job.id
+        other = await apps[1].enqueue("t", {"n": 3}, idempotency_key="k", tenant="B")
+        assert other.id != job.id and other.payload == {"n": 3}
+        with sqlite3.connect(path) as check:
+            indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
+        check.close()
+        assert {"jobs_tenant", "jobs_idempotency"} <= indexes
         info = WorkerInfo("new", ["default"], 2, 1, 7, "h", 1.0, running=[job.id], processed=3)
         await apps[1].backend.worker_heartbeat(info)
         [seen] = await apps[0].workers()

@@ -62,6 +62,7 @@ _EVENT_TYPES = {e.value: e for e in EventType}
 _ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
           "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
 PRUNE_CHUNK = 1000
+LIST_CHUNK = 200  # ids read per round trip when listing a tenant's jobs
 MAX_DESCRIBED = 100  # gates listed per queue in stats() (keyed limits can be many)
 _CURSOR = re.compile(r"[0-9a-f]{26}")
 RATE_BUCKET = 10.0
@@ -407,22 +408,22 @@ class RedisBackend:
             return bool(await self._eval("progress", queue, job_id, attempt, worker, data))
         return False
 
-    async def _steer(self, action: str, job_id: str) -> Job:
+    async def _steer(self, action: str, job_id: str, tenant: str | None) -> Job:
         """Run the ``cancel`` or ``retry`` script on one job; it returns the changed job."""
         queue = await self._queue_of(job_id)
         if queue is None:
             raise JobNotFound(job_id)
         try:
-            out = await self._eval(action, queue, job_id)
+            out = await self._eval(action, queue, job_id, tenant or "")
         except ResponseError as exc:
             raise translate(exc, job_id, action) from None
         return job_from_hash(job_id, queue, _pairs(out))
 
-    async def cancel_job(self, job_id: str) -> Job:
-        return await self._steer("cancel", job_id)
+    async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        return await self._steer("cancel", job_id, tenant)
 
-    async def retry_job(self, job_id: str) -> Job:
-        return await self._steer("retry", job_id)
+    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        return await self._steer("retry", job_id, tenant)
 
     async def recover_expired(self) -> list[Recovered]:
         out: list[Recovered] = []
@@ -434,12 +435,13 @@ class RedisBackend:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str) -> Job | None:
+    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         client = self._client()
         for q in await self._queues():
             h = await client.hgetall(self.key(q, f"j:{job_id}"))
             if h:
-                return job_from_hash(job_id, q, h)
+                return None if tenant is not None and h.get("tn") != tenant else (
+                    job_from_hash(job_id, q, h))  # fmt: skip
         return None
 
     async def list_jobs(self, params: ListParams) -> JobPage:
@@ -447,6 +449,8 @@ class RedisBackend:
         # state sets (O(jobs in those states)), newest first by id (ids sort by creation time).
         if params.cursor is not None and not _CURSOR.fullmatch(params.cursor):
             raise ValidationError(f"invalid cursor {params.cursor!r}", field="cursor")
+        if params.tenant is not None:
+            return await self._list_tenant(params)
         client = self._client()
         queues = [params.queue] if params.queue else await self._queues()
         states = [params.status.value] if params.status else list(_ZSETS)
@@ -466,9 +470,7 @@ class RedisBackend:
             if not h:
                 continue
             job = job_from_hash(job_id, q, h)
-            if (params.task and job.task != params.task) or (
-                params.batch and job.batch != params.batch) or (
-                params.tenant and job.tenant != params.tenant):  # fmt: skip
+            if not _matches(job, params):
                 continue
             out.append(job)
             if len(out) > params.limit:
@@ -476,6 +478,32 @@ class RedisBackend:
         more = len(out) > params.limit
         out = out[: params.limit]
         return JobPage(out, out[-1].id if more else None)
+
+    async def _list_tenant(self, params: ListParams) -> JobPage:
+        """A tenant's jobs from its index `tn:<tenant>` per queue (ids in lexical order are in
+        creation order): reads that tenant's jobs only, newest first, until a page is full."""
+        client = self._client()
+        want = params.limit + 1
+        found: list[Job] = []
+        for q in [params.queue] if params.queue else await self._queues():
+            index = self.key(q, f"tn:{params.tenant}")
+            top, matched = f"({params.cursor}" if params.cursor else "+", 0
+            while matched < want:
+                ids = await client.zrevrangebylex(index, top, "-", start=0, num=LIST_CHUNK)
+                pipe = client.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hgetall(self.key(q, f"j:{job_id}"))
+                for job_id, h in zip(ids, await pipe.execute() if ids else [], strict=True):
+                    job = job_from_hash(job_id, q, h) if h else None
+                    if job is not None and _matches(job, params) and matched < want:
+                        found.append(job)
+                        matched += 1
+                if len(ids) < LIST_CHUNK:
+                    break
+                top = f"({ids[-1]}"
+        found.sort(key=lambda j: j.id, reverse=True)
+        page = found[: params.limit]
+        return JobPage(page, page[-1].id if len(found) > params.limit else None)
 
     async def batch_counts(self, batch: str) -> BatchCounts:
         counts: dict[str, int] = {}
@@ -688,6 +716,13 @@ class RedisBackend:
         self, queues: Sequence[str], callback: WakeCallback, worker: str
     ) -> RedisListener:
         return RedisListener(self, queues, callback, worker)
+
+
+def _matches(job: Job, p: ListParams) -> bool:
+    return not (
+        (p.status is not None and job.status is not p.status) or (p.task and job.task != p.task)
+        or (p.batch and job.batch != p.batch) or (p.tenant and job.tenant != p.tenant)
+    )  # fmt: skip
 
 
 def _cap(params: ClaimParams, queue: str, remaining: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -62,6 +63,10 @@ def _statements(script: str) -> list[str]:
             out.append(buf.strip())
             buf = ""
     return out
+
+
+def _schema() -> str:
+    return resources.files(__package__).joinpath("schema.sql").read_text()
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -203,7 +208,9 @@ class SqliteBackend:
             raise
 
     def _migrate_2_to_3(self, conn: sqlite3.Connection) -> None:
-        """Schema 3: the worker registry holds each worker's running jobs, counts and tasks."""
+        """Schema 3: the worker registry holds each worker's running jobs, counts and tasks;
+        idempotency keys are unique per (queue, tenant), not per queue; jobs are indexed by
+        tenant for listing."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
@@ -215,6 +222,11 @@ class SqliteBackend:
                                   ("tasks", "TEXT NOT NULL DEFAULT '[]'")):  # fmt: skip
                     if col not in cols:
                         conn.execute(f"ALTER TABLE workers ADD COLUMN {col} {decl}")
+                conn.execute("DROP INDEX IF EXISTS jobs_idempotency")
+                for stmt in _statements(_schema()):
+                    m = re.match(r"CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+)", stmt)
+                    if m and m[1] in ("jobs_idempotency", "jobs_tenant"):
+                        conn.execute(stmt)
                 conn.execute("UPDATE conveyor_meta SET value = '3' WHERE key = 'schema'")
             conn.execute("COMMIT")
         except BaseException:
@@ -294,13 +306,13 @@ class SqliteBackend:
         ok: bool = await self._run(ops.set_progress, job_id, attempt, worker, progress)
         return ok
 
-    async def cancel_job(self, job_id: str) -> Job:
-        job: Job = await self._run(ops.cancel, job_id, notify=b"c")
+    async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        job: Job = await self._run(ops.cancel, job_id, tenant, notify=b"c")
         self._notifier.notify(b"w")  # a cancelled active job may have freed a concurrency slot
         return job
 
-    async def retry_job(self, job_id: str) -> Job:
-        job: Job = await self._run(ops.retry, job_id, notify=b"w")
+    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        job: Job = await self._run(ops.retry, job_id, tenant, notify=b"w")
         return job
 
     async def recover_expired(self) -> list[Recovered]:
@@ -311,8 +323,8 @@ class SqliteBackend:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str) -> Job | None:
-        job: Job | None = await self._read(ops.get, job_id)
+    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        job: Job | None = await self._read(ops.get, job_id, tenant)
         return job
 
     async def list_jobs(self, params: ListParams) -> JobPage:

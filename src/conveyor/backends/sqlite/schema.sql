@@ -47,8 +47,11 @@ CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (scheduled_for) WHERE status =
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE status = 'active';
 -- Retention and cleanup of finished jobs (finished_at is set only in final states).
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, status, finished_at) WHERE finished_at IS NOT NULL;
--- Idempotency keys are unique per queue.
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- Idempotency keys are unique per (queue, tenant); '' stands for no tenant (tenants are non-empty).
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, ifnull(tenant, ''), idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+-- Listing a tenant's jobs, newest first (the HTTP API's every listing): no scan of other tenants'.
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, seq) WHERE tenant IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch) WHERE batch IS NOT NULL;
 
 -- AUTOINCREMENT: ids never repeat, even after trimming empties the log (SSE resume points).
