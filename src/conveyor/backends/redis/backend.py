@@ -53,6 +53,7 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
+from . import registry
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha, translate
 
@@ -126,7 +127,7 @@ class RedisBackend:
         self._offset = 0.0  # Redis TIME - local time, refreshed by every script that returns now
         self._opened = False
         self._known_queues: set[str] = set()
-        self._old_registry_gone = False
+        self.old_registry_gone = False
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -440,8 +441,9 @@ class RedisBackend:
         for q in await self._queues():
             h = await client.hgetall(self.key(q, f"j:{job_id}"))
             if h:
-                return None if tenant is not None and h.get("tn") != tenant else (
-                    job_from_hash(job_id, q, h))  # fmt: skip
+                if tenant is not None and h.get("tn") != tenant:
+                    return None  # another tenant's: as if it did not exist
+                return job_from_hash(job_id, q, h)
         return None
 
     async def list_jobs(self, params: ListParams) -> JobPage:
@@ -680,37 +682,15 @@ class RedisBackend:
         self._saw_now(out[0])
         return float(out[1])
 
-    def _registry(self) -> str:
-        # The worker registry's own hash tag: one slot; `live` and `w:` are no queue key's
-        # suffixes, so a queue named `workers` cannot collide.
-        return f"{self.prefix}:{{workers}}:"
-
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
-        data = info.to_dict()
-        del data["last_seen"]
-        out = await self._eval("heartbeat", "", info.id, orjson.dumps(data).decode(),
-                               repr(float(info.ttl)), prefix=self._registry())  # fmt: skip
-        self._saw_now(out)
-        if not self._old_registry_gone:
-            # Before the registry expired dead workers it was one hash that kept them forever.
-            await self._client().delete(f"{self.prefix}:workers")
-            self._old_registry_gone = True
+        await registry.heartbeat(self, info)
 
     async def remove_worker(self, worker: str) -> None:
-        pipe = self._client().pipeline(transaction=False)
-        pipe.zrem(self._registry() + "live", worker)
-        pipe.delete(self._registry() + f"w:{worker}")
-        await pipe.execute()
+        await registry.remove(self, worker)
         self._held.pop(worker, None)
 
     async def list_workers(self) -> list[WorkerInfo]:
-        out = await self._eval("workers", "", prefix=self._registry())
-        self._saw_now(out[0])
-        found = []
-        for k in range(1, len(out), 3):
-            info = WorkerInfo.from_dict(orjson.loads(out[k + 2]) | {"last_seen": float(out[k + 1])})
-            found.append(info)
-        return sorted(found, key=lambda w: w.id)
+        return await registry.live(self)
 
     async def listen(
         self, queues: Sequence[str], callback: WakeCallback, worker: str
