@@ -4,6 +4,7 @@ stats, events), written once against the `Backend` protocol."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import os
 import time
@@ -21,6 +22,7 @@ from .backends.base import (
     Outcome,
     QueueStats,
     Retention,
+    WorkerInfo,
 )
 from .batch import Batch
 from .clock import Clock
@@ -168,14 +170,17 @@ class Conveyor:
     def declare(self, name: str, *, queue: str = "default", **options: Any) -> Task:
         """Declare a task defined elsewhere (another program, another language, or a worker
         started with ``--command``) so this app can enqueue it: any JSON object is accepted
-        as its payload. Running it here fails: the worker that runs it needs the definition."""
+        as its payload. A worker here does not run it: see `conveyor.registry.missing_handler`."""
 
         async def undefined(ctx: Any, payload: dict[str, Any]) -> Any:
-            raise LookupError(f"task {name!r} is only declared in this process, not defined")
+            from .registry import missing_handler
+
+            raise await missing_handler(ctx._worker, ctx.job)
 
         undefined.__name__ = name
         t = self.task(name=name, queue=queue, **options)(undefined)
         t.spec = AnyPayload(name)  # type: ignore[assignment]
+        t.declared = True
         return t
 
     def queue(
@@ -327,8 +332,9 @@ class Conveyor:
         tenant: str | None = None,
         max_attempts: int | None = None,
     ) -> Job:
-        """Validate and store one job. With an ``idempotency_key`` that already exists, the
-        existing job is returned and nothing new is stored."""
+        """Validate and store one job. With an ``idempotency_key`` this tenant (or, without
+        ``tenant``, a tenant-less job) already used in the task's queue, that job is returned and
+        nothing new is stored."""
         t = self._task(task)
         prio, secs = self._options(
             priority, delay, idempotency_key, tenant, max_attempts, time.time()
@@ -415,10 +421,11 @@ class Conveyor:
 
     # -- reading and steering jobs ----------------------------------------------------------------
 
-    async def get(self, job_id: str) -> Job:
-        """The job with this id; raises JobNotFound."""
+    async def get(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """The job with this id; raises JobNotFound (also, when ``tenant`` is given, for
+        another tenant's job: a tenant cannot tell it from a job that does not exist)."""
         await self.open()
-        job = await self.backend.get_job(job_id)
+        job = await self.backend.get_job(job_id, tenant=tenant)
         if job is None:
             raise JobNotFound(job_id)
         return job
@@ -451,21 +458,23 @@ class Conveyor:
             ListParams(st, queue, task, batch, tenant, limit, cursor)
         )
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Cancel a pending or active job (an active async handler is cancelled where it awaits;
-        a sync one sees ``ctx.cancelled``). Idempotent. Raises JobNotFound / JobStateError."""
+        a sync one sees ``ctx.cancelled``). Idempotent. Raises JobNotFound (also for another
+        tenant's job when ``tenant`` is given) / JobStateError."""
         await self.open()
-        job = await self.backend.cancel_job(job_id)
+        job = await self.backend.cancel_job(job_id, tenant=tenant)
         for w in self._workers:
             w.drop_job(job_id)
         if self._listeners:
             self._emit("cancelled", job)
         return job
 
-    async def retry(self, job_id: str) -> Job:
-        """Requeue a failed or cancelled job with fresh attempts."""
+    async def retry(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """Requeue a failed or cancelled job with fresh attempts. Raises JobNotFound (also for
+        another tenant's job when ``tenant`` is given) / JobStateError."""
         await self.open()
-        job = await self.backend.retry_job(job_id)
+        job = await self.backend.retry_job(job_id, tenant=tenant)
         self._wake_workers()
         return job
 
@@ -506,6 +515,13 @@ class Conveyor:
                 if q not in out:
                     out.update(await self.backend.stats([q]))
         return dict(sorted(out.items()))
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """The live workers of this backend (any process, any host), by id: who and where they
+        are, what they serve and run, what they have done. A worker that crashed drops out
+        when its heartbeat expires (``WorkerInfo.ttl``)."""
+        await self.open()
+        return await self.backend.list_workers()
 
     async def cleanup(
         self,

@@ -412,23 +412,30 @@ async def _serve(app: Conveyor, concurrency: int, queues: list[str] | dict[str, 
 @click.option("--tenant", default=None)
 @click.option("--max-attempts", type=int, default=None, help="Overrides the task's retries + 1.")
 @click.option("--queue", default=None, metavar="Q",
-              help="Without --app: the queue of TASK [default: default].")  # fmt: skip
+              help="Without --app: the queue of TASK, if you want it checked [default: the "
+                   "live workers'; with --unchecked: default].")  # fmt: skip
+@click.option("--unchecked", is_flag=True,
+              help="Without --app: store the job even if no live worker runs TASK (to --queue, "
+                   "payload unchecked); a worker without its handler fails it for good.")  # fmt: skip
 @_target
 @json_option
 @click.pass_context
 def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
             delay: float | None, idempotency_key: str | None, tenant: str | None,
-            max_attempts: int | None, queue: str | None, url: str | None, app_spec: str | None,
-            as_json: bool) -> None:  # fmt: skip
+            max_attempts: int | None, queue: str | None, unchecked: bool, url: str | None,
+            app_spec: str | None, as_json: bool) -> None:  # fmt: skip
     """Enqueue a job for TASK and print its id.
 
     With --app the payload is validated against the task. Without it (a task defined elsewhere,
-    e.g. a worker's --command) any JSON object is sent to --queue as is.
+    e.g. a worker's --command) the live workers' word is taken: the job goes to the queue they
+    run TASK on, its payload checked against the schema they publish; a task no live worker
+    runs is refused (unless --unchecked).
     """
     declared = not (app_spec or ctx.obj["app_spec"])
-    if not declared and queue is not None:
-        raise CliError("--queue is only for tasks not in the app (without --app): the app's "
-                       "task says which queue it uses")  # fmt: skip
+    if not declared and (queue is not None or unchecked):
+        raise CliError(f"{'--queue' if queue is not None else '--unchecked'} is only for tasks "
+                       "not in the app (without --app): the app's task says which queue it "
+                       "uses and checks the payload")  # fmt: skip
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -443,8 +450,16 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
 
     async def go(app: Conveyor) -> None:
         if declared:
+            from .registry import declare_live
+
             try:
-                app.declare(task, queue=queue or "default")
+                if unchecked:
+                    app.declare(task, queue=queue or "default")
+                else:
+                    await declare_live(app, task, queue)
+            except ValidationError as exc:
+                hint = "; start a worker that runs it, or pass --unchecked"
+                raise CliError(f"{exc}{hint if exc.field == 'task' else ''}") from None
             except ConveyorError as exc:
                 raise CliError(str(exc)) from None
         job = await app.enqueue(task, data, priority=prio, delay=delay,
@@ -662,6 +677,9 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None
                    TextColumn("ETA {task.fields[eta]}"))  # fmt: skip
         interval = 0.02
         console = Console(stderr=True)  # no bar when stderr is not a terminal (CI logs, pipes)
+        from .cli_workers import WaitNotes
+
+        notes = WaitNotes(app, console)
         with Progress(
             *columns, console=console, transient=True, disable=not console.is_terminal
         ) as bar:
@@ -674,6 +692,7 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None
                 left = None if deadline is None else deadline - loop.time()
                 if job.status.is_final or (left is not None and left <= 0):
                     break
+                await notes.check(job, loop.time())
                 await asyncio.sleep(interval if left is None else min(interval, left))
                 interval = min(0.25, interval * 1.5)
                 job = await app.get(job_id)
@@ -697,6 +716,9 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None
 
     ctx.exit(_run(_conveyor(ctx, url, app_spec), go))
 
+
+# Commands kept in modules of their own (they import `main` and register on it).
+from . import cli_workers  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

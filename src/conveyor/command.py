@@ -192,6 +192,9 @@ class CommandPayload(AnyPayload):
             raise ValidationError(f"payload is not JSON: {exc}", field="payload") from None
         return payload
 
+    def json_schema(self) -> dict[str, Any] | None:
+        return {"type": "object", "required": list(self._fields)}
+
 
 class _Tail:
     """The last ``limit`` bytes of a stream, read as it arrives."""

@@ -158,6 +158,20 @@ class PayloadSpec:
         except pydantic.ValidationError as exc:
             raise _to_error(self._name, exc) from None
 
+    def json_schema(self) -> dict[str, Any] | None:
+        """The payload's JSON Schema, as far as JSON Schema can say what `validate` accepts
+        (None when pydantic cannot express a parameter's type)."""
+        try:
+            if self.model_type is not None:
+                schema = self.model_type.model_json_schema()
+                schema["additionalProperties"] = False  # validate() refuses unknown fields
+                return schema
+            if self.model is not None:
+                return self.model.model_json_schema()
+        except Exception:  # e.g. PydanticInvalidForJsonSchema for arbitrary types
+            return None
+        return {"type": "object", "properties": {}, "additionalProperties": False}
+
     def to_kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Turn a stored payload into the handler's keyword arguments (worker side)."""
         if self.native:
@@ -189,6 +203,9 @@ class AnyPayload:
                 field="payload",
             )
         return payload
+
+    def json_schema(self) -> dict[str, Any] | None:
+        return {"type": "object"}
 
     def to_kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {"payload": payload}
@@ -236,7 +253,9 @@ class Task:
         self.options = options
         self.spec = PayloadSpec(fn, name)
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.declared = False  # only declared here (`Conveyor.declare`): runs elsewhere
         self._rules: FlowRules | None = None
+        self._schema: tuple[dict[str, Any] | None] | None = None
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
 
@@ -252,6 +271,13 @@ class Task:
                 o.breaker,
             )
         return self._rules
+
+    @property
+    def payload_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of this task's payload (None: not expressible), worked out once."""
+        if self._schema is None:
+            self._schema = (self.spec.json_schema(),)
+        return self._schema[0]
 
     def _forget_rules(self) -> None:
         self._rules = None

@@ -28,6 +28,11 @@ from tests.acceptance.apps import make_app
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _pythonpath() -> str:
+    """The repository (for ``tests.*``), then the caller's PYTHONPATH (a source tree under test)."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
 async def wait_until(
     predicate: Callable[[], Any | Awaitable[Any]],
     timeout: float = 10.0,
@@ -140,7 +145,7 @@ class Workers:
     ) -> WorkerProc:
         full = dict(os.environ, CONVEYOR_URL=self.url, ACCEPT_LOG=str(self.log.path),
                     ACCEPT_CONCURRENCY=str(concurrency), ACCEPT_GRACE=str(grace),
-                    PYTHONPATH=str(ROOT))  # fmt: skip
+                    PYTHONPATH=_pythonpath())  # fmt: skip
         if poll is not None:
             full["ACCEPT_POLL"] = str(poll)
         if tasks is not None:

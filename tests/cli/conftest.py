@@ -70,7 +70,10 @@ class Cli:
         self.cwd = cwd
         self.url = f"sqlite:///{cwd}/conveyor.db"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        self.env = env | {"CONVEYOR_URL": self.url, "PYTHONPATH": str(cwd)}
+        # The app module's directory first; the caller's PYTHONPATH (say, a source tree to
+        # test instead of the installed package) after it.
+        path = os.pathsep.join(p for p in (str(cwd), os.environ.get("PYTHONPATH")) if p)
+        self.env = env | {"CONVEYOR_URL": self.url, "PYTHONPATH": path}
         self.procs: list[subprocess.Popen[str]] = []
 
     def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,

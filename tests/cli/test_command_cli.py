@@ -35,12 +35,15 @@ def test_a_command_task_without_any_python_app(cli: Cli) -> None:
     w.wait_for_output("started")
     # When jobs are enqueued from the CLI, without --app
     job = cli("enqueue", "double", "--payload", '{"n": 21}').stdout.strip()
-    bad = cli("enqueue", "shout", "--payload", '{"other": 1}').stdout.strip()
     # Then the program's JSON last line is the result, and its progress was recorded
     res = cli("wait", job, "--timeout", "20")
     assert json.loads(res.stdout) == {"doubled": 42}
     assert cli.job(job)["progress"]["percent"] == 50
-    # And a payload missing a field of the command line fails that job, clearly, for good
+    # And a payload missing a field of the command line is refused (the worker publishes them)
+    res = cli("enqueue", "shout", "--payload", '{"other": 1}', check=False)
+    assert res.returncode == 2 and "'payload.word'" in res.stderr, res.stderr
+    # And sent anyway, it fails that job, clearly, for good
+    bad = cli("enqueue", "shout", "--payload", '{"other": 1}', "--unchecked").stdout.strip()
     assert cli("wait", bad, "--timeout", "20", check=False).returncode == 1
     failed = cli.job(bad)
     assert failed["attempt"] == 1 and "'word'" in failed["error"]["message"]
@@ -59,9 +62,9 @@ def test_worker_command_mistakes_exit_2(cli: Cli) -> None:
         assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-def test_enqueue_without_app_goes_to_the_given_queue(cli: Cli) -> None:
-    job = cli("enqueue", "elsewhere", "--payload", '{"a": 1}', "--queue", "remote")
+def test_enqueue_unchecked_without_app_goes_to_the_given_queue(cli: Cli) -> None:
+    job = cli("enqueue", "elsewhere", "--payload", '{"a": 1}', "--queue", "remote", "--unchecked")
     stored = cli.job(job.stdout.strip())
     assert stored["queue"] == "remote" and stored["payload"] == {"a": 1}
-    res = cli("enqueue", "elsewhere", "--payload", "[1]", check=False)
+    res = cli("enqueue", "elsewhere", "--payload", "[1]", "--unchecked", check=False)
     assert res.returncode == 2 and "JSON object" in res.stderr

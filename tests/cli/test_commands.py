@@ -21,8 +21,11 @@ def test_enqueue_prints_the_id_and_status_json_shows_the_stored_job(cli: Cli) ->
     assert (job["priority"], job["tenant"], job["idempotency_key"]) == (10, "acme", "r1")
     assert job["payload"] == {"record_id": "r1"}
     assert job["scheduled_for"] > job["created_at"] + 50
-    # And the same idempotency key returns the same job instead of a second one
-    assert cli.enqueue("enrich", {"record_id": "r1"}, "--idempotency-key", "r1") == job_id
+    # And the same idempotency key (of the same tenant) returns the same job, not a second one
+    again = cli.enqueue(
+        "enrich", {"record_id": "r1"}, "--idempotency-key", "r1", "--tenant", "acme"
+    )
+    assert again == job_id
     assert [j["id"] for j in cli.jobs()] == [job_id]
     # And the readable form names the fields
     table = cli("status", job_id).stdout

@@ -21,13 +21,19 @@ from conveyor.command import parse_progress
 from tests.conftest import events_of, eventually, finished
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+# The repository (for ``tests.*``), then the caller's PYTHONPATH (a source tree under test).
+PYTHONPATH = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
 PY = [sys.executable, "-m", "tests.commands.scripts"]
 ENV = ["PATH", "PYTHONPATH"]
 
 
 @pytest.fixture(autouse=True)
 def _pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
 
 
 def _alive(pid: int) -> bool:
@@ -213,7 +219,7 @@ async def test_resource_limits(app: Conveyor) -> None:
 
 class Worker:
     def __init__(self, url: str) -> None:
-        env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=str(ROOT), CMD_CWD=str(ROOT))
+        env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=PYTHONPATH, CMD_CWD=str(ROOT))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "conveyor", "worker", "tests.commands.cmdapp:app",
              "--concurrency", "2", "--shutdown-grace", "0.5"],

@@ -19,6 +19,13 @@ from conveyor import Conveyor, JobState, Task
 from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pythonpath() -> str:
+    """The repository (for ``tests.*``), then the caller's PYTHONPATH (a source tree under test)."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
 pytestmark = pytest.mark.slow
 
 
@@ -33,7 +40,7 @@ class Fleet:
 
     def start(self, n: int = 3, concurrency: int = 4) -> list[subprocess.Popen[bytes]]:
         env = dict(os.environ, CONVEYOR_URL=self.url, PROC_LOG=str(self.log),
-                   FAIL_FLAG=str(self.flag), PYTHONPATH=str(ROOT))  # fmt: skip
+                   FAIL_FLAG=str(self.flag), PYTHONPATH=_pythonpath())  # fmt: skip
         argv = [sys.executable, "-m", "conveyor", "worker", "tests.processes.flowapp:app",
                 "--concurrency", str(concurrency)]  # fmt: skip
         new = [subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True) for _ in range(n)]

@@ -20,6 +20,13 @@ from conveyor import Conveyor, JobState
 from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pythonpath() -> str:
+    """The repository (for ``tests.*``), then the caller's PYTHONPATH (a source tree under test)."""
+    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
 pytestmark = pytest.mark.slow
 
 
@@ -30,7 +37,9 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, concurrency: int = 4, grace: float = 30.0) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, CONVEYOR_URL=self.url, PROC_LOG=str(self.log), PYTHONPATH=str(ROOT))
+        env = dict(
+            os.environ, CONVEYOR_URL=self.url, PROC_LOG=str(self.log), PYTHONPATH=_pythonpath()
+        )
         p = subprocess.Popen(
             [sys.executable, "-m", "conveyor", "worker", "tests.processes.procapp:app",
              "--concurrency", str(concurrency), "--shutdown-grace", str(grace)],

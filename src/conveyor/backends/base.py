@@ -201,7 +201,28 @@ class BatchCounts:
 
 
 @dataclass(slots=True)
+class TaskInfo:
+    """A task as a live worker publishes it: enough for a producer without the app (the CLI,
+    the HTTP API) to route a job (``queue``) and check its payload (``schema``, a JSON Schema;
+    None: any JSON object)."""
+
+    name: str
+    queue: str
+    schema: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "queue": self.queue, "schema": self.schema}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TaskInfo:
+        return cls(d["name"], d["queue"], d.get("schema"))
+
+
+@dataclass(slots=True)
 class WorkerInfo:
+    """A worker as it reports itself with each registry heartbeat. ``last_seen`` (the backend's
+    time of its last heartbeat) is filled in by `Backend.list_workers`."""
+
     id: str
     queues: Sequence[str]
     concurrency: int
@@ -210,6 +231,37 @@ class WorkerInfo:
     host: str
     started_at: float
     ttl: float = 15.0  # considered dead when not seen for this long
+    running: Sequence[str] = ()  # ids of the jobs it holds (running, or prefetched)
+    processed: int = 0  # attempts it finished: completed, retried or failed
+    failed: int = 0  # of those, attempts that failed (retried or failed for good)
+    tasks: Sequence[TaskInfo] = ()  # what it can run
+    last_seen: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "active": self.active,
+            "running": list(self.running),
+            "processed": self.processed,
+            "failed": self.failed,
+            "started_at": self.started_at,
+            "last_seen": self.last_seen,
+            "ttl": self.ttl,
+            "tasks": [t.to_dict() for t in self.tasks],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WorkerInfo:
+        return cls(
+            d["id"], d["queues"], d["concurrency"], d["active"], d["pid"], d["host"],
+            d["started_at"], d["ttl"], d.get("running", ()), d.get("processed", 0),
+            d.get("failed", 0), [TaskInfo.from_dict(t) for t in d.get("tasks", ())],
+            d.get("last_seen"),
+        )  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -281,8 +333,10 @@ class Backend(Protocol):
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> EnqueueResult:
         """Store jobs atomically (all or none): ``queued``, or ``scheduled`` when ``delay > 0``.
 
-        Idempotent per idempotency key: a job whose key already exists is not stored again;
-        its existing id is returned with ``created=False``. Emits ``enqueued``/``scheduled``.
+        Idempotent per idempotency key within a (queue, tenant): a job whose key that tenant
+        (or, without a tenant, the tenant-less jobs) already used in that queue is not stored
+        again; the existing id is returned with ``created=False``. Another tenant's key never
+        matches. Emits ``enqueued``/``scheduled``.
         """
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
@@ -325,20 +379,23 @@ class Backend(Protocol):
     ) -> bool:
         """Store progress of an active attempt and emit ``progress``. False if not held."""
 
-    async def cancel_job(self, job_id: str) -> Job:
+    async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Cancel a scheduled, queued, awaiting or active job (the worker holding an active one
         learns it at its next lease renewal or wake-up). Idempotent on a cancelled job.
-        Raises JobNotFound, or JobStateError for completed/failed jobs."""
+        Raises JobNotFound (also for a job not of ``tenant``, when given), or JobStateError
+        for completed/failed jobs."""
 
-    async def retry_job(self, job_id: str) -> Job:
+    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Move a failed or cancelled job back to ``queued`` with fresh attempts. Raises
-        JobNotFound, or JobStateError from any other state."""
+        JobNotFound (also for a job not of ``tenant``, when given), or JobStateError from any
+        other state."""
 
-    async def get_job(self, job_id: str) -> Job | None:
-        """Read one job; None when missing."""
+    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        """Read one job; None when missing, or when ``tenant`` is given and it is not its."""
 
     async def list_jobs(self, params: ListParams) -> JobPage:
-        """Newest first, filtered; ``next_cursor`` continues the listing."""
+        """Newest first, filtered; ``next_cursor`` continues the listing. A listing by tenant
+        reads an index of that tenant's jobs, never every job."""
 
     async def batch_counts(self, batch: str) -> BatchCounts:
         """Counts by state of a batch's jobs (total 0 when unknown)."""
@@ -385,10 +442,16 @@ class Backend(Protocol):
         is made either way, so callers waiting in turn are served in order."""
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
-        """Record a live worker (for stats). Idempotent."""
+        """Record a live worker until ``info.ttl`` seconds from now (backend clock), replacing
+        what it reported before; forget workers whose heartbeat expired (crashed ones), without
+        reading every worker ever seen. Idempotent."""
 
     async def remove_worker(self, worker: str) -> None:
         """Forget a worker that stopped. Idempotent."""
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """The live workers (heartbeat within their ttl), by id, with ``last_seen`` set. A
+        worker that stopped heartbeating is never listed, whether or not it was forgotten yet."""
 
     async def listen(self, queues: Sequence[str], callback: WakeCallback, worker: str) -> Listener:
         """Arrange for ``callback`` to be called when jobs may be ready in ``queues`` or a job
@@ -414,6 +477,7 @@ __all__ = [
     "QueueStats",
     "Recovered",
     "Retention",
+    "TaskInfo",
     "WakeCallback",
     "WorkerInfo",
 ]

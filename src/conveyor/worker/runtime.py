@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends.base import ClaimParams, Listener, Outcome, OutcomeKind, WorkerInfo
 from ..errors import ConfigurationError
 from ..job import Job, new_id
+from ..registry import missing_handler
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services
@@ -127,6 +128,7 @@ class Worker:
         self._stopped = asyncio.Event()
         self._started_at = time.time()
         self.processed = 0
+        self.failed = 0
         self.min_lease = min([t.options.lease for t in app.tasks.values()] + [30.0])
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -200,10 +202,7 @@ class Worker:
         await self.stop()
 
     def info(self) -> WorkerInfo:
-        return WorkerInfo(
-            self.id, self.queues, self.capacity, len(self.running), os.getpid(),
-            socket.gethostname(), self._started_at,
-        )  # fmt: skip
+        return self._services.info()
 
     # -- wake-ups -------------------------------------------------------------------------------
 
@@ -410,7 +409,7 @@ class Worker:
             app._emit("started", job)
         try:
             if task is None:
-                raise LookupError(f"worker {self.id} has no handler for task {job.task!r}")
+                raise await missing_handler(self, job)  # Permanent, or Retry for another
             result = await run_handler(task, job, r.ctx, self._pool)
             outcome = outcome_for_result(job, result)
         except asyncio.CancelledError:
@@ -437,6 +436,7 @@ class Worker:
         elif self._buffer:
             self._start_buffered()
         self.processed += 1
+        self.failed += outcome.kind is not OutcomeKind.COMPLETED
         self._acks.append(outcome)
         if outcome.kind is OutcomeKind.RETRY:
             self._on_wake("work")  # the claim after this ack learns the retry's due time

@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from typing import TYPE_CHECKING
 
+from ..backends.base import TaskInfo, WorkerInfo
+
 if TYPE_CHECKING:
+    from ..app import Conveyor
     from .runtime import Worker
 
 log = logging.getLogger("conveyor.worker")
@@ -16,6 +21,26 @@ REGISTRY_INTERVAL = 5.0
 RETENTION_INTERVAL = 10.0
 EVENTS_TRIM_INTERVAL = 30.0
 MAX_HEARTBEAT = 2.0
+
+
+def task_infos(app: Conveyor, queues: list[str]) -> list[TaskInfo]:
+    """The tasks a worker on ``queues`` runs, as it publishes them: name, queue and payload
+    JSON Schema. Tasks only declared here (defined elsewhere) are not published: this worker
+    cannot run them."""
+    return [
+        TaskInfo(t.name, t.options.queue, t.payload_schema)
+        for t in app.tasks.values()
+        if not t.declared and t.options.queue in queues
+    ]
+
+
+def worker_info(w: Worker, tasks: list[TaskInfo]) -> WorkerInfo:
+    """What the worker reports with each registry heartbeat."""
+    return WorkerInfo(
+        w.id, w.queues, w.capacity, len(w.running), os.getpid(), socket.gethostname(),
+        w._started_at, running=sorted({job_id for job_id, _ in w.running}),
+        processed=w.processed, failed=w.failed, tasks=tasks,
+    )  # fmt: skip
 
 
 class Services:
@@ -28,6 +53,12 @@ class Services:
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_check = asyncio.Event()
         self._closing = False
+        self._published: list[TaskInfo] | None = None
+
+    def info(self) -> WorkerInfo:
+        if self._published is None:  # schemas are worked out once per worker
+            self._published = task_infos(self._worker.app, self._worker.queues)
+        return worker_info(self._worker, self._published)
 
     def start(self) -> None:
         self._closing = False

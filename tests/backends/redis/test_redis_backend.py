@@ -14,6 +14,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from conveyor import BackendUnavailable, Conveyor, JobNotFound, JobStateError
+from conveyor.backends.base import WorkerInfo
 from conveyor.backends.redis.scripts import NAMES
 from tests.servers import RedisCluster, RedisServer, free_port
 
@@ -112,7 +113,67 @@ async def test_all_keys_of_a_queue_share_its_hash_tag(app: Conveyor, server: Red
     # Then every per-queue key carries {queue}; only the registries are global
     assert keys
     for k in keys:
-        assert "{alpha}" in k or "{beta}" in k or k in (f"{prefix}:queues", f"{prefix}:workers"), k
+        assert (
+            "{alpha}" in k
+            or "{beta}" in k
+            or k == f"{prefix}:queues"
+            or k.startswith(f"{prefix}:{{workers}}:")
+        ), k
+
+
+async def test_a_crashed_worker_leaves_no_key_behind(app: Conveyor, server: RedisServer) -> None:
+    # Given a worker that reported itself (heartbeat 0.2 s) and then crashed, and a live one
+    await app.open()
+    await app.backend.worker_heartbeat(WorkerInfo("dead", ["q"], 1, 0, 1, "h", 1.0, ttl=0.2))
+    live = WorkerInfo("live", ["q"], 1, 0, 2, "h", 1.0, ttl=60.0)
+    await app.backend.worker_heartbeat(live)
+    r = aioredis.Redis.from_url(server.url, decode_responses=True)
+    reg = f"{app.backend.prefix}:{{workers}}:"  # type: ignore[attr-defined]
+    try:
+        # When its heartbeat expires and the live worker reports again
+        await eventually(lambda: _gone(r, reg + "w:dead"), what="the dead worker's hash to expire")
+        await app.backend.worker_heartbeat(live)
+        # Then neither its hash nor its registry entry is left
+        assert await r.zrange(reg + "live", 0, -1) == ["live"]
+        assert [w.id for w in await app.workers()] == ["live"]
+    finally:
+        await r.aclose()
+
+
+async def _gone(r: aioredis.Redis, key: str) -> bool:
+    return not await r.exists(key)
+
+
+async def test_tenant_keys_live_and_go_with_their_jobs(app: Conveyor, server: RedisServer) -> None:
+    # Given jobs of tenant A with idempotency keys, and one without a tenant
+    @app.task(queue="q")
+    async def t() -> None:
+        return None
+
+    a1 = await app.enqueue("t", idempotency_key="k1", tenant="A")
+    a2 = await app.enqueue("t", idempotency_key="k2", tenant="A")
+    plain = await app.enqueue("t", idempotency_key="k1")
+    r = aioredis.Redis.from_url(server.url, decode_responses=True)
+    q = f"{app.backend.prefix}:{{q}}:"  # type: ignore[attr-defined]
+    try:
+        # Then A's keys are in A's hash, its jobs in A's listing index
+        assert await r.hgetall(q + "idem:A") == {"k1": a1.id, "k2": a2.id}
+        assert await r.hgetall(q + "idem") == {"k1": plain.id}
+        assert await r.zrange(q + "tn:A", 0, -1) == [a1.id, a2.id]
+        # When an entry from before keys were per tenant sends tenant-less 'k2' to A's job
+        await r.hset(q + "idem", "k2", a2.id)
+        other = await app.enqueue("t", idempotency_key="k2")
+        # Then it is no match: the caller gets a job of its own
+        assert other.id != a2.id and other.tenant is None
+        # When the jobs are cleaned up
+        for j in (a1, a2, plain, other):
+            await app.cancel(j.id)
+        assert await app.cleanup() == 4
+        # Then no key of theirs is left
+        for key in ("idem:A", "idem", "tn:A"):
+            assert not await r.exists(q + key), key
+    finally:
+        await r.aclose()
 
 
 async def _final(app: Conveyor, job_id: str) -> bool:

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor
-from conveyor.backends.base import ClaimParams, NewJob, Outcome, OutcomeKind
+from conveyor.backends.base import ClaimParams, ListParams, NewJob, Outcome, OutcomeKind
 from conveyor.backends.sqlite import attempts, ops
-from conveyor.job import new_id
+from conveyor.backends.sqlite import maintenance as m
+from conveyor.job import JobState, new_id
 
 _INNER_SELECT = re.compile(r"WHERE seq IN \((SELECT .*?)\) RETURNING", re.S)
 PROMOTE = (
@@ -112,6 +113,8 @@ def test_every_statement_of_the_hot_path_is_indexed(conn: sqlite3.Connection) ->
         ops.enqueue(conn, 1.0, [
             NewJob(new_id(), "a", "t_a", "{}", 5, 1, 3, None, 30.0, idempotency_key="k1"),
             NewJob(new_id(), "a", "t_a", "{}", 5, 1, 3, None, 30.0, idempotency_key="fresh"),
+            NewJob(new_id(), "a", "t_a", "{}", 5, 1, 3, None, 30.0, idempotency_key="k1",
+                   tenant="acme"),
             NewJob(new_id(), "b", "t_b", "{}", 5, 1, 3, None, 30.0, delay=10),
         ])  # fmt: skip
         jobs = ops.claim(conn, 1.0, ClaimParams(["a"], 5, "w2")).jobs
@@ -177,3 +180,21 @@ def test_every_statement_of_the_flow_control_path_is_indexed(conn: sqlite3.Conne
         steps = plan(conn, sql)
         assert_indexed(steps)
         assert not any(re.match(r"SCAN (flows|gates)\b", s) for s in steps), (sql, steps)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{}, {"queue": "a"}, {"status": JobState.QUEUED}, {"task": "t_a", "cursor": "500"}],
+    ids=["tenant", "and-queue", "and-status", "and-task-cursor"],
+)
+def test_listing_by_tenant_reads_that_tenants_index_in_order(
+    conn: sqlite3.Connection, filters: dict[str, object]
+) -> None:
+    # Given the statement that lists one tenant's jobs (with other filters too)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    m.list_jobs(conn, ListParams(tenant="acme", limit=10, **filters))  # type: ignore[arg-type]
+    conn.set_trace_callback(None)
+    [sql] = [s for s in statements if "FROM jobs" in s]
+    # Then it walks jobs_tenant newest first: no scan of other tenants' jobs, no sort
+    assert_indexed(plan(conn, sql), "jobs_tenant")

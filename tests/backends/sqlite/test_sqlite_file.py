@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conveyor import BackendCorrupt, BackendLocked, BackendUnavailable, Conveyor
-from conveyor.backends.base import ClaimParams
+from conveyor.backends.base import ClaimParams, WorkerInfo
+from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 
 
 def _url(path: Path, query: str = "") -> str:
@@ -267,19 +268,78 @@ async def test_a_schema_1_store_is_migrated_with_its_jobs(tmp_path: Path) -> Non
             "DROP TABLE flows; DROP TABLE gates; DROP INDEX jobs_flow; DROP INDEX jobs_ready;"
             "ALTER TABLE jobs DROP COLUMN flow; ALTER TABLE jobs DROP COLUMN token;"
             "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, seq) WHERE status = 'queued';"
-            "UPDATE conveyor_meta SET value = '1' WHERE key = 'schema';"
+            + _SCHEMA_4_TO_3
+            + "UPDATE conveyor_meta SET value = '1' WHERE key = 'schema';"
         )
     old.close()
     # When this version opens it
     app = Conveyor(_url(path))
     _register(app)
     await app.open()
-    # Then it is schema 3 and the old job is still there and claimable, with a claim token
+    # Then it is the current schema and the old job is still there and claimable, with a token
     with sqlite3.connect(path) as check:
         version = check.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
         cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
     check.close()
-    assert version == ("3",) and {"flow", "token"} <= cols
+    assert version == (SCHEMA_VERSION,) and {"flow", "token"} <= cols
     res = await app.backend.claim_jobs(ClaimParams(["default"], 5, "w"))
     assert [(j.id, j.token) for j in res.jobs] == [(job.id, 1)]
     await app.close()
+
+
+# What schema 4 added, taken away again: a store as schema 3 left it.
+_SCHEMA_4_TO_3 = (
+    "ALTER TABLE workers DROP COLUMN running; ALTER TABLE workers DROP COLUMN processed;"
+    "ALTER TABLE workers DROP COLUMN failed; ALTER TABLE workers DROP COLUMN tasks;"
+    "DROP INDEX jobs_tenant; DROP INDEX jobs_idempotency;"
+    "CREATE UNIQUE INDEX jobs_idempotency ON jobs (queue, idempotency_key)"
+    " WHERE idempotency_key IS NOT NULL;"
+)
+
+
+async def test_a_schema_3_store_is_migrated_with_its_jobs_and_workers(tmp_path: Path) -> None:
+    # Given a schema 3 store holding a queued job of tenant A with a key, and a worker
+    # registered the old way
+    path = tmp_path / "q.db"
+    app = Conveyor(_url(path))
+    _register(app)
+    job = await app.enqueue("t", {"n": 1}, idempotency_key="k", tenant="A")
+    await app.close()
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            _SCHEMA_4_TO_3 + "UPDATE conveyor_meta SET value = '3' WHERE key = 'schema';"
+        )
+        old.execute(
+            "INSERT INTO workers (id, queues, concurrency, active, pid, host, started_at, seen_at,"
+            " ttl) VALUES ('old', '[\"default\"]', 1, 0, 1, 'h', 1.0, 1.0, 15.0)"
+        )
+    old.close()
+    # When this version opens it (two apps at once, as two processes starting together)
+    apps = [Conveyor(_url(path)) for _ in range(2)]
+    try:
+        await asyncio.gather(*(a.open() for a in apps))
+        # Then it is the current schema, the job is kept, and workers report their stats
+        with sqlite3.connect(path) as check:
+            version = check.execute(
+                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
+            ).fetchone()
+        check.close()
+        assert version == (SCHEMA_VERSION,)
+        assert (await apps[0].get(job.id)).status.value == "queued"
+        # And the key is now per tenant: A still gets its job, B gets one of its own
+        for a in apps:
+            _register(a)
+        assert (await apps[0].enqueue("t", {"n": 2}, idempotency_key="k", tenant="A")).id == job.id
+        other = await apps[1].enqueue("t", {"n": 3}, idempotency_key="k", tenant="B")
+        assert other.id != job.id and other.payload == {"n": 3}
+        with sqlite3.connect(path) as check:
+            indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
+        check.close()
+        assert {"jobs_tenant", "jobs_idempotency"} <= indexes
+        info = WorkerInfo("new", ["default"], 2, 1, 7, "h", 1.0, running=[job.id], processed=3)
+        await apps[1].backend.worker_heartbeat(info)
+        [seen] = await apps[0].workers()
+        assert (seen.id, list(seen.running), seen.processed) == ("new", [job.id], 3)
+    finally:
+        for a in apps:
+            await a.close()

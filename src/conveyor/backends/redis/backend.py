@@ -54,6 +54,7 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import encode, finish_each
+from . import registry
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha, translate
 
@@ -63,6 +64,7 @@ _EVENT_TYPES = {e.value: e for e in EventType}
 _ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
           "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
 PRUNE_CHUNK = 1000
+LIST_CHUNK = 200  # ids read per round trip when listing a tenant's jobs
 MAX_DESCRIBED = 100  # gates listed per queue in stats() (keyed limits can be many)
 _CURSOR = re.compile(r"[0-9a-f]{26}")
 RATE_BUCKET = 10.0
@@ -127,6 +129,7 @@ class RedisBackend:
         self._offset = 0.0  # Redis TIME - local time, refreshed by every script that returns now
         self._opened = False
         self._known_queues: set[str] = set()
+        self.old_registry_gone = False
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -438,22 +441,22 @@ class RedisBackend:
             return bool(await self._eval("progress", queue, job_id, token, worker, data))
         return False
 
-    async def _steer(self, action: str, job_id: str) -> Job:
+    async def _steer(self, action: str, job_id: str, tenant: str | None) -> Job:
         """Run the ``cancel`` or ``retry`` script on one job; it returns the changed job."""
         queue = await self._queue_of(job_id)
         if queue is None:
             raise JobNotFound(job_id)
         try:
-            out = await self._eval(action, queue, job_id)
+            out = await self._eval(action, queue, job_id, tenant or "")
         except ResponseError as exc:
             raise translate(exc, job_id, action) from None
         return job_from_hash(job_id, queue, _pairs(out))
 
-    async def cancel_job(self, job_id: str) -> Job:
-        return await self._steer("cancel", job_id)
+    async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        return await self._steer("cancel", job_id, tenant)
 
-    async def retry_job(self, job_id: str) -> Job:
-        return await self._steer("retry", job_id)
+    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        return await self._steer("retry", job_id, tenant)
 
     async def recover_expired(self) -> list[Recovered]:
         out: list[Recovered] = []
@@ -465,11 +468,13 @@ class RedisBackend:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str) -> Job | None:
+    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         client = self._client()
         for q in await self._queues():
             h = await client.hgetall(self.key(q, f"j:{job_id}"))
             if h:
+                if tenant is not None and h.get("tn") != tenant:
+                    return None  # another tenant's: as if it did not exist
                 return job_from_hash(job_id, q, h)
         return None
 
@@ -478,6 +483,8 @@ class RedisBackend:
         # state sets (O(jobs in those states)), newest first by id (ids sort by creation time).
         if params.cursor is not None and not _CURSOR.fullmatch(params.cursor):
             raise ValidationError(f"invalid cursor {params.cursor!r}", field="cursor")
+        if params.tenant is not None:
+            return await self._list_tenant(params)
         client = self._client()
         queues = [params.queue] if params.queue else await self._queues()
         states = [params.status.value] if params.status else list(_ZSETS)
@@ -497,9 +504,7 @@ class RedisBackend:
             if not h:
                 continue
             job = job_from_hash(job_id, q, h)
-            if (params.task and job.task != params.task) or (
-                params.batch and job.batch != params.batch) or (
-                params.tenant and job.tenant != params.tenant):  # fmt: skip
+            if not _matches(job, params):
                 continue
             out.append(job)
             if len(out) > params.limit:
@@ -507,6 +512,32 @@ class RedisBackend:
         more = len(out) > params.limit
         out = out[: params.limit]
         return JobPage(out, out[-1].id if more else None)
+
+    async def _list_tenant(self, params: ListParams) -> JobPage:
+        """A tenant's jobs from its index `tn:<tenant>` per queue (ids in lexical order are in
+        creation order): reads that tenant's jobs only, newest first, until a page is full."""
+        client = self._client()
+        want = params.limit + 1
+        found: list[Job] = []
+        for q in [params.queue] if params.queue else await self._queues():
+            index = self.key(q, f"tn:{params.tenant}")
+            top, matched = f"({params.cursor}" if params.cursor else "+", 0
+            while matched < want:
+                ids = await client.zrevrangebylex(index, top, "-", start=0, num=LIST_CHUNK)
+                pipe = client.pipeline(transaction=False)
+                for job_id in ids:
+                    pipe.hgetall(self.key(q, f"j:{job_id}"))
+                for job_id, h in zip(ids, await pipe.execute() if ids else [], strict=True):
+                    job = job_from_hash(job_id, q, h) if h else None
+                    if job is not None and _matches(job, params) and matched < want:
+                        found.append(job)
+                        matched += 1
+                if len(ids) < LIST_CHUNK:
+                    break
+                top = f"({ids[-1]}"
+        found.sort(key=lambda j: j.id, reverse=True)
+        page = found[: params.limit]
+        return JobPage(page, page[-1].id if len(found) > params.limit else None)
 
     async def batch_counts(self, batch: str) -> BatchCounts:
         counts: dict[str, int] = {}
@@ -547,10 +578,8 @@ class RedisBackend:
         client = self._client()
         names = list(queues) if queues else await self._queues()
         out: dict[str, QueueStats] = {}
+        live = await self.list_workers()
         now = self.now()
-        workers = await client.hgetall(f"{self.prefix}:workers")
-        live = [orjson.loads(v) for v in workers.values()]
-        live = [w for w in live if w["seen_at"] > now - w["ttl"]]
         since = int((now - STATS_WINDOW) // RATE_BUCKET)
         for q in names:
             counts = {s.value: 0 for s in JobState}
@@ -561,9 +590,9 @@ class RedisBackend:
             st.limits = await self._limits(q, now)
             st.active = counts["active"]
             for w in live:
-                if q in w["queues"]:
+                if q in w.queues:
                     st.workers += 1
-                    st.concurrency += w["concurrency"]
+                    st.concurrency += w.concurrency
             rates = await client.hgetall(self.key(q, "rates"))
             done = secs = 0.0
             for field, value in rates.items():
@@ -686,19 +715,26 @@ class RedisBackend:
         return float(out[1])
 
     async def worker_heartbeat(self, info: WorkerInfo) -> None:
-        data = {"queues": list(info.queues), "concurrency": info.concurrency, "active": info.active,
-                "pid": info.pid, "host": info.host, "started_at": info.started_at,
-                "seen_at": self.now(), "ttl": info.ttl}  # fmt: skip
-        await self._client().hset(f"{self.prefix}:workers", info.id, orjson.dumps(data).decode())
+        await registry.heartbeat(self, info)
 
     async def remove_worker(self, worker: str) -> None:
-        await self._client().hdel(f"{self.prefix}:workers", worker)
+        await registry.remove(self, worker)
         self._held.pop(worker, None)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return await registry.live(self)
 
     async def listen(
         self, queues: Sequence[str], callback: WakeCallback, worker: str
     ) -> RedisListener:
         return RedisListener(self, queues, callback, worker)
+
+
+def _matches(job: Job, p: ListParams) -> bool:
+    return not (
+        (p.status is not None and job.status is not p.status) or (p.task and job.task != p.task)
+        or (p.batch and job.batch != p.batch) or (p.tenant and job.tenant != p.tenant)
+    )  # fmt: skip
 
 
 def _cap(params: ClaimParams, queue: str, remaining: int) -> int:

@@ -13,8 +13,8 @@ from redis.exceptions import NoScriptError, ResponseError
 from ...errors import ConveyorError, JobNotFound, JobStateError
 
 NAMES = (
-    "batch", "cancel", "claim", "enqueue", "event", "extend", "finish", "progress", "prune",
-    "recover", "release", "reserve", "retry",
+    "batch", "cancel", "claim", "enqueue", "event", "extend", "finish", "heartbeat", "progress",
+    "prune", "recover", "release", "reserve", "retry", "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "recover", "release", "retry"})

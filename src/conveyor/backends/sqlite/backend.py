@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -47,7 +48,7 @@ from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
 
 
@@ -63,6 +64,10 @@ def _statements(script: str) -> list[str]:
             out.append(buf.strip())
             buf = ""
     return out
+
+
+def _schema() -> str:
+    return resources.files(__package__).joinpath("schema.sql").read_text()
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -157,12 +162,12 @@ class SqliteBackend:
                     conn.execute("ROLLBACK")
                 raise
         version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
-        if version is not None and version[0] == "1":
-            self._migrate(conn, self._migrate_1_to_2, "2")
-            version = ("2",)
-        if version is not None and version[0] == "2":
-            self._migrate(conn, self._migrate_2_to_3, "3")
-            version = ("3",)
+        steps = {"1": self._migrate_1_to_2, "2": self._migrate_2_to_3, "3": self._migrate_3_to_4}
+        while version is not None and version[0] in steps:
+            self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
+            version = conn.execute(
+                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
+            ).fetchone()
         if version is None or version[0] != SCHEMA_VERSION:
             raise BackendCorrupt(
                 f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
@@ -218,6 +223,24 @@ class SqliteBackend:
         cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
         if "token" not in cols:
             conn.execute("ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0")
+
+    @staticmethod
+    def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+        """Schema 4: the worker registry holds each worker's running jobs, counts and tasks;
+        idempotency keys are unique per (queue, tenant), not per queue; jobs are indexed by
+        tenant for listing."""
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(workers)")}
+        for col, decl in (("running", "TEXT NOT NULL DEFAULT '[]'"),
+                          ("processed", "INTEGER NOT NULL DEFAULT 0"),
+                          ("failed", "INTEGER NOT NULL DEFAULT 0"),
+                          ("tasks", "TEXT NOT NULL DEFAULT '[]'")):  # fmt: skip
+            if col not in cols:
+                conn.execute(f"ALTER TABLE workers ADD COLUMN {col} {decl}")
+        conn.execute("DROP INDEX IF EXISTS jobs_idempotency")
+        for stmt in _statements(_schema()):
+            m = re.match(r"CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+)", stmt)
+            if m and m[1] in ("jobs_idempotency", "jobs_tenant"):
+                conn.execute(stmt)
 
     async def open(self) -> None:
         if self._db is None:
@@ -307,13 +330,13 @@ class SqliteBackend:
         ok: bool = await self._run(attempts.set_progress, job_id, token, worker, progress)
         return ok
 
-    async def cancel_job(self, job_id: str) -> Job:
-        job: Job = await self._run(ops.cancel, job_id, notify=b"c")
+    async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        job: Job = await self._run(ops.cancel, job_id, tenant, notify=b"c")
         self._notifier.notify(b"w")  # a cancelled active job may have freed a concurrency slot
         return job
 
-    async def retry_job(self, job_id: str) -> Job:
-        job: Job = await self._run(ops.retry, job_id, notify=b"w")
+    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+        job: Job = await self._run(ops.retry, job_id, tenant, notify=b"w")
         return job
 
     async def recover_expired(self) -> list[Recovered]:
@@ -324,8 +347,8 @@ class SqliteBackend:
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str) -> Job | None:
-        job: Job | None = await self._read(ops.get, job_id)
+    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+        job: Job | None = await self._read(ops.get, job_id, tenant)
         return job
 
     async def list_jobs(self, params: ListParams) -> JobPage:
@@ -386,6 +409,10 @@ class SqliteBackend:
 
     async def remove_worker(self, worker: str) -> None:
         await self._run(m.remove_worker, worker)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        out: list[WorkerInfo] = await self._run(m.list_workers, write=False)
+        return out
 
     async def listen(self, queues: Sequence[str], callback: WakeCallback, worker: str) -> Listener:
         return SocketListener(self.path, worker, callback)

@@ -19,6 +19,7 @@ from ..base import (
     ListParams,
     QueueStats,
     Retention,
+    TaskInfo,
     WorkerInfo,
 )
 from .gates import describe_gates
@@ -88,7 +89,7 @@ def stats(
         if queues is None or q in out:
             get(q).counts[status] = n
     for queues_json, conc in conn.execute(
-        "SELECT queues, concurrency FROM workers WHERE seen_at > ? - ttl", (now,)
+        "SELECT queues, concurrency FROM workers WHERE seen_at >= ? - ttl", (now,)
     ):
         for q in orjson.loads(queues_json):
             if queues is None or q in out:
@@ -231,16 +232,41 @@ def last_event_id(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
+_WORKER_COLS = (
+    "id, queues, concurrency, active, pid, host, started_at, seen_at, ttl, running, processed, "
+    "failed, tasks"
+)
+
+
 def worker_heartbeat(conn: sqlite3.Connection, now: float, w: WorkerInfo) -> None:
+    dumps = orjson.dumps
     conn.execute(
-        "INSERT INTO workers (id, queues, concurrency, active, pid, host, started_at, seen_at, ttl) "
-        "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET active = excluded.active, "
-        "seen_at = excluded.seen_at, concurrency = excluded.concurrency",
-        (w.id, orjson.dumps(list(w.queues)).decode(), w.concurrency, w.active, w.pid, w.host,
-         w.started_at, now, w.ttl),
+        f"INSERT INTO workers ({_WORKER_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT (id) DO UPDATE SET queues = excluded.queues, "
+        "concurrency = excluded.concurrency, active = excluded.active, seen_at = excluded.seen_at, "
+        "ttl = excluded.ttl, running = excluded.running, processed = excluded.processed, "
+        "failed = excluded.failed, tasks = excluded.tasks",
+        (w.id, dumps(list(w.queues)).decode(), w.concurrency, w.active, w.pid, w.host,
+         w.started_at, now, w.ttl, dumps(list(w.running)).decode(), w.processed, w.failed,
+         dumps([t.to_dict() for t in w.tasks]).decode()),
     )  # fmt: skip
-    conn.execute("DELETE FROM workers WHERE seen_at < ? - 10 * ttl", (now,))
+    # Crashed workers never unregister: forget them once their heartbeat expired.
+    conn.execute("DELETE FROM workers WHERE seen_at < ? - ttl", (now,))
 
 
 def remove_worker(conn: sqlite3.Connection, now: float, worker: str) -> None:
     conn.execute("DELETE FROM workers WHERE id = ?", (worker,))
+
+
+def list_workers(conn: sqlite3.Connection, now: float) -> list[WorkerInfo]:
+    rows = conn.execute(
+        f"SELECT {_WORKER_COLS} FROM workers WHERE seen_at >= ? - ttl ORDER BY id", (now,)
+    ).fetchall()
+    return [_worker(r) for r in rows]
+
+
+def _worker(r: Sequence[Any]) -> WorkerInfo:
+    loads = orjson.loads
+    tasks = [TaskInfo.from_dict(t) for t in loads(r[12])]
+    return WorkerInfo(r[0], loads(r[1]), r[2], r[3], r[4], r[5], r[6], r[8], loads(r[9]), r[10],
+                      r[11], tasks, r[7])  # fmt: skip

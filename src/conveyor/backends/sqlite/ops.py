@@ -83,23 +83,26 @@ _INSERT_EVENTS = (
 def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> EnqueueResult:
     ids = [j.id for j in jobs]
     created = [True] * len(jobs)
-    # Idempotency keys are unique per queue (so a queue can live in one Redis Cluster slot).
-    keyed: dict[tuple[str, str], int] = {}
+    # Idempotency keys are unique per (queue, tenant): per queue so that a queue can live in one
+    # Redis Cluster slot, per tenant so that a tenant never receives another's job. '' stands
+    # for no tenant (tenants are non-empty), as in the index jobs_idempotency.
+    keyed: dict[tuple[str, str, str], int] = {}
     for i, j in enumerate(jobs):
         if j.idempotency_key:
-            keyed.setdefault((j.queue, j.idempotency_key), i)
+            keyed.setdefault((j.queue, j.tenant or "", j.idempotency_key), i)
     skip: set[int] = set()
     if keyed:
         found = conn.execute(
-            "SELECT jobs.queue, jobs.idempotency_key, jobs.id FROM json_each(?) AS k "
-            "JOIN jobs ON jobs.queue = k.value ->> 0 AND jobs.idempotency_key = k.value ->> 1",
+            "SELECT jobs.queue, ifnull(jobs.tenant, ''), jobs.idempotency_key, jobs.id "
+            "FROM json_each(?) AS k JOIN jobs ON jobs.queue = k.value ->> 0 "
+            "AND ifnull(jobs.tenant, '') = k.value ->> 1 AND jobs.idempotency_key = k.value ->> 2",
             (orjson.dumps(list(keyed)).decode(),),
         ).fetchall()
-        existing = {(q, k): job_id for q, k, job_id in found}
+        existing = {(q, t, k): job_id for q, t, k, job_id in found}
         for i, j in enumerate(jobs):
             if not j.idempotency_key:
                 continue
-            key = (j.queue, j.idempotency_key)
+            key = (j.queue, j.tenant or "", j.idempotency_key)
             if key in existing:
                 ids[i], created[i] = existing[key], False
                 skip.add(i)
@@ -256,13 +259,15 @@ _STARTED_EVENTS = (
 )
 
 
-def get(conn: sqlite3.Connection, job_id: str) -> Job | None:
+def get(conn: sqlite3.Connection, job_id: str, tenant: str | None = None) -> Job | None:
+    """The job, or None when missing (or, with ``tenant``, when it is another tenant's)."""
     row = conn.execute(f"SELECT {JOB_COLS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return row_to_job(row) if row else None
+    job = row_to_job(row) if row else None
+    return None if job is None or (tenant is not None and job.tenant != tenant) else job
 
 
-def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
-    job = get(conn, job_id)
+def cancel(conn: sqlite3.Connection, now: float, job_id: str, tenant: str | None = None) -> Job:
+    job = get(conn, job_id, tenant)
     if job is None:
         raise JobNotFound(job_id)
     if job.status is JobState.CANCELLED:
@@ -286,8 +291,8 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
     return job
 
 
-def retry(conn: sqlite3.Connection, now: float, job_id: str) -> Job:
-    job = get(conn, job_id)
+def retry(conn: sqlite3.Connection, now: float, job_id: str, tenant: str | None = None) -> Job:
+    job = get(conn, job_id, tenant)
     if job is None:
         raise JobNotFound(job_id)
     if job.status not in (JobState.FAILED, JobState.CANCELLED):

@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 3. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 4. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -48,8 +48,11 @@ CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (scheduled_for) WHERE status =
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE status = 'active';
 -- Retention and cleanup of finished jobs (finished_at is set only in final states).
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, status, finished_at) WHERE finished_at IS NOT NULL;
--- Idempotency keys are unique per queue.
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
+-- Idempotency keys are unique per (queue, tenant); '' stands for no tenant (tenants are non-empty).
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, ifnull(tenant, ''), idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+-- Listing a tenant's jobs, newest first (the HTTP API's every listing): no scan of other tenants'.
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, seq) WHERE tenant IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch) WHERE batch IS NOT NULL;
 
 -- AUTOINCREMENT: ids never repeat, even after trimming empties the log (SSE resume points).
@@ -82,6 +85,7 @@ CREATE TABLE IF NOT EXISTS rates (
   PRIMARY KEY (queue, bucket)
 ) WITHOUT ROWID;
 
+-- Live workers: a row lives until seen_at + ttl (deleted by the next heartbeat after that).
 CREATE TABLE IF NOT EXISTS workers (
   id          TEXT PRIMARY KEY,
   queues      TEXT NOT NULL,
@@ -91,7 +95,11 @@ CREATE TABLE IF NOT EXISTS workers (
   host        TEXT NOT NULL,
   started_at  REAL NOT NULL,
   seen_at     REAL NOT NULL,
-  ttl         REAL NOT NULL
+  ttl         REAL NOT NULL,
+  running     TEXT NOT NULL DEFAULT '[]',  -- JSON array of the job ids it holds
+  processed   INTEGER NOT NULL DEFAULT 0,
+  failed      INTEGER NOT NULL DEFAULT 0,
+  tasks       TEXT NOT NULL DEFAULT '[]'   -- JSON array of TaskInfo dicts (name, queue, schema)
 ) WITHOUT ROWID;
 
 -- Flow control (see docs/architecture.md). A gate is a queue-scoped limit: its rule (spec JSON)

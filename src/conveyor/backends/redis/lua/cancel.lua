@@ -1,6 +1,6 @@
 -- cancel: cancel a scheduled, queued, awaiting or active job.
 -- KEYS[1] queue prefix
--- ARGV[1] job id
+-- ARGV[1] job id, ARGV[2] tenant or '' (any): another tenant's job is NOTFOUND
 -- Flow control: a cancelled active job gives its gates' slots back (no breaker verdict); a
 -- queued one leaves its flow's line.
 -- returns the job hash after the change (HGETALL); error 'NOTFOUND' when missing, 'STATE <status>' when final
@@ -8,7 +8,7 @@ local id = ARGV[1]
 local k = jkey(id)
 local cur = redis.call('HMGET', k, 's', 't', 'tn', 'w', 'fl', 'sa')
 local s = cur[1]
-if not s then return redis.error_reply('NOTFOUND') end
+if not s or (ARGV[2] ~= '' and cur[3] ~= ARGV[2]) then return redis.error_reply('NOTFOUND') end
 if s == 'cancelled' then return redis.call('HGETALL', k) end
 if s == 'completed' or s == 'failed' then return redis.error_reply('STATE ' .. s) end
 local now = now_s()

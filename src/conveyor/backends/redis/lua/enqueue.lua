@@ -4,6 +4,8 @@
 --         lease, delay, tenant, batch, workflow, parent, idempotency_key, flow or null}
 -- ARGV[2] JSON object of the flows' gate rules {gate name: spec JSON}, or '' when no job has
 --         a flow; a created job's gates are upserted (rule replaced, state kept)
+-- Idempotency keys are per (queue, tenant): `idem:<tenant>` (`idem` without a tenant). A
+-- tenant's jobs are also listed in `tn:<tenant>` (score 0: ids sort by creation time).
 -- returns {now, id1, created1, id2, created2, ...}; created is 1 or 0 (idempotency key matched)
 local jobs = cjson.decode(ARGV[1])
 local now = now_s()
@@ -16,9 +18,16 @@ local listed = {}  -- flow -> lowest score this call listed in `flows`
 local flowed = 0
 for _, j in ipairs(jobs) do
   local id, key = j[1], j[14]
+  local tenant = j[10] ~= cjson.null and j[10] or nil
   local existing = false
   if key ~= cjson.null then
-    existing = redis.call('HGET', P .. 'idem', key)
+    existing = redis.call('HGET', idem_key(tenant), key)
+    if existing then
+      -- Not a match: an entry whose job is gone, or (written before keys were per tenant) an
+      -- entry of another tenant's job.
+      local cur = redis.call('HMGET', jkey(existing), 's', 'tn')
+      if not cur[1] or cur[2] ~= (tenant or false) then existing = false end
+    end
   end
   if existing then
     table.insert(out, existing); table.insert(out, 0)
@@ -56,7 +65,6 @@ for _, j in ipairs(jobs) do
         end
       end
     end
-    local tenant = j[10] ~= cjson.null and j[10] or nil
     local delay = tonumber(j[9])
     if delay > 0 then
       local due = now + delay
@@ -81,7 +89,8 @@ for _, j in ipairs(jobs) do
       end
       event('enqueued', id, j[2], tenant, nil)
     end
-    if key ~= cjson.null then redis.call('HSET', P .. 'idem', key, id) end
+    if key ~= cjson.null then redis.call('HSET', idem_key(tenant), key, id) end
+    if tenant then redis.call('ZADD', P .. 'tn:' .. tenant, 0, id) end
     if j[11] ~= cjson.null then redis.call('SADD', P .. 'b:' .. j[11], id) end
     table.insert(out, id); table.insert(out, 1)
     woke = true

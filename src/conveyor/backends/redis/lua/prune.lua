@@ -22,9 +22,16 @@ end
 local n = 0
 for _, id in ipairs(ids) do
   local k = jkey(id)
-  local f = redis.call('HMGET', k, 'ik', 'b')
-  if f[1] then redis.call('HDEL', P .. 'idem', f[1]) end
+  local f = redis.call('HMGET', k, 'ik', 'b', 'tn')
+  if f[1] then
+    -- The key's entry, where it still names this job (also in 'idem' for a tenant's job
+    -- stored before keys were per tenant).
+    for _, ik in ipairs({idem_key(f[3]), P .. 'idem'}) do
+      if redis.call('HGET', ik, f[1]) == id then redis.call('HDEL', ik, f[1]) end
+    end
+  end
   if f[2] then redis.call('SREM', P .. 'b:' .. f[2], id) end
+  if f[3] then redis.call('ZREM', P .. 'tn:' .. f[3], id) end
   if redis.call('DEL', k) == 1 then n = n + 1 end
   redis.call('ZREM', z, id)
 end

@@ -1,13 +1,13 @@
 -- retry: move a failed or cancelled job back to queued with fresh attempts.
 -- KEYS[1] queue prefix
--- ARGV[1] job id
+-- ARGV[1] job id, ARGV[2] tenant or '' (any): another tenant's job is NOTFOUND
 -- A flow-controlled job goes back to its flow's line.
 -- returns the job hash after the change (HGETALL); error 'NOTFOUND' or 'STATE <status>'
 local id = ARGV[1]
 local k = jkey(id)
 local cur = redis.call('HMGET', k, 's', 't', 'tn', 'pr', 'fl')
 local s = cur[1]
-if not s then return redis.error_reply('NOTFOUND') end
+if not s or (ARGV[2] ~= '' and cur[3] ~= ARGV[2]) then return redis.error_reply('NOTFOUND') end
 if s ~= 'failed' and s ~= 'cancelled' then return redis.error_reply('STATE ' .. s) end
 redis.call('ZREM', P .. 'f:' .. s, id)
 redis.call('HSET', k, 's', 'queued', 'a', 0, 'st', 0)

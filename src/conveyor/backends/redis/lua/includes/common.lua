@@ -29,3 +29,8 @@ local function bump_rate(now, field, by)
   local bucket = math.floor(now / 10)
   redis.call('HINCRBYFLOAT', P .. 'rates', field .. ':' .. bucket, by)
 end
+-- A tenant's idempotency keys (key -> job id); 'idem' holds those of jobs without a tenant.
+local function idem_key(tenant)
+  if tenant then return P .. 'idem:' .. tenant end
+  return P .. 'idem'
+end
