@@ -13,6 +13,7 @@ import pytest
 
 from conveyor import BackendCorrupt, BackendLocked, BackendUnavailable, Conveyor
 from conveyor.backends.base import ClaimParams
+from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 
 
 def _url(path: Path, query: str = "") -> str:
@@ -274,12 +275,48 @@ async def test_a_schema_1_store_is_migrated_with_its_jobs(tmp_path: Path) -> Non
     app = Conveyor(_url(path))
     _register(app)
     await app.open()
-    # Then it is schema 2 and the old job is still there and claimable
+    # Then it is the current schema and the old job is still there and claimable
     with sqlite3.connect(path) as check:
         version = check.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
         cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
     check.close()
-    assert version == ("2",) and "flow" in cols
+    assert version == (SCHEMA_VERSION,) and "flow" in cols
     res = await app.backend.claim_jobs(ClaimParams(["default"], 5, "w"))
     assert [j.id for j in res.jobs] == [job.id]
+    await app.close()
+
+
+async def test_a_schema_2_store_gets_the_event_indexes(tmp_path: Path) -> None:
+    # Given a store as schema 2 wrote it (no event indexes) holding events of two queues
+    path = tmp_path / "q.db"
+    app = Conveyor(_url(path))
+    _register(app)
+
+    @app.task(queue="other")
+    async def o(n: int) -> int:
+        return n
+
+    await app.enqueue("t", {"n": 1})
+    job = await o.enqueue(n=2)
+    await app.close()
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "DROP INDEX events_queue; DROP INDEX events_tenant; DROP INDEX events_job;"
+            "UPDATE conveyor_meta SET value = '2' WHERE key = 'schema';"
+        )
+    old.close()
+    # When this version opens it
+    app = Conveyor(_url(path))
+    await app.open()
+    # Then it is the current schema with the indexes, and the old events are still there
+    with sqlite3.connect(path) as check:
+        version = check.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
+        indexes = {
+            r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    check.close()
+    assert version == (SCHEMA_VERSION,)
+    assert {"events_queue", "events_tenant", "events_job"} <= indexes
+    events = [e async for e in app.events(since=0, follow=False)]
+    assert [(e.type.value, e.job_id) for e in events][-1] == ("enqueued", job.id)
     await app.close()

@@ -46,7 +46,7 @@ from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
 
 
@@ -159,6 +159,9 @@ class SqliteBackend:
         if version is not None and version[0] == "1":
             self._migrate_1_to_2(conn)
             version = (SCHEMA_VERSION,)
+        if version is not None and version[0] == "2":
+            self._migrate_2_to_3(conn)
+            version = (SCHEMA_VERSION,)
         if version is None or version[0] != SCHEMA_VERSION:
             raise BackendCorrupt(
                 f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
@@ -195,6 +198,22 @@ class SqliteBackend:
             conn.execute(
                 "UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,)
             )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _migrate_2_to_3(self, conn: sqlite3.Connection) -> None:
+        """Schema 3 indexes the event log by queue, tenant and job (filtered reads). Atomic:
+        one transaction; building the indexes reads the log once."""
+        schema = resources.files(__package__).joinpath("schema.sql").read_text()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _statements(schema):
+                if stmt.startswith("CREATE INDEX IF NOT EXISTS events_"):
+                    conn.execute(stmt)
+            conn.execute("UPDATE conveyor_meta SET value = '3' WHERE key = 'schema'")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
