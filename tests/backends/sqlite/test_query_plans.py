@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor
-from conveyor.backends.base import ClaimParams, NewJob, Outcome, OutcomeKind
-from conveyor.backends.sqlite import ops
+from conveyor.backends.base import ClaimParams, EventFilter, NewJob, Outcome, OutcomeKind
+from conveyor.backends.sqlite import maintenance, ops
 from conveyor.job import new_id
 
 _INNER_SELECT = re.compile(r"WHERE seq IN \((SELECT .*?)\) RETURNING", re.S)
@@ -177,3 +177,28 @@ def test_every_statement_of_the_flow_control_path_is_indexed(conn: sqlite3.Conne
         steps = plan(conn, sql)
         assert_indexed(steps)
         assert not any(re.match(r"SCAN (flows|gates)\b", s) for s in steps), (sql, steps)
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        (EventFilter(queue="a"), "events_queue"),
+        (EventFilter(tenant="acme"), "events_tenant"),
+        (EventFilter(job_id="0" * 26), "events_job"),
+    ],
+)
+def test_filtered_event_reads_walk_an_index(
+    conn: sqlite3.Connection, where: EventFilter, index: str
+) -> None:
+    # Given the statements of a filtered read of the event log (traced, with their values)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        maintenance.read_events(conn, "0", 100, where)
+    finally:
+        conn.set_trace_callback(None)
+    # Then the read walks the filter's index in id order: no scan of the log, no sort
+    (select,) = [s for s in statements if "FROM events" in s]
+    steps = plan(conn, select)
+    assert_indexed(steps, index)
+    assert not any(re.match(r"SCAN events\b", s) for s in steps), steps

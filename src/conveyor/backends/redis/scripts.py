@@ -13,11 +13,13 @@ from redis.exceptions import NoScriptError, ResponseError
 from ...errors import ConveyorError, JobNotFound, JobStateError
 
 NAMES = (
-    "batch", "cancel", "claim", "enqueue", "event", "extend", "finish", "progress", "prune",
-    "recover", "release", "reserve", "retry",
+    "batch", "cancel", "claim", "enqueue", "event", "events", "extend", "finish", "progress",
+    "prune", "recover", "release", "reserve", "retry", "trim",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "recover", "release", "retry"})
+# Scripts that read or trim the event log get includes/streams.lua.
+STREAMS = frozenset({"events", "trim"})
 
 
 def _load(name: str) -> str:
@@ -25,6 +27,8 @@ def _load(name: str) -> str:
     parts = [lua.joinpath("includes/common.lua").read_text()]
     if name in FLOW:
         parts.append(lua.joinpath("includes/flow.lua").read_text())
+    if name in STREAMS:
+        parts.append(lua.joinpath("includes/streams.lua").read_text())
     parts.append(lua.joinpath(f"{name}.lua").read_text())
     return "\n".join(parts)
 

@@ -22,12 +22,14 @@ from ...clock import Clock, SystemClock
 from ...errors import BackendCorrupt, BackendUnavailable, ConfigurationError
 from ...job import Job, JobState
 from ..base import (
+    EVENTS_OLDEST,
     BatchCounts,
     Capabilities,
     ClaimParams,
     ClaimResult,
     EnqueueResult,
-    Event,
+    EventFilter,
+    EventPage,
     EventRetention,
     EventType,
     JobPage,
@@ -348,19 +350,18 @@ class SqliteBackend:
         task: str | None = None,
         tenant: str | None = None,
         data: dict[str, Any] | None = None,
-    ) -> int:
-        n: int = await self._run(m.append_event, type.value, job_id, queue, task, tenant, data)
-        return n
+    ) -> None:
+        await self._run(m.append_event, type.value, job_id, queue, task, tenant, data)
 
     async def read_events(
-        self, since: int = 0, limit: int = 1000, job_id: str | None = None
-    ) -> list[Event]:
-        events: list[Event] = await self._read(m.read_events, since, limit, job_id)
-        return events
+        self, since: str = EVENTS_OLDEST, limit: int = 1000, where: EventFilter | None = None
+    ) -> EventPage:
+        page: EventPage = await self._read(m.read_events, since, limit, where)
+        return page
 
-    async def last_event_id(self) -> int:
-        n: int = await self._read(m.last_event_id)
-        return n
+    async def last_event_cursor(self) -> str:
+        cursor: str = await self._read(m.last_event_cursor)
+        return cursor
 
     async def reserve_rate(self, name: str, interval: float, burst: int) -> float:
         wait: float = await self._run(gates.reserve_rate, name, interval, burst)
