@@ -44,15 +44,43 @@ def test_cursor_text_round_trips_and_stays_small() -> None:
     assert decode("oldest") == ({}, True) and decode("0") == ({}, False)
 
 
-def test_no_script_trims_the_stream_but_trim() -> None:
-    # Given every Lua script
+def test_only_the_tracked_trim_deletes_events() -> None:
+    # Given every Lua script and include
     lua = resources.files("conveyor.backends.redis").joinpath("lua")
     for path in [*lua.iterdir(), *lua.joinpath("includes").iterdir()]:
-        if path.name.endswith(".lua"):
-            text = path.read_text()
-            # Then only trim.lua deletes events: an untracked trim would be a silent gap
-            if path.name != "trim.lua":
-                assert "MAXLEN" not in text and "XTRIM" not in text and "XDEL" not in text, path
+        if path.name.endswith(".lua") and path.name != "streams.lua":
+            code = [line.split("--")[0] for line in path.read_text().splitlines()]
+            text = "\n".join(code)
+            # Then none but streams.lua's trim_stream (which records the cut) deletes events:
+            # an untracked trim would be a silent gap for readers
+            assert "MAXLEN" not in text and "XTRIM" not in text and "XDEL" not in text, path
+
+
+async def test_producers_alone_keep_the_log_capped_and_tracked(
+    app: Conveyor, server: RedisServer
+) -> None:
+    # Given a queue whose event log is past its cap plus slack (110,000) with no worker to trim it
+    @app.task
+    async def t(i: int) -> None: ...
+
+    await t.enqueue(i=0)
+    prefix = app.backend.prefix  # type: ignore[attr-defined]
+    key = f"{prefix}:{{default}}:events"
+    client = aioredis.Redis.from_url(server.url, decode_responses=True)
+    pipe = client.pipeline(transaction=False)
+    for _ in range(110_000):
+        pipe.xadd(key, {"e": "enqueued", "t": "t"})
+    await pipe.execute()
+    first = await client.xrange(key, count=1000)
+    # When a producer enqueues
+    await t.enqueue(i=1)
+    # Then the enqueue trimmed the oldest events and recorded the cut: a reader from the
+    # first event ever is told, not skipped ahead
+    assert await client.xlen(key) == 110_002 - 1000
+    assert await client.get(f"{prefix}:{{default}}:evcut") == first[-1][0]
+    await client.aclose()
+    with pytest.raises(EventsTrimmed):
+        await _read(app, "0")
 
 
 async def test_count_trim_cuts_at_a_mark_and_the_watermark_is_exact(app: Conveyor) -> None:

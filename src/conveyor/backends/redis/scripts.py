@@ -19,7 +19,7 @@ NAMES = (
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "recover", "release", "retry"})
 # Scripts that read or trim the event log get includes/streams.lua.
-STREAMS = frozenset({"events", "trim"})
+STREAMS = frozenset({"enqueue", "events", "trim"})
 
 
 def _load(name: str) -> str:
