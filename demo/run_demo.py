@@ -93,7 +93,7 @@ async def follow(batch_len: int, batch: object) -> float:
 
 async def summary(batch_id: str, wall: float, codes: list[int]) -> bool:
     jobs = {j.id: j for j in (await app.list(batch=batch_id, limit=1000)).jobs}
-    events = [e async for e in app.events(since=0, follow=False)]
+    events = [e async for e in app.events(since="0", follow=False)]
     retries = [e for e in events if e.type.value == "retrying" and e.job_id in jobs]
     first_start: dict[str, float] = {}
     for e in events:  # oldest first

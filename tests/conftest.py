@@ -126,7 +126,7 @@ async def eventually(
 
 async def events_of(app: Conveyor, job_id: str) -> list[Event]:
     """Every logged event of one job, oldest first."""
-    return [e async for e in app.events(since=0, follow=False, job_id=job_id)]
+    return [e async for e in app.events(since="0", follow=False, job_id=job_id)]
 
 
 async def finished(app: Conveyor, job_id: str) -> Job | None:

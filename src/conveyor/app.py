@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, overload
 from .backends import open_backend
 from .backends.base import (
     Event,
+    EventFilter,
     EventRetention,
     JobPage,
     ListParams,
@@ -551,19 +552,30 @@ class Conveyor:
         return await self.backend.cleanup(secs, sts)
 
     async def events(
-        self, since: int | None = None, *, follow: bool = True, poll: float = 0.1,
-        job_id: str | None = None,
+        self, since: str | None = None, *, follow: bool = True, poll: float = 0.1,
+        queue: str | None = None, tenant: str | None = None, job_id: str | None = None,
     ) -> AsyncIterator[Event]:  # fmt: skip
-        """Events from the durable log with id > ``since`` (None: only new ones), across all
-        processes. With ``follow`` it keeps waiting for more; resume from any event's id."""
+        """Events from the durable log committed after the cursor ``since``, across all
+        processes, each exactly once, oldest first (on Redis: per queue in commit order, queues
+        merged by time). ``since``: an event's ``cursor`` to resume after it, ``"oldest"``
+        for everything the log still holds, ``"0"`` for everything ever logged (reporting
+        what retention deleted), None for only new events. With
+        ``follow`` it keeps waiting for more. ``queue``, ``tenant`` and ``job_id`` filter
+        without reading the whole log; resume a filtered read with the same filters.
+
+        Raises `EventsTrimmed` when retention deleted events after ``since`` before they were
+        read; its ``resume`` cursor continues past the gap."""
+        if since is not None and not isinstance(since, str):
+            raise ValidationError("since must be an event cursor (a string)", field="since")
         await self.open()
-        cursor = await self.backend.last_event_id() if since is None else since
+        where = EventFilter(queue, tenant, job_id)
+        cursor = await self.backend.last_event_cursor() if since is None else since
         while True:
-            batch = await self.backend.read_events(cursor, 1000, job_id)
-            for ev in batch:
-                cursor = ev.id
+            page = await self.backend.read_events(cursor, 1000, where if where else None)
+            for ev in page.events:
                 yield ev
-            if len(batch) < 1000:
+            cursor = page.cursor
+            if not page.more:
                 if not follow:
                     return
                 await asyncio.sleep(poll)

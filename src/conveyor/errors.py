@@ -9,6 +9,7 @@ ConveyorError
 ├── JobStateError             the transition is not allowed from the job's state
 ├── JobFailed                 wait(): the job ended failed
 ├── JobCancelled              wait(): the job ended cancelled
+├── EventsTrimmed             events(): retention deleted events after the reader's cursor
 └── BackendError              storage trouble, translated from the driver at the boundary
     ├── BackendUnavailable    cannot reach or open the backend
     ├── BackendLocked         another process holds the lock for longer than busy_timeout
@@ -96,6 +97,27 @@ class JobCancelled(ConveyorError):
         self.job_id = job_id
 
 
+class EventsTrimmed(ConveyorError):
+    """Retention deleted events the reader had not read yet: its cursor is too old.
+
+    Never a silent gap: the reader decides. ``resume`` is the cursor right before the oldest
+    event still kept; reading from it continues past the gap (for instance after reloading the
+    state that the lost events would have updated).
+
+    Attributes:
+        cursor: the cursor that was read from.
+        resume: where reading can continue, accepting the gap.
+    """
+
+    def __init__(self, cursor: str, resume: str, detail: str = "") -> None:
+        super().__init__(
+            f"events after cursor {cursor!r} were trimmed by retention{detail}; "
+            f"continue from {resume!r} to accept the gap"
+        )
+        self.cursor = cursor
+        self.resume = resume
+
+
 class BackendError(ConveyorError):
     """A storage operation failed; the driver's exception is chained as ``__cause__``."""
 
@@ -138,6 +160,7 @@ __all__ = [
     "BackendUnavailable",
     "ConfigurationError",
     "ConveyorError",
+    "EventsTrimmed",
     "JobCancelled",
     "JobFailed",
     "JobNotFound",

@@ -32,7 +32,7 @@ async def test_kill_9_mid_job_is_completed_by_another_worker(
     assert done.stalls == 1
     assert done.attempt == 1
     assert log.of(job.id) == [("start", a.pid), ("start", b.pid), ("end", b.pid)]
-    types = [e.type.value async for e in producer.events(since=0, follow=False, job_id=job.id)]
+    types = [e.type.value async for e in producer.events(since="0", follow=False, job_id=job.id)]
     assert types == ["enqueued", "started", "stalled", "started", "completed"]
 
 

@@ -65,6 +65,8 @@ async def test_two_idle_workers_race_for_one_job(
     # Then each job was started exactly once, by one of the two
     assert log.count("run") == dict.fromkeys(ids, 1)
     for job_id in ids:
-        types = [e.type.value async for e in producer.events(since=0, follow=False, job_id=job_id)]
+        types = [
+            e.type.value async for e in producer.events(since="0", follow=False, job_id=job_id)
+        ]
         assert types == ["enqueued", "started", "completed"]
     assert {e.pid for e in log.entries("run")} <= {p.pid for p in procs}

@@ -93,5 +93,5 @@ async def test_cancel_reaches_an_active_job_in_another_process(
     assert log.of(long.id) == [("start", p.pid), ("cancelled", p.pid)]
     after = await producer.get(long.id)
     assert after.status is JobState.CANCELLED
-    types = [e.type.value async for e in producer.events(since=0, follow=False, job_id=long.id)]
+    types = [e.type.value async for e in producer.events(since="0", follow=False, job_id=long.id)]
     assert types == ["enqueued", "started", "cancelled"]

@@ -41,8 +41,8 @@ async def _complete(app: Conveyor, jobs: list[Job], worker: str = "w1", ok: bool
     assert lost == []
 
 
-async def _event_types(app: Conveyor, since: int = 0) -> list[str]:
-    return [e.type.value for e in await app.backend.read_events(since=since, limit=10_000)]
+async def _event_types(app: Conveyor) -> list[str]:
+    return [e.type.value async for e in app.events(since="0", follow=False)]
 
 
 # -- rate limits -------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ async def test_rate_limited_jobs_are_not_claimed_and_keep_their_attempts(app: Co
     page = await app.list(status=JobState.QUEUED)
     assert all(j.attempt == 0 for j in page.jobs)
     # And a rate_limited event says which gate held them back
-    events = await app.backend.read_events(since=0, limit=1000)
+    events = [e async for e in app.events(since="0", follow=False)]
     limited = [e for e in events if e.type.value == "rate_limited"]
     assert limited and limited[0].data["gate"] == "rate:task:call_api"
 

@@ -177,7 +177,7 @@ async def test_breaker_opens_and_closes(producer: Conveyor, fleet: Fleet) -> Non
     fleet.start(3)
 
     async def event_types() -> list[str]:
-        return [e.type.value async for e in producer.events(since=0, follow=False)]
+        return [e.type.value async for e in producer.events(since="0", follow=False)]
 
     # When failures pile up: then the breaker opens and claims stop (no failure storm)
     await eventually(lambda: _has(event_types, "breaker_opened"), timeout=15, what="breaker_opened")

@@ -101,7 +101,7 @@ async def test_kill_9_mid_job_is_completed_by_another_worker(producer: Conveyor,
     assert done.attempt == 1
     ends = [x for x in workers.lines() if x[0] == "end"]
     assert [int(x[2]) for x in ends] == [b.pid]
-    types = [e.type.value async for e in producer.events(since=0, follow=False, job_id=job.id)]
+    types = [e.type.value async for e in producer.events(since="0", follow=False, job_id=job.id)]
     assert "stalled" in types
 
 

@@ -46,11 +46,22 @@ class EventType(StrEnum):
     BREAKER_CLOSED = "breaker_closed"
 
 
+EVENTS_OLDEST = "oldest"
+"""The cursor before the oldest event the log still holds: reading from it never reports a trim.
+(``"0"`` is the position before the first event ever: reading from it reports any trim.)"""
+
+
 @dataclass(slots=True, frozen=True)
 class Event:
-    """One entry of the durable event log. ``id`` increases monotonically per backend log."""
+    """One entry of the durable event log.
 
-    id: int
+    ``cursor`` is the reader's position right after this event: ``read_events(since=cursor)``
+    (with the same filters) yields exactly the events committed after it. It is an opaque string
+    (SSE sends it as ``id:``): the event's decimal id on SQLite, per-queue stream positions on
+    Redis (see docs/architecture.md, "The event cursor").
+    """
+
+    cursor: str
     type: EventType
     job_id: str | None
     queue: str | None
@@ -61,7 +72,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id,
+            "cursor": self.cursor,
             "type": self.type.value,
             "job_id": self.job_id,
             "queue": self.queue,
@@ -70,6 +81,33 @@ class Event:
             "time": self.time,
             "data": self.data,
         }
+
+
+@dataclass(slots=True, frozen=True)
+class EventFilter:
+    """Which events a read returns; ``None`` matches any. SQLite walks an index per filter;
+    Redis reads only the queue's stream (``queue``), only the job's queue from the job's
+    creation on (``job_id``), and filters ``tenant`` on the server while reading every queue's
+    stream from the cursor (no per-tenant index: it would cost a write per event)."""
+
+    queue: str | None = None
+    tenant: str | None = None
+    job_id: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.queue is not None or self.tenant is not None or self.job_id is not None
+
+
+@dataclass(slots=True)
+class EventPage:
+    """Events of one read, oldest first, and ``cursor``: the position after everything the read
+    examined (at or past the last event's cursor), from which the next read continues. ``more``
+    is True when the read stopped before the end of the log (its limit, or a filtered read's
+    scan budget): read again at once rather than waiting."""
+
+    events: list[Event]
+    cursor: str
+    more: bool = False
 
 
 @dataclass(slots=True)
@@ -414,7 +452,10 @@ class Backend(Protocol):
         """Delete jobs in final ``states`` finished more than ``older_than`` seconds ago."""
 
     async def trim_events(self, rule: EventRetention) -> int:
-        """Cap the event log by count and age."""
+        """Delete the oldest events beyond the rule's age and count (per backend log on SQLite,
+        per queue stream on Redis) and remember how far the log was trimmed, so that a reader
+        whose position was trimmed away is told so (`EventsTrimmed`). Returns the number deleted.
+        Atomic per queue on Redis, as a whole on SQLite."""
 
     async def append_event(
         self,
@@ -425,16 +466,25 @@ class Backend(Protocol):
         task: str | None = None,
         tenant: str | None = None,
         data: dict[str, Any] | None = None,
-    ) -> int:
-        """Append one event outside a job transition (breakers, custom); returns its id."""
+    ) -> None:
+        """Append one event outside a job transition (breakers, custom). Atomic."""
 
     async def read_events(
-        self, since: int = 0, limit: int = 1000, job_id: str | None = None
-    ) -> list[Event]:
-        """Events with id > ``since``, oldest first."""
+        self, since: str = EVENTS_OLDEST, limit: int = 1000, where: EventFilter | None = None
+    ) -> EventPage:
+        """Up to ``limit`` events committed after the cursor ``since`` that match ``where``,
+        oldest first: every event exactly once across successive reads that pass on the page's
+        cursor, in commit order (on Redis: commit order within a queue; queues are merged by
+        stream time). Atomic per backend log (SQLite) or per queue (Redis).
 
-    async def last_event_id(self) -> int:
-        """The newest event id (0 when the log is empty)."""
+        Raises `EventsTrimmed` when retention deleted events after ``since`` (``"oldest"``
+        never raises: it means "from the oldest event kept"), and ValidationError for a cursor
+        this backend did not issue. With a filter, a trim is reported if events after ``since``
+        that could have matched were trimmed (SQLite: any event)."""
+
+    async def last_event_cursor(self) -> str:
+        """The cursor after the newest event committed so far: reading from it yields only
+        later events (of every queue, including queues created later)."""
 
     async def reserve_rate(self, name: str, interval: float, burst: int) -> float:
         """Reserve one start on the global rate gate ``name`` (GCRA, shared by every process):
@@ -459,6 +509,7 @@ class Backend(Protocol):
 
 
 __all__ = [
+    "EVENTS_OLDEST",
     "Backend",
     "BatchCounts",
     "Capabilities",
@@ -466,6 +517,8 @@ __all__ = [
     "ClaimResult",
     "EnqueueResult",
     "Event",
+    "EventFilter",
+    "EventPage",
     "EventRetention",
     "EventType",
     "JobPage",

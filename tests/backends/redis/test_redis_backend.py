@@ -276,7 +276,7 @@ async def test_cluster_runs_jobs_across_queues_in_different_slots(cluster: Redis
         assert (await app.cancel(job.id)).status.value == "cancelled"
         retried = await app.retry(job.id)
         assert retried.status.value == "queued"
-        events = [e async for e in app.events(since=0, follow=False, job_id=job.id)]
+        events = [e async for e in app.events(since="0", follow=False, job_id=job.id)]
         assert [e.type.value for e in events] == ["scheduled", "cancelled", "retrying"]
     finally:
         await app.close()

@@ -76,7 +76,7 @@ async def test_200_concurrent_enqueues_are_all_stored(app: Conveyor) -> None:
     assert await _stored(app) == 200
     page = await app.list(limit=1000)
     assert sorted(j.payload["n"] for j in page.jobs) == list(range(200))
-    events = [e async for e in app.events(since=0, follow=False)]
+    events = [e async for e in app.events(since="0", follow=False)]
     assert len(events) == 200 and {e.type.value for e in events} == {"enqueued"}
 
 

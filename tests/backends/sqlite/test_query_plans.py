@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor
-from conveyor.backends.base import ClaimParams, ListParams, NewJob, Outcome, OutcomeKind
-from conveyor.backends.sqlite import attempts, ops
+from conveyor.backends.base import (
+    ClaimParams,
+    EventFilter,
+    ListParams,
+    NewJob,
+    Outcome,
+    OutcomeKind,
+)
+from conveyor.backends.sqlite import attempts, maintenance, ops
 from conveyor.backends.sqlite import maintenance as m
 from conveyor.job import JobState, new_id
 
@@ -198,3 +205,28 @@ def test_listing_by_tenant_reads_that_tenants_index_in_order(
     [sql] = [s for s in statements if "FROM jobs" in s]
     # Then it walks jobs_tenant newest first: no scan of other tenants' jobs, no sort
     assert_indexed(plan(conn, sql), "jobs_tenant")
+
+
+@pytest.mark.parametrize(
+    ("where", "index"),
+    [
+        (EventFilter(queue="a"), "events_queue"),
+        (EventFilter(tenant="acme"), "events_tenant"),
+        (EventFilter(job_id="0" * 26), "events_job"),
+    ],
+)
+def test_filtered_event_reads_walk_an_index(
+    conn: sqlite3.Connection, where: EventFilter, index: str
+) -> None:
+    # Given the statements of a filtered read of the event log (traced, with their values)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        maintenance.read_events(conn, "0", 100, where)
+    finally:
+        conn.set_trace_callback(None)
+    # Then the read walks the filter's index in id order: no scan of the log, no sort
+    (select,) = [s for s in statements if "FROM events" in s]
+    steps = plan(conn, select)
+    assert_indexed(steps, index)
+    assert not any(re.match(r"SCAN events\b", s) for s in steps), steps

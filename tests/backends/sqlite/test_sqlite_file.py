@@ -343,3 +343,39 @@ async def test_a_schema_3_store_is_migrated_with_its_jobs_and_workers(tmp_path: 
     finally:
         for a in apps:
             await a.close()
+
+
+async def test_a_schema_4_store_gets_the_event_indexes(tmp_path: Path) -> None:
+    # Given a store as schema 4 wrote it (no event indexes) holding events of two queues
+    path = tmp_path / "q.db"
+    app = Conveyor(_url(path))
+    _register(app)
+
+    @app.task(queue="other")
+    async def o(n: int) -> int:
+        return n
+
+    await app.enqueue("t", {"n": 1})
+    job = await o.enqueue(n=2)
+    await app.close()
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "DROP INDEX events_queue; DROP INDEX events_tenant; DROP INDEX events_job;"
+            "UPDATE conveyor_meta SET value = '4' WHERE key = 'schema';"
+        )
+    old.close()
+    # When this version opens it
+    app = Conveyor(_url(path))
+    await app.open()
+    # Then it is the current schema with the indexes, and filtered reads find the old events
+    with sqlite3.connect(path) as check:
+        version = check.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
+        indexes = {
+            r[0] for r in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    check.close()
+    assert version == (SCHEMA_VERSION,)
+    assert {"events_queue", "events_tenant", "events_job"} <= indexes
+    events = [e async for e in app.events(since="0", follow=False, queue="other")]
+    assert [(e.type.value, e.job_id) for e in events] == [("enqueued", job.id)]
+    await app.close()

@@ -34,12 +34,14 @@ from ...errors import (
 )
 from ...job import FINAL_STATES, Job, JobState, Progress
 from ..base import (
+    EVENTS_OLDEST,
     BatchCounts,
     Capabilities,
     ClaimParams,
     ClaimResult,
     EnqueueResult,
-    Event,
+    EventFilter,
+    EventPage,
     EventRetention,
     EventType,
     JobPage,
@@ -55,12 +57,12 @@ from ..base import (
 )
 from ..outcomes import encode, finish_each
 from . import registry
+from .events import EventLog
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha, translate
 
 log = logging.getLogger("conveyor.redis")
 _STATES = {s.value: s for s in JobState}
-_EVENT_TYPES = {e.value: e for e in EventType}
 _ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
           "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
 PRUNE_CHUNK = 1000
@@ -130,6 +132,7 @@ class RedisBackend:
         self._opened = False
         self._known_queues: set[str] = set()
         self.old_registry_gone = False
+        self._events = EventLog(self)
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -646,16 +649,7 @@ class RedisBackend:
         return removed
 
     async def trim_events(self, rule: EventRetention) -> int:
-        client = self._client()
-        removed = 0
-        for q in await self._queues():
-            key = self.key(q, "events")
-            if rule.max_count is not None:
-                removed += await client.xtrim(key, maxlen=rule.max_count, approximate=False)
-            if rule.max_age is not None:
-                minid = f"{int((self.now() - rule.max_age) * 1000)}-0"
-                removed += await client.xtrim(key, minid=minid)
-        return removed
+        return await self._events.trim(rule)
 
     async def append_event(
         self,
@@ -666,46 +660,19 @@ class RedisBackend:
         task: str | None = None,
         tenant: str | None = None,
         data: dict[str, Any] | None = None,
-    ) -> int:
+    ) -> None:
         q = queue or "default"
         await self._client().sadd(f"{self.prefix}:queues", q)
-        sid = await self._eval("event", q, type.value, job_id or "", task or "", tenant or "",
-                               orjson.dumps(data).decode() if data else "")  # fmt: skip
-        return stream_to_int(sid)
+        await self._eval("event", q, type.value, job_id or "", task or "", tenant or "",
+                         orjson.dumps(data).decode() if data else "")  # fmt: skip
 
     async def read_events(
-        self, since: int = 0, limit: int = 1000, job_id: str | None = None
-    ) -> list[Event]:
-        client = self._client()
-        merged: list[Event] = []
-        for q in await self._queues():
-            key = self.key(q, "events")
-            start = "(" + int_to_stream(since) if since else "-"
-            found = 0
-            while found < limit:
-                entries = await client.xrange(key, min=start, count=1000)
-                for sid, f in entries:
-                    if job_id is not None and f.get("j") != job_id:
-                        continue
-                    eid = stream_to_int(sid)
-                    data = orjson.loads(f["d"]) if "d" in f else {}
-                    merged.append(Event(eid, _EVENT_TYPES[f["e"]], f.get("j"), q, f.get("t"),
-                                        f.get("n"), eid // 1_000_000 / 1000.0, data))  # fmt: skip
-                    found += 1
-                if len(entries) < 1000:
-                    break
-                start = "(" + entries[-1][0]
-        merged.sort(key=lambda e: e.id)
-        return merged[:limit]
+        self, since: str = EVENTS_OLDEST, limit: int = 1000, where: EventFilter | None = None
+    ) -> EventPage:
+        return await self._events.read(since, limit, where)
 
-    async def last_event_id(self) -> int:
-        client = self._client()
-        best = 0
-        for q in await self._queues():
-            last = await client.xrevrange(self.key(q, "events"), count=1)
-            if last:
-                best = max(best, stream_to_int(last[0][0]))
-        return best
+    async def last_event_cursor(self) -> str:
+        return await self._events.head()
 
     async def reserve_rate(self, name: str, interval: float, burst: int) -> float:
         # Global, not per queue: its own hash tag (one slot), never a queue's key.
@@ -763,15 +730,6 @@ def describe_gate(name: str, h: dict[str, str], now: float) -> dict[str, Any]:
                 "open_until": until if state == "open" else None,
                 "threshold": spec["f"] or None, "ratio": spec["r"] or None}  # fmt: skip
     return out
-
-
-def stream_to_int(sid: str) -> int:
-    ms, _, seq = sid.partition("-")
-    return int(ms) * 1_000_000 + int(seq or 0)
-
-
-def int_to_stream(eid: int) -> str:
-    return f"{eid // 1_000_000}-{eid % 1_000_000}"
 
 
 __all__ = ["BackendError", "RedisBackend", "parse_redis_url"]

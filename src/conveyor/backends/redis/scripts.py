@@ -13,13 +13,15 @@ from redis.exceptions import NoScriptError, ResponseError
 from ...errors import ConveyorError, JobNotFound, JobStateError
 
 NAMES = (
-    "batch", "cancel", "claim", "enqueue", "event", "extend", "finish", "heartbeat", "progress",
-    "prune", "recover", "release", "reserve", "retry", "workers",
+    "batch", "cancel", "claim", "enqueue", "event", "events", "extend", "finish", "heartbeat",
+    "progress", "prune", "recover", "release", "reserve", "retry", "trim", "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "recover", "release", "retry"})
-# Scripts that can fail an attempt get includes/attempt.lua (the one failure transition) last.
+# Scripts that can fail an attempt get includes/attempt.lua (the one failure transition).
 ATTEMPT = frozenset({"finish", "recover"})
+# Scripts that read or trim the event log get includes/streams.lua.
+STREAMS = frozenset({"enqueue", "events", "trim"})
 
 
 def _load(name: str) -> str:
@@ -29,6 +31,8 @@ def _load(name: str) -> str:
         parts.append(lua.joinpath("includes/flow.lua").read_text())
     if name in ATTEMPT:
         parts.append(lua.joinpath("includes/attempt.lua").read_text())
+    if name in STREAMS:
+        parts.append(lua.joinpath("includes/streams.lua").read_text())
     parts.append(lua.joinpath(f"{name}.lua").read_text())
     return "\n".join(parts)
 

@@ -23,12 +23,14 @@ from ...clock import Clock, SystemClock
 from ...errors import BackendCorrupt, BackendLocked, BackendUnavailable, ConfigurationError
 from ...job import Job, JobState
 from ..base import (
+    EVENTS_OLDEST,
     BatchCounts,
     Capabilities,
     ClaimParams,
     ClaimResult,
     EnqueueResult,
-    Event,
+    EventFilter,
+    EventPage,
     EventRetention,
     EventType,
     JobPage,
@@ -48,7 +50,7 @@ from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
 
 
@@ -162,7 +164,12 @@ class SqliteBackend:
                     conn.execute("ROLLBACK")
                 raise
         version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
-        steps = {"1": self._migrate_1_to_2, "2": self._migrate_2_to_3, "3": self._migrate_3_to_4}
+        steps = {
+            "1": self._migrate_1_to_2,
+            "2": self._migrate_2_to_3,
+            "3": self._migrate_3_to_4,
+            "4": self._migrate_4_to_5,
+        }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
             version = conn.execute(
@@ -240,6 +247,14 @@ class SqliteBackend:
         for stmt in _statements(_schema()):
             m = re.match(r"CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+)", stmt)
             if m and m[1] in ("jobs_idempotency", "jobs_tenant"):
+                conn.execute(stmt)
+
+    @staticmethod
+    def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+        """Schema 5 indexes the event log by queue, tenant and job (filtered reads); building
+        the indexes reads the log once."""
+        for stmt in _statements(_schema()):
+            if stmt.startswith("CREATE INDEX IF NOT EXISTS events_"):
                 conn.execute(stmt)
 
     async def open(self) -> None:
@@ -386,19 +401,18 @@ class SqliteBackend:
         task: str | None = None,
         tenant: str | None = None,
         data: dict[str, Any] | None = None,
-    ) -> int:
-        n: int = await self._run(m.append_event, type.value, job_id, queue, task, tenant, data)
-        return n
+    ) -> None:
+        await self._run(m.append_event, type.value, job_id, queue, task, tenant, data)
 
     async def read_events(
-        self, since: int = 0, limit: int = 1000, job_id: str | None = None
-    ) -> list[Event]:
-        events: list[Event] = await self._read(m.read_events, since, limit, job_id)
-        return events
+        self, since: str = EVENTS_OLDEST, limit: int = 1000, where: EventFilter | None = None
+    ) -> EventPage:
+        page: EventPage = await self._read(m.read_events, since, limit, where)
+        return page
 
-    async def last_event_id(self) -> int:
-        n: int = await self._read(m.last_event_id)
-        return n
+    async def last_event_cursor(self) -> str:
+        cursor: str = await self._read(m.last_event_cursor)
+        return cursor
 
     async def reserve_rate(self, name: str, interval: float, burst: int) -> float:
         wait: float = await self._run(gates.reserve_rate, name, interval, burst)

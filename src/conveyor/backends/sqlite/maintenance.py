@@ -9,10 +9,14 @@ from typing import Any
 
 import orjson
 
+from ...errors import EventsTrimmed, ValidationError
 from ...job import FINAL_STATES, JobState
 from ..base import (
+    EVENTS_OLDEST,
     BatchCounts,
     Event,
+    EventFilter,
+    EventPage,
     EventRetention,
     EventType,
     JobPage,
@@ -42,8 +46,6 @@ def list_jobs(conn: sqlite3.Connection, p: ListParams) -> JobPage:
             where.append("seq < ?")
             args.append(int(p.cursor))
         except ValueError:
-            from ...errors import ValidationError
-
             raise ValidationError(f"invalid cursor {p.cursor!r}", field="cursor") from None
     sql = f"SELECT seq, {JOB_COLS} FROM jobs"
     if where:
@@ -174,62 +176,99 @@ def cleanup(
 
 
 def trim_events(conn: sqlite3.Connection, now: float, rule: EventRetention) -> int:
-    removed = 0
+    """Delete the oldest events beyond the rule's age and count, and raise the trim watermark
+    (`conveyor_meta` ``events_trimmed``: every event with an id at or below it is gone) in the
+    same transaction, so readers behind it are told (`EventsTrimmed`)."""
+    cut = 0
     if rule.max_age is not None:
         row = conn.execute(
             "SELECT max(id) FROM (SELECT id FROM events WHERE time < ? ORDER BY id LIMIT 100000)",
             (now - rule.max_age,),
         ).fetchone()
-        if row and row[0] is not None:
-            removed += conn.execute("DELETE FROM events WHERE id <= ?", (row[0],)).rowcount
+        cut = max(cut, row[0] or 0)
     if rule.max_count is not None:
         row = conn.execute("SELECT max(id) FROM events").fetchone()
-        if row and row[0] is not None:
-            removed += conn.execute(
-                "DELETE FROM events WHERE id <= ?", (row[0] - rule.max_count,)
-            ).rowcount
+        cut = max(cut, (row[0] or 0) - rule.max_count)
+    if cut <= 0:
+        return 0
+    removed = conn.execute("DELETE FROM events WHERE id <= ?", (cut,)).rowcount
+    if removed:
+        conn.execute(
+            "INSERT INTO conveyor_meta (key, value) VALUES ('events_trimmed', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), excluded.value)",
+            (cut,),
+        )
     return removed
 
 
 def append_event(
     conn: sqlite3.Connection, now: float, type: str, job_id: str | None, queue: str | None,
     task: str | None, tenant: str | None, data: dict[str, Any] | None,
-) -> int:  # fmt: skip
-    cur = conn.execute(
+) -> None:  # fmt: skip
+    conn.execute(
         "INSERT INTO events (type, job_id, queue, task, tenant, time, data) VALUES (?,?,?,?,?,?,?)",
         (type, job_id, queue, task, tenant, now, orjson.dumps(data).decode() if data else None),
     )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+
+
+def _position(since: str) -> int:
+    if not since.isdigit() or not since.isascii():
+        raise ValidationError(f"invalid event cursor {since!r}", field="since")
+    return int(since)
 
 
 def read_events(
-    conn: sqlite3.Connection, since: int, limit: int, job_id: str | None
-) -> list[Event]:
+    conn: sqlite3.Connection, since: str, limit: int, where: EventFilter | None
+) -> EventPage:
+    """Events after the cursor ``since`` (an event id) in id order, which is commit order: ids
+    are allocated by the one writer at a time (BEGIN IMMEDIATE) and AUTOINCREMENT never reuses
+    one. The watermark check and the read share one snapshot, so a trim cannot slip between."""
+    oldest = since == EVENTS_OLDEST
+    after = 0 if oldest else _position(since)
     sql = "SELECT id, type, job_id, queue, task, tenant, time, data FROM events WHERE id > ?"
-    args: tuple[Any, ...] = (since,)
-    if job_id is not None:
-        sql += " AND job_id = ?"
-        args += (job_id,)
-    rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-    return [
-        Event(
-            r[0],
-            _EVENT_TYPES[r[1]],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            orjson.loads(r[7]) if r[7] else {},
-        )
+    args: list[Any] = [after]
+    # One equality per filter: each has an index (events_queue / _tenant / _job) on (col, id).
+    for col, val in (("queue", where and where.queue), ("tenant", where and where.tenant),
+                     ("job_id", where and where.job_id)):  # fmt: skip
+        if val is not None:
+            sql += f" AND {col} = ?"
+            args.append(val)
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        trimmed = _watermark(conn)
+        if not oldest and after < trimmed:
+            raise EventsTrimmed(since, str(trimmed))
+        rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        # A filtered read that came up short examined the whole log: it continues from the
+        # head, so a reader whose filter matches rarely does not fall behind the trim.
+        head = _head(conn) if where and len(rows) < limit else 0
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    events = [
+        Event(str(r[0]), _EVENT_TYPES[r[1]], r[2], r[3], r[4], r[5], r[6],
+              orjson.loads(r[7]) if r[7] else {})
         for r in rows
-    ]
+    ]  # fmt: skip
+    last = rows[-1][0] if rows else max(after, trimmed)
+    return EventPage(events, str(max(last, head)), more=len(rows) == limit)
 
 
-def last_event_id(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT max(id) FROM events").fetchone()
-    return int(row[0] or 0)
+def _watermark(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'events_trimmed'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _head(conn: sqlite3.Connection) -> int:
+    # The last id ever allocated (AUTOINCREMENT), kept even when trimming emptied the log.
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def last_event_cursor(conn: sqlite3.Connection) -> str:
+    return str(_head(conn))
 
 
 _WORKER_COLS = (

@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 4. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 5. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS events (
   time    REAL NOT NULL,
   data    TEXT
 );
+-- Filtered reads of the log (events(queue=, tenant=, job_id=)) walk one of these, never the
+-- whole log. conveyor_meta 'events_trimmed' holds the highest id retention deleted.
+CREATE INDEX IF NOT EXISTS events_queue ON events (queue, id) WHERE queue IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_tenant ON events (tenant, id) WHERE tenant IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id) WHERE job_id IS NOT NULL;
 
 -- Counts by state per queue, kept in the same transaction as every transition: stats are O(1).
 CREATE TABLE IF NOT EXISTS counts (

@@ -98,4 +98,9 @@ for _, j in ipairs(jobs) do
 end
 if flowed > 0 then redis.call('INCRBY', FQN, flowed) end
 if woke then wake() end
+-- The event log's cap while no worker trims it (producers alone): one XLEN per call, and a
+-- tracked trim (never XADD MAXLEN, whose cut no reader could learn) every EVENTS_SLACK events.
+if redis.call('XLEN', P .. 'events') > EVENTS_CAP + EVENTS_SLACK then
+  trim_stream(EVENTS_CAP, '', 1000)
+end
 return out

@@ -12,9 +12,10 @@ local function jkey(id) return P .. 'j:' .. id end
 local function ready_score(priority)
   return (100 - tonumber(priority)) * 1099511627776 + redis.call('INCR', P .. 'seq')
 end
-local EVENTS_MAXLEN = 100000
+-- Retention trims the stream (trim.lua, recording how far), never XADD: an untracked trim
+-- would let a reader skip events silently.
 local function event(etype, id, task, tenant, data)
-  local args = {'XADD', P .. 'events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'e', etype}
+  local args = {'XADD', P .. 'events', '*', 'e', etype}
   if id then table.insert(args, 'j'); table.insert(args, id) end
   if task then table.insert(args, 't'); table.insert(args, task) end
   if tenant and tenant ~= false then table.insert(args, 'n'); table.insert(args, tenant) end

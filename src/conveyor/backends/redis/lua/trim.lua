@@ -1,0 +1,16 @@
+-- trim: delete the oldest events of one queue beyond a count and/or an age, and raise the trim
+-- watermark (P .. 'evcut') to the newest deleted id in the same step: readers behind it learn
+-- that they missed events (EventsTrimmed) instead of skipping them.
+-- Finding the cut never reads the entries to delete (that would cost ~1 us each, more than
+-- the XADD they came with), except for a small first trim:
+-- - age: the newest entry older than the cutoff, one XREVRANGE step;
+-- - count: P .. 'evmarks' (zset) holds a mark per trim call, member the stream's last id then,
+--   score its ordinal (entries ever added). Cutting at the newest mark whose ordinal leaves at
+--   least the count keeps between the count and the count plus one call's worth of events,
+--   as MAXLEN ~ does. Without such a mark the oldest entries are read, at most ARGV[3].
+-- KEYS[1] queue prefix
+-- ARGV[1] events to keep at most or '' (no count limit)
+-- ARGV[2] max age in seconds or '' (no age limit; the cutoff is taken on Redis's clock)
+-- ARGV[3] entries read at most to find a count cut without a mark
+-- returns the number deleted
+return trim_stream(ARGV[1], ARGV[2], ARGV[3])
