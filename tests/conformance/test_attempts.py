@@ -207,6 +207,74 @@ async def test_a_timed_out_sync_handler_keeps_its_slot_until_it_returns(app: Con
     assert started[0] >= returned[0]
 
 
+async def _conc_active(app: Conveyor) -> int:
+    gates = (await app.stats())["default"].limits
+    return int(next(g for g in gates if g["kind"] == "conc")["active"])
+
+
+async def test_a_cancelled_sync_job_keeps_its_gate_slot_until_its_handler_returns(
+    app: Conveyor,
+) -> None:
+    # Given a task capped at 1 running job, whose first run blocks, ignoring ctx.cancelled
+    release = threading.Event()
+    runs: list[int] = []
+    returned: list[float] = []
+    started: list[float] = []
+
+    @app.task(concurrency=1)
+    def capped(n: int) -> int:
+        runs.append(n)
+        started.append(time.monotonic())
+        if n == 0:
+            release.wait(10)
+            returned.append(time.monotonic())
+        return n
+
+    async with app.worker(concurrency=2) as worker:
+        first = await capped.enqueue(n=0)
+        await eventually(lambda: runs == [0], what="the first run to start")
+        second = await capped.enqueue(n=1)
+        # When the running job is cancelled while its handler goes on
+        await app.cancel(first.id)
+        await eventually(lambda: any(r.lost for r in worker.running.values()), what="the stop")
+        # Then its gate slot is still taken: nobody can claim the next job of the task
+        assert await _conc_active(app) == 1
+        other = await app.backend.claim_jobs(ClaimParams(["default"], 5, "another-worker"))
+        assert other.jobs == []
+        # And once the handler returns, the slot is given back and the next job runs
+        release.set()
+        done = await eventually(lambda: finished(app, second.id), what="the next job to run")
+    assert (done.status, done.result) == (JobState.COMPLETED, 1)
+    assert started[1] >= returned[0]
+    assert (await app.get(first.id)).status is JobState.CANCELLED
+    assert await _conc_active(app) == 0
+
+
+async def test_a_cancelled_job_of_a_dead_worker_frees_its_gate_slot_at_lease_expiry(
+    app: Conveyor, make_app: Callable[..., Conveyor]
+) -> None:
+    # Given a capped job claimed by a worker that dies, then cancelled
+    @app.task(concurrency=1, lease=0.5)
+    async def capped() -> None:
+        return None
+
+    job = await capped.enqueue()
+    ghost = make_app()
+    await ghost.open()
+    assert len((await ghost.backend.claim_jobs(ClaimParams(["default"], 1, "ghost"))).jobs) == 1
+    await app.cancel(job.id)
+    assert await _conc_active(app) == 1
+
+    # When its lease expires under recovery
+    async def freed() -> bool:
+        await app.backend.recover_expired()
+        return await _conc_active(app) == 0
+
+    await eventually(freed, what="the held slot to be freed")
+    # Then the job stays cancelled
+    assert (await app.get(job.id)).status is JobState.CANCELLED
+
+
 # -- item 10: one place decides how an attempt fails --------------------------------------------
 
 

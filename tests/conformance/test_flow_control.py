@@ -220,8 +220,12 @@ async def test_concurrency_slot_frees_on_cancel_release_and_lease_expiry(app: Co
 
     await app.enqueue_many([("t", {"i": i}) for i in range(4)])
     [j] = await _claim(app)
-    # When the active job is cancelled: then the slot is free
+    # When the active job is cancelled: then its slot is held until its worker reports that
+    # the attempt ended (the handler may still run), and then it is free
     await app.cancel(j.id)
+    assert await _claim(app) == []
+    ended = Outcome(j.id, j.token, OutcomeKind.FAILED, error={"type": "Cancelled"})
+    assert await app.backend.finish_jobs("w1", [ended]) == [j.id]
     [j] = await _claim(app)
     # When a worker releases its job at shutdown: then the slot is free again
     assert await app.backend.release_jobs("w1", [(j.id, j.token)]) == 1

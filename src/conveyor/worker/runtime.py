@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 MAX_ROUNDS = 2
+_ENDED = {"type": "Cancelled", "message": "the attempt ended after its job was cancelled"}
 _EVENT_OF = {
     OutcomeKind.COMPLETED: "completed",
     OutcomeKind.FAILED: "failed",
@@ -446,11 +447,18 @@ class Worker:
 
     def _forget(self, r: _Running) -> None:
         self.running.pop(r.key, None)
+        if r.lost and not r.released:
+            self._ended(r)
         if self._lanes is not None:
             self._lane_done(r)
         elif self._buffer:
             self._start_buffered()
         self._wake.set()
+
+    def _ended(self, r: _Running) -> None:
+        """A lost attempt has really ended: say so, so that a job cancelled while it ran gives
+        its concurrency-gate slots back now (the backend ignores it for any other job)."""
+        self._acks.append(Outcome(r.job.id, r.job.token, OutcomeKind.FAILED, error=_ENDED))
 
     def drop_job(self, job_id: str) -> None:
         """Every attempt of ``job_id`` this worker holds is no longer its own (cancelled)."""
@@ -470,6 +478,7 @@ class Worker:
                 else:
                     self._buffer.remove(r)
                 del self.running[key]
+                self._ended(r)
                 self._wake.set()
                 continue
             task = self.app.tasks.get(r.job.task)

@@ -152,9 +152,11 @@ async def _check_invariants(app: Conveyor, r: Any, queues: list[str]) -> None:
             assert await r.exists(p + f"fq:{flow}"), f"{flow} listed without ready jobs"
         for job_id in await r.zrange(p + "ready", 0, -1):
             assert await r.hget(p + f"j:{job_id}", "fl") is None
-        # Gates: active counts equal the active jobs passing them; waiters wait on full gates
+        # Gates: active counts equal the active jobs passing them (and the cancelled ones whose
+        # attempt still runs, `held`); waiters wait on full gates
         active: dict[str, int] = {}
-        for job_id in await r.zrange(p + "active", 0, -1):
+        running = await r.zrange(p + "active", 0, -1) + await r.zrange(p + "held", 0, -1)
+        for job_id in running:
             flow = await r.hget(p + f"j:{job_id}", "fl")
             for name in json.loads(flow) if flow else []:
                 active[name] = active.get(name, 0) + 1

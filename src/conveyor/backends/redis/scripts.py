@@ -17,7 +17,7 @@ NAMES = (
     "progress", "prune", "recover", "release", "reserve", "retry", "trim", "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
-FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "recover", "release", "retry"})
+FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "prune", "recover", "release", "retry"})
 # Scripts that can fail an attempt get includes/attempt.lua (the one failure transition).
 ATTEMPT = frozenset({"finish", "recover"})
 # Scripts that read or trim the event log get includes/streams.lua.

@@ -140,7 +140,24 @@ def finish(
         if _end_failed(conn, e, enc):
             acked.add(enc.job_id)
     woke = e.apply(conn)
-    return [o.job_id for o in outcomes if o.job_id not in acked], woke
+    lost = [o for o in outcomes if o.job_id not in acked]
+    if lost and end_held(conn, now, [(o.job_id, o.token) for o in lost]):
+        woke = True
+    return [o.job_id for o in lost], woke
+
+
+def end_held(conn: sqlite3.Connection, now: float, jobs: Sequence[tuple[str, int]]) -> bool:
+    """Attempts of jobs cancelled while they ran have ended (the handler returned, the worker
+    let go of them, or their lease expired): give their gates' slots back. True: flows became
+    claimable."""
+    rows = conn.execute(
+        "UPDATE jobs SET lease_expires_at = NULL FROM json_each(:jobs) AS o "
+        "WHERE jobs.id = o.value ->> 0 AND jobs.token = o.value ->> 1 "
+        "AND jobs.status = 'cancelled' AND jobs.lease_expires_at IS NOT NULL "
+        "RETURNING jobs.queue, jobs.flow, jobs.started_at",
+        _held(jobs),
+    ).fetchall()
+    return fl.settle(conn, now, [(q, f, None, started) for q, f, started in rows])
 
 
 def _held(jobs: Sequence[tuple[str, int]]) -> dict[str, Any]:
@@ -178,6 +195,9 @@ def release(
     if flowed:
         fl.settle(conn, now, [(q, f, None, starts.get(job_id)) for q, f, job_id in flowed])
         fl.refresh_heads(conn, [(q, f) for q, f, _ in flowed])
+    if len(rows) < len(jobs):  # the others may be cancelled attempts still holding slots
+        done = {job_id for _, _, job_id in rows}
+        end_held(conn, now, [j for j in jobs if j[0] not in done])
     return len(rows)
 
 
@@ -185,14 +205,18 @@ def extend(
     conn: sqlite3.Connection, now: float, worker: str, jobs: Sequence[tuple[str, int]]
 ) -> list[str]:
     args = _held(jobs) | {"now": now}
+    # A cancelled attempt still running keeps its lease (and its gates' slots) too, but is
+    # reported lost so that its worker stops it.
     kept = {
         r[0]
         for r in conn.execute(
             "UPDATE jobs SET lease_expires_at = :now + lease FROM json_each(:jobs) AS o "
             "WHERE jobs.id = o.value ->> 0 AND jobs.token = o.value ->> 1 "
-            "AND jobs.status = 'active' RETURNING jobs.id",
+            "AND jobs.lease_expires_at IS NOT NULL AND jobs.status IN ('active', 'cancelled') "
+            "RETURNING jobs.id, jobs.status",
             args,
         )
+        if r[1] == "active"
     }
     return [j for j, _ in jobs if j not in kept]
 
@@ -254,4 +278,10 @@ def recover(conn: sqlite3.Connection, now: float) -> list[Recovered]:
             e.requeued.append((queue, flow))
         out.append(Recovered(job_id, queue, JobState.QUEUED))
     e.apply(conn)
+    # Cancelled attempts whose worker died before reporting their end.
+    held = conn.execute(
+        "SELECT id, token FROM jobs WHERE status = 'cancelled' AND lease_expires_at < ?", (now,)
+    ).fetchall()
+    if held:
+        end_held(conn, now, held)
     return out

@@ -50,7 +50,7 @@ from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
 
 
@@ -169,6 +169,7 @@ class SqliteBackend:
             "2": self._migrate_2_to_3,
             "3": self._migrate_3_to_4,
             "4": self._migrate_4_to_5,
+            "5": self._migrate_5_to_6,
         }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
@@ -255,6 +256,13 @@ class SqliteBackend:
         the indexes reads the log once."""
         for stmt in _statements(_schema()):
             if stmt.startswith("CREATE INDEX IF NOT EXISTS events_"):
+                conn.execute(stmt)
+
+    @staticmethod
+    def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
+        """Schema 6 indexes cancelled attempts that still hold their gates' slots."""
+        for stmt in _statements(_schema()):
+            if stmt.startswith("CREATE INDEX IF NOT EXISTS jobs_held"):
                 conn.execute(stmt)
 
     async def open(self) -> None:

@@ -26,6 +26,7 @@ from ..base import (
     TaskInfo,
     WorkerInfo,
 )
+from . import flow as fl
 from .gates import describe_gates
 from .ops import JOB_COLS, RATE_BUCKET, bump, row_to_job
 
@@ -113,21 +114,25 @@ def stats(
     return out
 
 
-def _delete(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> int:
+def _delete(conn: sqlite3.Connection, now: float, where: str, args: tuple[Any, ...]) -> int:
     """Delete matching jobs in chunks, keeping ``counts`` exact. Returns the number deleted."""
     total = 0
     while True:
         rows = conn.execute(
             f"DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE {where} LIMIT {DELETE_CHUNK}) "
-            "RETURNING queue, status",
+            "RETURNING queue, status, flow, lease_expires_at, started_at",
             args,
         ).fetchall()
         if not rows:
             return total
         deltas: Counter[tuple[str, str]] = Counter()
-        for q, s in rows:
+        for q, s, *_ in rows:
             deltas[(q, s)] -= 1
         bump(conn, deltas)
+        # A cancelled attempt still running held its gates' slots: deleting it frees them.
+        held = [(q, f, None, started) for q, _, f, lease, started in rows if lease and f]
+        if held:
+            fl.settle(conn, now, held)
         total += len(rows)
         if len(rows) < DELETE_CHUNK:
             return total
@@ -144,6 +149,7 @@ def apply_retention(conn: sqlite3.Connection, now: float, queue: str, rule: Rete
             # By rank, not by time: jobs finishing in the same instant tie on finished_at.
             removed += _delete(
                 conn,
+                now,
                 "seq IN (SELECT seq FROM jobs WHERE queue = ? AND status = ? "
                 "AND finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC "
                 "LIMIT -1 OFFSET ?)",
@@ -151,7 +157,10 @@ def apply_retention(conn: sqlite3.Connection, now: float, queue: str, rule: Rete
             )
         if max_age is not None:
             removed += _delete(
-                conn, "queue = ? AND status = ? AND finished_at < ?", (queue, state, now - max_age)
+                conn,
+                now,
+                "queue = ? AND status = ? AND finished_at < ?",
+                (queue, state, now - max_age),
             )
     bucket = int((now - 3600) // RATE_BUCKET)
     conn.execute("DELETE FROM rates WHERE queue = ? AND bucket < ?", (queue, bucket))
@@ -169,6 +178,7 @@ def cleanup(
         for q in queues:
             removed += _delete(
                 conn,
+                now,
                 "queue = ? AND status = ? AND finished_at < ?",
                 (q, state.value, now - older_than),
             )

@@ -274,20 +274,20 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str, tenant: str | None
         return job
     if job.status in FINAL_STATES:
         raise JobStateError(job_id, job.status.value, "cancel")
-    (flow,) = conn.execute(
-        "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_expires_at = NULL, "
-        "scheduled_for = NULL WHERE id = ? RETURNING flow",
+    # A running flow-controlled attempt keeps its lease and its gates' slots until its worker
+    # reports that the handler has really ended (attempts.end_held), or the lease expires.
+    flow, lease = conn.execute(
+        "UPDATE jobs SET status = 'cancelled', finished_at = ?, scheduled_for = NULL, "
+        "lease_expires_at = CASE WHEN status = 'active' AND flow IS NOT NULL "
+        "THEN lease_expires_at END WHERE id = ? RETURNING flow, lease_expires_at",
         (now, job_id),
     ).fetchone()
-    if flow is not None:
-        if job.status is JobState.ACTIVE:  # its slot is free now; the worker stops it shortly
-            fl.settle(conn, now, [(job.queue, flow, None, job.started_at)])
-        elif job.status is JobState.QUEUED:
-            fl.refresh_heads(conn, [(job.queue, flow)])
+    if flow is not None and job.status is JobState.QUEUED:
+        fl.refresh_heads(conn, [(job.queue, flow)])
     bump(conn, Counter({(job.queue, job.status.value): -1, (job.queue, "cancelled"): 1}))
     add_events(conn, [("cancelled", job_id, job.queue, job.task, job.tenant, now,
                        f'{{"from":"{job.status.value}"}}')])  # fmt: skip
-    job.status, job.finished_at, job.lease_expires_at = JobState.CANCELLED, now, None
+    job.status, job.finished_at, job.lease_expires_at = JobState.CANCELLED, now, lease
     return job
 
 
@@ -300,10 +300,13 @@ def retry(conn: sqlite3.Connection, now: float, job_id: str, tenant: str | None 
     (flow,) = conn.execute(
         "UPDATE jobs SET status = 'queued', attempt = 0, stalls = 0, finished_at = NULL, "
         "error = NULL, result = NULL, worker = NULL, started_at = NULL, scheduled_for = NULL, "
-        "progress = NULL "
+        "progress = NULL, lease_expires_at = NULL "
         "WHERE id = ? RETURNING flow",
         (job_id,),
     ).fetchone()
+    if flow is not None and job.lease_expires_at is not None:
+        # A cancelled attempt still running held its gates' slots: the retry frees them.
+        fl.settle(conn, now, [(job.queue, flow, None, job.started_at)])
     if flow is not None:
         fl.refresh_heads(conn, [(job.queue, flow)])
     bump(conn, Counter({(job.queue, job.status.value): -1, (job.queue, "queued"): 1}))

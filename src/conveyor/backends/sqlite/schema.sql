@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 5. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 6. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -46,6 +46,9 @@ CREATE INDEX IF NOT EXISTS jobs_flow ON jobs (queue, flow, priority DESC, seq)
 CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (scheduled_for) WHERE status = 'scheduled';
 -- Recovery of expired leases.
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE status = 'active';
+-- Cancelled attempts still running: they hold their gates' slots until they end or expire.
+CREATE INDEX IF NOT EXISTS jobs_held ON jobs (lease_expires_at)
+  WHERE status = 'cancelled' AND lease_expires_at IS NOT NULL;
 -- Retention and cleanup of finished jobs (finished_at is set only in final states).
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, status, finished_at) WHERE finished_at IS NOT NULL;
 -- Idempotency keys are unique per (queue, tenant); '' stands for no tenant (tenants are non-empty).

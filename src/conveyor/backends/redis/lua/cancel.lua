@@ -1,8 +1,8 @@
 -- cancel: cancel a scheduled, queued, awaiting or active job.
 -- KEYS[1] queue prefix
 -- ARGV[1] job id, ARGV[2] tenant or '' (any): another tenant's job is NOTFOUND
--- Flow control: a cancelled active job gives its gates' slots back (no breaker verdict); a
--- queued one leaves its flow's line.
+-- Flow control: a cancelled active job keeps its gates' slots (set `held`) until its attempt
+-- ends; a queued one leaves its flow's line.
 -- returns the job hash after the change (HGETALL); error 'NOTFOUND' when missing, 'STATE <status>' when final
 local id = ARGV[1]
 local k = jkey(id)
@@ -20,14 +20,18 @@ end
 redis.call('ZREM', P .. 'sched', id)
 redis.call('ZREM', P .. 'active', id)
 redis.call('HSET', k, 's', 'cancelled', 'fa', fmt(now))
-redis.call('HDEL', k, 'le', 'sf')
+redis.call('HDEL', k, 'sf')
+if cur[5] and s == 'active' then
+  -- A running flow-controlled attempt keeps its lease and its gates' slots until its worker
+  -- reports that the handler has ended (end_held), or the lease expires (recover).
+  redis.call('ZADD', P .. 'held', redis.call('HGET', k, 'le'), id)
+else
+  redis.call('HDEL', k, 'le')
+end
 redis.call('ZADD', P .. 'f:cancelled', now, id)
 event('cancelled', id, cur[2], cur[3], '{"from":"' .. s .. '"}')
 if s == 'active' and cur[4] then
   -- Tell the holding worker now (it blocks on this key beside the queue marker).
   redis.call('ZADD', P .. 'wk:' .. cur[4], 0, 'c')
-end
-if cur[5] and s == 'active' and settle({{cur[5], -1, tonumber(cur[6])}}, now) then
-  wake()  -- its slot is free now (the worker stops the job shortly)
 end
 return redis.call('HGETALL', k)

@@ -13,6 +13,13 @@ for _, h in ipairs(cjson.decode(ARGV[2])) do
     redis.call('HSET', k, 'le', fmt(expires))
     redis.call('ZADD', P .. 'active', expires, id)
   else
+    if cur[1] == 'cancelled' and cur[2] == tostring(h[2])
+        and redis.call('ZSCORE', P .. 'held', id) then
+      -- Still running after a cancel: keep holding its slots, but tell the worker to stop it.
+      local expires = now + tonumber(cur[3])
+      redis.call('HSET', k, 'le', fmt(expires))
+      redis.call('ZADD', P .. 'held', expires, id)
+    end
     table.insert(lost, id)
   end
 end

@@ -36,6 +36,11 @@ for _, o in ipairs(outcomes) do
     if fail_attempt(id, kind, err, brief, tonumber(o[6]) or 0, now, left_other) then woke = true end
   end
 end
+if #lost > 0 and redis.call('EXISTS', P .. 'held') == 1 then
+  local held = {}
+  for _, o in ipairs(outcomes) do table.insert(held, {o[1], o[2]}) end
+  if end_held(held, now) then woke = true end
+end
 if #left_ok + #left_other > 0 then
   for _, l in ipairs(left_other) do table.insert(left_ok, l) end
   if settle(left_ok, now) then woke = true end

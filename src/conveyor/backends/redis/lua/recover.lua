@@ -9,6 +9,7 @@ local now = now_s()
 local expired = redis.call('ZRANGEBYSCORE', P .. 'active', '-inf', '(' .. now, 'LIMIT', 0, 1000)
 local out = {}
 local left = {}
+local freed = false
 for _, id in ipairs(expired) do
   local k = jkey(id)
   local cur = redis.call('HMGET', k, 'st', 'ms', 't', 'tn', 'pr', 'fl', 'sa')
@@ -35,5 +36,12 @@ for _, id in ipairs(expired) do
   end
 end
 if #left > 0 then settle(left, now) end
-if #out > 0 then wake() end
+-- Cancelled attempts whose worker died before reporting their end.
+local gone = redis.call('ZRANGEBYSCORE', P .. 'held', '-inf', '(' .. now, 'LIMIT', 0, 1000)
+if #gone > 0 then
+  local held = {}
+  for _, id in ipairs(gone) do table.insert(held, {id, false}) end
+  if end_held(held, now) then freed = true end
+end
+if #out > 0 or freed then wake() end
 return out

@@ -26,5 +26,6 @@ for _, h in ipairs(cjson.decode(ARGV[2])) do
   end
 end
 if #left > 0 then settle(left, now) end
+if redis.call('EXISTS', P .. 'held') == 1 and end_held(cjson.decode(ARGV[2]), now) then wake() end
 if n > 0 then wake() end
 return n

@@ -10,6 +10,8 @@ local s = cur[1]
 if not s or (ARGV[2] ~= '' and cur[3] ~= ARGV[2]) then return redis.error_reply('NOTFOUND') end
 if s ~= 'failed' and s ~= 'cancelled' then return redis.error_reply('STATE ' .. s) end
 redis.call('ZREM', P .. 'f:' .. s, id)
+-- A cancelled attempt still running held its gates' slots: the retry frees them.
+if s == 'cancelled' then end_held({{id, false}}, now_s()) end
 redis.call('HSET', k, 's', 'queued', 'a', 0, 'st', 0)
 redis.call('HDEL', k, 'fa', 'e', 'r', 'w', 'sa', 'sf', 'pg')
 if cur[5] then

@@ -284,3 +284,25 @@ local function settle(left, now)
   end
   return woke
 end
+
+-- Attempts of jobs cancelled while they ran have ended (the handler returned, the worker let
+-- go of them, or their lease expired): give their gates' slots back (sqlite:
+-- attempts.end_held). ``held`` is a list of {id, token or false (any)}. Returns true when
+-- set-aside flows became claimable.
+local function end_held(held, now)
+  local left = {}
+  for _, h in ipairs(held) do
+    local id = h[1]
+    if redis.call('ZREM', P .. 'held', id) == 1 then
+      local k = jkey(id)
+      local cur = redis.call('HMGET', k, 'tk', 'fl', 'sa')
+      if h[2] and cur[1] ~= tostring(h[2]) then
+        redis.call('ZADD', P .. 'held', redis.call('HGET', k, 'le'), id)  -- not that attempt
+      else
+        redis.call('HDEL', k, 'le')
+        if cur[2] then table.insert(left, {cur[2], -1, tonumber(cur[3])}) end
+      end
+    end
+  end
+  return #left > 0 and settle(left, now)
+end
