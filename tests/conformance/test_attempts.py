@@ -91,34 +91,6 @@ async def test_a_batch_of_outcomes_applies_around_one_that_cannot_be_encoded(
 # -- item 2: attempt identity is unique ---------------------------------------------------------
 
 
-async def test_a_late_outcome_of_an_earlier_claim_by_the_same_worker_is_ignored(
-    app: Conveyor,
-) -> None:
-    # Given a job claimed by worker "w", recovered after its lease expired, and claimed again
-    # by a process using the same worker name (so the attempt number is the same again)
-    @app.task(lease=0.5)
-    async def t() -> None:
-        return None
-
-    job = await t.enqueue()
-    await app.open()
-    first = (await app.backend.claim_jobs(ClaimParams(["default"], 1, "w"))).jobs[0]
-    await eventually(app.backend.recover_expired, what="the lease to expire")
-    second = (await app.backend.claim_jobs(ClaimParams(["default"], 1, "w"))).jobs[0]
-    assert first.attempt == second.attempt == 1
-    assert second.token != first.token
-    # When the first attempt reports late
-    late = Outcome(job.id, first.token, OutcomeKind.COMPLETED, result="stale")
-    assert await app.backend.finish_jobs("w", [late]) == [job.id]
-    assert await app.backend.extend_leases("w", [(job.id, first.token)]) == [job.id]
-    assert not await app.backend.set_progress(job.id, first.token, "w", NO_PROGRESS)
-    # Then the job is still the second attempt's, which completes it
-    assert (await app.get(job.id)).status is JobState.ACTIVE
-    ok = Outcome(job.id, second.token, OutcomeKind.COMPLETED, result="fresh")
-    assert await app.backend.finish_jobs("w", [ok]) == []
-    assert (await app.get(job.id)).result == "fresh"
-
-
 async def test_tokens_never_repeat_across_release_recovery_and_retry(app: Conveyor) -> None:
     # Given a job claimed, released, claimed, failed, retried and claimed again
     @app.task(lease=30)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from conveyor import Context, Conveyor, JobState
 from conveyor.backends.base import ClaimParams, Outcome, OutcomeKind
 from tests.conftest import events_of, eventually, finished
@@ -79,8 +81,11 @@ async def test_a_job_whose_stalls_are_used_up_fails(
     assert (await app.stats())["default"].counts["failed"] == 1
 
 
-async def test_outcomes_for_a_reclaimed_job_are_ignored(app: Conveyor) -> None:
+@pytest.mark.parametrize("worker_b", ["worker-b", "worker-a"], ids=["other", "same-name"])
+async def test_outcomes_for_a_reclaimed_job_are_ignored(app: Conveyor, worker_b: str) -> None:
     # Given a job claimed by worker A whose lease expired, recovered and claimed by worker B
+    # (also under the same worker name, as two processes given one --name: the attempt
+    # number is then the same again, the claim token is not)
     @app.task(lease=0.5)
     async def t() -> None:
         return None
@@ -92,9 +97,10 @@ async def test_outcomes_for_a_reclaimed_job_are_ignored(app: Conveyor) -> None:
     attempt_a = first.jobs[0].token
     recovered = await eventually(backend.recover_expired, what="the lease to expire")
     assert [(r.job_id, r.state) for r in recovered] == [(job.id, JobState.QUEUED)]
-    second = await backend.claim_jobs(ClaimParams(["default"], 1, "worker-b"))
+    second = await backend.claim_jobs(ClaimParams(["default"], 1, worker_b))
     assert [j.id for j in second.jobs] == [job.id]
     attempt_b = second.jobs[0].token
+    assert first.jobs[0].attempt == second.jobs[0].attempt and attempt_a != attempt_b
     # When A reports, renews or reports progress late
     lost = await backend.finish_jobs(
         "worker-a", [Outcome(job.id, attempt_a, OutcomeKind.COMPLETED, result="from A")]
@@ -108,10 +114,10 @@ async def test_outcomes_for_a_reclaimed_job_are_ignored(app: Conveyor) -> None:
     assert renewed == [job.id]
     assert progressed is False
     current = await app.get(job.id)
-    assert (current.status, current.worker) == (JobState.ACTIVE, "worker-b")
+    assert (current.status, current.worker) == (JobState.ACTIVE, worker_b)
     # And B's outcome applies
     ok = Outcome(job.id, attempt_b, OutcomeKind.COMPLETED, result="from B")
-    assert await backend.finish_jobs("worker-b", [ok]) == []
+    assert await backend.finish_jobs(worker_b, [ok]) == []
     assert (await app.get(job.id)).result == "from B"
 
 
