@@ -70,7 +70,10 @@ class Cli:
         self.cwd = cwd
         self.url = f"sqlite:///{cwd}/conveyor.db"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        self.env = env | {"CONVEYOR_URL": self.url, "PYTHONPATH": str(cwd)}
+        # The app module's directory first, then the caller's PYTHONPATH (a checkout's src/
+        # tested without installing it).
+        path = os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")]))
+        self.env = env | {"CONVEYOR_URL": self.url, "PYTHONPATH": path}
         self.procs: list[subprocess.Popen[str]] = []
 
     def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
