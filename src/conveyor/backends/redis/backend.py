@@ -2,8 +2,8 @@
 queue shares the hash tag ``{queue}`` so a queue lives in one Redis Cluster slot.
 
 URL forms: ``redis://host:port/db``, ``rediss://…``, ``unix:///path/redis.sock?db=0``, and
-``redis+cluster://host:port`` for Redis Cluster. Option ``prefix`` (default ``cv``) namespaces
-all keys.
+``redis+cluster://host:port`` for Redis Cluster. Options: see `connection` (``prefix``, default
+``cv``, namespaces all keys).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import orjson
 from redis import asyncio as aioredis
@@ -28,7 +27,6 @@ from ...clock import Clock
 from ...errors import (
     BackendError,
     BackendUnavailable,
-    ConfigurationError,
     JobNotFound,
     ValidationError,
 )
@@ -53,6 +51,7 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
+from .connection import parse_redis_url, redis_options
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha, translate
 
@@ -66,27 +65,6 @@ MAX_DESCRIBED = 100  # gates listed per queue in stats() (keyed limits can be ma
 _CURSOR = re.compile(r"[0-9a-f]{26}")
 RATE_BUCKET = 10.0
 STATS_WINDOW = 60.0
-
-
-def parse_redis_url(url: str) -> tuple[str, bool, str]:
-    """Return (url for redis-py, cluster?, key prefix)."""
-    parts = urlsplit(url)
-    cluster = parts.scheme == "redis+cluster"
-    if parts.scheme not in ("redis", "rediss", "unix", "redis+cluster"):
-        raise ConfigurationError(f"not a redis URL: {url!r}")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    prefix = query.pop("prefix", ["cv"])[-1]
-    if not prefix or "{" in prefix or "}" in prefix:
-        raise ConfigurationError(f"redis URL option prefix={prefix!r} must be non-empty, no braces")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ConfigurationError(f"malformed redis URL {url!r}: no host")
-    try:
-        _ = parts.port
-    except ValueError as exc:
-        raise ConfigurationError(f"malformed redis URL {url!r}: {exc}") from None
-    scheme = "redis" if cluster else parts.scheme
-    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query, doseq=True), ""))
-    return clean, cluster, prefix
 
 
 def _f(v: str | None) -> float | None:
@@ -116,7 +94,8 @@ class RedisBackend:
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.url = url
-        self._redis_url, self.cluster, self.prefix = parse_redis_url(url)
+        self.options = redis_options(url)
+        self.cluster, self.prefix = self.options.cluster, self.options.prefix
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -130,9 +109,11 @@ class RedisBackend:
 
     def make_client(self, **kw: Any) -> Any:
         opts: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30} | kw
+        if self.options.socket_timeout is not None:
+            opts["socket_timeout"] = self.options.socket_timeout
         if self.cluster:
-            return aioredis.RedisCluster.from_url(self._redis_url, **opts)
-        return aioredis.Redis.from_url(self._redis_url, **opts)
+            return aioredis.RedisCluster.from_url(self.options.url, **opts)
+        return aioredis.Redis.from_url(self.options.url, **opts)
 
     def _client(self) -> Any:
         # redis-py asyncio connections belong to one event loop (the app's, the sync facade's).
