@@ -12,13 +12,13 @@ import asyncio
 import contextlib
 import logging
 import re
+import threading
 import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -51,7 +51,7 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
-from .connection import parse_redis_url, redis_options
+from .connection import Gate, make_client, operations, parse_redis_url, redis_options
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha, translate
 
@@ -87,6 +87,7 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+@operations  # connection errors -> BackendUnavailable; cluster: wait for a connection
 class RedisBackend:
     """`Backend` on Redis or Redis Cluster."""
 
@@ -99,6 +100,10 @@ class RedisBackend:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._clients_lock = threading.Lock()  # loops in other threads: app.sync
         # worker -> {job id -> queue} of jobs it claimed: outcomes name jobs, keys need queues.
         self._held: dict[str, dict[str, str]] = {}
         self._offset = 0.0  # Redis TIME - local time, refreshed by every script that returns now
@@ -107,21 +112,29 @@ class RedisBackend:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def make_client(self, **kw: Any) -> Any:
-        opts: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30} | kw
-        if self.options.socket_timeout is not None:
-            opts["socket_timeout"] = self.options.socket_timeout
-        if self.cluster:
-            return aioredis.RedisCluster.from_url(self.options.url, **opts)
-        return aioredis.Redis.from_url(self.options.url, **opts)
+    def make_client(self, *, single: bool = False) -> Any:
+        """A client with a pool of its own; ``single``: one dedicated connection."""
+        return make_client(self.options, single=single)
 
     def _client(self) -> Any:
         # redis-py asyncio connections belong to one event loop (the app's, the sync facade's).
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = self.make_client()
+            with self._clients_lock:
+                client = self._clients.get(loop)
+                if client is None:
+                    client = self._clients[loop] = self.make_client()
+                    if self.cluster:
+                        self._gates[loop] = Gate(self.options)
         return client
+
+    def gate(self) -> Gate | None:
+        """Cluster: the event loop's turns at the connections (see `connection.Gate`)."""
+        if not self.cluster:
+            return None
+        self._client()
+        return self._gates[asyncio.get_running_loop()]
 
     def key(self, queue: str, suffix: str = "") -> str:
         return f"{self.prefix}:{{{queue}}}:{suffix}"

@@ -65,11 +65,7 @@ class RedisListener:
         return [t.get_name().removeprefix("conveyor-redis-listen-") for t in self._tasks]
 
     async def _run(self, queue: str) -> None:
-        client = (
-            self._backend.make_client(single_connection_client=True)
-            if not self._backend.cluster
-            else self._backend.make_client()
-        )
+        client = self._backend.make_client(single=not self._backend.cluster)
         self._clients.append(client)
         marker = self._backend.key(queue, "marker")
         mine = self._backend.key(queue, f"wk:{self._worker}")
