@@ -231,6 +231,23 @@ class Worker:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._on_wake, "work")
 
+    def notify_cancelled(self, job_id: str) -> None:
+        """In-process cancel (thread-safe): stop the job if this worker holds it. Its state is
+        only ever touched on the worker's own loop; a producer may call from another thread
+        (``app.sync``)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.drop_lost([job_id])
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs there
+                loop.call_soon_threadsafe(self.drop_lost, [job_id])
+
     # -- the pump -------------------------------------------------------------------------------
 
     async def _pump(self) -> None:

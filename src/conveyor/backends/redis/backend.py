@@ -65,6 +65,7 @@ MAX_DESCRIBED = 100  # gates listed per queue in stats() (keyed limits can be ma
 _CURSOR = re.compile(r"[0-9a-f]{26}")
 RATE_BUCKET = 10.0
 STATS_WINDOW = 60.0
+CLOSE_TIMEOUT = 5.0
 
 
 def _f(v: str | None) -> float | None:
@@ -166,13 +167,18 @@ class RedisBackend:
             )
 
     async def close(self) -> None:
-        clients = list(self._clients.items())
-        self._clients = weakref.WeakKeyDictionary()
+        with self._clients_lock:
+            clients = list(self._clients.items())
+            self._clients = weakref.WeakKeyDictionary()
+            self._gates = weakref.WeakKeyDictionary()
         loop = asyncio.get_running_loop()
         for owner, client in clients:
-            if owner is loop:
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                if owner is loop:
                     await client.aclose()
+                elif owner.is_running():  # another thread's loop (the sync facade's)
+                    done = asyncio.run_coroutine_threadsafe(client.aclose(), owner)
+                    await asyncio.wait_for(asyncio.wrap_future(done), CLOSE_TIMEOUT)
 
     def now(self) -> float:
         return time.time() + self._offset
