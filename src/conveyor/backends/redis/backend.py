@@ -113,9 +113,9 @@ class RedisBackend:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def make_client(self, *, single: bool = False) -> Any:
-        """A client with a pool of its own; ``single``: one dedicated connection."""
-        return make_client(self.options, single=single)
+    def make_client(self, *, single: bool = False, block: float | None = None) -> Any:
+        """A client with a pool of its own (see `connection.make_client`)."""
+        return make_client(self.options, single=single, block=block)
 
     def _client(self) -> Any:
         # redis-py asyncio connections belong to one event loop (the app's, the sync facade's).

@@ -37,6 +37,9 @@ DEFAULT_PREFIX = "cv"
 POOL_SIZE = 50
 POOL_TIMEOUT = 20.0
 HEALTH_CHECK_INTERVAL = 30
+# A blocking read's socket timeout exceeds the block by this much (the reply's round trip; a
+# dead connection is still noticed within seconds).
+BLOCK_MARGIN = 5.0
 # Cluster: connections per node beyond the gate's turns, for the few calls made outside
 # backend operations (a listener's pokes), so they never meet MaxConnectionsError.
 CLUSTER_SPARE = 4
@@ -194,12 +197,18 @@ def _driver_check(clean: str, url: str) -> None:
 # -- clients ----------------------------------------------------------------------------------
 
 
-def make_client(o: RedisOptions, *, single: bool = False) -> Any:
+def make_client(o: RedisOptions, *, single: bool = False, block: float | None = None) -> Any:
     """A client with a pool of its own (redis-py connections belong to one event loop).
-    ``single``: one dedicated connection (a blocking listener)."""
+    ``single``: one dedicated connection. ``block``: the longest blocking command it sends
+    (BZPOPMIN's timeout); its socket timeout is kept above that, else the client gives up on
+    a reply that is simply not due yet (redis-py 8's default timeout, 5 s, is exactly the
+    listener's block)."""
     kw: dict[str, Any] = {"decode_responses": True, "health_check_interval": HEALTH_CHECK_INTERVAL}
-    if o.socket_timeout is not None:
-        kw["socket_timeout"] = o.socket_timeout
+    timeout = o.socket_timeout
+    if block is not None:
+        timeout = max(timeout or 0.0, block + BLOCK_MARGIN)
+    if timeout is not None:
+        kw["socket_timeout"] = timeout
     if o.cluster:
         return aioredis.RedisCluster.from_url(
             o.url, max_connections=o.pool_size + CLUSTER_SPARE, **kw

@@ -65,7 +65,8 @@ class RedisListener:
         return [t.get_name().removeprefix("conveyor-redis-listen-") for t in self._tasks]
 
     async def _run(self, queue: str) -> None:
-        client = self._backend.make_client(single=not self._backend.cluster)
+        # Its own connection, whose reads outlast the block (not redis-py's default timeout).
+        client = self._backend.make_client(single=not self._backend.cluster, block=BLOCK_SECONDS)
         self._clients.append(client)
         marker = self._backend.key(queue, "marker")
         mine = self._backend.key(queue, f"wk:{self._worker}")
