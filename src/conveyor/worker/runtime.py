@@ -302,10 +302,11 @@ class Worker:
                     self._spawn(job)
             else:
                 self._report_lost(await backend.finish_jobs(self.id, acks))
+            self._services.outage.back()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("worker %s: backend call failed; retrying shortly", self.id)
+        except Exception as exc:
+            self._services.outage.failed(exc, "claim/acknowledge round")  # retried shortly
             self._acks = acks + self._acks
             await asyncio.sleep(0.5)
         finally:
@@ -329,10 +330,11 @@ class Worker:
                 else:
                     res = await backend.claim_jobs(claim.params)
                 self._take(claim, res.jobs, res.next_due, gen)
+            self._services.outage.back()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("worker %s: backend call failed; retrying shortly", self.id)
+        except Exception as exc:
+            self._services.outage.failed(exc, "claim/acknowledge round")  # retried shortly
             self._acks = acks + self._acks
             await asyncio.sleep(0.5)
         finally:
