@@ -7,6 +7,7 @@ import asyncio
 import builtins
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -87,6 +88,7 @@ class Conveyor:
         self._workers: list[Worker] = []
         self._opened = False
         self._sync: SyncFacade | None = None
+        self._sync_lock = threading.Lock()
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -226,10 +228,13 @@ class Conveyor:
     async def close(self) -> None:
         for w in list(self._workers):
             await w.stop()
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
+        # The backend first: it closes the connections of every loop that still runs, the
+        # sync facade's too; then the facade ends what is still in flight there.
         await self.backend.close()
+        with self._sync_lock:
+            sync, self._sync = self._sync, None
+        if sync is not None:
+            sync.close()
         self._opened = False
 
     async def __aenter__(self) -> Conveyor:
@@ -242,9 +247,10 @@ class Conveyor:
     @property
     def sync(self) -> SyncFacade:
         """The same producer calls for sync code: ``app.sync.enqueue(...)``."""
-        if self._sync is None:
-            self._sync = SyncFacade(self)
-        return self._sync
+        with self._sync_lock:  # threads may reach for it at once: one facade, one loop
+            if self._sync is None:
+                self._sync = SyncFacade(self)
+            return self._sync
 
     def worker(self, **options: Any) -> Worker:
         """A worker for this app (``async with app.worker(concurrency=10): ...``)."""
@@ -417,7 +423,7 @@ class Conveyor:
         return self._new_job(t, item.get("payload"), prio, secs, key, ten, attempts, batch)
 
     def _wake_workers(self) -> None:
-        for w in self._workers:
+        for w in tuple(self._workers):  # a copy: producers may run in other threads (app.sync)
             w.notify_work()
 
     # -- reading and steering jobs ----------------------------------------------------------------
@@ -465,8 +471,8 @@ class Conveyor:
         tenant's job when ``tenant`` is given) / JobStateError."""
         await self.open()
         job = await self.backend.cancel_job(job_id, tenant=tenant)
-        for w in self._workers:
-            w.drop_job(job_id)
+        for w in tuple(self._workers):
+            w.notify_cancelled(job_id)
         if self._listeners:
             self._emit("cancelled", job)
         return job

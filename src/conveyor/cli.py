@@ -687,8 +687,9 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None
             while True:
                 label = " ".join(x for x in (job.task, job.status.value, job.progress.stage and
                                              f"[{job.progress.stage}]", job.progress.message) if x)  # fmt: skip
-                bar.update(t, completed=job.progress.percent or 0, description=escape(label),
-                           eta=_eta_text(job))  # fmt: skip
+                # A completed job is done, whatever its handler last reported.
+                done = 100 if job.status is JobState.COMPLETED else job.progress.percent or 0
+                bar.update(t, completed=done, description=escape(label), eta=_eta_text(job))
                 left = None if deadline is None else deadline - loop.time()
                 if job.status.is_final or (left is not None and left <= 0):
                     break

@@ -70,9 +70,9 @@ class Cli:
         self.cwd = cwd
         self.url = f"sqlite:///{cwd}/conveyor.db"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        # The app module's directory first; the caller's PYTHONPATH (say, a source tree to
-        # test instead of the installed package) after it.
-        path = os.pathsep.join(p for p in (str(cwd), os.environ.get("PYTHONPATH")) if p)
+        # The app module's directory first, then the caller's PYTHONPATH (a checkout's src/
+        # tested without installing it).
+        path = os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")]))
         self.env = env | {"CONVEYOR_URL": self.url, "PYTHONPATH": path}
         self.procs: list[subprocess.Popen[str]] = []
 

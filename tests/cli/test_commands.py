@@ -107,6 +107,27 @@ def test_configuration_mistakes_are_clear_errors(cli: Cli) -> None:
     assert cli.jobs() == []
 
 
+def test_url_mistakes_are_one_line_and_exit_2(cli: Cli) -> None:
+    # Given URLs with a newcomer's mistakes: one slash too few, a misspelled Redis option
+    one_slash = "sqlite:/x.db"
+    misspelled = "redis://127.0.0.1:1/0?prefx=a"
+    cases = [
+        (cli("--url", one_slash, "list", check=False), "malformed sqlite URL"),
+        (cli("--url", misspelled, "list", check=False), "unknown redis URL option 'prefx'"),
+        # the app module builds its Conveyor from $CONVEYOR_URL when the worker imports it
+        (
+            cli("worker", "cliapp:app", check=False, env={"CONVEYOR_URL": misspelled}),
+            "unknown redis URL option 'prefx'",
+        ),
+    ]
+    # Then each is one line naming the problem, exit status 2, and no file was opened
+    for res, needle in cases:
+        assert res.returncode == 2, res.stderr
+        assert needle in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (cli.cwd / "x.db").exists()
+
+
 def test_unknown_job_ids_are_clear_errors(cli: Cli) -> None:
     for command in ("status", "cancel", "retry", "wait"):
         res = cli(command, "no-such-job", check=False)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import signal
+import subprocess
+import sys
 
 from .conftest import Cli, wait_until
 
@@ -89,3 +93,43 @@ def test_bad_worker_arguments_are_clear_errors(cli: Cli) -> None:
         assert "Traceback" not in res.stderr
     res = cli("worker", "cliapp:app", "--concurrency", "0", check=False)
     assert res.returncode == 2 and "--concurrency" in res.stderr
+
+
+def _on_a_terminal(cli: Cli, *args: str) -> tuple[int, str, str]:
+    """Run ``conveyor`` with stderr on a pseudo-terminal (where `wait` draws its progress bar);
+    return (exit status, stdout, everything drawn on the terminal)."""
+    main, side = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", *args], cwd=cli.cwd,
+        env=cli.env | {"COLUMNS": "120", "TERM": "xterm"}, stdout=subprocess.PIPE, stderr=side,
+        text=True,
+    )  # fmt: skip
+    os.close(side)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # EIO: the program closed the terminal
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(main)
+    out, _ = proc.communicate(timeout=30)
+    return proc.returncode, out, drawn.decode(errors="replace")
+
+
+def test_wait_draws_the_bar_to_100_percent_when_the_job_completes(cli: Cli) -> None:
+    # Given a job that reported 50% and then completed
+    gate = cli.cwd / "gate"
+    job_id = cli.enqueue("hold", {"gate": str(gate)})
+    cli.worker("--queues", "slow")
+    wait_until(lambda: cli.job(job_id)["progress"]["percent"] == 50, what="the job at 50%")
+    gate.touch()
+    wait_until(lambda: cli.job(job_id)["status"] == "completed", what="the job to complete")
+    # When `conveyor wait` follows it on a terminal
+    status, out, drawn = _on_a_terminal(cli, "wait", job_id, "--timeout", "20")
+    # Then the bar ends full, and the result is printed
+    assert status == 0 and json.loads(out) == "released"
+    assert "100%" in drawn, drawn
+    assert "50%" not in drawn, drawn

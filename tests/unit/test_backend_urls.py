@@ -22,6 +22,11 @@ from conveyor.backends.sqlite.backend import parse_sqlite_url
         ("sqlite://host/x.db", "malformed sqlite URL"),
         ("sqlite://", "malformed sqlite URL"),
         ("sqlite:///", "no file path"),
+        ("sqlite:/x.db", "malformed sqlite URL 'sqlite:/x.db'"),
+        ("sqlite:x.db", "malformed sqlite URL"),
+        ("redis://localhost:6379/0?prefx=a", "unknown redis URL option 'prefx'"),
+        ("redis+cluster://localhost:7000?prefx=a", "unknown redis URL option 'prefx'"),
+        ("redis://localhost:6379/0?socket_timeout=soon", "socket_timeout='soon'"),
         ("sqlite:///x.db?bogus=1", "unknown sqlite URL option 'bogus'"),
         ("sqlite:///x.db?synchronous=sometimes", "synchronous='sometimes'"),
         ("sqlite:///x.db?busy_timeout=soon", "busy_timeout='soon'"),
@@ -74,3 +79,12 @@ def test_default_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert Conveyor().url == "sqlite:///from-env.db"
     monkeypatch.delenv("CONVEYOR_URL")
     assert Conveyor().url == "sqlite:///conveyor.db"
+
+
+def test_a_misspelled_redis_option_names_the_likely_one() -> None:
+    # When a Redis URL option is misspelled
+    with pytest.raises(ConfigurationError) as err:
+        Conveyor("redis://localhost:6379/0?prefx=a")
+    # Then the one-line error suggests the option meant
+    assert "did you mean 'prefix'" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -234,6 +234,23 @@ class Worker:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._on_wake, "work")
 
+    def notify_cancelled(self, job_id: str) -> None:
+        """In-process cancel (thread-safe): stop the job if this worker holds it. Its state is
+        only ever touched on the worker's own loop; a producer may call from another thread
+        (``app.sync``)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.drop_job(job_id)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs there
+                loop.call_soon_threadsafe(self.drop_job, job_id)
+
     # -- the pump -------------------------------------------------------------------------------
 
     async def _pump(self) -> None:
@@ -288,10 +305,11 @@ class Worker:
                     self._spawn(job)
             else:
                 self._report_lost(await backend.finish_jobs(self.id, acks))
+            self._services.outage.back()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("worker %s: backend call failed; retrying shortly", self.id)
+        except Exception as exc:
+            self._services.outage.failed(exc, "claim/acknowledge round")  # retried shortly
             self._acks = acks + self._acks
             await asyncio.sleep(0.5)
         finally:
@@ -315,10 +333,11 @@ class Worker:
                 else:
                     res = await backend.claim_jobs(claim.params)
                 self._take(claim, res.jobs, res.next_due, gen)
+            self._services.outage.back()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("worker %s: backend call failed; retrying shortly", self.id)
+        except Exception as exc:
+            self._services.outage.failed(exc, "claim/acknowledge round")  # retried shortly
             self._acks = acks + self._acks
             await asyncio.sleep(0.5)
         finally:

@@ -10,6 +10,7 @@ import socket
 from typing import TYPE_CHECKING
 
 from ..backends.base import TaskInfo, WorkerInfo
+from ..outage import Outage
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -54,6 +55,9 @@ class Services:
         self._lease_check = asyncio.Event()
         self._closing = False
         self._published: list[TaskInfo] | None = None
+        # The worker's loops (these and the pump) report backend trouble here: an outage is
+        # two log lines, not a traceback per retry.
+        self.outage = Outage(log, f"worker {worker.id}")
 
     def info(self) -> WorkerInfo:
         if self._published is None:  # schemas are worked out once per worker
@@ -79,12 +83,12 @@ class Services:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
-    def _failed(self, what: str) -> None:
-        """Log a failed iteration, unless we are stopping (then end the loop)."""
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Report a failed iteration, unless we are stopping (then end the loop)."""
         task = asyncio.current_task()
         if self._closing or (task is not None and task.cancelling()):
             raise asyncio.CancelledError
-        log.exception("worker %s: %s failed", self._worker.id, what)
+        self.outage.failed(exc, what)
 
     def check_leases_soon(self) -> None:
         """A job may have been cancelled: renew leases now and learn which ones we lost."""
@@ -105,9 +109,10 @@ class Services:
                 continue
             try:
                 lost = set(await w.app.backend.extend_leases(w.id, held))
-            except Exception:
-                self._failed("lease renewal")
+            except Exception as exc:
+                self._failed("lease renewal", exc)
                 continue
+            self.outage.back()
             if lost:
                 w.drop_lost([k for k in held if k[0] in lost])
 
@@ -117,8 +122,10 @@ class Services:
             await asyncio.sleep(REGISTRY_INTERVAL)
             try:
                 await w.app.backend.worker_heartbeat(w.info())
-            except Exception:
-                self._failed("registry heartbeat")
+            except Exception as exc:
+                self._failed("registry heartbeat", exc)
+            else:
+                self.outage.back()
 
     async def _maintenance(self) -> None:
         w = self._worker
@@ -139,8 +146,10 @@ class Services:
                 if since_trim >= EVENTS_TRIM_INTERVAL:
                     since_trim = 0.0
                     await app.backend.trim_events(app.event_retention)
-            except Exception:
-                self._failed("maintenance")
+            except Exception as exc:
+                self._failed("maintenance", exc)
+            else:
+                self.outage.back()
             await asyncio.sleep(self._maintenance_interval)
             since_retention += self._maintenance_interval
             since_trim += self._maintenance_interval

@@ -280,3 +280,22 @@ async def test_cluster_runs_jobs_across_queues_in_different_slots(cluster: Redis
         assert [e.type.value for e in events] == ["scheduled", "cancelled", "retrying"]
     finally:
         await app.close()
+
+
+async def test_cluster_calls_wait_for_a_connection(cluster: RedisCluster) -> None:
+    # Given a cluster app with at most 4 connections per node
+    app = Conveyor(f"{cluster.url}?prefix=tpool&pool_size=4")
+
+    @app.task
+    async def work(n: int) -> int:
+        return n
+
+    try:
+        job = await app.enqueue("work", {"n": 1})
+        # When 1,000 reads run at once (redis-py's cluster client raises MaxConnectionsError
+        # when a node's connections are all in use)
+        got = await asyncio.gather(*(app.get(job.id) for _ in range(1000)))
+        # Then every one of them waited its turn and succeeded
+        assert {j.id for j in got} == {job.id}
+    finally:
+        await app.close()

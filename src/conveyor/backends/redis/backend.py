@@ -2,8 +2,8 @@
 queue shares the hash tag ``{queue}`` so a queue lives in one Redis Cluster slot.
 
 URL forms: ``redis://host:port/db``, ``rediss://…``, ``unix:///path/redis.sock?db=0``, and
-``redis+cluster://host:port`` for Redis Cluster. Option ``prefix`` (default ``cv``) namespaces
-all keys.
+``redis+cluster://host:port`` for Redis Cluster. Options: see `connection` (``prefix``, default
+``cv``, namespaces all keys).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ import asyncio
 import contextlib
 import logging
 import re
+import threading
 import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import orjson
-from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,7 +27,6 @@ from ...clock import Clock
 from ...errors import (
     BackendError,
     BackendUnavailable,
-    ConfigurationError,
     JobNotFound,
     ValidationError,
 )
@@ -57,6 +55,7 @@ from ..base import (
 )
 from ..outcomes import encode, finish_each
 from . import registry
+from .connection import Gate, make_client, operations, parse_redis_url, redis_options
 from .events import EventLog
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha, translate
@@ -71,27 +70,7 @@ MAX_DESCRIBED = 100  # gates listed per queue in stats() (keyed limits can be ma
 _CURSOR = re.compile(r"[0-9a-f]{26}")
 RATE_BUCKET = 10.0
 STATS_WINDOW = 60.0
-
-
-def parse_redis_url(url: str) -> tuple[str, bool, str]:
-    """Return (url for redis-py, cluster?, key prefix)."""
-    parts = urlsplit(url)
-    cluster = parts.scheme == "redis+cluster"
-    if parts.scheme not in ("redis", "rediss", "unix", "redis+cluster"):
-        raise ConfigurationError(f"not a redis URL: {url!r}")
-    query = parse_qs(parts.query, keep_blank_values=True)
-    prefix = query.pop("prefix", ["cv"])[-1]
-    if not prefix or "{" in prefix or "}" in prefix:
-        raise ConfigurationError(f"redis URL option prefix={prefix!r} must be non-empty, no braces")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ConfigurationError(f"malformed redis URL {url!r}: no host")
-    try:
-        _ = parts.port
-    except ValueError as exc:
-        raise ConfigurationError(f"malformed redis URL {url!r}: {exc}") from None
-    scheme = "redis" if cluster else parts.scheme
-    clean = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query, doseq=True), ""))
-    return clean, cluster, prefix
+CLOSE_TIMEOUT = 5.0
 
 
 def _f(v: str | None) -> float | None:
@@ -115,6 +94,7 @@ def _pairs(flat: list[Any]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+@operations  # connection errors -> BackendUnavailable; cluster: wait for a connection
 class RedisBackend:
     """`Backend` on Redis or Redis Cluster."""
 
@@ -122,10 +102,15 @@ class RedisBackend:
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.url = url
-        self._redis_url, self.cluster, self.prefix = parse_redis_url(url)
+        self.options = redis_options(url)
+        self.cluster, self.prefix = self.options.cluster, self.options.prefix
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._clients_lock = threading.Lock()  # loops in other threads: app.sync
         # worker -> {job id -> queue} of jobs it claimed: outcomes name jobs, keys need queues.
         self._held: dict[str, dict[str, str]] = {}
         self._offset = 0.0  # Redis TIME - local time, refreshed by every script that returns now
@@ -136,19 +121,29 @@ class RedisBackend:
 
     # -- connections ----------------------------------------------------------------------------
 
-    def make_client(self, **kw: Any) -> Any:
-        opts: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30} | kw
-        if self.cluster:
-            return aioredis.RedisCluster.from_url(self._redis_url, **opts)
-        return aioredis.Redis.from_url(self._redis_url, **opts)
+    def make_client(self, *, single: bool = False, block: float | None = None) -> Any:
+        """A client with a pool of its own (see `connection.make_client`)."""
+        return make_client(self.options, single=single, block=block)
 
     def _client(self) -> Any:
         # redis-py asyncio connections belong to one event loop (the app's, the sync facade's).
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = self.make_client()
+            with self._clients_lock:
+                client = self._clients.get(loop)
+                if client is None:
+                    client = self._clients[loop] = self.make_client()
+                    if self.cluster:
+                        self._gates[loop] = Gate(self.options)
         return client
+
+    def gate(self) -> Gate | None:
+        """Cluster: the event loop's turns at the connections (see `connection.Gate`)."""
+        if not self.cluster:
+            return None
+        self._client()
+        return self._gates[asyncio.get_running_loop()]
 
     def key(self, queue: str, suffix: str = "") -> str:
         return f"{self.prefix}:{{{queue}}}:{suffix}"
@@ -180,13 +175,18 @@ class RedisBackend:
             )
 
     async def close(self) -> None:
-        clients = list(self._clients.items())
-        self._clients = weakref.WeakKeyDictionary()
+        with self._clients_lock:
+            clients = list(self._clients.items())
+            self._clients = weakref.WeakKeyDictionary()
+            self._gates = weakref.WeakKeyDictionary()
         loop = asyncio.get_running_loop()
         for owner, client in clients:
-            if owner is loop:
-                with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
+                if owner is loop:
                     await client.aclose()
+                elif owner.is_running():  # another thread's loop (the sync facade's)
+                    done = asyncio.run_coroutine_threadsafe(client.aclose(), owner)
+                    await asyncio.wait_for(asyncio.wrap_future(done), CLOSE_TIMEOUT)
 
     def now(self) -> float:
         return time.time() + self._offset

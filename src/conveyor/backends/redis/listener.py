@@ -15,8 +15,11 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ...outage import Outage
 from ..base import WakeCallback
 
 if TYPE_CHECKING:
@@ -24,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.redis")
 BLOCK_SECONDS = 5.0
+RETRY_FIRST = 0.05  # seconds before reconnecting after a failed read, doubling up to RETRY_MAX
+RETRY_MAX = 2.0
 
 
 class RedisListener:
@@ -38,6 +43,11 @@ class RedisListener:
         self._watching_marker = False
         self._clients: list[Any] = []
         self._pokes: set[asyncio.Future[None]] = set()
+        # One for all queues: a Redis outage is two log lines, not one per retry.
+        self._outage = Outage(
+            log, f"worker {worker} listener", "Redis",
+            (RedisConnectionError, RedisTimeoutError, OSError),
+        )  # fmt: skip
         self._tasks = [
             asyncio.create_task(self._run(q), name=f"conveyor-redis-listen-{q}") for q in queues
         ]
@@ -65,29 +75,30 @@ class RedisListener:
         return [t.get_name().removeprefix("conveyor-redis-listen-") for t in self._tasks]
 
     async def _run(self, queue: str) -> None:
-        client = (
-            self._backend.make_client(single_connection_client=True)
-            if not self._backend.cluster
-            else self._backend.make_client()
-        )
+        # Its own connection, whose reads outlast the block (not redis-py's default timeout).
+        client = self._backend.make_client(single=not self._backend.cluster, block=BLOCK_SECONDS)
         self._clients.append(client)
         marker = self._backend.key(queue, "marker")
         mine = self._backend.key(queue, f"wk:{self._worker}")
-        delay = 0.05
+        delay = RETRY_FIRST
         while not self._closing:
             keys = [marker, mine] if self._idle else [mine]
             self._watching_marker = self._idle
             try:
+                if self._outage.down:  # say it is back now, not when the next block ends
+                    await client.ping()
+                    self._outage.back()
                 res = await client.bzpopmin(keys, timeout=BLOCK_SECONDS)
-                delay = 0.05
+                self._outage.back()
+                delay = RETRY_FIRST
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 if self._closing:
                     return
-                log.warning("redis listener for %s: %s; reconnecting in %.2fs", queue, exc, delay)
+                self._outage.failed(exc, f"listening on {queue}")
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, RETRY_MAX)
                 continue
             if res is None:
                 continue

@@ -76,7 +76,8 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         raise ConfigurationError(f"not a sqlite URL: {url!r}")
-    if parts.netloc:
+    # "sqlite:/x.db" and "sqlite:x.db" parse, but are a slash or two short of what was meant.
+    if parts.netloc or not url[len("sqlite:") :].startswith("//"):
         raise ConfigurationError(
             f"malformed sqlite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db"
         )
