@@ -307,13 +307,20 @@ class RedisBackend:
             results = await pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise BackendUnavailable(f"Redis at {self.url} unreachable: {exc}") from exc
-        for i, res in enumerate(results):
-            if isinstance(res, NoScriptError):
-                name, queue, args = calls[i]
-                try:
-                    results[i] = await self._eval(name, queue, *args)
-                except ResponseError as exc:
-                    results[i] = exc
+        reloaded = [i for i, res in enumerate(results) if isinstance(res, NoScriptError)]
+        for i in reloaded:
+            name, queue, args = calls[i]
+            try:
+                results[i] = await self._eval(name, queue, *args)
+            except ResponseError as exc:
+                results[i] = exc
+        if reloaded:
+            # A claim that ran before a call ahead of it (run again just now) did not see that
+            # call's effects, e.g. a retry it scheduled: it reports work due now, so the worker
+            # claims again instead of sleeping past that due time.
+            for j in range(reloaded[0] + 1, len(calls)):
+                if calls[j][0] == "claim" and j not in reloaded and isinstance(results[j], list):
+                    results[j][1] = results[j][0]
         return results
 
     async def _finish_results(
