@@ -2,11 +2,15 @@
 jobs each worker holds (outcomes name jobs; keys need their queues).
 
 A claim of one queue is one ``claim`` script, pipelined behind the finish scripts of the
-acknowledgements it carries (one round trip).
+acknowledgements it carries (one round trip). A claim of several queues merges them by one
+rule, the SQLite backend's (`plan`): ``peek`` on every queue behind the finish scripts, then
+the claims of each queue's share (two round trips, whatever the number of queues).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,6 +29,41 @@ if TYPE_CHECKING:
     from .backend import RedisBackend
 
 log = logging.getLogger("conveyor.redis")
+Call = tuple[str, str, list[Any]]  # (script, queue, arguments)
+SCORE_SHIFT = 40  # ready score = (100 - priority) * 2^40 + the queue's FIFO sequence
+
+
+def order(job: Job) -> tuple[int, str, str]:
+    """The claim order across queues: priority, then job id (creation order; see plan)."""
+    return (100 - job.priority, job.id, job.queue)
+
+
+def plan(
+    queues: list[str], peeked: list[list[Any]], limit: int
+) -> tuple[dict[str, int], float | None]:
+    """Each queue's share of a claim of ``limit`` jobs, from each queue's candidates (peek.lua,
+    best first), and the earliest due time they reported.
+
+    The rule (docs/architecture.md "One priority rule across queues"): highest priority first
+    across every queue claimed; within a priority each queue keeps its own FIFO line, and the
+    lines' heads go by job id, i.e. creation time (ids from one process in creation order),
+    then queue name. A k-way merge of the heads, so no queue's line is reordered."""
+    lines: list[list[tuple[int, str, str]]] = []
+    due: float | None = None
+    for queue, out in zip(queues, peeked, strict=True):
+        if out[1] != "":
+            due = float(out[1]) if due is None else min(due, float(out[1]))
+        lines.append([(int(float(out[4 + 2 * k])) >> SCORE_SHIFT, out[3 + 2 * k], queue)
+                      for k in range(int(out[2]))])  # fmt: skip
+    shares = dict.fromkeys(queues, 0)
+    for _, _, queue in itertools.islice(heapq.merge(*lines), limit):
+        shares[queue] += 1
+    return shares, due
+
+
+def _sid(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class Attempts:
@@ -34,25 +73,84 @@ class Attempts:
         self._b = backend
         # worker -> {job id -> queue} of jobs it claimed
         self.held: dict[str, dict[str, str]] = {}
+        # worker -> the newest event its claims wrote (stream id, queue): its next claim's
+        # events in another queue's stream sort after it (claim.lua), also when that queue's
+        # node has a slower clock (Cluster)
+        self.last_event: dict[str, tuple[str, str]] = {}
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
-        jobs: list[Job] = []
-        next_due: float | None = None
-        limit = params.limit
-        for queue in params.queues:
-            if limit <= 0:
-                break
-            cap = _cap(params, queue, limit)
-            if cap <= 0:
+        _, res = await self._claim(params, [])
+        if isinstance(res, BaseException):
+            raise res
+        return res
+
+    async def _claim(
+        self, params: ClaimParams, calls: list[Call]
+    ) -> tuple[list[Any], ClaimResult | BaseException]:
+        """Run ``calls`` (finish scripts) and a claim across ``params.queues``: the results of
+        ``calls``, and the claim's result or the error that stopped it (the caller applies
+        the finish results either way).
+
+        One queue: its claim script behind ``calls``, one round trip. Several: ``peek`` on
+        each behind ``calls``, the candidates merged by the rule (`plan`), then each queue's
+        share claimed in a second pipeline: two round trips however many queues."""
+        worker = params.worker
+        caps = {q: c for q in params.queues if (c := _cap(params, q, params.limit)) > 0}
+        newest, where = self.last_event.get(worker, ("", ""))
+        if len(caps) <= 1:
+            # (within one queue's stream ids follow claim order anyway)
+            claims: list[Call] = [("claim", q, [worker, c, newest if q != where else ""])
+                                  for q, c in caps.items()]  # fmt: skip
+            results = await self._b._pipeline([*calls, *claims])
+            return results[: len(calls)], self._collect(params, claims, results[len(calls) :])
+        peeks: list[Call] = [("peek", q, [c]) for q, c in caps.items()]
+        results = await self._b._pipeline([*calls, *peeks])
+        done, peeked = results[: len(calls)], results[len(calls) :]
+        failed = next((r for r in peeked if isinstance(r, BaseException)), None)
+        if failed is not None:
+            return done, failed
+        for out in peeked:
+            self._b._saw_now(out[0])
+        shares, due = plan(list(caps), peeked, params.limit)
+        claims = [("claim", q, [worker, k, newest]) for q, k in shares.items() if k > 0]
+        try:
+            got = await self._b._pipeline(claims) if claims else []
+        except BackendUnavailable as exc:
+            return done, exc
+        return done, self._collect(params, claims, got, due, merged=True)
+
+    def _collect(
+        self, params: ClaimParams, claims: list[Call], results: list[Any],
+        due: float | None = None, merged: bool = False,
+    ) -> ClaimResult | BaseException:  # fmt: skip
+        """The jobs of ``claims`` in claim order (a queue's own order kept, queues merged by
+        `order`), remembered as held, and when more may be claimable."""
+        lines: list[list[Job]] = []
+        errors: list[BaseException] = []
+        short = False
+        for (_, queue, args), out in zip(claims, results, strict=True):
+            if isinstance(out, BaseException):
+                errors.append(out)
                 continue
-            got, due = self._claimed(queue, await self._b._eval("claim", queue, params.worker, cap))
-            if due is not None:
-                next_due = due if next_due is None else min(next_due, due)
-            jobs += got
-            limit -= len(got)
+            jobs, d = self._claimed(params.worker, queue, out)
+            if d is not None:
+                due = d if due is None else min(due, d)
+            short = short or len(jobs) < args[1]
+            lines.append(jobs)
+        jobs = lines[0] if len(lines) == 1 else list(heapq.merge(*lines, key=order))
         if jobs:
             self.remember(params.worker, jobs)
-        return ClaimResult(jobs, next_due if len(jobs) < params.limit else None)
+        if errors:
+            if not jobs:
+                return errors[0]
+            log.error("worker %s: a claim failed (%s); keeping the %d jobs claimed",
+                      params.worker, str(errors[0])[:200], len(jobs))  # fmt: skip
+            due = self._b.now()
+        elif merged and short:
+            # A queue gave fewer than its share (taken meanwhile, or refused by its gates):
+            # another queue may have more than this merge planned for it. Look again now.
+            due = self._b.now()
+        return ClaimResult(jobs, due if len(jobs) < params.limit else None)
 
     async def _by_queue(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
         """Which queue each held job lives in (the worker knows; this is for direct calls)."""
@@ -120,43 +218,23 @@ class Attempts:
         self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
     ) -> tuple[list[str], ClaimResult]:
         calls, lost = await self._finish_calls(worker, outcomes)
-        first = params.queues[0]
-        cap = _cap(params, first, params.limit)
-        claim = [("claim", first, [worker, cap])] if cap > 0 else []
-        results = await self._b._pipeline([*calls, *claim])
-        jobs: list[Job] = []
-        next_due: float | None = None
-        if claim:
-            if isinstance(results[-1], Exception):
-                # The finish calls still count: apply their results before raising.
-                await self._finish_results(worker, outcomes, results[: len(calls)], lost)
-                raise results[-1]
-            jobs, next_due = self._claimed(first, results[-1])
-            self.remember(worker, jobs)
-        lost = await self._finish_results(worker, outcomes, results[: len(calls)], lost)
-        rest = [q for q in params.queues[1:]]
-        if rest and len(jobs) < params.limit:
-            try:
-                more = await self.claim_jobs(
-                    ClaimParams(rest, params.limit - len(jobs), worker, params.queue_limits)
-                )
-            except BackendUnavailable:
-                if not jobs:
-                    raise
-                more = ClaimResult([], None)  # keep what was claimed; claim the rest next round
-            jobs += more.jobs
-            if more.next_due is not None:
-                next_due = more.next_due if next_due is None else min(next_due, more.next_due)
-        if jobs:
-            self.remember(worker, jobs)
-        return lost, ClaimResult(jobs, next_due if len(jobs) < params.limit else None)
+        done, res = await self._claim(params, calls)
+        # The finish calls count whatever happened to the claim.
+        lost = await self._finish_results(worker, outcomes, done, lost)
+        if isinstance(res, BaseException):
+            raise res
+        return lost, res
 
-    def _claimed(self, queue: str, out: list[Any]) -> tuple[list[Job], float | None]:
+    def _claimed(self, worker: str, queue: str, out: list[Any]) -> tuple[list[Job], float | None]:
         self._b._saw_now(out[0])
         next_due = float(out[1]) if out[1] != "" else None
+        if out[3] != "":
+            newest = self.last_event.get(worker)
+            if newest is None or _sid(out[3]) > _sid(newest[0]):
+                self.last_event[worker] = (out[3], queue)
         n = int(out[2])
         return [
-            job_from_hash(out[3 + 2 * k], queue, pairs(out[4 + 2 * k])) for k in range(n)
+            job_from_hash(out[4 + 2 * k], queue, pairs(out[5 + 2 * k])) for k in range(n)
         ], next_due
 
     async def _group(self, worker: str, job_ids: Sequence[str]) -> dict[str, list[str]]:

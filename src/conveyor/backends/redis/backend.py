@@ -259,11 +259,15 @@ class RedisBackend:
             except ResponseError as exc:
                 results[i] = exc
         if reloaded:
-            # A claim that ran before a call ahead of it (run again just now) did not see that
-            # call's effects, e.g. a retry it scheduled: it reports work due now, so the worker
-            # claims again instead of sleeping past that due time.
+            # A claim (or peek) that ran before a call ahead of it (run again just now) did not
+            # see that call's effects, e.g. a retry it scheduled: it reports work due now, so
+            # the worker claims again instead of sleeping past that due time.
             for j in range(reloaded[0] + 1, len(calls)):
-                if calls[j][0] == "claim" and j not in reloaded and isinstance(results[j], list):
+                if (
+                    calls[j][0] in ("claim", "peek")
+                    and j not in reloaded
+                    and isinstance(results[j], list)
+                ):
                     results[j][1] = results[j][0]
         return results
 
@@ -383,6 +387,7 @@ class RedisBackend:
     async def remove_worker(self, worker: str) -> None:
         await registry.remove(self, worker)
         self._attempts.held.pop(worker, None)
+        self._attempts.last_event.pop(worker, None)
 
     async def list_workers(self) -> list[WorkerInfo]:
         return await registry.live(self)
