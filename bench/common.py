@@ -12,10 +12,11 @@ import math
 import os
 import time
 
-from conveyor import Conveyor
+from conveyor import Context, Conveyor, Retry
 
 URL = os.environ.get("BENCH_URL", "")  # the backend URL of this workload (fresh per workload)
-LAT_FILE = os.environ.get("BENCH_LAT_FILE", "")  # W4: one latency (seconds) per line
+LAT_FILE = os.environ.get("BENCH_LAT_FILE", "")  # W4: one latency (seconds) per line; lateness
+# records "<kind> <job id> <time>" lines
 # The redis-server run.py started (--backend redis): its CPU is counted like the peers' driver.
 REDIS_PID = int(os.environ.get("BENCH_REDIS_PID", "0") or 0) or None
 QUEUE = "default"
@@ -30,8 +31,13 @@ def record_latency(enqueued_at: float) -> None:
         f.write(repr(dt) + "\n")
 
 
+def record_line(line: str) -> None:
+    with open(LAT_FILE, "a") as f:
+        f.write(line + "\n")
+
+
 def make_app(url: str | None = None) -> Conveyor:
-    """The bench app: three tasks on the ``default`` queue, with fixed names so that producer
+    """The bench app: its tasks on the ``default`` queue, with fixed names so that producer
     and worker processes agree."""
     app = Conveyor(url or URL)
 
@@ -48,6 +54,25 @@ def make_app(url: str | None = None) -> Conveyor:
     async def lat(enqueued_at: float) -> None:
         """W4: pickup latency, measured first thing."""
         record_latency(enqueued_at)
+
+    @app.task(name="due")
+    async def due(ctx: Context) -> None:
+        """lateness: a delayed job records when it started (its due time is the driver's)."""
+        record_line(f"D {ctx.job.id} {time.time()!r}")
+
+    @app.task(name="flaky", retries=1)
+    async def flaky(ctx: Context, after: float) -> None:
+        """lateness: fails once and asks to be retried ``after`` seconds later; records that
+        due time (from the failure, as a user sees it), then when the retry started."""
+        if ctx.job.attempt == 1:
+            record_line(f"F {ctx.job.id} {time.time() + after!r}")
+            raise Retry(after=after)
+        record_line(f"R {ctx.job.id} {time.time()!r}")
+
+    @app.task(name="busy")
+    async def busy(seconds: float) -> None:
+        """lateness: keeps a slot busy until just before another job is due."""
+        await asyncio.sleep(seconds)
 
     return app
 

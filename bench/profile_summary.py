@@ -49,8 +49,10 @@ def func_only(frame: str) -> str:
 CATEGORIES: list[tuple[str, re.Pattern[str]]] = [
     ("redis client: redis-py + hiredis (send, parse, pool)", re.compile(r"\((redis|hiredis)/")),
     (
-        "decode claimed jobs: job_from_hash, _pairs, Job()",
-        re.compile(r"^(job_from_hash|_pairs|_f|RedisBackend\._claimed\S*|row_to_job) "),
+        "decode claimed jobs: job_from_hash, pairs, Job()",
+        re.compile(
+            r"^(job_from_hash|_pairs|_f|(RedisBackend|Attempts)\._claimed\S*|pairs|row_to_job) "
+        ),
     ),
     ("backend glue (outcomes -> JSON, held-job bookkeeping)", re.compile(r"\(conveyor/backends/")),
     (

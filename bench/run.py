@@ -1,9 +1,11 @@
 """conveyor on the peers' workloads: W1 bulk enqueue, W2 drain, W3 I/O, W4 pickup latency
-(worker process, and embedded), W5 backlog, idle worker CPU/RSS.
+(worker process, and embedded), W5 backlog, idle worker CPU/RSS; and our own: lateness of
+scheduled jobs and retries, store size per queued job (mem).
 
     python bench/run.py                         # full run (a few minutes)
     python bench/run.py --quick                 # small N, < 1 minute
     python bench/run.py --only w2,w4            # a subset (w5 = w5a + w5b)
+    python bench/run.py --only lateness --backend redis   # scheduled jobs: start - due time
     python bench/run.py --only w5 --backlog 1000000 --small-backlog 1000
     python bench/run.py --backend redis --quick  # own redis-server on a free port, FLUSHALL per workload
     python bench/run.py --only mem --mem-n 1000000   # store size per queued job
@@ -40,11 +42,11 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine_busy  # noqa: E402
 from bench.targets import TARGETS, NotImplementedYet  # noqa: E402
 
-ORDER = ["w1", "w2", "w3", "w4", "w4-inproc", "w5a", "w5b", "idle", "mem"]
-FULL = {"w1": 20_000, "w2": 20_000, "w3": 2_000, "w4": 200, "w4-inproc": 200, "w5a": 2_000,
-        "w5b": 200_000, "idle": 1, "mem": 1_000_000}  # fmt: skip
-QUICK = {"w1": 5_000, "w2": 5_000, "w3": 500, "w4": 50, "w4-inproc": 50, "w5a": 1_000,
-         "w5b": 20_000, "idle": 1, "mem": 100_000}  # fmt: skip
+ORDER = ["w1", "w2", "w3", "w4", "w4-inproc", "lateness", "w5a", "w5b", "idle", "mem"]
+FULL = {"w1": 20_000, "w2": 20_000, "w3": 2_000, "w4": 200, "w4-inproc": 200, "lateness": 200,
+        "w5a": 2_000, "w5b": 200_000, "idle": 1, "mem": 1_000_000}  # fmt: skip
+QUICK = {"w1": 5_000, "w2": 5_000, "w3": 500, "w4": 50, "w4-inproc": 50, "lateness": 50,
+         "w5a": 1_000, "w5b": 20_000, "idle": 1, "mem": 100_000}  # fmt: skip
 QUICK_OPT_IN = {"mem"}  # --quick runs these only when named in --only
 W5_MEASURE = {"full": 20_000, "quick": 5_000}
 IDLE_S = {"full": 5.0, "quick": 2.0}
@@ -214,6 +216,11 @@ def extra(r: dict) -> str:
         return s
     if wl == "w5b":
         return f"{fmt(r.get('measured_jobs'))} timed of {fmt(r['n'])} queued"
+    if wl == "lateness":
+        by = r.get("lateness") or {}
+        parts = [f"{k} {fmt(v.get('p50_ms'), '.1f')}/{fmt(v.get('p99_ms'), '.1f')}"
+                 for k, v in by.items()]  # fmt: skip
+        return f"max {fmt(r.get('max_ms'), '.2f')} ms; p50/p99 " + ", ".join(parts)
     if wl == "mem":
         return (
             f"{fmt(r.get('store_bytes_per_queued_job'), ',.1f')} B/queued job"
@@ -227,7 +234,7 @@ def extra(r: dict) -> str:
 
 
 HEADLINE = {"w1": "jobs_per_s", "w2": "jobs_per_s", "w3": "ratio_to_ideal", "w4": "p99_ms",
-            "w4-inproc": "p99_ms", "w5a": "steady_jobs_per_s", "w5b": "steady_jobs_per_s",
+            "w4-inproc": "p99_ms", "lateness": "p99_ms", "w5a": "steady_jobs_per_s", "w5b": "steady_jobs_per_s",
             "idle": "cpu_percent", "mem": "store_bytes_per_queued_job"}  # fmt: skip
 
 

@@ -300,7 +300,7 @@ class Worker:
                     self._want_claim = False
                     if self._listener is not None:
                         self._listener.idle(True)
-                    self._next_due = res.next_due
+                self._keep_due(res.next_due)
                 for job in jobs:
                     self._spawn(job)
             else:
@@ -355,16 +355,20 @@ class Worker:
             self._overshoot_warned = True
             log.warning("worker %s: the backend returned %s (queue_limits not honoured); "
                         "holding the extra ones until slots free", self.id, over)  # fmt: skip
-        if drained:
-            if self._want_claim:
-                self._want_claim = False  # a lane waits for work: listen for wake-ups
-                if self._listener is not None:
-                    self._listener.idle(True)
-            if next_due is not None:
-                due = self._next_due
-                self._next_due = next_due if due is None else min(due, next_due)
+        if drained and self._want_claim:
+            self._want_claim = False  # a lane waits for work: listen for wake-ups
+            if self._listener is not None:
+                self._listener.idle(True)
+        self._keep_due(next_due)
         for job in jobs:
             self._spawn(job)
+
+    def _keep_due(self, next_due: float | None) -> None:
+        """Keep the earliest due time any claim reported, also one that raced a newer wake-up:
+        rounds in flight can reach the store out of order, and the round whose acknowledgement
+        scheduled a retry may be the only one that saw it. A stale time costs one claim."""
+        if next_due is not None and (self._next_due is None or next_due < self._next_due):
+            self._next_due = next_due
 
     async def _idle_wait(self) -> None:
         timeout = None if self._rounds else self.poll_interval

@@ -9,12 +9,13 @@ import re
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
 
 from conveyor import BackendUnavailable, Conveyor, JobNotFound, JobStateError
-from conveyor.backends.base import WorkerInfo
+from conveyor.backends.base import ClaimParams, Outcome, OutcomeKind, WorkerInfo
 from conveyor.backends.redis.scripts import NAMES
 from tests.servers import RedisCluster, RedisServer, free_port
 
@@ -72,6 +73,35 @@ async def test_scripts_reload_after_script_flush(app: Conveyor, server: RedisSer
         job = await noop.enqueue()
         # Then the scripts are loaded again on NOSCRIPT and everything works
         assert await app.wait(job.id, timeout=10) == 1
+
+
+async def test_a_claim_that_ran_before_a_reloaded_finish_looks_again(
+    app: Conveyor, server: RedisServer
+) -> None:
+    # Given a claimed job, and a script cache flushed (a restart or failover) after which the
+    # claim script alone was loaded again
+    @app.task(retries=1)
+    async def flaky() -> None:
+        return None
+
+    await flaky.enqueue()
+    backend: Any = app.backend
+    claim = ClaimParams(["default"], 1, "w1")
+    (job,) = (await backend.claim_jobs(claim)).jobs
+    r = aioredis.Redis.from_url(server.url)
+    await r.script_flush()
+    await r.aclose()
+    assert (await backend.claim_jobs(claim)).jobs == []
+    # When the job's failure (retry in 30 s) and the next claim go out in one round trip: the
+    # finish is reloaded and run again after the claim already ran without seeing it
+    retry = Outcome(job.id, job.token, OutcomeKind.RETRY, error={"type": "E"}, retry_in=30.0)
+    lost, res = await backend.finish_and_claim("w1", [retry], claim)
+    # Then the retry is scheduled, and the claim tells the worker to look again now rather than
+    # that nothing is due (it would sleep past the retry's due time)
+    assert lost == []
+    assert (await app.get(job.id)).status.value == "scheduled"
+    assert res.jobs == []
+    assert res.next_due is not None and res.next_due <= backend.now() + 1.0
 
 
 async def test_script_error_codes_map_to_conveyor_exceptions(app: Conveyor) -> None:

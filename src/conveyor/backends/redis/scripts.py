@@ -14,10 +14,14 @@ from ...errors import ConveyorError, JobNotFound, JobStateError
 
 NAMES = (
     "batch", "cancel", "claim", "enqueue", "event", "events", "extend", "finish", "heartbeat",
-    "progress", "prune", "recover", "release", "reserve", "retry", "trim", "workers",
+    "peek", "progress", "prune", "recover", "release", "reserve", "retry", "trim", "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
-FLOW = frozenset({"cancel", "claim", "enqueue", "finish", "prune", "recover", "release", "retry"})
+FLOW = frozenset(
+    {"cancel", "claim", "enqueue", "finish", "peek", "prune", "recover", "release", "retry"}
+)
+# Scripts that make due work claimable get includes/claiming.lua (after flow.lua).
+CLAIMING = frozenset({"claim", "peek"})
 # Scripts that can fail an attempt get includes/attempt.lua (the one failure transition).
 ATTEMPT = frozenset({"finish", "recover"})
 # Scripts that read or trim the event log get includes/streams.lua.
@@ -29,6 +33,8 @@ def _load(name: str) -> str:
     parts = [lua.joinpath("includes/common.lua").read_text()]
     if name in FLOW:
         parts.append(lua.joinpath("includes/flow.lua").read_text())
+    if name in CLAIMING:
+        parts.append(lua.joinpath("includes/claiming.lua").read_text())
     if name in ATTEMPT:
         parts.append(lua.joinpath("includes/attempt.lua").read_text())
     if name in STREAMS:

@@ -3,30 +3,23 @@
 -- in score order (priority, then FIFO); a flow gives as many jobs as its gates allow, a flow a
 -- gate refuses is set aside (`fblk` until a time, `fwait` until a slot frees). A queue without
 -- flows costs one EXISTS more than a plain ZPOPMIN.
+-- A worker serving several queues merges them with peek.lua first, then claims each queue's
+-- share with this script (see attempts.py).
 -- KEYS[1] queue prefix
 -- ARGV[1] worker id, ARGV[2] limit (already capped for this queue)
--- returns {now, next_due or '', n, job1 id, job1 fields (flat HGETALL), ...}; next_due (when
--- fewer than limit were claimed) is the first scheduled due time or set-aside flow's release,
--- or now when the claim stopped after MAX_REFUSED refusals (claim again at once)
+-- ARGV[3] '' or a stream id the claim's first event must sort after (the newest event of the
+--         worker's previous claim: its claims across queues show in the log in claim order)
+-- returns {now, next_due or '', n, newest event id or '', job1 id, job1 fields (flat
+-- HGETALL), ...}; next_due (when fewer than limit were claimed) is the first scheduled due
+-- time or set-aside flow's release, or now when the claim stopped after MAX_REFUSED refusals
+-- (claim again at once)
 local MAX_REFUSED = 64
-local READY = P .. 'ready'
 local worker, limit = ARGV[1], tonumber(ARGV[2])
+if ARGV[3] ~= '' then event_after = ARGV[3] end
 local now = now_s()
-local due = redis.call('ZRANGEBYSCORE', P .. 'sched', '-inf', now, 'LIMIT', 0, 1000)
-for _, id in ipairs(due) do
-  local k = jkey(id)
-  local f = redis.call('HMGET', k, 'pr', 'fl')
-  if f[2] then
-    flow_add(f[2], id, ready_score(f[1]))
-  else
-    redis.call('ZADD', READY, ready_score(f[1]), id)
-  end
-  redis.call('HSET', k, 's', 'queued')
-  redis.call('HDEL', k, 'sf')
-end
-if #due > 0 then redis.call('ZREM', P .. 'sched', unpack(due)) end
+promote_due(now)
 
-local out = {fmt(now), '', 0}
+local out = {fmt(now), '', 0, ''}
 local n = 0
 local function start(id)
   local k = jkey(id)
@@ -46,15 +39,7 @@ local function start(id)
   n = n + 1
 end
 
--- Flows whose set-aside time passed are claimable again (unless waiting on a slot).
-local has_flows = redis.call('EXISTS', FLOWS, FBLK) > 0
-if has_flows then
-  local free = redis.call('ZRANGEBYSCORE', FBLK, '-inf', now, 'LIMIT', 0, 1000)
-  if #free > 0 then
-    redis.call('ZREM', FBLK, unpack(free))
-    for _, flow in ipairs(free) do flow_sync(flow) end
-  end
-end
+local has_flows = release_flows(now)
 
 -- The flow's allowance; when 0 it is set aside (sqlite: FlowClaim._allowance).
 local function allowance(flow)
@@ -165,24 +150,10 @@ if n < limit then
   if truncated then
     out[2] = fmt(now)
   else
-    local first = redis.call('ZRANGE', P .. 'sched', 0, 0, 'WITHSCORES')
-    local next_due = first[2] and tonumber(first[2])
-    if has_flows then
-      -- The earliest release of a set-aside flow with ready jobs and no slot to wait for
-      -- (sqlite: next_permitted); past a few skipped entries, the next score is a safe bound.
-      local blk = redis.call('ZRANGE', FBLK, 0, 7, 'WITHSCORES')
-      for i = 1, #blk, 2 do
-        local at = tonumber(blk[i + 1])
-        if i == 15 or (redis.call('HEXISTS', FWAIT, blk[i]) == 0
-            and redis.call('EXISTS', fqkey(blk[i])) == 1) then
-          if not next_due or at < next_due then next_due = at end
-          break
-        end
-      end
-    end
-    if next_due then out[2] = num(next_due) end
+    out[2] = next_due(has_flows)
   end
 elseif redis.call('ZCARD', READY) > 0 or (has_flows and redis.call('ZCARD', FLOWS) > 0) then
   wake()  -- more is ready than we took: let another blocked worker have it
 end
+if last_event then out[4] = last_event end
 return out

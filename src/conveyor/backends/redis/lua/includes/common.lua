@@ -12,15 +12,48 @@ local function jkey(id) return P .. 'j:' .. id end
 local function ready_score(priority)
   return (100 - tonumber(priority)) * 1099511627776 + redis.call('INCR', P .. 'seq')
 end
+-- Stream ids '<ms>-<seq>': parsed, and compared (-1, 0 or 1 as a is before, equal to, after b).
+local function sid_parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms, tonumber(seq)
+end
+local function sid_cmp(a, b)
+  local am, as = sid_parse(a)
+  local bm, bs = sid_parse(b)
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am < bm and -1 or 1 end
+  if as ~= bs then return as < bs and -1 or 1 end
+  return 0
+end
+-- The first event of this script must sort after this stream id (nil: no constraint). A claim
+-- sets it to the newest event of the same worker's previous claim, maybe in another queue's
+-- stream: the log then shows one worker's claims across queues in the order it made them
+-- (the cursor merges streams by id, then queue).
+local event_after = nil
+local last_event = nil  -- the id of the newest event this script wrote
+local function first_event_id()
+  local after = event_after
+  event_after = nil
+  local ms, seq = sid_parse(after)
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ms) + 1 then
+    return '*'  -- a later millisecond: Redis's own id sorts after
+  end
+  local want = ms .. '-' .. string.format('%d', seq + 1)
+  local top = redis.call('XREVRANGE', P .. 'events', '+', '-', 'COUNT', 1)[1]
+  if top and sid_cmp(top[1], want) >= 0 then return '*' end
+  return want
+end
 -- Retention trims the stream (trim.lua, recording how far), never XADD: an untracked trim
 -- would let a reader skip events silently.
 local function event(etype, id, task, tenant, data)
-  local args = {'XADD', P .. 'events', '*', 'e', etype}
+  local args = {'XADD', P .. 'events', event_after and first_event_id() or '*', 'e', etype}
   if id then table.insert(args, 'j'); table.insert(args, id) end
   if task then table.insert(args, 't'); table.insert(args, task) end
   if tenant and tenant ~= false then table.insert(args, 'n'); table.insert(args, tenant) end
   if data then table.insert(args, 'd'); table.insert(args, data) end
-  return redis.call(unpack(args))
+  last_event = redis.call(unpack(args))
+  return last_event
 end
 local function wake()
   -- A marker for blocked workers (BZPOPMIN); one member, so it never grows.

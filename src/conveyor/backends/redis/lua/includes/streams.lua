@@ -5,19 +5,7 @@
 -- enqueue keeps the log under this many events (plus slack) when no worker trims it.
 local EVENTS_CAP = 100000
 local EVENTS_SLACK = 10000
-local function sid_parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return ms, tonumber(seq)
-end
--- -1, 0 or 1 as stream id a is before, equal to or after b.
-local function sid_cmp(a, b)
-  local am, as = sid_parse(a)
-  local bm, bs = sid_parse(b)
-  am, bm = tonumber(am), tonumber(bm)
-  if am ~= bm then return am < bm and -1 or 1 end
-  if as ~= bs then return as < bs and -1 or 1 end
-  return 0
-end
+-- (sid_parse and sid_cmp are in common.lua.)
 -- Delete the oldest events beyond ``keep`` ('' : no count limit) and/or older than ``age``
 -- seconds ('' : none), and raise the trim watermark (evcut) to the newest deleted id in the
 -- same step. Returns the number deleted. See trim.lua for how the cut is found.

@@ -1,0 +1,205 @@
+"""Reads of the Redis backend: jobs by id, listings, batch counts, queue stats and gate states.
+None of them changes anything; none is atomic across queues (each read is per key or per
+queue, as listed in docs/architecture.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ...errors import ValidationError
+from ...job import Job, JobState
+from ..base import BatchCounts, JobPage, ListParams, QueueStats
+from .codec import float_or_none, job_from_hash
+
+if TYPE_CHECKING:
+    from .backend import RedisBackend
+
+ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
+         "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
+LIST_CHUNK = 200  # ids read per round trip when listing a tenant's jobs
+MAX_DESCRIBED = 100  # gates listed per queue in stats() (keyed limits can be many)
+_CURSOR = re.compile(r"[0-9a-f]{26}")
+RATE_BUCKET = 10.0
+STATS_WINDOW = 60.0
+
+
+async def get_job(b: RedisBackend, job_id: str, *, tenant: str | None = None) -> Job | None:
+    client = b._client()
+    for q in await b._queues():
+        h = await client.hgetall(b.key(q, f"j:{job_id}"))
+        if h:
+            if tenant is not None and h.get("tn") != tenant:
+                return None  # another tenant's: as if it did not exist
+            return job_from_hash(job_id, q, h)
+    return None
+
+
+async def list_jobs(b: RedisBackend, params: ListParams) -> JobPage:
+    # Redis keeps no secondary index by creation time: gather the candidate ids from the
+    # state sets (O(jobs in those states)), newest first by id (ids sort by creation time).
+    if params.cursor is not None and not _CURSOR.fullmatch(params.cursor):
+        raise ValidationError(f"invalid cursor {params.cursor!r}", field="cursor")
+    if params.tenant is not None:
+        return await _list_tenant(b, params)
+    client = b._client()
+    queues = [params.queue] if params.queue else await b._queues()
+    states = [params.status.value] if params.status else list(ZSETS)
+    cands: list[tuple[str, str]] = []
+    for q in queues:
+        for s in states:
+            cands += [(i, q) for i in await client.zrange(b.key(q, ZSETS[s]), 0, -1)]
+        if "queued" in states:  # flow-controlled ready jobs wait in their flow's line
+            for flow in await _flows(b, q):
+                cands += [(i, q) for i in await client.zrange(b.key(q, f"fq:{flow}"), 0, -1)]
+    cands.sort(reverse=True)
+    if params.cursor:
+        cands = [c for c in cands if c[0] < params.cursor]
+    out: list[Job] = []
+    for job_id, q in cands:
+        h = await client.hgetall(b.key(q, f"j:{job_id}"))
+        if not h:
+            continue
+        job = job_from_hash(job_id, q, h)
+        if not _matches(job, params):
+            continue
+        out.append(job)
+        if len(out) > params.limit:
+            break
+    more = len(out) > params.limit
+    out = out[: params.limit]
+    return JobPage(out, out[-1].id if more else None)
+
+
+async def _list_tenant(b: RedisBackend, params: ListParams) -> JobPage:
+    """A tenant's jobs from its index `tn:<tenant>` per queue (ids in lexical order are in
+    creation order): reads that tenant's jobs only, newest first, until a page is full."""
+    client = b._client()
+    want = params.limit + 1
+    found: list[Job] = []
+    for q in [params.queue] if params.queue else await b._queues():
+        index = b.key(q, f"tn:{params.tenant}")
+        top, matched = f"({params.cursor}" if params.cursor else "+", 0
+        while matched < want:
+            ids = await client.zrevrangebylex(index, top, "-", start=0, num=LIST_CHUNK)
+            pipe = client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(b.key(q, f"j:{job_id}"))
+            for job_id, h in zip(ids, await pipe.execute() if ids else [], strict=True):
+                job = job_from_hash(job_id, q, h) if h else None
+                if job is not None and _matches(job, params) and matched < want:
+                    found.append(job)
+                    matched += 1
+            if len(ids) < LIST_CHUNK:
+                break
+            top = f"({ids[-1]}"
+    found.sort(key=lambda j: j.id, reverse=True)
+    page = found[: params.limit]
+    return JobPage(page, page[-1].id if len(found) > params.limit else None)
+
+
+async def batch_counts(b: RedisBackend, batch: str) -> BatchCounts:
+    counts: dict[str, int] = {}
+    first: float | None = None
+    last: float | None = None
+    for q in await b._queues():
+        out = await b._eval("batch", q, batch)
+        if out[0]:
+            first = float(out[0]) if first is None else min(first, float(out[0]))
+        if out[1]:
+            last = float(out[1]) if last is None else max(last, float(out[1]))
+        for k in range(2, len(out), 2):
+            counts[out[k]] = counts.get(out[k], 0) + int(out[k + 1])
+    return BatchCounts(batch, counts, sum(counts.values()), first, last, b.now())
+
+
+async def _flows(b: RedisBackend, queue: str) -> set[str]:
+    """Every flow of ``queue`` with ready jobs: each is claimable (`flows`) or set aside
+    (`fblk`, `fwait`); set-aside flows may have none left."""
+    pipe = b._client().pipeline(transaction=False)
+    pipe.zrange(b.key(queue, "flows"), 0, -1)
+    pipe.zrange(b.key(queue, "fblk"), 0, -1)
+    pipe.hkeys(b.key(queue, "fwait"))
+    return {f for part in await pipe.execute() for f in part}
+
+
+async def _limits(b: RedisBackend, queue: str, now: float) -> list[dict[str, Any]]:
+    """The queue's gates for stats: the first MAX_DESCRIBED by name, rule and live state."""
+    client = b._client()
+    names = await client.zrange(b.key(queue, "gates"), 0, MAX_DESCRIBED - 1)
+    if not names:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(b.key(queue, f"g:{name}"))
+    rows = await pipe.execute()
+    return [describe_gate(n, h, now) for n, h in zip(names, rows, strict=True) if h]
+
+
+async def stats(b: RedisBackend, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+    client = b._client()
+    names = list(queues) if queues else await b._queues()
+    out: dict[str, QueueStats] = {}
+    live = await b.list_workers()
+    now = b.now()
+    since = int((now - STATS_WINDOW) // RATE_BUCKET)
+    for q in names:
+        counts = {s.value: 0 for s in JobState}
+        for s, z in ZSETS.items():
+            counts[s] = int(await client.zcard(b.key(q, z)))
+        counts["queued"] += int(await client.get(b.key(q, "fqn")) or 0)
+        st = QueueStats(q, counts, window=STATS_WINDOW)
+        st.limits = await _limits(b, q, now)
+        st.active = counts["active"]
+        for w in live:
+            if q in w.queues:
+                st.workers += 1
+                st.concurrency += w.concurrency
+        rates = await client.hgetall(b.key(q, "rates"))
+        done = secs = 0.0
+        for field, value in rates.items():
+            kind, _, bucket = field.partition(":")
+            if int(bucket) > since:
+                if kind == "c":
+                    done += float(value)
+                elif kind == "r":
+                    secs += float(value)
+        st.throughput_per_s = done / STATS_WINDOW
+        st.avg_run_seconds = secs / done if done else None
+        out[q] = st
+    return out
+
+
+def _matches(job: Job, p: ListParams) -> bool:
+    return not (
+        (p.status is not None and job.status is not p.status) or (p.task and job.task != p.task)
+        or (p.batch and job.batch != p.batch) or (p.tenant and job.tenant != p.tenant)
+    )  # fmt: skip
+
+
+def describe_gate(name: str, h: dict[str, str], now: float) -> dict[str, Any]:
+    """A gate's rule and live state, the shape of the SQLite backend's GateRow.describe."""
+    spec = orjson.loads(h["spec"])
+    out: dict[str, Any] = {"name": name, "kind": spec["k"]}
+    if spec["k"] == "rate":
+        tat = float(h.get("tat", 0.0))
+        out |= {"interval": spec["i"], "burst": spec["b"], "per_second": 1.0 / spec["i"],
+                "next_start_at": max(now, tat - (spec["b"] - 1) * spec["i"])}  # fmt: skip
+    elif spec["k"] == "conc":
+        out |= {"limit": spec["n"], "active": int(float(h.get("active", 0)))}
+    else:
+        state = h.get("state", "closed")
+        until = float_or_none(h.get("until"))
+        if state == "open" and now >= (until or 0):
+            state = "half"
+        out |= {"state": {"half": "half-open"}.get(state, state),
+                "failures": int(float(h.get("fails", 0))),
+                "open_until": until if state == "open" else None,
+                "threshold": spec["f"] or None, "ratio": spec["r"] or None}  # fmt: skip
+    return out
+
+
+__all__ = ["batch_counts", "describe_gate", "get_job", "list_jobs", "stats"]
