@@ -1,8 +1,10 @@
 """Shared fixtures: the backend-parametrized `app`, and `eventually` for polling.
 
 Every test in ``tests/conformance`` takes `app` (or `backend_url`), so it runs once per backend in
-`BACKENDS`. A backend is added by writing one URL factory below (it may start a server) and
-putting its name in `BACKENDS`; no conformance test changes.
+`BACKENDS`: SQLite, a single Redis server, and a 3-master Redis Cluster (each server started once
+per session; a fresh key prefix per test isolates it). A backend is added by writing one URL
+factory below (it may start a server) and putting its name in `BACKENDS`; no conformance test
+changes.
 
 Missing servers: a factory that needs a server binary (``tests/servers.py``, `require_binary`)
 skips the test locally with the reason, but fails it when the environment says ``CI=true``: a
@@ -25,7 +27,7 @@ import pytest
 from conveyor import Conveyor, Event, Job
 
 #: Backends every conformance test runs on.
-BACKENDS = ["sqlite", "redis"]
+BACKENDS = ["sqlite", "redis", "redis-cluster"]
 
 
 def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -39,10 +41,17 @@ def _redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{server.url}?prefix=t{uuid.uuid4().hex[:12]}"
 
 
+def _redis_cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # One 3-master cluster per session; a fresh key prefix per test isolates it.
+    cluster = request.getfixturevalue("redis_cluster")
+    return f"{cluster.url}?prefix=t{uuid.uuid4().hex[:12]}"
+
+
 #: name -> factory(request, tmp_path) returning a fresh, empty backend URL for one test.
 URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite": _sqlite_url,
     "redis": _redis_url,
+    "redis-cluster": _redis_cluster_url,
 }
 
 
@@ -62,6 +71,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     srv = RedisServer(tmp_path_factory.mktemp("redis"))
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A 3-master Redis Cluster for the session; tests isolate themselves by key prefix."""
+    from tests.servers import RedisCluster
+
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(params=_selected_backends())

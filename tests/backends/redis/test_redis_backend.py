@@ -239,16 +239,11 @@ async def _count(app: Conveyor, state: str, n: int) -> bool:
     return stats["default"].counts[state] == n
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    c = RedisCluster(tmp_path_factory.mktemp("cluster"))
-    yield c
-    c.stop()
-
-
-async def test_cluster_runs_jobs_across_queues_in_different_slots(cluster: RedisCluster) -> None:
+async def test_cluster_runs_jobs_across_queues_in_different_slots(
+    redis_cluster: RedisCluster,
+) -> None:
     # Given a 3-master cluster and tasks in six queues (spread over the masters' slots)
-    app = Conveyor(cluster.url)
+    app = Conveyor(redis_cluster.url + "?prefix=rc")
     seen: list[str] = []
     queues = [f"q{i}" for i in range(6)]
     for q in queues:
