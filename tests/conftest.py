@@ -9,7 +9,10 @@ changes.
 Missing servers: a factory that needs a server binary (``tests/servers.py``, `require_binary`)
 skips the test locally with the reason, but fails it when the environment says ``CI=true``: a
 silently skipped backend suite would hide a broken backend. ``CONVEYOR_TEST_BACKENDS=sqlite,redis``
-runs the suite on backends not yet in `BACKENDS` (opt-in).
+runs the suite on a chosen list of backends; under ``CI=true`` it may add backends not yet in
+`BACKENDS` but never drop one. ``tests/guards.py`` makes the rest of the suite as strict: under
+``CI=true`` nothing is skipped or deselected, and every test fails on an unexpected ERROR log or
+an exception its event loop did not handle.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ from typing import Any
 import pytest
 
 from conveyor import Conveyor, Event, Job
+from tests.servers import IN_CI
+
+# tests.guards: CI strictness and the error watch (see its docstring); pytester tests the guards.
+pytest_plugins = ["pytester", "tests.guards"]
 
 #: Backends every conformance test runs on.
 BACKENDS = ["sqlite", "redis", "redis-cluster"]
@@ -57,11 +64,22 @@ URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
 
 def _selected_backends() -> list[str]:
     wanted = os.environ.get("CONVEYOR_TEST_BACKENDS")
-    names = [n.strip() for n in wanted.split(",") if n.strip()] if wanted else BACKENDS
+    return [n.strip() for n in wanted.split(",") if n.strip()] if wanted else BACKENDS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    names = _selected_backends()
     unknown = [n for n in names if n not in URL_FACTORIES]
     if unknown:
-        raise pytest.UsageError(f"CONVEYOR_TEST_BACKENDS: unknown backends {unknown}")
-    return names
+        raise pytest.UsageError(
+            f"CONVEYOR_TEST_BACKENDS: unknown backends {unknown} (known: {list(URL_FACTORIES)})"
+        )
+    dropped = [n for n in BACKENDS if n not in names]
+    if IN_CI and dropped:
+        raise pytest.UsageError(
+            f"CI=true runs every backend, but CONVEYOR_TEST_BACKENDS drops {dropped}: unset it "
+            f"(it may add backends, never remove one), or unset CI to run fewer locally."
+        )
 
 
 @pytest.fixture(scope="session")
