@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from conveyor import Conveyor, Event, Job
-from tests.servers import IN_CI
 
 # tests.guards: CI strictness and the error watch (see its docstring); pytester tests the guards.
 pytest_plugins = ["pytester", "tests.guards"]
@@ -68,6 +68,8 @@ def _selected_backends() -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from tests.servers import IN_CI  # (tests.servers imports this module)
+
     names = _selected_backends()
     unknown = [n for n in names if n not in URL_FACTORIES]
     if unknown:
@@ -134,9 +136,21 @@ async def app(make_app: Callable[..., Conveyor]) -> Conveyor:
     return make_app()
 
 
+#: How long `eventually` waits by default. Generous on purpose: a passing test never waits it out,
+#: and a loaded CI machine may take seconds for what a laptop does in milliseconds.
+EVENTUALLY_TIMEOUT = 15.0
+
+
+def _timed_out(
+    predicate: Callable[[], Any], timeout: float, what: str | None, last: Any
+) -> NoReturn:
+    name = what or getattr(predicate, "__name__", repr(predicate))
+    pytest.fail(f"timed out after {timeout}s waiting for {name} (last value: {last!r})")
+
+
 async def eventually(
     predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 5.0,
+    timeout: float = EVENTUALLY_TIMEOUT,
     interval: float = 0.005,
     *,
     what: str | None = None,
@@ -144,11 +158,11 @@ async def eventually(
     """Poll ``predicate`` (sync or async) until it returns something truthy, and return that.
 
     Fails the test after ``timeout`` seconds, naming ``what`` (or the predicate) and its last
-    value. Use this instead of sleeping "long enough" for something to happen.
+    value. Use this instead of sleeping "long enough" for something to happen. The one polling
+    helper of the suite; `eventually_sync` is the same for code that has no event loop.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    last: Any = None
     while True:
         last = predicate()
         if inspect.isawaitable(last):
@@ -156,9 +170,26 @@ async def eventually(
         if last:
             return last
         if loop.time() >= deadline:
-            name = what or getattr(predicate, "__name__", repr(predicate))
-            pytest.fail(f"timed out after {timeout}s waiting for {name} (last value: {last!r})")
+            _timed_out(predicate, timeout, what, last)
         await asyncio.sleep(interval)
+
+
+def eventually_sync(
+    predicate: Callable[[], Any],
+    timeout: float = EVENTUALLY_TIMEOUT,
+    interval: float = 0.01,
+    *,
+    what: str | None = None,
+) -> Any:
+    """`eventually` for sync code (tests driving subprocesses, server start-up): it blocks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            _timed_out(predicate, timeout, what, last)
+        time.sleep(interval)
 
 
 async def events_of(app: Conveyor, job_id: str) -> list[Event]:

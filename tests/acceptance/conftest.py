@@ -1,5 +1,5 @@
 """Fixtures for the acceptance tests: a fresh SQLite file per test, worker processes started from
-`worker_main` (always killed at teardown), the line log their handlers write, and `wait_until`.
+`worker_main` (always killed at teardown), and the line log their handlers write.
 
 Nothing here sleeps to "wait for" something: every wait polls a predicate against a deadline.
 """
@@ -7,7 +7,6 @@ Nothing here sleeps to "wait for" something: every wait polls a predicate agains
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
 import sqlite3
@@ -15,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pytest
 
 from conveyor import Conveyor, Job
 from tests.acceptance.apps import make_app
+from tests.conftest import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,29 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def _pythonpath() -> str:
     """The repository (for ``tests.*``), then the caller's PYTHONPATH (a source tree under test)."""
     return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
-
-async def wait_until(
-    predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 10.0,
-    *,
-    interval: float = 0.01,
-    what: str | None = None,
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy and return that;
-    fail the test after ``timeout`` seconds, naming ``what`` and the last value seen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() >= deadline:
-            name = what or getattr(predicate, "__name__", repr(predicate))
-            pytest.fail(f"timed out after {timeout}s waiting for {name} (last value: {value!r})")
-        await asyncio.sleep(interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +148,7 @@ class Workers:
                 pytest.fail(f"worker exited with {proc.popen.returncode}:\n{proc.tail()}")
             return any(e.pid == proc.pid for e in self.log.entries("ready"))
 
-        await wait_until(ready, timeout, interval=0.02, what=f"worker {proc.pid} to be ready")
+        await eventually(ready, timeout, interval=0.02, what=f"worker {proc.pid} to be ready")
         return proc
 
     def cleanup(self) -> None:
@@ -220,7 +197,7 @@ async def producer(db_url: str) -> AsyncIterator[Conveyor]:
 
 
 async def final(app: Conveyor, job_id: str) -> Job | None:
-    """The job once it is in a final state, else None (a predicate for `wait_until`)."""
+    """The job once it is in a final state, else None (a predicate for `eventually`)."""
     job = await app.get(job_id)
     return job if job.status.is_final else None
 

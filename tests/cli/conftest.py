@@ -7,12 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import eventually_sync
 
 APP_MODULE = '''
 import asyncio
@@ -49,18 +50,6 @@ async def explode(ctx: Context, reason: str) -> None:
 async def metered(n: int) -> int:
     return n
 '''
-
-
-def wait_until(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll ``fn`` until it returns something truthy and return it; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {value!r})")
-        time.sleep(0.02)
 
 
 class Cli:
@@ -124,7 +113,7 @@ class Worker:
                 pytest.fail(f"worker exited {self.proc.returncode}: {self.output()}")
             return text in self.output()
 
-        wait_until(seen, timeout, f"{text!r} in the worker's stderr")
+        eventually_sync(seen, timeout, what=f"{text!r} in the worker's stderr")
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-from tests.cli.conftest import Cli, Worker, wait_until
+from tests.cli.conftest import Cli, Worker
+from tests.conftest import eventually_sync
 
 PROGRAM = """
 import json, sys
@@ -47,7 +48,7 @@ def test_a_command_task_without_any_python_app(cli: Cli) -> None:
     assert cli("wait", bad, "--timeout", "20", check=False).returncode == 1
     failed = cli.job(bad)
     assert failed["attempt"] == 1 and "'word'" in failed["error"]["message"]
-    wait_until(lambda: "failed" in w.output(), what="the worker to log the failure")
+    eventually_sync(lambda: "failed" in w.output(), what="the worker to log the failure")
 
 
 def test_worker_command_mistakes_exit_2(cli: Cli) -> None:

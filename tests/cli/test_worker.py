@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import signal
 
-from .conftest import Cli, wait_until
+from tests.conftest import eventually_sync
+
+from .conftest import Cli
 
 
 def test_worker_runs_jobs_wait_prints_results_and_sigterm_exits_0(cli: Cli) -> None:
@@ -38,7 +40,7 @@ def test_sigterm_lets_the_active_job_finish(cli: Cli) -> None:
     gate = cli.cwd / "gate"
     job_id = cli.enqueue("hold", {"gate": str(gate)})
     worker = cli.worker("--queues", "slow")
-    wait_until(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
+    eventually_sync(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
     # When the worker gets SIGTERM, it stops claiming but keeps the job running
     worker.proc.send_signal(signal.SIGTERM)
     worker.wait_for_output("SIGTERM: stopping")
@@ -55,7 +57,7 @@ def test_a_second_signal_returns_the_active_job_to_the_queue(cli: Cli) -> None:
     # Given a worker running a job that never ends by itself
     job_id = cli.enqueue("hold", {"gate": str(cli.cwd / "never")})
     worker = cli.worker("--shutdown-grace", "60")
-    wait_until(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
+    eventually_sync(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
     # When it gets SIGINT twice
     worker.proc.send_signal(signal.SIGINT)
     worker.wait_for_output("SIGINT: stopping")
@@ -70,7 +72,7 @@ def test_shutdown_grace_over_returns_the_job_and_exits_0(cli: Cli) -> None:
     # Given a worker with a short grace running a job that never ends by itself
     job_id = cli.enqueue("hold", {"gate": str(cli.cwd / "never")})
     worker = cli.worker("--shutdown-grace", "0.2")
-    wait_until(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
+    eventually_sync(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
     # When it gets SIGTERM, then after the grace the job goes back to the queue and it exits 0
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(timeout=20) == 0

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import signal
 
-from .conftest import Cli, wait_until
+from tests.conftest import eventually_sync
+
+from .conftest import Cli
 
 
 def test_workers_lists_a_live_worker_and_forgets_it_when_it_stops(cli: Cli) -> None:
@@ -29,4 +31,4 @@ def test_workers_lists_a_live_worker_and_forgets_it_when_it_stops(cli: Cli) -> N
     # When it stops, it is gone
     worker.proc.send_signal(signal.SIGTERM)
     assert worker.proc.wait(timeout=20) == 0
-    wait_until(lambda: json.loads(cli("workers", "--json").stdout) == [], what="no workers")
+    eventually_sync(lambda: json.loads(cli("workers", "--json").stdout) == [], what="no workers")

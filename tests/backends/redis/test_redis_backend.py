@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from importlib import resources
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from redis import asyncio as aioredis
 from conveyor import BackendUnavailable, Conveyor, JobNotFound, JobStateError
 from conveyor.backends.base import WorkerInfo
 from conveyor.backends.redis.scripts import NAMES
+from tests.conftest import eventually
 from tests.servers import RedisCluster, RedisServer, free_port
 
 
@@ -32,18 +32,6 @@ async def app(server: RedisServer, request: pytest.FixtureRequest):
     a = Conveyor(f"{server.url}?prefix=t{prefix}")
     yield a
     await a.close()
-
-
-async def eventually(pred, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        res = pred()
-        if asyncio.iscoroutine(res):
-            res = await res
-        if res:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_every_script_has_a_header_listing_keys_argv_and_returns() -> None:
