@@ -22,13 +22,16 @@ import inspect
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
 from conveyor import Conveyor, Event, Job
+
+if TYPE_CHECKING:
+    from tests.workers import WorkerProcesses
 
 # tests.guards: CI strictness and the error watch (see its docstring); pytester tests the guards.
 pytest_plugins = ["pytester", "tests.guards"]
@@ -101,6 +104,19 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def worker_processes(tmp_path: Path) -> Iterator[WorkerProcesses]:
+    """Worker processes for this test (``tests/workers.py``): killed at teardown, their output's
+    ERROR lines reported to the error watch."""
+    from tests.workers import WorkerProcesses
+
+    pool = WorkerProcesses(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.cleanup()
 
 
 @pytest.fixture(params=_selected_backends())

@@ -58,7 +58,7 @@ async def test_kill_9_while_the_file_is_busy_does_not_corrupt_it(
         lambda: _all_completed(producer, n), timeout=60, interval=0.05, what="all jobs completed"
     )
     for p in procs[1:]:
-        p.signal(signal.SIGTERM)
+        p.send_signal(signal.SIGTERM)
     for p in procs[1:]:
         assert await p.wait_exit(30) == 0
     # ... and the file is intact, its counters agree with its rows, every job ran at least once

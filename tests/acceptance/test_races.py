@@ -35,7 +35,7 @@ async def test_two_workers_complete_2000_jobs_exactly_once(
 
     await eventually(all_done, timeout=60, interval=0.05, what="2,000 jobs completed")
     for p in procs:
-        p.signal(signal.SIGTERM)
+        p.send_signal(signal.SIGTERM)
     for p in procs:
         assert await p.wait_exit(30) == 0
     # Then each job ran exactly once, all are completed, and both workers took a share

@@ -26,7 +26,7 @@ async def test_sigterm_lets_active_jobs_finish_and_leaves_queued_ones(
     await eventually(lambda: len(log.entries("start")) >= 4, timeout=20, what="4 jobs to start")
     # When it gets SIGTERM
     t0 = time.monotonic()
-    p.signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)
     # Then it exits 0 once the 4 active jobs finished, well within the grace
     assert await p.wait_exit(grace + 5) == 0
     assert time.monotonic() - t0 < grace
@@ -56,7 +56,7 @@ async def test_sigterm_returns_a_job_longer_than_the_grace_uncharged(
     await eventually(lambda: log.count("start")[job.id], what="the job to start")
     # When it gets SIGTERM
     t0 = time.monotonic()
-    p.signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)
     # Then the handler is cancelled after the grace, the process exits 0 promptly, and the job
     # is back in the queue with its attempt not charged
     assert await p.wait_exit(10) == 0
@@ -80,7 +80,7 @@ async def test_sigint_stops_an_idle_worker_and_unregisters_it(
     p = await workers.start_ready(concurrency=2)
     assert (await producer.stats(["default"]))["default"].workers == 1
     # When it gets SIGINT (Ctrl-C)
-    p.signal(signal.SIGINT)
+    p.send_signal(signal.SIGINT)
     # Then it stops cleanly, says so, and is no longer listed
     assert await p.wait_exit(10) == 0
     assert [e.pid for e in log.entries("exit")] == [p.pid]
@@ -100,7 +100,7 @@ async def test_sigterm_mid_drain_loses_and_repeats_nothing(
         timeout=30, interval=0.005, what="worker A to be busy",
     )  # fmt: skip
     # When A gets SIGTERM in the middle of it
-    a.signal(signal.SIGTERM)
+    a.send_signal(signal.SIGTERM)
     assert await a.wait_exit(30) == 0
 
     # Then B finishes the rest, and every job ran exactly once: a graceful stop acknowledges

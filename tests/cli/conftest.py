@@ -1,19 +1,18 @@
 """Fixtures for the command-line tests: a small app module and a SQLite file in ``tmp_path``,
-and `Cli`, which runs ``python -m conveyor`` as a real subprocess against them."""
+and `Cli`, which runs ``python -m conveyor`` as a real subprocess against them (and worker
+processes through `worker_processes`, killed at teardown)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import eventually_sync
+from tests.workers import WorkerProcess, WorkerProcesses, subprocess_env
 
 APP_MODULE = '''
 import asyncio
@@ -55,15 +54,12 @@ async def metered(n: int) -> int:
 class Cli:
     """``python -m conveyor`` in ``cwd`` with ``$CONVEYOR_URL`` on a fresh SQLite file."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, pool: WorkerProcesses) -> None:
         self.cwd = cwd
         self.url = f"sqlite:///{cwd}/conveyor.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        # The app module's directory first; the caller's PYTHONPATH (say, a source tree to
-        # test instead of the installed package) after it.
-        path = os.pathsep.join(p for p in (str(cwd), os.environ.get("PYTHONPATH")) if p)
-        self.env = env | {"CONVEYOR_URL": self.url, "PYTHONPATH": path}
-        self.procs: list[subprocess.Popen[str]] = []
+        # The app module's directory first on PYTHONPATH (then the repository and the caller's)
+        self.env = subprocess_env(path=[cwd], CONVEYOR_URL=self.url)
+        self.pool = pool
 
     def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
                  timeout: float = 30) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -86,42 +82,16 @@ class Cli:
     def jobs(self, *filters: str) -> list[dict[str, Any]]:
         return json.loads(self("list", "--json", *filters).stdout)["jobs"]
 
-    def worker(self, *options: str) -> Worker:
-        log = self.cwd / f"worker-{len(self.procs)}.log"
-        with log.open("w") as f:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "worker", "cliapp:app", *options],
-                cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=f, text=True,
-            )  # fmt: skip
-        self.procs.append(proc)
-        return Worker(proc, log)
+    def worker(self, *args: str) -> WorkerProcess:
+        """``conveyor worker cliapp:app *args`` (``worker_process`` for other arguments)."""
+        return self.worker_process("cliapp:app", *args)
 
-
-class Worker:
-    """A ``conveyor worker`` subprocess; its stderr goes to ``log``."""
-
-    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
-        self.proc = proc
-        self.log = log
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait_for_output(self, text: str, timeout: float = 15.0) -> None:
-        def seen() -> bool:
-            if self.proc.poll() is not None and text not in self.output():
-                pytest.fail(f"worker exited {self.proc.returncode}: {self.output()}")
-            return text in self.output()
-
-        eventually_sync(seen, timeout, what=f"{text!r} in the worker's stderr")
+    def worker_process(self, *args: str) -> WorkerProcess:
+        """``conveyor worker *args`` here, with this environment."""
+        return self.pool.conveyor(*args, cwd=self.cwd, env=self.env)
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
+def cli(tmp_path: Path, worker_processes: WorkerProcesses) -> Cli:
     (tmp_path / "cliapp.py").write_text(APP_MODULE)
-    c = Cli(tmp_path)
-    yield c
-    for p in c.procs:  # a test that failed midway must not leave a worker behind
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    return Cli(tmp_path, worker_processes)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
-from tests.cli.conftest import Cli, Worker
+from tests.cli.conftest import Cli
 from tests.conftest import eventually_sync
 
 PROGRAM = """
@@ -17,22 +16,11 @@ print(json.dumps({"doubled": payload["n"] * 2}))
 """
 
 
-def _command_worker(cli: Cli, *options: str) -> Worker:
-    log = cli.cwd / "command-worker.log"
-    with log.open("w") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "worker", *options], cwd=cli.cwd, env=cli.env,
-            stdout=subprocess.DEVNULL, stderr=f, text=True,
-        )  # fmt: skip
-    cli.procs.append(proc)
-    return Worker(proc, log)
-
-
 def test_a_command_task_without_any_python_app(cli: Cli) -> None:
     # Given a program, and a worker that runs it as task `double` (no app module at all)
     (cli.cwd / "double.py").write_text(PROGRAM)
-    w = _command_worker(cli, "--command", f"double={sys.executable} double.py",
-                        "--command", "shout=echo {word}")  # fmt: skip
+    w = cli.worker_process("--command", f"double={sys.executable} double.py",
+                           "--command", "shout=echo {word}")  # fmt: skip
     w.wait_for_output("started")
     # When jobs are enqueued from the CLI, without --app
     job = cli("enqueue", "double", "--payload", '{"n": 21}').stdout.strip()

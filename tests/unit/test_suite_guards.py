@@ -1,6 +1,7 @@
 """The suite's own guards (tests/guards.py), run on small test files in a pytest subprocess:
 under CI=true a skip fails and a narrowed run is refused; always, an ERROR log or an exception
-the event loop did not handle fails the test unless the test allows it."""
+the event loop did not handle fails the test unless the test allows it; worker processes'
+ERROR records are found in their output."""
 
 from __future__ import annotations
 
@@ -145,3 +146,27 @@ def test_ci_refuses_to_run_less_than_the_suite(
     result = inner.runpytest_subprocess("-p", "tests.guards", "-p", "no:cacheprovider", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "CI=true runs the whole suite" in result.stderr.str()
+
+
+def test_worker_process_output_is_scanned_for_error_records(tmp_path: Path) -> None:
+    # Given the output of a worker process, in both log formats the tests' workers use
+    from tests.workers import WorkerProcess
+
+    log = tmp_path / "worker.log"
+    log.write_text(
+        "2026-01-02 10:00:00,001 INFO conveyor.cli: started\n"
+        "2026-01-02 10:00:00,002 ERROR conveyor.worker: heartbeat failed\n"
+        "Traceback (most recent call last):\n"
+        "RuntimeError: boom\n"
+        "2026-01-02 10:00:00,003 WARNING conveyor.worker: job x failed: nope\n"
+        "2026-01-02 10:00:00,004 4242 asyncio ERROR Task exception was never retrieved\n"
+        "progress line from a handler mentioning ERROR\n"
+    )
+    proc = WorkerProcess(None, log)  # type: ignore[arg-type]
+    # Then each ERROR record is found with its traceback, and nothing else
+    assert proc.error_lines() == [
+        "2026-01-02 10:00:00,002 ERROR conveyor.worker: heartbeat failed\n"
+        "Traceback (most recent call last):\nRuntimeError: boom",
+        "2026-01-02 10:00:00,004 4242 asyncio ERROR Task exception was never retrieved\n"
+        "progress line from a handler mentioning ERROR",
+    ]
