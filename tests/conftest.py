@@ -152,6 +152,13 @@ async def app(make_app: Callable[..., Conveyor]) -> Conveyor:
     return make_app()
 
 
+#: Workers in tests of due times (delays, retry backoffs) poll only this often by themselves, and
+#: a due job may start at most `LATE` seconds after its due time: far above a loaded CI machine's
+#: scheduling noise, far below the poll, so a worker that slept until its next poll instead of
+#: waking at the due time fails the test. "Never early" alone would not catch that.
+SLOW_POLL = 5.0
+LATE = 1.0
+
 #: How long `eventually` waits by default. Generous on purpose: a passing test never waits it out,
 #: and a loaded CI machine may take seconds for what a laptop does in milliseconds.
 EVENTUALLY_TIMEOUT = 15.0
