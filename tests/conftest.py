@@ -1,4 +1,5 @@
-"""Shared fixtures: the backend-parametrized `app`, and `eventually` for polling.
+"""Shared fixtures: the backend-parametrized `app`, the test servers, `worker_processes` (real
+worker processes, ``tests/workers.py``), and `eventually` for polling.
 
 Every test in ``tests/conformance`` takes `app` (or `backend_url`), so it runs once per backend in
 `BACKENDS`: SQLite, a single Redis server, and a 3-master Redis Cluster (each server started once
