@@ -9,11 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import eventually_sync
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -47,15 +47,6 @@ def free_port(*, cluster_bus: bool = False) -> int:
             port = int(s.getsockname()[1])
         if not cluster_bus or (port + 10000 <= 65535 and _is_free(port + 10000)):
             return port
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _die_with_parent() -> None:
@@ -102,7 +93,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
-        wait_until(lambda: _pings(self.port), 10, f"redis-server on port {self.port}")
+        eventually_sync(lambda: _pings(self.port), 10, what=f"redis-server on port {self.port}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -152,7 +143,7 @@ class RedisCluster:
             )  # fmt: skip
             return "cluster_state:ok" in out.stdout
 
-        wait_until(ok, 20, "cluster_state:ok")
+        eventually_sync(ok, 20, what="cluster_state:ok")
 
     @property
     def url(self) -> str:

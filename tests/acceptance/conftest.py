@@ -1,21 +1,16 @@
 """Fixtures for the acceptance tests: a fresh SQLite file per test, worker processes started from
-`worker_main` (always killed at teardown), the line log their handlers write, and `wait_until`.
+`worker_main` (``tests/workers.py``: always killed at teardown), and the line log their handlers
+write.
 
 Nothing here sleeps to "wait for" something: every wait polls a predicate against a deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,36 +19,8 @@ import pytest
 
 from conveyor import Conveyor, Job
 from tests.acceptance.apps import make_app
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _pythonpath() -> str:
-    """The repository (for ``tests.*``), then the caller's PYTHONPATH (a source tree under test)."""
-    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
-
-async def wait_until(
-    predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = 10.0,
-    *,
-    interval: float = 0.01,
-    what: str | None = None,
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy and return that;
-    fail the test after ``timeout`` seconds, naming ``what`` and the last value seen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() >= deadline:
-            name = what or getattr(predicate, "__name__", repr(predicate))
-            pytest.fail(f"timed out after {timeout}s waiting for {name} (last value: {value!r})")
-        await asyncio.sleep(interval)
+from tests.conftest import eventually
+from tests.workers import WorkerProcess, WorkerProcesses
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,47 +59,14 @@ class LineLog:
         return [(e.kind, e.pid) for e in self.entries() if e.subject == job_id]
 
 
-class WorkerProc:
-    """One worker process (its own session, so signals reach only it)."""
-
-    def __init__(self, popen: subprocess.Popen[bytes], output: Path) -> None:
-        self.popen = popen
-        self.output = output
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def signal(self, sig: int) -> None:
-        self.popen.send_signal(sig)
-
-    def kill(self) -> None:
-        """SIGKILL, and reap it: when this returns, the process is gone."""
-        os.killpg(self.pid, signal.SIGKILL)
-        self.popen.wait()
-
-    async def wait_exit(self, timeout: float) -> int:
-        """The exit code; fails the test if it is still running after ``timeout`` seconds."""
-        try:
-            return await asyncio.to_thread(self.popen.wait, timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {self.pid} still running {timeout}s later:\n{self.tail()}")
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.output.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
-
 class Workers:
-    """Starts worker processes on one database and kills whatever is left at teardown."""
+    """Starts `worker_main` processes on one database (through `worker_processes`, which kills
+    whatever is left at teardown)."""
 
-    def __init__(self, url: str, log: LineLog, tmp: Path) -> None:
+    def __init__(self, url: str, log: LineLog, pool: WorkerProcesses) -> None:
         self.url = url
         self.log = log
-        self.tmp = tmp
-        self.procs: list[WorkerProc] = []
+        self.pool = pool
 
     def start(
         self,
@@ -142,48 +76,26 @@ class Workers:
         poll: float | None = None,
         tasks: list[str] | None = None,
         env: dict[str, str] | None = None,
-    ) -> WorkerProc:
-        full = dict(os.environ, CONVEYOR_URL=self.url, ACCEPT_LOG=str(self.log.path),
-                    ACCEPT_CONCURRENCY=str(concurrency), ACCEPT_GRACE=str(grace),
-                    PYTHONPATH=_pythonpath())  # fmt: skip
+    ) -> WorkerProcess:
+        full = {"CONVEYOR_URL": self.url, "ACCEPT_LOG": str(self.log.path),
+                "ACCEPT_CONCURRENCY": str(concurrency), "ACCEPT_GRACE": str(grace)}  # fmt: skip
         if poll is not None:
             full["ACCEPT_POLL"] = str(poll)
         if tasks is not None:
             full["ACCEPT_TASKS"] = ",".join(tasks)
-        full.update(env or {})
-        output = self.tmp / f"worker-{len(self.procs)}.out"
-        with output.open("wb") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "tests.acceptance.worker_main"],
-                cwd=ROOT, env=full, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        proc = WorkerProc(popen, output)
-        self.procs.append(proc)
-        return proc
+        return self.pool.start("-m", "tests.acceptance.worker_main", env=full | (env or {}))
 
-    async def start_ready(self, timeout: float = 20.0, **options: Any) -> WorkerProc:
+    async def start_ready(self, timeout: float = 20.0, **options: Any) -> WorkerProcess:
         """Start a worker and wait until it logged ``ready`` (started and claiming)."""
         proc = self.start(**options)
 
         def ready() -> bool:
-            if proc.popen.poll() is not None:
-                pytest.fail(f"worker exited with {proc.popen.returncode}:\n{proc.tail()}")
+            if proc.poll() is not None:
+                pytest.fail(f"worker exited with {proc.returncode}:\n{proc.tail()}")
             return any(e.pid == proc.pid for e in self.log.entries("ready"))
 
-        await wait_until(ready, timeout, interval=0.02, what=f"worker {proc.pid} to be ready")
+        await eventually(ready, timeout, interval=0.02, what=f"worker {proc.pid} to be ready")
         return proc
-
-    def cleanup(self) -> None:
-        for proc in self.procs:
-            if proc.popen.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.popen.wait()
-        for proc in self.procs:  # shown by pytest when the test failed
-            print(f"--- worker {proc.pid} (exit {proc.popen.returncode}) ---\n{proc.tail()}")
 
 
 @pytest.fixture
@@ -202,12 +114,8 @@ def log(tmp_path: Path) -> LineLog:
 
 
 @pytest.fixture
-def workers(db_url: str, log: LineLog, tmp_path: Path) -> Iterator[Workers]:
-    pool = Workers(db_url, log, tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.cleanup()
+def workers(db_url: str, log: LineLog, worker_processes: WorkerProcesses) -> Workers:
+    return Workers(db_url, log, worker_processes)
 
 
 @pytest.fixture
@@ -220,7 +128,7 @@ async def producer(db_url: str) -> AsyncIterator[Conveyor]:
 
 
 async def final(app: Conveyor, job_id: str) -> Job | None:
-    """The job once it is in a final state, else None (a predicate for `wait_until`)."""
+    """The job once it is in a final state, else None (a predicate for `eventually`)."""
     job = await app.get(job_id)
     return job if job.status.is_final else None
 

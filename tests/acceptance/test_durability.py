@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor, JobState
-from tests.acceptance.conftest import LineLog, Workers, completed_count, final, query, wait_until
+from tests.acceptance.conftest import LineLog, Workers, completed_count, final, query
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +22,12 @@ async def test_kill_9_mid_job_is_completed_by_another_worker(
     # Given worker A running a 3 s job under a 1 s lease
     a = await workers.start_ready(concurrency=1)
     job = await producer.enqueue("slow", {"seconds": 3.0})
-    await wait_until(lambda: log.count("start")[job.id] == 1, what="worker A to start the job")
+    await eventually(lambda: log.count("start")[job.id] == 1, what="worker A to start the job")
     # When A is killed with SIGKILL mid-job and worker B starts
     a.kill()
     b = await workers.start_ready(concurrency=1)
     # Then B completes it once A's lease expired: one stall counted, the attempt not charged
-    done = await wait_until(lambda: final(producer, job.id), timeout=20, what="the job to end")
+    done = await eventually(lambda: final(producer, job.id), timeout=20, what="the job to end")
     assert done.status is JobState.COMPLETED
     assert done.result == "done"
     assert done.stalls == 1
@@ -50,14 +51,14 @@ async def test_kill_9_while_the_file_is_busy_does_not_corrupt_it(
         ends = log.entries("end")
         return len(ends) >= n // 5 and any(e.pid == victim.pid for e in ends)
 
-    await wait_until(busy, timeout=30, interval=0.005, what="a fifth done, some by the victim")
+    await eventually(busy, timeout=30, interval=0.005, what="a fifth done, some by the victim")
     victim.kill()
     # Then the others finish every job (the victim's held jobs once their lease expires)
-    await wait_until(
+    await eventually(
         lambda: _all_completed(producer, n), timeout=60, interval=0.05, what="all jobs completed"
     )
     for p in procs[1:]:
-        p.signal(signal.SIGTERM)
+        p.send_signal(signal.SIGTERM)
     for p in procs[1:]:
         assert await p.wait_exit(30) == 0
     # ... and the file is intact, its counters agree with its rows, every job ran at least once

@@ -15,8 +15,8 @@ from tests.acceptance.conftest import (
     completed_count,
     final,
     query,
-    wait_until,
 )
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +33,9 @@ async def test_two_workers_complete_2000_jobs_exactly_once(
     async def all_done() -> bool:
         return await completed_count(producer) == n
 
-    await wait_until(all_done, timeout=60, interval=0.05, what="2,000 jobs completed")
+    await eventually(all_done, timeout=60, interval=0.05, what="2,000 jobs completed")
     for p in procs:
-        p.signal(signal.SIGTERM)
+        p.send_signal(signal.SIGTERM)
     for p in procs:
         assert await p.wait_exit(30) == 0
     # Then each job ran exactly once, all are completed, and both workers took a share
@@ -60,7 +60,7 @@ async def test_two_idle_workers_race_for_one_job(
         # When one job is enqueued (and again, once it finished, ten times over)
         job = await producer.enqueue("noop")
         ids.append(job.id)
-        done = await wait_until(lambda j=job: final(producer, j.id), what="the job to end")
+        done = await eventually(lambda j=job: final(producer, j.id), what="the job to end")
         assert done.status is JobState.COMPLETED
     # Then each job was started exactly once, by one of the two
     assert log.count("run") == dict.fromkeys(ids, 1)

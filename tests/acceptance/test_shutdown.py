@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conveyor import Conveyor, JobState
-from tests.acceptance.conftest import LineLog, Workers, completed_count, final, wait_until
+from tests.acceptance.conftest import LineLog, Workers, completed_count, final
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -22,10 +23,10 @@ async def test_sigterm_lets_active_jobs_finish_and_leaves_queued_ones(
     jobs = [await producer.enqueue("slow", {"seconds": 1.0}) for _ in range(14)]
     ids = [j.id for j in jobs]
     p = workers.start(concurrency=4, grace=grace)
-    await wait_until(lambda: len(log.entries("start")) >= 4, timeout=20, what="4 jobs to start")
+    await eventually(lambda: len(log.entries("start")) >= 4, timeout=20, what="4 jobs to start")
     # When it gets SIGTERM
     t0 = time.monotonic()
-    p.signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)
     # Then it exits 0 once the 4 active jobs finished, well within the grace
     assert await p.wait_exit(grace + 5) == 0
     assert time.monotonic() - t0 < grace
@@ -40,7 +41,7 @@ async def test_sigterm_lets_active_jobs_finish_and_leaves_queued_ones(
     # When a worker starts again, it completes the rest, each job having run exactly once
     await workers.start_ready(concurrency=10)
     for i in ids:
-        done = await wait_until(lambda i=i: final(producer, i), timeout=20, what=f"job {i}")
+        done = await eventually(lambda i=i: final(producer, i), timeout=20, what=f"job {i}")
         assert (done.status, done.attempt) == (JobState.COMPLETED, 1)
     assert log.count("start") == dict.fromkeys(ids, 1)
 
@@ -52,10 +53,10 @@ async def test_sigterm_returns_a_job_longer_than_the_grace_uncharged(
     grace = 0.5
     p = await workers.start_ready(concurrency=1, grace=grace)
     job = await producer.enqueue("slow", {"seconds": 30.0})
-    await wait_until(lambda: log.count("start")[job.id], what="the job to start")
+    await eventually(lambda: log.count("start")[job.id], what="the job to start")
     # When it gets SIGTERM
     t0 = time.monotonic()
-    p.signal(signal.SIGTERM)
+    p.send_signal(signal.SIGTERM)
     # Then the handler is cancelled after the grace, the process exits 0 promptly, and the job
     # is back in the queue with its attempt not charged
     assert await p.wait_exit(10) == 0
@@ -67,7 +68,7 @@ async def test_sigterm_returns_a_job_longer_than_the_grace_uncharged(
     # When another worker comes (one that caps sleeps, to keep this test short)
     q = await workers.start_ready(concurrency=1, env={"ACCEPT_SLEEP_CAP": "0.1"})
     # Then it completes the job on its first charged attempt
-    done = await wait_until(lambda: final(producer, job.id), timeout=20, what="the job to end")
+    done = await eventually(lambda: final(producer, job.id), timeout=20, what="the job to end")
     assert (done.status, done.attempt) == (JobState.COMPLETED, 1)
     assert log.of(job.id)[2:] == [("start", q.pid), ("end", q.pid)]
 
@@ -79,7 +80,7 @@ async def test_sigint_stops_an_idle_worker_and_unregisters_it(
     p = await workers.start_ready(concurrency=2)
     assert (await producer.stats(["default"]))["default"].workers == 1
     # When it gets SIGINT (Ctrl-C)
-    p.signal(signal.SIGINT)
+    p.send_signal(signal.SIGINT)
     # Then it stops cleanly, says so, and is no longer listed
     assert await p.wait_exit(10) == 0
     assert [e.pid for e in log.entries("exit")] == [p.pid]
@@ -94,12 +95,12 @@ async def test_sigterm_mid_drain_loses_and_repeats_nothing(
     n = 2000
     a, b = [await workers.start_ready(concurrency=20) for _ in range(2)]
     batch = await producer.enqueue_many([("noop", {})] * n)
-    await wait_until(
+    await eventually(
         lambda: sum(e.pid == a.pid for e in log.entries("run")) >= 100,
         timeout=30, interval=0.005, what="worker A to be busy",
     )  # fmt: skip
     # When A gets SIGTERM in the middle of it
-    a.signal(signal.SIGTERM)
+    a.send_signal(signal.SIGTERM)
     assert await a.wait_exit(30) == 0
 
     # Then B finishes the rest, and every job ran exactly once: a graceful stop acknowledges
@@ -107,7 +108,7 @@ async def test_sigterm_mid_drain_loses_and_repeats_nothing(
     async def all_done() -> bool:
         return await completed_count(producer) == n
 
-    await wait_until(all_done, timeout=60, interval=0.05, what="all jobs completed")
+    await eventually(all_done, timeout=60, interval=0.05, what="all jobs completed")
     runs = log.count("run")
     assert set(runs) == set(batch.ids)
     assert max(runs.values()) == 1

@@ -10,7 +10,8 @@ import psutil
 import pytest
 
 from conveyor import Conveyor, JobState
-from tests.acceptance.conftest import LineLog, Workers, final, wait_until
+from tests.acceptance.conftest import LineLog, Workers, final
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.slow
 NO_POLL = 30.0  # an idle re-check interval far above every bound asserted below
@@ -26,12 +27,12 @@ async def test_idle_worker_picks_up_a_new_job_promptly(
         # When a job is enqueued from this process
         t0 = time.time()
         job = await producer.enqueue("noop")
-        run = await wait_until(
+        run = await eventually(
             lambda j=job: [e for e in log.entries("run") if e.subject == j.id],
             timeout=NO_POLL / 2, interval=0.002, what="the worker to pick the job up",
         )  # fmt: skip
         latencies.append(run[0].ts - t0)
-        await wait_until(lambda j=job: final(producer, j.id), what="the job to end")
+        await eventually(lambda j=job: final(producer, j.id), what="the job to end")
     # Then it started within a second each time: the enqueue woke it (bench/ measures the real
     # latency; this bound only proves the wake-up crosses processes)
     assert max(latencies) < 1.0, latencies
@@ -46,7 +47,7 @@ async def test_delayed_job_is_not_started_before_its_delay(
     t0 = time.time()
     job = await producer.enqueue("noop", delay=0.5)
     assert job.status is JobState.SCHEDULED
-    run = await wait_until(lambda: log.entries("run"), timeout=NO_POLL / 2, what="the job to run")
+    run = await eventually(lambda: log.entries("run"), timeout=NO_POLL / 2, what="the job to run")
     # Then it starts after the delay, and soon after (the worker timed its own wake-up)
     assert job.scheduled_for is not None
     assert run[0].ts >= t0 + 0.5
@@ -78,16 +79,16 @@ async def test_cancel_reaches_an_active_job_in_another_process(
     p = await workers.start_ready(concurrency=1, tasks=["sleeper", "noop"])
     long = await producer.enqueue("sleeper", {"seconds": 30.0})
     nxt = await producer.enqueue("noop")
-    await wait_until(lambda: log.count("start")[long.id], what="the long job to start")
+    await eventually(lambda: log.count("start")[long.id], what="the long job to start")
     # When this process cancels it
     t0 = time.monotonic()
     job = await producer.cancel(long.id)
     assert job.status is JobState.CANCELLED
     # Then its handler is cancelled promptly, where it awaits
-    await wait_until(lambda: log.count("cancelled")[long.id], timeout=10, what="the cancel")
+    await eventually(lambda: log.count("cancelled")[long.id], timeout=10, what="the cancel")
     assert time.monotonic() - t0 < 1.0
     # ... and the worker goes on to the next job, leaving the cancelled one cancelled
-    done = await wait_until(lambda: final(producer, nxt.id), what="the next job to end")
+    done = await eventually(lambda: final(producer, nxt.id), what="the next job to end")
     assert done.status is JobState.COMPLETED
     assert [e.pid for e in log.entries("run")] == [p.pid]
     assert log.of(long.id) == [("start", p.pid), ("cancelled", p.pid)]

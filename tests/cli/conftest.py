@@ -1,18 +1,18 @@
 """Fixtures for the command-line tests: a small app module and a SQLite file in ``tmp_path``,
-and `Cli`, which runs ``python -m conveyor`` as a real subprocess against them."""
+and `Cli`, which runs ``python -m conveyor`` as a real subprocess against them (and worker
+processes through `worker_processes`, killed at teardown)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.workers import WorkerProcess, WorkerProcesses, subprocess_env
 
 APP_MODULE = '''
 import asyncio
@@ -51,30 +51,15 @@ async def metered(n: int) -> int:
 '''
 
 
-def wait_until(fn: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll ``fn`` until it returns something truthy and return it; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {value!r})")
-        time.sleep(0.02)
-
-
 class Cli:
     """``python -m conveyor`` in ``cwd`` with ``$CONVEYOR_URL`` on a fresh SQLite file."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, pool: WorkerProcesses) -> None:
         self.cwd = cwd
         self.url = f"sqlite:///{cwd}/conveyor.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        # The app module's directory first, then the caller's PYTHONPATH (a checkout's src/
-        # tested without installing it).
-        path = os.pathsep.join(filter(None, [str(cwd), os.environ.get("PYTHONPATH")]))
-        self.env = env | {"CONVEYOR_URL": self.url, "PYTHONPATH": path}
-        self.procs: list[subprocess.Popen[str]] = []
+        # The app module's directory first on PYTHONPATH (then the repository and the caller's)
+        self.env = subprocess_env(path=[cwd], CONVEYOR_URL=self.url)
+        self.pool = pool
 
     def __call__(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
                  timeout: float = 30) -> subprocess.CompletedProcess[str]:  # fmt: skip
@@ -97,42 +82,16 @@ class Cli:
     def jobs(self, *filters: str) -> list[dict[str, Any]]:
         return json.loads(self("list", "--json", *filters).stdout)["jobs"]
 
-    def worker(self, *options: str) -> Worker:
-        log = self.cwd / f"worker-{len(self.procs)}.log"
-        with log.open("w") as f:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "conveyor", "worker", "cliapp:app", *options],
-                cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=f, text=True,
-            )  # fmt: skip
-        self.procs.append(proc)
-        return Worker(proc, log)
+    def worker(self, *args: str) -> WorkerProcess:
+        """``conveyor worker cliapp:app *args`` (``worker_process`` for other arguments)."""
+        return self.worker_process("cliapp:app", *args)
 
-
-class Worker:
-    """A ``conveyor worker`` subprocess; its stderr goes to ``log``."""
-
-    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
-        self.proc = proc
-        self.log = log
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait_for_output(self, text: str, timeout: float = 15.0) -> None:
-        def seen() -> bool:
-            if self.proc.poll() is not None and text not in self.output():
-                pytest.fail(f"worker exited {self.proc.returncode}: {self.output()}")
-            return text in self.output()
-
-        wait_until(seen, timeout, f"{text!r} in the worker's stderr")
+    def worker_process(self, *args: str) -> WorkerProcess:
+        """``conveyor worker *args`` here, with this environment."""
+        return self.pool.conveyor(*args, cwd=self.cwd, env=self.env)
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
+def cli(tmp_path: Path, worker_processes: WorkerProcesses) -> Cli:
     (tmp_path / "cliapp.py").write_text(APP_MODULE)
-    c = Cli(tmp_path)
-    yield c
-    for p in c.procs:  # a test that failed midway must not leave a worker behind
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    return Cli(tmp_path, worker_processes)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
-from tests.cli.conftest import Cli, Worker, wait_until
+from tests.cli.conftest import Cli
+from tests.conftest import eventually_sync
 
 PROGRAM = """
 import json, sys
@@ -16,22 +16,11 @@ print(json.dumps({"doubled": payload["n"] * 2}))
 """
 
 
-def _command_worker(cli: Cli, *options: str) -> Worker:
-    log = cli.cwd / "command-worker.log"
-    with log.open("w") as f:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "worker", *options], cwd=cli.cwd, env=cli.env,
-            stdout=subprocess.DEVNULL, stderr=f, text=True,
-        )  # fmt: skip
-    cli.procs.append(proc)
-    return Worker(proc, log)
-
-
 def test_a_command_task_without_any_python_app(cli: Cli) -> None:
     # Given a program, and a worker that runs it as task `double` (no app module at all)
     (cli.cwd / "double.py").write_text(PROGRAM)
-    w = _command_worker(cli, "--command", f"double={sys.executable} double.py",
-                        "--command", "shout=echo {word}")  # fmt: skip
+    w = cli.worker_process("--command", f"double={sys.executable} double.py",
+                           "--command", "shout=echo {word}")  # fmt: skip
     w.wait_for_output("started")
     # When jobs are enqueued from the CLI, without --app
     job = cli("enqueue", "double", "--payload", '{"n": 21}').stdout.strip()
@@ -47,7 +36,7 @@ def test_a_command_task_without_any_python_app(cli: Cli) -> None:
     assert cli("wait", bad, "--timeout", "20", check=False).returncode == 1
     failed = cli.job(bad)
     assert failed["attempt"] == 1 and "'word'" in failed["error"]["message"]
-    wait_until(lambda: "failed" in w.output(), what="the worker to log the failure")
+    eventually_sync(lambda: "failed" in w.output(), what="the worker to log the failure")
 
 
 def test_worker_command_mistakes_exit_2(cli: Cli) -> None:

@@ -66,8 +66,8 @@ def test_worker_runs_queues_with_their_own_slots(cli: Cli) -> None:
     out = worker.output()
     assert "queues=critical:2,low:1,default concurrency=3 capacity=6" in out, out
     assert json.loads(cli("stats", "--json").stdout)["critical"]["concurrency"] == 6
-    worker.proc.send_signal(signal.SIGTERM)
-    assert worker.proc.wait(timeout=20) == 0
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
 
 
 def test_bad_queue_slots_exit_2_with_one_line_naming_the_problem(cli: Cli) -> None:

@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 
-from .conftest import Cli, wait_until
+from tests.conftest import eventually_sync
+
+from .conftest import Cli
 
 
 def test_worker_runs_jobs_wait_prints_results_and_sigterm_exits_0(cli: Cli) -> None:
@@ -31,8 +33,8 @@ def test_worker_runs_jobs_wait_prints_results_and_sigterm_exits_0(cli: Cli) -> N
     out = worker.output()
     assert "started" in out and "queues=default,slow" in out and "concurrency=4" in out
     # When it gets SIGTERM, it exits 0
-    worker.proc.send_signal(signal.SIGTERM)
-    assert worker.proc.wait(timeout=20) == 0
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
     assert "stopped after 3 jobs" in worker.output()
     assert json.loads(cli("stats", "--json").stdout)["default"]["workers"] == 0
 
@@ -42,15 +44,15 @@ def test_sigterm_lets_the_active_job_finish(cli: Cli) -> None:
     gate = cli.cwd / "gate"
     job_id = cli.enqueue("hold", {"gate": str(gate)})
     worker = cli.worker("--queues", "slow")
-    wait_until(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
+    eventually_sync(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
     # When the worker gets SIGTERM, it stops claiming but keeps the job running
-    worker.proc.send_signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
     worker.wait_for_output("SIGTERM: stopping")
-    assert worker.proc.poll() is None
+    assert worker.poll() is None
     later = cli.enqueue("hold", {"gate": str(gate)})
     # Then once the job ends the worker exits 0, and the job enqueued meanwhile was not claimed
     gate.touch()
-    assert worker.proc.wait(timeout=20) == 0
+    assert worker.wait(timeout=20) == 0
     assert cli.job(job_id)["status"] == "completed"
     assert cli.job(later)["status"] == "queued"
 
@@ -59,13 +61,13 @@ def test_a_second_signal_returns_the_active_job_to_the_queue(cli: Cli) -> None:
     # Given a worker running a job that never ends by itself
     job_id = cli.enqueue("hold", {"gate": str(cli.cwd / "never")})
     worker = cli.worker("--shutdown-grace", "60")
-    wait_until(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
+    eventually_sync(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
     # When it gets SIGINT twice
-    worker.proc.send_signal(signal.SIGINT)
+    worker.send_signal(signal.SIGINT)
     worker.wait_for_output("SIGINT: stopping")
-    worker.proc.send_signal(signal.SIGINT)
+    worker.send_signal(signal.SIGINT)
     # Then it exits 0 without waiting out the grace, and the job is queued again, uncharged
-    assert worker.proc.wait(timeout=20) == 0
+    assert worker.wait(timeout=20) == 0
     job = cli.job(job_id)
     assert job["status"] == "queued" and job["attempt"] == 0
 
@@ -74,10 +76,10 @@ def test_shutdown_grace_over_returns_the_job_and_exits_0(cli: Cli) -> None:
     # Given a worker with a short grace running a job that never ends by itself
     job_id = cli.enqueue("hold", {"gate": str(cli.cwd / "never")})
     worker = cli.worker("--shutdown-grace", "0.2")
-    wait_until(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
+    eventually_sync(lambda: cli.job(job_id)["status"] == "active", what="the job to start")
     # When it gets SIGTERM, then after the grace the job goes back to the queue and it exits 0
-    worker.proc.send_signal(signal.SIGTERM)
-    assert worker.proc.wait(timeout=20) == 0
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
     assert cli.job(job_id)["status"] == "queued"
 
 
@@ -124,9 +126,9 @@ def test_wait_draws_the_bar_to_100_percent_when_the_job_completes(cli: Cli) -> N
     gate = cli.cwd / "gate"
     job_id = cli.enqueue("hold", {"gate": str(gate)})
     cli.worker("--queues", "slow")
-    wait_until(lambda: cli.job(job_id)["progress"]["percent"] == 50, what="the job at 50%")
+    eventually_sync(lambda: cli.job(job_id)["progress"]["percent"] == 50, what="the job at 50%")
     gate.touch()
-    wait_until(lambda: cli.job(job_id)["status"] == "completed", what="the job to complete")
+    eventually_sync(lambda: cli.job(job_id)["status"] == "completed", what="the job to complete")
     # When `conveyor wait` follows it on a terminal
     status, out, drawn = _on_a_terminal(cli, "wait", job_id, "--timeout", "20")
     # Then the bar ends full, and the result is printed

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import signal
 
-from .conftest import Cli, wait_until
+from tests.conftest import eventually_sync
+
+from .conftest import Cli
 
 
 def test_workers_lists_a_live_worker_and_forgets_it_when_it_stops(cli: Cli) -> None:
@@ -17,7 +19,7 @@ def test_workers_lists_a_live_worker_and_forgets_it_when_it_stops(cli: Cli) -> N
     worker.wait_for_output("started")
     # Then it is listed, with where it runs, what it serves and the tasks it publishes
     [seen] = json.loads(cli("workers", "--json").stdout)
-    assert (seen["id"], seen["pid"], seen["queues"]) == ("w-cli", worker.proc.pid,
+    assert (seen["id"], seen["pid"], seen["queues"]) == ("w-cli", worker.pid,
                                                          ["default", "slow"])  # fmt: skip
     assert (seen["concurrency"], seen["active"], seen["processed"], seen["failed"]) == (3, 0, 0, 0)
     assert seen["last_seen"] >= seen["started_at"] - 1
@@ -27,6 +29,6 @@ def test_workers_lists_a_live_worker_and_forgets_it_when_it_stops(cli: Cli) -> N
     table = cli("workers").stdout
     assert "w-cli" in table and "default,slow" in table and "0/3" in table
     # When it stops, it is gone
-    worker.proc.send_signal(signal.SIGTERM)
-    assert worker.proc.wait(timeout=20) == 0
-    wait_until(lambda: json.loads(cli("workers", "--json").stdout) == [], what="no workers")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    eventually_sync(lambda: json.loads(cli("workers", "--json").stdout) == [], what="no workers")

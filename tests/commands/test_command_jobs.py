@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -19,6 +17,7 @@ import pytest
 from conveyor import ConfigurationError, Conveyor, JobState, Task, ValidationError
 from conveyor.command import parse_progress
 from tests.conftest import events_of, eventually, finished
+from tests.workers import WorkerProcess, WorkerProcesses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -217,26 +216,12 @@ async def test_resource_limits(app: Conveyor) -> None:
 # -- worker processes --------------------------------------------------------------------------
 
 
-class Worker:
-    def __init__(self, url: str) -> None:
-        env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=PYTHONPATH, CMD_CWD=str(ROOT))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "worker", "tests.commands.cmdapp:app",
-             "--concurrency", "2", "--shutdown-grace", "0.5"],
-            cwd=ROOT, env=env, start_new_session=True,
-        )  # fmt: skip
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
 @pytest.fixture
-def worker(backend_url: str) -> Iterator[Worker]:
-    w = Worker(backend_url)
-    yield w
-    w.kill()
+def worker(backend_url: str, worker_processes: WorkerProcesses) -> WorkerProcess:
+    return worker_processes.conveyor(
+        "tests.commands.cmdapp:app", "--concurrency", "2", "--shutdown-grace", "0.5",
+        env={"CONVEYOR_URL": backend_url, "CMD_CWD": str(ROOT)},
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -253,10 +238,10 @@ async def producer(backend_url: str) -> Conveyor:
 
 
 async def test_50_mb_of_output_keeps_worker_memory_bounded(
-    producer: Conveyor, worker: Worker
+    producer: Conveyor, worker: WorkerProcess
 ) -> None:
     # Given a worker process, idle, and its memory then
-    proc = psutil.Process(worker.proc.pid)
+    proc = psutil.Process(worker.pid)
     warm = await producer.enqueue("flood")  # the first job loads code: measure after it
     await _done(producer, warm.id)
     base = proc.memory_info().rss
@@ -275,28 +260,28 @@ async def test_50_mb_of_output_keeps_worker_memory_bounded(
 
 
 async def test_worker_killed_9_leaves_no_orphan(
-    producer: Conveyor, worker: Worker, tmp_path: Path
+    producer: Conveyor, worker: WorkerProcess, tmp_path: Path
 ) -> None:
     # Given a command with a grandchild running under a worker process
     pidfile = tmp_path / "pids"
     await producer.enqueue("family", {"pidfile": str(pidfile)})
     pids = await eventually(lambda: _pids(pidfile), timeout=20, what="the pid file")
     # When the worker is killed -9 (it cannot clean up)
-    os.kill(worker.proc.pid, signal.SIGKILL)
-    worker.proc.wait()
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
     # Then the supervisor, told by the kernel, kills the whole group
     await eventually(lambda: not any(_alive(p) for p in pids), timeout=10, what="pids gone")
 
 
 async def test_worker_shutdown_terminates_its_commands(
-    producer: Conveyor, worker: Worker, tmp_path: Path
+    producer: Conveyor, worker: WorkerProcess, tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "pids"
     job = await producer.enqueue("family", {"pidfile": str(pidfile)})
     pids = await eventually(lambda: _pids(pidfile), timeout=20, what="the pid file")
     # When the worker gets SIGTERM with a 0.5 s grace
-    worker.proc.send_signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker.proc.wait, 30) == 0
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0
     # Then the command and its grandchild are gone and the job is back in the queue
     await eventually(lambda: not any(_alive(p) for p in pids), timeout=10, what="pids gone")
     assert (await producer.get(job.id)).status is JobState.QUEUED

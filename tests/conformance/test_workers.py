@@ -63,9 +63,10 @@ async def test_a_crashed_worker_leaves_the_registry_when_its_heartbeat_expires(
     app: Conveyor,
 ) -> None:
     # Given two workers on queue 'q' that reported themselves: one then crashed (it never
-    # reports again nor unregisters; its heartbeat lasts 0.3 s), the other lives on
+    # reports again nor unregisters; its heartbeat lasts 1 s, time enough to see it listed on a
+    # loaded machine), the other lives on
     await app.open()
-    dead = WorkerInfo("dead", ["q"], 4, 0, 1, "h1", time.time(), ttl=0.3)
+    dead = WorkerInfo("dead", ["q"], 4, 0, 1, "h1", time.time(), ttl=1.0)
     live = WorkerInfo("live", ["q"], 2, 1, 2, "h2", time.time(), ttl=60.0, running=["j1"],
                       processed=7, failed=2, tasks=[TaskInfo("t", "q", {"type": "object"})])  # fmt: skip
     await app.backend.worker_heartbeat(dead)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import bisect
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,35 +15,24 @@ import pytest
 
 from conveyor import Conveyor, JobState, Task
 from tests.conftest import eventually
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _pythonpath() -> str:
-    """The repository (for ``tests.*``), then the caller's PYTHONPATH (a source tree under test)."""
-    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
+from tests.workers import WorkerProcess, WorkerProcesses
 
 pytestmark = pytest.mark.slow
 
 
 class Fleet:
-    """Worker processes running tests/processes/flowapp.py against one store."""
+    """`conveyor worker` processes of tests/processes/flowapp.py against one store."""
 
-    def __init__(self, url: str, tmp: Path) -> None:
+    def __init__(self, url: str, tmp: Path, pool: WorkerProcesses) -> None:
         self.url = url
         self.log = tmp / "events.log"
         self.flag = tmp / "upstream-down"
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pool = pool
 
-    def start(self, n: int = 3, concurrency: int = 4) -> list[subprocess.Popen[bytes]]:
-        env = dict(os.environ, CONVEYOR_URL=self.url, PROC_LOG=str(self.log),
-                   FAIL_FLAG=str(self.flag), PYTHONPATH=_pythonpath())  # fmt: skip
-        argv = [sys.executable, "-m", "conveyor", "worker", "tests.processes.flowapp:app",
-                "--concurrency", str(concurrency)]  # fmt: skip
-        new = [subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True) for _ in range(n)]
-        self.procs += new
-        return new
+    def start(self, n: int = 3, concurrency: int = 4) -> list[WorkerProcess]:
+        env = {"CONVEYOR_URL": self.url, "PROC_LOG": str(self.log), "FAIL_FLAG": str(self.flag)}
+        args = ["tests.processes.flowapp:app", "--concurrency", str(concurrency)]
+        return [self.pool.conveyor(*args, env=env) for _ in range(n)]
 
     def records(self, kind: str | None = None) -> list[tuple[str, str, float, int, str]]:
         if not self.log.exists():
@@ -57,18 +44,10 @@ class Fleet:
                 out.append((k, job, float(t), int(pid), extra))
         return out
 
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
 
 @pytest.fixture
-def fleet(backend_url: str, tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(backend_url, tmp_path)
-    yield f
-    f.stop_all()
+def fleet(backend_url: str, tmp_path: Path, worker_processes: WorkerProcesses) -> Fleet:
+    return Fleet(backend_url, tmp_path, worker_processes)
 
 
 @pytest.fixture

@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -18,53 +15,33 @@ import pytest
 
 from conveyor import Conveyor, JobState
 from tests.conftest import eventually
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _pythonpath() -> str:
-    """The repository (for ``tests.*``), then the caller's PYTHONPATH (a source tree under test)."""
-    return os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-
+from tests.workers import WorkerProcess, WorkerProcesses
 
 pytestmark = pytest.mark.slow
 
 
 class Workers:
-    def __init__(self, url: str, log: Path) -> None:
+    """`conveyor worker` processes of procapp on one store; their handlers log to ``log``."""
+
+    def __init__(self, url: str, log: Path, pool: WorkerProcesses) -> None:
         self.url = url
         self.log = log
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pool = pool
 
-    def start(self, concurrency: int = 4, grace: float = 30.0) -> subprocess.Popen[bytes]:
-        env = dict(
-            os.environ, CONVEYOR_URL=self.url, PROC_LOG=str(self.log), PYTHONPATH=_pythonpath()
-        )
-        p = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "worker", "tests.processes.procapp:app",
-             "--concurrency", str(concurrency), "--shutdown-grace", str(grace)],
-            cwd=ROOT, env=env, start_new_session=True,
-        )  # fmt: skip
-        self.procs.append(p)
-        return p
+    def start(self, concurrency: int = 4, grace: float = 30.0) -> WorkerProcess:
+        env = {"CONVEYOR_URL": self.url, "PROC_LOG": str(self.log)}
+        args = ["--concurrency", str(concurrency), "--shutdown-grace", str(grace)]
+        return self.pool.conveyor("tests.processes.procapp:app", *args, env=env)
 
     def lines(self) -> list[list[str]]:
         if not self.log.exists():
             return []
         return [line.split() for line in self.log.read_text().splitlines() if line]
 
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-
 
 @pytest.fixture
-def workers(backend_url: str, tmp_path: Path) -> Iterator[Workers]:
-    w = Workers(backend_url, tmp_path / "events.log")
-    yield w
-    w.stop_all()
+def workers(backend_url: str, tmp_path: Path, worker_processes: WorkerProcesses) -> Workers:
+    return Workers(backend_url, tmp_path / "events.log", worker_processes)
 
 
 @pytest.fixture

@@ -116,19 +116,12 @@ async def test_count_trim_cuts_at_a_mark_and_the_watermark_is_exact(app: Conveyo
 # -- Redis Cluster -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    c = RedisCluster(tmp_path_factory.mktemp("evcluster"))
-    yield c
-    c.stop()
-
-
 async def test_the_log_of_queues_in_different_slots_is_read_exactly_once(
-    cluster: RedisCluster,
+    redis_cluster: RedisCluster,
 ) -> None:
     # Given a 3-master cluster and events of six queues (spread over the masters' slots)
     # written interleaved
-    app = Conveyor(cluster.url + "?prefix=ec")
+    app = Conveyor(redis_cluster.url + "?prefix=ec")
     queues = [f"q{i}" for i in range(6)]
     for q in queues:
 

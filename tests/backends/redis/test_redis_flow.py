@@ -322,16 +322,9 @@ async def test_claims_match_the_sqlite_backend_step_by_step(
 # -- Redis Cluster -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    c = RedisCluster(tmp_path_factory.mktemp("flowcluster"))
-    yield c
-    c.stop()
-
-
-async def test_flow_control_on_a_cluster(cluster: RedisCluster) -> None:
+async def test_flow_control_on_a_cluster(redis_cluster: RedisCluster) -> None:
     # Given a cluster, limited tasks in two queues and a ctx.limit inside a handler
-    app = Conveyor(cluster.url + "?prefix=fc")
+    app = Conveyor(redis_cluster.url + "?prefix=fc")
     peak = {"now": 0, "max": 0}
 
     @app.task(queue="q1", concurrency=2)

@@ -4,7 +4,9 @@
 -- kind 'retry' (scheduled after delay seconds, or queued now) or 'failed' (for good); err: the
 -- error JSON (or nil); brief: the event data without the attempt, a JSON object, e.g.
 -- '{"error":{"type":..,"message":..}}'. ``left`` collects {flow, 0, started} for `settle`.
--- Returns true when the job became ready now (the caller wakes workers).
+-- Returns true when the caller must wake workers: the job is ready now, or scheduled (an idle
+-- worker then claims and learns its due time, as after a delayed enqueue; without it, the
+-- worker that acknowledged the retry slept until its next poll).
 local function fail_attempt(id, kind, err, brief, delay, now, left)
   local k = jkey(id)
   local cur = redis.call('HMGET', k, 't', 'tn', 'fl', 'sa', 'a', 'pr')
@@ -26,7 +28,7 @@ local function fail_attempt(id, kind, err, brief, delay, now, left)
   if delay > 0 then
     redis.call('HSET', k, 's', 'scheduled', 'sf', fmt(now + delay))
     redis.call('ZADD', P .. 'sched', now + delay, id)
-    return false
+    return true
   end
   redis.call('HSET', k, 's', 'queued')
   local score = ready_score(cur[6])
