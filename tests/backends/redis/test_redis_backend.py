@@ -297,9 +297,9 @@ async def test_cluster_runs_jobs_across_queues_in_different_slots(
         await app.close()
 
 
-async def test_cluster_calls_wait_for_a_connection(cluster: RedisCluster) -> None:
+async def test_cluster_calls_wait_for_a_connection(redis_cluster: RedisCluster) -> None:
     # Given a cluster app with at most 4 connections per node
-    app = Conveyor(f"{cluster.url}?prefix=tpool&pool_size=4")
+    app = Conveyor(f"{redis_cluster.url}?prefix=tpool&pool_size=4")
 
     @app.task
     async def work(n: int) -> int:
