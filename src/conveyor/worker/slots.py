@@ -1,16 +1,17 @@
-"""Per-queue worker slots: queues with capacity of their own beside the shared pool.
+"""A worker's slots, grouped in lanes, and the jobs it holds in them.
 
-``app.worker(queues={"critical": 5, "low": 1, "default": None})`` runs at most 5 ``critical``
-and 1 ``low`` job at once, each on slots no other queue can take, and ``default`` (``None``) on
-the shared pool of ``concurrency`` slots. A flood of ``low`` jobs therefore never holds up
-``critical`` ones. ``queues=["a", "b"]`` (a list) keeps every queue on the shared pool: that is the
-worker's fast path and does not use this module at all.
+Every worker accounts its slots in `Lane` s: one for the *shared pool* (``concurrency`` slots
+for every queue without slots of its own) and one per queue with *dedicated* slots,
+``app.worker(queues={"critical": 5, "low": 1, "default": None})``: at most 5 ``critical`` and 1
+``low`` job at once, on slots no other queue can take, and ``default`` (``None``) on the shared
+pool. A flood of ``low`` jobs therefore never holds up ``critical`` ones. A worker given a list
+of queues has a single lane, the pool: the same code path, with one claim per round.
 
-Each group of slots is a `Lane`: one per dedicated queue, plus one for the shared queues. A lane
-counts its jobs in three states: *running* (a task started), *buffered* (claimed, waiting for a
-slot of this lane) and *reserved* (asked for by a claim still in flight). `Lanes.plan` asks, per
-round, for each lane's free slots only, through `ClaimParams.queue_limits`, so a queue with no
-free slot is never claimed from.
+A lane counts its jobs in three states: *running* (a task started), *buffered* (claimed,
+waiting for a slot of this lane) and *reserved* (asked for by a claim still in flight).
+`Lanes.plan` asks, per round, for each lane's free slots only, through
+``ClaimParams.queue_limits`` when there are dedicated lanes, so a queue with no free slot is
+never claimed from.
 
 Prefetch: only the shared lane prefetches (``prefetch`` beyond ``concurrency``). A dedicated
 lane claims no more than its free slots: dedicated slots are few and exist for latency, and a
@@ -20,6 +21,7 @@ start.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,10 +32,12 @@ from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ..job import Job
-    from .runtime import _Running
+    from .context import Context
 
 QueueSpec = Sequence[str] | Mapping[str, int | None]
 """What ``Worker(queues=...)`` takes: names (shared pool), or name -> dedicated slots / None."""
+
+_NOTHING: tuple[Held, ...] = ()
 
 
 def parse_queue_spec(queues: QueueSpec) -> tuple[list[str], dict[str, int]]:
@@ -61,6 +65,23 @@ def parse_queue_spec(queues: QueueSpec) -> tuple[list[str], dict[str, int]]:
     return list(queues), slots
 
 
+class Held:
+    """One claimed attempt, keyed in `Worker.running` by its claim token ``(job id, token)``:
+    the same job can be held twice (an old attempt still running after a cancel, retry and
+    re-claim), never the same attempt."""
+
+    __slots__ = ("ctx", "job", "key", "lane", "lost", "released", "task")
+
+    def __init__(self, job: Job, ctx: Context) -> None:
+        self.job = job
+        self.key = (job.id, job.token)
+        self.ctx = ctx
+        self.task: asyncio.Task[None] | None = None
+        self.lane: Lane | None = None  # set by `Lanes.admit`
+        self.lost = False  # cancelled or taken away: report nothing
+        self.released = False  # returned to the queue at shutdown: report nothing
+
+
 class Lane:
     """The slots of one dedicated queue, or of every shared queue (the shared pool)."""
 
@@ -71,12 +92,36 @@ class Lane:
         self.slots = slots
         self.prefetch = prefetch
         self.running = 0  # jobs whose task was started and has not ended
-        self.buffer: deque[_Running] = deque()  # claimed, waiting for a slot of this lane
+        self.buffer: deque[Held] = deque()  # claimed, waiting for a slot of this lane
         self.reserved = 0  # asked for by claims still in flight
         self.want = True  # False once a claim found its queues drained, until a wake-up/poll
 
     def free(self) -> int:
         return self.slots + self.prefetch - self.running - len(self.buffer) - self.reserved
+
+    def admit(self, r: Held, start: bool) -> bool:
+        """A claimed job of this lane: True if it starts now (it takes a slot), else it waits
+        in the buffer."""
+        r.lane = self
+        if start and self.running < self.slots:
+            self.running += 1
+            return True
+        self.buffer.append(r)
+        return False
+
+    def done(self, r: Held, stopping: bool) -> Sequence[Held]:
+        """A started job ended: its slot frees; returns the buffered jobs that take it now."""
+        self.running -= 1
+        buf = self.buffer
+        if not buf or stopping:
+            return _NOTHING
+        out: list[Held] = []
+        while buf and self.running < self.slots:
+            nxt = buf.popleft()
+            if not nxt.lost:
+                self.running += 1
+                out.append(nxt)
+        return out
 
     def __repr__(self) -> str:
         return (f"<Lane {','.join(self.queues)} slots={self.slots} running={self.running} "
@@ -127,16 +172,22 @@ class Lanes:
 
     def plan(self, worker: str) -> list[Claim]:
         """The claims of one round, for lanes that want work and have free slots, with their
-        slots reserved. Dedicated queues go in one claim capped per queue by ``queue_limits``;
-        the shared queues join it (capped at the pool's free slots) when there is just one of
-        them, and otherwise get a claim of their own, since ``queue_limits`` caps queues one by
-        one and cannot cap the pool as a whole."""
+        slots reserved. Without dedicated lanes: one claim for the pool's free slots.
+        Dedicated queues go in one claim capped per queue by ``queue_limits``; the shared queues
+        join it (capped at the pool's free slots) when there is just one of them, and
+        otherwise get a claim of their own, since ``queue_limits`` caps queues one by one and
+        cannot cap the pool as a whole."""
+        shared = self.shared
+        pool = shared.free() if shared is not None and shared.want else 0
+        if not self.dedicated:  # the common case: one lane
+            if pool <= 0 or shared is None:
+                return []
+            shared.reserved += pool
+            return [Claim(ClaimParams(shared.queues, pool, worker), [(shared, pool)])]
         caps: dict[str, int] = {}
         for lane in self.dedicated:
             if lane.want and (free := lane.free()) > 0:
                 caps[lane.queues[0]] = free
-        shared = self.shared
-        pool = shared.free() if shared is not None and shared.want else 0
         if pool > 0 and shared is not None and len(shared.queues) == 1:
             caps[shared.queues[0]] = pool
             pool = 0
@@ -152,7 +203,7 @@ class Lanes:
                 lane.reserved += n
         return claims
 
-    # -- accounting of returned claims and running jobs ----------------------------------------
+    # -- accounting of returned claims and held jobs -------------------------------------------
 
     def settle(self, claim: Claim, jobs: Sequence[Job], conclude: bool) -> tuple[bool, str]:
         """A claim returned ``jobs``: end its reservations and, when ``conclude`` (no wake-up
@@ -162,16 +213,21 @@ class Lanes:
         asked ("" if none: a backend that honours ``queue_limits`` never does that).
         """
         claim.release()
-        got: dict[Lane, int] = {}
-        for job in jobs:
-            lane = self.by_queue[job.queue]
-            got[lane] = got.get(lane, 0) + 1
+        grants = claim.grants
+        if len(grants) == 1:  # one lane asked: no need to sort the jobs by lane
+            lane, asked = grants[0]
+            got = {lane: len(jobs)}
+        else:
+            got = {}
+            for job in jobs:
+                lane = self.by_queue[job.queue]
+                got[lane] = got.get(lane, 0) + 1
         # Fewer jobs than asked in all: a lane that got less than its share has nothing more
         # ready for now. If the total was met, a lane's shortfall means another lane got more
         # than asked (queue_limits ignored): claim again rather than conclude.
         conclude = conclude and len(jobs) < claim.params.limit
         drained, over = False, ""
-        for lane, asked in claim.grants:
+        for lane, asked in grants:
             n = got.get(lane, 0)
             if n > asked:
                 over = f"{n} jobs of {','.join(lane.queues)} for {asked} free slots"
@@ -180,29 +236,12 @@ class Lanes:
                 drained = True
         return drained, over
 
-    def admit(self, r: _Running, start: bool) -> bool:
+    def admit(self, r: Held, start: bool) -> bool:
         """A claimed job: True if it may start now (it takes a slot of its lane), else it waits
         in the lane's buffer."""
-        lane = self.by_queue[r.job.queue]
-        if start and lane.running < lane.slots:
-            lane.running += 1
-            return True
-        lane.buffer.append(r)
-        return False
+        return self.by_queue[r.job.queue].admit(r, start)
 
-    def done(self, r: _Running, stopping: bool) -> list[_Running]:
-        """A started job ended: its slot frees; returns the buffered jobs that take it now."""
-        lane = self.by_queue[r.job.queue]
-        lane.running -= 1
-        out: list[_Running] = []
-        buf = lane.buffer
-        while buf and not stopping and lane.running < lane.slots:
-            nxt = buf.popleft()
-            if not nxt.lost:
-                lane.running += 1
-                out.append(nxt)
-        return out
-
-    def drop(self, r: _Running) -> None:
+    def drop(self, r: Held) -> None:
         """A buffered (never started) job was lost."""
-        self.by_queue[r.job.queue].buffer.remove(r)
+        if r.lane is not None:
+            r.lane.buffer.remove(r)
