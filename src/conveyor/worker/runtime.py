@@ -7,7 +7,8 @@ only set an `asyncio.Event`; when nothing is ready the pump sleeps until one of 
 earliest scheduled job is due, so an idle worker costs nothing.
 
 Slots are accounted per lane in `slots.py` (the shared pool is one lane; queues with dedicated
-slots have one each). Side services (lease heartbeat, recovery of expired leases, retention) live
+slots have one each), including how far a lane prefetches and when a job claimed ahead goes back
+to the queue. Side services (lease heartbeat, recovery of expired leases, retention) live
 in `services.py`.
 """
 
@@ -29,7 +30,7 @@ from ..registry import missing_handler
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services
-from .slots import Claim, Held, Lanes, QueueSpec, parse_queue_spec
+from .slots import STALE, Claim, Held, Lanes, QueueSpec, parse_queue_spec
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -49,7 +50,8 @@ class Worker:
     ``queues`` is a list of queue names sharing the ``concurrency`` slots, or a dict of queue ->
     dedicated slots (``None``: the shared pool), e.g. ``{"critical": 5, "default": None}`` runs
     up to 5 critical jobs on slots of their own plus ``concurrency`` default ones. `capacity` is
-    the total. ``prefetch`` applies to the shared pool only.
+    the total. ``prefetch`` (the most jobs claimed ahead of free slots) applies to the shared
+    pool only, and only as far as its jobs are short enough to start soon (`slots.py`).
 
     Use ``async with app.worker(...)`` to embed it in a running app, or ``await worker.run()``
     (what ``conveyor worker`` does) to run until `stop()` or a signal.
@@ -96,6 +98,7 @@ class Worker:
         self._rounds: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._next_due: float | None = None
+        self._stale_timer: asyncio.TimerHandle | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,6 +141,8 @@ class Worker:
         self._stopping = True
         grace = self.shutdown_grace if grace is None else grace
         self._wake.set()
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
         if self._pump_task is not None:
             await self._pump_task
         pending = [r.task for r in self.running.values() if r.task is not None]
@@ -264,7 +269,7 @@ class Worker:
         drained, over = self._lanes.settle(claim, jobs, gen == self._wake_gen)
         if over and not self._overshoot_warned:
             # Still never more running than a lane's slots: the extra jobs wait in its buffer
-            # (leases renewed) until a slot frees.
+            # until a slot frees, or go back to the queue if none frees soon.
             self._overshoot_warned = True
             log.warning("worker %s: the backend returned %s (queue_limits not honoured); "
                         "holding the extra ones until slots free", self.id, over)  # fmt: skip
@@ -314,6 +319,22 @@ class Worker:
             self._services.check_leases_soon()  # renew before this shorter lease runs out
         if self._lanes.admit(r, not self._stopping):
             r.task = loop.create_task(self._execute(r))
+        elif self._stale_timer is None and not self._stopping:
+            self._stale_timer = loop.call_later(STALE, self._check_stale)
+
+    def _check_stale(self) -> None:
+        """Hand back the buffered jobs no slot took in time (see `slots.py`)."""
+        self._stale_timer = None
+        if self._stopping or self._loop is None:
+            return
+        stale, due = self._lanes.stale()
+        if stale:
+            for r in stale:
+                r.released = True
+                del self.running[r.key]
+            self._services.hand_back_soon([r.key for r in stale])
+        if due is not None:
+            self._stale_timer = self._loop.call_later(due, self._check_stale)
 
     def _slot_freed(self, r: Held) -> None:
         assert r.lane is not None and self._loop is not None

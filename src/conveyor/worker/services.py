@@ -7,7 +7,8 @@ import contextlib
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import TaskInfo, WorkerInfo
 
@@ -21,6 +22,8 @@ REGISTRY_INTERVAL = 5.0
 RETENTION_INTERVAL = 10.0
 EVENTS_TRIM_INTERVAL = 30.0
 MAX_HEARTBEAT = 2.0
+STOP_STEP = 5.0
+"""Seconds one backend call of a shutdown may take before the worker gives up on it."""
 
 
 def task_infos(app: Conveyor, queues: list[str]) -> list[TaskInfo]:
@@ -54,6 +57,7 @@ class Services:
         self._lease_check = asyncio.Event()
         self._closing = False
         self._published: list[TaskInfo] | None = None
+        self._handing: set[asyncio.Task[None]] = set()
 
     def info(self) -> WorkerInfo:
         if self._published is None:  # schemas are worked out once per worker
@@ -70,6 +74,8 @@ class Services:
         ]
 
     async def stop(self) -> None:
+        if self._handing:
+            await asyncio.wait(list(self._handing), timeout=STOP_STEP)
         # A flag as well as cancel(): a driver that turns CancelledError into its own error
         # (seen with redis-py mid-command) must not keep a loop alive.
         self._closing = True
@@ -78,6 +84,36 @@ class Services:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+
+    async def _step(self, what: str, call: Awaitable[Any]) -> tuple[bool, Any]:
+        """Run one backend call within STOP_STEP: (True, result), or (False, None) with the
+        failure logged."""
+        try:
+            async with asyncio.timeout(STOP_STEP):
+                return True, await call
+        except TimeoutError:
+            log.error("worker %s: %s took over %gs; gave up", self._worker.id, what, STOP_STEP)
+        except Exception:
+            log.exception("worker %s: %s failed", self._worker.id, what)
+        return False, None
+
+    async def hand_back(self, keys: Sequence[tuple[str, int]], what: str) -> None:
+        """Return held attempts to the queue uncharged (`release_jobs`). If the store fails,
+        they come back when their leases expire (a stall is counted then)."""
+        ok, n = await self._step(f"returning {len(keys)} {what} jobs to the queue",
+                                 self._worker.app.backend.release_jobs(self._worker.id, keys))  # fmt: skip
+        if ok:
+            log.info("worker %s: returned %d %s jobs to the queue", self._worker.id, n, what)
+        else:
+            log.error("worker %s: %d %s jobs come back to the queue when their leases expire",
+                      self._worker.id, len(keys), what)  # fmt: skip
+
+    def hand_back_soon(self, keys: Sequence[tuple[str, int]]) -> None:
+        """`hand_back` jobs claimed ahead that no slot took in time, in the background (awaited
+        at shutdown)."""
+        t = asyncio.create_task(self.hand_back(keys, "claimed-ahead"))
+        self._handing.add(t)
+        t.add_done_callback(self._handing.discard)
 
     def _failed(self, what: str) -> None:
         """Log a failed iteration, unless we are stopping (then end the loop)."""

@@ -13,10 +13,15 @@ waiting for a slot of this lane) and *reserved* (asked for by a claim still in f
 ``ClaimParams.queue_limits`` when there are dedicated lanes, so a queue with no free slot is
 never claimed from.
 
-Prefetch: only the shared lane prefetches (``prefetch`` beyond ``concurrency``). A dedicated
-lane claims no more than its free slots: dedicated slots are few and exist for latency, and a
-job prefetched behind a busy slot of this worker is one another worker with a free slot cannot
-start.
+**Prefetch without hoarding.** A lane may claim a few jobs beyond its free slots, so a slot that
+frees during the next claim's round trip starts a job at once. A buffered job is one that
+another worker with a free slot cannot run, so a lane prefetches only what its own slots start
+within `HORIZON` on average: ``min(prefetch, slots * HORIZON / run time)``, with the run time
+measured on its finished jobs (a moving average). Until one has finished, and for jobs that run
+long, nothing is prefetched. Should a buffered job still wait after ``max(STALE, 2 * run
+time)`` (slots held by jobs longer than the average so far), the worker hands it back to the
+queue uncharged (`Lanes.stale`) and counts the wait in the average, which stops the prefetch.
+Dedicated lanes never prefetch: their slots are few and exist for latency.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import TYPE_CHECKING
 
 from ..backends.base import ClaimParams
@@ -37,6 +43,11 @@ if TYPE_CHECKING:
 QueueSpec = Sequence[str] | Mapping[str, int | None]
 """What ``Worker(queues=...)`` takes: names (shared pool), or name -> dedicated slots / None."""
 
+HORIZON = 0.005
+"""A prefetched job should start within this many seconds on average."""
+STALE = 0.020
+"""A buffered job not started after ``max(STALE, 2 * run time)`` is handed back to the queue."""
+_WEIGHT = 0.125  # of the newest sample in a lane's moving average of run times
 _NOTHING: tuple[Held, ...] = ()
 
 
@@ -70,7 +81,7 @@ class Held:
     the same job can be held twice (an old attempt still running after a cancel, retry and
     re-claim), never the same attempt."""
 
-    __slots__ = ("ctx", "job", "key", "lane", "lost", "released", "task")
+    __slots__ = ("ctx", "job", "key", "lane", "lost", "released", "since", "task")
 
     def __init__(self, job: Job, ctx: Context) -> None:
         self.job = job
@@ -78,31 +89,45 @@ class Held:
         self.ctx = ctx
         self.task: asyncio.Task[None] | None = None
         self.lane: Lane | None = None  # set by `Lanes.admit`
+        self.since = 0.0  # monotonic time it was buffered, then started
         self.lost = False  # cancelled or taken away: report nothing
-        self.released = False  # returned to the queue at shutdown: report nothing
+        self.released = False  # handed back to the queue: report nothing
 
 
 class Lane:
     """The slots of one dedicated queue, or of every shared queue (the shared pool)."""
 
-    __slots__ = ("buffer", "prefetch", "queues", "reserved", "running", "slots", "want")
+    __slots__ = ("budget", "buffer", "prefetch", "queues", "reserved", "run_time", "running",
+                 "slots", "want")  # fmt: skip
 
     def __init__(self, queues: list[str], slots: int, prefetch: int) -> None:
         self.queues = queues
         self.slots = slots
         self.prefetch = prefetch
+        self.budget = slots * HORIZON  # slot-seconds of prefetch that start within HORIZON
         self.running = 0  # jobs whose task was started and has not ended
         self.buffer: deque[Held] = deque()  # claimed, waiting for a slot of this lane
         self.reserved = 0  # asked for by claims still in flight
         self.want = True  # False once a claim found its queues drained, until a wake-up/poll
+        self.run_time: float | None = None  # moving average of its jobs' run times (seconds)
+
+    def ahead(self) -> int:
+        """How many jobs to claim beyond the slots: those that start within HORIZON."""
+        t = self.run_time
+        if t is None or not self.prefetch:
+            return 0
+        if t * self.prefetch <= self.budget:
+            return self.prefetch
+        return int(self.budget / t)
 
     def free(self) -> int:
-        return self.slots + self.prefetch - self.running - len(self.buffer) - self.reserved
+        return self.slots + self.ahead() - self.running - len(self.buffer) - self.reserved
 
     def admit(self, r: Held, start: bool) -> bool:
         """A claimed job of this lane: True if it starts now (it takes a slot), else it waits
         in the buffer."""
         r.lane = self
+        r.since = monotonic()
         if start and self.running < self.slots:
             self.running += 1
             return True
@@ -111,6 +136,9 @@ class Lane:
 
     def done(self, r: Held, stopping: bool) -> Sequence[Held]:
         """A started job ended: its slot frees; returns the buffered jobs that take it now."""
+        now = monotonic()
+        t, took = self.run_time, now - r.since
+        self.run_time = took if t is None else t + (took - t) * _WEIGHT
         self.running -= 1
         buf = self.buffer
         if not buf or stopping:
@@ -119,13 +147,15 @@ class Lane:
         while buf and self.running < self.slots:
             nxt = buf.popleft()
             if not nxt.lost:
+                nxt.since = now
                 self.running += 1
                 out.append(nxt)
         return out
 
     def __repr__(self) -> str:
         return (f"<Lane {','.join(self.queues)} slots={self.slots} running={self.running} "
-                f"buffered={len(self.buffer)} reserved={self.reserved}>")  # fmt: skip
+                f"buffered={len(self.buffer)} reserved={self.reserved} "
+                f"run_time={self.run_time}>")  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -245,3 +275,32 @@ class Lanes:
         """A buffered (never started) job was lost."""
         if r.lane is not None:
             r.lane.buffer.remove(r)
+
+    def stale(self) -> tuple[list[Held], float | None]:
+        """Take out the buffered jobs that waited too long for a slot (to be handed back), and
+        say in how many seconds the oldest one left would be (None: nothing buffered).
+
+        A lane that let one wait counts the wait, times its running jobs, as a run time: its
+        slots free slower than it assumed, so it stops prefetching until its jobs show again
+        that they are short."""
+        now = monotonic()
+        out: list[Held] = []
+        due: float | None = None
+        for lane in self.all:
+            buf = lane.buffer
+            if not buf:
+                continue
+            limit = max(STALE, 2 * (lane.run_time or 0.0))
+            waited = 0.0
+            while buf and (buf[0].lost or now - buf[0].since >= limit):
+                r = buf.popleft()
+                if not r.lost:
+                    waited = max(waited, now - r.since)
+                    out.append(r)
+            if waited:
+                slowest = waited * max(lane.running, 1)
+                lane.run_time = max(lane.run_time or 0.0, slowest)
+            if buf:
+                left = buf[0].since + limit - now
+                due = left if due is None else min(due, left)
+        return out, due
