@@ -8,8 +8,8 @@ earliest scheduled job is due, so an idle worker costs nothing.
 
 Slots are accounted per lane in `slots.py` (the shared pool is one lane; queues with dedicated
 slots have one each), including how far a lane prefetches and when a job claimed ahead goes back
-to the queue. Side services (lease heartbeat, recovery of expired leases, retention) live
-in `services.py`.
+to the queue. Side services (lease heartbeat, recovery of expired leases, retention) and the
+bounded backend steps of shutdown live in `services.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ..job import Job, new_id
 from ..registry import missing_handler
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
-from .services import Services
+from .services import Services, bounded
 from .slots import STALE, Claim, Held, Lanes, QueueSpec, parse_queue_spec
 
 if TYPE_CHECKING:
@@ -134,17 +134,33 @@ class Worker:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming, let active jobs finish within ``grace`` seconds, return the rest to the
-        queue without charging an attempt, flush acknowledgements and disconnect."""
+        queue without charging an attempt, flush acknowledgements and disconnect.
+
+        Always returns, in bounded time, with the services stopped, even if the backend fails
+        or hangs: each step is bounded and a failing one is logged. What could not be handed
+        back or acknowledged comes back to the queue when its lease expires."""
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
-        grace = self.shutdown_grace if grace is None else grace
         self._wake.set()
         if self._stale_timer is not None:
             self._stale_timer.cancel()
-        if self._pump_task is not None:
-            await self._pump_task
+        try:
+            await self._wind_down(self.shutdown_grace if grace is None else grace)
+        finally:
+            await self._services.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+            log.info("worker %s stopped after %d jobs", self.id, self.processed)
+
+    async def _wind_down(self, grace: float) -> None:
+        if self._pump_task is not None and not await bounded(self._pump_task):
+            log.error("worker %s: a backend round hung; cancelled it", self.id)
+            self._services.hung()
+            for t in (self._pump_task, *self._rounds):
+                t.cancel()
+            await asyncio.wait([self._pump_task, *self._rounds], timeout=1.0)
         pending = [r.task for r in self.running.values() if r.task is not None]
         if pending:
             log.info(
@@ -158,24 +174,13 @@ class Worker:
                 r.ctx._set_cancelled()
                 if r.task is not None:
                     r.task.cancel()
-            await self._flush()
-            n = await self.app.backend.release_jobs(self.id, [r.key for r in leftover])
-            log.warning("worker %s: returned %d unfinished jobs to the queue", self.id, n)
+            # Hand back before flushing acknowledgements: the unstarted jobs must not depend on
+            # the store taking outcomes.
+            await self._services.hand_back([r.key for r in leftover], "unfinished")
             tasks = [r.task for r in leftover if r.task is not None]
             if tasks:
                 await asyncio.wait(tasks, timeout=1.0)
-        await self._flush()
-        await self._services.stop()
-        self.app._detach_worker(self)
-        if self._listener is not None:
-            await self._listener.close()
-        try:
-            await self.app.backend.remove_worker(self.id)
-        except Exception:
-            log.exception("worker %s: could not unregister", self.id)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._stopped.set()
-        log.info("worker %s stopped after %d jobs", self.id, self.processed)
+        await self._services.flush()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -252,6 +257,7 @@ class Worker:
                     res = await backend.claim_jobs(claim.params)
                 self._take(claim, res.jobs, res.next_due, gen)
         except asyncio.CancelledError:
+            self._acks = acks + self._acks  # for the flush at shutdown
             raise
         except Exception:
             log.exception("worker %s: backend call failed; retrying shortly", self.id)
@@ -301,11 +307,6 @@ class Worker:
             log.info(
                 "worker %s: %d outcomes ignored (job cancelled or re-claimed)", self.id, len(lost)
             )
-
-    async def _flush(self) -> None:
-        while self._acks:
-            acks, self._acks = self._acks, []
-            self._report_lost(await self.app.backend.finish_jobs(self.id, acks))
 
     # -- holding jobs ---------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""A worker's background services: lease heartbeat, worker registry, recovery and retention."""
+"""A worker's background services (lease heartbeat, worker registry, recovery and retention) and
+the backend steps of its shutdown, each bounded in time so that stopping always stops."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ EVENTS_TRIM_INTERVAL = 30.0
 MAX_HEARTBEAT = 2.0
 STOP_STEP = 5.0
 """Seconds one backend call of a shutdown may take before the worker gives up on it."""
+STOP_STEP_AFTER_HANG = 1.0
+"""The same once a call of this shutdown hung: the store is not answering."""
+
+
+async def bounded(task: asyncio.Future[Any], timeout: float = STOP_STEP) -> bool:
+    """Wait up to ``timeout`` for ``task`` without cancelling it; True if it is done."""
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    return bool(done)
 
 
 def task_infos(app: Conveyor, queues: list[str]) -> list[TaskInfo]:
@@ -58,6 +67,7 @@ class Services:
         self._closing = False
         self._published: list[TaskInfo] | None = None
         self._handing: set[asyncio.Task[None]] = set()
+        self._hung = False  # a backend call of this shutdown timed out
 
     def info(self) -> WorkerInfo:
         if self._published is None:  # schemas are worked out once per worker
@@ -73,7 +83,10 @@ class Services:
             asyncio.create_task(self._maintenance(), name="conveyor-maintenance"),
         ]
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
+        """The end of a shutdown: stop the periodic tasks, close the listener, unregister. Each
+        step is bounded and a failure is logged; never raises."""
+        w = self._worker
         if self._handing:
             await asyncio.wait(list(self._handing), timeout=STOP_STEP)
         # A flag as well as cancel(): a driver that turns CancelledError into its own error
@@ -82,28 +95,40 @@ class Services:
         for t in self._tasks:
             t.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(self._tasks, timeout=STOP_STEP)
         self._tasks = []
+        w.app._detach_worker(w)
+        if w._listener is not None:
+            await self._step("closing the wake-up listener", w._listener.close())
+        await self._step("unregistering", w.app.backend.remove_worker(w.id))
+
+    def hung(self) -> None:
+        """A step of this shutdown timed out: give the later ones less time."""
+        self._hung = True
 
     async def _step(self, what: str, call: Awaitable[Any]) -> tuple[bool, Any]:
-        """Run one backend call within STOP_STEP: (True, result), or (False, None) with the
-        failure logged."""
+        """Run one backend call of a shutdown within STOP_STEP (less once one hung): (True,
+        result), or (False, None) with the failure logged."""
+        limit = STOP_STEP_AFTER_HANG if self._hung else STOP_STEP
         try:
-            async with asyncio.timeout(STOP_STEP):
+            async with asyncio.timeout(limit):
                 return True, await call
         except TimeoutError:
-            log.error("worker %s: %s took over %gs; gave up", self._worker.id, what, STOP_STEP)
+            self._hung = True
+            log.error("worker %s: %s took over %gs; gave up", self._worker.id, what, limit)
         except Exception:
             log.exception("worker %s: %s failed", self._worker.id, what)
         return False, None
 
-    async def hand_back(self, keys: Sequence[tuple[str, int]], what: str) -> None:
+    async def hand_back(
+        self, keys: Sequence[tuple[str, int]], what: str, level: int = logging.WARNING
+    ) -> None:
         """Return held attempts to the queue uncharged (`release_jobs`). If the store fails,
         they come back when their leases expire (a stall is counted then)."""
         ok, n = await self._step(f"returning {len(keys)} {what} jobs to the queue",
                                  self._worker.app.backend.release_jobs(self._worker.id, keys))  # fmt: skip
         if ok:
-            log.info("worker %s: returned %d %s jobs to the queue", self._worker.id, n, what)
+            log.log(level, "worker %s: returned %d %s jobs to the queue", self._worker.id, n, what)
         else:
             log.error("worker %s: %d %s jobs come back to the queue when their leases expire",
                       self._worker.id, len(keys), what)  # fmt: skip
@@ -111,9 +136,24 @@ class Services:
     def hand_back_soon(self, keys: Sequence[tuple[str, int]]) -> None:
         """`hand_back` jobs claimed ahead that no slot took in time, in the background (awaited
         at shutdown)."""
-        t = asyncio.create_task(self.hand_back(keys, "claimed-ahead"))
+        t = asyncio.create_task(self.hand_back(keys, "claimed-ahead", logging.INFO))
         self._handing.add(t)
         t.add_done_callback(self._handing.discard)
+
+    async def flush(self) -> None:
+        """Store the outcomes not yet acknowledged. If the store fails, those jobs run again
+        once their leases expire (at least once)."""
+        w = self._worker
+        while w._acks:
+            acks, w._acks = w._acks, []
+            ok, lost = await self._step(f"acknowledging {len(acks)} outcomes",
+                                        w.app.backend.finish_jobs(w.id, acks))  # fmt: skip
+            if not ok:
+                log.error("worker %s: %d outcomes not stored; those jobs run again when their "
+                          "leases expire", w.id, len(acks) + len(w._acks))  # fmt: skip
+                w._acks = []
+                return
+            w._report_lost(lost)
 
     def _failed(self, what: str) -> None:
         """Log a failed iteration, unless we are stopping (then end the loop)."""
