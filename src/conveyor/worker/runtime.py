@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..backends.base import Listener, Outcome, OutcomeKind, WorkerInfo
 from ..errors import ConfigurationError
@@ -30,7 +30,7 @@ from ..registry import missing_handler
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services, bounded
-from .slots import STALE, Claim, Held, Lanes, QueueSpec, parse_queue_spec
+from .slots import STALE, Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -69,12 +69,7 @@ class Worker:
         maintenance_interval: float = 1.0,
         prefetch: int | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        if prefetch is None:
-            prefetch = min(concurrency // 4, 32)
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise ConfigurationError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+        concurrency, prefetch = pool_options(concurrency, prefetch)
         if poll_interval <= 0:
             raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval}")
         self.app = app
@@ -86,7 +81,6 @@ class Worker:
         self.prefetch = prefetch
         self._lanes = Lanes(names, self.slots, concurrency, prefetch)
         self.capacity = self._lanes.capacity
-        self._overshoot_warned = False
         self.id = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-8:]}"
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
@@ -272,14 +266,7 @@ class Worker:
     def _take(self, claim: Claim, jobs: list[Job], next_due: float | None, gen: int) -> None:
         # Only conclude "nothing more is ready" if no wake-up arrived since this round began: a
         # job committed after our claim's snapshot has sent one.
-        drained, over = self._lanes.settle(claim, jobs, gen == self._wake_gen)
-        if over and not self._overshoot_warned:
-            # Still never more running than a lane's slots: the extra jobs wait in its buffer
-            # until a slot frees, or go back to the queue if none frees soon.
-            self._overshoot_warned = True
-            log.warning("worker %s: the backend returned %s (queue_limits not honoured); "
-                        "holding the extra ones until slots free", self.id, over)  # fmt: skip
-        if drained:
+        if self._lanes.settle(claim, jobs, gen == self._wake_gen):
             if self._want_claim:
                 self._want_claim = False  # a lane waits for work: listen for wake-ups
                 if self._listener is not None:
@@ -409,14 +396,3 @@ class Worker:
             # is freed only then. An async one is cancelled where it awaits.
             if task is None or task.is_async:
                 r.task.cancel()
-
-    async def report_progress(self, ctx: Context, data: dict[str, Any]) -> None:
-        job = ctx.job
-        ok = await self.app.backend.set_progress(job.id, job.token, self.id, data)
-        if ok:
-            job.progress.percent = data["percent"]
-            job.progress.message = data["message"]
-            job.progress.stage = data["stage"]
-            job.progress.meta = data["meta"]
-            if self.app._listeners:
-                self.app._emit("progress", job, data)

@@ -1,6 +1,6 @@
 """A worker's slots, grouped in lanes, and the jobs it holds in them.
 
-Every worker accounts its slots in `Lane` s: one for the *shared pool* (``concurrency`` slots
+Every worker accounts its slots in lanes (`Lane`): one for the *shared pool* (``concurrency`` slots
 for every queue without slots of its own) and one per queue with *dedicated* slots,
 ``app.worker(queues={"critical": 5, "low": 1, "default": None})``: at most 5 ``critical`` and 1
 ``low`` job at once, on slots no other queue can take, and ``default`` (``None``) on the shared
@@ -27,6 +27,7 @@ Dedicated lanes never prefetch: their slots are few and exist for latency.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from ..job import Job
     from .context import Context
 
+log = logging.getLogger("conveyor.worker")
 QueueSpec = Sequence[str] | Mapping[str, int | None]
 """What ``Worker(queues=...)`` takes: names (shared pool), or name -> dedicated slots / None."""
 
@@ -49,6 +51,18 @@ STALE = 0.020
 """A buffered job not started after ``max(STALE, 2 * run time)`` is handed back to the queue."""
 _WEIGHT = 0.125  # of the newest sample in a lane's moving average of run times
 _NOTHING: tuple[Held, ...] = ()
+
+
+def pool_options(concurrency: int, prefetch: int | None) -> tuple[int, int]:
+    """Check the shared pool's ``concurrency`` and ``prefetch`` (default: a quarter of the
+    slots, at most 32); raises `ConfigurationError`."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    if prefetch is None:
+        prefetch = min(concurrency // 4, 32)
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+        raise ConfigurationError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+    return concurrency, prefetch
 
 
 def parse_queue_spec(queues: QueueSpec) -> tuple[list[str], dict[str, int]]:
@@ -137,8 +151,9 @@ class Lane:
     def done(self, r: Held, stopping: bool) -> Sequence[Held]:
         """A started job ended: its slot frees; returns the buffered jobs that take it now."""
         now = monotonic()
-        t, took = self.run_time, now - r.since
-        self.run_time = took if t is None else t + (took - t) * _WEIGHT
+        if not (r.lost or r.released):  # cut short: says nothing of how long jobs run
+            t, took = self.run_time, now - r.since
+            self.run_time = took if t is None else t + (took - t) * _WEIGHT
         self.running -= 1
         buf = self.buffer
         if not buf or stopping:
@@ -195,6 +210,7 @@ class Lanes:
             for q in shared:
                 self.by_queue[q] = pool
         self.capacity = sum(slots.values()) + (concurrency if shared else 0)
+        self.overshoot_warned = False
 
     def want_all(self) -> None:
         for lane in self.all:
@@ -235,13 +251,14 @@ class Lanes:
 
     # -- accounting of returned claims and held jobs -------------------------------------------
 
-    def settle(self, claim: Claim, jobs: Sequence[Job], conclude: bool) -> tuple[bool, str]:
+    def settle(self, claim: Claim, jobs: Sequence[Job], conclude: bool) -> bool:
         """A claim returned ``jobs``: end its reservations and, when ``conclude`` (no wake-up
         arrived since it began), mark each lane that got less than its share as drained.
+        Returns whether a lane drained.
 
-        Returns whether a lane drained, and a description of a lane that got more jobs than
-        asked ("" if none: a backend that honours ``queue_limits`` never does that).
-        """
+        A lane that got more jobs than asked (a backend not honouring ``queue_limits``) is
+        warned about once: it still never runs more than its slots; the extra jobs wait in its
+        buffer until a slot frees, or go back to the queue if none frees soon."""
         claim.release()
         grants = claim.grants
         if len(grants) == 1:  # one lane asked: no need to sort the jobs by lane
@@ -256,15 +273,18 @@ class Lanes:
         # ready for now. If the total was met, a lane's shortfall means another lane got more
         # than asked (queue_limits ignored): claim again rather than conclude.
         conclude = conclude and len(jobs) < claim.params.limit
-        drained, over = False, ""
+        drained = False
         for lane, asked in grants:
             n = got.get(lane, 0)
-            if n > asked:
-                over = f"{n} jobs of {','.join(lane.queues)} for {asked} free slots"
+            if n > asked and not self.overshoot_warned:
+                self.overshoot_warned = True
+                log.warning("worker %s: the backend returned %d jobs of %s for %d free slots "
+                            "(queue_limits not honoured); holding the extra ones until slots "
+                            "free", claim.params.worker, n, ",".join(lane.queues), asked)  # fmt: skip
             elif n < asked and conclude:
                 lane.want = False
                 drained = True
-        return drained, over
+        return drained
 
     def admit(self, r: Held, start: bool) -> bool:
         """A claimed job: True if it may start now (it takes a slot of its lane), else it waits
