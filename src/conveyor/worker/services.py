@@ -125,13 +125,14 @@ class Services:
     ) -> None:
         """Return held attempts to the queue uncharged (`release_jobs`). If the store fails,
         they come back when their leases expire (a stall is counted then)."""
-        ok, n = await self._step(f"returning {len(keys)} {what} jobs to the queue",
-                                 self._worker.app.backend.release_jobs(self._worker.id, keys))  # fmt: skip
+        w = self._worker
+        release = w.app.backend.release_jobs(w.id, keys)
+        ok, n = await self._step(f"returning {len(keys)} {what} jobs to the queue", release)
         if ok:
-            log.log(level, "worker %s: returned %d %s jobs to the queue", self._worker.id, n, what)
+            log.log(level, "worker %s: returned %d %s jobs to the queue", w.id, n, what)
         else:
             log.error("worker %s: %d %s jobs come back to the queue when their leases expire",
-                      self._worker.id, len(keys), what)  # fmt: skip
+                      w.id, len(keys), what)  # fmt: skip
 
     def hand_back_soon(self, keys: Sequence[tuple[str, int]]) -> None:
         """`hand_back` jobs claimed ahead that no slot took in time, in the background (awaited

@@ -280,7 +280,8 @@ class Lanes:
                 self.overshoot_warned = True
                 log.warning("worker %s: the backend returned %d jobs of %s for %d free slots "
                             "(queue_limits not honoured); holding the extra ones until slots "
-                            "free", claim.params.worker, n, ",".join(lane.queues), asked)  # fmt: skip
+                            "free", claim.params.worker, n, ",".join(lane.queues),
+                            asked)  # fmt: skip
             elif n < asked and conclude:
                 lane.want = False
                 drained = True
