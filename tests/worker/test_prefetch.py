@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from time import monotonic
 
 import pytest
 
-from conveyor import Conveyor, JobState
-from conveyor.worker.slots import HORIZON, Lane
+from conveyor import Conveyor, Job, JobState
+from conveyor.worker.slots import HORIZON, STALE, Held, Lane, Lanes
 from tests.conftest import events_of, eventually
 
 
@@ -56,6 +57,44 @@ def test_a_lane_prefetches_only_what_its_slots_start_within_the_horizon() -> Non
     # And with jobs of a minute, none
     lane.run_time = 60.0
     assert lane.ahead() == 0
+
+
+def held(lane: Lane, n: int, waited: float) -> list[Held]:
+    """``n`` jobs buffered in ``lane`` (its slots busy) ``waited`` seconds ago."""
+    out = []
+    for i in range(n):
+        r = Held(Job(f"j{i}", "default", "long", {}, 5, JobState.ACTIVE, token=1), None)  # type: ignore[arg-type]
+        assert not lane.admit(r, start=False)
+        r.since -= waited
+        out.append(r)
+    return out
+
+
+def test_a_job_claimed_ahead_goes_back_after_waiting_too_long_for_a_slot() -> None:
+    # Given a pool whose 2 slots are busy, with 2 jobs claimed ahead 30 ms ago
+    lanes = Lanes(["default"], {}, concurrency=2, prefetch=2)
+    lane = lanes.all[0]
+    lane.running, lane.run_time = 2, 0.001
+    jobs = held(lane, 2, waited=0.030)
+    # When the check runs on time
+    stale, due = lanes.stale(due_at=monotonic())
+    # Then both go back, nothing is left to check, and the lane stops prefetching
+    assert stale == jobs and due is None
+    assert lane.ahead() == 0
+
+
+def test_a_late_check_hands_back_nothing_the_loop_was_busy() -> None:
+    # Given the same 2 jobs claimed ahead 30 ms ago
+    lanes = Lanes(["default"], {}, concurrency=2, prefetch=2)
+    lane = lanes.all[0]
+    lane.running, lane.run_time = 2, 0.001
+    held(lane, 2, waited=0.030)
+    # When the check runs 30 ms late (the event loop was busy: slots may have freed without the
+    # loop having run their jobs' ends yet)
+    stale, due = lanes.stale(due_at=monotonic() - 0.030)
+    # Then it hands back nothing and looks again a full STALE later
+    assert stale == [] and due == pytest.approx(STALE, abs=0.005)
+    assert lane.ahead() == 2
 
 
 # -- real workers -------------------------------------------------------------------------------

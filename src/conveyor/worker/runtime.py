@@ -30,7 +30,7 @@ from ..registry import missing_handler
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services, bounded
-from .slots import STALE, Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
+from .slots import Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -92,7 +92,6 @@ class Worker:
         self._rounds: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._next_due: float | None = None
-        self._stale_timer: asyncio.TimerHandle | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,8 +137,6 @@ class Worker:
             return
         self._stopping = True
         self._wake.set()
-        if self._stale_timer is not None:
-            self._stale_timer.cancel()
         try:
             await self._wind_down(self.shutdown_grace if grace is None else grace)
         finally:
@@ -307,22 +304,8 @@ class Worker:
             self._services.check_leases_soon()  # renew before this shorter lease runs out
         if self._lanes.admit(r, not self._stopping):
             r.task = loop.create_task(self._execute(r))
-        elif self._stale_timer is None and not self._stopping:
-            self._stale_timer = loop.call_later(STALE, self._check_stale)
-
-    def _check_stale(self) -> None:
-        """Hand back the buffered jobs no slot took in time (see `slots.py`)."""
-        self._stale_timer = None
-        if self._stopping or self._loop is None:
-            return
-        stale, due = self._lanes.stale()
-        if stale:
-            for r in stale:
-                r.released = True
-                del self.running[r.key]
-            self._services.hand_back_soon([r.key for r in stale])
-        if due is not None:
-            self._stale_timer = self._loop.call_later(due, self._check_stale)
+        elif not self._stopping:
+            self._services.watch_buffers()
 
     def _slot_freed(self, r: Held) -> None:
         assert r.lane is not None and self._loop is not None

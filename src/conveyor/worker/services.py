@@ -1,5 +1,6 @@
-"""A worker's background services (lease heartbeat, worker registry, recovery and retention) and
-the backend steps of its shutdown, each bounded in time so that stopping always stops."""
+"""A worker's background services (lease heartbeat, worker registry, recovery and retention, the
+hand-back of jobs claimed ahead that no slot took in time) and the backend steps of its shutdown,
+each bounded in time so that stopping always stops."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Sequence
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import TaskInfo, WorkerInfo
+from .slots import STALE
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -68,6 +71,8 @@ class Services:
         self._published: list[TaskInfo] | None = None
         self._handing: set[asyncio.Task[None]] = set()
         self._hung = False  # a backend call of this shutdown timed out
+        self._stale_timer: asyncio.TimerHandle | None = None
+        self._stale_due = 0.0  # monotonic time the stale check is due
 
     def info(self) -> WorkerInfo:
         if self._published is None:  # schemas are worked out once per worker
@@ -87,6 +92,8 @@ class Services:
         """The end of a shutdown: stop the periodic tasks, close the listener, unregister. Each
         step is bounded and a failure is logged; never raises."""
         w = self._worker
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
         if self._handing:
             await asyncio.wait(list(self._handing), timeout=STOP_STEP)
         # A flag as well as cancel(): a driver that turns CancelledError into its own error
@@ -134,12 +141,35 @@ class Services:
             log.error("worker %s: %d %s jobs come back to the queue when their leases expire",
                       w.id, len(keys), what)  # fmt: skip
 
-    def hand_back_soon(self, keys: Sequence[tuple[str, int]]) -> None:
-        """`hand_back` jobs claimed ahead that no slot took in time, in the background (awaited
-        at shutdown)."""
-        t = asyncio.create_task(self.hand_back(keys, "claimed-ahead", logging.INFO))
-        self._handing.add(t)
-        t.add_done_callback(self._handing.discard)
+    # -- jobs claimed ahead of free slots (see `slots.py`) -------------------------------------
+
+    def watch_buffers(self) -> None:
+        """A job was buffered: check within STALE that it (and any other) gets a slot soon."""
+        if self._stale_timer is None:
+            self._check_stale_in(STALE)
+
+    def _check_stale_in(self, delay: float) -> None:
+        self._stale_due = monotonic() + delay
+        self._stale_timer = asyncio.get_running_loop().call_later(delay, self._check_stale)
+
+    def _check_stale(self) -> None:
+        """Hand back (in the background) the buffered jobs no slot took in time."""
+        self._stale_timer = None
+        w = self._worker
+        if w._stopping:
+            return  # the shutdown hands back every job it holds
+        stale, due = w._lanes.stale(self._stale_due)
+        if stale:
+            for r in stale:
+                r.released = True
+                del w.running[r.key]
+            t = asyncio.create_task(
+                self.hand_back([r.key for r in stale], "claimed-ahead", logging.INFO)
+            )
+            self._handing.add(t)
+            t.add_done_callback(self._handing.discard)
+        if due is not None:
+            self._check_stale_in(due)
 
     async def flush(self) -> None:
         """Store the outcomes not yet acknowledged. If the store fails, those jobs run again

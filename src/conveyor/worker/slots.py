@@ -297,20 +297,26 @@ class Lanes:
         if r.lane is not None:
             r.lane.buffer.remove(r)
 
-    def stale(self) -> tuple[list[Held], float | None]:
+    def stale(self, due_at: float) -> tuple[list[Held], float | None]:
         """Take out the buffered jobs that waited too long for a slot (to be handed back), and
         say in how many seconds the oldest one left would be (None: nothing buffered).
 
         A lane that let one wait counts the wait, times its running jobs, as a run time: its
         slots free slower than it assumed, so it stops prefetching until its jobs show again
-        that they are short."""
+        that they are short. A check that runs over STALE after ``due_at`` (monotonic) hands
+        back nothing: the event loop was busy, so slots may have freed without their jobs'
+        ends having run yet; the waits start over instead."""
         now = monotonic()
+        late = now - due_at > STALE
         out: list[Held] = []
         due: float | None = None
         for lane in self.all:
             buf = lane.buffer
             if not buf:
                 continue
+            if late:
+                for r in buf:
+                    r.since = now
             limit = max(STALE, 2 * (lane.run_time or 0.0))
             waited = 0.0
             while buf and (buf[0].lost or now - buf[0].since >= limit):
