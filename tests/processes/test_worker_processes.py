@@ -138,6 +138,28 @@ async def test_three_workers_complete_5000_jobs_exactly_once(producer: Conveyor,
     assert len(pids) == 3
 
 
+async def test_thirty_long_jobs_start_on_the_thirty_slots_of_three_worker_processes(
+    producer: Conveyor, workers: Workers
+):
+    # Given three idle worker processes of 10 slots each (default prefetch)
+    procs = [workers.start(concurrency=10) for _ in range(3)]
+    first = await producer.enqueue("quick", {"n": 0})
+    await producer.wait(first.id, timeout=15)
+    # When 30 jobs of a minute are enqueued one at a time
+    for _ in range(30):
+        await producer.enqueue("slow", {"seconds": 60.0})
+
+    # Then all 30 start, on 10 slots of each worker, while none has finished: no worker keeps
+    # a claimed job waiting behind its busy slots while another has free ones
+    def started() -> Counter[str]:
+        return Counter(x[2] for x in workers.lines() if x[0] == "start")
+
+    await eventually(lambda: sum(started().values()) == 30, timeout=20, what="30 jobs started")
+    assert sorted(started().values()) == [10, 10, 10]
+    assert set(started()) == {str(p.pid) for p in procs}
+    assert not [x for x in workers.lines() if x[0] == "end"]
+
+
 async def test_an_idle_worker_picks_up_across_processes_and_burns_no_cpu(
     producer: Conveyor, workers: Workers
 ):

@@ -94,7 +94,7 @@ class Context:
             "stage": stage,
             "meta": meta,
         }
-        coro = self._worker.report_progress(self, data)
+        coro = self._report(data)
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
@@ -109,6 +109,17 @@ class Context:
         (GCRA; evenly spaced unless ``burst`` > 1). Unlike a task's ``rate_limit`` the job
         already holds its slot while it waits, so prefer task limits for whole jobs."""
         return _Limiter(self, name, rate, burst)
+
+    async def _report(self, data: dict[str, Any]) -> None:
+        worker, job = self._worker, self.job
+        app = worker.app
+        if await app.backend.set_progress(job.id, job.token, worker.id, data):
+            job.progress.percent = data["percent"]
+            job.progress.message = data["message"]
+            job.progress.stage = data["stage"]
+            job.progress.meta = data["meta"]
+            if app._listeners:
+                app._emit("progress", job, data)
 
     def _set_cancelled(self) -> None:
         self._cancelled = True

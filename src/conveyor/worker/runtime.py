@@ -6,9 +6,10 @@ SQLite backend runs both in one transaction). Handlers finishing, producers' wak
 only set an `asyncio.Event`; when nothing is ready the pump sleeps until one of them fires or the
 earliest scheduled job is due, so an idle worker costs nothing.
 
-Queues with dedicated slots (``queues={"critical": 5, "default": None}``) are accounted per lane
-in `slots.py`; a worker without them (``queues=[...]``) keeps the single-pool fast path here.
-Side services (lease heartbeat, recovery of expired leases, retention) live in `services.py`.
+Slots are accounted per lane in `slots.py` (the shared pool is one lane; queues with dedicated
+slots have one each), including how far a lane prefetches and when a job claimed ahead goes back
+to the queue. Side services (lease heartbeat, recovery of expired leases, retention) and the
+bounded backend steps of shutdown live in `services.py`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,17 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..backends.base import ClaimParams, Listener, Outcome, OutcomeKind, WorkerInfo
+from ..backends.base import Listener, Outcome, OutcomeKind, WorkerInfo
 from ..errors import ConfigurationError
 from ..job import Job, new_id
 from ..registry import missing_handler
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
-from .services import Services
-from .slots import Claim, Lanes, QueueSpec, parse_queue_spec
+from .services import Services, bounded
+from .slots import Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -45,29 +45,14 @@ _EVENT_OF = {
 }
 
 
-class _Running:
-    """One claimed attempt, keyed in `Worker.running` by its claim token ``(job id, token)``:
-    the same job can be held twice (an old attempt still running after a cancel, retry and
-    re-claim), never the same attempt."""
-
-    __slots__ = ("ctx", "job", "key", "lost", "released", "task")
-
-    def __init__(self, job: Job, ctx: Context) -> None:
-        self.job = job
-        self.key = (job.id, job.token)
-        self.ctx = ctx
-        self.task: asyncio.Task[None] | None = None
-        self.lost = False  # cancelled or taken away: report nothing
-        self.released = False  # returned to the queue at shutdown: report nothing
-
-
 class Worker:
     """Runs jobs of ``queues`` with up to ``concurrency`` at a time.
 
     ``queues`` is a list of queue names sharing the ``concurrency`` slots, or a dict of queue ->
     dedicated slots (``None``: the shared pool), e.g. ``{"critical": 5, "default": None}`` runs
     up to 5 critical jobs on slots of their own plus ``concurrency`` default ones. `capacity` is
-    the total. ``prefetch`` applies to the shared pool only.
+    the total. ``prefetch`` (the most jobs claimed ahead of free slots) applies to the shared
+    pool only, and only as far as its jobs are short enough to start soon (`slots.py`).
 
     Use ``async with app.worker(...)`` to embed it in a running app, or ``await worker.run()``
     (what ``conveyor worker`` does) to run until `stop()` or a signal.
@@ -85,12 +70,7 @@ class Worker:
         maintenance_interval: float = 1.0,
         prefetch: int | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        if prefetch is None:
-            prefetch = min(concurrency // 4, 32)
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise ConfigurationError(f"prefetch must be an integer >= 0, got {prefetch!r}")
+        concurrency, prefetch = pool_options(concurrency, prefetch)
         if poll_interval <= 0:
             raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval}")
         self.app = app
@@ -99,23 +79,17 @@ class Worker:
         if not self.queues:
             raise ConfigurationError("worker has no queues: register a task or pass queues=[...]")
         self.concurrency = concurrency
-        # None: every queue shares `concurrency` (the fast path, no per-lane accounting).
-        self._lanes = Lanes(names, self.slots, concurrency, prefetch) if self.slots else None
-        self.capacity = concurrency if self._lanes is None else self._lanes.capacity
-        self._overshoot_warned = False
-        # Jobs claimed beyond the free slots, started the moment a slot frees, so slots do not
-        # sit empty while the next claim round trip runs. Held (leases renewed) like running ones.
         self.prefetch = prefetch
-        self._buffer: deque[_Running] = deque()
+        self._lanes = Lanes(names, self.slots, concurrency, prefetch)
+        self.capacity = self._lanes.capacity
         self.id = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-8:]}"
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
-        self.running: dict[tuple[str, int], _Running] = {}
+        self.running: dict[tuple[str, int], Held] = {}
         self._acks: list[Outcome] = []
         self._wake = asyncio.Event()
         self._want_claim = True
         self._wake_gen = 0
-        self._reserved = 0
         self._rounds: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._next_due: float | None = None
@@ -154,15 +128,31 @@ class Worker:
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop claiming, let active jobs finish within ``grace`` seconds, return the rest to the
-        queue without charging an attempt, flush acknowledgements and disconnect."""
+        queue without charging an attempt, flush acknowledgements and disconnect.
+
+        Always returns, in bounded time, with the services stopped, even if the backend fails
+        or hangs: each step is bounded and a failing one is logged. What could not be handed
+        back or acknowledged comes back to the queue when its lease expires."""
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
-        grace = self.shutdown_grace if grace is None else grace
         self._wake.set()
-        if self._pump_task is not None:
-            await self._pump_task
+        try:
+            await self._wind_down(self.shutdown_grace if grace is None else grace)
+        finally:
+            await self._services.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._stopped.set()
+            log.info("worker %s stopped after %d jobs", self.id, self.processed)
+
+    async def _wind_down(self, grace: float) -> None:
+        if self._pump_task is not None and not await bounded(self._pump_task):
+            log.error("worker %s: a backend round hung; cancelled it", self.id)
+            self._services.hung()
+            for t in (self._pump_task, *self._rounds):
+                t.cancel()
+            await asyncio.wait([self._pump_task, *self._rounds], timeout=1.0)
         pending = [r.task for r in self.running.values() if r.task is not None]
         if pending:
             log.info(
@@ -176,24 +166,13 @@ class Worker:
                 r.ctx._set_cancelled()
                 if r.task is not None:
                     r.task.cancel()
-            await self._flush()
-            n = await self.app.backend.release_jobs(self.id, [r.key for r in leftover])
-            log.warning("worker %s: returned %d unfinished jobs to the queue", self.id, n)
+            # Hand back before flushing acknowledgements: the unstarted jobs must not depend on
+            # the store taking outcomes.
+            await self._services.hand_back([r.key for r in leftover], "unfinished")
             tasks = [r.task for r in leftover if r.task is not None]
             if tasks:
                 await asyncio.wait(tasks, timeout=1.0)
-        await self._flush()
-        await self._services.stop()
-        self.app._detach_worker(self)
-        if self._listener is not None:
-            await self._listener.close()
-        try:
-            await self.app.backend.remove_worker(self.id)
-        except Exception:
-            log.exception("worker %s: could not unregister", self.id)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._stopped.set()
-        log.info("worker %s stopped after %d jobs", self.id, self.processed)
+        await self._services.flush()
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -214,8 +193,7 @@ class Worker:
             if not self._want_claim and self._listener is not None:
                 self._listener.idle(False)
             self._want_claim = True
-            if self._lanes is not None:
-                self._lanes.want_all()
+            self._lanes.want_all()
             self._wake_gen += 1
             self._wake.set()
 
@@ -255,71 +233,25 @@ class Worker:
 
     async def _pump(self) -> None:
         # Up to MAX_ROUNDS backend rounds in flight, so the database works on the next round
-        # while this loop runs the jobs of the previous one. Claimed-but-not-yet-returned slots
-        # are reserved so the concurrency cap holds.
+        # while this loop runs the jobs of the previous one. `plan` reserves the slots a round
+        # asks for, so the concurrency cap holds.
         lanes = self._lanes
         while not self._stopping:
             self._wake.clear()
             if len(self._rounds) < MAX_ROUNDS:
-                if lanes is None:
-                    free = self.concurrency + self.prefetch - len(self.running) - self._reserved
-                    n = free if free > 0 and self._want_claim else 0
-                    if n or self._acks:
-                        acks, self._acks = self._acks, []
-                        self._reserved += n
-                        t = asyncio.create_task(self._round(acks, n, self._wake_gen))
-                        self._rounds.add(t)
-                        continue
-                else:
-                    claims = lanes.plan(self.id)  # reserves the slots it asks for
-                    if claims or self._acks:
-                        acks, self._acks = self._acks, []
-                        t = asyncio.create_task(self._lane_round(acks, claims, self._wake_gen))
-                        self._rounds.add(t)
-                        continue
+                claims = lanes.plan(self.id)
+                if claims or self._acks:
+                    acks, self._acks = self._acks, []
+                    t = asyncio.create_task(self._round(acks, claims, self._wake_gen))
+                    self._rounds.add(t)
+                    continue
             await self._idle_wait()
         if self._rounds:
             await asyncio.wait(list(self._rounds))
 
-    async def _round(self, acks: list[Outcome], n: int, gen: int) -> None:
-        backend = self.app.backend
-        try:
-            if n:
-                params = ClaimParams(self.queues, n, self.id)
-                if acks:
-                    lost, res = await backend.finish_and_claim(self.id, acks, params)
-                    self._report_lost(lost)
-                else:
-                    res = await backend.claim_jobs(params)
-                asked, n = n, 0
-                self._reserved -= asked
-                jobs = res.jobs
-                # Only conclude "nothing more is ready" if no wake-up arrived since this round
-                # began: a job committed after our claim's snapshot has sent one.
-                if len(jobs) < asked and gen == self._wake_gen:
-                    self._want_claim = False
-                    if self._listener is not None:
-                        self._listener.idle(True)
-                self._keep_due(res.next_due)
-                for job in jobs:
-                    self._spawn(job)
-            else:
-                self._report_lost(await backend.finish_jobs(self.id, acks))
-            self._services.outage.back()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._services.outage.failed(exc, "claim/acknowledge round")  # retried shortly
-            self._acks = acks + self._acks
-            await asyncio.sleep(0.5)
-        finally:
-            self._reserved -= n
-            self._rounds.discard(asyncio.current_task())  # type: ignore[arg-type]
-            self._wake.set()
-
-    async def _lane_round(self, acks: list[Outcome], claims: list[Claim], gen: int) -> None:
-        """`_round` for a worker with dedicated slots: the round's claims in turn (the first
-        one carries the acknowledgements), each returned job into its lane."""
+    async def _round(self, acks: list[Outcome], claims: list[Claim], gen: int) -> None:
+        """One round: the acknowledgements, with the first claim where there is one, then the
+        round's other claims; each returned job goes into its lane."""
         backend = self.app.backend
         try:
             if not claims:
@@ -335,6 +267,7 @@ class Worker:
                 self._take(claim, res.jobs, res.next_due, gen)
             self._services.outage.back()
         except asyncio.CancelledError:
+            self._acks = acks + self._acks  # for the flush at shutdown
             raise
         except Exception as exc:
             self._services.outage.failed(exc, "claim/acknowledge round")  # retried shortly
@@ -347,15 +280,9 @@ class Worker:
             self._wake.set()
 
     def _take(self, claim: Claim, jobs: list[Job], next_due: float | None, gen: int) -> None:
-        assert self._lanes is not None
-        drained, over = self._lanes.settle(claim, jobs, gen == self._wake_gen)
-        if over and not self._overshoot_warned:
-            # Still never more running than a lane's slots: the extra jobs wait in its buffer
-            # (leases renewed) until a slot frees.
-            self._overshoot_warned = True
-            log.warning("worker %s: the backend returned %s (queue_limits not honoured); "
-                        "holding the extra ones until slots free", self.id, over)  # fmt: skip
-        if drained and self._want_claim:
+        # Only conclude "nothing more is ready" if no wake-up arrived since this round began: a
+        # job committed after our claim's snapshot has sent one.
+        if self._lanes.settle(claim, jobs, gen == self._wake_gen) and self._want_claim:
             self._want_claim = False  # a lane waits for work: listen for wake-ups
             if self._listener is not None:
                 self._listener.idle(True)
@@ -379,8 +306,7 @@ class Worker:
                 await self._wake.wait()
         except TimeoutError:
             self._want_claim = True
-            if self._lanes is not None:
-                self._lanes.want_all()
+            self._lanes.want_all()
             self._next_due = None
 
     def _report_lost(self, lost: list[str]) -> None:
@@ -389,43 +315,27 @@ class Worker:
                 "worker %s: %d outcomes ignored (job cancelled or re-claimed)", self.id, len(lost)
             )
 
-    async def _flush(self) -> None:
-        while self._acks:
-            acks, self._acks = self._acks, []
-            self._report_lost(await self.app.backend.finish_jobs(self.id, acks))
-
-    # -- running one job ------------------------------------------------------------------------
+    # -- holding jobs ---------------------------------------------------------------------------
 
     def _spawn(self, job: Job) -> None:
-        assert self._loop is not None
-        ctx = Context(job, self, self._loop)
-        r = _Running(job, ctx)
+        loop = self._loop
+        assert loop is not None
+        r = Held(job, Context(job, self, loop))
         self.running[r.key] = r
         if job.lease < self.min_lease:
             self.min_lease = job.lease
             self._services.check_leases_soon()  # renew before this shorter lease runs out
-        if self._lanes is not None:
-            if self._lanes.admit(r, not self._stopping):
-                r.task = self._loop.create_task(self._execute(r))
-        elif len(self.running) - len(self._buffer) <= self.concurrency and not self._stopping:
-            r.task = self._loop.create_task(self._execute(r))
-        else:
-            self._buffer.append(r)
+        if self._lanes.admit(r, not self._stopping):
+            r.task = loop.create_task(self._execute(r))
+        elif not self._stopping:
+            self._services.watch_buffers()
 
-    def _start_buffered(self) -> None:
-        assert self._loop is not None
-        buf = self._buffer
-        while buf and not self._stopping and len(self.running) - len(buf) < self.concurrency:
-            r = buf.popleft()
-            if not r.lost:
-                r.task = self._loop.create_task(self._execute(r))
-
-    def _lane_done(self, r: _Running) -> None:
-        assert self._loop is not None and self._lanes is not None
-        for nxt in self._lanes.done(r, self._stopping):
+    def _slot_freed(self, r: Held) -> None:
+        assert r.lane is not None and self._loop is not None
+        for nxt in r.lane.done(r, self._stopping):
             nxt.task = self._loop.create_task(self._execute(nxt))
 
-    async def _execute(self, r: _Running) -> None:
+    async def _execute(self, r: Held) -> None:
         job = r.job
         app = self.app
         task = app.tasks.get(job.task)
@@ -455,10 +365,7 @@ class Worker:
         if r.lost or r.released:
             return self._forget(r)
         del self.running[r.key]
-        if self._lanes is not None:
-            self._lane_done(r)
-        elif self._buffer:
-            self._start_buffered()
+        self._slot_freed(r)
         self.processed += 1
         self.failed += outcome.kind is not OutcomeKind.COMPLETED
         self._acks.append(outcome)
@@ -468,17 +375,14 @@ class Worker:
         if app._listeners:
             app._emit(_EVENT_OF[outcome.kind], job, outcome)
 
-    def _forget(self, r: _Running) -> None:
+    def _forget(self, r: Held) -> None:
         self.running.pop(r.key, None)
         if r.lost and not r.released:
             self._ended(r)
-        if self._lanes is not None:
-            self._lane_done(r)
-        elif self._buffer:
-            self._start_buffered()
+        self._slot_freed(r)
         self._wake.set()
 
-    def _ended(self, r: _Running) -> None:
+    def _ended(self, r: Held) -> None:
         """A lost attempt has really ended: say so, so that a job cancelled while it ran gives
         its concurrency-gate slots back now (the backend ignores it for any other job)."""
         self._acks.append(Outcome(r.job.id, r.job.token, OutcomeKind.FAILED, error=_ENDED))
@@ -495,11 +399,8 @@ class Worker:
                 continue
             r.lost = True
             r.ctx._set_cancelled()
-            if r.task is None:  # still in the prefetch buffer: never started
-                if self._lanes is not None:
-                    self._lanes.drop(r)
-                else:
-                    self._buffer.remove(r)
+            if r.task is None:  # still in a lane's buffer: never started
+                self._lanes.drop(r)
                 del self.running[key]
                 self._ended(r)
                 self._wake.set()
@@ -507,16 +408,5 @@ class Worker:
             task = self.app.tasks.get(r.job.task)
             # A sync handler keeps its thread until it returns (it sees ctx.cancelled); its slot
             # is freed only then. An async one is cancelled where it awaits.
-            if r.task is not None and (task is None or task.is_async):
+            if task is None or task.is_async:
                 r.task.cancel()
-
-    async def report_progress(self, ctx: Context, data: dict[str, Any]) -> None:
-        job = ctx.job
-        ok = await self.app.backend.set_progress(job.id, job.token, self.id, data)
-        if ok:
-            job.progress.percent = data["percent"]
-            job.progress.message = data["message"]
-            job.progress.stage = data["stage"]
-            job.progress.meta = data["meta"]
-            if self.app._listeners:
-                self.app._emit("progress", job, data)

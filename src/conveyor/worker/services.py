@@ -1,4 +1,6 @@
-"""A worker's background services: lease heartbeat, worker registry, recovery and retention."""
+"""A worker's background services (lease heartbeat, worker registry, recovery and retention, the
+hand-back of jobs claimed ahead that no slot took in time) and the backend steps of its shutdown,
+each bounded in time so that stopping always stops."""
 
 from __future__ import annotations
 
@@ -7,10 +9,13 @@ import contextlib
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Sequence
+from time import monotonic
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import TaskInfo, WorkerInfo
 from ..outage import Outage
+from .slots import STALE
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -22,6 +27,16 @@ REGISTRY_INTERVAL = 5.0
 RETENTION_INTERVAL = 10.0
 EVENTS_TRIM_INTERVAL = 30.0
 MAX_HEARTBEAT = 2.0
+STOP_STEP = 5.0
+"""Seconds one backend call of a shutdown may take before the worker gives up on it."""
+STOP_STEP_AFTER_HANG = 1.0
+"""The same once a call of this shutdown hung: the store is not answering."""
+
+
+async def bounded(task: asyncio.Future[Any], timeout: float = STOP_STEP) -> bool:
+    """Wait up to ``timeout`` for ``task`` without cancelling it; True if it is done."""
+    done, _ = await asyncio.wait([task], timeout=timeout)
+    return bool(done)
 
 
 def task_infos(app: Conveyor, queues: list[str]) -> list[TaskInfo]:
@@ -58,6 +73,10 @@ class Services:
         # The worker's loops (these and the pump) report backend trouble here: an outage is
         # two log lines, not a traceback per retry.
         self.outage = Outage(log, f"worker {worker.id}")
+        self._handing: set[asyncio.Task[None]] = set()
+        self._hung = False  # a backend call of this shutdown timed out
+        self._stale_timer: asyncio.TimerHandle | None = None
+        self._stale_due = 0.0  # monotonic time the stale check is due
 
     def info(self) -> WorkerInfo:
         if self._published is None:  # schemas are worked out once per worker
@@ -73,15 +92,103 @@ class Services:
             asyncio.create_task(self._maintenance(), name="conveyor-maintenance"),
         ]
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
+        """The end of a shutdown: stop the periodic tasks, close the listener, unregister. Each
+        step is bounded and a failure is logged; never raises."""
+        w = self._worker
+        if self._stale_timer is not None:
+            self._stale_timer.cancel()
+        if self._handing:
+            await asyncio.wait(list(self._handing), timeout=STOP_STEP)
         # A flag as well as cancel(): a driver that turns CancelledError into its own error
         # (seen with redis-py mid-command) must not keep a loop alive.
         self._closing = True
         for t in self._tasks:
             t.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(self._tasks, timeout=STOP_STEP)
         self._tasks = []
+        w.app._detach_worker(w)
+        if w._listener is not None:
+            await self._step("closing the wake-up listener", w._listener.close())
+        await self._step("unregistering", w.app.backend.remove_worker(w.id))
+
+    def hung(self) -> None:
+        """A step of this shutdown timed out: give the later ones less time."""
+        self._hung = True
+
+    async def _step(self, what: str, call: Awaitable[Any]) -> tuple[bool, Any]:
+        """Run one backend call of a shutdown within STOP_STEP (less once one hung): (True,
+        result), or (False, None) with the failure logged."""
+        limit = STOP_STEP_AFTER_HANG if self._hung else STOP_STEP
+        try:
+            async with asyncio.timeout(limit):
+                return True, await call
+        except TimeoutError:
+            self._hung = True
+            log.error("worker %s: %s took over %gs; gave up", self._worker.id, what, limit)
+        except Exception:
+            log.exception("worker %s: %s failed", self._worker.id, what)
+        return False, None
+
+    async def hand_back(
+        self, keys: Sequence[tuple[str, int]], what: str, level: int = logging.WARNING
+    ) -> None:
+        """Return held attempts to the queue uncharged (`release_jobs`). If the store fails,
+        they come back when their leases expire (a stall is counted then)."""
+        w = self._worker
+        release = w.app.backend.release_jobs(w.id, keys)
+        ok, n = await self._step(f"returning {len(keys)} {what} jobs to the queue", release)
+        if ok:
+            log.log(level, "worker %s: returned %d %s jobs to the queue", w.id, n, what)
+        else:
+            log.error("worker %s: %d %s jobs come back to the queue when their leases expire",
+                      w.id, len(keys), what)  # fmt: skip
+
+    # -- jobs claimed ahead of free slots (see `slots.py`) -------------------------------------
+
+    def watch_buffers(self) -> None:
+        """A job was buffered: check within STALE that it (and any other) gets a slot soon."""
+        if self._stale_timer is None:
+            self._check_stale_in(STALE)
+
+    def _check_stale_in(self, delay: float) -> None:
+        self._stale_due = monotonic() + delay
+        self._stale_timer = asyncio.get_running_loop().call_later(delay, self._check_stale)
+
+    def _check_stale(self) -> None:
+        """Hand back (in the background) the buffered jobs no slot took in time."""
+        self._stale_timer = None
+        w = self._worker
+        if w._stopping:
+            return  # the shutdown hands back every job it holds
+        stale, due = w._lanes.stale(self._stale_due)
+        if stale:
+            for r in stale:
+                r.released = True
+                del w.running[r.key]
+            t = asyncio.create_task(
+                self.hand_back([r.key for r in stale], "claimed-ahead", logging.INFO)
+            )
+            self._handing.add(t)
+            t.add_done_callback(self._handing.discard)
+        if due is not None:
+            self._check_stale_in(due)
+
+    async def flush(self) -> None:
+        """Store the outcomes not yet acknowledged. If the store fails, those jobs run again
+        once their leases expire (at least once)."""
+        w = self._worker
+        while w._acks:
+            acks, w._acks = w._acks, []
+            ok, lost = await self._step(f"acknowledging {len(acks)} outcomes",
+                                        w.app.backend.finish_jobs(w.id, acks))  # fmt: skip
+            if not ok:
+                log.error("worker %s: %d outcomes not stored; those jobs run again when their "
+                          "leases expire", w.id, len(acks) + len(w._acks))  # fmt: skip
+                w._acks = []
+                return
+            w._report_lost(lost)
 
     def _failed(self, what: str, exc: Exception) -> None:
         """Report a failed iteration, unless we are stopping (then end the loop)."""
