@@ -134,18 +134,20 @@ async def test_thirty_long_jobs_run_on_the_thirty_slots_of_three_workers(
 async def test_a_job_claimed_ahead_goes_back_uncharged_when_no_slot_frees(
     make_app: Callable[..., Conveyor],
 ) -> None:
-    # Given a worker of 2 slots that may prefetch 2, whose jobs so far were quick
+    # Given a worker of 4 slots that may prefetch 2, whose jobs so far were quick (so it
+    # prefetches them all: they start within the horizon)
     board = Board()
     producer = with_tasks(make_app(), board)
-    first = with_tasks(make_app(), board).worker(concurrency=2, prefetch=2)
+    first = with_tasks(make_app(), board).worker(concurrency=4, prefetch=2)
     second = with_tasks(make_app(), board).worker(concurrency=2, prefetch=0)
     await first.start()
     try:
-        batch = await producer.enqueue_many([("quick", {"i": i}) for i in range(20)])
+        batch = await producer.enqueue_many([("quick", {"i": i}) for i in range(50)])
         await batch.wait(timeout=10)
-        # When 4 long jobs arrive at once: 2 take the slots, and 2 may be claimed ahead
-        jobs = await producer.enqueue_many([("long", {"i": i}) for i in range(4)])
-        await eventually(lambda: len(board.started) == 2, what="2 long jobs started")
+        assert first._lanes.all[0].ahead() == 2, first._lanes.all[0]
+        # When 6 long jobs arrive at once: 4 take the slots, and 2 are claimed ahead
+        jobs = await producer.enqueue_many([("long", {"i": i}) for i in range(6)])
+        await eventually(lambda: len(board.started) == 4, what="4 long jobs started")
 
         # Then the worker does not keep the other 2: they are back in the queue, their attempt
         # not charged, nothing of the claim left on them
@@ -153,7 +155,7 @@ async def test_a_job_claimed_ahead_goes_back_uncharged_when_no_slot_frees(
             got = [await producer.get(i) for i in jobs.ids]
             return [j.id for j in got if j.status is JobState.QUEUED]
 
-        waiting = await eventually(lambda: len(first.running) == 2 and back_in_queue(),
+        waiting = await eventually(lambda: len(first.running) == 4 and back_in_queue(),
                                    what="2 jobs handed back")  # fmt: skip
         assert len(waiting) == 2
         for job_id in waiting:
@@ -165,10 +167,10 @@ async def test_a_job_claimed_ahead_goes_back_uncharged_when_no_slot_frees(
             assert kinds == ["enqueued", "started"]
         # And a second worker with free slots runs them while the first one's still run
         await second.start()
-        await eventually(lambda: len(board.started) == 4, what="4 long jobs started")
-        assert sorted(board.started[2:]) == sorted(waiting) and board.finished == []
+        await eventually(lambda: len(board.started) == 6, what="6 long jobs started")
+        assert sorted(board.started[4:]) == sorted(waiting) and board.finished == []
         board.gate.set()
-        await eventually(lambda: len(board.finished) == 4, what="4 jobs finished")
+        await eventually(lambda: len(board.finished) == 6, what="6 jobs finished")
     finally:
         board.gate.set()
         await first.stop()

@@ -60,8 +60,9 @@ def worker_info(w: Worker, tasks: list[TaskInfo]) -> WorkerInfo:
 
 
 class Services:
-    """Periodic tasks of one worker. Every one of them is safe to run in every worker at once:
-    the backend operations are atomic and idempotent."""
+    """Periodic tasks of one worker, the hand-back of its jobs claimed ahead that no slot took,
+    and the bounded backend steps of its shutdown. Every periodic task is safe to run in every
+    worker at once: the backend operations are atomic and idempotent."""
 
     def __init__(self, worker: Worker, maintenance_interval: float) -> None:
         self._worker = worker
@@ -125,7 +126,7 @@ class Services:
             async with asyncio.timeout(limit):
                 return True, await call
         except TimeoutError:
-            self._hung = True
+            self._hung = self._worker._stopping
             log.error("worker %s: %s took over %gs; gave up", self._worker.id, what, limit)
         except Exception:
             log.exception("worker %s: %s failed", self._worker.id, what)
