@@ -210,15 +210,31 @@ def make_client(o: RedisOptions, *, single: bool = False, block: float | None = 
     if timeout is not None:
         kw["socket_timeout"] = timeout
     if o.cluster:
-        return aioredis.RedisCluster.from_url(
-            o.url, max_connections=o.pool_size + CLUSTER_SPARE, **kw
-        )
+        return _RedisCluster.from_url(o.url, max_connections=o.pool_size + CLUSTER_SPARE, **kw)
     pool = aioredis.BlockingConnectionPool.from_url(
         o.url, max_connections=o.pool_size, timeout=o.pool_timeout, **kw
     )
     client = aioredis.Redis(connection_pool=pool, single_connection_client=single)
     client.auto_close_connection_pool = True  # closing the client closes its pool
     return client
+
+
+class _RedisCluster(aioredis.RedisCluster):
+    """redis-py's cluster client, initialised before it routes a command.
+
+    redis-py 8 picks a command's routing policy *before* it initialises the client: while the
+    client has no default node (its first commands, or any after it reset its topology) a keyed
+    command such as SADD/SMEMBERS is routed as keyless, to a random node, which answers MOVED.
+    Many such calls at once on one loop (``app.sync`` from 16 threads) pile up MOVED replies;
+    every ``reinitialize_steps``-th one makes redis-py ``aclose()`` the client, which drops the
+    connections other calls of the loop are still using, even mid-handshake: they fail with
+    ``AttributeError: 'NoneType' object has no attribute 'writelines'`` instead of a result.
+    Initialising first (a no-op once initialised; concurrent callers wait on redis-py's lock
+    for one initialisation) routes every command by its key's slot from the start."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.initialize()
+        return await super().execute_command(*args, **kwargs)
 
 
 class Gate:
