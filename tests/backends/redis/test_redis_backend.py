@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -312,5 +314,35 @@ async def test_cluster_calls_wait_for_a_connection(redis_cluster: RedisCluster) 
         got = await asyncio.gather(*(app.get(job.id) for _ in range(1000)))
         # Then every one of them waited its turn and succeeded
         assert {j.id for j in got} == {job.id}
+    finally:
+        await app.close()
+
+
+async def test_cluster_first_calls_on_app_sync_all_succeed(redis_cluster: RedisCluster) -> None:
+    # Given a cluster app opened on this loop (app.sync's loop gets a client of its own, new)
+    app = Conveyor(f"{redis_cluster.url}?prefix=tsync")
+
+    @app.task
+    async def work(n: int) -> int:
+        return n
+
+    threads = 32
+    start = threading.Barrier(threads)
+
+    def first_call(i: int) -> int:
+        start.wait()
+        return app.sync.enqueue("work", {"n": i}).payload["n"]
+
+    try:
+        await app.open()
+        # When 32 threads make that client's first calls at once (redis-py routed a keyed
+        # command of a client not yet initialised to a random node: MOVED, until it dropped
+        # the connections the other calls were using)
+        with ThreadPoolExecutor(threads) as pool:
+            got = await asyncio.gather(
+                *(asyncio.wrap_future(pool.submit(first_call, i)) for i in range(threads))
+            )
+        # Then every call succeeded
+        assert sorted(got) == list(range(threads))
     finally:
         await app.close()
