@@ -23,7 +23,7 @@ from ...errors import BackendUnavailable
 from ...job import Job
 from ..base import ClaimParams, ClaimResult, Outcome, OutcomeKind
 from ..outcomes import encode, finish_each
-from .codec import job_from_hash, pairs
+from .codec import job_from_claim
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -170,15 +170,23 @@ class Attempts:
         by_id = {o.job_id: o for o in outcomes}
         calls: list[tuple[str, str, list[Any]]] = []
         for queue, ids in by_queue.items():
-            rows = []
+            args: list[Any] = [worker, "", ""]
+            plain: list[str] = []  # completions without a result: "id token" (finish.lua)
+            others = []
             for job_id in ids:
                 e = encode(by_id[job_id])  # never raises: a bad outcome fails its own attempt
                 if e.kind is OutcomeKind.COMPLETED:
-                    rows.append((job_id, e.token, "completed", e.result))
+                    if e.result is None and job_id.isalnum():
+                        plain.append(f"{job_id} {e.token}")
+                    else:
+                        args += (job_id, e.token, e.result or "null")
                 else:
-                    rows.append((job_id, e.token, e.kind.value, None, e.error, e.retry_in,
-                                 orjson.dumps(e.brief).decode()))  # fmt: skip
-            calls.append(("finish", queue, [worker, orjson.dumps(rows).decode()]))
+                    others.append((job_id, e.token, e.kind.value, None, e.error, e.retry_in,
+                                   orjson.dumps(e.brief).decode()))  # fmt: skip
+            if others:
+                args[1] = orjson.dumps(others).decode()
+            args[2] = " ".join(plain)
+            calls.append(("finish", queue, args))
         known = {i for ids in by_queue.values() for i in ids}
         return calls, [o.job_id for o in outcomes if o.job_id not in known]
 
@@ -232,9 +240,10 @@ class Attempts:
             newest = self.last_event.get(worker)
             if newest is None or _sid(out[3]) > _sid(newest[0]):
                 self.last_event[worker] = (out[3], queue)
-        n = int(out[2])
+        now = float(out[0])
         return [
-            job_from_hash(out[4 + 2 * k], queue, pairs(out[5 + 2 * k])) for k in range(n)
+            job_from_claim(out[4 + 2 * k], queue, out[5 + 2 * k], now, worker)
+            for k in range(int(out[2]))
         ], next_due
 
     async def _group(self, worker: str, job_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -18,15 +18,21 @@ def float_or_none(v: str | None) -> float | None:
 _f = float_or_none
 
 
-def job_from_hash(job_id: str, queue: str, h: dict[str, str]) -> Job:
+def job_from_hash(
+    job_id: str, queue: str, h: dict[str, str], lease_expires_at: float | None = None
+) -> Job:
+    """The job of a hash. An active job's lease expiry is its score in the queue's ``active``
+    set (pass it), not a field; a hash written before that change may still hold ``le``."""
     pg = h.get("pg")
+    if lease_expires_at is None and h.get("s") == "active":
+        lease_expires_at = _f(h.get("le"))
     return Job(
         job_id, queue, h["t"], orjson.loads(h["p"]), int(h["pr"]), STATES[h["s"]],
         int(h.get("a", 0)), int(h["ma"]), int(h.get("st", 0)), int(h["ms"]), _f(h.get("to")),
         float(h["l"]), Progress(**orjson.loads(pg)) if pg else Progress(),
         orjson.loads(h["r"]) if "r" in h else None, orjson.loads(h["e"]) if "e" in h else None,
         h.get("tn"), h.get("b"), h.get("wf"), h.get("pa"), h.get("ik"), float(h["c"]),
-        _f(h.get("sf")), _f(h.get("sa")), _f(h.get("fa")), _f(h.get("le")), h.get("w"),
+        _f(h.get("sf")), _f(h.get("sa")), _f(h.get("fa")), lease_expires_at, h.get("w"),
         int(h.get("tk", 0)),
     )  # fmt: skip
 
@@ -34,3 +40,21 @@ def job_from_hash(job_id: str, queue: str, h: dict[str, str]) -> Job:
 def pairs(flat: list[Any]) -> dict[str, str]:
     """A flat HGETALL reply as a dict."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+_ACTIVE = JobState.ACTIVE
+
+
+def job_from_claim(job_id: str, queue: str, flat: list[Any], now: float, worker: str) -> Job:
+    """The job a claim returned: its hash as read (flat, with ``a`` and ``tk`` after the claim),
+    now active, started ``now`` by ``worker``, the lease until ``now`` + ``l``, no progress."""
+    h = dict(zip(flat[::2], flat[1::2], strict=True))
+    lease = float(h["l"])
+    e = h.get("e")
+    return Job(
+        job_id, queue, h["t"], orjson.loads(h["p"]), int(h["pr"]), _ACTIVE, int(h["a"]),
+        int(h["ma"]), int(h.get("st", 0)), int(h["ms"]), _f(h.get("to")), lease, Progress(),
+        None, None if e is None else orjson.loads(e), h.get("tn"), h.get("b"), h.get("wf"),
+        h.get("pa"), h.get("ik"), float(h["c"]), None, now, None, now + lease, worker,
+        int(h["tk"]),
+    )  # fmt: skip
