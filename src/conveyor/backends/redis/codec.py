@@ -45,16 +45,15 @@ def pairs(flat: list[Any]) -> dict[str, str]:
 _ACTIVE = JobState.ACTIVE
 
 
-def job_from_claim(job_id: str, queue: str, flat: list[Any], now: float, worker: str) -> Job:
-    """The job a claim returned: its hash as read (flat, with ``a`` and ``tk`` after the claim),
-    now active, started ``now`` by ``worker``, the lease until ``now`` + ``l``, no progress."""
-    h = dict(zip(flat[::2], flat[1::2], strict=True))
-    lease = float(h["l"])
-    e = h.get("e")
+def job_from_claim(job_id: str, queue: str, v: list[Any], now: float, worker: str) -> Job:
+    """The job a claim returned: ``v`` holds claim.lua's CLAIMED fields by position (t p pr a
+    ma st ms to l tn b wf pa ik c e tk; None when absent; ``a`` and ``tk`` after the claim).
+    Now active, started ``now`` by ``worker``, the lease until ``now`` + ``l``, no progress."""
+    t, p, pr, a, ma, st, ms, to, lease, tn, b, wf, pa, ik, c, e, tk = v
+    lease_s = float(lease)
     return Job(
-        job_id, queue, h["t"], orjson.loads(h["p"]), int(h["pr"]), _ACTIVE, int(h["a"]),
-        int(h["ma"]), int(h.get("st", 0)), int(h["ms"]), _f(h.get("to")), lease, Progress(),
-        None, None if e is None else orjson.loads(e), h.get("tn"), h.get("b"), h.get("wf"),
-        h.get("pa"), h.get("ik"), float(h["c"]), None, now, None, now + lease, worker,
-        int(h["tk"]),
+        job_id, queue, t, orjson.loads(p), int(pr), _ACTIVE, int(a), int(ma),
+        int(st) if st else 0, int(ms), None if to is None else float(to), lease_s, Progress(),
+        None, None if e is None else orjson.loads(e), tn, b, wf, pa, ik, float(c), None, now,
+        None, now + lease_s, worker, int(tk),
     )  # fmt: skip

@@ -9,9 +9,10 @@
 -- ARGV[1] worker id, ARGV[2] limit (already capped for this queue)
 -- ARGV[3] '' or a stream id the claim's first event must sort after (the newest event of the
 --         worker's previous claim: its claims across queues show in the log in claim order)
--- returns {now, next_due or '', n, newest event id or '', job1 id, job1 hash (flat HGETALL
--- as read, with `a` and `tk` after the claim), ...}; the worker sets status active, started
--- now, its own id, the lease's expiry (now + lease) and no progress (codec.job_from_claim). next_due (when fewer
+-- returns {now, next_due or '', n, newest event id or '', job1 id, job1 fields (the CLAIMED
+-- fields of includes/claiming.lua by position, nil when absent, `a` and `tk` after the
+-- claim), ...}; the worker sets status active, started now, its own id, the lease's expiry
+-- (now + lease) and no progress (codec.job_from_claim). next_due (when fewer
 -- than limit were claimed) is the first scheduled due time or set-aside flow's release, or
 -- now when the claim stopped after MAX_REFUSED refusals (claim again at once)
 local MAX_REFUSED = 64
@@ -42,25 +43,23 @@ local function plus_one(x)
 end
 -- Per job: one HGETALL (cheaper than an HMGET of every field the worker needs: most are
 -- absent, and each absent field is a scan of the hash), one HSET, one XADD; the lease's expiry
--- is the job's score in `active`, not a hash field.
+-- is the job's score in `active`, not a hash field. The worker gets the fields it needs by
+-- position (CLAIMED), so it builds no dict per job.
 local function start(id)
   local k = jkey(id)
   local h = redis.call('HGETALL', k)
-  local task, tenant, lease, ia, itk, pg = nil, nil, nil, nil, nil, false
+  local v = {false, false, false, false, false, false, false, false, false, false, false,
+             false, false, false, false, false, false}
+  local pg = false
   for x = 1, #h, 2 do
-    local f = h[x]
-    if f == 't' then task = h[x + 1]
-    elseif f == 'l' then lease = h[x + 1]
-    elseif f == 'a' then ia = x + 1
-    elseif f == 'tk' then itk = x + 1
-    elseif f == 'tn' then tenant = h[x + 1]
-    elseif f == 'pg' then pg = true
-    end
+    local i = CLAIMED[h[x]]
+    if i then v[i] = h[x + 1] elseif h[x] == 'pg' then pg = true end
   end
-  local a = ia and plus_one(h[ia]) or '1'
-  local tk = itk and plus_one(h[itk]) or '1'  -- the claim token: never lowered
+  local a = v[C_A] and plus_one(v[C_A]) or '1'
+  local tk = v[C_TK] and plus_one(v[C_TK]) or '1'  -- the claim token: never lowered
   redis.call('HSET', k, 's', 'active', 'sa', now_txt, 'w', worker, 'a', a, 'tk', tk)
   if pg then redis.call('HDEL', k, 'pg') end
+  local lease = v[C_L]
   local expires = expiry_of[lease]
   if not expires then
     expires = num(now + tonumber(lease))
@@ -68,11 +67,10 @@ local function start(id)
   end
   expiring[#expiring + 1] = expires
   expiring[#expiring + 1] = id
-  event('started', id, task, tenant, '{"attempt":' .. a .. '}')
-  if ia then h[ia] = a else h[#h + 1] = 'a'; h[#h + 1] = a end
-  if itk then h[itk] = tk else h[#h + 1] = 'tk'; h[#h + 1] = tk end
+  event('started', id, v[C_T], v[C_TN], '{"attempt":' .. a .. '}')
+  v[C_A], v[C_TK] = a, tk
   out[#out + 1] = id
-  out[#out + 1] = h
+  out[#out + 1] = v
   n = n + 1
 end
 
