@@ -141,7 +141,8 @@ def redis_client(url: str):
     return redis.Redis.from_url(parse_redis_url(url)[0], decode_responses=True)
 
 
-# conveyor's per-queue state sets (backend.py _ZSETS): state -> key suffix. ZCARD of each is O(1).
+# conveyor's per-queue state sets (backends/redis/reads.py ZSETS): state -> key suffix; ZCARD
+# of each is O(1).
 REDIS_ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
                "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
 
@@ -161,8 +162,9 @@ class RedisMonitor(Monitor):
 
     def counts(self) -> dict[str, int]:
         pipe = self.r.pipeline(transaction=False)
-        for k in self.keys.values():
-            pipe.zcard(k)
+        for s, k in self.keys.items():
+            # `active` keeps one member that is no job (score +inf): count finite scores
+            pipe.zcount(k, "-inf", "(+inf") if s == "active" else pipe.zcard(k)
         return {s: int(n) for s, n in zip(self.keys, pipe.execute(), strict=True) if n}
 
     def close(self) -> None:

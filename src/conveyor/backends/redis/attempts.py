@@ -23,7 +23,7 @@ from ...errors import BackendUnavailable
 from ...job import Job
 from ..base import ClaimParams, ClaimResult, Outcome, OutcomeKind
 from ..outcomes import encode, finish_each
-from .codec import job_from_hash, pairs
+from .codec import job_from_claim
 
 if TYPE_CHECKING:
     from .backend import RedisBackend
@@ -59,6 +59,33 @@ def plan(
     for _, _, queue in itertools.islice(heapq.merge(*lines), limit):
         shares[queue] += 1
     return shares, due
+
+
+class _Finish:
+    """The arguments of one finish.lua call: completions without a result as one 'id token'
+    list, those with one as (id, token, result) triples, the other outcomes as JSON."""
+
+    __slots__ = ("others", "plain", "rest")
+
+    def __init__(self) -> None:
+        self.plain: list[str] = []
+        self.rest: list[Any] = []
+        self.others: list[tuple[Any, ...]] = []
+
+    def add(self, o: Outcome) -> None:
+        if o.kind is OutcomeKind.COMPLETED and o.result is None and o.job_id.isalnum():
+            self.plain.append(f"{o.job_id} {o.token}")  # the common case, without encode()
+            return
+        e = encode(o)  # never raises: a bad outcome fails its own attempt
+        if e.kind is OutcomeKind.COMPLETED:
+            self.rest += (e.job_id, e.token, e.result or "null")
+        else:
+            self.others.append((e.job_id, e.token, e.kind.value, None, e.error, e.retry_in,
+                                orjson.dumps(e.brief).decode()))  # fmt: skip
+
+    def args(self, worker: str) -> list[Any]:
+        others = orjson.dumps(self.others).decode() if self.others else ""
+        return [worker, others, " ".join(self.plain), *self.rest]
 
 
 def _sid(text: str) -> tuple[int, int]:
@@ -164,23 +191,28 @@ class Attempts:
 
     async def _finish_calls(
         self, worker: str, outcomes: Sequence[Outcome]
-    ) -> tuple[list[tuple[str, str, list[Any]]], list[str]]:
+    ) -> tuple[list[Call], list[str]]:
         """The finish script calls (one per queue) and the ids of unknown jobs (lost)."""
-        by_queue = await self._group(worker, [o.job_id for o in outcomes])
-        by_id = {o.job_id: o for o in outcomes}
-        calls: list[tuple[str, str, list[Any]]] = []
-        for queue, ids in by_queue.items():
-            rows = []
-            for job_id in ids:
-                e = encode(by_id[job_id])  # never raises: a bad outcome fails its own attempt
-                if e.kind is OutcomeKind.COMPLETED:
-                    rows.append((job_id, e.token, "completed", e.result))
+        held = self.held.get(worker, {})
+        batches: dict[str, _Finish] = {}
+        unknown: list[Outcome] = []
+        for o in outcomes:
+            queue = held.get(o.job_id)
+            if queue is None:
+                unknown.append(o)
+            else:
+                (batches.get(queue) or batches.setdefault(queue, _Finish())).add(o)
+        lost: list[str] = []
+        if unknown:  # not claimed through this backend object (direct calls): look them up
+            found = await self._by_queue([o.job_id for o in unknown])
+            where = {job_id: q for q, ids in found.items() for job_id in ids}
+            for o in unknown:
+                queue = where.get(o.job_id)
+                if queue is None:
+                    lost.append(o.job_id)
                 else:
-                    rows.append((job_id, e.token, e.kind.value, None, e.error, e.retry_in,
-                                 orjson.dumps(e.brief).decode()))  # fmt: skip
-            calls.append(("finish", queue, [worker, orjson.dumps(rows).decode()]))
-        known = {i for ids in by_queue.values() for i in ids}
-        return calls, [o.job_id for o in outcomes if o.job_id not in known]
+                    batches.setdefault(queue, _Finish()).add(o)
+        return [("finish", q, f.args(worker)) for q, f in batches.items()], lost
 
     async def _finish_results(
         self, worker: str, outcomes: Sequence[Outcome], results: list[Any], lost: list[str]
@@ -232,9 +264,10 @@ class Attempts:
             newest = self.last_event.get(worker)
             if newest is None or _sid(out[3]) > _sid(newest[0]):
                 self.last_event[worker] = (out[3], queue)
-        n = int(out[2])
+        now = float(out[0])
         return [
-            job_from_hash(out[4 + 2 * k], queue, pairs(out[5 + 2 * k])) for k in range(n)
+            job_from_claim(out[4 + 2 * k], queue, out[5 + 2 * k], now, worker)
+            for k in range(int(out[2]))
         ], next_due
 
     async def _group(self, worker: str, job_ids: Sequence[str]) -> dict[str, list[str]]:

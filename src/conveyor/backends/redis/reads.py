@@ -18,6 +18,9 @@ from .codec import float_or_none, job_from_hash
 if TYPE_CHECKING:
     from .backend import RedisBackend
 
+# `active` holds one member that is no job, KEEPER (score +inf), so that it is never deleted
+# and made again between a worker's rounds (claim.lua).
+KEEPER = ""
 ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
          "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
 LIST_CHUNK = 200  # ids read per round trip when listing a tenant's jobs
@@ -27,14 +30,27 @@ RATE_BUCKET = 10.0
 STATS_WINDOW = 60.0
 
 
+async def _read(b: RedisBackend, queue: str, ids: Sequence[str]) -> list[Job | None]:
+    """The jobs of ``ids`` in ``queue`` (None: missing), in one round trip: each hash, and its
+    score in ``active`` (an active job's lease expiry)."""
+    pipe = b._client().pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hgetall(b.key(queue, f"j:{job_id}"))
+        pipe.zscore(b.key(queue, "active"), job_id)
+    out = await pipe.execute() if ids else []
+    return [
+        job_from_hash(job_id, queue, out[2 * i], out[2 * i + 1]) if out[2 * i] else None
+        for i, job_id in enumerate(ids)
+    ]
+
+
 async def get_job(b: RedisBackend, job_id: str, *, tenant: str | None = None) -> Job | None:
-    client = b._client()
     for q in await b._queues():
-        h = await client.hgetall(b.key(q, f"j:{job_id}"))
-        if h:
-            if tenant is not None and h.get("tn") != tenant:
+        (job,) = await _read(b, q, [job_id])
+        if job is not None:
+            if tenant is not None and job.tenant != tenant:
                 return None  # another tenant's: as if it did not exist
-            return job_from_hash(job_id, q, h)
+            return job
     return None
 
 
@@ -51,7 +67,8 @@ async def list_jobs(b: RedisBackend, params: ListParams) -> JobPage:
     cands: list[tuple[str, str]] = []
     for q in queues:
         for s in states:
-            cands += [(i, q) for i in await client.zrange(b.key(q, ZSETS[s]), 0, -1)]
+            ids = await client.zrange(b.key(q, ZSETS[s]), 0, -1)
+            cands += [(i, q) for i in ids if i != KEEPER]
         if "queued" in states:  # flow-controlled ready jobs wait in their flow's line
             for flow in await _flows(b, q):
                 cands += [(i, q) for i in await client.zrange(b.key(q, f"fq:{flow}"), 0, -1)]
@@ -60,11 +77,8 @@ async def list_jobs(b: RedisBackend, params: ListParams) -> JobPage:
         cands = [c for c in cands if c[0] < params.cursor]
     out: list[Job] = []
     for job_id, q in cands:
-        h = await client.hgetall(b.key(q, f"j:{job_id}"))
-        if not h:
-            continue
-        job = job_from_hash(job_id, q, h)
-        if not _matches(job, params):
+        (job,) = await _read(b, q, [job_id])
+        if job is None or not _matches(job, params):
             continue
         out.append(job)
         if len(out) > params.limit:
@@ -85,11 +99,7 @@ async def _list_tenant(b: RedisBackend, params: ListParams) -> JobPage:
         top, matched = f"({params.cursor}" if params.cursor else "+", 0
         while matched < want:
             ids = await client.zrevrangebylex(index, top, "-", start=0, num=LIST_CHUNK)
-            pipe = client.pipeline(transaction=False)
-            for job_id in ids:
-                pipe.hgetall(b.key(q, f"j:{job_id}"))
-            for job_id, h in zip(ids, await pipe.execute() if ids else [], strict=True):
-                job = job_from_hash(job_id, q, h) if h else None
+            for job in await _read(b, q, ids):
                 if job is not None and _matches(job, params) and matched < want:
                     found.append(job)
                     matched += 1
@@ -150,6 +160,7 @@ async def stats(b: RedisBackend, queues: Sequence[str] | None = None) -> dict[st
         counts = {s.value: 0 for s in JobState}
         for s, z in ZSETS.items():
             counts[s] = int(await client.zcard(b.key(q, z)))
+        counts["active"] -= int(await client.zscore(b.key(q, "active"), KEEPER) is not None)
         counts["queued"] += int(await client.get(b.key(q, "fqn")) or 0)
         st = QueueStats(q, counts, window=STATS_WINDOW)
         st.limits = await _limits(b, q, now)

@@ -18,15 +18,14 @@ else
   redis.call('ZREM', P .. 'ready', id)
 end
 redis.call('ZREM', P .. 'sched', id)
+local lease = redis.call('ZSCORE', P .. 'active', id)  -- an active job's lease expiry
 redis.call('ZREM', P .. 'active', id)
 redis.call('HSET', k, 's', 'cancelled', 'fa', fmt(now))
 redis.call('HDEL', k, 'sf')
-if cur[5] and s == 'active' then
+if cur[5] and s == 'active' and lease then
   -- A running flow-controlled attempt keeps its lease and its gates' slots until its worker
   -- reports that the handler has ended (end_held), or the lease expires (recover).
-  redis.call('ZADD', P .. 'held', redis.call('HGET', k, 'le'), id)
-else
-  redis.call('HDEL', k, 'le')
+  redis.call('ZADD', P .. 'held', lease, id)
 end
 redis.call('ZADD', P .. 'f:cancelled', now, id)
 event('cancelled', id, cur[2], cur[3], '{"from":"' .. s .. '"}')

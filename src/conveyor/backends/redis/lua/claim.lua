@@ -9,33 +9,68 @@
 -- ARGV[1] worker id, ARGV[2] limit (already capped for this queue)
 -- ARGV[3] '' or a stream id the claim's first event must sort after (the newest event of the
 --         worker's previous claim: its claims across queues show in the log in claim order)
--- returns {now, next_due or '', n, newest event id or '', job1 id, job1 fields (flat
--- HGETALL), ...}; next_due (when fewer than limit were claimed) is the first scheduled due
--- time or set-aside flow's release, or now when the claim stopped after MAX_REFUSED refusals
--- (claim again at once)
+-- returns {now, next_due or '', n, newest event id or '', job1 id, job1 fields (the CLAIMED
+-- fields of includes/claiming.lua by position, nil when absent, `a` and `tk` after the
+-- claim), ...}; the worker sets status active, started now, its own id, the lease's expiry
+-- (now + lease) and no progress (codec.job_from_claim). next_due (when fewer
+-- than limit were claimed) is the first scheduled due time or set-aside flow's release, or
+-- now when the claim stopped after MAX_REFUSED refusals (claim again at once)
 local MAX_REFUSED = 64
 local worker, limit = ARGV[1], tonumber(ARGV[2])
 if ARGV[3] ~= '' then event_after = ARGV[3] end
 local now = now_s()
 promote_due(now)
 
-local out = {fmt(now), '', 0, ''}
+local now_txt = fmt(now)
+local out = {now_txt, '', 0, ''}
 local n = 0
+-- Score, id pairs for one ZADD to `active`. The first pair is the set's keeper (member '',
+-- never expires): a worker's acknowledgements often empty the set just before its next claim
+-- fills it again, and a set that is deleted and made again each round costs ~1 us per job
+-- (a new hash table grown by rehashing, a listpack converted).
+local expiring = {'+inf', ''}
+-- Number <-> text conversions cost (strtod, printf) and the jobs of one claim mostly share
+-- their lease and counts: each distinct text is converted once per claim.
+local expiry_of = {}  -- lease text -> expiry text
+local next_of = {}  -- counter text -> the next one
+local function plus_one(x)
+  local y = next_of[x]
+  if not y then
+    y = string.format('%d', tonumber(x) + 1)
+    next_of[x] = y
+  end
+  return y
+end
+-- Per job: one HGETALL (cheaper than an HMGET of every field the worker needs: most are
+-- absent, and each absent field is a scan of the hash), one HSET, one XADD; the lease's expiry
+-- is the job's score in `active`, not a hash field. The worker gets the fields it needs by
+-- position (CLAIMED), so it builds no dict per job.
 local function start(id)
   local k = jkey(id)
-  local lease = tonumber(redis.call('HGET', k, 'l'))
-  local expires = now + lease
-  redis.call('HINCRBY', k, 'a', 1)
-  redis.call('HINCRBY', k, 'tk', 1)  -- the claim token: never lowered
-  redis.call('HSET', k, 's', 'active', 'sa', fmt(now), 'le', fmt(expires), 'w', worker)
-  redis.call('HDEL', k, 'pg')
-  redis.call('ZADD', P .. 'active', expires, id)
-  local job = redis.call('HGETALL', k)
-  local f = {}
-  for x = 1, #job, 2 do f[job[x]] = job[x + 1] end
-  event('started', id, f['t'], f['tn'], '{"attempt":' .. f['a'] .. '}')
-  table.insert(out, id)
-  table.insert(out, job)
+  local h = redis.call('HGETALL', k)
+  local v = {false, false, false, false, false, false, false, false, false, false, false,
+             false, false, false, false, false, false}
+  local pg = false
+  for x = 1, #h, 2 do
+    local i = CLAIMED[h[x]]
+    if i then v[i] = h[x + 1] elseif h[x] == 'pg' then pg = true end
+  end
+  local a = v[C_A] and plus_one(v[C_A]) or '1'
+  local tk = v[C_TK] and plus_one(v[C_TK]) or '1'  -- the claim token: never lowered
+  redis.call('HSET', k, 's', 'active', 'sa', now_txt, 'w', worker, 'a', a, 'tk', tk)
+  if pg then redis.call('HDEL', k, 'pg') end
+  local lease = v[C_L]
+  local expires = expiry_of[lease]
+  if not expires then
+    expires = num(now + tonumber(lease))
+    expiry_of[lease] = expires
+  end
+  expiring[#expiring + 1] = expires
+  expiring[#expiring + 1] = id
+  event('started', id, v[C_T], v[C_TN], '{"attempt":' .. a .. '}')
+  v[C_A], v[C_TK] = a, tk
+  out[#out + 1] = id
+  out[#out + 1] = v
   n = n + 1
 end
 
@@ -145,6 +180,7 @@ else
     if i % 2 == 1 then start(id) end
   end
 end
+if n > 0 then many('ZADD', P .. 'active', expiring) end
 out[3] = n
 if n < limit then
   if truncated then

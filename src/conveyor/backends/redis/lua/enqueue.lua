@@ -9,7 +9,8 @@
 -- returns {now, id1, created1, id2, created2, ...}; created is 1 or 0 (idempotency key matched)
 local jobs = cjson.decode(ARGV[1])
 local now = now_s()
-local out = {fmt(now)}
+local now_txt = fmt(now)
+local out = {now_txt}
 local woke = false
 local specs = ARGV[2] ~= '' and cjson.decode(ARGV[2]) or {}
 local stored = {}  -- gates upserted by this call
@@ -32,8 +33,9 @@ for _, j in ipairs(jobs) do
   if existing then
     table.insert(out, existing); table.insert(out, 0)
   else
+    -- (attempt `a` and stalls `st` are absent until the first claim / stall: read as 0)
     local h = {'HSET', jkey(id), 't', j[2], 'p', j[3], 'pr', j[4], 'ma', j[5], 'ms', j[6],
-               'l', j[8], 'c', fmt(now), 'a', 0, 'st', 0}
+               'l', j[8], 'c', now_txt}
     if j[7] ~= cjson.null then table.insert(h, 'to'); table.insert(h, j[7]) end
     local opt = {{'tn', j[10]}, {'b', j[11]}, {'wf', j[12]}, {'pa', j[13]}, {'ik', key}}
     for _, kv in ipairs(opt) do

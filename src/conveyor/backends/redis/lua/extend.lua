@@ -9,16 +9,12 @@ for _, h in ipairs(cjson.decode(ARGV[2])) do
   local k = jkey(id)
   local cur = redis.call('HMGET', k, 's', 'tk', 'l')
   if cur[1] == 'active' and cur[2] == tostring(h[2]) then
-    local expires = now + tonumber(cur[3])
-    redis.call('HSET', k, 'le', fmt(expires))
-    redis.call('ZADD', P .. 'active', expires, id)
+    redis.call('ZADD', P .. 'active', now + tonumber(cur[3]), id)  -- the lease's expiry
   else
     if cur[1] == 'cancelled' and cur[2] == tostring(h[2])
         and redis.call('ZSCORE', P .. 'held', id) then
       -- Still running after a cancel: keep holding its slots, but tell the worker to stop it.
-      local expires = now + tonumber(cur[3])
-      redis.call('HSET', k, 'le', fmt(expires))
-      redis.call('ZADD', P .. 'held', expires, id)
+      redis.call('ZADD', P .. 'held', now + tonumber(cur[3]), id)  -- the lease's expiry
     end
     table.insert(lost, id)
   end

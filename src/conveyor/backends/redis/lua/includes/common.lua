@@ -46,14 +46,39 @@ local function first_event_id()
 end
 -- Retention trims the stream (trim.lua, recording how far), never XADD: an untracked trim
 -- would let a reader skip events silently.
+local EVENTS = P .. 'events'
 local function event(etype, id, task, tenant, data)
-  local args = {'XADD', P .. 'events', event_after and first_event_id() or '*', 'e', etype}
+  local sid = event_after and first_event_id() or '*'
+  if id and task then  -- a job's event: one call without building an argument table
+    if tenant then
+      if data then
+        last_event = redis.call('XADD', EVENTS, sid, 'e', etype, 'j', id, 't', task,
+                                'n', tenant, 'd', data)
+      else
+        last_event = redis.call('XADD', EVENTS, sid, 'e', etype, 'j', id, 't', task,
+                                'n', tenant)
+      end
+    elseif data then
+      last_event = redis.call('XADD', EVENTS, sid, 'e', etype, 'j', id, 't', task, 'd', data)
+    else
+      last_event = redis.call('XADD', EVENTS, sid, 'e', etype, 'j', id, 't', task)
+    end
+    return last_event
+  end
+  local args = {'XADD', EVENTS, sid, 'e', etype}
   if id then table.insert(args, 'j'); table.insert(args, id) end
   if task then table.insert(args, 't'); table.insert(args, task) end
   if tenant and tenant ~= false then table.insert(args, 'n'); table.insert(args, tenant) end
   if data then table.insert(args, 'd'); table.insert(args, data) end
   last_event = redis.call(unpack(args))
   return last_event
+end
+-- A command taking many arguments after `key` (ZADD scores and members, ZREM members, ...),
+-- in chunks: Lua's unpack has a limit of a few thousand values.
+local function many(cmd, key, args)
+  for i = 1, #args, 4000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 3999, #args)))
+  end
 end
 local function wake()
   -- A marker for blocked workers (BZPOPMIN); one member, so it never grows.

@@ -293,13 +293,10 @@ local function end_held(held, now)
   local left = {}
   for _, h in ipairs(held) do
     local id = h[1]
-    if redis.call('ZREM', P .. 'held', id) == 1 then
-      local k = jkey(id)
-      local cur = redis.call('HMGET', k, 'tk', 'fl', 'sa')
-      if h[2] and cur[1] ~= tostring(h[2]) then
-        redis.call('ZADD', P .. 'held', redis.call('HGET', k, 'le'), id)  -- not that attempt
-      else
-        redis.call('HDEL', k, 'le')
+    if redis.call('ZSCORE', P .. 'held', id) then
+      local cur = redis.call('HMGET', jkey(id), 'tk', 'fl', 'sa')
+      if not h[2] or cur[1] == tostring(h[2]) then  -- that attempt (or any, h[2] false)
+        redis.call('ZREM', P .. 'held', id)
         if cur[2] then table.insert(left, {cur[2], -1, tonumber(cur[3])}) end
       end
     end
