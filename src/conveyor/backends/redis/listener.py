@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.redis")
 BLOCK_SECONDS = 5.0
+SOCKET_MARGIN = 5.0  # the listener's socket timeout is BLOCK_SECONDS + this
 
 
 class RedisListener:
@@ -65,10 +66,13 @@ class RedisListener:
         return [t.get_name().removeprefix("conveyor-redis-listen-") for t in self._tasks]
 
     async def _run(self, queue: str) -> None:
+        # The socket must outlast a blocking pop: redis-py's default timeout (5 s) equals it,
+        # and every idle pop ended in a read timeout and a reconnect.
+        timeout = BLOCK_SECONDS + SOCKET_MARGIN
         client = (
-            self._backend.make_client(single_connection_client=True)
+            self._backend.make_client(single_connection_client=True, socket_timeout=timeout)
             if not self._backend.cluster
-            else self._backend.make_client()
+            else self._backend.make_client(socket_timeout=timeout)
         )
         self._clients.append(client)
         marker = self._backend.key(queue, "marker")
