@@ -1,9 +1,11 @@
-"""Redis-only checks of claims across queues: a worker's claims show in the log in the order it
-made them, whatever the nodes' clocks say; a claim of one queue is one script call, a claim of
-several is a peek per queue and a claim per queue that has a share."""
+"""Redis-only checks of claims: a worker's claims show in the log in the order it made them,
+whatever the nodes' clocks say; a claim of one queue is one script call, a claim of several is
+a peek per queue and a claim per queue that has a share; an idle worker's blocking pop
+outlasts the socket timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
@@ -13,6 +15,7 @@ from redis import asyncio as aioredis
 
 from conveyor import Conveyor
 from conveyor.backends.base import ClaimParams
+from conveyor.backends.redis.listener import BLOCK_SECONDS
 from tests.servers import RedisServer
 
 
@@ -84,3 +87,26 @@ async def test_one_queue_costs_one_script_call_several_a_peek_each_and_their_cla
     # Then the first ran only the claim script; the second a peek on each queue and one claim
     # (qb had nothing to give)
     assert (one, two) == (1, 3)
+
+
+async def test_an_idle_listener_blocks_longer_than_the_socket_timeout_without_reconnecting(
+    app: Conveyor, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a worker with nothing to do, blocked on its queue's marker for longer than one
+    # blocking pop (BLOCK_SECONDS, 5 s; redis-py's default socket timeout is 5 s too)
+    done: list[str] = []
+
+    @app.task(name="rec", queue="qa")
+    async def rec(tag: str) -> None:
+        done.append(tag)
+
+    async with app.worker(concurrency=1, queues=["qa"], poll_interval=30.0):
+        await asyncio.sleep(BLOCK_SECONDS + 1.0)  # the scenario is this much idleness
+        # When a job arrives
+        await app.enqueue("rec", {"tag": "late"})
+        deadline = time.monotonic() + 5.0
+        while not done and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    # Then it ran, and the listener never timed out reading nor reconnected
+    assert done == ["late"]
+    assert not [r for r in caplog.records if "reconnecting" in r.getMessage()]

@@ -243,6 +243,12 @@ class RedisBackend:
         """Run script calls in one round trip; a NOSCRIPT result is re-run (loading it). Other
         error replies are returned in place: one failed call must not hide the others' results
         (a claim that committed is never discarded)."""
+        if len(calls) == 1:  # e.g. an idle worker's claim: a pipeline object costs ~50 us more
+            name, queue, args = calls[0]
+            try:
+                return [await self._eval(name, queue, *args)]
+            except ResponseError as exc:
+                return [exc]
         client = self._client()
         pipe = client.pipeline(transaction=False)
         for name, queue, args in calls:
