@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -199,23 +200,16 @@ class Worker:
 
     def notify_work(self) -> None:
         """In-process wake-up (thread-safe): a job may be ready."""
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._on_wake("work")
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._on_wake, "work")
+        self._on_own_loop(self._on_wake, "work")
 
     def notify_cancelled(self, job_id: str) -> None:
         """In-process cancel (thread-safe): stop the job if this worker holds it. Its state is
         only ever touched on the worker's own loop; a producer may call from another thread
         (``app.sync``)."""
+        self._on_own_loop(self.drop_job, job_id)
+
+    def _on_own_loop(self, fn: Callable[[str], object], arg: str) -> None:
+        """Run ``fn(arg)`` on the worker's loop: now if called there, else handed to it."""
         loop = self._loop
         if loop is None:
             return
@@ -224,10 +218,10 @@ class Worker:
         except RuntimeError:
             running = None
         if running is loop:
-            self.drop_job(job_id)
+            fn(arg)
         else:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs there
-                loop.call_soon_threadsafe(self.drop_job, job_id)
+                loop.call_soon_threadsafe(fn, arg)
 
     # -- the pump -------------------------------------------------------------------------------
 

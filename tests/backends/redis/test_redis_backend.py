@@ -22,13 +22,6 @@ from tests.conftest import eventually
 from tests.servers import RedisCluster, RedisServer, free_port
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
 async def app(server: RedisServer, request: pytest.FixtureRequest):
     prefix = re.sub(r"\W", "", request.node.name)[-40:]

@@ -14,13 +14,6 @@ from conveyor.backends.redis.events import decode, encode
 from tests.servers import RedisCluster, RedisServer
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    srv = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield srv
-    srv.stop()
-
-
 @pytest.fixture
 async def app(server: RedisServer, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     prefix = re.sub(r"\W", "", request.node.name)[-40:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from redis import asyncio as aioredis
@@ -15,13 +15,6 @@ from conveyor import Conveyor
 from conveyor.backends.redis import listener
 from tests.conftest import eventually
 from tests.servers import RedisServer
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
