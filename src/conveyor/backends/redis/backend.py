@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...clock import Clock
-from ...errors import BackendError, JobNotFound
+from ...errors import BackendError, BackendUnavailable, JobNotFound
 from ...job import FINAL_STATES, Job, JobState
 from ..base import (
     EVENTS_OLDEST,
@@ -123,7 +123,7 @@ class RedisBackend:
                     if not self._opened:
                         await self._check_config(client)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise unavailable(o, exc) from exc
+            raise BackendUnavailable(f"cannot reach Redis at {o.where}: {exc}") from exc
         self._opened = True
 
     async def _check_config(self, client: Any) -> None:
