@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from .backends import open_backend
 from .backends.base import (
+    EnqueueResult,
     Event,
     EventFilter,
     EventRetention,
@@ -36,6 +37,7 @@ from .errors import (
     UnknownTask,
     ValidationError,
 )
+from .forwarder import Spooler
 from .job import Job, JobState, Progress, new_id, parse_delay, parse_priority
 from .limits import Concurrency, RateLimit, as_concurrency, as_rate_limits, flow_of
 from .retry import Backoff
@@ -63,6 +65,9 @@ class Conveyor:
         retention: default rule for finished jobs of every queue (see `queue()` for per-queue).
         event_retention: cap of the event log by count and age.
         clock: injectable clock (tests).
+        spool: ``sqlite:///spool.db``: enqueues the backend cannot take (unreachable) are kept
+            in this local file and forwarded when it is back (`conveyor.forwarder`); without
+            it they raise `BackendUnavailable`.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class Conveyor:
         retention: Retention | None = None,
         event_retention: EventRetention | None = None,
         clock: Clock | None = None,
+        spool: str | None = None,
     ) -> None:
         if url is not None and not url:
             from .errors import ConfigurationError
@@ -89,6 +95,7 @@ class Conveyor:
         self._opened = False
         self._sync: SyncFacade | None = None
         self._sync_lock = threading.Lock()
+        self._spooler = Spooler(self, spool) if spool is not None else None
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -228,6 +235,8 @@ class Conveyor:
     async def close(self) -> None:
         for w in list(self._workers):
             await w.stop()
+        if self._spooler is not None:
+            await self._spooler.close()
         # The backend first: it closes the connections of every loop that still runs, the
         # sync facade's too; then the facade ends what is still in flight there.
         await self.backend.close()
@@ -347,12 +356,12 @@ class Conveyor:
             priority, delay, idempotency_key, tenant, max_attempts, time.time()
         )
         nj = self._new_job(t, payload, prio, secs, idempotency_key, tenant, max_attempts, None)
-        await self.open()
-        res = await self.backend.enqueue_jobs([nj])
+        res, spooled = await self._store([nj], None)
         self._wake_workers()
         if not res.created[0]:
             return await self.get(res.ids[0])
         job = _job_from_new(nj, res.now)
+        job.spooled = spooled
         if self._listeners:
             self._emit("enqueued", job)
         return job
@@ -395,11 +404,21 @@ class Conveyor:
                 raise ValidationError(
                     f"items[{i}]: expected (task, payload) or a dict: {exc}", field=f"items[{i}]"
                 ) from None
-        await self.open()
-        res = await self.backend.enqueue_jobs(jobs) if jobs else None
+        if not jobs:
+            await self.open()
+        res, spooled = await self._store(jobs, batch_id) if jobs else (None, False)
         self._wake_workers()
         ids = res.ids if res else []
-        return Batch(self, batch_id, ids, res.created if res else [])
+        batch = Batch(self, batch_id, ids, res.created if res else [])
+        batch.spooled = spooled
+        return batch
+
+    async def _store(self, jobs: list[NewJob], group: str | None) -> tuple[EnqueueResult, bool]:
+        """Store jobs in the backend, or in the spool (then True) when it is unreachable."""
+        if self._spooler is not None:
+            return await self._spooler.store(jobs, group)
+        await self.open()
+        return await self.backend.enqueue_jobs(jobs), False
 
     def _item_job(
         self, item: dict[str, Any], prio: int | None, secs: float, tenant: str | None,
@@ -430,7 +449,10 @@ class Conveyor:
 
     async def get(self, job_id: str, *, tenant: str | None = None) -> Job:
         """The job with this id; raises JobNotFound (also, when ``tenant`` is given, for
-        another tenant's job: a tenant cannot tell it from a job that does not exist)."""
+        another tenant's job: a tenant cannot tell it from a job that does not exist). With a
+        spool, a job still waiting there is returned from it, ``spooled=True``."""
+        if self._spooler is not None:
+            return await self._spooler.get(job_id, tenant)
         await self.open()
         job = await self.backend.get_job(job_id, tenant=tenant)
         if job is None:
@@ -521,6 +543,8 @@ class Conveyor:
             for q in self.queues():
                 if q not in out:
                     out.update(await self.backend.stats([q]))
+        if self._spooler is not None:
+            await self._spooler.add_depth(out)
         return dict(sorted(out.items()))
 
     async def workers(self) -> builtins.list[WorkerInfo]:

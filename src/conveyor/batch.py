@@ -41,6 +41,7 @@ class Batch:
         self.id = id
         self.ids = ids
         self.created = created
+        self.spooled = False  # True: kept in the app's spool until the backend is back
 
     def __len__(self) -> int:
         return len(self.ids)

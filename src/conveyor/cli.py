@@ -574,12 +574,14 @@ def stats(ctx: click.Context, url: str | None, app_spec: str | None, as_json: bo
         for state in JobState:
             name = short.get(state.value, state.value)
             t.add_column(name, justify="right", min_width=len(name))
-        for col in ("workers", "busy", "avg s", "jobs/s"):
+        spooled = any(s.spooled for s in st.values())  # the app's local spool (--app)
+        for col in ("workers", "busy", "avg s", "jobs/s", *(("spooled",) if spooled else ())):
             t.add_column(col, justify="right", min_width=len(col))
         for q, s in st.items():
             avg = "" if s.avg_run_seconds is None else f"{s.avg_run_seconds:.3f}"
             t.add_row(q, *(str(s.counts.get(x.value, 0)) for x in JobState), str(s.workers),
-                      f"{s.active}/{s.concurrency}", avg, f"{s.throughput_per_s:.1f}")  # fmt: skip
+                      f"{s.active}/{s.concurrency}", avg, f"{s.throughput_per_s:.1f}",
+                      *((str(s.spooled),) if spooled else ()))  # fmt: skip
         _console().print(t)
         limits = limits_table(st, app.backend.now())
         if limits is not None:

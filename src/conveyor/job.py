@@ -180,6 +180,9 @@ class Job:
     # The claim token: which claim of this job the holder's attempt is (1 for the first). It only
     # grows (release, recovery and retry never lower it), so it names one attempt for good.
     token: int = 0
+    # True while the job waits in this producer's local spool (the backend was unreachable):
+    # a forwarder stores it, with this id, when the backend is back (see `conveyor.spool`).
+    spooled: bool = False
 
     @property
     def eta(self) -> float | None:

@@ -213,6 +213,7 @@ class QueueStats:
     throughput_per_s: float = 0.0  # completed per second over the last ``window`` seconds
     window: float = 60.0
     limits: list[dict[str, Any]] = field(default_factory=list)  # gates: rule and live state
+    spooled: int = 0  # jobs in this producer's local spool, not yet forwarded (app.stats())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -225,6 +226,7 @@ class QueueStats:
             "throughput_per_s": self.throughput_per_s,
             "window": self.window,
             "limits": list(self.limits),
+            "spooled": self.spooled,
         }
 
 

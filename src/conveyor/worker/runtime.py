@@ -111,6 +111,8 @@ class Worker:
 
     async def start(self) -> None:
         await self.app.open()
+        if self.app._spooler is not None:  # forward what producers on this host spooled
+            self.app._spooler.start()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()

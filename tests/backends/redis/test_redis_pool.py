@@ -66,8 +66,9 @@ async def test_a_pool_busy_past_pool_timeout_is_a_clear_error(
     # Given an app with one connection, waiting at most 0.2 s for it
     app = make_app("pool_size=1&pool_timeout=0.2")
     job = await app.enqueue("_work", {"n": 1})
-    # When Redis stalls (CLIENT PAUSE) while one call holds the connection and another waits
-    await admin.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+    # When Redis stalls (CLIENT PAUSE, shorter than the producers' 1.5 s deadline) while one
+    # call holds the connection and another waits
+    await admin.execute_command("CLIENT", "PAUSE", 800, "ALL")
     held, waiting = await asyncio.gather(app.get(job.id), app.get(job.id), return_exceptions=True)
     # Then the holder gets its answer once Redis resumes, and the waiter a clear error
     assert not isinstance(held, BaseException) and held.id == job.id

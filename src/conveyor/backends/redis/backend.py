@@ -23,11 +23,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...clock import Clock
-from ...errors import (
-    BackendError,
-    BackendUnavailable,
-    JobNotFound,
-)
+from ...errors import BackendError, BackendUnavailable, JobNotFound
 from ...job import FINAL_STATES, Job, JobState
 from ..base import (
     EVENTS_OLDEST,
@@ -53,7 +49,7 @@ from ..base import (
 from . import reads, registry
 from .attempts import Attempts
 from .codec import STATES, job_from_hash, pairs
-from .connection import Gate, make_client, operations, parse_redis_url, redis_options
+from .connection import Gate, deadline, make_client, operations, redis_options, unavailable
 from .events import EventLog
 from .listener import RedisListener
 from .reads import RATE_BUCKET
@@ -119,13 +115,16 @@ class RedisBackend:
 
     async def open(self) -> None:
         client = self._client()
+        o = self.options
         try:
-            await client.ping()
+            with deadline(o, o.deadline):
+                async with asyncio.timeout(o.deadline):
+                    await client.ping()
+                    if not self._opened:
+                        await self._check_config(client)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise BackendUnavailable(f"cannot reach Redis at {self.url}: {exc}") from exc
-        if not self._opened:
-            self._opened = True
-            await self._check_config(client)
+            raise BackendUnavailable(f"cannot reach Redis at {o.where}: {exc}") from exc
+        self._opened = True
 
     async def _check_config(self, client: Any) -> None:
         try:
@@ -170,7 +169,7 @@ class RedisBackend:
         try:
             return await evalsha(self._client(), SCRIPTS[name], keys, list(args))
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BackendUnavailable(f"Redis at {self.url} unreachable: {exc}") from exc
+            raise unavailable(self.options, exc) from exc
 
     async def _queues(self) -> list[str]:
         return sorted(await self._client().smembers(f"{self.prefix}:queues"))
@@ -256,7 +255,7 @@ class RedisBackend:
         try:
             results = await pipe.execute(raise_on_error=False)
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BackendUnavailable(f"Redis at {self.url} unreachable: {exc}") from exc
+            raise unavailable(self.options, exc) from exc
         reloaded = [i for i, res in enumerate(results) if isinstance(res, NoScriptError)]
         for i in reloaded:
             name, queue, args = calls[i]
@@ -404,4 +403,4 @@ class RedisBackend:
         return RedisListener(self, queues, callback, worker)
 
 
-__all__ = ["BackendError", "RedisBackend", "parse_redis_url"]
+__all__ = ["BackendError", "RedisBackend"]

@@ -2,7 +2,8 @@
 
 URL options (query string): conveyor's own ``prefix`` (key namespace, default ``cv``),
 ``pool_size`` (connections per event loop, default 50; per node in a cluster) and
-``pool_timeout`` (seconds a call waits for a free connection, default 20), and any connection
+``pool_timeout`` (seconds a call waits for a free connection, default 20), ``deadline``
+(seconds a producer call may take in all, default 1.5: see below), and any connection
 option of the redis-py installed (``socket_timeout``, ``client_name``, ``ssl_ca_certs``, ...).
 Anything else is a `ConfigurationError` when the app is built, never a driver traceback at the
 first call.
@@ -12,16 +13,28 @@ connection instead of failing: a standalone client gets redis-py's `BlockingConn
 redis-py's cluster client has no blocking pool (a node whose connections are all in use raises
 ``MaxConnectionsError``), so there each backend call first takes a turn at a `Gate` of
 ``pool_size`` turns, which bounds the connections per node to the same number.
+
+**Producers fail fast.** A producer call (`PRODUCER_CALLS`: enqueue, get, list, cancel, retry,
+stats, events, workers) and ``open`` answer within ``deadline`` seconds, or raise
+`BackendUnavailable` naming the server. Without it a frozen server (SIGSTOP, a stalled VM: the
+kernel still accepts connections, nothing replies) held a call for redis-py's socket timeout
+and its retries (5 s at least, more with a pool to wait for), and a web request with it. The
+deadline covers the wait for a pool connection, connecting and every retry; an enqueue of
+many jobs gets `PER_JOB` more per job (a 100,000-job batch is a second of Lua). The worker's
+own calls (claims, acknowledgements, lease renewals) are not cut short: its loops retry by
+themselves, and a claim cut off after Redis ran it would strand the claimed jobs until their
+leases expire. Its blocking reads have their socket timeouts above their block (`make_client`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import difflib
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
@@ -44,7 +57,14 @@ BLOCK_MARGIN = 5.0
 # backend operations (a listener's pokes), so they never meet MaxConnectionsError.
 CLUSTER_SPARE = 4
 # Options conveyor reads itself; the rest go to redis-py.
-OWN_OPTIONS = frozenset({"prefix", "pool_size", "pool_timeout", "socket_timeout"})
+OWN_OPTIONS = frozenset({"prefix", "pool_size", "pool_timeout", "socket_timeout", "deadline"})
+DEADLINE = 1.5
+PER_JOB = 0.00002
+#: The backend operations a producer makes, bounded by ``deadline``.
+PRODUCER_CALLS = frozenset(
+    {"enqueue_jobs", "get_job", "list_jobs", "cancel_job", "retry_job", "batch_counts", "stats",
+     "read_events", "last_event_cursor", "list_workers"}
+)  # fmt: skip
 # redis-py's URL names for what conveyor's pool options set.
 RENAMED = {"max_connections": "pool_size", "timeout": "pool_timeout"}
 # Connection options conveyor relies on: replies must be decoded str.
@@ -64,6 +84,7 @@ class RedisOptions:
         pool_timeout: seconds a call waits for a free connection.
         socket_timeout: seconds, as the URL gives it (None: redis-py's default).
         where: host:port or socket path, for messages (never the password).
+        deadline: seconds a producer call (and ``open``) may take before it fails.
     """
 
     url: str
@@ -73,6 +94,7 @@ class RedisOptions:
     pool_timeout: float
     socket_timeout: float | None
     where: str
+    deadline: float = DEADLINE
 
 
 def redis_options(url: str) -> RedisOptions:
@@ -101,6 +123,7 @@ def redis_options(url: str) -> RedisOptions:
         raise ConfigurationError(f"redis URL option prefix={prefix!r} must be non-empty, no braces")
     socket_timeout = _seconds(query, "socket_timeout")
     pool_timeout = _seconds(query, "pool_timeout")
+    deadline = _seconds(query, "deadline")
     pool_size = query.pop("pool_size", [str(POOL_SIZE)])[-1]
     if not pool_size.isdigit() or int(pool_size) < 1:
         raise ConfigurationError(
@@ -113,6 +136,7 @@ def redis_options(url: str) -> RedisOptions:
     return RedisOptions(
         clean, cluster, prefix, int(pool_size),
         POOL_TIMEOUT if pool_timeout is None else pool_timeout, socket_timeout, where,
+        DEADLINE if deadline is None else deadline,
     )  # fmt: skip
 
 
@@ -269,6 +293,15 @@ def unavailable(o: RedisOptions, exc: BaseException) -> BackendUnavailable:
     return BackendUnavailable(f"Redis at {o.where} unreachable: {exc}")
 
 
+def no_answer(o: RedisOptions, limit: float) -> BackendUnavailable:
+    """The `BackendUnavailable` for a call that ran out of its deadline."""
+    return BackendUnavailable(
+        f"Redis at {o.where} did not answer within {limit:g}s (deadline={o.deadline:g}s): is it "
+        "running and responsive? Check the server, or raise ?deadline= in the URL. An enqueue "
+        "cut off this way may have been stored (a spool forwards it by its id: never twice)"
+    )
+
+
 def _pool_timed_out(exc: BaseException | None) -> bool:
     """BlockingConnectionPool's wait for a free connection ran out."""
     return (
@@ -293,22 +326,24 @@ def operations(cls: type[Any]) -> type[Any]:
         if name.startswith("_") or name in ("open", "close", "listen"):
             continue
         if inspect.iscoroutinefunction(fn):
-            setattr(cls, name, _operation(fn))
+            setattr(cls, name, _operation(fn, name in PRODUCER_CALLS))
     return cls
 
 
-def _operation(fn: F) -> F:
+def _operation(fn: F, producer: bool) -> F:
     @functools.wraps(fn)
     async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _IN_OPERATION.get():
             return await fn(self, *args, **kwargs)
         token = _IN_OPERATION.set(True)
         try:
-            gate = self.gate()
-            if gate is None:
-                return await fn(self, *args, **kwargs)
-            async with gate:
-                return await fn(self, *args, **kwargs)
+            if not producer:
+                return await _gated(self, fn, args, kwargs)
+            o = self.options
+            limit = o.deadline + (len(args[0]) * PER_JOB if fn.__name__ == "enqueue_jobs" else 0)
+            with deadline(o, limit):
+                async with asyncio.timeout(limit):
+                    return await _gated(self, fn, args, kwargs)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise unavailable(self.options, exc) from exc
         except BackendUnavailable as exc:
@@ -319,3 +354,20 @@ def _operation(fn: F) -> F:
             _IN_OPERATION.reset(token)
 
     return run  # type: ignore[return-value]
+
+
+async def _gated(self: Any, fn: F, args: Any, kwargs: Any) -> Any:
+    gate = self.gate()
+    if gate is None:
+        return await fn(self, *args, **kwargs)
+    async with gate:
+        return await fn(self, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def deadline(o: RedisOptions, limit: float) -> Iterator[None]:
+    """Turn the `TimeoutError` of an ``asyncio.timeout(limit)`` inside into `no_answer`."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise no_answer(o, limit) from exc

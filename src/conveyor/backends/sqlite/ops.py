@@ -83,6 +83,11 @@ _INSERT_EVENTS = (
 def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> EnqueueResult:
     ids = [j.id for j in jobs]
     created = [True] * len(jobs)
+    # A job whose id is stored already is not stored again: a spool forwarder may resend a job
+    # the store took just before the forwarder died, or that another forwarder sent first.
+    skip = _stored_ids(conn, ids)
+    for i in skip:
+        created[i] = False
     # Idempotency keys are unique per (queue, tenant): per queue so that a queue can live in one
     # Redis Cluster slot, per tenant so that a tenant never receives another's job. '' stands
     # for no tenant (tenants are non-empty), as in the index jobs_idempotency.
@@ -90,7 +95,6 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
     for i, j in enumerate(jobs):
         if j.idempotency_key:
             keyed.setdefault((j.queue, j.tenant or "", j.idempotency_key), i)
-    skip: set[int] = set()
     if keyed:
         found = conn.execute(
             "SELECT jobs.queue, ifnull(jobs.tenant, ''), jobs.idempotency_key, jobs.id "
@@ -100,7 +104,7 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
         ).fetchall()
         existing = {(q, t, k): job_id for q, t, k, job_id in found}
         for i, j in enumerate(jobs):
-            if not j.idempotency_key:
+            if not j.idempotency_key or i in skip:
                 continue
             key = (j.queue, j.tenant or "", j.idempotency_key)
             if key in existing:
@@ -136,6 +140,20 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
         fl.refresh_heads(conn, flows)
     bump(conn, deltas)
     return EnqueueResult(ids, created, now)
+
+
+def _stored_ids(conn: sqlite3.Connection, ids: list[str]) -> set[int]:
+    """Positions of ``ids`` already stored, or repeated earlier in ``ids``."""
+    seen: dict[str, int] = {}
+    dup: set[int] = set()
+    for i, job_id in enumerate(ids):
+        if seen.setdefault(job_id, i) != i:
+            dup.add(i)
+    found = conn.execute(
+        "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?))",
+        (orjson.dumps(ids).decode(),),
+    ).fetchall()
+    return dup | {seen[r[0]] for r in found}
 
 
 def promote_due(conn: sqlite3.Connection, now: float) -> None:

@@ -6,7 +6,9 @@
 --         a flow; a created job's gates are upserted (rule replaced, state kept)
 -- Idempotency keys are per (queue, tenant): `idem:<tenant>` (`idem` without a tenant). A
 -- tenant's jobs are also listed in `tn:<tenant>` (score 0: ids sort by creation time).
--- returns {now, id1, created1, id2, created2, ...}; created is 1 or 0 (idempotency key matched)
+-- A job whose id is stored already (a spool forwarder resending it) is not stored again.
+-- returns {now, id1, created1, id2, created2, ...}; created is 1 or 0 (idempotency key matched,
+-- or the id is stored already)
 local jobs = cjson.decode(ARGV[1])
 local now = now_s()
 local now_txt = fmt(now)
@@ -21,7 +23,9 @@ for _, j in ipairs(jobs) do
   local id, key = j[1], j[14]
   local tenant = j[10] ~= cjson.null and j[10] or nil
   local existing = false
-  if key ~= cjson.null then
+  if redis.call('EXISTS', jkey(id)) == 1 then
+    existing = id
+  elseif key ~= cjson.null then
     existing = redis.call('HGET', idem_key(tenant), key)
     if existing then
       -- Not a match: an entry whose job is gone, or (written before keys were per tenant) an
