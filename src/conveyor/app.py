@@ -84,6 +84,7 @@ class Conveyor:
         self.event_retention = event_retention or EventRetention()
         self._retention: dict[str, Retention] = {}
         self._queue_limits: dict[str, tuple[RateLimit | Concurrency, ...]] = {}
+        self._max_queued: dict[str, int] = {}  # backpressure, passed to the backend's checks
         self._listeners: dict[str, list[Callable[..., Any]]] = {}
         self._workers: list[Worker] = []
         self._opened = False
@@ -193,10 +194,31 @@ class Conveyor:
         retention: Retention | None = None,
         rate_limit: str | RateLimit | list[RateLimit] | None = None,
         concurrency: int | Concurrency | list[Concurrency] | None = None,
+        max_queued: int | None = None,
     ) -> None:
         """Configure a queue: its retention rule for finished jobs, and limits that hold for
         all of its jobs across every worker (``rate_limit="100/s"``, ``concurrency=20``, or
-        keyed: ``Concurrency(2, key="tenant")``)."""
+        keyed: ``Concurrency(2, key="tenant")``). The limits are set as a whole: a limit not
+        given is removed.
+
+        ``max_queued=N`` is backpressure: while the queue holds N or more waiting jobs (queued
+        or scheduled, not active ones), an enqueue (or a manual `retry`) raises `QueueFull` and
+        stores nothing; an `enqueue_many` whose new jobs do not all fit is refused as a whole.
+        The backend checks it atomically with the insert. Never refused: a worker's retry of a
+        job it ran, and an enqueue whose idempotency key matches an existing job (that job is
+        returned)."""
+        if max_queued is not None and (
+            isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 0
+        ):
+            from .errors import ConfigurationError
+
+            raise ConfigurationError(
+                f"max_queued must be an integer >= 0 or None, got {type(max_queued).__name__}"
+            )
+        if max_queued is None:
+            self._max_queued.pop(name, None)
+        else:
+            self._max_queued[name] = max_queued
         if retention is not None:
             self._retention[name] = retention
         limits = (*as_rate_limits(rate_limit, "queue"), *as_concurrency(concurrency, "queue"))
@@ -348,7 +370,7 @@ class Conveyor:
         )
         nj = self._new_job(t, payload, prio, secs, idempotency_key, tenant, max_attempts, None)
         await self.open()
-        res = await self.backend.enqueue_jobs([nj])
+        res = await self.backend.enqueue_jobs([nj], max_queued=self._max_queued or None)
         self._wake_workers()
         if not res.created[0]:
             return await self.get(res.ids[0])
@@ -396,7 +418,11 @@ class Conveyor:
                     f"items[{i}]: expected (task, payload) or a dict: {exc}", field=f"items[{i}]"
                 ) from None
         await self.open()
-        res = await self.backend.enqueue_jobs(jobs) if jobs else None
+        res = (
+            await self.backend.enqueue_jobs(jobs, max_queued=self._max_queued or None)
+            if jobs
+            else None
+        )
         self._wake_workers()
         ids = res.ids if res else []
         return Batch(self, batch_id, ids, res.created if res else [])
@@ -479,9 +505,12 @@ class Conveyor:
 
     async def retry(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Requeue a failed or cancelled job with fresh attempts. Raises JobNotFound (also for
-        another tenant's job when ``tenant`` is given) / JobStateError."""
+        another tenant's job when ``tenant`` is given) / JobStateError, or `QueueFull` when its
+        queue's ``max_queued`` is reached (it adds a waiting job, like an enqueue)."""
         await self.open()
-        job = await self.backend.retry_job(job_id, tenant=tenant)
+        job = await self.backend.retry_job(
+            job_id, tenant=tenant, max_queued=self._max_queued or None
+        )
         self._wake_workers()
         return job
 
@@ -513,7 +542,8 @@ class Conveyor:
         return Batch(self, batch_id, [], [])
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
-        """Per queue: counts by state, live workers and their concurrency, run time, rate."""
+        """Per queue: counts by state, live workers and their concurrency, run time, rate, and
+        backpressure (``max_queued``, ``full``)."""
         await self.open()
         wanted = list(queues) if queues else None
         out = await self.backend.stats(wanted)
@@ -521,6 +551,9 @@ class Conveyor:
             for q in self.queues():
                 if q not in out:
                     out.update(await self.backend.stats([q]))
+        for q, st in out.items():  # this app's own setting is the one its producers enforce
+            if q in self._max_queued:
+                st.max_queued = self._max_queued[q]
         return dict(sorted(out.items()))
 
     async def workers(self) -> builtins.list[WorkerInfo]:
