@@ -164,7 +164,9 @@ async def test_idempotent_duplicate_returns_the_existing_job_when_full(app: Conv
     # When the same key is enqueued again, alone or in a batch, then the existing job comes back
     again = await app.enqueue("work_q", {"n": 1}, idempotency_key="k")
     assert again.id == job.id
-    batch = await app.enqueue_many([{"task": "work_q", "payload": {"n": 1}, "idempotency_key": "k"}])
+    batch = await app.enqueue_many(
+        [{"task": "work_q", "payload": {"n": 1}, "idempotency_key": "k"}]
+    )
     assert (batch.ids, batch.created) == ([job.id], [False])
     # Also when the limit was lowered below what the queue holds
     app.queue("q", max_queued=0)
@@ -301,6 +303,7 @@ async def test_stats_show_the_limit_and_whether_full(
     reader = make_app()
     st = (await reader.stats(["q"]))["q"]
     assert (st.max_queued, st.full) == (2, True)
+
     # And an unlimited queue shows none
     @app.task(queue="free")
     async def free() -> None:
