@@ -471,6 +471,11 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
                 raise CliError(f"{exc}{hint if exc.field == 'task' else ''}") from None
             except ConveyorError as exc:
                 raise CliError(str(exc)) from None
+            # Without the app, the limit its producers enforce (recorded by the backend).
+            q = app.tasks[task].options.queue
+            limit = (await app.stats([q]))[q].max_queued
+            if limit is not None:
+                app.queue(q, max_queued=limit)
         job = await app.enqueue(task, data, priority=prio, delay=delay,
                                 idempotency_key=idempotency_key, tenant=tenant,
                                 max_attempts=max_attempts)  # fmt: skip

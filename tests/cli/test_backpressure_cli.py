@@ -32,6 +32,11 @@ def test_enqueue_into_a_full_queue_exits_75_and_stats_show_it(cli: Cli) -> None:
     assert "queue 'small' is full" in res.stderr and "max_queued=2" in res.stderr
     assert "Traceback" not in res.stderr
     assert len(cli.jobs("--queue", "small")) == 2
+    # And without the app, the limit its producers recorded still holds
+    res = cli("enqueue", "job", "--payload", '{"n": 3}', "--unchecked", "--queue", "small",
+              check=False)  # fmt: skip
+    assert res.returncode == 75 and "max_queued=2" in res.stderr, res.stderr
+    assert len(cli.jobs("--queue", "small")) == 2
     # And stats, even without the app, show the limit and that the queue is full
     stats = json.loads(cli("stats", "--json").stdout)["small"]
     assert (stats["max_queued"], stats["full"]) == (2, True)
