@@ -212,9 +212,9 @@ class Conveyor:
         ):
             from .errors import ConfigurationError
 
-            raise ConfigurationError(
-                f"max_queued must be an integer >= 0 or None, got {type(max_queued).__name__}"
-            )
+            small = type(max_queued) is int and abs(max_queued) < 10**18  # never repr a huge value
+            shown = repr(max_queued) if small else type(max_queued).__name__
+            raise ConfigurationError(f"max_queued must be an integer >= 0 or None, got {shown}")
         if max_queued is None:
             self._max_queued.pop(name, None)
         else:
