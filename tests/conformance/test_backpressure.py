@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from conveyor import (
+    Concurrency,
     ConfigurationError,
     Conveyor,
     JobState,
@@ -73,6 +74,24 @@ async def test_delayed_jobs_count_toward_the_limit(app: Conveyor) -> None:
         await app.enqueue("work_q", {"n": 3}, delay=10)
     counts = (await app.stats(["q"]))["q"].counts
     assert (counts["queued"], counts["scheduled"]) == (1, 1)
+
+
+async def test_flow_controlled_jobs_count_like_any_other(app: Conveyor) -> None:
+    # Given a queue with a concurrency cap per tenant (its ready jobs wait in flows) and a limit
+    app.queue("q", max_queued=3, concurrency=Concurrency(1, key="tenant"))
+
+    @app.task(queue="q")
+    async def work_q(n: int) -> int:
+        return n
+
+    await app.enqueue("work_q", {"n": 0}, tenant="a")
+    await app.enqueue("work_q", {"n": 1}, tenant="b")
+    await app.enqueue("work_q", {"n": 2}, tenant="a", delay=60)
+    # When one more is enqueued, then it is refused: flow jobs and delayed ones count
+    with pytest.raises(QueueFull) as err:
+        await app.enqueue("work_q", {"n": 3}, tenant="c")
+    assert err.value.count == 3
+    assert await _waiting(app) == 3
 
 
 async def test_enqueue_many_is_all_or_none(app: Conveyor) -> None:
