@@ -90,6 +90,7 @@ class Conveyor:
         self.event_retention = event_retention or EventRetention()
         self._retention: dict[str, Retention] = {}
         self._queue_limits: dict[str, tuple[RateLimit | Concurrency, ...]] = {}
+        self._max_queued: dict[str, int] = {}  # backpressure, passed to the backend's checks
         self._listeners: dict[str, list[Callable[..., Any]]] = {}
         self._workers: list[Worker] = []
         self._opened = False
@@ -200,10 +201,31 @@ class Conveyor:
         retention: Retention | None = None,
         rate_limit: str | RateLimit | list[RateLimit] | None = None,
         concurrency: int | Concurrency | list[Concurrency] | None = None,
+        max_queued: int | None = None,
     ) -> None:
         """Configure a queue: its retention rule for finished jobs, and limits that hold for
         all of its jobs across every worker (``rate_limit="100/s"``, ``concurrency=20``, or
-        keyed: ``Concurrency(2, key="tenant")``)."""
+        keyed: ``Concurrency(2, key="tenant")``). The limits are set as a whole: a limit not
+        given is removed.
+
+        ``max_queued=N`` is backpressure: while the queue holds N or more waiting jobs (queued
+        or scheduled, not active ones), an enqueue (or a manual `retry`) raises `QueueFull` and
+        stores nothing; an `enqueue_many` whose new jobs do not all fit is refused as a whole.
+        The backend checks it atomically with the insert. Never refused: a worker's retry of a
+        job it ran, and an enqueue whose idempotency key matches an existing job (that job is
+        returned)."""
+        if max_queued is not None and (
+            isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 0
+        ):
+            from .errors import ConfigurationError
+
+            small = type(max_queued) is int and abs(max_queued) < 10**18  # never repr a huge value
+            shown = repr(max_queued) if small else type(max_queued).__name__
+            raise ConfigurationError(f"max_queued must be an integer >= 0 or None, got {shown}")
+        if max_queued is None:
+            self._max_queued.pop(name, None)
+        else:
+            self._max_queued[name] = max_queued
         if retention is not None:
             self._retention[name] = retention
         limits = (*as_rate_limits(rate_limit, "queue"), *as_concurrency(concurrency, "queue"))
@@ -415,10 +437,11 @@ class Conveyor:
 
     async def _store(self, jobs: list[NewJob], group: str | None) -> tuple[EnqueueResult, bool]:
         """Store jobs in the backend, or in the spool (then True) when it is unreachable."""
+        limits = self._max_queued or None
         if self._spooler is not None:
-            return await self._spooler.store(jobs, group)
+            return await self._spooler.store(jobs, group, limits)
         await self.open()
-        return await self.backend.enqueue_jobs(jobs), False
+        return await self.backend.enqueue_jobs(jobs, max_queued=limits), False
 
     def _item_job(
         self, item: dict[str, Any], prio: int | None, secs: float, tenant: str | None,
@@ -501,9 +524,12 @@ class Conveyor:
 
     async def retry(self, job_id: str, *, tenant: str | None = None) -> Job:
         """Requeue a failed or cancelled job with fresh attempts. Raises JobNotFound (also for
-        another tenant's job when ``tenant`` is given) / JobStateError."""
+        another tenant's job when ``tenant`` is given) / JobStateError, or `QueueFull` when its
+        queue's ``max_queued`` is reached (it adds a waiting job, like an enqueue)."""
         await self.open()
-        job = await self.backend.retry_job(job_id, tenant=tenant)
+        job = await self.backend.retry_job(
+            job_id, tenant=tenant, max_queued=self._max_queued or None
+        )
         self._wake_workers()
         return job
 
@@ -535,7 +561,8 @@ class Conveyor:
         return Batch(self, batch_id, [], [])
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
-        """Per queue: counts by state, live workers and their concurrency, run time, rate."""
+        """Per queue: counts by state, live workers and their concurrency, run time, rate, and
+        backpressure (``max_queued``, ``full``)."""
         await self.open()
         wanted = list(queues) if queues else None
         out = await self.backend.stats(wanted)
@@ -543,6 +570,9 @@ class Conveyor:
             for q in self.queues():
                 if q not in out:
                     out.update(await self.backend.stats([q]))
+        for q, st in out.items():  # this app's own setting is the one its producers enforce
+            if q in self._max_queued:
+                st.max_queued = self._max_queued[q]
         if self._spooler is not None:
             await self._spooler.add_depth(out)
         return dict(sorted(out.items()))

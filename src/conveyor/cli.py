@@ -8,8 +8,9 @@ or after the command name. Read commands print tables, or JSON with ``--json``.
 
 Errors are one line on stderr, never a traceback: exit 2 for bad input (a payload, priority or
 delay the task refuses, a malformed URL, an unknown job id), exit 1 for everything else (a
-transition the job's state forbids, a backend that cannot be reached). ``wait`` exits 0 when the
-job completed, 1 failed, 2 cancelled, 3 timed out.
+transition the job's state forbids, a backend that cannot be reached), 75 (EX_TEMPFAIL) when
+``enqueue`` or ``retry`` meets a full queue (``max_queued``: try again later). ``wait`` exits 0
+when the job completed, 1 failed, 2 cancelled, 3 timed out.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from rich.table import Table
 from . import __version__
 from .app import DEFAULT_URL, Conveyor
 from .cli_limits import limits_table
-from .errors import ConfigurationError, ConveyorError, JobNotFound, ValidationError
+from .errors import ConfigurationError, ConveyorError, JobNotFound, QueueFull, ValidationError
 from .job import Job, JobState
 
 T = TypeVar("T")
@@ -89,6 +90,12 @@ class CliFailure(CliError):
     exit_code = 1
 
 
+class CliQueueFull(CliError):
+    """Backpressure: the queue is full, nothing was stored; exit 75 (EX_TEMPFAIL: retry later)."""
+
+    exit_code = 75
+
+
 class _Group(click.Group):
     """Turns every `ConveyorError` a command raises into a one-line error."""
 
@@ -96,6 +103,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ConveyorError as exc:
+            if isinstance(exc, QueueFull):
+                raise CliQueueFull(str(exc)) from None
             if isinstance(exc, ValidationError | ConfigurationError | JobNotFound):
                 raise CliError(str(exc)) from None
             raise CliFailure(str(exc)) from None
@@ -462,6 +471,11 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
                 raise CliError(f"{exc}{hint if exc.field == 'task' else ''}") from None
             except ConveyorError as exc:
                 raise CliError(str(exc)) from None
+            # Without the app, the limit its producers enforce (recorded by the backend).
+            q = app.tasks[task].options.queue
+            limit = (await app.stats([q]))[q].max_queued
+            if limit is not None:
+                app.queue(q, max_queued=limit)
         job = await app.enqueue(task, data, priority=prio, delay=delay,
                                 idempotency_key=idempotency_key, tenant=tenant,
                                 max_attempts=max_attempts)  # fmt: skip
@@ -559,8 +573,9 @@ def list_(ctx: click.Context, state: str | None, queue: str | None, task: str | 
 @json_option
 @click.pass_context
 def stats(ctx: click.Context, url: str | None, app_spec: str | None, as_json: bool) -> None:
-    """Per queue: counts by state, live workers, busy slots, run time and throughput; then
-    rate limits, concurrency caps and circuit breakers with their live state."""
+    """Per queue: counts by state, live workers, busy slots, run time and throughput, and
+    waiting jobs against ``max_queued`` where a queue has one; then rate limits, concurrency
+    caps and circuit breakers with their live state."""
 
     async def go(app: Conveyor) -> None:
         st = await app.stats()
@@ -575,13 +590,18 @@ def stats(ctx: click.Context, url: str | None, app_spec: str | None, as_json: bo
             name = short.get(state.value, state.value)
             t.add_column(name, justify="right", min_width=len(name))
         spooled = any(s.spooled for s in st.values())  # the app's local spool (--app)
-        for col in ("workers", "busy", "avg s", "jobs/s", *(("spooled",) if spooled else ())):
+        limited = any(s.max_queued is not None for s in st.values())
+        extra = (*(("waiting/max",) if limited else ()), *(("spooled",) if spooled else ()))
+        for col in ("workers", "busy", "avg s", "jobs/s", *extra):
             t.add_column(col, justify="right", min_width=len(col))
         for q, s in st.items():
             avg = "" if s.avg_run_seconds is None else f"{s.avg_run_seconds:.3f}"
+            # Backpressure: waiting (queued + scheduled) against max_queued, FULL when reached.
+            bp = () if not limited else ("" if s.max_queued is None else
+                 f"{s.waiting}/{s.max_queued}{' FULL' if s.full else ''}",)  # fmt: skip
             t.add_row(q, *(str(s.counts.get(x.value, 0)) for x in JobState), str(s.workers),
                       f"{s.active}/{s.concurrency}", avg, f"{s.throughput_per_s:.1f}",
-                      *((str(s.spooled),) if spooled else ()))  # fmt: skip
+                      *bp, *((str(s.spooled),) if spooled else ()))  # fmt: skip
         _console().print(t)
         limits = limits_table(st, app.backend.now())
         if limits is not None:

@@ -7,6 +7,7 @@ ConveyorError
 │   └── UnknownTask           a task name no handler is registered for
 ├── JobNotFound               no job with that id                           (also KeyError)
 ├── JobStateError             the transition is not allowed from the job's state
+├── QueueFull                 the queue holds max_queued waiting jobs: nothing was stored
 ├── JobFailed                 wait(): the job ended failed
 ├── JobCancelled              wait(): the job ended cancelled
 ├── EventsTrimmed             events(): retention deleted events after the reader's cursor
@@ -75,6 +76,30 @@ class JobStateError(ConveyorError):
         self.job_id = job_id
         self.state = state
         self.action = action
+
+
+class QueueFull(ConveyorError):
+    """Backpressure: the queue already holds ``limit`` (its ``max_queued``) or more waiting
+    jobs (queued or scheduled), or the call's new jobs would take it past that. Nothing of the
+    call was stored (an `enqueue_many` is refused as a whole). The HTTP API maps it to 429.
+
+    Attributes:
+        queue: the queue that is full.
+        limit: its ``max_queued``.
+        count: the waiting jobs it held when the call was refused.
+        needed: the new jobs the call wanted to add to that queue.
+    """
+
+    def __init__(self, queue: str, limit: int, count: int, needed: int = 1) -> None:
+        more = f" (this call adds {needed})" if needed != 1 else ""
+        super().__init__(
+            f"queue {queue!r} is full: {count} waiting jobs, max_queued={limit}{more}; "
+            "nothing was stored, try again later"
+        )
+        self.queue = queue
+        self.limit = limit
+        self.count = count
+        self.needed = needed
 
 
 class JobFailed(ConveyorError):
@@ -166,6 +191,7 @@ __all__ = [
     "JobNotFound",
     "JobStateError",
     "Permanent",
+    "QueueFull",
     "Retry",
     "UnknownTask",
     "ValidationError",

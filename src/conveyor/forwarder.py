@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .backends.base import EnqueueResult, NewJob, QueueStats
@@ -61,14 +62,19 @@ class Spooler:
     # -- producing --------------------------------------------------------------------------------
 
     async def store(
-        self, jobs: list[NewJob], group: str | None = None
+        self,
+        jobs: list[NewJob],
+        group: str | None = None,
+        max_queued: Mapping[str, int] | None = None,
     ) -> tuple[EnqueueResult, bool]:
         """Store jobs in the backend, or spool them if it is unreachable (or if this process
-        still has jobs in the spool). Returns (result, spooled)."""
+        still has jobs in the spool). Returns (result, spooled). ``max_queued`` is enforced
+        by the backend when it answers; a spooled job was accepted, so it is forwarded later
+        without a limit (refusing it then would lose it)."""
         if not self._spooled:
             try:
                 await self.app.open()
-                return await self.app.backend.enqueue_jobs(jobs), False
+                return await self.app.backend.enqueue_jobs(jobs, max_queued=max_queued), False
             except BackendUnavailable as exc:
                 self._outage.lost(exc)  # logged once: "lost connection ...; retrying"
         now = time.time()

@@ -214,6 +214,19 @@ class QueueStats:
     window: float = 60.0
     limits: list[dict[str, Any]] = field(default_factory=list)  # gates: rule and live state
     spooled: int = 0  # jobs in this producer's local spool, not yet forwarded (app.stats())
+    # Backpressure: the queue's max_queued (None: unlimited), as the app configures it or, for
+    # a reader without that app, as the last producer that enforced one recorded it.
+    max_queued: int | None = None
+
+    @property
+    def waiting(self) -> int:
+        """What counts toward ``max_queued``: queued and scheduled jobs."""
+        return self.counts.get("queued", 0) + self.counts.get("scheduled", 0)
+
+    @property
+    def full(self) -> bool:
+        """True when an enqueue of a new job would raise `QueueFull` now."""
+        return self.max_queued is not None and self.waiting >= self.max_queued
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,6 +240,8 @@ class QueueStats:
             "window": self.window,
             "limits": list(self.limits),
             "spooled": self.spooled,
+            "max_queued": self.max_queued,
+            "full": self.full,
         }
 
 
@@ -370,13 +385,21 @@ class Backend(Protocol):
     def now(self) -> float:
         """The backend clock as last observed (cheap; exact within a few ms)."""
 
-    async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> EnqueueResult:
+    async def enqueue_jobs(
+        self, jobs: Sequence[NewJob], *, max_queued: Mapping[str, int] | None = None
+    ) -> EnqueueResult:
         """Store jobs atomically (all or none): ``queued``, or ``scheduled`` when ``delay > 0``.
 
         Idempotent per idempotency key within a (queue, tenant): a job whose key that tenant
         (or, without a tenant, the tenant-less jobs) already used in that queue is not stored
         again; the existing id is returned with ``created=False``. Another tenant's key never
         matches. Emits ``enqueued``/``scheduled``.
+
+        Backpressure: ``max_queued`` maps queues to their limit of waiting (queued + scheduled)
+        jobs. When the jobs this call would create in such a queue (idempotent matches create
+        none) would take its waiting count past the limit, nothing of the call is stored and
+        `QueueFull` is raised, checked in the same atomic step as the insert so that racing
+        producers never store more than the limit. The limit is recorded for `stats`.
         """
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
@@ -425,10 +448,17 @@ class Backend(Protocol):
         Raises JobNotFound (also for a job not of ``tenant``, when given), or JobStateError
         for completed/failed jobs."""
 
-    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
+    async def retry_job(
+        self,
+        job_id: str,
+        *,
+        tenant: str | None = None,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> Job:
         """Move a failed or cancelled job back to ``queued`` with fresh attempts. Raises
         JobNotFound (also for a job not of ``tenant``, when given), or JobStateError from any
-        other state."""
+        other state, or `QueueFull` (nothing changed) when ``max_queued`` limits the job's
+        queue and it is full, in the same atomic step."""
 
     async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
         """Read one job; None when missing, or when ``tenant`` is given and it is not its."""
@@ -441,7 +471,8 @@ class Backend(Protocol):
         """Counts by state of a batch's jobs (total 0 when unknown)."""
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
-        """Per-queue counts by state (O(1) per queue), live workers, recent run time and rate."""
+        """Per-queue counts by state (O(1) per queue), live workers, recent run time and rate,
+        and the ``max_queued`` last recorded by an enqueue that enforced one."""
 
     async def recover_expired(self) -> list[Recovered]:
         """Atomically requeue jobs whose lease expired (counting a stall, not an attempt), or

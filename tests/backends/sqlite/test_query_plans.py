@@ -230,3 +230,34 @@ def test_filtered_event_reads_walk_an_index(
     steps = plan(conn, select)
     assert_indexed(steps, index)
     assert not any(re.match(r"SCAN events\b", s) for s in steps), steps
+
+
+def test_backpressure_checks_read_the_counts_rows_never_jobs(conn: sqlite3.Connection) -> None:
+    # Given every statement an enqueue and a manual retry under max_queued run (traced)
+    from conveyor.backends.sqlite import backpressure
+
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        failed = conn.execute("SELECT id FROM jobs WHERE status = 'failed' LIMIT 1").fetchone()[0]
+        ops.enqueue(conn, 1.0, [NewJob(new_id(), "a", "t_a", "{}", 5, 1, 3, None, 30.0),
+                                NewJob(new_id(), "b", "t_b", "{}", 5, 1, 3, None, 30.0, delay=9)],
+                    {"a": 10_000, "b": 10_000})  # fmt: skip
+        ops.retry(conn, 1.0, failed, None, {"a": 10_000, "b": 10_000, "c": 10_000})
+        backpressure.recorded(conn)
+    finally:
+        conn.set_trace_callback(None)
+        conn.execute("ROLLBACK")
+    # Then the waiting count is a primary-key search of `counts` (two rows), and the limits'
+    # record a search of conveyor_meta: neither reads `jobs`
+    checks = [s for s in statements if "FROM counts" in s or "conveyor_meta" in s]
+    assert len(checks) >= 4, statements
+    for sql in checks:
+        steps = plan(conn, sql)
+        text = "\n".join(steps)
+        assert "jobs" not in text and not any(s.startswith("SCAN") for s in steps), text
+    assert any(
+        "SEARCH counts USING PRIMARY KEY (queue=? AND status=?)" in s
+        for s in plan(conn, backpressure.WAITING, ("a",))
+    ), plan(conn, backpressure.WAITING, ("a",))

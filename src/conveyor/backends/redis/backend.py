@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -46,7 +46,7 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
-from . import reads, registry
+from . import producer, reads, registry
 from .attempts import Attempts
 from .codec import STATES, job_from_hash, pairs
 from .connection import Gate, deadline, make_client, operations, redis_options, unavailable
@@ -176,36 +176,10 @@ class RedisBackend:
 
     # -- job transitions --------------------------------------------------------------------------
 
-    async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> EnqueueResult:
-        by_queue: dict[str, list[int]] = {}
-        for i, j in enumerate(jobs):
-            by_queue.setdefault(j.queue, []).append(i)
-        ids = [j.id for j in jobs]
-        created = [True] * len(jobs)
-        now = self.now()
-        client = self._client()
-        new = [q for q in by_queue if q not in self._known_queues]
-        if new:  # once per queue and process: not a round trip per enqueue
-            await client.sadd(f"{self.prefix}:queues", *new)
-            self._known_queues.update(new)
-        for queue, idx in by_queue.items():
-            payload = orjson.dumps([
-                (jobs[i].id, jobs[i].task, jobs[i].payload, jobs[i].priority, jobs[i].max_attempts,
-                 jobs[i].max_stalls, jobs[i].timeout, jobs[i].lease, jobs[i].delay, jobs[i].tenant,
-                 jobs[i].batch, jobs[i].workflow, jobs[i].parent, jobs[i].idempotency_key,
-                 jobs[i].flow)
-                for i in idx
-            ]).decode()  # fmt: skip
-            # The gates' rules, once per call (the script upserts those of created jobs).
-            specs = {g.name: g.spec for i in idx if jobs[i].flow is not None for g in jobs[i].gates}
-            out = await self._eval(
-                "enqueue", queue, payload, orjson.dumps(specs).decode() if specs else ""
-            )
-            now = self._saw_now(out[0])
-            for n, i in enumerate(idx):
-                ids[i] = out[1 + 2 * n]
-                created[i] = out[2 + 2 * n] == 1
-        return EnqueueResult(ids, created, now)
+    async def enqueue_jobs(
+        self, jobs: Sequence[NewJob], *, max_queued: Mapping[str, int] | None = None
+    ) -> EnqueueResult:
+        return await producer.enqueue_jobs(self, jobs, max_queued)
 
     # -- the worker's attempts (attempts.py) ------------------------------------------------------
 
@@ -276,22 +250,34 @@ class RedisBackend:
                     results[j][1] = results[j][0]
         return results
 
-    async def _steer(self, action: str, job_id: str, tenant: str | None) -> Job:
-        """Run the ``cancel`` or ``retry`` script on one job; it returns the changed job."""
+    async def _steer(
+        self, action: str, job_id: str, tenant: str | None, limits: Mapping[str, int] | None = None
+    ) -> Job:
+        """Run the ``cancel`` or ``retry`` script on one job; it returns the changed job.
+        ``limits``: the queues' max_queued (retry only)."""
         queue = await self._queue_of(job_id)
         if queue is None:
             raise JobNotFound(job_id)
+        args: list[Any] = [job_id, tenant or ""]
+        if action == "retry":
+            args.append((limits or {}).get(queue, ""))
         try:
-            out = await self._eval(action, queue, job_id, tenant or "")
+            out = await self._eval(action, queue, *args)
         except ResponseError as exc:
-            raise translate(exc, job_id, action) from None
+            raise translate(exc, queue if "QUEUEFULL" in str(exc) else job_id, action) from None
         return job_from_hash(job_id, queue, pairs(out))
 
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
         return await self._steer("cancel", job_id, tenant)
 
-    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        return await self._steer("retry", job_id, tenant)
+    async def retry_job(
+        self,
+        job_id: str,
+        *,
+        tenant: str | None = None,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> Job:
+        return await self._steer("retry", job_id, tenant, max_queued)
 
     async def recover_expired(self) -> list[Recovered]:
         out: list[Recovered] = []

@@ -164,6 +164,8 @@ async def stats(b: RedisBackend, queues: Sequence[str] | None = None) -> dict[st
         counts["queued"] += int(await client.get(b.key(q, "fqn")) or 0)
         st = QueueStats(q, counts, window=STATS_WINDOW)
         st.limits = await _limits(b, q, now)
+        maxq = await client.get(b.key(q, "maxq"))  # backpressure: the last enforced max_queued
+        st.max_queued = None if maxq is None else int(maxq)
         st.active = counts["active"]
         for w in live:
             if q in w.queues:

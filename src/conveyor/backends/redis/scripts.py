@@ -10,11 +10,12 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from ...errors import ConveyorError, JobNotFound, JobStateError
+from ...errors import ConveyorError, JobNotFound, JobStateError, QueueFull
 
 NAMES = (
-    "batch", "cancel", "claim", "enqueue", "event", "events", "extend", "finish", "heartbeat",
-    "peek", "progress", "prune", "recover", "release", "reserve", "retry", "trim", "workers",
+    "admit", "batch", "cancel", "claim", "enqueue", "event", "events", "extend", "finish",
+    "heartbeat", "peek", "progress", "prune", "recover", "release", "reserve", "retry", "trim",
+    "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset(
@@ -26,6 +27,8 @@ CLAIMING = frozenset({"claim", "peek"})
 ATTEMPT = frozenset({"finish", "recover"})
 # Scripts that read or trim the event log get includes/streams.lua.
 STREAMS = frozenset({"enqueue", "events", "trim"})
+# Scripts that check a queue's max_queued get includes/backpressure.lua.
+BACKPRESSURE = frozenset({"admit", "enqueue", "retry"})
 
 
 def _load(name: str) -> str:
@@ -39,6 +42,8 @@ def _load(name: str) -> str:
         parts.append(lua.joinpath("includes/attempt.lua").read_text())
     if name in STREAMS:
         parts.append(lua.joinpath("includes/streams.lua").read_text())
+    if name in BACKPRESSURE:
+        parts.append(lua.joinpath("includes/backpressure.lua").read_text())
     parts.append(lua.joinpath(f"{name}.lua").read_text())
     return "\n".join(parts)
 
@@ -54,11 +59,19 @@ class Script:
 
 SCRIPTS = {name: Script(name) for name in NAMES}
 
-# Error replies from scripts -> exceptions. Each maker gets (job_id, reply text).
+# Error replies from scripts -> exceptions. Each maker gets (job id, or the queue for
+# QUEUEFULL, and the reply text).
 ERRORS: dict[str, Callable[[str, str], ConveyorError]] = {
     "NOTFOUND": lambda job_id, _: JobNotFound(job_id),
     "STATE": lambda job_id, text: JobStateError(job_id, text.split()[1], "change"),
+    "QUEUEFULL": lambda queue, text: queue_full(queue, text),
 }
+
+
+def queue_full(queue: str, text: str) -> QueueFull:
+    """``QUEUEFULL <count> <needed> <limit>`` -> `QueueFull`."""
+    count, needed, limit = (int(float(x)) for x in text.split()[1:4])
+    return QueueFull(queue, limit, count, needed)
 
 
 def translate(exc: ResponseError, job_id: str, action: str) -> BaseException:

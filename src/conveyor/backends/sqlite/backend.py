@@ -14,7 +14,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -299,8 +299,10 @@ class SqliteBackend:
 
     # -- job transitions --------------------------------------------------------------------------
 
-    async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> EnqueueResult:
-        result: EnqueueResult = await self._run(ops.enqueue, jobs, notify=b"w")
+    async def enqueue_jobs(
+        self, jobs: Sequence[NewJob], *, max_queued: Mapping[str, int] | None = None
+    ) -> EnqueueResult:
+        result: EnqueueResult = await self._run(ops.enqueue, jobs, max_queued, notify=b"w")
         return result
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
@@ -359,8 +361,14 @@ class SqliteBackend:
         self._notifier.notify(b"w")  # a cancelled active job may have freed a concurrency slot
         return job
 
-    async def retry_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        job: Job = await self._run(ops.retry, job_id, tenant, notify=b"w")
+    async def retry_job(
+        self,
+        job_id: str,
+        *,
+        tenant: str | None = None,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> Job:
+        job: Job = await self._run(ops.retry, job_id, tenant, max_queued, notify=b"w")
         return job
 
     async def recover_expired(self) -> list[Recovered]:

@@ -26,6 +26,7 @@ from ..base import (
     TaskInfo,
     WorkerInfo,
 )
+from . import backpressure as bp
 from . import flow as fl
 from .gates import describe_gates
 from .ops import JOB_COLS, RATE_BUCKET, bump, row_to_job
@@ -108,9 +109,11 @@ def stats(
             s = get(q)
             s.throughput_per_s = done / STATS_WINDOW
             s.avg_run_seconds = secs / done if done else None
+    limits = bp.recorded(conn)
     for s in out.values():
         s.active = s.counts.get("active", 0)
         s.limits = describe_gates(conn, now, s.queue)
+        s.max_queued = limits.get(s.queue)
     return out
 
 

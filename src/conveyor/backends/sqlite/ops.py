@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ import orjson
 from ...errors import JobNotFound, JobStateError
 from ...job import FINAL_STATES, Job, JobState, Progress
 from ..base import ClaimParams, ClaimResult, EnqueueResult, NewJob
+from . import backpressure as bp
 from . import flow as fl
 
 JOB_COLS = (
@@ -80,7 +81,12 @@ _INSERT_EVENTS = (
 )
 
 
-def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> EnqueueResult:
+def enqueue(
+    conn: sqlite3.Connection,
+    now: float,
+    jobs: Sequence[NewJob],
+    max_queued: Mapping[str, int] | None = None,
+) -> EnqueueResult:
     ids = [j.id for j in jobs]
     created = [True] * len(jobs)
     # A job whose id is stored already is not stored again: a spool forwarder may resend a job
@@ -127,6 +133,11 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob]) -> Enq
         )  # fmt: skip
         if j.flow is not None:
             flows.append((j.queue, j.flow if due is None else None))
+    if max_queued:  # backpressure: checked before anything is written
+        new: Counter[str] = Counter()
+        for (q, _), n in deltas.items():
+            new[q] += n
+        bp.check(conn, new, max_queued)
     if flows:
         fl.store_gates(conn, (j for i, j in enumerate(jobs) if i not in skip))
     # One statement per table over a JSON array: the rows are parsed in C with the GIL released,
@@ -309,12 +320,20 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str, tenant: str | None
     return job
 
 
-def retry(conn: sqlite3.Connection, now: float, job_id: str, tenant: str | None = None) -> Job:
+def retry(
+    conn: sqlite3.Connection,
+    now: float,
+    job_id: str,
+    tenant: str | None = None,
+    max_queued: Mapping[str, int] | None = None,
+) -> Job:
     job = get(conn, job_id, tenant)
     if job is None:
         raise JobNotFound(job_id)
     if job.status not in (JobState.FAILED, JobState.CANCELLED):
         raise JobStateError(job_id, job.status.value, "retry")
+    if max_queued:  # a manual retry adds a waiting job like an enqueue does
+        bp.check(conn, Counter({job.queue: 1}), max_queued)
     (flow,) = conn.execute(
         "UPDATE jobs SET status = 'queued', attempt = 0, stalls = 0, finished_at = NULL, "
         "error = NULL, result = NULL, worker = NULL, started_at = NULL, scheduled_for = NULL, "

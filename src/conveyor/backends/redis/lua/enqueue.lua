@@ -4,13 +4,28 @@
 --         lease, delay, tenant, batch, workflow, parent, idempotency_key, flow or null}
 -- ARGV[2] JSON object of the flows' gate rules {gate name: spec JSON}, or '' when no job has
 --         a flow; a created job's gates are upserted (rule replaced, state kept)
+-- ARGV[3] the queue's max_queued, or '' (unlimited): refused when the jobs it would create do
+--         not fit (includes/backpressure.lua), unless ARGV[4] names a reservation admit.lua made
+-- ARGV[4] the token of this call's reservation, or ''
 -- Idempotency keys are per (queue, tenant): `idem:<tenant>` (`idem` without a tenant). A
 -- tenant's jobs are also listed in `tn:<tenant>` (score 0: ids sort by creation time).
 -- A job whose id is stored already (a spool forwarder resending it) is not stored again.
 -- returns {now, id1, created1, id2, created2, ...}; created is 1 or 0 (idempotency key matched,
--- or the id is stored already)
+-- or the id is stored already); error 'QUEUEFULL <count> <needed> <limit>' (nothing stored)
 local jobs = cjson.decode(ARGV[1])
 local now = now_s()
+local limit = tonumber(ARGV[3] or '')
+if limit then
+  local held = (ARGV[4] or '') ~= '' and rsv_drop(ARGV[4])
+  local n = new_jobs(jobs, 10, 14)
+  if n > 0 then
+    if not held then
+      local count = waiting(now)
+      if count + n > limit then return queue_full(count, n, limit) end
+    end
+    redis.call('SET', P .. 'maxq', limit)
+  end
+end
 local now_txt = fmt(now)
 local out = {now_txt}
 local woke = false
@@ -26,13 +41,7 @@ for _, j in ipairs(jobs) do
   if redis.call('EXISTS', jkey(id)) == 1 then
     existing = id
   elseif key ~= cjson.null then
-    existing = redis.call('HGET', idem_key(tenant), key)
-    if existing then
-      -- Not a match: an entry whose job is gone, or (written before keys were per tenant) an
-      -- entry of another tenant's job.
-      local cur = redis.call('HMGET', jkey(existing), 's', 'tn')
-      if not cur[1] or cur[2] ~= (tenant or false) then existing = false end
-    end
+    existing = idem_match(tenant, key)
   end
   if existing then
     table.insert(out, existing); table.insert(out, 0)

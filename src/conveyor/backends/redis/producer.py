@@ -1,0 +1,111 @@
+"""The Redis backend's enqueue: one `enqueue.lua` per queue of the call, and backpressure.
+
+A queue's ``max_queued`` is checked inside its enqueue script (`includes/backpressure.lua`),
+atomically with the insert. A call spanning several queues cannot be one script (a queue is one
+Cluster slot), so when any of its queues is limited it takes two steps: `admit.lua` reserves
+room in every limited queue (one pipeline); if one refuses, the reservations made are dropped
+and `QueueFull` is raised with nothing stored; otherwise the enqueue scripts run with the
+reservation's token, which they consume instead of checking again, so a producer racing in
+between cannot make them refuse. A reservation left by a producer that died between the steps
+expires after `RESERVATION_TTL` (until then it only keeps the queue fuller than it is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.exceptions import ResponseError
+
+from ...job import new_id
+from ..base import EnqueueResult, NewJob
+from .scripts import translate
+
+if TYPE_CHECKING:
+    from .backend import RedisBackend
+
+RESERVATION_TTL = 60.0
+
+
+def _rows(jobs: Sequence[NewJob], idx: list[int]) -> str:
+    return orjson.dumps([
+        (jobs[i].id, jobs[i].task, jobs[i].payload, jobs[i].priority, jobs[i].max_attempts,
+         jobs[i].max_stalls, jobs[i].timeout, jobs[i].lease, jobs[i].delay, jobs[i].tenant,
+         jobs[i].batch, jobs[i].workflow, jobs[i].parent, jobs[i].idempotency_key, jobs[i].flow)
+        for i in idx
+    ]).decode()  # fmt: skip
+
+
+def _specs(jobs: Sequence[NewJob], idx: list[int]) -> str:
+    # The gates' rules, once per call (the script upserts those of created jobs).
+    specs = {g.name: g.spec for i in idx if jobs[i].flow is not None for g in jobs[i].gates}
+    return orjson.dumps(specs).decode() if specs else ""
+
+
+def _raise(res: Any, queue: str) -> None:
+    if isinstance(res, ResponseError):
+        raise translate(res, queue, "enqueue") from None
+    if isinstance(res, BaseException):
+        raise res
+
+
+async def _admit(
+    b: RedisBackend,
+    jobs: Sequence[NewJob],
+    by_queue: dict[str, list[int]],
+    limits: Mapping[str, int],
+) -> dict[str, str]:
+    """Step one of a multi-queue call: reserve room in every limited queue, or none. Returns
+    the token per queue that holds a reservation."""
+    token = new_id()
+    limited = [q for q in by_queue if q in limits]
+    calls = [
+        ("admit", q, [token, limits[q], RESERVATION_TTL,
+                      orjson.dumps([(jobs[i].tenant, jobs[i].idempotency_key)
+                                    for i in by_queue[q]]).decode()])
+        for q in limited
+    ]  # fmt: skip
+    results = await b._pipeline(calls)
+    held = [q for q, r in zip(limited, results, strict=True) if isinstance(r, int) and r > 0]
+    failed = [(q, r) for q, r in zip(limited, results, strict=True) if not isinstance(r, int)]
+    if failed:
+        if held:  # best effort: an unreleased reservation expires by itself
+            with contextlib.suppress(Exception):
+                await b._pipeline([("admit", q, [token, "release", 0, "[]"]) for q in held])
+        queue, res = failed[0]
+        _raise(res, queue)
+    return {q: token for q in held}
+
+
+async def enqueue_jobs(
+    b: RedisBackend, jobs: Sequence[NewJob], max_queued: Mapping[str, int] | None
+) -> EnqueueResult:
+    by_queue: dict[str, list[int]] = {}
+    for i, j in enumerate(jobs):
+        by_queue.setdefault(j.queue, []).append(i)
+    ids = [j.id for j in jobs]
+    created = [True] * len(jobs)
+    now = b.now()
+    new = [q for q in by_queue if q not in b._known_queues]
+    if new:  # once per queue and process: not a round trip per enqueue
+        await b._client().sadd(f"{b.prefix}:queues", *new)
+        b._known_queues.update(new)
+    limits = max_queued or {}
+    tokens: dict[str, str] = {}
+    if len(by_queue) > 1 and any(q in limits for q in by_queue):
+        tokens = await _admit(b, jobs, by_queue, limits)
+    calls = [
+        ("enqueue", q, [_rows(jobs, idx), _specs(jobs, idx), limits.get(q, ""),
+                        tokens.get(q, "")])
+        for q, idx in by_queue.items()
+    ]  # fmt: skip
+    results = await b._pipeline(calls)
+    for (queue, idx), out in zip(by_queue.items(), results, strict=True):
+        _raise(out, queue)
+        now = b._saw_now(out[0])
+        for n, i in enumerate(idx):
+            ids[i] = out[1 + 2 * n]
+            created[i] = out[2 + 2 * n] == 1
+    return EnqueueResult(ids, created, now)
