@@ -1,0 +1,352 @@
+"""Producer input, refused cleanly or stored exactly: the one place that checks it.
+
+Every value a producer hands to ``enqueue``/``enqueue_many`` either raises `ValidationError`
+naming its field (``payload.items[3].name``, ``items[2].tenant``), or is stored so that it
+reads back equal to what was sent. Nothing is rewritten on the way: JSON has no NaN or
+infinity (orjson would store ``null``), no bytes, tuples, sets, dates, decimals or custom
+objects (orjson or pydantic would turn some into text or lists), no integers beyond 64 bits,
+no string keys with lone surrogates (UTF-8 cannot hold them). Such values are refused.
+
+A payload costs one walk in Python (what orjson would silently change: types, non-finite
+floats, integer range, depth) and one ``orjson.dumps``, whose bytes are stored; what orjson
+itself refuses (lone surrogates) is located by a second walk only on that failure path.
+
+Error messages never repr an unbounded value: `brief` cuts every repr short, so a 10 MB string
+or a 5,000-deep list makes a message of a few dozen characters.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import ConfigurationError, ValidationError
+from .job import parse_delay, parse_priority
+
+#: Tenants and idempotency keys: at most this many characters.
+MAX_KEY_LEN = 512
+#: Defaults of `PayloadLimits` (see there for why).
+DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+DEFAULT_MAX_PAYLOAD_DEPTH = 64
+#: What a setting may say: orjson refuses nesting beyond 254 levels, and a payload is nested
+#: again inside results, events and HTTP bodies; Redis refuses values beyond 512 MB.
+MAX_PAYLOAD_DEPTH_SETTING = 200
+MAX_PAYLOAD_BYTES_SETTING = 256 * 1_048_576
+#: The integers JSON text stores exactly here (orjson: signed 64-bit up to unsigned 64-bit).
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+#: Options of an attempt count and the like: exact in every backend (Lua numbers are doubles).
+MAX_OPTION_INT = 2**31 - 1
+
+_brief = reprlib.Repr()
+_brief.maxstring = 40
+_brief.maxother = 40
+_brief.maxlong = 24
+_brief.maxlevel = 2
+_brief.maxlist = _brief.maxtuple = _brief.maxdict = _brief.maxset = _brief.maxfrozenset = 4
+
+
+def brief(value: object) -> str:
+    """A repr of at most ~100 characters, whatever the value (deep, huge, or unreprable)."""
+    if isinstance(value, int) and value.bit_length() > 64:  # repr of a huge int is slow or fails
+        return f"<{'-' if value < 0 else ''}integer of {value.bit_length():,} bits>"
+    try:
+        text = _brief.repr(value)
+    except Exception:  # a __repr__ that raises, a RecursionError on some exotic type
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadLimits:
+    """Bounds on one job's payload, checked at enqueue (``Conveyor(max_payload_bytes=,
+    max_payload_depth=)``).
+
+    Attributes:
+        max_bytes: the encoded JSON's size. Default 1 MiB: a job is a message, not a file
+            store (Redis keeps every queued payload in memory; each claim reads it back), and
+            1 MiB is far above what a job needs to name its inputs. Up to 256 MiB.
+        max_depth: nesting of objects and arrays, the payload object itself being level 1.
+            Default 64: deep enough for any document a handler reads, and every reader
+            (orjson refuses 254 levels, SQLite's JSON functions 1,000) stays far from its own
+            limit when the payload is nested again inside events and HTTP bodies. Up to 200.
+    """
+
+    max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH
+
+    def __post_init__(self) -> None:
+        for name, value, top in (
+            ("max_payload_bytes", self.max_bytes, MAX_PAYLOAD_BYTES_SETTING),
+            ("max_payload_depth", self.max_depth, MAX_PAYLOAD_DEPTH_SETTING),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+                raise ConfigurationError(
+                    f"{name} must be an integer from 1 to {top:,}, got {brief(value)}"
+                )
+
+
+class _Refused(Exception):
+    """A value the payload cannot hold; ``path`` is filled in (innermost first) as it rises."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[object] = []
+
+
+def _walk(value: Any, room: int, strict: bool) -> None:
+    """Refuse what orjson would change or fail on; ``room``: levels of nesting left for
+    ``value`` (a container needs at least one). ``strict``: JSON values only; else (a field of
+    a declared non-JSON type, e.g. ``datetime`` or a pydantic model) any value, but still no
+    non-finite float and no deeper nesting."""
+    t = type(value)
+    if t is str or t is bool or value is None:
+        return
+    if t is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return
+        raise _Refused(f"an integer of {value.bit_length()} bits does not fit in 64")
+    if t is float:
+        if value - value == 0.0:  # NaN and infinities give NaN
+            return
+        raise _Refused(f"{value!r} is not a JSON number (NaN and infinities are refused)")
+    if isinstance(value, dict):
+        if room <= 0:
+            raise _Refused(_TOO_DEEP)
+        for k, item in value.items():
+            if strict and not isinstance(k, str):
+                raise _Refused(f"key {brief(k)} is not a string")
+            try:
+                _walk(item, room - 1, strict)
+            except _Refused as exc:
+                exc.path.append(k)
+                raise
+        return
+    if isinstance(value, list) or (not strict and isinstance(value, tuple | set | frozenset)):
+        if room <= 0:
+            raise _Refused(_TOO_DEEP)
+        for i, item in enumerate(value):
+            try:
+                _walk(item, room - 1, strict)
+            except _Refused as exc:
+                exc.path.append(i)
+                raise
+        return
+    if isinstance(value, str):  # subclasses (StrEnum members) are stored as their text
+        return
+    if isinstance(value, float):
+        _walk(float(value), room, strict)
+    elif isinstance(value, int):  # IntEnum members are stored as their number
+        _walk(int(value), room, strict)
+    elif strict:
+        raise _Refused(f"{_kind(value)} is not a JSON value")
+
+
+_TOO_DEEP = "nested too deep"
+
+
+def _kind(value: object) -> str:
+    t = type(value)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def _surrogate(value: str) -> str | None:
+    """What UTF-8 cannot hold in ``value`` (a lone surrogate), or None."""
+    if value.isascii():
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        return f"a lone surrogate ({value[exc.start]!a}) that UTF-8 cannot hold"
+    return None
+
+
+def _bad_text(value: str) -> str | None:
+    """What storage cannot keep exactly in a key-like string (stored as a column or a Redis
+    field, not as JSON text): a lone surrogate or a NUL character (SQLite cuts text there)."""
+    return _surrogate(value) or ("a NUL character" if "\x00" in value else None)
+
+
+def _find_text(value: Any, room: int) -> _Refused | None:
+    """The first string (key or value) UTF-8 cannot hold, with its path. Only on the failure
+    path: orjson refused the payload."""
+    if isinstance(value, str):
+        why = _surrogate(value)
+        return None if why is None else _Refused(f"the string contains {why}")
+    if room <= 0 or not isinstance(value, Mapping | list | tuple):
+        return None
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for k, item in items:
+        why = _surrogate(k) if isinstance(k, str) else None
+        found = _Refused(f"the key contains {why}") if why else _find_text(item, room - 1)
+        if found is not None:
+            found.path.append(k)
+            return found
+    return None
+
+
+def field_path(root: str, parts: list[object] | tuple[object, ...]) -> str:
+    """``payload.items[3].name``: keys that read as names after a dot, others and indexes in
+    brackets (keys cut short by `brief`)."""
+    out = [root]
+    for p in parts:
+        if isinstance(p, int) and not isinstance(p, bool):
+            out.append(f"[{p}]")
+        elif isinstance(p, str) and 0 < len(p) <= 64 and p.isascii() and p.isidentifier():
+            out.append(f".{p}")
+        else:
+            out.append(f"[{brief(p)}]")
+    return "".join(out)
+
+
+def check_payload_input(
+    payload: Any, limits: PayloadLimits, task: str, strict: bool | frozenset[str]
+) -> None:
+    """Refuse a raw payload holding values its storage would change (see `_walk`). ``strict``:
+    True for every field, False for none, or the names of the fields held to JSON values."""
+    if not isinstance(payload, dict):
+        return  # the task's own rule says what a payload must be
+    try:
+        if strict is True or strict is False:
+            _walk(payload, limits.max_depth, strict)
+            return
+        for k, item in payload.items():
+            try:
+                _walk(item, limits.max_depth - 1, k in strict)
+            except _Refused as exc:
+                exc.path.append(k)
+                raise
+    except _Refused as exc:
+        raise _refusal(f"task {task!r}: ", "payload", exc, limits.max_depth) from None
+
+
+def _refusal(prefix: str, root: str, exc: _Refused, max_depth: int) -> ValidationError:
+    exc.path.reverse()
+    if exc.reason == _TOO_DEEP:
+        # Named by its first level: a path 200 levels long would make a long message.
+        where = field_path(root, exc.path[:1])
+        setting = "max_payload_depth=" if root == "payload" else "at most "
+        return ValidationError(
+            f"{prefix}{where!r} is nested deeper than {setting}{max_depth} levels", field=where
+        )
+    where = field_path(root, exc.path)
+    return ValidationError(f"{prefix}invalid {where!r}: {exc.reason}", field=where)
+
+
+def encode_payload(clean: dict[str, Any], limits: PayloadLimits, task: str) -> str:
+    """The payload's JSON text, encoded once; ValidationError when it is not JSON or too big."""
+    try:
+        data = orjson.dumps(clean)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        found = _find_text(clean, limits.max_depth + 1)
+        if found is not None:
+            raise _refusal(f"task {task!r}: ", "payload", found, limits.max_depth) from None
+        raise ValidationError(
+            f"task {task!r}: payload is not JSON: {brief(str(exc))}", field="payload"
+        ) from None
+    if len(data) > limits.max_bytes:
+        raise ValidationError(
+            f"task {task!r}: payload is {len(data):,} bytes as JSON, more than "
+            f"max_payload_bytes={limits.max_bytes:,}",
+            field="payload",
+        )
+    return data.decode()
+
+
+def json_problem(
+    value: Any, root: str, max_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH, *, text: bool = True
+) -> ValidationError | None:
+    """Why ``value`` (a result, progress meta) is not JSON that reads back equal, as an error
+    naming the path under ``root``; None when it is. Never raises. ``text=False`` leaves lone
+    surrogates to the caller's own encoding (orjson refuses them)."""
+    try:
+        _walk(value, max_depth, True)
+        found = _find_text(value, max_depth + 1) if text else None
+        if found is not None:
+            raise found
+    except _Refused as exc:
+        return _refusal("", root, exc, max_depth)
+    except RecursionError:  # a self-containing list or dict
+        return ValidationError(f"{root} contains itself", field=root)
+    return None
+
+
+def check_key(value: Any, field: str) -> None:
+    """A tenant or idempotency key: a non-empty string of at most `MAX_KEY_LEN` characters
+    that storage keeps exactly (no lone surrogate, no NUL)."""
+    if not isinstance(value, str) or not value or len(value) > MAX_KEY_LEN:
+        got = f"a string of {len(value):,} characters" if isinstance(value, str) else _kind(value)
+        raise ValidationError(
+            f"{field} must be a non-empty string of at most {MAX_KEY_LEN} characters, got {got}",
+            field=field,
+        )
+    why = _bad_text(value)
+    if why is not None:
+        raise ValidationError(f"{field} {brief(value)} contains {why}", field=field)
+
+
+def check_lookups(**values: Any) -> None:
+    """Job ids, batch ids, tenants or names given to a read or a steering call (None: not
+    given): strings storage can be asked about (a lone surrogate would fail in the driver)."""
+    for field, value in values.items():
+        if value is None or (type(value) is str and value.isascii()):
+            continue
+        if not isinstance(value, str):
+            raise ValidationError(f"{field} must be a string, got {_kind(value)}", field=field)
+        why = _surrogate(value)
+        if why is not None:
+            raise ValidationError(f"{field} {brief(value)} contains {why}", field=field)
+
+
+def check_options(
+    priority: Any, delay: Any, idempotency_key: Any, tenant: Any, max_attempts: Any, now: float
+) -> tuple[int | None, float]:
+    """Validate per-job options; returns (priority or None for the task's, delay seconds)."""
+    prio = None if priority is None else parse_priority(priority)
+    due = parse_delay(delay, now)
+    if max_attempts is not None:
+        check_max_attempts(max_attempts)
+    if idempotency_key is not None:
+        check_key(idempotency_key, "idempotency_key")
+    if tenant is not None:
+        check_key(tenant, "tenant")
+    return prio, 0.0 if due is None else due - now
+
+
+def check_max_attempts(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_OPTION_INT:
+        raise ValidationError(
+            f"max_attempts must be an integer from 1 to {MAX_OPTION_INT:,}, got {brief(value)}",
+            field="max_attempts",
+        )
+
+
+def text_problem(value: Any) -> str | None:
+    """Why ``value`` is not a string storage keeps exactly, or None (task names at registration)."""
+    if not isinstance(value, str) or not value:
+        return "it must be a non-empty string"
+    why = _bad_text(value)
+    return None if why is None else f"it contains {why}"
+
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFAULT_MAX_PAYLOAD_DEPTH",
+    "MAX_KEY_LEN",
+    "PayloadLimits",
+    "brief",
+    "check_key",
+    "check_lookups",
+    "check_max_attempts",
+    "check_options",
+    "check_payload_input",
+    "encode_payload",
+    "field_path",
+    "json_problem",
+    "text_problem",
+]
