@@ -105,7 +105,7 @@ def parse_delay(
         try:
             due = delay.timestamp()
         except (OverflowError, ValueError, OSError):  # beyond what the platform's clock holds
-            due = float("inf")
+            due = float("-inf") if delay.year < 1970 else float("inf")
         if due - now > MAX_DELAY:
             raise ValidationError(
                 f"{field_name} {delay.isoformat()} is more than {MAX_DELAY_YEARS} years away",
