@@ -44,9 +44,8 @@ from .inputs import (
     brief,
     check_lookups,
     check_options,
-    check_payload_input,
-    encode_payload,
     text_problem,
+    validated_payload,
 )
 from .job import Job, JobState, Progress, new_id
 from .limits import Concurrency, RateLimit, as_concurrency, as_rate_limits, flow_of
@@ -313,13 +312,9 @@ class Conveyor:
         batch: str | None,
     ) -> NewJob:
         o = t.options
-        limits = self.payload_limits
-        # Raw values first (nothing JSON cannot hold may be converted), then the task's own
-        # rule, then one encoding whose text is stored (`conveyor.inputs`).
-        check_payload_input(payload, limits, t.name, t.spec.json_fields)
-        clean = t.spec.validate(payload)
+        clean, text = validated_payload(t.spec, payload, self.payload_limits, t.name)
         nj = NewJob(
-            new_id(), o.queue, t.name, encode_payload(clean, limits, t.name),
+            new_id(), o.queue, t.name, text,
             o.priority if prio is None else prio,
             o.max_attempts if max_attempts is None else max_attempts,
             o.max_stalls, o.timeout, o.lease, delay, tenant, batch, None, None, idempotency_key,

@@ -114,7 +114,7 @@ def outcome_for_result(job: Job, result: Any) -> Outcome:
     """A returned value -> completed; a value JSON would change (NaN stored as null, a tuple
     as a list) or cannot hold fails the attempt for good: the same code returns the same."""
     if result is not None and type(result) is not str:
-        problem = json_problem(result, "result", MAX_PAYLOAD_DEPTH_SETTING, text=False)
+        problem = json_problem(result, "result", MAX_PAYLOAD_DEPTH_SETTING)
         if problem is not None:
             return Outcome(
                 job.id, job.token, OutcomeKind.FAILED,
@@ -122,8 +122,6 @@ def outcome_for_result(job: Job, result: Any) -> Outcome:
                        "message": f"the handler returned a value JSON cannot hold as it is: "
                                   f"{problem}"[:MAX_MESSAGE]},
             )  # fmt: skip
-    # Lone surrogates are left to the backend's encoding (`backends.outcomes.encode`), which
-    # fails the attempt the same way: checking every string here would cost every result.
     return Outcome(job.id, job.token, _COMPLETED, result)
 
 
