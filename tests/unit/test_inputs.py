@@ -65,3 +65,27 @@ def test_field_paths(parts: list[object], path: str) -> None:
 def test_a_long_key_is_cut_short_in_a_path() -> None:
     path = field_path("payload", ["k" * 10_000_000, 0])
     assert path.startswith("payload['kkk") and path.endswith("'][0]") and len(path) < 60
+
+
+@pytest.mark.parametrize(
+    ("options", "word"),
+    [
+        ({"name": "\ud800"}, "surrogate"),
+        ({"name": "a\x00b"}, "NUL"),
+        ({"name": "t" * 513}, "longer"),
+        ({"queue": "q\ud800"}, "queue name"),
+    ],
+)
+def test_task_and_queue_names_storage_cannot_keep_are_refused_at_registration(
+    tmp_path: Any, options: dict[str, Any], word: str
+) -> None:
+    # Given an app, when a task is registered under a name storage cannot keep exactly
+    app = Conveyor(f"sqlite:///{tmp_path}/c.db")
+    with pytest.raises(ConfigurationError) as err:
+
+        @app.task(**options)
+        async def t() -> None:
+            return None
+
+    # Then registration fails saying why, briefly
+    assert word in str(err.value) and len(str(err.value)) < 200
