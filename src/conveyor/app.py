@@ -39,16 +39,13 @@ from .errors import (
 from .inputs import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_MAX_PAYLOAD_DEPTH,
-    MAX_KEY_LEN,
     PayloadLimits,
     brief,
-    check_lookups,
-    check_options,
-    text_problem,
     validated_payload,
 )
 from .job import Job, JobState, Progress, new_id
 from .limits import Concurrency, RateLimit, as_concurrency, as_rate_limits, flow_of
+from .options import MAX_KEY_LEN, check_lookups, check_options, text_problem
 from .retry import Backoff
 from .sync import SyncFacade
 from .task import AnyPayload, Task, make_options

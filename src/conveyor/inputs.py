@@ -1,8 +1,8 @@
-"""Producer input, refused cleanly or stored exactly: the one place that checks it.
+"""Payloads, refused cleanly or stored exactly: the one place that checks them.
 
-Every value a producer hands to ``enqueue``/``enqueue_many`` either raises `ValidationError`
-naming its field (``payload.items[3].name``, ``items[2].tenant``), or is stored so that it
-reads back equal to what was sent. Nothing is rewritten on the way: JSON has no NaN or
+Every payload a producer hands to ``enqueue``/``enqueue_many`` either raises `ValidationError`
+naming its field (``payload.items[3].name``), or is stored so that it reads back equal to what
+was sent (options, tenants and keys: `conveyor.options`). Nothing is rewritten on the way: JSON has no NaN or
 infinity (orjson would store ``null``), no bytes, tuples, sets, dates, decimals or custom
 objects (orjson or pydantic would turn some into text or lists), no integers beyond 64 bits,
 no string keys with lone surrogates (UTF-8 cannot hold them). Such values are refused.
@@ -11,8 +11,9 @@ A payload of a JSON-typed task costs one loop over it in Python that looks at ty
 (`_plain`) and one ``orjson.dumps``, whose bytes are stored: orjson itself refuses lone
 surrogates, non-string keys and ints beyond 64 bits. A payload with anything unusual (an enum
 member, a str subclass) is accepted only if it reads back equal (`_exact`). Only a refused
-payload is walked again, to name the path of what is wrong. Tasks with parameters of other declared types (a
-``datetime``, a pydantic model) are walked before validation, each field by its own rule.
+payload is walked again, to name the path of what is wrong. Tasks with parameters of other
+declared types (a ``datetime``, a pydantic model) are walked before validation, each field by
+its own rule.
 
 Error messages never repr an unbounded value: `brief` cuts every repr short, so a 10 MB string
 or a 5,000-deep list makes a message of a few dozen characters.
@@ -28,10 +29,7 @@ from typing import Any, Protocol
 import orjson
 
 from .errors import ConfigurationError, ValidationError
-from .job import parse_delay, parse_priority
 
-#: Tenants and idempotency keys: at most this many characters.
-MAX_KEY_LEN = 512
 #: Defaults of `PayloadLimits` (see there for why).
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 DEFAULT_MAX_PAYLOAD_DEPTH = 64
@@ -42,8 +40,6 @@ MAX_PAYLOAD_BYTES_SETTING = 256 * 1_048_576
 #: The integers JSON text stores exactly here (orjson: signed 64-bit up to unsigned 64-bit).
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
-#: Options of an attempt count and the like: exact in every backend (Lua numbers are doubles).
-MAX_OPTION_INT = 2**31 - 1
 
 _brief = reprlib.Repr()
 _brief.maxstring = 40
@@ -147,18 +143,18 @@ def _walk(value: Any, room: int, strict: bool) -> None:
     elif isinstance(value, int):  # IntEnum members are stored as their number
         _walk(int(value), room, strict)
     elif strict:
-        raise _Refused(f"{_kind(value)} is not a JSON value")
+        raise _Refused(f"{kind_of(value)} is not a JSON value")
 
 
 _TOO_DEEP = "nested too deep"
 
 
-def _kind(value: object) -> str:
+def kind_of(value: object) -> str:
     t = type(value)
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def _surrogate(value: str) -> str | None:
+def surrogate_in(value: str) -> str | None:
     """What UTF-8 cannot hold in ``value`` (a lone surrogate), or None."""
     if value.isascii():
         return None
@@ -169,23 +165,23 @@ def _surrogate(value: str) -> str | None:
     return None
 
 
-def _bad_text(value: str) -> str | None:
+def bad_text(value: str) -> str | None:
     """What storage cannot keep exactly in a key-like string (stored as a column or a Redis
     field, not as JSON text): a lone surrogate or a NUL character (SQLite cuts text there)."""
-    return _surrogate(value) or ("a NUL character" if "\x00" in value else None)
+    return surrogate_in(value) or ("a NUL character" if "\x00" in value else None)
 
 
 def _find_text(value: Any, room: int) -> _Refused | None:
     """The first string (key or value) UTF-8 cannot hold, with its path. Only on the failure
     path: orjson refused the payload."""
     if isinstance(value, str):
-        why = _surrogate(value)
+        why = surrogate_in(value)
         return None if why is None else _Refused(f"the string contains {why}")
     if room <= 0 or not isinstance(value, Mapping | list | tuple):
         return None
     items = value.items() if isinstance(value, Mapping) else enumerate(value)
     for k, item in items:
-        why = _surrogate(k) if isinstance(k, str) else None
+        why = surrogate_in(k) if isinstance(k, str) else None
         found = _Refused(f"the key contains {why}") if why else _find_text(item, room - 1)
         if found is not None:
             found.path.append(k)
@@ -376,78 +372,17 @@ def json_problem(value: Any, root: str, max_depth: int = DEFAULT_MAX_PAYLOAD_DEP
     return ValidationError(f"{root} does not read back equal from JSON", field=root)
 
 
-def check_key(value: Any, field: str) -> None:
-    """A tenant or idempotency key: a non-empty string of at most `MAX_KEY_LEN` characters
-    that storage keeps exactly (no lone surrogate, no NUL)."""
-    if not isinstance(value, str) or not value or len(value) > MAX_KEY_LEN:
-        got = f"a string of {len(value):,} characters" if isinstance(value, str) else _kind(value)
-        raise ValidationError(
-            f"{field} must be a non-empty string of at most {MAX_KEY_LEN} characters, got {got}",
-            field=field,
-        )
-    why = _bad_text(value)
-    if why is not None:
-        raise ValidationError(f"{field} {brief(value)} contains {why}", field=field)
-
-
-def check_lookups(**values: Any) -> None:
-    """Job ids, batch ids, tenants or names given to a read or a steering call (None: not
-    given): strings storage can be asked about (a lone surrogate would fail in the driver)."""
-    for field, value in values.items():
-        if value is None or (type(value) is str and value.isascii()):
-            continue
-        if not isinstance(value, str):
-            raise ValidationError(f"{field} must be a string, got {_kind(value)}", field=field)
-        why = _surrogate(value)
-        if why is not None:
-            raise ValidationError(f"{field} {brief(value)} contains {why}", field=field)
-
-
-def check_options(
-    priority: Any, delay: Any, idempotency_key: Any, tenant: Any, max_attempts: Any, now: float
-) -> tuple[int | None, float]:
-    """Validate per-job options; returns (priority or None for the task's, delay seconds)."""
-    prio = None if priority is None else parse_priority(priority)
-    due = parse_delay(delay, now)
-    if max_attempts is not None:
-        check_max_attempts(max_attempts)
-    if idempotency_key is not None:
-        check_key(idempotency_key, "idempotency_key")
-    if tenant is not None:
-        check_key(tenant, "tenant")
-    return prio, 0.0 if due is None else due - now
-
-
-def check_max_attempts(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_OPTION_INT:
-        raise ValidationError(
-            f"max_attempts must be an integer from 1 to {MAX_OPTION_INT:,}, got {brief(value)}",
-            field="max_attempts",
-        )
-
-
-def text_problem(value: Any) -> str | None:
-    """Why ``value`` is not a string storage keeps exactly, or None (task names at registration)."""
-    if not isinstance(value, str) or not value:
-        return "it must be a non-empty string"
-    why = _bad_text(value)
-    return None if why is None else f"it contains {why}"
-
-
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
     "DEFAULT_MAX_PAYLOAD_DEPTH",
-    "MAX_KEY_LEN",
     "PayloadLimits",
+    "bad_text",
     "brief",
-    "check_key",
-    "check_lookups",
-    "check_max_attempts",
-    "check_options",
     "check_payload_input",
     "encode_payload",
     "field_path",
     "json_problem",
-    "text_problem",
+    "kind_of",
+    "surrogate_in",
     "validated_payload",
 ]
