@@ -38,10 +38,17 @@ from .errors import (
     ValidationError,
 )
 from .forwarder import Spooler
-from .job import Job, JobState, Progress, new_id, parse_delay, parse_priority
+from .inputs import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MAX_PAYLOAD_DEPTH,
+    PayloadLimits,
+    brief,
+    validated_payload,
+)
+from .job import Job, JobState, Progress, new_id
 from .limits import Concurrency, RateLimit, as_concurrency, as_rate_limits, flow_of
+from .options import MAX_KEY_LEN, check_lookups, check_options, text_problem
 from .retry import Backoff
-from .serializers import dumps
 from .sync import SyncFacade
 from .task import AnyPayload, Task, make_options
 
@@ -50,7 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor")
 DEFAULT_URL = "sqlite:///conveyor.db"
-MAX_KEY_LEN = 512
 _ITEM_KEYS = frozenset(
     {"task", "payload", "priority", "delay", "idempotency_key", "tenant", "max_attempts"}
 )
@@ -68,6 +74,9 @@ class Conveyor:
         spool: ``sqlite:///spool.db``: enqueues the backend cannot take (unreachable) are kept
             in this local file and forwarded when it is back (`conveyor.forwarder`); without
             it they raise `BackendUnavailable`.
+        max_payload_bytes: the largest payload accepted, as JSON (default 1 MiB).
+        max_payload_depth: the deepest nesting accepted in a payload (default 64 levels).
+            See `conveyor.inputs.PayloadLimits` for why these defaults.
     """
 
     def __init__(
@@ -78,7 +87,10 @@ class Conveyor:
         event_retention: EventRetention | None = None,
         clock: Clock | None = None,
         spool: str | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH,
     ) -> None:
+        self.payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
         if url is not None and not url:
             from .errors import ConfigurationError
 
@@ -117,10 +129,16 @@ class Conveyor:
         def register(f: Callable[..., Any]) -> Task:
             # The function's own name: what users type (CLI, HTTP). Collisions are errors.
             task_name = name or f.__name__
-            if task_name in self.tasks:
-                from .errors import ConfigurationError
+            from .errors import ConfigurationError
 
+            if task_name in self.tasks:
                 raise ConfigurationError(f"task {task_name!r} is already registered")
+            bad = text_problem(task_name)
+            if bad is not None or len(task_name) > MAX_KEY_LEN:
+                raise ConfigurationError(
+                    f"task name {task_name!r:.80} is invalid: "
+                    f"{bad or f'it is longer than {MAX_KEY_LEN} characters'}"
+                )
             t = Task(self, f, task_name, opts)
             self.tasks[task_name] = t
             return t
@@ -308,34 +326,10 @@ class Conveyor:
             raise UnknownTask(task, list(self.tasks))
         return t
 
-    @staticmethod
-    def _options(
-        priority: int | str | None,
-        delay: float | timedelta | datetime | None,
-        idempotency_key: str | None,
-        tenant: str | None,
-        max_attempts: int | None,
-        now: float,
-    ) -> tuple[int | None, float]:
-        """Validate per-job options; returns (priority or None for the task's, delay seconds)."""
-        prio = None if priority is None else parse_priority(priority)
-        due = parse_delay(delay, now)
-        if max_attempts is not None and (
-            isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
-        ):
-            raise ValidationError(
-                f"max_attempts must be an integer >= 1, got {max_attempts!r}", field="max_attempts"
-            )
-        for fname, val in (("idempotency_key", idempotency_key), ("tenant", tenant)):
-            if val is not None and (not isinstance(val, str) or not val or len(val) > MAX_KEY_LEN):
-                raise ValidationError(
-                    f"{fname} must be a non-empty string of at most {MAX_KEY_LEN} characters",
-                    field=fname,
-                )
-        return prio, 0.0 if due is None else due - now
+    _options = staticmethod(check_options)
 
-    @staticmethod
     def _new_job(
+        self,
         t: Task,
         payload: dict[str, Any] | None,
         prio: int | None,
@@ -346,9 +340,9 @@ class Conveyor:
         batch: str | None,
     ) -> NewJob:
         o = t.options
-        clean = t.spec.validate(payload)
+        clean, text = validated_payload(t.spec, payload, self.payload_limits, t.name)
         nj = NewJob(
-            new_id(), o.queue, t.name, dumps(clean),
+            new_id(), o.queue, t.name, text,
             o.priority if prio is None else prio,
             o.max_attempts if max_attempts is None else max_attempts,
             o.max_stalls, o.timeout, o.lease, delay, tenant, batch, None, None, idempotency_key,
@@ -407,7 +401,14 @@ class Conveyor:
         jobs: list[NewJob] = []
         tasks: dict[Any, Task] = {}
         new_job = self._new_job
-        for i, item in enumerate(items):
+        try:
+            numbered = enumerate(items)
+        except TypeError:
+            raise ValidationError(
+                f"items must be an iterable of (task, payload) or dicts, got {type(items).__name__}",
+                field="items",
+            ) from None
+        for i, item in numbered:
             try:
                 if type(item) is tuple:
                     name, payload = item
@@ -424,7 +425,8 @@ class Conveyor:
                 raise ValidationError(f"items[{i}]: {exc}", field=field) from None
             except (TypeError, ValueError) as exc:
                 raise ValidationError(
-                    f"items[{i}]: expected (task, payload) or a dict: {exc}", field=f"items[{i}]"
+                    f"items[{i}]: expected (task, payload) or a dict: {str(exc)[:200]}",
+                    field=f"items[{i}]",
                 ) from None
         if not jobs:
             await self.open()
@@ -447,9 +449,13 @@ class Conveyor:
         self, item: dict[str, Any], prio: int | None, secs: float, tenant: str | None,
         batch: str, now: float,
     ) -> NewJob:  # fmt: skip
-        unknown = sorted(set(item) - _ITEM_KEYS)
+        unknown = [k for k in item if k not in _ITEM_KEYS]
         if unknown:
-            raise ValidationError(f"item has unknown key {unknown[0]!r}", field=unknown[0])
+            key = unknown[0]
+            raise ValidationError(
+                f"item has unknown key {brief(key)}",
+                field=key if isinstance(key, str) and len(key) <= 64 else None,
+            )
         if "task" not in item:
             raise ValidationError("item has no 'task'", field="task")
         t = self._task(item["task"])
@@ -474,6 +480,7 @@ class Conveyor:
         """The job with this id; raises JobNotFound (also, when ``tenant`` is given, for
         another tenant's job: a tenant cannot tell it from a job that does not exist). With a
         spool, a job still waiting there is returned from it, ``spooled=True``."""
+        check_lookups(job_id=job_id, tenant=tenant)
         if self._spooler is not None:
             return await self._spooler.get(job_id, tenant)
         await self.open()
@@ -501,10 +508,13 @@ class Conveyor:
             except ValueError:
                 states = ", ".join(s.value for s in JobState)
                 raise ValidationError(
-                    f"unknown status {status!r}: use one of {states}", field="status"
+                    f"unknown status {brief(status)}: use one of {states}", field="status"
                 ) from None
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValidationError(f"limit must be an integer 1-1000, got {limit!r}", field="limit")
+            raise ValidationError(
+                f"limit must be an integer 1-1000, got {brief(limit)}", field="limit"
+            )
+        check_lookups(queue=queue, task=task, batch=batch, tenant=tenant, cursor=cursor)
         await self.open()
         return await self.backend.list_jobs(
             ListParams(st, queue, task, batch, tenant, limit, cursor)
@@ -514,6 +524,7 @@ class Conveyor:
         """Cancel a pending or active job (an active async handler is cancelled where it awaits;
         a sync one sees ``ctx.cancelled``). Idempotent. Raises JobNotFound (also for another
         tenant's job when ``tenant`` is given) / JobStateError."""
+        check_lookups(job_id=job_id, tenant=tenant)
         await self.open()
         job = await self.backend.cancel_job(job_id, tenant=tenant)
         for w in tuple(self._workers):
@@ -526,6 +537,7 @@ class Conveyor:
         """Requeue a failed or cancelled job with fresh attempts. Raises JobNotFound (also for
         another tenant's job when ``tenant`` is given) / JobStateError, or `QueueFull` when its
         queue's ``max_queued`` is reached (it adds a waiting job, like an enqueue)."""
+        check_lookups(job_id=job_id, tenant=tenant)
         await self.open()
         job = await self.backend.retry_job(
             job_id, tenant=tenant, max_queued=self._max_queued or None
@@ -557,6 +569,7 @@ class Conveyor:
 
     async def batch(self, batch_id: str) -> Batch:
         """A handle on an existing batch."""
+        check_lookups(batch_id=batch_id)
         await self.open()
         return Batch(self, batch_id, [], [])
 

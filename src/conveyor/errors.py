@@ -24,6 +24,7 @@ builtin `TimeoutError` when its own timeout passes.
 
 from __future__ import annotations
 
+import reprlib
 from datetime import timedelta
 from typing import Any
 
@@ -53,7 +54,7 @@ class UnknownTask(ValidationError):
 
     def __init__(self, name: str, known: list[str] | None = None) -> None:
         hint = f"; registered tasks: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"unknown task {name!r}{hint}", field="task")
+        super().__init__(f"unknown task {reprlib.repr(name)}{hint}", field="task")
         self.name = name
 
 

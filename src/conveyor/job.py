@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import reprlib
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -55,6 +56,10 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 PRIORITY_NAMES: dict[str, int] = {"critical": 20, "urgent": 20, "high": 10, "normal": 5, "low": 1}
 DEFAULT_PRIORITY = 5
 MAX_PRIORITY = 100
+#: A due time further away than this is a unit mistake (milliseconds for seconds), not a plan;
+#: it also keeps every backend's time arithmetic exact.
+MAX_DELAY_YEARS = 100
+MAX_DELAY = MAX_DELAY_YEARS * 365.25 * 86400
 
 
 def parse_priority(value: int | str | None, *, field_name: str = "priority") -> int:
@@ -71,15 +76,17 @@ def parse_priority(value: int | str | None, *, field_name: str = "priority") -> 
         except KeyError:
             names = ", ".join(PRIORITY_NAMES)
             raise ValidationError(
-                f"unknown {field_name} {value!r}: use one of {names} or an integer 0-{MAX_PRIORITY}",
+                f"unknown {field_name} {reprlib.repr(value)}: use one of {names} or an integer "
+                f"0-{MAX_PRIORITY}",
                 field=field_name,
             ) from None
     if isinstance(value, int):
         if not 0 <= value <= MAX_PRIORITY:
+            shown = value if value.bit_length() <= 64 else f"of {value.bit_length():,} bits"
             raise ValidationError(
-                f"{field_name} {value} is out of range 0-{MAX_PRIORITY}", field=field_name
+                f"{field_name} {shown} is out of range 0-{MAX_PRIORITY}", field=field_name
             )
-        return value
+        return int(value)  # an IntEnum member is stored as its number
     raise ValidationError(
         f"{field_name} must be a name or an integer, got {type(value).__name__}", field=field_name
     )
@@ -95,7 +102,15 @@ def parse_delay(
     if delay is None:
         return None
     if isinstance(delay, datetime):
-        due = delay.timestamp()
+        try:
+            due = delay.timestamp()
+        except (OverflowError, ValueError, OSError):  # beyond what the platform's clock holds
+            due = float("-inf") if delay.year < 1970 else float("inf")
+        if due - now > MAX_DELAY:
+            raise ValidationError(
+                f"{field_name} {delay.isoformat()} is more than {MAX_DELAY_YEARS} years away",
+                field=field_name,
+            )
         return due if due > now else None
     if isinstance(delay, timedelta):
         seconds = delay.total_seconds()
@@ -105,11 +120,19 @@ def parse_delay(
             field=field_name,
         )
     else:
-        seconds = float(delay)
+        try:
+            seconds = float(delay)
+        except OverflowError:  # an int beyond any float
+            seconds = float("inf") if delay > 0 else float("-inf")
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         raise ValidationError(f"{field_name} must be a finite number of seconds", field=field_name)
     if seconds < 0:
         raise ValidationError(f"{field_name} must be >= 0 seconds, got {seconds}", field=field_name)
+    if seconds > MAX_DELAY:
+        raise ValidationError(
+            f"{field_name} of {seconds:g} seconds is more than {MAX_DELAY_YEARS} years",
+            field=field_name,
+        )
     return now + seconds if seconds > 0 else None
 
 

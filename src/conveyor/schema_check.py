@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 from .errors import ValidationError
+from .inputs import field_path
 
 MAX_DEPTH = 64  # $ref chains and nesting: a recursive schema cannot loop forever
 _NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
@@ -107,10 +108,11 @@ def _object(schema: dict[str, Any], value: dict[str, Any], path: str, root: dict
     props = schema.get("properties", {})
     for name in schema.get("required", ()):
         if name not in value:
-            return f"{path}.{name}", f"missing required field '{path}.{name}'"
+            field = field_path(path, [name])
+            return field, f"missing required field {field!r}"
     extra = schema.get("additionalProperties", True)
     for name, item in value.items():
-        field = f"{path}.{name}"
+        field = field_path(path, [name])
         if name in props:
             found = _error(props[name], item, field, root, depth)
         elif extra is False:
@@ -131,7 +133,7 @@ def _array(schema: dict[str, Any], value: list[Any], path: str, root: dict[str, 
     prefix = schema.get("prefixItems", ())
     for i, item in enumerate(value):
         sub = prefix[i] if i < len(prefix) else schema.get("items", True)
-        found = _error(sub, item, f"{path}.{i}", root, depth)
+        found = _error(sub, item, f"{path}[{i}]", root, depth)
         if found is not None:
             return found
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from .errors import ConfigurationError, ValidationError
+from .inputs import brief, field_path
 from .job import parse_priority
 from .limits import (
     CircuitBreaker,
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
 # Annotations whose JSON form is already the value the handler expects: no re-validation needed
 # when the worker calls the handler (the fast path).
-_JSON_NATIVE: set[Any] = {str, int, float, bool, dict, list, Any, inspect.Parameter.empty,
+_JSON_NATIVE: set[Any] = {str, int, float, bool, dict, list, Any, object, inspect.Parameter.empty,
                           type(None)}  # fmt: skip
 _CTX_NAMES = ("ctx", "context")
 # Queue names end up in Redis keys ({queue} hash tags) and URLs: no braces, spaces or slashes.
@@ -94,6 +96,7 @@ class PayloadSpec:
         fields: dict[str, Any] = {}
         self.native = True
         self.model_param: str | None = None
+        json_fields: set[str] = set()  # fields whose value is stored and handed over as given
         for p in params:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
                 raise ConfigurationError(
@@ -104,12 +107,19 @@ class PayloadSpec:
             ann = Any if ann is inspect.Parameter.empty else ann
             if ann not in _JSON_NATIVE:
                 self.native = False
+            if _json_shaped(ann):
+                json_fields.add(p.name)
             fields[p.name] = (ann, ... if p.default is p.empty else p.default)
         self.model_type: type[pydantic.BaseModel] | None = None
         if len(params) == 1 and _is_model(fields[params[0].name][0]):
             self.model_param = params[0].name
             self.model_type = fields[params[0].name][0]
             self.native = False
+            json_fields = set()
+        # Which raw values must be JSON already (`conveyor.inputs.check_payload_input`): all of
+        # them for a JSON-typed signature; a field of a declared type (datetime, a model) may
+        # take what that type accepts and is stored in its JSON form.
+        self.json_fields: bool | frozenset[str] = True if self.native else frozenset(json_fields)
         self.field_names = list(fields)
         self.model: type[pydantic.BaseModel] | None = None
         if self.model_type is None and fields:
@@ -136,14 +146,16 @@ class PayloadSpec:
                     field=f"payload.{unknown[0]}",
                 )
             try:
-                return self.model_type.model_validate(payload).model_dump(mode="json")
+                return _dump(self._name, self.model_type.model_validate(payload), False)
             except pydantic.ValidationError as exc:
                 raise _to_error(self._name, exc) from None
         if self.model is None:
             if payload:
+                first = next(iter(payload))
                 raise ValidationError(
-                    f"task {self._name!r} takes no arguments, got {', '.join(map(repr, payload))}",
-                    field=f"payload.{next(iter(payload))}",
+                    f"task {self._name!r} takes no arguments, got {len(payload)} "
+                    f"(first: {brief(first)})",
+                    field=field_path("payload", [first]),
                 )
             return payload
         if self.native and _fast_ok(payload, self.field_names):
@@ -154,7 +166,7 @@ class PayloadSpec:
             except pydantic.ValidationError:
                 pass
         try:
-            return self.model.model_validate(payload).model_dump(mode="json", exclude_unset=True)
+            return _dump(self._name, self.model.model_validate(payload), True)
         except pydantic.ValidationError as exc:
             raise _to_error(self._name, exc) from None
 
@@ -189,6 +201,7 @@ class AnyPayload:
 
     wants_ctx = True
     native = True
+    json_fields: bool | frozenset[str] = True
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -211,6 +224,22 @@ class AnyPayload:
         return {"payload": payload}
 
 
+def _json_shaped(ann: Any) -> bool:
+    """Whether a parameter's type takes JSON values only (``str``, ``list[int]``, ``dict[str,
+    Any] | None``, a ``Literal`` of strings...): then a raw value is refused unless it is JSON,
+    rather than converted (a tuple to a list, bytes to text)."""
+    if ann in _JSON_NATIVE:
+        return True
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is typing.Annotated:
+        return _json_shaped(args[0])
+    if origin in (list, dict, typing.Union, types.UnionType):
+        return all(_json_shaped(a) for a in args)
+    if origin is typing.Literal:
+        return all(type(a) in (str, int, bool, type(None)) for a in args)
+    return False
+
+
 def _fast_ok(payload: dict[str, Any], names: list[str]) -> bool:
     return all(k in names for k in payload)
 
@@ -225,17 +254,28 @@ def _is_context(ann: Any) -> bool:
     return ann is Context
 
 
+def _dump(task: str, model: pydantic.BaseModel, exclude_unset: bool) -> dict[str, Any]:
+    """The model's JSON form; a value pydantic cannot serialize (an ``object()`` in a field of
+    a type it does not know) is a `ValidationError`, not pydantic's own error."""
+    try:
+        return model.model_dump(mode="json", exclude_unset=exclude_unset)
+    except pydantic.PydanticSerializationError as exc:
+        raise ValidationError(
+            f"task {task!r}: payload has a value that cannot be stored as JSON: {brief(str(exc))}",
+            field="payload",
+        ) from None
+
+
 def _to_error(task: str, exc: pydantic.ValidationError) -> ValidationError:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()))
-    field_name = f"payload.{loc}" if loc else "payload"
+    err = exc.errors(include_url=False, include_input=False)[0]
+    field_name = field_path("payload", err.get("loc", ()))
     kind = err.get("type")
     if kind == "missing":
         msg = f"missing required field {field_name!r}"
     elif kind == "extra_forbidden":
         msg = f"unknown field {field_name!r}"
     else:
-        msg = f"invalid {field_name!r}: {err.get('msg')}"
+        msg = f"invalid {field_name!r}: {str(err.get('msg'))[:200]}"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return ValidationError(f"task {task!r}: {msg}{suffix}", field=field_name)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
+from ..inputs import json_problem
 from ..job import Job
 from ..limits import RateLimit
 
@@ -94,6 +95,12 @@ class Context:
             "stage": stage,
             "meta": meta,
         }
+        if message is not None or stage is not None or meta is not None:
+            # Stored as JSON: refused here, in the handler, rather than changed (NaN as null)
+            # or failing inside the backend.
+            problem = json_problem(data, "progress")
+            if problem is not None:
+                raise problem
         coro = self._report(data)
         try:
             running = asyncio.get_running_loop()

@@ -8,10 +8,9 @@ import traceback
 from concurrent.futures import Executor
 from typing import Any
 
-import orjson
-
 from ..backends.base import Outcome, OutcomeKind
 from ..errors import Permanent, Retry
+from ..inputs import MAX_PAYLOAD_DEPTH_SETTING, json_problem
 from ..job import Job
 from ..task import Task
 from .context import Context
@@ -112,14 +111,16 @@ def _set_done(fut: asyncio.Future[None]) -> None:
 
 
 def outcome_for_result(job: Job, result: Any) -> Outcome:
-    if result is not None:
-        try:
-            orjson.dumps(result)
-        except TypeError as exc:
+    """A returned value -> completed; a value JSON would change (NaN stored as null, a tuple
+    as a list) or cannot hold fails the attempt for good: the same code returns the same."""
+    if result is not None and type(result) is not str:
+        problem = json_problem(result, "result", MAX_PAYLOAD_DEPTH_SETTING)
+        if problem is not None:
             return Outcome(
                 job.id, job.token, OutcomeKind.FAILED,
                 error={"type": "ResultNotSerializable",
-                       "message": f"the handler returned a value JSON cannot hold: {exc}"},
+                       "message": f"the handler returned a value JSON cannot hold as it is: "
+                                  f"{problem}"[:MAX_MESSAGE]},
             )  # fmt: skip
     return Outcome(job.id, job.token, _COMPLETED, result)
 
