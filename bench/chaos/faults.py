@@ -191,9 +191,11 @@ def _pings(port: int) -> bool:
 
 
 class RedisServer:
-    """A redis-server with AOF everysec on a free loopback port, data in ``directory``."""
+    """A redis-server with AOF (``appendfsync`` everysec by default) on a free loopback port,
+    data in ``directory``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, appendfsync: str = "everysec") -> None:
+        self.appendfsync = appendfsync
         binary = shutil.which("redis-server")
         if binary is None:
             raise SystemExit("redis-server not found on PATH")
@@ -211,7 +213,7 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+             "--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync,
              "--maxmemory-policy", "noeviction", "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip

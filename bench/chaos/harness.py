@@ -144,7 +144,9 @@ class Run:
         while True:
             page = await self.app.list(queue=QUEUE, limit=1000, cursor=cursor)
             for j in page.jobs:
-                out[j.id] = history.Final(str(j.status), j.token, j.attempt, j.stalls)
+                out[j.id] = history.Final(
+                    str(j.status), j.token, j.attempt, j.stalls, j.scheduled_for
+                )
                 payloads[j.id] = j.payload
             cursor = page.next_cursor
             if not cursor:

@@ -19,7 +19,8 @@ What it checks, per run:
   while a job of the same queue with a strictly higher priority had been ready for longer than
   ``window`` (one claim round plus the prefetch horizon) and had not been claimed yet. A job
   counts as ready from its acknowledgement or its due time, whichever is later, until its
-  first claim (afterwards a re-queued job's readiness is not observable from records).
+  first claim (afterwards a re-queued job's readiness is not observable from records); the
+  due time is the later of the acknowledged one and the backend's ``scheduled_for``.
   Claim times come from the backend's clock and acknowledgements are written after the commit,
   so a correct engine has none however small the window; the window absorbs clock granularity
   and the claim that was already running when the higher job was committed.
@@ -59,6 +60,7 @@ class Final:
     token: int = 0
     attempt: int = 0
     stalls: int = 0
+    scheduled_for: float | None = None  # the backend's due time, when it had one
 
 
 @dataclass(slots=True)
@@ -245,14 +247,17 @@ def check(
         if a is not None and e.start < a.due - lim.clock_slack:
             rep.early.append(f"{e.job} started {a.due - e.start:.3f}s before due")
 
-    rep.inversions = inversions(h, lim.window)
+    rep.inversions = inversions(h, lim.window, final)
     rep.recovery = recovery_times(h, lim)
     return rep
 
 
-def inversions(h: History, window: float) -> list[str]:
+def inversions(h: History, window: float, final: Mapping[str, Final] | None = None) -> list[str]:
     """Claims of a job while a strictly higher-priority job of its queue had been ready (and
-    unclaimed) for longer than ``window``. O((jobs + claims) log jobs)."""
+    unclaimed) for longer than ``window``. A job is due at the later of its acknowledged due
+    time and the backend's (``final``): a producer's retry after an outage may have stored it
+    later than its first try. O((jobs + claims) log jobs)."""
+    final = final or {}
     first_claim: dict[str, float] = {}
     for e in h.executions:
         c = first_claim.get(e.job)
@@ -261,7 +266,9 @@ def inversions(h: History, window: float) -> list[str]:
     # per (queue, priority): the intervals during which some job of it waited too long
     waits: dict[tuple[str, int], list[tuple[float, float, str]]] = defaultdict(list)
     for a in h.acks.values():
-        since = max(a.t, a.due) + window
+        f = final.get(a.job)
+        due = max(a.due, f.scheduled_for or 0.0) if f is not None else a.due
+        since = max(a.t, due) + window
         until = first_claim.get(a.job, float("inf"))
         if until > since:
             waits[(a.queue, a.priority)].append((since, until, a.job))

@@ -39,6 +39,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lease", type=float, default=2.0)
     ap.add_argument("--rate", type=float, default=400.0, help="jobs/s from the producer")
     ap.add_argument("--restarts", type=int, default=2)
+    ap.add_argument("--appendfsync", choices=("everysec", "always"), default="everysec",
+                    help="redis-server's AOF fsync policy")  # fmt: skip
     ap.add_argument("--producer-kills", type=int, default=5)
     ap.add_argument("--stop-grace", type=float, default=3.0)
     ap.add_argument("--stop-long-ms", type=int, default=30_000, help="the jobs that outlive it")
@@ -66,7 +68,7 @@ async def main(args: argparse.Namespace) -> int:
     names = scenario_names(args.scenario)
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="chaos-"))
     work.mkdir(parents=True, exist_ok=True)
-    server = RedisServer(work / "redis") if args.backend == "redis" else None
+    server = RedisServer(work / "redis", args.appendfsync) if args.backend == "redis" else None
     cfg = Config(
         backend=args.backend, workdir=work, server=server, jobs=args.jobs,
         workers=args.workers, concurrency=args.concurrency, lease=args.lease, rate=args.rate,

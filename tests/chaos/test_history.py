@@ -150,3 +150,16 @@ def test_batches_are_whole_or_absent() -> None:
               {"k": "begin", "b": "z", "n": 3}]  # fmt: skip
     assert whole_batches(begins, {"x": 3, "y": 0}) == []
     assert whole_batches(begins, {"x": 3, "y": 2}) == ["batch y: 2 of 3 jobs stored"]
+
+
+def test_the_backends_due_time_counts_when_a_retried_enqueue_stored_the_job_later() -> None:
+    # Given a high job acknowledged as due at 1.0 whose backend due time is 3.0 (the producer's
+    # first try failed, the retry stored it later), and a low job claimed at 2.0
+    recs = [ack("hi", 0.5, p=10, due=1.0), ack("lo", 0.0, p=1),
+            *run("hi", 1, 10, 3.0, 3.1), *run("lo", 1, 10, 2.0, 2.1)]  # fmt: skip
+    final = {"hi": Final("completed", token=1, scheduled_for=3.0),
+             "lo": Final("completed", token=1)}  # fmt: skip
+    # Then the low claim is no inversion; without the backend's due time it would be one
+    assert checked(recs, final).inversions == []
+    final["hi"].scheduled_for = None
+    assert len(checked(recs, final).inversions) == 1
