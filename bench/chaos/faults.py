@@ -61,6 +61,7 @@ class Proc:
             )  # fmt: skip
         self.pid = self.popen.pid
         self.logged = False  # its death is in the fault log
+        self.concurrency: int | None = None  # a worker's, when not the pool's
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -118,6 +119,7 @@ class Pool:
         ]  # fmt: skip
         log = self.dir / "logs" / f"worker-{len(self.all)}.log"
         p = Proc(argv, child_env(self.url, self.dir, **(self.env | env)), log)
+        p.concurrency = concurrency
         self.procs.append(p)
         self.all.append(p)
         return p

@@ -47,6 +47,8 @@ class Config:
     stop_grace: float = 3.0
     stop_long_ms: int = 30_000
     poison_jobs: int = 1000
+    poison_concurrency: int = 0  # 0: ``concurrency``
+    poison_ms: int = 50  # the other jobs run 0-50 ms
     max_stalls: int = 3
     skew: float = 300.0
     skew_jobs: int = 200
@@ -133,8 +135,9 @@ class Run:
         return False
 
     def keep_workers(self) -> None:
-        for _ in self.pool.reap():
-            self.pool.start()
+        """Replaces the workers that died on their own (the poison's)."""
+        for p in self.pool.reap():
+            self.pool.start(concurrency=p.concurrency)
 
     async def final(self) -> tuple[dict[str, history.Final], dict[str, dict[str, Any]]]:
         """Every job of the queue as the backend holds it: states and payloads."""

@@ -19,8 +19,8 @@ What it checks, per run:
   while a job of the same queue with a strictly higher priority had been ready for longer than
   ``window`` (one claim round plus the prefetch horizon) and had not been claimed yet. A job
   counts as ready from its acknowledgement or its due time, whichever is later, until its
-  first claim (afterwards a re-queued job's readiness is not observable from records); the
-  due time is the later of the acknowledged one and the backend's ``scheduled_for``.
+  first claim (afterwards a re-queued job's readiness is not observable from records; a job
+  whose first claim left no ``start`` record, token > 1 first seen, is left out); the due time is the later of the acknowledged one and the backend's ``scheduled_for``.
   Claim times come from the backend's clock and acknowledgements are written after the commit,
   so a correct engine has none however small the window; the window absorbs clock granularity
   and the claim that was already running when the higher job was committed.
@@ -259,14 +259,18 @@ def inversions(h: History, window: float, final: Mapping[str, Final] | None = No
     later than its first try. O((jobs + claims) log jobs)."""
     final = final or {}
     first_claim: dict[str, float] = {}
+    first_token: dict[str, int] = {}
     for e in h.executions:
         c = first_claim.get(e.job)
         if c is None or e.claimed < c:
             first_claim[e.job] = e.claimed
+        first_token[e.job] = min(e.token, first_token.get(e.job, e.token))
     # per (queue, priority): the intervals during which some job of it waited too long
     waits: dict[tuple[str, int], list[tuple[float, float, str]]] = defaultdict(list)
     for a in h.acks.values():
         f = final.get(a.job)
+        if first_token.get(a.job, f.token + 1 if f is not None else 1) > 1:
+            continue  # claimed before by a process that died before its start record
         due = max(a.due, f.scheduled_for or 0.0) if f is not None else a.due
         since = max(a.t, due) + window
         until = first_claim.get(a.job, float("inf"))

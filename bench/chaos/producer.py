@@ -113,6 +113,7 @@ async def batches(args: argparse.Namespace, out: RecordFile) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     out = RecordFile(os.path.join(args.dir, f"producer-{os.getpid()}.jsonl"))
+    await _until_taken(app.open)  # the backend may be restarting right now
     async with app:
         await (stream if args.mode == "stream" else batches)(args, out)
     out.close()

@@ -45,6 +45,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--stop-grace", type=float, default=3.0)
     ap.add_argument("--stop-long-ms", type=int, default=30_000, help="the jobs that outlive it")
     ap.add_argument("--poison-jobs", type=int, default=1000)
+    ap.add_argument("--poison-concurrency", type=int, default=0, help="0: --concurrency")
     ap.add_argument("--max-stalls", type=int, default=3)
     ap.add_argument("--skew", type=float, default=300.0, help="seconds")
     ap.add_argument("--seed", type=int, default=1)
@@ -73,7 +74,7 @@ async def main(args: argparse.Namespace) -> int:
         backend=args.backend, workdir=work, server=server, jobs=args.jobs,
         workers=args.workers, concurrency=args.concurrency, lease=args.lease, rate=args.rate,
         restarts=args.restarts, producer_kills=args.producer_kills, stop_grace=args.stop_grace, stop_long_ms=args.stop_long_ms,
-        poison_jobs=args.poison_jobs, max_stalls=args.max_stalls, skew=args.skew,
+        poison_jobs=args.poison_jobs, poison_concurrency=args.poison_concurrency, max_stalls=args.max_stalls, skew=args.skew,
         seed=args.seed,
     )  # fmt: skip
     failed = 0

@@ -59,12 +59,14 @@ async def restart_redis(cfg: Config) -> history.Report:
                             "--max-ms", str(cfg.max_ms), "--seed", str(cfg.seed))  # fmt: skip
         span = cfg.jobs / cfg.rate
         downtimes = []
+        await _until(lambda: any(r["k"] == "ack" for r in read_records(run.dir)), 60)
         t0 = time.monotonic()
         for k in range(cfg.restarts):
             await asyncio.sleep(
                 max(0.0, t0 + span * (k + 1) / (cfg.restarts + 1) - time.monotonic())
             )
-            downtimes.append(round(await asyncio.to_thread(restart, cfg.server, run.faults), 2))
+            # on this thread: a test fixture's server dies with the thread that started it
+            downtimes.append(round(restart(cfg.server, run.faults), 2))
         while prod.alive() and time.monotonic() < t0 + cfg.timeout:
             await asyncio.sleep(0.1)
         await run.drained(t0 + cfg.timeout, keep_alive=False)
@@ -92,7 +94,7 @@ async def producer_kill(cfg: Config) -> history.Report:
         for k in range(cfg.producer_kills):
             prod = run.producer("--mode", "batches", "--batch-size", str(cfg.batch_size),
                                 "--max-ms", "5", "--seed", str(cfg.seed + k))  # fmt: skip
-            await _until(lambda p=prod: _began(run, p.pid) >= 2, 60)
+            await _until(lambda p=prod: _began(run, p.pid) >= 1, 60)
             await asyncio.sleep(run.rnd.uniform(0.0, 0.3))
             kill_producer(prod)
             mid += _in_flight(run, prod.pid)
@@ -166,12 +168,14 @@ async def graceful_stop(cfg: Config) -> history.Report:
 
 async def poison(cfg: Config) -> history.Report:
     """A job that kills its worker every time ends ``failed`` after ``max_stalls`` while
-    ``cfg.poison_jobs`` other jobs complete; dead workers are replaced."""
+    ``cfg.poison_jobs`` other jobs complete; dead workers are replaced. Jobs a worker held when
+    the poison killed it get a stall too; held again with it ``max_stalls + 1`` times, they
+    fail with it (``collateral_failed``): a worker of ``poison_concurrency`` 1 holds nothing else."""
     async with Run(cfg, "poison") as run:
         for _ in range(cfg.workers):
-            run.pool.start()
+            run.pool.start(concurrency=cfg.poison_concurrency or cfg.concurrency)
         (bad,) = await run.enqueue([{"task": "poison", "payload": {}}])
-        await run.enqueue([{"task": "work", "payload": {"ms": run.rnd.randint(0, 50)}}
+        await run.enqueue([{"task": "work", "payload": {"ms": run.rnd.randint(0, cfg.poison_ms)}}
                            for _ in range(cfg.poison_jobs)])  # fmt: skip
         t0 = time.monotonic()
         await run.drained(t0 + cfg.timeout)
@@ -181,7 +185,10 @@ async def poison(cfg: Config) -> history.Report:
             run.report.problems.append(
                 f"poison: {job.status} after {runs} runs (max_stalls {cfg.max_stalls})"
             )
+        final, _ = await run.final()
+        collateral = sum(1 for i, f in final.items() if i != bad and f.status != "completed")
         run.report.figures |= {"poison_status": str(job.status), "poison_runs": runs,
+                               "collateral_failed": collateral,
                                "max_stalls": cfg.max_stalls,
                                "seconds": round(time.monotonic() - t0, 1)}  # fmt: skip
         return await run.check(expect={bad: "failed"})

@@ -163,3 +163,16 @@ def test_the_backends_due_time_counts_when_a_retried_enqueue_stored_the_job_late
     assert checked(recs, final).inversions == []
     final["hi"].scheduled_for = None
     assert len(checked(recs, final).inversions) == 1
+
+
+def test_a_job_whose_first_claim_left_no_record_is_not_counted_as_waiting() -> None:
+    # Given a high job first seen with token 2 (a killed worker claimed it, never started it)
+    recs = [ack("hi", 0.0, p=10), ack("lo", 0.0, p=1),
+            *run("hi", 2, 11, 2.0, 2.1), *run("lo", 1, 10, 1.0, 1.1)]  # fmt: skip
+    final = {"hi": Final("completed", token=2), "lo": Final("completed", token=1)}
+    # Then the low claim at 1.0 is no inversion (when the high one was claimed is unknown)
+    assert checked(recs, final).inversions == []
+    # But a high job never claimed at all (token 0) waited for good
+    never = [ack("hi", 0.0, p=10), ack("lo", 0.0, p=1), *run("lo", 1, 10, 1.0, 1.1)]
+    rep = checked(never, {"hi": Final("queued"), "lo": Final("completed", token=1)})
+    assert len(rep.inversions) == 1
