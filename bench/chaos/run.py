@@ -54,6 +54,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def _scrubbed(argv: list[str]) -> list[str]:
+    """The command line without the (absolute) ``--dir``."""
+    return ["<dir>" if i and argv[i - 1] == "--dir" else a for i, a in enumerate(argv)]
+
+
 def scenario_names(spec: str) -> list[str]:
     names: list[str] = []
     for s in spec.split(","):
@@ -86,7 +91,7 @@ async def main(args: argparse.Namespace) -> int:
             rep = await SCENARIOS[name](cfg)
             row = {"scenario": name, "backend": args.backend, "ok": rep.ok,
                    "wall_s": round(time.monotonic() - t0, 1), **rep.summary(),
-                   "argv": sys.argv[1:], "host": platform.node(),
+                   "argv": _scrubbed(sys.argv[1:]), "host": platform.node(),
                    "at": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
             print(json.dumps(row), flush=True)
             with out.open("a") as f:
