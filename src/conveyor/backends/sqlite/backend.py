@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ...clock import Clock, SystemClock
+from ...clock import Clock, HostClock
 from ...errors import BackendCorrupt, BackendLocked, BackendUnavailable, ConfigurationError
 from ...job import Job, JobState
 from ..base import (
@@ -115,7 +115,7 @@ class SqliteBackend:
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.url = url
         self.path, self._opts = parse_sqlite_url(url)
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or HostClock()
         self._notifier = Notifier(self.path)
         self._db: DbThread | None = None
         self._open_lock = threading.Lock()
