@@ -81,11 +81,12 @@ async def test_200_concurrent_enqueues_are_all_stored(app: Conveyor) -> None:
 
 
 async def test_a_failing_operation_in_a_group_fails_alone(app: Conveyor) -> None:
-    # Given an existing job, and a group of enqueues of which one reuses that job's id
+    # Given an existing job, and a group of enqueues of which one breaks a constraint of the
+    # table (a job without a task: only a bug could send it, past the producer's checks)
     existing = await app.enqueue("t", {"n": -1})
     held = await HeldThread.hold(app)
     good = [asyncio.ensure_future(app.enqueue("t", {"n": i})) for i in range(50)]
-    clash = NewJob(existing.id, "default", "t", '{"n":0}', 5, 1, 3, None, 30.0)
+    clash = NewJob(new_id(), "default", None, '{"n":0}', 5, 1, 3, None, 30.0)  # type: ignore[arg-type]
     bad = asyncio.ensure_future(app.backend.enqueue_jobs([clash]))
     more = [asyncio.ensure_future(app.enqueue("t", {"n": 50 + i})) for i in range(50)]
     await held.queued(101)
