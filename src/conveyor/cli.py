@@ -50,6 +50,7 @@ from .app import DEFAULT_URL, Conveyor
 from .cli_limits import limits_table
 from .errors import ConfigurationError, ConveyorError, JobNotFound, QueueFull, ValidationError
 from .job import Job, JobState
+from .worker.reach import wait_for_backend
 
 T = TypeVar("T")
 log = logging.getLogger("conveyor.cli")
@@ -393,14 +394,16 @@ async def _serve(app: Conveyor, concurrency: int, queues: list[str] | dict[str, 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await w.start()
-        names = ",".join(f"{q}:{w.slots[q]}" if q in w.slots else q for q in w.queues)
-        extra = f" capacity={w.capacity}" if w.slots else ""
-        _say(f"conveyor worker {w.id} started: pid={os.getpid()} queues={names} "
-             f"concurrency={concurrency}{extra} tasks={','.join(app.tasks)} "
-             f"url={_redact(app.url)}")  # fmt: skip
-        await stop.wait()
-        await w.stop()
+        # Started while the backend is down or loading: wait for it (a signal ends the wait).
+        if await wait_for_backend(app, f"worker {w.id}", stop):
+            await w.start()
+            names = ",".join(f"{q}:{w.slots[q]}" if q in w.slots else q for q in w.queues)
+            extra = f" capacity={w.capacity}" if w.slots else ""
+            _say(f"conveyor worker {w.id} started: pid={os.getpid()} queues={names} "
+                 f"concurrency={concurrency}{extra} tasks={','.join(app.tasks)} "
+                 f"url={_redact(app.url)}")  # fmt: skip
+            await stop.wait()
+            await w.stop()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

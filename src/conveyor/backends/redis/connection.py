@@ -23,7 +23,8 @@ deadline covers the wait for a pool connection, connecting and every retry; an e
 many jobs gets `PER_JOB` more per job (a 100,000-job batch is a second of Lua). The worker's
 own calls (claims, acknowledgements, lease renewals) are not cut short: its loops retry by
 themselves, and a claim cut off after Redis ran it would strand the claimed jobs until their
-leases expire. Its blocking reads have their socket timeouts above their block (`make_client`).
+leases expire. Its blocking reads have their socket timeouts above their block (`make_client`). A read or
+an enqueue whose connection broke (a restart the loop had not noticed) is sent once more.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 from redis import asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from ...errors import BackendUnavailable, ConfigurationError
 
@@ -60,6 +62,13 @@ CLUSTER_SPARE = 4
 OWN_OPTIONS = frozenset({"prefix", "pool_size", "pool_timeout", "socket_timeout", "deadline"})
 DEADLINE = 1.5
 PER_JOB = 0.00002
+#: Producer operations sent once more when a connection made before failed: reads, and enqueue
+#: (a job id already stored is not stored again). Not cancel/retry: resent after they took
+#: effect they would report a state error for a change that was made.
+RESENDABLE = frozenset(
+    {"enqueue_jobs", "get_job", "list_jobs", "batch_counts", "stats", "read_events",
+     "last_event_cursor", "list_workers"}
+)  # fmt: skip
 #: The backend operations a producer makes, bounded by ``deadline``.
 PRODUCER_CALLS = frozenset(
     {"enqueue_jobs", "get_job", "list_jobs", "cancel_job", "retry_job", "batch_counts", "stats",
@@ -235,9 +244,14 @@ def make_client(o: RedisOptions, *, single: bool = False, block: float | None = 
         kw["socket_timeout"] = timeout
     if o.cluster:
         return _RedisCluster.from_url(o.url, max_connections=o.pool_size + CLUSTER_SPARE, **kw)
+    # Maintenance notifications off: while they are on ("auto", redis-py 8's default, even
+    # on RESP2) the pool skips its check of an idle connection before handing it out, so each
+    # connection that outlived a Redis restart failed its next command ("Connection closed by
+    # server") instead of being reconnected first.
     pool = aioredis.BlockingConnectionPool.from_url(
-        o.url, max_connections=o.pool_size, timeout=o.pool_timeout, **kw
-    )
+        o.url, max_connections=o.pool_size, timeout=o.pool_timeout,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False), **kw,
+    )  # fmt: skip
     client = aioredis.Redis(connection_pool=pool, single_connection_client=single)
     client.auto_close_connection_pool = True  # closing the client closes its pool
     return client
@@ -302,6 +316,19 @@ def no_answer(o: RedisOptions, limit: float) -> BackendUnavailable:
     )
 
 
+def _stale(exc: BaseException) -> bool:
+    """A connection made before broke under a call (its server restarted, or the network cut
+    it): worth one more try on a fresh connection. Not a failure to connect (the server is
+    down: trying again at once would fail again), a timeout (a frozen server), nor a wait for
+    a pool connection that ran out."""
+    cause = exc.__cause__ if isinstance(exc, BackendUnavailable) else exc
+    return (
+        isinstance(cause, RedisConnectionError)
+        and not _pool_timed_out(cause)
+        and "connecting to" not in str(cause)
+    )
+
+
 def _pool_timed_out(exc: BaseException | None) -> bool:
     """BlockingConnectionPool's wait for a free connection ran out."""
     return (
@@ -343,6 +370,14 @@ def _operation(fn: F, producer: bool) -> F:
             limit = o.deadline + (len(args[0]) * PER_JOB if fn.__name__ == "enqueue_jobs" else 0)
             with deadline(o, limit):
                 async with asyncio.timeout(limit):
+                    if fn.__name__ not in RESENDABLE:
+                        return await _gated(self, fn, args, kwargs)
+                    try:
+                        return await _gated(self, fn, args, kwargs)
+                    except (RedisConnectionError, BackendUnavailable) as exc:
+                        if not _stale(exc):
+                            raise
+                    # redis-py dropped the broken connection: the pool hands out a fresh one
                     return await _gated(self, fn, args, kwargs)
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise unavailable(self.options, exc) from exc
