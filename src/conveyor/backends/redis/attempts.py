@@ -222,7 +222,9 @@ class Attempts:
         failed = False
         for res in results:
             if isinstance(res, RedisConnectionError | RedisTimeoutError):
-                raise BackendUnavailable(f"Redis at {self._b.url} unreachable: {res}") from res
+                raise BackendUnavailable(
+                    f"Redis at {self._b.options.where} unreachable: {res}"
+                ) from res
             if isinstance(res, Exception):
                 failed = True
                 log.error("worker %s: a finish script failed (%s); applying its outcomes one "
