@@ -137,11 +137,16 @@ class RedisCluster:
         )  # fmt: skip
 
         def ok() -> bool:
-            out = subprocess.run(
-                [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
-                capture_output=True, text=True, timeout=5,
-            )  # fmt: skip
-            return "cluster_state:ok" in out.stdout
+            # Every node, not the first only: a node that has not yet learnt the slot layout
+            # answers CLUSTERDOWN to the first command a test sends it.
+            for n in self.nodes:
+                out = subprocess.run(
+                    [cli, "-p", str(n.port), "cluster", "info"],
+                    capture_output=True, text=True, timeout=5,
+                )  # fmt: skip
+                if "cluster_state:ok" not in out.stdout:
+                    return False
+            return True
 
         eventually_sync(ok, 20, what="cluster_state:ok")
 
