@@ -317,12 +317,14 @@ class Conveyor:
     # -- producing ------------------------------------------------------------------------------
 
     def _task(self, task: str | Task) -> Task:
-        t = task if isinstance(task, Task) else self.tasks.get(task)  # type: ignore[arg-type]
+        if isinstance(task, Task):
+            return task
+        if not isinstance(task, str):  # before the lookup: a list or dict is not hashable
+            raise ValidationError(
+                f"task must be a task name, got {type(task).__name__}", field="task"
+            )
+        t = self.tasks.get(task)
         if t is None:
-            if not isinstance(task, str):
-                raise ValidationError(
-                    f"task must be a task name, got {type(task).__name__}", field="task"
-                )
             raise UnknownTask(task, list(self.tasks))
         return t
 
@@ -412,7 +414,11 @@ class Conveyor:
             try:
                 if type(item) is tuple:
                     name, payload = item
-                    t = tasks.get(name) or tasks.setdefault(name, self._task(name))
+                    t = tasks.get(name) if type(name) is str else None  # a list is not hashable
+                    if t is None:
+                        t = self._task(name)
+                        if type(name) is str:
+                            tasks[name] = t
                     jobs.append(new_job(t, payload, prio, secs, None, tenant, None, batch_id))
                 elif isinstance(item, dict):
                     jobs.append(self._item_job(item, prio, secs, tenant, batch_id, now))
