@@ -32,6 +32,7 @@ from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services, bounded
 from .slots import Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
+from .suspects import Suspects
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -101,6 +102,7 @@ class Worker:
             max_workers=self.capacity, thread_name_prefix="conveyor-job"
         )
         self._services = Services(self, maintenance_interval)
+        self._suspects = Suspects(self)
         self._stopped = asyncio.Event()
         self._started_at = time.time()
         self.processed = 0
@@ -235,7 +237,8 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             if len(self._rounds) < MAX_ROUNDS:
-                claims = lanes.plan(self.id)
+                # A suspect is held: claim nothing until it ran alone (`suspects.py`).
+                claims = lanes.plan(self.id) if self._suspects.held is None else []
                 if claims or self._acks:
                     acks, self._acks = self._acks, []
                     t = asyncio.create_task(self._round(acks, claims, self._wake_gen))
@@ -283,6 +286,10 @@ class Worker:
             if self._listener is not None:
                 self._listener.idle(True)
         self._keep_due(next_due)
+        jobs, back = self._suspects.split(jobs)
+        if back:  # a suspect starts once they are no longer ours (`suspects.py`)
+            t = self._services.give_back([(j.id, j.token) for j in back], "set-aside")
+            t.add_done_callback(self._suspects.handed_back)
         for job in jobs:
             self._spawn(job)
 
@@ -321,7 +328,9 @@ class Worker:
         if job.lease < self.min_lease:
             self.min_lease = job.lease
             self._services.check_leases_soon()  # renew before this shorter lease runs out
-        if self._lanes.admit(r, not self._stopping):
+        if job.stalls:
+            self._suspects.hold(r)  # it runs alone, not in a lane's turn
+        elif self._lanes.admit(r, not self._stopping):
             r.task = loop.create_task(self._execute(r))
         elif not self._stopping:
             self._services.watch_buffers()
@@ -330,6 +339,8 @@ class Worker:
         assert r.lane is not None and self._loop is not None
         for nxt in r.lane.done(r, self._stopping):
             nxt.task = self._loop.create_task(self._execute(nxt))
+        if self._suspects.held is not None:
+            self._suspects.ended(r)
 
     async def _execute(self, r: Held) -> None:
         job = r.job
@@ -395,9 +406,10 @@ class Worker:
                 continue
             r.lost = True
             r.ctx._set_cancelled()
-            if r.task is None:  # still in a lane's buffer: never started
+            if r.task is None:  # still in a lane's buffer (or a suspect): never started
                 self._lanes.drop(r)
                 del self.running[key]
+                self._suspects.ended(r)
                 self._ended(r)
                 self._wake.set()
                 continue
