@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 MAX_ROUNDS = 2
+STOP_MARGIN = 0.4
+"""Seconds of a shutdown grace kept for what follows the wait for jobs (handing back, flushing,
+disconnecting, the process's exit), plus 4 measured backend round trips (`Worker.stop`)."""
 _ENDED = {"type": "Cancelled", "message": "the attempt ended after its job was cancelled"}
 _EVENT_OF = {
     OutcomeKind.COMPLETED: "completed",
@@ -107,6 +110,7 @@ class Worker:
         self._started_at = time.time()
         self.processed = 0
         self.failed = 0
+        self.round_trip = 0.0  # a moving average of the pump's backend rounds (seconds)
         self.min_lease = min([t.options.lease for t in app.tasks.values()] + [30.0])
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -143,15 +147,19 @@ class Worker:
             return
         self._stopping = True
         self._wake.set()
+        grace = self.shutdown_grace if grace is None else grace
+        # The grace bounds the whole stop, from now: the wait for jobs ends early enough for
+        # the hand-back and disconnect to fit in it too.
+        margin = min(grace / 2, STOP_MARGIN + 4 * self.round_trip)
         try:
-            await self._wind_down(self.shutdown_grace if grace is None else grace)
+            await self._wind_down(asyncio.get_running_loop().time() + grace - margin)
         finally:
             await self._services.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()
             log.info("worker %s stopped after %d jobs", self.id, self.processed)
 
-    async def _wind_down(self, grace: float) -> None:
+    async def _wind_down(self, deadline: float) -> None:
         if self._pump_task is not None and not await bounded(self._pump_task):
             log.error("worker %s: a backend round hung; cancelled it", self.id)
             self._services.hung()
@@ -159,11 +167,12 @@ class Worker:
                 t.cancel()
             await asyncio.wait([self._pump_task, *self._rounds], timeout=1.0)
         pending = [r.task for r in self.running.values() if r.task is not None]
+        wait = max(0.0, deadline - asyncio.get_running_loop().time())
         if pending:
             log.info(
-                "worker %s: waiting up to %.1fs for %d active jobs", self.id, grace, len(pending)
+                "worker %s: waiting up to %.2fs for %d active jobs", self.id, wait, len(pending)
             )
-            await asyncio.wait(pending, timeout=grace)
+            await asyncio.wait(pending, timeout=wait)
         leftover = [r for r in self.running.values() if not r.lost]
         if leftover:
             for r in leftover:
@@ -252,6 +261,7 @@ class Worker:
         """One round: the acknowledgements, with the first claim where there is one, then the
         round's other claims; each returned job goes into its lane."""
         backend = self.app.backend
+        began = time.monotonic()
         try:
             if not claims:
                 self._report_lost(await backend.finish_jobs(self.id, acks))
@@ -265,6 +275,7 @@ class Worker:
                     res = await backend.claim_jobs(claim.params)
                 self._take(claim, res.jobs, res.next_due, gen)
             self._services.outage.back()
+            self.round_trip += (time.monotonic() - began - self.round_trip) / 8
         except asyncio.CancelledError:
             self._acks = acks + self._acks  # for the flush at shutdown
             raise
