@@ -169,8 +169,8 @@ async def graceful_stop(cfg: Config) -> history.Report:
 async def poison(cfg: Config) -> history.Report:
     """A job that kills its worker every time ends ``failed`` after ``max_stalls`` while
     ``cfg.poison_jobs`` other jobs complete; dead workers are replaced. Jobs a worker held when
-    the poison killed it get a stall too; held again with it ``max_stalls + 1`` times, they
-    fail with it (``collateral_failed``): a worker of ``poison_concurrency`` 1 holds nothing else."""
+    the poison killed it get a stall too, and then run alone, as the poison does: none may fail
+    with it (``collateral_failed``)."""
     async with Run(cfg, "poison") as run:
         for _ in range(cfg.workers):
             run.pool.start(concurrency=cfg.poison_concurrency or cfg.concurrency)

@@ -17,13 +17,13 @@ from tests.servers import RedisServer, require_binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-# Small sizes: each scenario runs in a few seconds on two cores. The poison's workers hold one job
-# each: a job held next to the poison at each of its kills fails with it (its stalls are counted
-# too), which the long run measures at full concurrency (bench/README.md, "poison").
+# Small sizes: each scenario runs in a few seconds on two cores. The poison's workers run 10 jobs
+# at once, like the others: the jobs beside it at its first death run alone next time, and so does
+# the poison, which then dies alone (src/conveyor/worker/suspects.py).
 SMALL = dict(
     jobs=600, workers=3, concurrency=10, lease=1.0, rate=300.0, max_ms=100,
     kill_every=(0.5, 1.0), restarts=2, producer_kills=3, batch_size=1000, stop_jobs=100,
-    stop_grace=1.0, stop_long_ms=2000, poison_jobs=1000, poison_concurrency=1, poison_ms=2, max_stalls=2, skew=300.0,
+    stop_grace=1.0, stop_long_ms=2000, poison_jobs=1000, poison_ms=2, max_stalls=2, skew=300.0,
     skew_jobs=60, timeout=60.0, limits=Limits(window=0.1),
 )  # fmt: skip
 

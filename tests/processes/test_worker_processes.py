@@ -179,3 +179,25 @@ async def test_an_idle_worker_picks_up_across_processes_and_burns_no_cpu(
     job = await producer.enqueue("quick", {"n": 1})
     await producer.wait(job.id, timeout=5, poll=0.002)
     assert time.monotonic() - t1 < 1.0
+
+
+async def test_sigterm_exit_fits_in_the_grace_period(producer: Conveyor, workers: Workers):
+    # Given a worker with a 1 s shutdown grace running 20 jobs of 30 s
+    jobs = [await producer.enqueue("slow", {"seconds": 30.0}) for _ in range(20)]
+    p = workers.start(concurrency=20, grace=1.0)
+    await eventually(lambda: sum(x[0] == "start" for x in workers.lines()) == 20, timeout=15,
+                     what="20 jobs to start")  # fmt: skip
+    # When it gets SIGTERM
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(p.wait, 30)
+    took = time.monotonic() - t0
+    # Then the whole process exited 0 within the grace, measured from the signal (the jobs'
+    # wait, handing them back and disconnecting included), and every job is back in the queue
+    # with its attempt not charged
+    assert code == 0
+    assert took < 1.0, f"exit {took:.3f}s after SIGTERM, grace 1.0s"
+    for j in jobs:
+        back = await producer.get(j.id)
+        assert (back.status, back.attempt) == (JobState.QUEUED, 0)
+    print(f"exit {took:.3f}s after SIGTERM, grace 1.0s")

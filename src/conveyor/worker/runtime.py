@@ -32,12 +32,16 @@ from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services, bounded
 from .slots import Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
+from .suspects import Suspects
 
 if TYPE_CHECKING:
     from ..app import Conveyor
 
 log = logging.getLogger("conveyor.worker")
 MAX_ROUNDS = 2
+STOP_MARGIN = 0.4
+"""Seconds of a shutdown grace kept for what follows the wait for jobs (handing back, flushing,
+disconnecting, the process's exit), plus 4 measured backend round trips (`Worker.stop`)."""
 _ENDED = {"type": "Cancelled", "message": "the attempt ended after its job was cancelled"}
 _EVENT_OF = {
     OutcomeKind.COMPLETED: "completed",
@@ -101,10 +105,12 @@ class Worker:
             max_workers=self.capacity, thread_name_prefix="conveyor-job"
         )
         self._services = Services(self, maintenance_interval)
+        self._suspects = Suspects(self)
         self._stopped = asyncio.Event()
         self._started_at = time.time()
         self.processed = 0
         self.failed = 0
+        self.round_trip = 0.0  # a moving average of the pump's backend rounds (seconds)
         self.min_lease = min([t.options.lease for t in app.tasks.values()] + [30.0])
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -141,15 +147,19 @@ class Worker:
             return
         self._stopping = True
         self._wake.set()
+        grace = self.shutdown_grace if grace is None else grace
+        # The grace bounds the whole stop, from now: the wait for jobs ends early enough for
+        # the hand-back and disconnect to fit in it too.
+        margin = min(grace / 2, STOP_MARGIN + 4 * self.round_trip)
         try:
-            await self._wind_down(self.shutdown_grace if grace is None else grace)
+            await self._wind_down(asyncio.get_running_loop().time() + grace - margin)
         finally:
             await self._services.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()
             log.info("worker %s stopped after %d jobs", self.id, self.processed)
 
-    async def _wind_down(self, grace: float) -> None:
+    async def _wind_down(self, deadline: float) -> None:
         if self._pump_task is not None and not await bounded(self._pump_task):
             log.error("worker %s: a backend round hung; cancelled it", self.id)
             self._services.hung()
@@ -157,11 +167,12 @@ class Worker:
                 t.cancel()
             await asyncio.wait([self._pump_task, *self._rounds], timeout=1.0)
         pending = [r.task for r in self.running.values() if r.task is not None]
+        wait = max(0.0, deadline - asyncio.get_running_loop().time())
         if pending:
             log.info(
-                "worker %s: waiting up to %.1fs for %d active jobs", self.id, grace, len(pending)
+                "worker %s: waiting up to %.2fs for %d active jobs", self.id, wait, len(pending)
             )
-            await asyncio.wait(pending, timeout=grace)
+            await asyncio.wait(pending, timeout=wait)
         leftover = [r for r in self.running.values() if not r.lost]
         if leftover:
             for r in leftover:
@@ -235,7 +246,8 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             if len(self._rounds) < MAX_ROUNDS:
-                claims = lanes.plan(self.id)
+                # A suspect is held: claim nothing until it ran alone (`suspects.py`).
+                claims = lanes.plan(self.id) if self._suspects.held is None else []
                 if claims or self._acks:
                     acks, self._acks = self._acks, []
                     t = asyncio.create_task(self._round(acks, claims, self._wake_gen))
@@ -249,6 +261,7 @@ class Worker:
         """One round: the acknowledgements, with the first claim where there is one, then the
         round's other claims; each returned job goes into its lane."""
         backend = self.app.backend
+        began = time.monotonic()
         try:
             if not claims:
                 self._report_lost(await backend.finish_jobs(self.id, acks))
@@ -262,6 +275,7 @@ class Worker:
                     res = await backend.claim_jobs(claim.params)
                 self._take(claim, res.jobs, res.next_due, gen)
             self._services.outage.back()
+            self.round_trip += (time.monotonic() - began - self.round_trip) / 8
         except asyncio.CancelledError:
             self._acks = acks + self._acks  # for the flush at shutdown
             raise
@@ -283,6 +297,10 @@ class Worker:
             if self._listener is not None:
                 self._listener.idle(True)
         self._keep_due(next_due)
+        jobs, back = self._suspects.split(jobs)
+        if back:  # a suspect starts once they are no longer ours (`suspects.py`)
+            t = self._services.give_back([(j.id, j.token) for j in back], "set-aside")
+            t.add_done_callback(self._suspects.handed_back)
         for job in jobs:
             self._spawn(job)
 
@@ -321,7 +339,9 @@ class Worker:
         if job.lease < self.min_lease:
             self.min_lease = job.lease
             self._services.check_leases_soon()  # renew before this shorter lease runs out
-        if self._lanes.admit(r, not self._stopping):
+        if job.stalls:
+            self._suspects.hold(r)  # it runs alone, not in a lane's turn
+        elif self._lanes.admit(r, not self._stopping):
             r.task = loop.create_task(self._execute(r))
         elif not self._stopping:
             self._services.watch_buffers()
@@ -330,6 +350,8 @@ class Worker:
         assert r.lane is not None and self._loop is not None
         for nxt in r.lane.done(r, self._stopping):
             nxt.task = self._loop.create_task(self._execute(nxt))
+        if self._suspects.held is not None:
+            self._suspects.ended(r)
 
     async def _execute(self, r: Held) -> None:
         job = r.job
@@ -395,9 +417,10 @@ class Worker:
                 continue
             r.lost = True
             r.ctx._set_cancelled()
-            if r.task is None:  # still in a lane's buffer: never started
+            if r.task is None:  # still in a lane's buffer (or a suspect): never started
                 self._lanes.drop(r)
                 del self.running[key]
+                self._suspects.ended(r)
                 self._ended(r)
                 self._wake.set()
                 continue

@@ -146,6 +146,19 @@ class Services:
             log.error("worker %s: %d %s jobs come back to the queue when their leases expire",
                       w.id, len(keys), what)  # fmt: skip
 
+    def give_back(self, keys: Sequence[tuple[str, int]], what: str) -> asyncio.Task[None]:
+        """Hand held attempts back in the background (the worker no longer holds them); a
+        shutdown waits for it."""
+        t = asyncio.create_task(self.hand_back(keys, what, logging.INFO))
+        self._handing.add(t)
+        t.add_done_callback(self._handing.discard)
+        return t
+
+    @property
+    def handing_back(self) -> bool:
+        """Whether a hand-back is still on its way to the store."""
+        return bool(self._handing)
+
     # -- jobs claimed ahead of free slots (see `slots.py`) -------------------------------------
 
     def watch_buffers(self) -> None:
@@ -168,11 +181,7 @@ class Services:
             for r in stale:
                 r.released = True
                 del w.running[r.key]
-            t = asyncio.create_task(
-                self.hand_back([r.key for r in stale], "claimed-ahead", logging.INFO)
-            )
-            self._handing.add(t)
-            t.add_done_callback(self._handing.discard)
+            self.give_back([r.key for r in stale], "claimed-ahead")
         if due is not None:
             self._check_stale_in(due)
 
