@@ -2,7 +2,7 @@
 append execution records (`records`) to ``$CHAOS_DIR/exec-<pid>.jsonl``.
 
 Settings come from the environment the harness sets: ``CONVEYOR_URL``, ``CHAOS_DIR``,
-``CHAOS_LEASE`` (seconds), ``CHAOS_MAX_STALLS``, ``CHAOS_SKEW`` (seconds this process's clock
+``CHAOS_LEASE`` (seconds), ``CHAOS_MAX_STALLS`` (the poison's), ``CHAOS_WORK_MAX_STALLS``, ``CHAOS_SKEW`` (seconds this process's clock
 was moved on purpose; subtracted from every time it records) and ``CHAOS_CLAIM_SKEW`` (the same
 for the backend's claim time, which is this process's clock on SQLite and Redis's on Redis).
 """
@@ -21,6 +21,7 @@ from .records import RecordFile
 QUEUE = "chaos"
 LEASE = float(os.environ.get("CHAOS_LEASE", "2.0"))
 MAX_STALLS = int(os.environ.get("CHAOS_MAX_STALLS", "3"))
+WORK_MAX_STALLS = int(os.environ.get("CHAOS_WORK_MAX_STALLS", "20"))
 SKEW = float(os.environ.get("CHAOS_SKEW", "0"))
 CLAIM_SKEW = float(os.environ.get("CHAOS_CLAIM_SKEW", "0"))
 
@@ -44,7 +45,7 @@ def _start(ctx: Context) -> None:
     _record("start", ctx, att=ctx.job.attempt, c=claimed)
 
 
-@app.task(queue=QUEUE, lease=LEASE, max_stalls=MAX_STALLS, retries=3)
+@app.task(queue=QUEUE, lease=LEASE, max_stalls=WORK_MAX_STALLS, retries=3)
 async def work(ctx: Context, ms: int, b: str | None = None, i: int = 0) -> None:
     """Sleep ``ms`` milliseconds between a start and a finish record (``b``/``i``: the batch
     label and position of an ``enqueue_many`` item, kept for the all-or-none check)."""

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conveyor.worker")
 MAX_ROUNDS = 2
-STOP_MARGIN = 0.4
+STOP_MARGIN = 0.75
 """Seconds of a shutdown grace kept for what follows the wait for jobs (handing back, flushing,
 disconnecting, the process's exit), plus 4 measured backend round trips (`Worker.stop`)."""
 _ENDED = {"type": "Cancelled", "message": "the attempt ended after its job was cancelled"}
