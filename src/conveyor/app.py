@@ -28,13 +28,13 @@ from .backends.base import (
     WorkerInfo,
 )
 from .batch import Batch
+from .catalog import Catalog, command_handler, declared_handler
 from .clock import Clock
 from .command import OUTPUT_LIMIT
 from .errors import (
     JobCancelled,
     JobFailed,
     JobNotFound,
-    UnknownTask,
     ValidationError,
 )
 from .forwarder import Spooler
@@ -46,8 +46,8 @@ from .inputs import (
     validated_payload,
 )
 from .job import Job, JobState, Progress, new_id
-from .limits import Concurrency, RateLimit, as_concurrency, as_rate_limits, flow_of
-from .options import MAX_KEY_LEN, check_lookups, check_options, text_problem
+from .limits import Concurrency, RateLimit, flow_of
+from .options import check_lookups, check_options
 from .retry import Backoff
 from .sync import SyncFacade
 from .task import AnyPayload, Task, make_options
@@ -97,12 +97,8 @@ class Conveyor:
             raise ConfigurationError("backend URL is empty: pass None for the default")
         self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
         self.backend = open_backend(self.url, clock=clock)
-        self.tasks: dict[str, Task] = {}
-        self.default_retention = retention or Retention()
-        self.event_retention = event_retention or EventRetention()
-        self._retention: dict[str, Retention] = {}
-        self._queue_limits: dict[str, tuple[RateLimit | Concurrency, ...]] = {}
-        self._max_queued: dict[str, int] = {}  # backpressure, passed to the backend's checks
+        self.catalog = Catalog(retention, event_retention)
+        self.tasks = self.catalog.tasks  # the same dict: what users and workers read
         self._listeners: dict[str, list[Callable[..., Any]]] = {}
         self._workers: list[Worker] = []
         self._opened = False
@@ -129,19 +125,8 @@ class Conveyor:
         def register(f: Callable[..., Any]) -> Task:
             # The function's own name: what users type (CLI, HTTP). Collisions are errors.
             task_name = name or f.__name__
-            from .errors import ConfigurationError
-
-            if task_name in self.tasks:
-                raise ConfigurationError(f"task {task_name!r} is already registered")
-            bad = text_problem(task_name)
-            if bad is not None or len(task_name) > MAX_KEY_LEN:
-                raise ConfigurationError(
-                    f"task name {task_name!r:.80} is invalid: "
-                    f"{bad or f'it is longer than {MAX_KEY_LEN} characters'}"
-                )
-            t = Task(self, f, task_name, opts)
-            self.tasks[task_name] = t
-            return t
+            self.catalog.check_name(task_name)
+            return self.catalog.add(Task(self, f, task_name, opts))
 
         return register(fn) if fn is not None else register
 
@@ -167,30 +152,14 @@ class Conveyor:
         stdout line, if JSON, is the result. Only the variables named in ``env`` (default
         PATH, HOME, LANG, LC_ALL, TZ, TMPDIR) reach it. Task options (queue, retries, timeout,
         rate_limit, ...) as for ``@app.task``. See `conveyor.command`."""
-        from .command import DEFAULT_ENV, CommandPayload, CommandSpec, run_command
+        from .command import DEFAULT_ENV, CommandPayload, CommandSpec
 
         spec = CommandSpec.parse(
             command, shell=shell, stdin=stdin, env=tuple(DEFAULT_ENV if env is None else env),
             extra_env=dict(extra_env or {}), cwd=cwd, output_limit=output_limit,
             kill_grace=kill_grace, memory_limit=memory_limit, cpu_limit=cpu_limit,
         )  # fmt: skip
-
-        timeout = options.get("timeout")
-
-        async def run(ctx: Any, payload: dict[str, Any]) -> Any:
-            if timeout is None or ctx.job.timeout is not None:
-                return await run_command(spec, ctx, payload)
-            # A job enqueued without this definition (``conveyor enqueue`` without --app)
-            # carries no timeout: the worker's definition still bounds it.
-            from .worker.executor import JobTimeout
-
-            try:
-                async with asyncio.timeout(timeout):
-                    return await run_command(spec, ctx, payload)
-            except TimeoutError:
-                raise JobTimeout(f"timed out after {timeout:g}s") from None
-
-        run.__name__ = name
+        run = command_handler(name, spec, options.get("timeout"))
         t = self.task(name=name, **options)(run)
         t.spec = CommandPayload(name, spec)  # type: ignore[assignment]
         t.command = spec  # type: ignore[attr-defined]
@@ -200,14 +169,7 @@ class Conveyor:
         """Declare a task defined elsewhere (another program, another language, or a worker
         started with ``--command``) so this app can enqueue it: any JSON object is accepted
         as its payload. A worker here does not run it: see `conveyor.registry.missing_handler`."""
-
-        async def undefined(ctx: Any, payload: dict[str, Any]) -> Any:
-            from .registry import missing_handler
-
-            raise await missing_handler(ctx._worker, ctx.job)
-
-        undefined.__name__ = name
-        t = self.task(name=name, queue=queue, **options)(undefined)
+        t = self.task(name=name, queue=queue, **options)(declared_handler(name))
         t.spec = AnyPayload(name)  # type: ignore[assignment]
         t.declared = True
         return t
@@ -232,36 +194,35 @@ class Conveyor:
         The backend checks it atomically with the insert. Never refused: a worker's retry of a
         job it ran, and an enqueue whose idempotency key matches an existing job (that job is
         returned)."""
-        if max_queued is not None and (
-            isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 0
-        ):
-            from .errors import ConfigurationError
-
-            small = type(max_queued) is int and abs(max_queued) < 10**18  # never repr a huge value
-            shown = repr(max_queued) if small else type(max_queued).__name__
-            raise ConfigurationError(f"max_queued must be an integer >= 0 or None, got {shown}")
-        if max_queued is None:
-            self._max_queued.pop(name, None)
-        else:
-            self._max_queued[name] = max_queued
-        if retention is not None:
-            self._retention[name] = retention
-        limits = (*as_rate_limits(rate_limit, "queue"), *as_concurrency(concurrency, "queue"))
-        if limits or name in self._queue_limits:
-            self._queue_limits[name] = limits
-        for t in self.tasks.values():
-            if t.options.queue == name:
-                t._forget_rules()
+        self.catalog.configure_queue(
+            name,
+            retention=retention,
+            rate_limit=rate_limit,
+            concurrency=concurrency,
+            max_queued=max_queued,
+        )
 
     def queue_limits(self, queue: str) -> tuple[RateLimit | Concurrency, ...]:
-        return self._queue_limits.get(queue, ())
+        return self.catalog.queue_limits(queue)
 
     def retention_for(self, queue: str) -> Retention:
-        return self._retention.get(queue, self.default_retention)
+        return self.catalog.retention_for(queue)
 
     def queues(self) -> list[str]:
         """The queues of the registered tasks, in registration order."""
-        return list(dict.fromkeys(t.options.queue for t in self.tasks.values()))
+        return self.catalog.queues()
+
+    @property
+    def default_retention(self) -> Retention:
+        return self.catalog.default_retention
+
+    @property
+    def event_retention(self) -> EventRetention:
+        return self.catalog.event_retention
+
+    @property
+    def _max_queued(self) -> dict[str, int]:
+        return self.catalog.max_queued
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -317,14 +278,7 @@ class Conveyor:
     # -- producing ------------------------------------------------------------------------------
 
     def _task(self, task: str | Task) -> Task:
-        t = task if isinstance(task, Task) else self.tasks.get(task)  # type: ignore[arg-type]
-        if t is None:
-            if not isinstance(task, str):
-                raise ValidationError(
-                    f"task must be a task name, got {type(task).__name__}", field="task"
-                )
-            raise UnknownTask(task, list(self.tasks))
-        return t
+        return self.catalog.lookup(task)
 
     _options = staticmethod(check_options)
 
