@@ -22,7 +22,6 @@ from .backends.base import (
     JobPage,
     ListParams,
     NewJob,
-    Outcome,
     QueueStats,
     Retention,
     WorkerInfo,
@@ -47,6 +46,7 @@ from .inputs import (
 )
 from .job import Job, JobState, Progress, new_id
 from .limits import Concurrency, RateLimit, flow_of
+from .listeners import Listeners
 from .options import check_lookups, check_options
 from .retry import Backoff
 from .sync import SyncFacade
@@ -99,7 +99,7 @@ class Conveyor:
         self.backend = open_backend(self.url, clock=clock)
         self.catalog = Catalog(retention, event_retention)
         self.tasks = self.catalog.tasks  # the same dict: what users and workers read
-        self._listeners: dict[str, list[Callable[..., Any]]] = {}
+        self._listeners = Listeners()  # the worker emits through it too
         self._workers: list[Worker] = []
         self._opened = False
         self._sync: SyncFacade | None = None
@@ -612,26 +612,10 @@ class Conveyor:
     def on(self, event: str, fn: Callable[..., Any]) -> Callable[[], None]:
         """Call ``fn(event, job, data)`` when this process sees ``event`` ("*" for all). A failing
         listener is logged and never disturbs a job. Returns a function that unsubscribes."""
-        self._listeners.setdefault(event, []).append(fn)
-        return lambda: self._listeners.get(event, []).remove(fn)
+        return self._listeners.on(event, fn)
 
     def _emit(self, event: str, job: Job, data: Any = None) -> None:
-        if isinstance(data, Outcome):
-            data = {"result": data.result, "error": data.error, "retry_in": data.retry_in}
-        for key in (event, "*"):
-            for fn in self._listeners.get(key, ()):
-                try:
-                    res = fn(event, job, data)
-                    if asyncio.iscoroutine(res):
-                        task = asyncio.ensure_future(res)
-                        task.add_done_callback(_log_listener_error)
-                except Exception:
-                    log.exception("listener %r for %r failed", fn, event)
-
-
-def _log_listener_error(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("async listener failed", exc_info=task.exception())
+        self._listeners.emit(event, job, data)
 
 
 def _job_from_new(nj: NewJob, now: float) -> Job:
