@@ -1,53 +1,24 @@
-"""`Conveyor`: the task registry and the producer API (enqueue, get, list, cancel, retry, wait,
-stats, events), written once against the `Backend` protocol."""
+"""`Conveyor`: the application object users see. A small facade over three parts: the task
+registry and queue configuration (`conveyor.catalog`), the producer API it inherits
+(`conveyor.producer`, with `conveyor.newjobs` and the spool hand-off) and the in-process
+listeners (`conveyor.listeners`); plus its lifecycle, the sync facade and embedded workers."""
 
 from __future__ import annotations
 
-import asyncio
-import builtins
-import logging
 import os
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from .backends import open_backend
-from .backends.base import (
-    EnqueueResult,
-    Event,
-    EventFilter,
-    EventRetention,
-    JobPage,
-    ListParams,
-    NewJob,
-    Outcome,
-    QueueStats,
-    Retention,
-    WorkerInfo,
-)
-from .batch import Batch
+from .backends.base import EventRetention, Retention
+from .catalog import Catalog, command_handler, declared_handler
 from .clock import Clock
 from .command import OUTPUT_LIMIT
-from .errors import (
-    JobCancelled,
-    JobFailed,
-    JobNotFound,
-    UnknownTask,
-    ValidationError,
-)
 from .forwarder import Spooler
-from .inputs import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    DEFAULT_MAX_PAYLOAD_DEPTH,
-    PayloadLimits,
-    brief,
-    validated_payload,
-)
-from .job import Job, JobState, Progress, new_id
-from .limits import Concurrency, RateLimit, as_concurrency, as_rate_limits, flow_of
-from .options import MAX_KEY_LEN, check_lookups, check_options, text_problem
+from .inputs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_PAYLOAD_DEPTH, PayloadLimits
+from .limits import Concurrency, RateLimit
+from .producer import Producer
 from .retry import Backoff
 from .sync import SyncFacade
 from .task import AnyPayload, Task, make_options
@@ -55,15 +26,10 @@ from .task import AnyPayload, Task, make_options
 if TYPE_CHECKING:
     from .worker.runtime import Worker
 
-log = logging.getLogger("conveyor")
 DEFAULT_URL = "sqlite:///conveyor.db"
-_ITEM_KEYS = frozenset(
-    {"task", "payload", "priority", "delay", "idempotency_key", "tenant", "max_attempts"}
-)
-EnqueueItem = tuple[str, dict[str, Any] | None] | dict[str, Any]
 
 
-class Conveyor:
+class Conveyor(Producer):
     """The application object: register tasks with ``@app.task``, enqueue jobs, run workers.
 
     Args:
@@ -90,22 +56,15 @@ class Conveyor:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH,
     ) -> None:
-        self.payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
+        payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
         if url is not None and not url:
             from .errors import ConfigurationError
 
             raise ConfigurationError("backend URL is empty: pass None for the default")
         self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
-        self.backend = open_backend(self.url, clock=clock)
-        self.tasks: dict[str, Task] = {}
-        self.default_retention = retention or Retention()
-        self.event_retention = event_retention or EventRetention()
-        self._retention: dict[str, Retention] = {}
-        self._queue_limits: dict[str, tuple[RateLimit | Concurrency, ...]] = {}
-        self._max_queued: dict[str, int] = {}  # backpressure, passed to the backend's checks
-        self._listeners: dict[str, list[Callable[..., Any]]] = {}
-        self._workers: list[Worker] = []
-        self._opened = False
+        catalog = Catalog(retention, event_retention)
+        super().__init__(open_backend(self.url, clock=clock), catalog, payload_limits)
+        self.tasks = catalog.tasks  # the same dict: what users and workers read
         self._sync: SyncFacade | None = None
         self._sync_lock = threading.Lock()
         self._spooler = Spooler(self, spool) if spool is not None else None
@@ -129,19 +88,8 @@ class Conveyor:
         def register(f: Callable[..., Any]) -> Task:
             # The function's own name: what users type (CLI, HTTP). Collisions are errors.
             task_name = name or f.__name__
-            from .errors import ConfigurationError
-
-            if task_name in self.tasks:
-                raise ConfigurationError(f"task {task_name!r} is already registered")
-            bad = text_problem(task_name)
-            if bad is not None or len(task_name) > MAX_KEY_LEN:
-                raise ConfigurationError(
-                    f"task name {task_name!r:.80} is invalid: "
-                    f"{bad or f'it is longer than {MAX_KEY_LEN} characters'}"
-                )
-            t = Task(self, f, task_name, opts)
-            self.tasks[task_name] = t
-            return t
+            self.catalog.check_name(task_name)
+            return self.catalog.add(Task(self, f, task_name, opts))
 
         return register(fn) if fn is not None else register
 
@@ -167,30 +115,14 @@ class Conveyor:
         stdout line, if JSON, is the result. Only the variables named in ``env`` (default
         PATH, HOME, LANG, LC_ALL, TZ, TMPDIR) reach it. Task options (queue, retries, timeout,
         rate_limit, ...) as for ``@app.task``. See `conveyor.command`."""
-        from .command import DEFAULT_ENV, CommandPayload, CommandSpec, run_command
+        from .command import DEFAULT_ENV, CommandPayload, CommandSpec
 
         spec = CommandSpec.parse(
             command, shell=shell, stdin=stdin, env=tuple(DEFAULT_ENV if env is None else env),
             extra_env=dict(extra_env or {}), cwd=cwd, output_limit=output_limit,
             kill_grace=kill_grace, memory_limit=memory_limit, cpu_limit=cpu_limit,
         )  # fmt: skip
-
-        timeout = options.get("timeout")
-
-        async def run(ctx: Any, payload: dict[str, Any]) -> Any:
-            if timeout is None or ctx.job.timeout is not None:
-                return await run_command(spec, ctx, payload)
-            # A job enqueued without this definition (``conveyor enqueue`` without --app)
-            # carries no timeout: the worker's definition still bounds it.
-            from .worker.executor import JobTimeout
-
-            try:
-                async with asyncio.timeout(timeout):
-                    return await run_command(spec, ctx, payload)
-            except TimeoutError:
-                raise JobTimeout(f"timed out after {timeout:g}s") from None
-
-        run.__name__ = name
+        run = command_handler(name, spec, options.get("timeout"))
         t = self.task(name=name, **options)(run)
         t.spec = CommandPayload(name, spec)  # type: ignore[assignment]
         t.command = spec  # type: ignore[attr-defined]
@@ -200,14 +132,7 @@ class Conveyor:
         """Declare a task defined elsewhere (another program, another language, or a worker
         started with ``--command``) so this app can enqueue it: any JSON object is accepted
         as its payload. A worker here does not run it: see `conveyor.registry.missing_handler`."""
-
-        async def undefined(ctx: Any, payload: dict[str, Any]) -> Any:
-            from .registry import missing_handler
-
-            raise await missing_handler(ctx._worker, ctx.job)
-
-        undefined.__name__ = name
-        t = self.task(name=name, queue=queue, **options)(undefined)
+        t = self.task(name=name, queue=queue, **options)(declared_handler(name))
         t.spec = AnyPayload(name)  # type: ignore[assignment]
         t.declared = True
         return t
@@ -232,45 +157,33 @@ class Conveyor:
         The backend checks it atomically with the insert. Never refused: a worker's retry of a
         job it ran, and an enqueue whose idempotency key matches an existing job (that job is
         returned)."""
-        if max_queued is not None and (
-            isinstance(max_queued, bool) or not isinstance(max_queued, int) or max_queued < 0
-        ):
-            from .errors import ConfigurationError
-
-            small = type(max_queued) is int and abs(max_queued) < 10**18  # never repr a huge value
-            shown = repr(max_queued) if small else type(max_queued).__name__
-            raise ConfigurationError(f"max_queued must be an integer >= 0 or None, got {shown}")
-        if max_queued is None:
-            self._max_queued.pop(name, None)
-        else:
-            self._max_queued[name] = max_queued
-        if retention is not None:
-            self._retention[name] = retention
-        limits = (*as_rate_limits(rate_limit, "queue"), *as_concurrency(concurrency, "queue"))
-        if limits or name in self._queue_limits:
-            self._queue_limits[name] = limits
-        for t in self.tasks.values():
-            if t.options.queue == name:
-                t._forget_rules()
+        self.catalog.configure_queue(
+            name,
+            retention=retention,
+            rate_limit=rate_limit,
+            concurrency=concurrency,
+            max_queued=max_queued,
+        )
 
     def queue_limits(self, queue: str) -> tuple[RateLimit | Concurrency, ...]:
-        return self._queue_limits.get(queue, ())
+        return self.catalog.queue_limits(queue)
 
     def retention_for(self, queue: str) -> Retention:
-        return self._retention.get(queue, self.default_retention)
+        return self.catalog.retention_for(queue)
 
     def queues(self) -> list[str]:
         """The queues of the registered tasks, in registration order."""
-        return list(dict.fromkeys(t.options.queue for t in self.tasks.values()))
+        return self.catalog.queues()
+
+    @property
+    def default_retention(self) -> Retention:
+        return self.catalog.default_retention
+
+    @property
+    def event_retention(self) -> EventRetention:
+        return self.catalog.event_retention
 
     # -- lifecycle ------------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        """Open the backend (done automatically by the first call that needs it)."""
-        if self._opened:
-            return
-        await self.backend.open()  # idempotent and safe to race
-        self._opened = True
 
     async def close(self) -> None:
         for w in list(self._workers):
@@ -307,395 +220,12 @@ class Conveyor:
 
         return Worker(self, **options)
 
-    def _attach_worker(self, w: Worker) -> None:
-        self._workers.append(w)
-
-    def _detach_worker(self, w: Worker) -> None:
-        if w in self._workers:
-            self._workers.remove(w)
-
-    # -- producing ------------------------------------------------------------------------------
-
-    def _task(self, task: str | Task) -> Task:
-        if isinstance(task, Task):
-            return task
-        if not isinstance(task, str):  # before the lookup: a list or dict is not hashable
-            raise ValidationError(
-                f"task must be a task name, got {type(task).__name__}", field="task"
-            )
-        t = self.tasks.get(task)
-        if t is None:
-            raise UnknownTask(task, list(self.tasks))
-        return t
-
-    _options = staticmethod(check_options)
-
-    def _new_job(
-        self,
-        t: Task,
-        payload: dict[str, Any] | None,
-        prio: int | None,
-        delay: float,
-        idempotency_key: str | None,
-        tenant: str | None,
-        max_attempts: int | None,
-        batch: str | None,
-    ) -> NewJob:
-        o = t.options
-        clean, text = validated_payload(t.spec, payload, self.payload_limits, t.name)
-        nj = NewJob(
-            new_id(), o.queue, t.name, text,
-            o.priority if prio is None else prio,
-            o.max_attempts if max_attempts is None else max_attempts,
-            o.max_stalls, o.timeout, o.lease, delay, tenant, batch, None, None, idempotency_key,
-        )  # fmt: skip
-        rules = t.rules
-        if rules:
-            nj.gates = rules.gates(clean, tenant)
-            nj.flow = flow_of(nj.gates)
-        return nj
-
-    async def enqueue(
-        self,
-        task: str | Task,
-        payload: dict[str, Any] | None = None,
-        *,
-        priority: int | str | None = None,
-        delay: float | timedelta | datetime | None = None,
-        idempotency_key: str | None = None,
-        tenant: str | None = None,
-        max_attempts: int | None = None,
-    ) -> Job:
-        """Validate and store one job. With an ``idempotency_key`` this tenant (or, without
-        ``tenant``, a tenant-less job) already used in the task's queue, that job is returned and
-        nothing new is stored."""
-        t = self._task(task)
-        prio, secs = self._options(
-            priority, delay, idempotency_key, tenant, max_attempts, time.time()
-        )
-        nj = self._new_job(t, payload, prio, secs, idempotency_key, tenant, max_attempts, None)
-        res, spooled = await self._store([nj], None)
-        self._wake_workers()
-        if not res.created[0]:
-            return await self.get(res.ids[0])
-        job = _job_from_new(nj, res.now)
-        job.spooled = spooled
-        if self._listeners:
-            self._emit("enqueued", job)
-        return job
-
-    async def enqueue_many(
-        self,
-        items: Iterable[EnqueueItem],
-        *,
-        priority: int | str | None = None,
-        delay: float | timedelta | datetime | None = None,
-        tenant: str | None = None,
-    ) -> Batch:
-        """Store many jobs atomically (all or none) in one round trip; returns a `Batch` handle.
-
-        Each item is ``(task, payload)`` or a dict with ``task``, ``payload`` and optionally
-        ``priority``, ``delay``, ``idempotency_key``, ``tenant``, ``max_attempts``.
-        """
-        now = time.time()
-        batch_id = new_id()
-        prio, secs = self._options(priority, delay, None, tenant, None, now)
-        jobs: list[NewJob] = []
-        tasks: dict[Any, Task] = {}
-        new_job = self._new_job
-        try:
-            numbered = enumerate(items)
-        except TypeError:
-            raise ValidationError(
-                f"items must be an iterable of (task, payload) or dicts, got {type(items).__name__}",
-                field="items",
-            ) from None
-        for i, item in numbered:
-            try:
-                if type(item) is tuple:
-                    name, payload = item
-                    t = tasks.get(name) if type(name) is str else None  # a list is not hashable
-                    if t is None:
-                        t = self._task(name)
-                        if type(name) is str:
-                            tasks[name] = t
-                    jobs.append(new_job(t, payload, prio, secs, None, tenant, None, batch_id))
-                elif isinstance(item, dict):
-                    jobs.append(self._item_job(item, prio, secs, tenant, batch_id, now))
-                else:
-                    raise ValidationError(
-                        f"expected (task, payload) or a dict, got {type(item).__name__}"
-                    )
-            except ValidationError as exc:
-                field = f"items[{i}].{exc.field}" if exc.field else f"items[{i}]"
-                raise ValidationError(f"items[{i}]: {exc}", field=field) from None
-            except (TypeError, ValueError) as exc:
-                raise ValidationError(
-                    f"items[{i}]: expected (task, payload) or a dict: {str(exc)[:200]}",
-                    field=f"items[{i}]",
-                ) from None
-        if not jobs:
-            await self.open()
-        res, spooled = await self._store(jobs, batch_id) if jobs else (None, False)
-        self._wake_workers()
-        ids = res.ids if res else []
-        batch = Batch(self, batch_id, ids, res.created if res else [])
-        batch.spooled = spooled
-        return batch
-
-    async def _store(self, jobs: list[NewJob], group: str | None) -> tuple[EnqueueResult, bool]:
-        """Store jobs in the backend, or in the spool (then True) when it is unreachable."""
-        limits = self._max_queued or None
-        if self._spooler is not None:
-            return await self._spooler.store(jobs, group, limits)
-        await self.open()
-        return await self.backend.enqueue_jobs(jobs, max_queued=limits), False
-
-    def _item_job(
-        self, item: dict[str, Any], prio: int | None, secs: float, tenant: str | None,
-        batch: str, now: float,
-    ) -> NewJob:  # fmt: skip
-        unknown = [k for k in item if k not in _ITEM_KEYS]
-        if unknown:
-            key = unknown[0]
-            raise ValidationError(
-                f"item has unknown key {brief(key)}",
-                field=key if isinstance(key, str) and len(key) <= 64 else None,
-            )
-        if "task" not in item:
-            raise ValidationError("item has no 'task'", field="task")
-        t = self._task(item["task"])
-        key = item.get("idempotency_key")
-        ten = item.get("tenant", tenant)
-        attempts = item.get("max_attempts")
-        if any(
-            k in item for k in ("priority", "delay", "idempotency_key", "tenant", "max_attempts")
-        ):
-            p, d = self._options(item.get("priority"), item.get("delay"), key, ten, attempts, now)
-            prio = prio if "priority" not in item else p
-            secs = secs if "delay" not in item else d
-        return self._new_job(t, item.get("payload"), prio, secs, key, ten, attempts, batch)
-
-    def _wake_workers(self) -> None:
-        for w in tuple(self._workers):  # a copy: producers may run in other threads (app.sync)
-            w.notify_work()
-
-    # -- reading and steering jobs ----------------------------------------------------------------
-
-    async def get(self, job_id: str, *, tenant: str | None = None) -> Job:
-        """The job with this id; raises JobNotFound (also, when ``tenant`` is given, for
-        another tenant's job: a tenant cannot tell it from a job that does not exist). With a
-        spool, a job still waiting there is returned from it, ``spooled=True``."""
-        check_lookups(job_id=job_id, tenant=tenant)
-        if self._spooler is not None:
-            return await self._spooler.get(job_id, tenant)
-        await self.open()
-        job = await self.backend.get_job(job_id, tenant=tenant)
-        if job is None:
-            raise JobNotFound(job_id)
-        return job
-
-    async def list(
-        self,
-        *,
-        status: JobState | str | None = None,
-        queue: str | None = None,
-        task: str | None = None,
-        batch: str | None = None,
-        tenant: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> JobPage:
-        """Jobs newest first; pass ``page.next_cursor`` as ``cursor`` for the next page."""
-        st: JobState | None = None
-        if status is not None:
-            try:
-                st = JobState(status)
-            except ValueError:
-                states = ", ".join(s.value for s in JobState)
-                raise ValidationError(
-                    f"unknown status {brief(status)}: use one of {states}", field="status"
-                ) from None
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ValidationError(
-                f"limit must be an integer 1-1000, got {brief(limit)}", field="limit"
-            )
-        check_lookups(queue=queue, task=task, batch=batch, tenant=tenant, cursor=cursor)
-        await self.open()
-        return await self.backend.list_jobs(
-            ListParams(st, queue, task, batch, tenant, limit, cursor)
-        )
-
-    async def cancel(self, job_id: str, *, tenant: str | None = None) -> Job:
-        """Cancel a pending or active job (an active async handler is cancelled where it awaits;
-        a sync one sees ``ctx.cancelled``). Idempotent. Raises JobNotFound (also for another
-        tenant's job when ``tenant`` is given) / JobStateError."""
-        check_lookups(job_id=job_id, tenant=tenant)
-        await self.open()
-        job = await self.backend.cancel_job(job_id, tenant=tenant)
-        for w in tuple(self._workers):
-            w.notify_cancelled(job_id)
-        if self._listeners:
-            self._emit("cancelled", job)
-        return job
-
-    async def retry(self, job_id: str, *, tenant: str | None = None) -> Job:
-        """Requeue a failed or cancelled job with fresh attempts. Raises JobNotFound (also for
-        another tenant's job when ``tenant`` is given) / JobStateError, or `QueueFull` when its
-        queue's ``max_queued`` is reached (it adds a waiting job, like an enqueue)."""
-        check_lookups(job_id=job_id, tenant=tenant)
-        await self.open()
-        job = await self.backend.retry_job(
-            job_id, tenant=tenant, max_queued=self._max_queued or None
-        )
-        self._wake_workers()
-        return job
-
-    async def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 0.2) -> Any:
-        """Wait for a job to end; return its result, or raise JobFailed / JobCancelled /
-        TimeoutError (after ``timeout`` seconds)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        interval = 0.002
-        while True:
-            job = await self.get(job_id)
-            if job.status is JobState.COMPLETED:
-                return job.result
-            if job.status is JobState.FAILED:
-                raise JobFailed(job_id, job.error)
-            if job.status is JobState.CANCELLED:
-                raise JobCancelled(job_id)
-            if deadline is not None and loop.time() >= deadline:
-                raise TimeoutError(f"job {job_id!r} still {job.status.value} after {timeout}s")
-            sleep = (
-                interval if deadline is None else min(interval, max(0.0, deadline - loop.time()))
-            )
-            await asyncio.sleep(sleep)
-            interval = min(poll, interval * 2)
-
-    async def batch(self, batch_id: str) -> Batch:
-        """A handle on an existing batch."""
-        check_lookups(batch_id=batch_id)
-        await self.open()
-        return Batch(self, batch_id, [], [])
-
-    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
-        """Per queue: counts by state, live workers and their concurrency, run time, rate, and
-        backpressure (``max_queued``, ``full``)."""
-        await self.open()
-        wanted = list(queues) if queues else None
-        out = await self.backend.stats(wanted)
-        if wanted is None:
-            for q in self.queues():
-                if q not in out:
-                    out.update(await self.backend.stats([q]))
-        for q, st in out.items():  # this app's own setting is the one its producers enforce
-            if q in self._max_queued:
-                st.max_queued = self._max_queued[q]
-        if self._spooler is not None:
-            await self._spooler.add_depth(out)
-        return dict(sorted(out.items()))
-
-    async def workers(self) -> builtins.list[WorkerInfo]:
-        """The live workers of this backend (any process, any host), by id: who and where they
-        are, what they serve and run, what they have done. A worker that crashed drops out
-        when its heartbeat expires (``WorkerInfo.ttl``)."""
-        await self.open()
-        return await self.backend.list_workers()
-
-    async def cleanup(
-        self,
-        older_than: float | timedelta = 0.0,
-        states: Sequence[JobState | str] = (
-            JobState.COMPLETED,
-            JobState.FAILED,
-            JobState.CANCELLED,
-        ),
-    ) -> int:
-        """Delete finished jobs that ended more than ``older_than`` ago. Returns the count."""
-        secs = (
-            older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
-        )
-        if not secs >= 0 or secs == float("inf"):  # also refuses NaN
-            raise ValidationError(
-                f"older_than must be a finite number >= 0, got {secs}", field="older_than"
-            )
-        try:
-            sts = [JobState(s) for s in states]
-        except ValueError as exc:
-            raise ValidationError(str(exc), field="states") from None
-        bad = [s.value for s in sts if not s.is_final]
-        if bad:
-            raise ValidationError(f"cleanup only removes finished jobs, not {bad}", field="states")
-        await self.open()
-        return await self.backend.cleanup(secs, sts)
-
-    async def events(
-        self, since: str | None = None, *, follow: bool = True, poll: float = 0.1,
-        queue: str | None = None, tenant: str | None = None, job_id: str | None = None,
-    ) -> AsyncIterator[Event]:  # fmt: skip
-        """Events from the durable log committed after the cursor ``since``, across all
-        processes, each exactly once, oldest first (on Redis: per queue in commit order, queues
-        merged by time). ``since``: an event's ``cursor`` to resume after it, ``"oldest"``
-        for everything the log still holds, ``"0"`` for everything ever logged (reporting
-        what retention deleted), None for only new events. With
-        ``follow`` it keeps waiting for more. ``queue``, ``tenant`` and ``job_id`` filter
-        without reading the whole log; resume a filtered read with the same filters.
-
-        Raises `EventsTrimmed` when retention deleted events after ``since`` before they were
-        read; its ``resume`` cursor continues past the gap."""
-        if since is not None and not isinstance(since, str):
-            raise ValidationError("since must be an event cursor (a string)", field="since")
-        await self.open()
-        where = EventFilter(queue, tenant, job_id)
-        cursor = await self.backend.last_event_cursor() if since is None else since
-        while True:
-            page = await self.backend.read_events(cursor, 1000, where if where else None)
-            for ev in page.events:
-                yield ev
-            cursor = page.cursor
-            if not page.more:
-                if not follow:
-                    return
-                await asyncio.sleep(poll)
-
     # -- in-process listeners ---------------------------------------------------------------------
 
     def on(self, event: str, fn: Callable[..., Any]) -> Callable[[], None]:
         """Call ``fn(event, job, data)`` when this process sees ``event`` ("*" for all). A failing
         listener is logged and never disturbs a job. Returns a function that unsubscribes."""
-        self._listeners.setdefault(event, []).append(fn)
-        return lambda: self._listeners.get(event, []).remove(fn)
-
-    def _emit(self, event: str, job: Job, data: Any = None) -> None:
-        if isinstance(data, Outcome):
-            data = {"result": data.result, "error": data.error, "retry_in": data.retry_in}
-        for key in (event, "*"):
-            for fn in self._listeners.get(key, ()):
-                try:
-                    res = fn(event, job, data)
-                    if asyncio.iscoroutine(res):
-                        task = asyncio.ensure_future(res)
-                        task.add_done_callback(_log_listener_error)
-                except Exception:
-                    log.exception("listener %r for %r failed", fn, event)
-
-
-def _log_listener_error(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("async listener failed", exc_info=task.exception())
-
-
-def _job_from_new(nj: NewJob, now: float) -> Job:
-    from .serializers import loads
-
-    scheduled = now + nj.delay if nj.delay > 0 else None
-    return Job(
-        nj.id, nj.queue, nj.task, loads(nj.payload), nj.priority,
-        JobState.SCHEDULED if scheduled else JobState.QUEUED, 0, nj.max_attempts, 0, nj.max_stalls,
-        nj.timeout, nj.lease, Progress(), None, None, nj.tenant, nj.batch, nj.workflow, nj.parent,
-        nj.idempotency_key, now, scheduled,
-    )  # fmt: skip
+        return self._listeners.on(event, fn)
 
 
 __all__ = ["Backoff", "Conveyor", "Retention"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .job import FINAL_STATES
 
 if TYPE_CHECKING:
-    from .app import Conveyor
+    from .producer import Producer
 
 _FINAL = {s.value for s in FINAL_STATES}
 
@@ -36,7 +36,7 @@ class Batch:
     """Jobs enqueued by one `enqueue_many` call. ``ids`` lists them in input order (the existing
     job's id where an idempotency key matched)."""
 
-    def __init__(self, app: Conveyor, id: str, ids: list[str], created: list[bool]) -> None:
+    def __init__(self, app: Producer, id: str, ids: list[str], created: list[bool]) -> None:
         self.app = app
         self.id = id
         self.ids = ids

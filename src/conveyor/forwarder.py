@@ -36,7 +36,7 @@ from .outage import Outage
 from .spool import Spool
 
 if TYPE_CHECKING:
-    from .app import Conveyor
+    from .producer import Producer
 
 log = logging.getLogger("conveyor.spool")
 CHUNK = 500
@@ -49,7 +49,7 @@ STOP_TIMEOUT = 5.0
 class Spooler:
     """The producer's side of a spool and its forwarder (one per app)."""
 
-    def __init__(self, app: Conveyor, url: str) -> None:
+    def __init__(self, app: Producer, url: str) -> None:
         self.app = app
         self.spool = Spool(url)
         self._task: asyncio.Task[None] | None = None

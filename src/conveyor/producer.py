@@ -1,0 +1,334 @@
+"""`Producer`: the producer API of an app (enqueue, enqueue_many, get, list, cancel, retry,
+wait, batch, stats, workers, cleanup, events), written once against the `Backend` protocol.
+
+It reads the app's `Catalog` (tasks, ``max_queued``) and hands jobs the backend cannot take to
+the spool when the app has one (`conveyor.forwarder`). `Conveyor` is a `Producer` with a task
+registry, a lifecycle and workers; the HTTP API and the CLI call the same methods."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .backends.base import (
+    Backend,
+    EnqueueResult,
+    Event,
+    EventFilter,
+    JobPage,
+    ListParams,
+    NewJob,
+    QueueStats,
+    WorkerInfo,
+)
+from .batch import Batch
+from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError
+from .inputs import PayloadLimits, brief
+from .job import Job, JobState, new_id
+from .listeners import Listeners
+from .newjobs import EnqueueItem, JobBuilder, job_from_new
+from .options import check_lookups, check_options
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .forwarder import Spooler
+    from .task import Task
+    from .worker.runtime import Worker
+
+
+class Producer:
+    """Enqueue jobs and read and steer them, on ``backend``, for the tasks of ``catalog``.
+
+    Opens the backend on the first call that needs it. Wakes the workers attached to it (same
+    process) when it stores jobs, and tells them of a cancel. ``_listeners`` see ``enqueued``
+    and ``cancelled``.
+    """
+
+    def __init__(self, backend: Backend, catalog: Catalog, payload_limits: PayloadLimits) -> None:
+        self.backend = backend
+        self.catalog = catalog
+        self._builder = JobBuilder(catalog, payload_limits)
+        self._listeners = Listeners()  # the worker emits through it too
+        self._workers: list[Worker] = []
+        self._opened = False
+        self._spooler: Spooler | None = None
+
+    @property
+    def payload_limits(self) -> PayloadLimits:
+        """The largest and deepest payload accepted (`conveyor.inputs.PayloadLimits`)."""
+        return self._builder.limits
+
+    @payload_limits.setter
+    def payload_limits(self, limits: PayloadLimits) -> None:
+        self._builder.limits = limits
+
+    async def open(self) -> None:
+        """Open the backend (done automatically by the first call that needs it)."""
+        if self._opened:
+            return
+        await self.backend.open()  # idempotent and safe to race
+        self._opened = True
+
+    def _attach_worker(self, w: Worker) -> None:
+        self._workers.append(w)
+
+    def _detach_worker(self, w: Worker) -> None:
+        if w in self._workers:
+            self._workers.remove(w)
+
+    def _wake_workers(self) -> None:
+        for w in tuple(self._workers):  # a copy: producers may run in other threads (app.sync)
+            w.notify_work()
+
+    def _emit(self, event: str, job: Job, data: Any = None) -> None:
+        self._listeners.emit(event, job, data)
+
+    # -- producing ------------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        task: str | Task,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: int | str | None = None,
+        delay: float | timedelta | datetime | None = None,
+        idempotency_key: str | None = None,
+        tenant: str | None = None,
+        max_attempts: int | None = None,
+    ) -> Job:
+        """Validate and store one job. With an ``idempotency_key`` this tenant (or, without
+        ``tenant``, a tenant-less job) already used in the task's queue, that job is returned and
+        nothing new is stored."""
+        t = self.catalog.lookup(task)
+        prio, secs = check_options(
+            priority, delay, idempotency_key, tenant, max_attempts, time.time()
+        )
+        nj = self._builder.new_job(
+            t, payload, prio, secs, idempotency_key, tenant, max_attempts, None
+        )
+        res, spooled = await self._store([nj], None)
+        self._wake_workers()
+        if not res.created[0]:
+            return await self.get(res.ids[0])
+        job = job_from_new(nj, res.now)
+        job.spooled = spooled
+        if self._listeners:
+            self._emit("enqueued", job)
+        return job
+
+    async def enqueue_many(
+        self,
+        items: Iterable[EnqueueItem],
+        *,
+        priority: int | str | None = None,
+        delay: float | timedelta | datetime | None = None,
+        tenant: str | None = None,
+    ) -> Batch:
+        """Store many jobs atomically (all or none) in one round trip; returns a `Batch` handle.
+
+        Each item is ``(task, payload)`` or a dict with ``task``, ``payload`` and optionally
+        ``priority``, ``delay``, ``idempotency_key``, ``tenant``, ``max_attempts``.
+        """
+        now = time.time()
+        batch_id = new_id()
+        prio, secs = check_options(priority, delay, None, tenant, None, now)
+        jobs = self._builder.many(items, prio, secs, tenant, batch_id, now)
+        if not jobs:
+            await self.open()
+        res, spooled = await self._store(jobs, batch_id) if jobs else (None, False)
+        self._wake_workers()
+        ids = res.ids if res else []
+        batch = Batch(self, batch_id, ids, res.created if res else [])
+        batch.spooled = spooled
+        return batch
+
+    async def _store(self, jobs: list[NewJob], group: str | None) -> tuple[EnqueueResult, bool]:
+        """Store jobs in the backend, or in the spool (then True) when it is unreachable."""
+        limits = self.catalog.max_queued or None
+        if self._spooler is not None:
+            return await self._spooler.store(jobs, group, limits)
+        await self.open()
+        return await self.backend.enqueue_jobs(jobs, max_queued=limits), False
+
+    # -- reading and steering jobs ----------------------------------------------------------------
+
+    async def get(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """The job with this id; raises JobNotFound (also, when ``tenant`` is given, for
+        another tenant's job: a tenant cannot tell it from a job that does not exist). With a
+        spool, a job still waiting there is returned from it, ``spooled=True``."""
+        check_lookups(job_id=job_id, tenant=tenant)
+        if self._spooler is not None:
+            return await self._spooler.get(job_id, tenant)
+        await self.open()
+        job = await self.backend.get_job(job_id, tenant=tenant)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list(
+        self,
+        *,
+        status: JobState | str | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        batch: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Jobs newest first; pass ``page.next_cursor`` as ``cursor`` for the next page."""
+        st: JobState | None = None
+        if status is not None:
+            try:
+                st = JobState(status)
+            except ValueError:
+                states = ", ".join(s.value for s in JobState)
+                raise ValidationError(
+                    f"unknown status {brief(status)}: use one of {states}", field="status"
+                ) from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValidationError(
+                f"limit must be an integer 1-1000, got {brief(limit)}", field="limit"
+            )
+        check_lookups(queue=queue, task=task, batch=batch, tenant=tenant, cursor=cursor)
+        await self.open()
+        return await self.backend.list_jobs(
+            ListParams(st, queue, task, batch, tenant, limit, cursor)
+        )
+
+    async def cancel(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """Cancel a pending or active job (an active async handler is cancelled where it awaits;
+        a sync one sees ``ctx.cancelled``). Idempotent. Raises JobNotFound (also for another
+        tenant's job when ``tenant`` is given) / JobStateError."""
+        check_lookups(job_id=job_id, tenant=tenant)
+        await self.open()
+        job = await self.backend.cancel_job(job_id, tenant=tenant)
+        for w in tuple(self._workers):
+            w.notify_cancelled(job_id)
+        if self._listeners:
+            self._emit("cancelled", job)
+        return job
+
+    async def retry(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """Requeue a failed or cancelled job with fresh attempts. Raises JobNotFound (also for
+        another tenant's job when ``tenant`` is given) / JobStateError, or `QueueFull` when its
+        queue's ``max_queued`` is reached (it adds a waiting job, like an enqueue)."""
+        check_lookups(job_id=job_id, tenant=tenant)
+        await self.open()
+        job = await self.backend.retry_job(
+            job_id, tenant=tenant, max_queued=self.catalog.max_queued or None
+        )
+        self._wake_workers()
+        return job
+
+    async def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 0.2) -> Any:
+        """Wait for a job to end; return its result, or raise JobFailed / JobCancelled /
+        TimeoutError (after ``timeout`` seconds)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        interval = 0.002
+        while True:
+            job = await self.get(job_id)
+            if job.status is JobState.COMPLETED:
+                return job.result
+            if job.status is JobState.FAILED:
+                raise JobFailed(job_id, job.error)
+            if job.status is JobState.CANCELLED:
+                raise JobCancelled(job_id)
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"job {job_id!r} still {job.status.value} after {timeout}s")
+            sleep = (
+                interval if deadline is None else min(interval, max(0.0, deadline - loop.time()))
+            )
+            await asyncio.sleep(sleep)
+            interval = min(poll, interval * 2)
+
+    async def batch(self, batch_id: str) -> Batch:
+        """A handle on an existing batch."""
+        check_lookups(batch_id=batch_id)
+        await self.open()
+        return Batch(self, batch_id, [], [])
+
+    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
+        """Per queue: counts by state, live workers and their concurrency, run time, rate, and
+        backpressure (``max_queued``, ``full``)."""
+        await self.open()
+        wanted = list(queues) if queues else None
+        out = await self.backend.stats(wanted)
+        if wanted is None:
+            for q in self.catalog.queues():
+                if q not in out:
+                    out.update(await self.backend.stats([q]))
+        for q, st in out.items():  # this app's own setting is the one its producers enforce
+            if q in self.catalog.max_queued:
+                st.max_queued = self.catalog.max_queued[q]
+        if self._spooler is not None:
+            await self._spooler.add_depth(out)
+        return dict(sorted(out.items()))
+
+    async def workers(self) -> builtins.list[WorkerInfo]:
+        """The live workers of this backend (any process, any host), by id: who and where they
+        are, what they serve and run, what they have done. A worker that crashed drops out
+        when its heartbeat expires (``WorkerInfo.ttl``)."""
+        await self.open()
+        return await self.backend.list_workers()
+
+    async def cleanup(
+        self,
+        older_than: float | timedelta = 0.0,
+        states: Sequence[JobState | str] = (
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+        ),
+    ) -> int:
+        """Delete finished jobs that ended more than ``older_than`` ago. Returns the count."""
+        secs = (
+            older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
+        )
+        if not secs >= 0 or secs == float("inf"):  # also refuses NaN
+            raise ValidationError(
+                f"older_than must be a finite number >= 0, got {secs}", field="older_than"
+            )
+        try:
+            sts = [JobState(s) for s in states]
+        except ValueError as exc:
+            raise ValidationError(str(exc), field="states") from None
+        bad = [s.value for s in sts if not s.is_final]
+        if bad:
+            raise ValidationError(f"cleanup only removes finished jobs, not {bad}", field="states")
+        await self.open()
+        return await self.backend.cleanup(secs, sts)
+
+    async def events(
+        self, since: str | None = None, *, follow: bool = True, poll: float = 0.1,
+        queue: str | None = None, tenant: str | None = None, job_id: str | None = None,
+    ) -> AsyncIterator[Event]:  # fmt: skip
+        """Events from the durable log committed after the cursor ``since``, across all
+        processes, each exactly once, oldest first (on Redis: per queue in commit order, queues
+        merged by time). ``since``: an event's ``cursor`` to resume after it, ``"oldest"``
+        for everything the log still holds, ``"0"`` for everything ever logged (reporting
+        what retention deleted), None for only new events. With
+        ``follow`` it keeps waiting for more. ``queue``, ``tenant`` and ``job_id`` filter
+        without reading the whole log; resume a filtered read with the same filters.
+
+        Raises `EventsTrimmed` when retention deleted events after ``since`` before they were
+        read; its ``resume`` cursor continues past the gap."""
+        if since is not None and not isinstance(since, str):
+            raise ValidationError("since must be an event cursor (a string)", field="since")
+        await self.open()
+        where = EventFilter(queue, tenant, job_id)
+        cursor = await self.backend.last_event_cursor() if since is None else since
+        while True:
+            page = await self.backend.read_events(cursor, 1000, where if where else None)
+            for ev in page.events:
+                yield ev
+            cursor = page.cursor
+            if not page.more:
+                if not follow:
+                    return
+                await asyncio.sleep(poll)
