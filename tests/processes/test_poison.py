@@ -66,8 +66,8 @@ async def test_a_poison_job_fails_alone_and_every_other_job_completes(
     runs = _lines(log)
     assert [int(x[2]) for x in runs if x[0] == "poison"] == [0, 1, 2]
     assert counts == {"completed": 200}
-    # and the claimed job carried its stalls: some innocent job died once beside the poison
-    # and ran again knowing it, never twice
+    # and the claimed job carried its stalls: some innocent job died beside the poison and ran
+    # again knowing it (alone at its last chance, stalls 2, and completed)
     stalls = Counter(int(x[2]) for x in runs if x[0] == "work")
-    assert stalls[1] >= 1
-    assert set(stalls) <= {0, 1}
+    assert stalls[1] + stalls[2] >= 1
+    assert set(stalls) <= {0, 1, 2}

@@ -32,7 +32,7 @@ from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
 from .services import Services, bounded
 from .slots import Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
-from .suspects import Suspects
+from .suspects import Suspects, is_suspect
 
 if TYPE_CHECKING:
     from ..app import Conveyor
@@ -339,7 +339,7 @@ class Worker:
         if job.lease < self.min_lease:
             self.min_lease = job.lease
             self._services.check_leases_soon()  # renew before this shorter lease runs out
-        if job.stalls:
+        if job.stalls and is_suspect(job):
             self._suspects.hold(r)  # it runs alone, not in a lane's turn
         elif self._lanes.admit(r, not self._stopping):
             r.task = loop.create_task(self._execute(r))
