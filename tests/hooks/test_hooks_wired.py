@@ -117,3 +117,27 @@ async def test_app_on_is_a_hook_and_enqueue_many_calls_before_enqueue_once(
     ]
     # And the app.on listener got the single enqueue's event
     assert seen == [one.id]
+
+
+async def test_a_worker_runs_on_its_narrow_env_without_the_app(sqlite_app: Conveyor) -> None:
+    # Given a worker built from a backend, a catalog and a hook bus of its own (no Conveyor)
+    from conveyor.hooks import HookBus
+    from conveyor.worker.env import WorkerEnv
+
+    calls: list[tuple[Any, ...]] = []
+
+    @sqlite_app.task
+    async def inc(n: int) -> int:
+        return n + 1
+
+    await sqlite_app.open()
+    env = WorkerEnv(sqlite_app.backend, sqlite_app.catalog, HookBus([Recorder("env", calls)]))
+    w = Worker(env, concurrency=1)
+    assert w.app is None
+    # When a job is enqueued through the app and run by that worker
+    async with w:
+        job = await inc.enqueue(n=1)
+        assert await sqlite_app.wait(job.id, timeout=10) == 2
+    # Then the worker's own bus saw the attempt, and the app's (empty) bus did not matter
+    assert ("env", "after_outcome", job.id, OutcomeKind.COMPLETED) in calls
+    assert not sqlite_app.hooks
