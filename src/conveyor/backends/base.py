@@ -133,6 +133,7 @@ class NewJob:
     # gates' rules, which the backend stores (upserts) with the job.
     flow: str | None = None
     gates: Sequence[Gate] = ()
+    meta: str | None = None  # the job's meta, JSON-encoded (`conveyor.meta`); None: none
 
 
 @dataclass(slots=True)
@@ -168,6 +169,11 @@ class OutcomeKind(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # final failure
     RETRY = "retry"  # failed attempt; rescheduled after ``retry_in``
+    # Only what `Hooks.after_outcome` sees, never sent to the backend: the attempt ended because
+    # its job was cancelled or its lease lost (CANCELLED), or it was handed back uncharged at
+    # shutdown (RELEASED).
+    CANCELLED = "cancelled"
+    RELEASED = "released"
 
 
 @dataclass(slots=True)
@@ -181,6 +187,8 @@ class Outcome:
     result: Any = None
     error: dict[str, Any] | None = None
     retry_in: float = 0.0
+    # What the attempt reported through ``ctx.cost``: unit -> amount (None: nothing).
+    cost: dict[str, float] | None = None
 
 
 @dataclass(slots=True)
@@ -217,6 +225,9 @@ class QueueStats:
     # Backpressure: the queue's max_queued (None: unlimited), as the app configures it or, for
     # a reader without that app, as the last producer that enforced one recorded it.
     max_queued: int | None = None
+    # Admin-only (never part of an end-user view): what ``ctx.cost`` reported, summed per task
+    # and unit since the store was created ({task: {unit: total}}); retention does not lower it.
+    cost: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:
