@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,12 @@ class HookBus:
         self.start: tuple[Any, ...] = ()
         self.stop: tuple[Any, ...] = ()
         self.event: tuple[Any, ...] = ()
+        # Ids whose enqueue call has not returned yet, with the events held for them: a worker
+        # of this process may start (even finish) a job before its producer's call returns,
+        # and ``enqueued`` must still come first. Producers and workers may be on different
+        # threads (app.sync): the lock guards the held lists.
+        self._opening: dict[str, list[tuple[str, Job, Any]]] = {}
+        self._opening_lock = threading.Lock()
         for h in hooks:
             self.add(h)
 
@@ -246,11 +253,32 @@ class HookBus:
 
     # -- events -----------------------------------------------------------------------------------
 
+    def enqueuing(self, job_id: str) -> None:
+        """An enqueue of ``job_id`` is about to be sent: hold its events until `enqueued`."""
+        with self._opening_lock:
+            self._opening[job_id] = []
+
+    def enqueued(self, job_id: str, job: Job | None) -> None:
+        """The enqueue of ``job_id`` returned: emit ``enqueued`` (``job``; None when nothing
+        was created or the call failed), then the events held meanwhile, in their order."""
+        with self._opening_lock:
+            held = self._opening.pop(job_id, [])
+        if job is not None:
+            self.emit("enqueued", job)
+        for event, j, data in held:
+            self.emit(event, j, data)
+
     def emit(self, event: str, job: Job, data: Any = None) -> None:
         """Hand an event to every ``on_event`` hook (callers check ``bus.event`` first, so an
         event nobody hears costs nothing to build)."""
         from .backends.base import Outcome
 
+        if self._opening and event != "enqueued":
+            with self._opening_lock:
+                held = self._opening.get(job.id)
+                if held is not None:
+                    held.append((event, job, data))
+                    return
         if isinstance(data, Outcome):
             data = {"result": data.result, "error": data.error, "retry_in": data.retry_in}
         for h in self.event:

@@ -138,15 +138,27 @@ class Producer:
             nj.meta = encoded_meta(meta)
         if self.bus.enqueue:
             self._before_enqueue([nj])
-        res, spooled = await self._store([nj], None)
-        self._wake_workers()
-        if not res.created[0]:
-            return await self.get(res.ids[0])
-        job = job_from_new(nj, res.now)
-        job.spooled = spooled
-        if self.bus.event:
-            self.bus.emit("enqueued", job)
-        return job
+        if not self.bus.event:
+            res, spooled = await self._store([nj], None)
+            self._wake_workers()
+            if not res.created[0]:
+                return await self.get(res.ids[0])
+            job = job_from_new(nj, res.now)
+            job.spooled = spooled
+            return job
+        # With event hooks: a worker of this process may start the job before this call
+        # returns; the bus holds its events until ``enqueued`` is emitted.
+        job = None
+        self.bus.enqueuing(nj.id)
+        try:
+            res, spooled = await self._store([nj], None)
+            self._wake_workers()
+            if res.created[0]:
+                job = job_from_new(nj, res.now)
+                job.spooled = spooled
+        finally:
+            self.bus.enqueued(nj.id, job)
+        return job if job is not None else await self.get(res.ids[0])
 
     async def enqueue_many(
         self,
