@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 from rich.console import Console
 
-from . import __version__
+from . import __version__, logs
 from .app import DEFAULT_URL, Conveyor
 from .errors import ConfigurationError, ConveyorError, JobNotFound, QueueFull, ValidationError
 from .job import Job
@@ -170,7 +170,10 @@ def _console() -> Console:
 
 
 def _say(message: str) -> None:
-    click.echo(message, err=True)
+    if logs.structured():  # `conveyor worker --log-format json`: every line on stderr is JSON
+        logs.say(message)
+    else:
+        click.echo(message, err=True)
 
 
 def _redact(url: str) -> str:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from ..backends.base import Listener, Outcome, OutcomeKind, WorkerInfo
 from ..errors import ConfigurationError
 from ..job import Job, new_id
+from ..logs import current_job
 from ..registry import missing_handler
 from .context import Context
 from .executor import outcome_for_error, outcome_for_result, run_handler
@@ -356,6 +357,7 @@ class Worker:
     async def _execute(self, r: Held) -> None:
         job = r.job
         app = self.app
+        current_job.set(job)  # this task's own context: its log records name the job (logs.py)
         task = app.tasks.get(job.task)
         if app._listeners:
             app._emit("started", job)
