@@ -33,15 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import ConfigurationError
+from .hooks import Hooks
 from .logs import MAX_EXCEPTION, MAX_MESSAGE, truncate
-
-try:  # the protocol's no-op base; its import stays cheap without OpenTelemetry installed
-    from .hooks import Hooks
-except ImportError:  # pragma: no cover - until the hooks bus is merged
-
-    class Hooks:  # type: ignore[no-redef]
-        """Placeholder for `conveyor.hooks.Hooks`."""
-
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context as OtelContext
