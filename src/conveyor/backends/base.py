@@ -225,6 +225,9 @@ class QueueStats:
     # Backpressure: the queue's max_queued (None: unlimited), as the app configures it or, for
     # a reader without that app, as the last producer that enforced one recorded it.
     max_queued: int | None = None
+    # Admin-only (never part of an end-user view): what ``ctx.cost`` reported, summed per task
+    # and unit since the store was created ({task: {unit: total}}); retention does not lower it.
+    cost: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:

@@ -395,6 +395,8 @@ class Worker:
                             outcome.error and outcome.error["message"])  # fmt: skip
         if r.lost or r.released:
             return self._forget(r)
+        if r.ctx._cost:
+            outcome.cost = r.ctx._cost
         del self.running[r.key]
         self._slot_freed(r)
         self.processed += 1

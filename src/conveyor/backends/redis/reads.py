@@ -182,6 +182,9 @@ async def stats(b: RedisBackend, queues: Sequence[str] | None = None) -> dict[st
                     secs += float(value)
         st.throughput_per_s = done / STATS_WINDOW
         st.avg_run_seconds = secs / done if done else None
+        for field, value in (await client.hgetall(b.key(q, "cost"))).items():
+            task, unit = orjson.loads(field)  # cost.lua: [task, unit] -> total (admin-only)
+            st.cost.setdefault(task, {})[unit] = float(value)
         out[q] = st
     return out
 
