@@ -160,10 +160,13 @@ class OpenTelemetryHook(Hooks):
         """The creation context stored in a job's ``meta``, or None."""
         if not meta:
             return None
-        if self._propagator is not None:
-            ctx = self._propagator.extract(meta)
-        else:
-            ctx = self._propagate.extract(meta)
+        try:
+            if self._propagator is not None:
+                ctx = self._propagator.extract(meta)
+            else:
+                ctx = self._propagate.extract(meta)
+        except Exception:  # e.g. a producer's {"traceparent": 5}: the propagators expect strings
+            return None
         if not self._trace.get_current_span(ctx).get_span_context().is_valid:
             return None
         return ctx

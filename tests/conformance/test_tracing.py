@@ -3,6 +3,7 @@ conventions, their parent and links across attempts, and failures, on every back
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 
@@ -181,3 +182,27 @@ async def test_a_permanent_failure_and_an_untraced_job(
     assert span.status.status_code is StatusCode.ERROR
     assert (span.attributes or {})["error.type"] == "conveyor.errors.Permanent"
     assert span.kind is SpanKind.CONSUMER
+
+
+async def test_a_sync_callers_span_is_the_parent_of_its_enqueue(
+    app: Conveyor, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    # Given a traced app and sync code (a Flask view, say) inside a span of its own
+    provider, exporter = spans
+    app.add_hook(OpenTelemetryHook(provider))
+    tracer = provider.get_tracer("test")
+
+    @app.task()
+    async def noop() -> None:
+        return None
+
+    def view() -> tuple[str, int]:
+        with tracer.start_as_current_span("view") as span:
+            return app.sync.enqueue("noop").id, span.get_span_context().span_id
+
+    # When it enqueues through app.sync (the facade's own loop, in another thread)
+    job_id, view_span = await asyncio.to_thread(view)
+    # Then the send span is still a child of the caller's span
+    (send,) = named(exporter, "send default")
+    assert send.parent is not None and send.parent.span_id == view_span
+    assert (await app.get(job_id)).meta["traceparent"] == traceparent(send)

@@ -135,6 +135,14 @@ async def test_a_malformed_traceparent_gives_a_root_span_without_links(
     assert span.parent is None and not span.links
 
 
+async def test_a_traceparent_that_is_not_a_string_gives_a_root_span(
+    hook: OpenTelemetryHook, exporter: InMemorySpanExporter
+) -> None:
+    await attempt(hook, job({"traceparent": 5, "baggage": ["x"]}), KeyError("k"))
+    span = only(exporter)
+    assert span.parent is None and not span.links
+
+
 def test_error_type_is_the_qualified_class_name() -> None:
     assert error_type(ValueError()) == "ValueError"
     assert error_type(ConfigurationError("x")) == "conveyor.errors.ConfigurationError"
