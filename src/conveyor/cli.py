@@ -222,9 +222,7 @@ def _progress_text(job: Job) -> str:
 @click.pass_context
 def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> None:
     """conveyor: a Python job queue."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(log_level)  # plain; `worker --log-format json` configures it again
     given = ctx.get_parameter_source("url") is click.core.ParameterSource.COMMANDLINE
     ctx.obj = {"url": url, "app_spec": app_spec, "cli_url": url if given else None}
 

@@ -32,6 +32,7 @@ PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 current_job: ContextVar[Job | None] = ContextVar("conveyor_current_job", default=None)
 _FIELDS = ("job_id", "task", "queue", "attempt")
 _structured = False
+_HANDLER = "conveyor-cli"  # the name of the handler `configure` installs
 
 
 def truncate(text: str, bound: int) -> str:
@@ -109,18 +110,20 @@ class PlainFormatter(logging.Formatter):
 
 
 def configure(level: str | int, fmt: LogFormat = "plain", stream: IO[str] | None = None) -> None:
-    """Route every record to one handler on ``stream`` (stderr) in format ``fmt``, replacing
-    the root logger's handlers; the job fields are added to each record (`JobFields`)."""
+    """Route every record to one handler on ``stream`` (stderr) in format ``fmt``, on the root
+    logger, in place of the one an earlier call installed (other handlers stay: an app's own,
+    a test runner's); the job fields are added to each record (`JobFields`)."""
     global _structured
     if fmt not in FORMATS:
         from .errors import ConfigurationError
 
         raise ConfigurationError(f"unknown log format {fmt!r}: use one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.set_name(_HANDLER)
     handler.addFilter(JobFields())
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER]:
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)
