@@ -34,7 +34,7 @@ class _Limiter:
         self._burst = burst
 
     async def __aenter__(self) -> None:
-        backend = self._ctx._worker.app.backend
+        backend = self._ctx._worker.backend
         wait = await backend.reserve_rate(self._name, self._interval, self._burst)
         if wait > 0:
             await asyncio.sleep(wait)
@@ -149,14 +149,14 @@ class Context:
 
     async def _report(self, data: dict[str, Any]) -> None:
         worker, job = self._worker, self.job
-        app = worker.app
-        if await app.backend.set_progress(job.id, job.token, worker.id, data):
+        if await worker.backend.set_progress(job.id, job.token, worker.id, data):
             job.progress.percent = data["percent"]
             job.progress.message = data["message"]
             job.progress.stage = data["stage"]
             job.progress.meta = data["meta"]
-            if app.bus.event:
-                app.bus.emit("progress", job, data)
+            bus = worker.bus
+            if bus.event:
+                bus.emit("progress", job, data)
 
     def _set_cancelled(self) -> None:
         self._cancelled = True

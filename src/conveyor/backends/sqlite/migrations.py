@@ -89,5 +89,5 @@ def migrate_6_to_7(conn: sqlite3.Connection) -> None:
         if col not in cols:
             conn.execute(f"ALTER TABLE jobs ADD COLUMN {col} TEXT")
     for stmt in _statements(_schema()):
-        if stmt.startswith("CREATE TABLE IF NOT EXISTS costs"):
+        if "CREATE TABLE IF NOT EXISTS costs (" in stmt:  # it may start with its comment
             conn.execute(stmt)

@@ -34,9 +34,11 @@ CREATE TABLE IF NOT EXISTS jobs (
   lease_expires_at REAL,
   worker           TEXT,
   flow             TEXT,  -- flow control: JSON array of the gate names the job must pass
-  token            INTEGER NOT NULL DEFAULT 0,  -- claim token: +1 per claim, never lowered
-  meta             TEXT,  -- the job's meta (JSON object), NULL when none
-  cost             TEXT   -- admin-only: {unit: total} reported by ctx.cost over its attempts
+  -- token: the claim token, +1 per claim, never lowered. meta: the job's meta (a JSON object;
+  -- NULL: none). cost: admin-only, {unit: total} that ctx.cost reported over its attempts.
+  token            INTEGER NOT NULL DEFAULT 0,
+  meta             TEXT,
+  cost             TEXT
 );
 -- The claim path: ready unlimited jobs of a queue, highest priority first, then FIFO. O(log n).
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)
