@@ -32,6 +32,8 @@ PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 current_job: ContextVar[Job | None] = ContextVar("conveyor_current_job", default=None)
 _FIELDS = ("job_id", "task", "queue", "attempt")
 _structured = False
+#: True once a `JobFields` exists: only then does the worker set `current_job` for each attempt.
+wanted = False
 _HANDLER = "conveyor-cli"  # the name of the handler `configure` installs
 
 
@@ -47,7 +49,13 @@ def truncate(text: str, bound: int) -> str:
 
 class JobFields(logging.Filter):
     """Adds ``job_id``, ``task``, ``queue`` and ``attempt`` to every record: the job the
-    emitting task or handler thread runs, or None for each outside a job. Never drops a record."""
+    emitting task or handler thread runs, or None for each outside a job. Never drops a record.
+    Making one turns the worker's `current_job` on (a process without one does not set it)."""
+
+    def __init__(self, name: str = "") -> None:
+        global wanted
+        super().__init__(name)
+        wanted = True
 
     def filter(self, record: logging.LogRecord) -> bool:
         job = current_job.get()

@@ -22,10 +22,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from .. import logs
 from ..backends.base import Listener, Outcome, OutcomeKind, WorkerInfo
 from ..errors import ConfigurationError
 from ..job import Job, new_id
-from ..logs import current_job
 from ..registry import missing_handler
 from .context import Context
 from .env import WorkerEnv, on_loop
@@ -306,7 +306,8 @@ class Worker:
     async def _execute(self, r: Held) -> None:
         job = r.job
         bus = self.bus
-        current_job.set(job)  # this task's own context: its log records name the job (logs.py)
+        if logs.wanted:  # this task's own context: its log records name the job (logs.py)
+            logs.current_job.set(job)
         task = self.tasks.get(job.task)
         if bus.event:
             bus.emit("started", job)
