@@ -40,6 +40,10 @@ def make_app(url: str | None = None) -> Conveyor:
     """The bench app: its tasks on the ``default`` queue, with fixed names so that producer
     and worker processes agree."""
     app = Conveyor(url or URL)
+    if os.environ.get("BENCH_OTEL"):  # tracing overhead (bench/tracing.py)
+        from bench.tracing import hook
+
+        app.add_hook(hook())
 
     @app.task(name="noop")
     async def noop() -> None:

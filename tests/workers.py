@@ -29,12 +29,14 @@ from tests.guards import report_problem
 ROOT = Path(__file__).resolve().parents[1]
 
 # A log line at ERROR or CRITICAL in the formats of `conveyor worker` ("<time> ERROR name: msg")
-# and of tests/acceptance/worker_main.py ("<time> <pid> name ERROR msg"), or asyncio's own
+# and of tests/acceptance/worker_main.py ("<time> <pid> name ERROR msg"), a JSON record of
+# `conveyor worker --log-format json` at those levels, or asyncio's own
 # report of a task nobody awaited.
 _ERROR_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d [\d:,.]+ (?:\d+ \S+ )?(?:ERROR|CRITICAL)\b|Task exception was never retrieved"
+    r'|^\{"ts":"[^"]*","level":"(?:ERROR|CRITICAL)"'  # --log-format json
 )
-_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ ")
+_LOG_LINE = re.compile(r'^\d{4}-\d\d-\d\d [\d:,.]+ |^\{"ts":')
 
 
 def subprocess_env(*, path: Iterable[str | Path] = (), **extra: str) -> dict[str, str]:

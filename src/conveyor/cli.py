@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 from rich.console import Console
 
-from . import __version__
+from . import __version__, logs
 from .app import DEFAULT_URL, Conveyor
 from .errors import ConfigurationError, ConveyorError, JobNotFound, QueueFull, ValidationError
 from .job import Job
@@ -170,7 +170,10 @@ def _console() -> Console:
 
 
 def _say(message: str) -> None:
-    click.echo(message, err=True)
+    if logs.structured():  # `conveyor worker --log-format json`: every line on stderr is JSON
+        logs.say(message)
+    else:
+        click.echo(message, err=True)
 
 
 def _redact(url: str) -> str:
@@ -219,9 +222,7 @@ def _progress_text(job: Job) -> str:
 @click.pass_context
 def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> None:
     """conveyor: a Python job queue."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(log_level)  # plain; `worker --log-format json` configures it again
     given = ctx.get_parameter_source("url") is click.core.ParameterSource.COMMANDLINE
     ctx.obj = {"url": url, "app_spec": app_spec, "cli_url": url if given else None}
 

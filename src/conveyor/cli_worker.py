@@ -14,6 +14,7 @@ import time
 
 import click
 
+from . import logs
 from .app import Conveyor
 from .cli import (
     LOG_LEVELS,
@@ -102,18 +103,24 @@ def _check_queues(queues: list[str] | dict[str, int | None], app: Conveyor) -> N
               help="Seconds active jobs get to finish after SIGTERM/SIGINT.")  # fmt: skip
 @click.option("--name", default=None, help="Worker id [default: host-pid-random].")
 @click.option("--log-level", type=LOG_LEVELS, default=None, help="Overrides the global one.")
+@click.option("--log-format", type=click.Choice(logs.FORMATS), default="plain", show_default=True,
+              envvar="CONVEYOR_LOG_FORMAT",
+              help="json: one JSON object per line on stderr (ts, level, logger, message, and "
+                   "job_id, task, queue, attempt for the records of a job); plain: text lines "
+                   "with [job=... task=... queue=... attempt=...] appended. Also "
+                   "$CONVEYOR_LOG_FORMAT.")  # fmt: skip
 @click.pass_context
 def worker(ctx: click.Context, app_spec: str | None, commands: tuple[str, ...],
            command_queue: str, command_timeout: float | None, command_retries: int,
            command_env: tuple[str, ...], concurrency: int, queues: str | None,
-           shutdown_grace: float, name: str | None, log_level: str | None) -> None:  # fmt: skip
+           shutdown_grace: float, name: str | None, log_level: str | None,
+           log_format: logs.LogFormat) -> None:  # fmt: skip
     """Run a worker for APP (module:attribute) and/or --command programs until SIGTERM/SIGINT.
 
     The first signal stops claiming, lets active jobs finish within --shutdown-grace and returns
     the rest to the queue (no attempt charged), then exits 0. A second signal skips the grace.
     """
-    if log_level:
-        logging.getLogger().setLevel(log_level.upper())
+    logs.configure(log_level or logging.getLogger().level, log_format)
     spec = None if queues is None else parse_queues(queues)
     app_spec = app_spec or ctx.obj["app_spec"]
     if not app_spec and not commands:

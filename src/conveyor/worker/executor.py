@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import traceback
 from concurrent.futures import Executor
@@ -76,12 +77,15 @@ async def run_handler(task: Task, job: Job, ctx: Context, pool: Executor) -> Any
     )
     loop = asyncio.get_running_loop()
     started: asyncio.Future[None] = loop.create_future()
+    # run_in_executor does not carry contextvars into the thread: the handler's log records
+    # would not name their job (logs.current_job), nor its spans have the attempt's as parent.
+    context = contextvars.copy_context()
 
     def in_thread() -> Any:
         # The timeout counts from here, not from the submission: a job never times out while
         # it waits for a thread.
         loop.call_soon_threadsafe(_set_done, started)
-        return call()
+        return context.run(call)
 
     fut = loop.run_in_executor(pool, in_thread)
     if job.timeout is None:

@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from .. import logs
 from ..backends.base import Listener, Outcome, OutcomeKind, WorkerInfo
 from ..errors import ConfigurationError
 from ..job import Job, new_id
@@ -305,6 +306,8 @@ class Worker:
     async def _execute(self, r: Held) -> None:
         job = r.job
         bus = self.bus
+        if logs.wanted:  # this task's own context: its log records name the job (logs.py)
+            logs.current_job.set(job)
         task = self.tasks.get(job.task)
         if bus.event:
             bus.emit("started", job)
