@@ -3,7 +3,7 @@
 A queue's ``max_queued`` is checked inside its enqueue script (`includes/backpressure.lua`),
 atomically with the insert. A call spanning several queues cannot be one script (a queue is one
 Cluster slot), so when any of its queues is limited it takes two steps: `admit.lua` reserves
-room in every limited queue (one pipeline); if one refuses, the reservations made are dropped
+room in every limited queue (one queue after the other, in name order); if one refuses, the reservations made are dropped
 and `QueueFull` is raised with nothing stored; otherwise the enqueue scripts run with the
 reservation's token, which they consume instead of checking again, so a producer racing in
 between cannot make them refuse. A reservation left by a producer that died between the steps
@@ -61,22 +61,22 @@ async def _admit(
     """Step one of a multi-queue call: reserve room in every limited queue, or none. Returns
     the token per queue that holds a reservation."""
     token = new_id()
-    limited = [q for q in by_queue if q in limits]
-    calls = [
-        ("admit", q, [token, limits[q], RESERVATION_TTL,
-                      orjson.dumps([(jobs[i].tenant, jobs[i].idempotency_key)
-                                    for i in by_queue[q]]).decode()])
-        for q in limited
-    ]  # fmt: skip
-    results = await b._pipeline(calls)
-    held = [q for q, r in zip(limited, results, strict=True) if isinstance(r, int) and r > 0]
-    failed = [(q, r) for q, r in zip(limited, results, strict=True) if not isinstance(r, int)]
-    if failed:
-        if held:  # best effort: an unreleased reservation expires by itself
-            with contextlib.suppress(Exception):
-                await b._pipeline([("admit", q, [token, "release", 0, "[]"]) for q in held])
-        queue, res = failed[0]
-        _raise(res, queue)
+    held: list[str] = []
+    # One queue after the other, in name order, not one pipeline: a call refused by a queue
+    # then holds no room in the queues after it. All at once, racing calls each held room in
+    # one queue that made another refuse them in the next, and fewer calls were stored than
+    # the limits allow (10 racing two-queue calls against a limit of 3 stored 1).
+    for q in sorted(q for q in by_queue if q in limits):
+        keys = [(jobs[i].tenant, jobs[i].idempotency_key) for i in by_queue[q]]
+        args = [token, limits[q], RESERVATION_TTL, orjson.dumps(keys).decode()]
+        (res,) = await b._pipeline([("admit", q, args)])
+        if not isinstance(res, int):
+            if held:  # best effort: an unreleased reservation expires by itself
+                with contextlib.suppress(Exception):
+                    await b._pipeline([("admit", h, [token, "release", 0, "[]"]) for h in held])
+            _raise(res, q)
+        if res > 0:
+            held.append(q)
     return {q: token for q in held}
 
 
