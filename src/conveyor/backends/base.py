@@ -217,6 +217,10 @@ class QueueStats:
     # Backpressure: the queue's max_queued (None: unlimited), as the app configures it or, for
     # a reader without that app, as the last producer that enforced one recorded it.
     max_queued: int | None = None
+    # Backlog age: seconds since the queue's next job to claim (the head of its line, the best
+    # of unlimited jobs and claimable flows) became ready (due time, else enqueue time), on the
+    # backend's clock; None when nothing is queued. With one priority that is the oldest job.
+    oldest_seconds: float | None = None
 
     @property
     def waiting(self) -> int:
@@ -242,6 +246,7 @@ class QueueStats:
             "spooled": self.spooled,
             "max_queued": self.max_queued,
             "full": self.full,
+            "oldest_seconds": self.oldest_seconds,
         }
 
 

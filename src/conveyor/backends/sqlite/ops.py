@@ -169,7 +169,7 @@ def _stored_ids(conn: sqlite3.Connection, ids: list[str]) -> set[int]:
 
 def promote_due(conn: sqlite3.Connection, now: float) -> None:
     rows = conn.execute(
-        "UPDATE jobs SET status = 'queued', scheduled_for = NULL "
+        "UPDATE jobs SET status = 'queued' "  # scheduled_for stays: when it became ready
         "WHERE status = 'scheduled' AND scheduled_for <= ? RETURNING queue, flow",
         (now,),
     ).fetchall()
