@@ -3,7 +3,7 @@ the due time a claimed job carries (``Job.scheduled_for``, the start of its wait
 
 from __future__ import annotations
 
-from conveyor import Conveyor, Context, JobState
+from conveyor import Context, Conveyor, JobState
 from tests.conftest import eventually
 
 
@@ -41,9 +41,7 @@ async def test_a_delayed_job_waits_from_its_due_time(app: Conveyor) -> None:
         job = await app.enqueue("rec", {}, delay=0.2)
         assert job.scheduled_for is not None
         await eventually(lambda: seen, what="the delayed job to run")
-        done = await eventually(
-            lambda: _completed(app, job.id), what="the delayed job to complete"
-        )
+        done = await eventually(lambda: _completed(app, job.id), what="the delayed job to complete")
     # Then the claimed job carried its due time (its wait starts there, not at enqueue), and
     # the stored job keeps it
     assert seen == [job.scheduled_for]
