@@ -1,7 +1,15 @@
 """conveyor: a Python job queue, embedded on SQLite by default."""
 
 from .app import Conveyor
-from .backends.base import Event, EventRetention, EventType, QueueStats, Retention
+from .backends.base import (
+    Event,
+    EventRetention,
+    EventType,
+    Outcome,
+    OutcomeKind,
+    QueueStats,
+    Retention,
+)
 from .batch import Batch, BatchStatus
 from .errors import (
     BackendCorrupt,
@@ -21,6 +29,7 @@ from .errors import (
     UnknownTask,
     ValidationError,
 )
+from .hooks import Enqueuing, Hooks
 from .job import Job, JobState, Progress
 from .limits import CircuitBreaker, Concurrency, RateLimit
 from .retry import Backoff
@@ -44,16 +53,20 @@ __all__ = [
     "Context",
     "Conveyor",
     "ConveyorError",
+    "Enqueuing",
     "Event",
     "EventRetention",
     "EventType",
     "EventsTrimmed",
+    "Hooks",
     "Job",
     "JobCancelled",
     "JobFailed",
     "JobNotFound",
     "JobState",
     "JobStateError",
+    "Outcome",
+    "OutcomeKind",
     "Permanent",
     "Progress",
     "QueueFull",

@@ -1,7 +1,7 @@
 """`Conveyor`: the application object users see. A small facade over three parts: the task
 registry and queue configuration (`conveyor.catalog`), the producer API it inherits
 (`conveyor.producer`, with `conveyor.newjobs` and the spool hand-off) and the in-process
-listeners (`conveyor.listeners`); plus its lifecycle, the sync facade and embedded workers."""
+hooks (`conveyor.hooks`, with ``app.on`` listeners on it); plus its lifecycle, the sync facade and embedded workers."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from .catalog import Catalog, command_handler, declared_handler
 from .clock import Clock
 from .command import OUTPUT_LIMIT
 from .forwarder import Spooler
+from .hooks import HookBus, Hooks
 from .inputs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_PAYLOAD_DEPTH, PayloadLimits
 from .limits import Concurrency, RateLimit
 from .producer import Producer
@@ -43,6 +44,8 @@ class Conveyor(Producer):
         max_payload_bytes: the largest payload accepted, as JSON (default 1 MiB).
         max_payload_depth: the deepest nesting accepted in a payload (default 64 levels).
             See `conveyor.inputs.PayloadLimits` for why these defaults.
+        hooks: `conveyor.Hooks` run by this app's producers and workers, first registered
+            outermost (see `conveyor.hooks`); more with `add_hook`.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class Conveyor(Producer):
         spool: str | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH,
+        hooks: Sequence[Hooks] = (),
     ) -> None:
         payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
         if url is not None and not url:
@@ -63,7 +67,8 @@ class Conveyor(Producer):
             raise ConfigurationError("backend URL is empty: pass None for the default")
         self.url = url or os.environ.get("CONVEYOR_URL") or DEFAULT_URL
         catalog = Catalog(retention, event_retention)
-        super().__init__(open_backend(self.url, clock=clock), catalog, payload_limits)
+        bus = HookBus(hooks)
+        super().__init__(open_backend(self.url, clock=clock), catalog, payload_limits, bus)
         self.tasks = catalog.tasks  # the same dict: what users and workers read
         self._sync: SyncFacade | None = None
         self._sync_lock = threading.Lock()
@@ -220,12 +225,22 @@ class Conveyor(Producer):
 
         return Worker(self, **options)
 
-    # -- in-process listeners ---------------------------------------------------------------------
+    # -- hooks and in-process listeners -----------------------------------------------------------
+
+    @property
+    def hooks(self) -> list[Hooks]:
+        """The registered hooks, in order (add with `add_hook`)."""
+        return self.bus.hooks
+
+    def add_hook(self, hook: Hooks) -> None:
+        """Register a hook after the others (its ``around_execute`` runs inside theirs). Workers
+        already running see it from their next job."""
+        self.bus.add(hook)
 
     def on(self, event: str, fn: Callable[..., Any]) -> Callable[[], None]:
         """Call ``fn(event, job, data)`` when this process sees ``event`` ("*" for all). A failing
         listener is logged and never disturbs a job. Returns a function that unsubscribes."""
-        return self._listeners.on(event, fn)
+        return self.bus.listeners.on(event, fn)
 
 
 __all__ = ["Backoff", "Conveyor", "Retention"]

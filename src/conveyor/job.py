@@ -206,6 +206,10 @@ class Job:
     # True while the job waits in this producer's local spool (the backend was unreachable):
     # a forwarder stores it, with this id, when the backend is back (see `conveyor.spool`).
     spooled: bool = False
+    # Small JSON object of cross-cutting context (trace context...): `conveyor.meta`.
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Admin-only: what the attempts reported through ``ctx.cost``, unit -> total.
+    cost: dict[str, float] | None = None
 
     @property
     def eta(self) -> float | None:

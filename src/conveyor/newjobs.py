@@ -14,6 +14,7 @@ from .errors import ValidationError
 from .inputs import PayloadLimits, brief, validated_payload
 from .job import Job, JobState, Progress, new_id
 from .limits import flow_of
+from .meta import decoded_meta, encoded_meta
 from .options import check_options
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from .task import Task
 
 _ITEM_KEYS = frozenset(
-    {"task", "payload", "priority", "delay", "idempotency_key", "tenant", "max_attempts"}
+    {"task", "payload", "priority", "delay", "idempotency_key", "tenant", "max_attempts", "meta"}
 )
 EnqueueItem = tuple[str, dict[str, Any] | None] | dict[str, Any]
 
@@ -130,7 +131,10 @@ class JobBuilder:
             p, d = check_options(item.get("priority"), item.get("delay"), key, ten, attempts, now)
             prio = prio if "priority" not in item else p
             secs = secs if "delay" not in item else d
-        return self.new_job(t, item.get("payload"), prio, secs, key, ten, attempts, batch)
+        nj = self.new_job(t, item.get("payload"), prio, secs, key, ten, attempts, batch)
+        if "meta" in item:
+            nj.meta = encoded_meta(item["meta"])
+        return nj
 
 
 def job_from_new(nj: NewJob, now: float) -> Job:
@@ -142,5 +146,5 @@ def job_from_new(nj: NewJob, now: float) -> Job:
         nj.id, nj.queue, nj.task, loads(nj.payload), nj.priority,
         JobState.SCHEDULED if scheduled else JobState.QUEUED, 0, nj.max_attempts, 0, nj.max_stalls,
         nj.timeout, nj.lease, Progress(), None, None, nj.tenant, nj.batch, nj.workflow, nj.parent,
-        nj.idempotency_key, now, scheduled,
+        nj.idempotency_key, now, scheduled, meta=decoded_meta(nj.meta),
     )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -27,11 +28,14 @@ from .backends.base import (
 )
 from .batch import Batch
 from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError
+from .hooks import Enqueuing, HookBus
 from .inputs import PayloadLimits, brief
 from .job import Job, JobState, new_id
-from .listeners import Listeners
+from .meta import decoded_meta, encoded_meta
 from .newjobs import EnqueueItem, JobBuilder, job_from_new
 from .options import check_lookups, check_options
+
+log = logging.getLogger("conveyor")
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -44,15 +48,21 @@ class Producer:
     """Enqueue jobs and read and steer them, on ``backend``, for the tasks of ``catalog``.
 
     Opens the backend on the first call that needs it. Wakes the workers attached to it (same
-    process) when it stores jobs, and tells them of a cancel. ``_listeners`` see ``enqueued``
-    and ``cancelled``.
+    process) when it stores jobs, and tells them of a cancel. The hooks bus (``bus``) sees
+    ``before_enqueue`` and the ``enqueued`` and ``cancelled`` events.
     """
 
-    def __init__(self, backend: Backend, catalog: Catalog, payload_limits: PayloadLimits) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        catalog: Catalog,
+        payload_limits: PayloadLimits,
+        bus: HookBus | None = None,
+    ) -> None:
         self.backend = backend
         self.catalog = catalog
         self._builder = JobBuilder(catalog, payload_limits)
-        self._listeners = Listeners()  # the worker emits through it too
+        self.bus = bus if bus is not None else HookBus()  # the worker's hooks too
         self._workers: list[Worker] = []
         self._opened = False
         self._spooler: Spooler | None = None
@@ -84,8 +94,20 @@ class Producer:
         for w in tuple(self._workers):  # a copy: producers may run in other threads (app.sync)
             w.notify_work()
 
-    def _emit(self, event: str, job: Job, data: Any = None) -> None:
-        self._listeners.emit(event, job, data)
+    def _before_enqueue(self, jobs: list[NewJob]) -> None:
+        """Show the jobs to the ``before_enqueue`` hooks and store the meta they set."""
+        seen = [
+            Enqueuing(nj.id, nj.queue, nj.task, nj.tenant, nj.batch, nj.priority, nj.delay,
+                      decoded_meta(nj.meta))
+            for nj in jobs
+        ]  # fmt: skip
+        self.bus.before_enqueue(seen)
+        for i, (nj, e) in enumerate(zip(jobs, seen, strict=True)):
+            try:
+                nj.meta = encoded_meta(e.meta)
+            except ValidationError as exc:  # a hook's bad meta: the job goes without it
+                log.error("hooks set a meta that cannot be stored on jobs[%d] (%s): %s; "
+                          "stored without it", i, nj.task, exc)  # fmt: skip
 
     # -- producing ------------------------------------------------------------------------------
 
@@ -99,10 +121,12 @@ class Producer:
         idempotency_key: str | None = None,
         tenant: str | None = None,
         max_attempts: int | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Job:
         """Validate and store one job. With an ``idempotency_key`` this tenant (or, without
         ``tenant``, a tenant-less job) already used in the task's queue, that job is returned and
-        nothing new is stored."""
+        nothing new is stored. ``meta``: a small JSON object stored with the job and returned
+        on `Job.meta` (context such as a trace id; not passed to the handler)."""
         t = self.catalog.lookup(task)
         prio, secs = check_options(
             priority, delay, idempotency_key, tenant, max_attempts, time.time()
@@ -110,14 +134,18 @@ class Producer:
         nj = self._builder.new_job(
             t, payload, prio, secs, idempotency_key, tenant, max_attempts, None
         )
+        if meta is not None:
+            nj.meta = encoded_meta(meta)
+        if self.bus.enqueue:
+            self._before_enqueue([nj])
         res, spooled = await self._store([nj], None)
         self._wake_workers()
         if not res.created[0]:
             return await self.get(res.ids[0])
         job = job_from_new(nj, res.now)
         job.spooled = spooled
-        if self._listeners:
-            self._emit("enqueued", job)
+        if self.bus.event:
+            self.bus.emit("enqueued", job)
         return job
 
     async def enqueue_many(
@@ -131,12 +159,14 @@ class Producer:
         """Store many jobs atomically (all or none) in one round trip; returns a `Batch` handle.
 
         Each item is ``(task, payload)`` or a dict with ``task``, ``payload`` and optionally
-        ``priority``, ``delay``, ``idempotency_key``, ``tenant``, ``max_attempts``.
+        ``priority``, ``delay``, ``idempotency_key``, ``tenant``, ``max_attempts``, ``meta``.
         """
         now = time.time()
         batch_id = new_id()
         prio, secs = check_options(priority, delay, None, tenant, None, now)
         jobs = self._builder.many(items, prio, secs, tenant, batch_id, now)
+        if jobs and self.bus.enqueue:
+            self._before_enqueue(jobs)
         if not jobs:
             await self.open()
         res, spooled = await self._store(jobs, batch_id) if jobs else (None, False)
@@ -209,8 +239,8 @@ class Producer:
         job = await self.backend.cancel_job(job_id, tenant=tenant)
         for w in tuple(self._workers):
             w.notify_cancelled(job_id)
-        if self._listeners:
-            self._emit("cancelled", job)
+        if self.bus.event:
+            self.bus.emit("cancelled", job)
         return job
 
     async def retry(self, job_id: str, *, tenant: str | None = None) -> Job:

@@ -133,6 +133,7 @@ class NewJob:
     # gates' rules, which the backend stores (upserts) with the job.
     flow: str | None = None
     gates: Sequence[Gate] = ()
+    meta: str | None = None  # the job's meta, JSON-encoded (`conveyor.meta`); None: none
 
 
 @dataclass(slots=True)
@@ -168,6 +169,11 @@ class OutcomeKind(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # final failure
     RETRY = "retry"  # failed attempt; rescheduled after ``retry_in``
+    # Only what `Hooks.after_outcome` sees, never sent to the backend: the attempt ended because
+    # its job was cancelled or its lease lost (CANCELLED), or it was handed back uncharged at
+    # shutdown (RELEASED).
+    CANCELLED = "cancelled"
+    RELEASED = "released"
 
 
 @dataclass(slots=True)
@@ -181,6 +187,8 @@ class Outcome:
     result: Any = None
     error: dict[str, Any] | None = None
     retry_in: float = 0.0
+    # What the attempt reported through ``ctx.cost``: unit -> amount (None: nothing).
+    cost: dict[str, float] | None = None
 
 
 @dataclass(slots=True)

@@ -125,8 +125,8 @@ class Context:
             job.progress.message = data["message"]
             job.progress.stage = data["stage"]
             job.progress.meta = data["meta"]
-            if app._listeners:
-                app._emit("progress", job, data)
+            if app.bus.event:
+                app.bus.emit("progress", job, data)
 
     def _set_cancelled(self) -> None:
         self._cancelled = True

@@ -79,6 +79,8 @@ class Worker:
         if poll_interval <= 0:
             raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval}")
         self.app = app
+        self.bus = app.bus
+        self.tasks = app.tasks
         names, self.slots = parse_queue_spec(queues) if queues else (app.queues(), {})
         self.queues = names
         if not self.queues:
@@ -127,6 +129,8 @@ class Worker:
         await self.app.backend.worker_heartbeat(self.info())
         self._pump_task = asyncio.create_task(self._pump(), name=f"conveyor-pump-{self.id}")
         self._services.start()
+        if self.bus.start:
+            self.bus.worker_started(self)
         log.info("worker %s started: queues=%s slots=%s concurrency=%d capacity=%d", self.id,
                  self.queues, self.slots, self.concurrency, self.capacity)  # fmt: skip
 
@@ -158,6 +162,8 @@ class Worker:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._stopped.set()
             log.info("worker %s stopped after %d jobs", self.id, self.processed)
+            if self.bus.stop:
+                self.bus.worker_stopped(self)
 
     async def _wind_down(self, deadline: float) -> None:
         if self._pump_task is not None and not await bounded(self._pump_task):
@@ -355,14 +361,19 @@ class Worker:
 
     async def _execute(self, r: Held) -> None:
         job = r.job
-        app = self.app
-        task = app.tasks.get(job.task)
-        if app._listeners:
-            app._emit("started", job)
+        bus = self.bus
+        task = self.tasks.get(job.task)
+        if bus.event:
+            bus.emit("started", job)
         try:
             if task is None:
                 raise await missing_handler(self, job)  # Permanent, or Retry for another
-            result = await run_handler(task, job, r.ctx, self._pool)
+            if bus.execute:
+                result = await bus.around_execute(
+                    r.ctx, lambda: run_handler(task, job, r.ctx, self._pool)
+                )
+            else:
+                result = await run_handler(task, job, r.ctx, self._pool)
             outcome = outcome_for_result(job, result)
         except asyncio.CancelledError:
             if r.lost or r.released:
@@ -390,8 +401,10 @@ class Worker:
         if outcome.kind is OutcomeKind.RETRY:
             self._on_wake("work")  # the claim after this ack learns the retry's due time
         self._wake.set()
-        if app._listeners:
-            app._emit(_EVENT_OF[outcome.kind], job, outcome)
+        if bus.outcome:
+            bus.after_outcome(job, outcome)
+        if bus.event:
+            bus.emit(_EVENT_OF[outcome.kind], job, outcome)
 
     def _forget(self, r: Held) -> None:
         self.running.pop(r.key, None)
@@ -399,6 +412,9 @@ class Worker:
             self._ended(r)
         self._slot_freed(r)
         self._wake.set()
+        if self.bus.outcome and r.task is not None:  # an attempt that ran, and is not ours now
+            kind = OutcomeKind.RELEASED if r.released else OutcomeKind.CANCELLED
+            self.bus.after_outcome(r.job, Outcome(r.job.id, r.job.token, kind))
 
     def _ended(self, r: Held) -> None:
         """A lost attempt has really ended: say so, so that a job cancelled while it ran gives
@@ -424,7 +440,7 @@ class Worker:
                 self._ended(r)
                 self._wake.set()
                 continue
-            task = self.app.tasks.get(r.job.task)
+            task = self.tasks.get(r.job.task)
             # A sync handler keeps its thread until it returns (it sees ctx.cancelled); its slot
             # is freed only then. An async one is cancelled where it awaits.
             if task is None or task.is_async:
