@@ -77,8 +77,8 @@ class BackendCollector:
         return []  # no fixed families: the registry must not call collect() at registration
 
     def collect(self) -> Iterator[Any]:
-        prom = require_prometheus()
-        gauge = prom.core.GaugeMetricFamily
+        require_prometheus()
+        from prometheus_client.core import GaugeMetricFamily as gauge
         snap = self.snapshot
         fresh = snap is not None and time.time() - snap.at <= self.stale_after
         yield gauge("conveyor_exporter_up", "1 when the last read of the backend succeeded.",
