@@ -79,6 +79,7 @@ class BackendCollector:
     def collect(self) -> Iterator[Any]:
         require_prometheus()
         from prometheus_client.core import GaugeMetricFamily as gauge
+
         snap = self.snapshot
         fresh = snap is not None and time.time() - snap.at <= self.stale_after
         yield gauge("conveyor_exporter_up", "1 when the last read of the backend succeeded.",
