@@ -121,3 +121,16 @@ def test_the_missing_extra_is_a_configuration_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(ConfigurationError, match=r"conveyor\[metrics\]"):
         PrometheusHook()
+
+
+def test_rate_limited_claims_of_the_started_workers_are_summed_at_scrape() -> None:
+    # Given a hook that saw two workers start (their claims' rate-gate refusals, per queue)
+    hook = PrometheusHook()
+    a, b = SimpleNamespace(rate_limited={"q": 2}), SimpleNamespace(rate_limited={"q": 1, "r": 4})
+    hook.on_worker_start(a)  # type: ignore[arg-type]
+    hook.on_worker_start(b)  # type: ignore[arg-type]
+    a.rate_limited["q"] += 1
+    # Then a scrape reads their current counts
+    get = hook.registry.get_sample_value
+    assert get("conveyor_rate_limited_total", {"queue": "q"}) == 4
+    assert get("conveyor_rate_limited_total", {"queue": "r"}) == 4

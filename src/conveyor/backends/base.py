@@ -163,6 +163,9 @@ class ClaimResult:
 
     jobs: list[Job]
     next_due: float | None
+    # Per queue: flows a rate gate held back in this claim (each also a `rate_limited` event);
+    # what the worker's metrics count as ``conveyor_rate_limited_total``.
+    rate_limited: dict[str, int] = field(default_factory=dict)
 
 
 class OutcomeKind(StrEnum):

@@ -7,6 +7,7 @@ Metrics (labels bounded: queue, task, outcome; ``tenant`` only with ``tenant_lab
     conveyor_job_wait_seconds{queue,task}               due time (or enqueue) -> start (histogram)
     conveyor_retries_total{queue,task}                  attempts that ended in a retry
     conveyor_active_jobs{queue}                         attempts running in this process now
+    conveyor_rate_limited_total{queue}                  flows a rate gate held back at a claim
     conveyor_job_cost_total{task,unit}                  what handlers reported with ctx.cost
 
 Per process: serve them from each worker (``conveyor worker --metrics-port``) and let
@@ -19,14 +20,17 @@ cached per label set, never looked up through ``labels()`` on the hot path.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import Outcome, OutcomeKind
 from ..hooks import Hooks
 from ..job import Job
 from ..worker.context import Context
 from .support import BUCKETS, require_prometheus
+
+if TYPE_CHECKING:
+    from ..worker.runtime import Worker
 
 _MAX_PENDING = 100_000  # attempts timed but not yet given an outcome (lost ones are dropped)
 
@@ -58,8 +62,16 @@ class PrometheusHook(Hooks):
                                  ("queue",), registry=reg)  # fmt: skip
         self.cost = prom.Counter("conveyor_job_cost", "Cost handlers reported (ctx.cost).",
                                  ("task", "unit"), registry=reg)  # fmt: skip
+        self._workers: list[Worker] = []
+        self.registry.register(_RateLimited(self._workers))
         self._children: dict[tuple[Any, ...], Any] = {}
         self._started: dict[tuple[str, int], float] = {}  # (job id, token) -> perf_counter
+
+    def on_worker_start(self, worker: Worker) -> None:
+        # Rate-gate refusals come back with the worker's claims (`ClaimResult.rate_limited`),
+        # not with an attempt: read the worker's counts at scrape time (no hot-path cost).
+        if worker not in self._workers:
+            self._workers.append(worker)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -101,6 +113,29 @@ class PrometheusHook(Hooks):
             self._child(self.retries, *labels).inc()
         for unit, amount in _costs(job, outcome).items():
             self._child(self.cost, job.task, unit).inc(amount)
+
+
+class _RateLimited:
+    """``conveyor_rate_limited_total{queue}``: the started workers' counts, read at scrape."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily("conveyor_rate_limited", "Flows a rate gate held back "
+                                     "when this process claimed.", labels=("queue",))  # fmt: skip
+        sums: dict[str, int] = {}
+        for w in tuple(self.workers):
+            for q, n in tuple(w.rate_limited.items()):
+                sums[q] = sums.get(q, 0) + n
+        for q, n in sorted(sums.items()):
+            family.add_metric((q,), float(n))
+        yield family
 
 
 def _costs(job: Job, outcome: Outcome) -> dict[str, float]:

@@ -112,6 +112,7 @@ class Worker:
         self._started_at = time.time()
         self.processed = 0
         self.failed = 0
+        self.rate_limited: dict[str, int] = {}  # per queue: flows a rate gate held back
         self.round_trip = 0.0  # a moving average of the pump's backend rounds (seconds)
         self.min_lease = min([t.options.lease for t in app.tasks.values()] + [30.0])
 
@@ -280,6 +281,8 @@ class Worker:
                 else:
                     res = await backend.claim_jobs(claim.params)
                 self._take(claim, res.jobs, res.next_due, gen)
+                for q, n in res.rate_limited.items():
+                    self.rate_limited[q] = self.rate_limited.get(q, 0) + n
             self._services.outage.back()
             self.round_trip += (time.monotonic() - began - self.round_trip) / 8
         except asyncio.CancelledError:

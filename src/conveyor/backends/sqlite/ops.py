@@ -213,10 +213,12 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
     caps = _caps(p)
     queues = [q for q in p.queues if caps[q] > 0]
     more = False
+    limited: dict[str, int] = {}
     if fl.has_flows(conn, now, queues):
         rows, more, events = _claim_flows(conn, now, p, caps)
         if events:
             add_events(conn, events)
+            limited = dict(Counter(e[2] for e in events if e[0] == "rate_limited"))
     elif len(queues) == 1:
         args["queue"], args["limit"] = queues[0], caps[queues[0]]
         rows = conn.execute(_CLAIM_ONE, args).fetchall()
@@ -226,7 +228,7 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
         args["seqs"] = orjson.dumps([s for _, s, _ in cands[: p.limit]]).decode()
         rows = conn.execute(_CLAIM_SEQS, args).fetchall() if cands else []
     if not rows:
-        return ClaimResult([], now if more else _next_due(conn, p.queues))
+        return ClaimResult([], now if more else _next_due(conn, p.queues), limited)
     rows.sort(key=lambda r: (-r[5], r[0]))
     conn.execute(_STARTED_EVENTS, {"now": now, "seqs": orjson.dumps([r[0] for r in rows]).decode()})
     deltas: Counter[tuple[str, str]] = Counter()
@@ -238,7 +240,7 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
     due = None
     if len(rows) < p.limit:
         due = now if more else _next_due(conn, p.queues)
-    return ClaimResult([row_to_job(r[1:]) for r in rows], due)
+    return ClaimResult([row_to_job(r[1:]) for r in rows], due, limited)
 
 
 def _next_due(conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
