@@ -25,7 +25,6 @@ def _job(**kw: Any) -> Job:
 
 async def _run(hook: PrometheusHook, job: Job, kind: OutcomeKind, **outcome: Any) -> None:
     async def handler() -> str:
-        assert hook.registry.get_sample_value("conveyor_active_jobs", {"queue": job.queue}) == 1
         return "done"
 
     assert await hook.around_execute(SimpleNamespace(job=job), handler) == "done"  # type: ignore[arg-type]
@@ -53,7 +52,8 @@ async def test_each_outcome_is_counted_timed_and_the_wait_observed() -> None:
     # the waits: 2.5, 2.5 (from enqueue) and 1.0 (from the due time)
     assert get("conveyor_job_wait_seconds_sum", {"queue": "q", "task": "t"}) == pytest.approx(6.0)
     assert get("conveyor_job_wait_seconds_bucket", {"queue": "q", "task": "t", "le": "1.0"}) == 1
-    assert get("conveyor_active_jobs", {"queue": "q"}) == 0
+    assert get("conveyor_job_wait_seconds_bucket", {"queue": "q", "task": "t", "le": "2.5"}) == 3
+    assert get("conveyor_job_wait_seconds_bucket", {"queue": "q", "task": "t", "le": "+Inf"}) == 3
 
 
 async def test_a_handler_error_propagates_and_the_attempt_still_counts() -> None:
@@ -67,9 +67,8 @@ async def test_a_handler_error_propagates_and_the_attempt_still_counts() -> None
     with pytest.raises(ValueError, match="bad"):
         await hook.around_execute(SimpleNamespace(job=job), handler)  # type: ignore[arg-type]
     hook.after_outcome(job, Outcome(job.id, job.token, OutcomeKind.FAILED))
-    # Then the active gauge is back to 0 and the failure was timed
+    # Then the failure was timed
     get = hook.registry.get_sample_value
-    assert get("conveyor_active_jobs", {"queue": "q"}) == 0
     labels = {"queue": "q", "task": "t", "outcome": "failed"}
     assert get("conveyor_job_duration_seconds_count", labels) == 1
 
@@ -126,7 +125,8 @@ def test_the_missing_extra_is_a_configuration_error(monkeypatch: pytest.MonkeyPa
 def test_rate_limited_claims_of_the_started_workers_are_summed_at_scrape() -> None:
     # Given a hook that saw two workers start (their claims' rate-gate refusals, per queue)
     hook = PrometheusHook()
-    a, b = SimpleNamespace(rate_limited={"q": 2}), SimpleNamespace(rate_limited={"q": 1, "r": 4})
+    a = SimpleNamespace(rate_limited={"q": 2}, queues=["q"], running={})
+    b = SimpleNamespace(rate_limited={"q": 1, "r": 4}, queues=["q", "r"], running={})
     hook.on_worker_start(a)  # type: ignore[arg-type]
     hook.on_worker_start(b)  # type: ignore[arg-type]
     a.rate_limited["q"] += 1

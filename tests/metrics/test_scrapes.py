@@ -3,10 +3,12 @@ the exporter's (backend-wide gauges), on every backend."""
 
 from __future__ import annotations
 
+import asyncio
+
 from conveyor import Context, Conveyor, JobState, Permanent, Retry
 from conveyor.metrics import BackendCollector, PrometheusHook, serve
 from tests.conftest import eventually
-from tests.metrics.scrape import scrape, total, value
+from tests.metrics.scrape import Samples, scrape, total, value
 
 
 async def test_a_worker_serves_exact_counts_of_a_known_workload(app: Conveyor) -> None:
@@ -18,6 +20,12 @@ async def test_a_worker_serves_exact_counts_of_a_known_workload(app: Conveyor) -
     @app.task(queue="m", retries=2)
     async def ok(n: int) -> int:
         return n
+
+    release = asyncio.Event()
+
+    @app.task(queue="m")
+    async def block() -> None:
+        await release.wait()
 
     @app.task(queue="m", retries=2)
     async def boom() -> None:
@@ -36,6 +44,11 @@ async def test_a_worker_serves_exact_counts_of_a_known_workload(app: Conveyor) -
         async with app.worker(concurrency=4, queues=["m"]):
             for j in jobs:
                 await eventually(lambda j=j: _final(app, j.id), what="every job to end")
+            # and one job runs while the worker is scraped
+            blocker = await block.enqueue()
+            running = await eventually(lambda: _scrape_if_active(port), what="an active job")
+            release.set()
+            await eventually(lambda: _final(app, blocker.id), what="the blocker to end")
         s = await scrape(port)
     finally:
         server.shutdown()
@@ -47,9 +60,11 @@ async def test_a_worker_serves_exact_counts_of_a_known_workload(app: Conveyor) -
     assert value(s, "conveyor_jobs_total", **m, task="flaky", outcome="completed") == 3
     assert value(s, "conveyor_retries_total", **m, task="flaky") == 3
     assert value(s, "conveyor_job_duration_seconds_count", **m, task="ok", outcome="completed") == 5
-    assert total(s, "conveyor_job_wait_seconds_count", **m) == 13  # one per attempt
+    assert total(s, "conveyor_job_wait_seconds_count", **m) == 14  # one per attempt
     assert value(s, "conveyor_job_wait_seconds_bucket", **m, task="ok", le="+Inf") == 5
+    assert value(running, "conveyor_active_jobs", **m) == 1
     assert value(s, "conveyor_active_jobs", **m) == 0
+    assert value(s, "conveyor_jobs_total", **m, task="block", outcome="completed") == 1
 
 
 async def test_the_exporter_serves_backend_gauges(app: Conveyor) -> None:
@@ -92,6 +107,11 @@ async def test_the_exporter_serves_backend_gauges(app: Conveyor) -> None:
     assert (value(s, "conveyor_queue_oldest_seconds", queue="a") or 0) > 0
     assert value(s, "conveyor_workers") == 1
     assert value(s, "conveyor_queue_workers", queue="c") == 1
+
+
+async def _scrape_if_active(port: int) -> Samples | None:
+    s = await scrape(port)
+    return s if value(s, "conveyor_active_jobs", queue="m") == 1 else None
 
 
 async def _final(app: Conveyor, job_id: str) -> bool:
