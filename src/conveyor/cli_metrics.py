@@ -52,8 +52,8 @@ def start_worker_metrics(app: Conveyor, port: int, addr: str) -> Any:
 @click.pass_context
 def metrics(ctx: click.Context, url: str | None, app_spec: str | None, port: int, addr: str,
             interval: float) -> None:  # fmt: skip
-    """Export a backend's gauges to Prometheus: jobs by queue and state, the age of each
-    queue's oldest waiting job, live workers, open breakers. Run ONE per backend (workers serve
+    """Export a backend's gauges to Prometheus: jobs by queue and state, each queue's
+    backlog age (how long its next job to claim has waited), live workers, open breakers. Run ONE per backend (workers serve
     their own counters with `conveyor worker --metrics-port`). Stops on SIGTERM/SIGINT."""
     if interval <= 0:
         raise CliError("--interval must be > 0")
