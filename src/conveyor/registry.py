@@ -103,7 +103,7 @@ async def missing_handler(worker: Worker, job: Job) -> Exception:
     else `Permanent` (no worker can run it: failing for good says so, retrying would not)."""
     try:
         others = [
-            w for w in runners(await worker.app.backend.list_workers(), job.task, job.queue)
+            w for w in runners(await worker.backend.list_workers(), job.task, job.queue)
             if w.id != worker.id
         ]  # fmt: skip
     except Exception as exc:  # the registry is unreadable: no grounds to fail the job for good

@@ -30,6 +30,7 @@ from .backends.base import NewJob
 from .errors import BackendError, ConfigurationError
 from .job import Job, JobState
 from .limits import Gate
+from .meta import decoded_meta
 from .serializers import loads
 
 T = TypeVar("T")
@@ -76,7 +77,7 @@ class Spooled:
             JobState.SCHEDULED if scheduled else JobState.QUEUED, 0, j.max_attempts, 0,
             j.max_stalls, j.timeout, j.lease, tenant=j.tenant, batch=j.batch, workflow=j.workflow,
             parent=j.parent, idempotency_key=j.idempotency_key, created_at=self.spooled_at,
-            scheduled_for=scheduled, spooled=True,
+            scheduled_for=scheduled, spooled=True, meta=decoded_meta(j.meta),
         )  # fmt: skip
 
 
@@ -84,7 +85,7 @@ def _encode(j: NewJob) -> str:
     return orjson.dumps(
         [j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
          j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, j.flow,
-         [[g.name, g.spec] for g in j.gates]]
+         [[g.name, g.spec] for g in j.gates], j.meta]
     ).decode()  # fmt: skip
 
 
@@ -92,6 +93,7 @@ def _decode(row: tuple[Any, ...]) -> Spooled:
     seq, _, grp, due, at, data = row
     v = orjson.loads(data)
     nj = NewJob(*v[:9], 0.0, *v[9:15], gates=tuple(Gate(n, s) for n, s in v[15]))
+    nj.meta = v[16] if len(v) > 16 else None  # rows spooled before meta existed have none
     return Spooled(seq, grp, nj, due, at)
 
 

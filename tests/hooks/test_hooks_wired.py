@@ -117,3 +117,56 @@ async def test_app_on_is_a_hook_and_enqueue_many_calls_before_enqueue_once(
     ]
     # And the app.on listener got the single enqueue's event
     assert seen == [one.id]
+
+
+async def test_a_worker_runs_on_its_narrow_env_without_the_app(sqlite_app: Conveyor) -> None:
+    # Given a worker built from a backend, a catalog and a hook bus of its own (no Conveyor)
+    from conveyor.hooks import HookBus
+    from conveyor.worker.env import WorkerEnv
+
+    calls: list[tuple[Any, ...]] = []
+
+    @sqlite_app.task
+    async def inc(n: int) -> int:
+        return n + 1
+
+    await sqlite_app.open()
+    env = WorkerEnv(sqlite_app.backend, sqlite_app.catalog, HookBus([Recorder("env", calls)]))
+    w = Worker(env, concurrency=1)
+    assert w.app is None
+    # When a job is enqueued through the app and run by that worker
+    async with w:
+        job = await inc.enqueue(n=1)
+        assert await sqlite_app.wait(job.id, timeout=10) == 2
+    # Then the worker's own bus saw the attempt, and the app's (empty) bus did not matter
+    assert ("env", "after_outcome", job.id, OutcomeKind.COMPLETED) in calls
+    assert not sqlite_app.hooks
+
+
+def test_the_bus_lists_a_hook_only_for_the_methods_it_overrides() -> None:
+    from conveyor.hooks import HookBus
+
+    class OnlyOutcome(Hooks):
+        def after_outcome(self, job: Job, outcome: Outcome) -> None:
+            return None
+
+    # Given an empty bus: every method is skipped
+    bus = HookBus()
+    assert (bus.enqueue, bus.execute, bus.outcome, bus.start, bus.stop, bus.event) == ((),) * 6
+    # When a hook overriding one method is added, and a listener subscribes and leaves
+    hook = OnlyOutcome()
+    bus.add(hook)
+    off = bus.listeners.on("completed", lambda *a: None)
+    # Then only that method lists the hook, and on_event lists the listeners while they exist
+    assert (bus.enqueue, bus.execute, bus.outcome) == ((), (), (hook,))
+    assert bus.event == (bus.listeners,)
+    off()
+    assert bus.event == ()
+
+
+def test_an_object_with_no_hook_method_is_refused() -> None:
+    from conveyor import ConfigurationError
+    from conveyor.hooks import HookBus
+
+    with pytest.raises(ConfigurationError, match="not a hook"):
+        HookBus([object()])

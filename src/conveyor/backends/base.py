@@ -232,6 +232,9 @@ class QueueStats:
     # of unlimited jobs and claimable flows) became ready (due time, else enqueue time), on the
     # backend's clock; None when nothing is queued. With one priority that is the oldest job.
     oldest_seconds: float | None = None
+    # Admin-only (never part of an end-user view): what ``ctx.cost`` reported, summed per task
+    # and unit since the store was created ({task: {unit: total}}); retention does not lower it.
+    cost: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def waiting(self) -> int:

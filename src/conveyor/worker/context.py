@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
+import re
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
-from ..inputs import json_problem
+from ..inputs import brief, json_problem
 from ..job import Job
 from ..limits import RateLimit
 
 if TYPE_CHECKING:
     from .runtime import Worker
+
+_UNIT = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}")
 
 
 class _Limiter:
@@ -30,7 +34,7 @@ class _Limiter:
         self._burst = burst
 
     async def __aenter__(self) -> None:
-        backend = self._ctx._worker.app.backend
+        backend = self._ctx._worker.backend
         wait = await backend.reserve_rate(self._name, self._interval, self._burst)
         if wait > 0:
             await asyncio.sleep(wait)
@@ -44,7 +48,7 @@ class Context:
     ``Context``). Usable from async handlers (``await ctx.progress(...)``) and from sync handlers
     running in the thread pool (``ctx.progress(...)`` without await; it is fire-and-forget)."""
 
-    __slots__ = ("_cancelled", "_loop", "_worker", "job")
+    __slots__ = ("_cancelled", "_cost", "_loop", "_worker", "job")
 
     def __init__(self, job: Job, worker: Worker, loop: asyncio.AbstractEventLoop) -> None:
         self.job = job
@@ -53,6 +57,7 @@ class Context:
         # A plain attribute, not a threading.Event: set once, read by handler threads; a bool
         # store/load is atomic under the GIL and a context is created per job on the hot path.
         self._cancelled = False
+        self._cost: dict[str, float] | None = None
 
     @property
     def log(self) -> logging.Logger:
@@ -117,16 +122,41 @@ class Context:
         already holds its slot while it waits, so prefer task limits for whole jobs."""
         return _Limiter(self, name, rate, burst)
 
+    def cost(self, amount: float, unit: str = "usd") -> None:
+        """Report what this attempt cost (an API bill, tokens...): added up per unit over the
+        attempt and stored with the job when the attempt ends (also when it fails), and summed
+        per task in ``stats()`` (`QueueStats.cost`). Admin-only data: never part of what an
+        end user (a tenant) is shown. ``amount``: a finite number >= 0; ``unit``: a short
+        identifier (``usd``, ``tokens``, ``gpu_s``). Callable from sync handlers too."""
+        try:
+            value = float(amount) if type(amount) in (int, float) else math.nan
+        except OverflowError:  # an int beyond a float
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise ValidationError(
+                f"cost amount must be a finite number >= 0, got {brief(amount)}", field="amount"
+            )
+        if not isinstance(unit, str) or not _UNIT.fullmatch(unit):
+            raise ValidationError(
+                f"cost unit must be a short identifier (letters, digits, _ . -; up to 32, "
+                f"starting with a letter), got {brief(unit)}",
+                field="unit",
+            )
+        cost = self._cost
+        if cost is None:
+            cost = self._cost = {}
+        cost[unit] = cost.get(unit, 0.0) + value
+
     async def _report(self, data: dict[str, Any]) -> None:
         worker, job = self._worker, self.job
-        app = worker.app
-        if await app.backend.set_progress(job.id, job.token, worker.id, data):
+        if await worker.backend.set_progress(job.id, job.token, worker.id, data):
             job.progress.percent = data["percent"]
             job.progress.message = data["message"]
             job.progress.stage = data["stage"]
             job.progress.meta = data["meta"]
-            if app.bus.event:
-                app.bus.emit("progress", job, data)
+            bus = worker.bus
+            if bus.event:
+                bus.emit("progress", job, data)
 
     def _set_cancelled(self) -> None:
         self._cancelled = True

@@ -15,12 +15,10 @@ bounded backend steps of shutdown live in `services.py`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -29,19 +27,20 @@ from ..errors import ConfigurationError
 from ..job import Job, new_id
 from ..registry import missing_handler
 from .context import Context
+from .env import WorkerEnv, on_loop
 from .executor import outcome_for_error, outcome_for_result, run_handler
-from .services import Services, bounded
+from .services import Services
 from .slots import Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
+from .stopping import stop_worker
 from .suspects import Suspects
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from ..catalog import Catalog
+    from ..hooks import HookBus
 
 log = logging.getLogger("conveyor.worker")
 MAX_ROUNDS = 2
-STOP_MARGIN = 0.75
-"""Seconds of a shutdown grace kept for what follows the wait for jobs (handing back, flushing,
-disconnecting, the process's exit), plus 4 measured backend round trips (`Worker.stop`)."""
 _ENDED = {"type": "Cancelled", "message": "the attempt ended after its job was cancelled"}
 _EVENT_OF = {
     OutcomeKind.COMPLETED: "completed",
@@ -65,7 +64,7 @@ class Worker:
 
     def __init__(
         self,
-        app: Conveyor,
+        app: Conveyor | WorkerEnv,
         *,
         queues: QueueSpec | None = None,
         concurrency: int = 10,
@@ -78,10 +77,14 @@ class Worker:
         concurrency, prefetch = pool_options(concurrency, prefetch)
         if poll_interval <= 0:
             raise ConfigurationError(f"poll_interval must be > 0, got {poll_interval}")
-        self.app = app
-        self.bus = app.bus
-        self.tasks = app.tasks
-        names, self.slots = parse_queue_spec(queues) if queues else (app.queues(), {})
+        env = app if isinstance(app, WorkerEnv) else WorkerEnv.of(app)
+        self.env = env
+        self.app = None if isinstance(app, WorkerEnv) else app  # what users passed, if an app
+        self.backend = env.backend
+        self.catalog: Catalog = env.catalog
+        self.bus: HookBus = env.bus
+        self.tasks = env.catalog.tasks
+        names, self.slots = parse_queue_spec(queues) if queues else (env.catalog.queues(), {})
         self.queues = names
         if not self.queues:
             raise ConfigurationError("worker has no queues: register a task or pass queues=[...]")
@@ -114,20 +117,21 @@ class Worker:
         self.failed = 0
         self.rate_limited: dict[str, int] = {}  # per queue: flows a rate gate held back
         self.round_trip = 0.0  # a moving average of the pump's backend rounds (seconds)
-        self.min_lease = min([t.options.lease for t in app.tasks.values()] + [30.0])
+        self.min_lease = min([t.options.lease for t in self.tasks.values()] + [30.0])
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.app.open()
-        if self.app._spooler is not None:  # forward what producers on this host spooled
-            self.app._spooler.start()
+        env = self.env
+        await env.open()
+        if env.spooler is not None:  # forward what producers on this host spooled
+            env.spooler.start()
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._listener = await self.app.backend.listen(self.queues, self._on_wake, self.id)
-        self.app._attach_worker(self)
-        await self.app.backend.worker_heartbeat(self.info())
+        self._listener = await self.backend.listen(self.queues, self._on_wake, self.id)
+        env.attach(self)
+        await self.backend.worker_heartbeat(self.info())
         self._pump_task = asyncio.create_task(self._pump(), name=f"conveyor-pump-{self.id}")
         self._services.start()
         if self.bus.start:
@@ -146,54 +150,8 @@ class Worker:
 
         Always returns, in bounded time, with the services stopped, even if the backend fails
         or hangs: each step is bounded and a failing one is logged. What could not be handed
-        back or acknowledged comes back to the queue when its lease expires."""
-        if self._stopping:
-            await self._stopped.wait()
-            return
-        self._stopping = True
-        self._wake.set()
-        grace = self.shutdown_grace if grace is None else grace
-        # The grace bounds the whole stop, from now: the wait for jobs ends early enough for
-        # the hand-back and disconnect to fit in it too.
-        margin = min(grace / 2, STOP_MARGIN + 4 * self.round_trip)
-        try:
-            await self._wind_down(asyncio.get_running_loop().time() + grace - margin)
-        finally:
-            await self._services.close()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._stopped.set()
-            log.info("worker %s stopped after %d jobs", self.id, self.processed)
-            if self.bus.stop:
-                self.bus.worker_stopped(self)
-
-    async def _wind_down(self, deadline: float) -> None:
-        if self._pump_task is not None and not await bounded(self._pump_task):
-            log.error("worker %s: a backend round hung; cancelled it", self.id)
-            self._services.hung()
-            for t in (self._pump_task, *self._rounds):
-                t.cancel()
-            await asyncio.wait([self._pump_task, *self._rounds], timeout=1.0)
-        pending = [r.task for r in self.running.values() if r.task is not None]
-        wait = max(0.0, deadline - asyncio.get_running_loop().time())
-        if pending:
-            log.info(
-                "worker %s: waiting up to %.2fs for %d active jobs", self.id, wait, len(pending)
-            )
-            await asyncio.wait(pending, timeout=wait)
-        leftover = [r for r in self.running.values() if not r.lost]
-        if leftover:
-            for r in leftover:
-                r.released = True
-                r.ctx._set_cancelled()
-                if r.task is not None:
-                    r.task.cancel()
-            # Hand back before flushing acknowledgements: the unstarted jobs must not depend on
-            # the store taking outcomes.
-            await self._services.hand_back([r.key for r in leftover], "unfinished")
-            tasks = [r.task for r in leftover if r.task is not None]
-            if tasks:
-                await asyncio.wait(tasks, timeout=1.0)
-        await self._services.flush()
+        back or acknowledged comes back to the queue when its lease expires (`stopping.py`)."""
+        await stop_worker(self, self.shutdown_grace if grace is None else grace)
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -220,28 +178,13 @@ class Worker:
 
     def notify_work(self) -> None:
         """In-process wake-up (thread-safe): a job may be ready."""
-        self._on_own_loop(self._on_wake, "work")
+        on_loop(self._loop, self._on_wake, "work")
 
     def notify_cancelled(self, job_id: str) -> None:
         """In-process cancel (thread-safe): stop the job if this worker holds it. Its state is
         only ever touched on the worker's own loop; a producer may call from another thread
         (``app.sync``)."""
-        self._on_own_loop(self.drop_job, job_id)
-
-    def _on_own_loop(self, fn: Callable[[str], object], arg: str) -> None:
-        """Run ``fn(arg)`` on the worker's loop: now if called there, else handed to it."""
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            fn(arg)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs there
-                loop.call_soon_threadsafe(fn, arg)
+        on_loop(self._loop, self.drop_job, job_id)
 
     # -- the pump -------------------------------------------------------------------------------
 
@@ -267,7 +210,7 @@ class Worker:
     async def _round(self, acks: list[Outcome], claims: list[Claim], gen: int) -> None:
         """One round: the acknowledgements, with the first claim where there is one, then the
         round's other claims; each returned job goes into its lane."""
-        backend = self.app.backend
+        backend = self.backend
         began = time.monotonic()
         try:
             if not claims:
@@ -323,7 +266,7 @@ class Worker:
     async def _idle_wait(self) -> None:
         timeout = None if self._rounds else self.poll_interval
         if self._next_due is not None and timeout is not None:
-            timeout = min(timeout, max(0.0, self._next_due - self.app.backend.now()))
+            timeout = min(timeout, max(0.0, self._next_due - self.backend.now()))
         try:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
@@ -396,6 +339,8 @@ class Worker:
                             outcome.error and outcome.error["message"])  # fmt: skip
         if r.lost or r.released:
             return self._forget(r)
+        if r.ctx._cost:
+            outcome.cost = r.ctx._cost
         del self.running[r.key]
         self._slot_freed(r)
         self.processed += 1

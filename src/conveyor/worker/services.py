@@ -18,7 +18,7 @@ from ..outage import Outage
 from .slots import STALE
 
 if TYPE_CHECKING:
-    from ..app import Conveyor
+    from ..catalog import Catalog
     from .runtime import Worker
 
 log = logging.getLogger("conveyor.worker")
@@ -39,13 +39,13 @@ async def bounded(task: asyncio.Future[Any], timeout: float = STOP_STEP) -> bool
     return bool(done)
 
 
-def task_infos(app: Conveyor, queues: list[str]) -> list[TaskInfo]:
+def task_infos(catalog: Catalog, queues: list[str]) -> list[TaskInfo]:
     """The tasks a worker on ``queues`` runs, as it publishes them: name, queue and payload
     JSON Schema. Tasks only declared here (defined elsewhere) are not published: this worker
     cannot run them."""
     return [
         TaskInfo(t.name, t.options.queue, t.payload_schema)
-        for t in app.tasks.values()
+        for t in catalog.tasks.values()
         if not t.declared and t.options.queue in queues
     ]
 
@@ -81,7 +81,7 @@ class Services:
 
     def info(self) -> WorkerInfo:
         if self._published is None:  # schemas are worked out once per worker
-            self._published = task_infos(self._worker.app, self._worker.queues)
+            self._published = task_infos(self._worker.catalog, self._worker.queues)
         return worker_info(self._worker, self._published)
 
     def start(self) -> None:
@@ -109,10 +109,10 @@ class Services:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=STOP_STEP)
         self._tasks = []
-        w.app._detach_worker(w)
+        w.env.detach(w)
         if w._listener is not None:
             await self._step("closing the wake-up listener", w._listener.close())
-        await self._step("unregistering", w.app.backend.remove_worker(w.id))
+        await self._step("unregistering", w.backend.remove_worker(w.id))
 
     def hung(self) -> None:
         """A step of this shutdown timed out: give the later ones less time."""
@@ -138,7 +138,7 @@ class Services:
         """Return held attempts to the queue uncharged (`release_jobs`). If the store fails,
         they come back when their leases expire (a stall is counted then)."""
         w = self._worker
-        release = w.app.backend.release_jobs(w.id, keys)
+        release = w.backend.release_jobs(w.id, keys)
         ok, n = await self._step(f"returning {len(keys)} {what} jobs to the queue", release)
         if ok:
             log.log(level, "worker %s: returned %d %s jobs to the queue", w.id, n, what)
@@ -192,7 +192,7 @@ class Services:
         while w._acks:
             acks, w._acks = w._acks, []
             ok, lost = await self._step(f"acknowledging {len(acks)} outcomes",
-                                        w.app.backend.finish_jobs(w.id, acks))  # fmt: skip
+                                        w.backend.finish_jobs(w.id, acks))  # fmt: skip
             if not ok:
                 log.error("worker %s: %d outcomes not stored; those jobs run again when their "
                           "leases expire", w.id, len(acks) + len(w._acks))  # fmt: skip
@@ -225,7 +225,7 @@ class Services:
             if not held:
                 continue
             try:
-                lost = set(await w.app.backend.extend_leases(w.id, held))
+                lost = set(await w.backend.extend_leases(w.id, held))
             except Exception as exc:
                 self._failed("lease renewal", exc)
                 continue
@@ -238,7 +238,7 @@ class Services:
         while not self._closing:
             await asyncio.sleep(REGISTRY_INTERVAL)
             try:
-                await w.app.backend.worker_heartbeat(w.info())
+                await w.backend.worker_heartbeat(w.info())
             except Exception as exc:
                 self._failed("registry heartbeat", exc)
             else:
@@ -246,12 +246,12 @@ class Services:
 
     async def _maintenance(self) -> None:
         w = self._worker
-        app = w.app
+        backend, catalog = w.backend, w.catalog
         since_retention = RETENTION_INTERVAL  # run retention right away
         since_trim = 0.0
         while not self._closing:
             try:
-                recovered = await app.backend.recover_expired()
+                recovered = await backend.recover_expired()
                 for rec in recovered:
                     log.warning("job %s: lease expired, now %s", rec.job_id, rec.state.value)
                 if recovered:
@@ -259,10 +259,10 @@ class Services:
                 if since_retention >= RETENTION_INTERVAL:
                     since_retention = 0.0
                     for queue in w.queues:
-                        await app.backend.apply_retention(queue, app.retention_for(queue))
+                        await backend.apply_retention(queue, catalog.retention_for(queue))
                 if since_trim >= EVENTS_TRIM_INTERVAL:
                     since_trim = 0.0
-                    await app.backend.trim_events(app.event_retention)
+                    await backend.trim_events(catalog.event_retention)
             except Exception as exc:
                 self._failed("maintenance", exc)
             else:

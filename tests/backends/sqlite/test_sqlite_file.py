@@ -379,3 +379,39 @@ async def test_a_schema_4_store_gets_the_event_indexes(tmp_path: Path) -> None:
     events = [e async for e in app.events(since="0", follow=False, queue="other")]
     assert [(e.type.value, e.job_id) for e in events] == [("enqueued", job.id)]
     await app.close()
+
+
+async def test_a_schema_6_store_gets_meta_and_cost(tmp_path: Path) -> None:
+    # Given a store as schema 6 wrote it (no meta, no cost) holding a queued job
+    path = tmp_path / "q.db"
+    app = Conveyor(_url(path))
+    _register(app)
+    job = await app.enqueue("t", {"n": 1})
+    await app.close()
+    with sqlite3.connect(path) as old:
+        old.executescript(
+            "DROP TABLE costs; ALTER TABLE jobs DROP COLUMN meta; ALTER TABLE jobs DROP COLUMN cost;"
+            "UPDATE conveyor_meta SET value = '6' WHERE key = 'schema';"
+        )
+    old.close()
+    # When this version opens it
+    app = Conveyor(_url(path))
+    _register(app)
+    try:
+        await app.open()
+        with sqlite3.connect(path) as check:
+            version = check.execute(
+                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
+            ).fetchone()
+            cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
+        check.close()
+        # Then it is the current schema; the old job reads back without meta or cost
+        assert version == (SCHEMA_VERSION,) and {"meta", "cost"} <= cols
+        old_job = await app.get(job.id)
+        assert (old_job.meta, old_job.cost) == ({}, None)
+        # And a new job stores its meta
+        new = await app.enqueue("t", {"n": 2}, meta={"k": "v"})
+        assert (await app.get(new.id)).meta == {"k": "v"}
+        assert (await app.stats())["default"].cost == {}
+    finally:
+        await app.close()

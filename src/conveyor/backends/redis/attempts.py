@@ -65,14 +65,17 @@ class _Finish:
     """The arguments of one finish.lua call: completions without a result as one 'id token'
     list, those with one as (id, token, result) triples, the other outcomes as JSON."""
 
-    __slots__ = ("others", "plain", "rest")
+    __slots__ = ("costs", "others", "plain", "rest")
 
     def __init__(self) -> None:
+        self.costs: list[tuple[str, int, dict[str, str]]] = []  # for cost.lua
         self.plain: list[str] = []
         self.rest: list[Any] = []
         self.others: list[tuple[Any, ...]] = []
 
     def add(self, o: Outcome) -> None:
+        if o.cost:
+            self.costs.append((o.job_id, o.token, {u: repr(a) for u, a in o.cost.items()}))
         if o.kind is OutcomeKind.COMPLETED and o.result is None and o.job_id.isalnum():
             self.plain.append(f"{o.job_id} {o.token}")  # the common case, without encode()
             return
@@ -215,7 +218,11 @@ class Attempts:
                     lost.append(o.job_id)
                 else:
                     batches.setdefault(queue, _Finish()).add(o)
-        return [("finish", q, f.args(worker)) for q, f in batches.items()], lost
+        calls: list[Call] = [("finish", q, f.args(worker)) for q, f in batches.items()]
+        for q, f in batches.items():
+            if f.costs:  # after the finish of the same queue: the same slot, in order
+                calls.append(("cost", q, [orjson.dumps(f.costs).decode()]))
+        return calls, lost
 
     async def _finish_results(
         self, worker: str, outcomes: Sequence[Outcome], results: list[Any], lost: list[str]

@@ -184,6 +184,9 @@ async def stats(b: RedisBackend, queues: Sequence[str] | None = None) -> dict[st
         st.avg_run_seconds = secs / done if done else None
         if counts["queued"]:
             st.oldest_seconds = await oldest_seconds(b, q, now)
+        for field, value in (await client.hgetall(b.key(q, "cost"))).items():
+            task, unit = orjson.loads(field)  # cost.lua: [task, unit] -> total (admin-only)
+            st.cost.setdefault(task, {})[unit] = float(value)
         out[q] = st
     return out
 

@@ -140,10 +140,37 @@ def finish(
         if _end_failed(conn, e, enc):
             acked.add(enc.job_id)
     woke = e.apply(conn)
+    costs = [o for o in outcomes if o.cost and o.job_id in acked]
+    if costs:
+        add_costs(conn, costs)
     lost = [o for o in outcomes if o.job_id not in acked]
     if lost and end_held(conn, now, [(o.job_id, o.token) for o in lost]):
         woke = True
     return [o.job_id for o in lost], woke
+
+
+def add_costs(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:
+    """Add what each attempt reported through ``ctx.cost`` to its job and to the per-task sums
+    (admin-only data), in the transaction that finished the attempt. Rare: one read and two
+    writes per outcome that carries a cost."""
+    for o in outcomes:
+        row = conn.execute(
+            "SELECT queue, task, cost FROM jobs WHERE id = ? AND token = ?", (o.job_id, o.token)
+        ).fetchone()
+        if row is None or not o.cost:
+            continue
+        queue, task, old = row
+        total: dict[str, float] = orjson.loads(old) if old else {}
+        for unit, amount in o.cost.items():
+            total[unit] = total.get(unit, 0.0) + amount
+        conn.execute(
+            "UPDATE jobs SET cost = ? WHERE id = ?", (orjson.dumps(total).decode(), o.job_id)
+        )
+        conn.executemany(
+            "INSERT INTO costs (queue, task, unit, total) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (queue, task, unit) DO UPDATE SET total = total + excluded.total",
+            [(queue, task, unit, amount) for unit, amount in o.cost.items()],
+        )
 
 
 def end_held(conn: sqlite3.Connection, now: float, jobs: Sequence[tuple[str, int]]) -> bool:

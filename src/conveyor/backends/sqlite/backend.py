@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -45,31 +44,13 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import attempts, gates, ops
+from . import attempts, gates, migrations, ops
 from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 
-SCHEMA_VERSION = "6"
+SCHEMA_VERSION = "7"
 _SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
-
-
-def _statements(script: str) -> list[str]:
-    """Split a schema script into statements (executescript would commit our transaction)."""
-    out: list[str] = []
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        if not buf and line.lstrip().startswith("--"):
-            continue
-        buf += line
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    return out
-
-
-def _schema() -> str:
-    return resources.files(__package__).joinpath("schema.sql").read_text()
 
 
 def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
@@ -141,7 +122,7 @@ class SqliteBackend:
         # Refuse another application's file before changing anything in it (WAL is persistent).
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         ours = {"conveyor_meta", "jobs", "events", "counts", "rates", "workers", "sqlite_sequence",
-                "gates", "flows"}  # fmt: skip
+                "gates", "flows", "costs"}  # fmt: skip
         if "conveyor_meta" not in tables and tables - ours:
             raise BackendCorrupt(
                 f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
@@ -166,11 +147,12 @@ class SqliteBackend:
                 raise
         version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
         steps = {
-            "1": self._migrate_1_to_2,
-            "2": self._migrate_2_to_3,
-            "3": self._migrate_3_to_4,
-            "4": self._migrate_4_to_5,
-            "5": self._migrate_5_to_6,
+            "1": migrations.migrate_1_to_2,
+            "2": migrations.migrate_2_to_3,
+            "3": migrations.migrate_3_to_4,
+            "4": migrations.migrate_4_to_5,
+            "5": migrations.migrate_5_to_6,
+            "6": migrations.migrate_6_to_7,
         }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
@@ -211,60 +193,6 @@ class SqliteBackend:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-    @staticmethod
-    def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
-        """Schema 2 adds flow control: jobs.flow, the gates and flows tables, and a ready index
-        that leaves flow-controlled jobs out."""
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
-        if "flow" not in cols:
-            conn.execute("ALTER TABLE jobs ADD COLUMN flow TEXT")
-            conn.execute("DROP INDEX IF EXISTS jobs_ready")
-        schema = resources.files(__package__).joinpath("schema.sql").read_text()
-        for stmt in _statements(schema):
-            conn.execute(stmt)
-
-    @staticmethod
-    def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
-        """Schema 3 adds the claim token (jobs.token). Jobs active during the upgrade keep
-        token 0, which their old workers never send: their outcomes are ignored and the jobs
-        come back through lease recovery (at least once)."""
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
-        if "token" not in cols:
-            conn.execute("ALTER TABLE jobs ADD COLUMN token INTEGER NOT NULL DEFAULT 0")
-
-    @staticmethod
-    def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
-        """Schema 4: the worker registry holds each worker's running jobs, counts and tasks;
-        idempotency keys are unique per (queue, tenant), not per queue; jobs are indexed by
-        tenant for listing."""
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(workers)")}
-        for col, decl in (("running", "TEXT NOT NULL DEFAULT '[]'"),
-                          ("processed", "INTEGER NOT NULL DEFAULT 0"),
-                          ("failed", "INTEGER NOT NULL DEFAULT 0"),
-                          ("tasks", "TEXT NOT NULL DEFAULT '[]'")):  # fmt: skip
-            if col not in cols:
-                conn.execute(f"ALTER TABLE workers ADD COLUMN {col} {decl}")
-        conn.execute("DROP INDEX IF EXISTS jobs_idempotency")
-        for stmt in _statements(_schema()):
-            m = re.match(r"CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+)", stmt)
-            if m and m[1] in ("jobs_idempotency", "jobs_tenant"):
-                conn.execute(stmt)
-
-    @staticmethod
-    def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
-        """Schema 5 indexes the event log by queue, tenant and job (filtered reads); building
-        the indexes reads the log once."""
-        for stmt in _statements(_schema()):
-            if stmt.startswith("CREATE INDEX IF NOT EXISTS events_"):
-                conn.execute(stmt)
-
-    @staticmethod
-    def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
-        """Schema 6 indexes cancelled attempts that still hold their gates' slots."""
-        for stmt in _statements(_schema()):
-            if stmt.startswith("CREATE INDEX IF NOT EXISTS jobs_held"):
-                conn.execute(stmt)
 
     async def open(self) -> None:
         if self._db is None:

@@ -109,6 +109,9 @@ def stats(
             s = get(q)
             s.throughput_per_s = done / STATS_WINDOW
             s.avg_run_seconds = secs / done if done else None
+    for q, task, unit, total in conn.execute("SELECT queue, task, unit, total FROM costs"):
+        if q in out:
+            out[q].cost.setdefault(task, {})[unit] = total
     limits = bp.recorded(conn)
     for s in out.values():
         s.active = s.counts.get("active", 0)

@@ -24,7 +24,8 @@ from . import flow as fl
 JOB_COLS = (
     "id, queue, task, payload, priority, status, attempt, max_attempts, stalls, max_stalls, "
     "timeout, lease, progress, result, error, tenant, batch, workflow, parent, idempotency_key, "
-    "created_at, scheduled_for, started_at, finished_at, lease_expires_at, worker, token"
+    "created_at, scheduled_for, started_at, finished_at, lease_expires_at, worker, token, meta, "
+    "cost"
 )
 _STATES = {s.value: s for s in JobState}
 _loads = orjson.loads
@@ -40,6 +41,7 @@ def row_to_job(r: Sequence[Any]) -> Job:
         None if r[13] is None else _loads(r[13]),
         None if r[14] is None else _loads(r[14]),
         r[15], r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], r[26],
+        False, _loads(r[27]) if r[27] else {}, _loads(r[28]) if r[28] else None,
     )  # fmt: skip
 
 
@@ -66,11 +68,11 @@ def add_events(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> Non
 _INSERT = (
     "INSERT INTO jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls, "
     "timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for, "
-    "flow) "
+    "flow, meta) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "
     "CASE WHEN value ->> 14 IS NULL THEN 'queued' ELSE 'scheduled' END, value ->> 5, value ->> 6, "
     "value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, value ->> 13, "
-    ":now, value ->> 14, value ->> 15 FROM json_each(:rows)"
+    ":now, value ->> 14, value ->> 15, value ->> 16 FROM json_each(:rows)"
 )
 _INSERT_EVENTS = (
     "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
@@ -129,7 +131,8 @@ def enqueue(
         deltas[(j.queue, "queued" if due is None else "scheduled")] += 1
         rows.append(
             (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
-             j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, due, j.flow)
+             j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, due, j.flow,
+             j.meta)
         )  # fmt: skip
         if j.flow is not None:
             flows.append((j.queue, j.flow if due is None else None))

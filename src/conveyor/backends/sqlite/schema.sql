@@ -34,7 +34,11 @@ CREATE TABLE IF NOT EXISTS jobs (
   lease_expires_at REAL,
   worker           TEXT,
   flow             TEXT,  -- flow control: JSON array of the gate names the job must pass
-  token            INTEGER NOT NULL DEFAULT 0  -- claim token: +1 per claim, never lowered
+  -- token: the claim token, +1 per claim, never lowered. meta: the job's meta (a JSON object;
+  -- NULL: none). cost: admin-only, {unit: total} that ctx.cost reported over its attempts.
+  token            INTEGER NOT NULL DEFAULT 0,
+  meta             TEXT,
+  cost             TEXT
 );
 -- The claim path: ready unlimited jobs of a queue, highest priority first, then FIFO. O(log n).
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)
@@ -74,6 +78,15 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_queue ON events (queue, id) WHERE queue IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_tenant ON events (tenant, id) WHERE tenant IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_job ON events (job_id, id) WHERE job_id IS NOT NULL;
+
+-- Admin-only: what ctx.cost reported, summed per (queue, task, unit) as attempts end.
+CREATE TABLE IF NOT EXISTS costs (
+  queue TEXT NOT NULL,
+  task  TEXT NOT NULL,
+  unit  TEXT NOT NULL,
+  total REAL NOT NULL,
+  PRIMARY KEY (queue, task, unit)
+) WITHOUT ROWID;
 
 -- Counts by state per queue, kept in the same transaction as every transition: stats are O(1).
 CREATE TABLE IF NOT EXISTS counts (
