@@ -18,7 +18,9 @@ async def test_a_worker_serves_exact_counts_of_a_known_workload(app: Conveyor) -
     server, port = serve(hook.registry, 0)
 
     @app.task(queue="m", retries=2)
-    async def ok(n: int) -> int:
+    async def ok(ctx: Context, n: int) -> int:
+        ctx.cost(0.5)
+        ctx.cost(100, unit="tokens")
         return n
 
     release = asyncio.Event()
@@ -63,6 +65,8 @@ async def test_a_worker_serves_exact_counts_of_a_known_workload(app: Conveyor) -
     assert total(s, "conveyor_job_wait_seconds_count", **m) == 14  # one per attempt
     assert value(s, "conveyor_job_wait_seconds_bucket", **m, task="ok", le="+Inf") == 5
     assert value(running, "conveyor_active_jobs", **m) == 1
+    assert value(s, "conveyor_job_cost_total", task="ok", unit="usd") == 2.5
+    assert value(s, "conveyor_job_cost_total", task="ok", unit="tokens") == 500
     assert value(s, "conveyor_active_jobs", **m) == 0
     assert value(s, "conveyor_jobs_total", **m, task="block", outcome="completed") == 1
 
