@@ -24,11 +24,8 @@ def _job(**kw: Any) -> Job:
 
 
 async def _run(hook: PrometheusHook, job: Job, kind: OutcomeKind, **outcome: Any) -> None:
-    async def handler() -> str:
-        return "done"
-
-    assert await hook.around_execute(SimpleNamespace(job=job), handler) == "done"  # type: ignore[arg-type]
-    hook.after_outcome(job, Outcome(job.id, job.token, kind, **outcome))
+    # What the worker hands the hook at an attempt's outcome: the run time comes with it
+    hook.after_outcome(job, Outcome(job.id, job.token, kind, seconds=0.004, **outcome))
 
 
 async def test_each_outcome_is_counted_timed_and_the_wait_observed() -> None:
@@ -48,6 +45,9 @@ async def test_each_outcome_is_counted_timed_and_the_wait_observed() -> None:
     assert get("conveyor_retries_total", {"queue": "q", "task": "u"}) is None
     labels = {"queue": "q", "task": "t", "outcome": "completed"}
     assert get("conveyor_job_duration_seconds_count", labels) == 2
+    assert get("conveyor_job_duration_seconds_sum", labels) == pytest.approx(0.008)
+    assert get("conveyor_job_duration_seconds_bucket", labels | {"le": "0.0025"}) == 0
+    assert get("conveyor_job_duration_seconds_bucket", labels | {"le": "0.005"}) == 2
     assert get("conveyor_job_wait_seconds_count", {"queue": "q", "task": "t"}) == 3
     # the waits: 2.5, 2.5 (from enqueue) and 1.0 (from the due time)
     assert get("conveyor_job_wait_seconds_sum", {"queue": "q", "task": "t"}) == pytest.approx(6.0)
@@ -56,21 +56,17 @@ async def test_each_outcome_is_counted_timed_and_the_wait_observed() -> None:
     assert get("conveyor_job_wait_seconds_bucket", {"queue": "q", "task": "t", "le": "+Inf"}) == 3
 
 
-async def test_a_handler_error_propagates_and_the_attempt_still_counts() -> None:
+def test_an_attempt_handed_back_before_it_ran_is_counted_not_timed() -> None:
+    # Given an outcome without a run time (released at shutdown before its handler started)
     hook = PrometheusHook()
     job = _job()
-
-    async def handler() -> None:
-        raise ValueError("bad")
-
-    # When the handler raises inside the hook
-    with pytest.raises(ValueError, match="bad"):
-        await hook.around_execute(SimpleNamespace(job=job), handler)  # type: ignore[arg-type]
-    hook.after_outcome(job, Outcome(job.id, job.token, OutcomeKind.FAILED))
-    # Then the failure was timed
+    hook.after_outcome(job, Outcome(job.id, job.token, OutcomeKind.RELEASED))
+    # Then it is counted, and neither timed nor its wait observed
     get = hook.registry.get_sample_value
-    labels = {"queue": "q", "task": "t", "outcome": "failed"}
-    assert get("conveyor_job_duration_seconds_count", labels) == 1
+    labels = {"queue": "q", "task": "t", "outcome": "released"}
+    assert get("conveyor_jobs_total", labels) == 1
+    assert get("conveyor_job_duration_seconds_count", labels) is None
+    assert get("conveyor_job_wait_seconds_count", {"queue": "q", "task": "t"}) is None
 
 
 async def test_tenant_is_a_label_only_when_allowed_and_cost_is_summed() -> None:
@@ -89,15 +85,6 @@ async def test_tenant_is_a_label_only_when_allowed_and_cost_is_summed() -> None:
     get = plain.registry.get_sample_value
     assert get("conveyor_job_cost_total", {"task": "t", "unit": "usd"}) == pytest.approx(0.75)
     assert get("conveyor_job_cost_total", {"task": "t", "unit": "tokens"}) == 120
-
-
-async def test_an_attempt_without_an_outcome_is_forgotten_not_kept() -> None:
-    # Given an attempt that ran but was handed back (released): its outcome kind is counted
-    hook = PrometheusHook()
-    await _run(hook, _job(), OutcomeKind.RELEASED)
-    assert hook._started == {}
-    labels = {"queue": "q", "task": "t", "outcome": "released"}
-    assert hook.registry.get_sample_value("conveyor_jobs_total", labels) == 1
 
 
 def test_conveyor_imports_without_prometheus_client_and_metrics_name_the_extra() -> None:

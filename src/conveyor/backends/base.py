@@ -192,6 +192,9 @@ class Outcome:
     retry_in: float = 0.0
     # What the attempt reported through ``ctx.cost``: unit -> amount (None: nothing).
     cost: dict[str, float] | None = None
+    # For hooks only (never sent to the backend): how long the attempt ran in the worker, in
+    # seconds from its start to its outcome; set when a hook listens to outcomes.
+    seconds: float | None = None
 
 
 @dataclass(slots=True)

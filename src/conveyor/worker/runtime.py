@@ -341,6 +341,8 @@ class Worker:
             return self._forget(r)
         if r.ctx._cost:
             outcome.cost = r.ctx._cost
+        if bus.outcome and r.since:  # the lane's start time of this attempt (`Held.since`)
+            outcome.seconds = time.monotonic() - r.since
         del self.running[r.key]
         self._slot_freed(r)
         self.processed += 1
