@@ -124,6 +124,8 @@ async def drain(args, res: dict, task: str, concurrency: int, base_poll: float,
     if counts.get("queued") != n:
         res["note"] += f"after enqueue conveyor reports {counts}, expected {n} queued; "
     res["setting"] = f"python -m bench.worker --concurrency {concurrency} (one process)"
+    if os.environ.get("BENCH_PROMETHEUS"):
+        res["setting"] += " + PrometheusHook"
     cmd0 = command_stats(URL)
     w = WorkerProc(concurrency, args.workload)
     deadline = w.t_spawn + args.timeout

@@ -144,6 +144,8 @@ def run_one(py: str, target, wl: str, n: int, tmp: Path, opts: dict) -> dict:
         "PYTHONUNBUFFERED": "1",
     })  # fmt: skip
     env.update(target.env())
+    if opts.get("prometheus"):
+        env["BENCH_PROMETHEUS"] = "1"
     if opts.get("pyspy"):
         env["BENCH_PYSPY"] = str(Path(opts["pyspy"]).resolve() / f"{wl}-c{opts['concurrency']}")
         env["BENCH_PYSPY_FLAGS"] = opts.get("pyspy_flags") or ""
@@ -438,6 +440,8 @@ def main() -> None:
     ap.add_argument("--tune", action="store_true",
                     help=f"W1 per chunk {TUNE_CHUNKS} and W2 per concurrency {TUNE_CONCURRENCY} "
                     "-> results/tuning/<date>.jsonl")  # fmt: skip
+    ap.add_argument("--prometheus", action="store_true",
+                    help="the worker runs with conveyor.metrics.PrometheusHook (served on a port)")  # fmt: skip
     ap.add_argument("--repeat", type=int, default=1, help="run the selection this many times")
     ap.add_argument("--wait-quiet", type=float, metavar="S",
                     help="before each workload wait up to S s until other processes use < 0.3 "
@@ -482,7 +486,7 @@ def main() -> None:
         "measure": args.measure or W5_MEASURE[mode], "timeout": args.timeout,
         "concurrency": args.concurrency, "chunk": args.chunk,
         "idle_s": args.idle_seconds or IDLE_S[mode],
-        "pyspy": args.pyspy, "pyspy_flags": args.pyspy_flags,
+        "pyspy": args.pyspy, "pyspy_flags": args.pyspy_flags, "prometheus": args.prometheus,
     }  # fmt: skip
     plan: list[tuple[str, dict]] = []
     if args.tune:

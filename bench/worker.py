@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from bench.common import make_app
 
 async def main(args: argparse.Namespace) -> None:
     app = make_app()
+    if os.environ.get("BENCH_PROMETHEUS"):  # run.py --prometheus: the worker's metrics on
+        from conveyor.metrics import PrometheusHook, serve
+
+        hook = PrometheusHook()
+        app.add_hook(hook)
+        serve(hook.registry, 0)  # served as `conveyor worker --metrics-port` would
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

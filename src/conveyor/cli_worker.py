@@ -27,6 +27,7 @@ from .cli import (
     _split,
     main,
 )
+from .cli_metrics import metrics_port_options, start_worker_metrics
 from .errors import ConveyorError
 from .worker.reach import wait_for_backend
 
@@ -109,12 +110,14 @@ def _check_queues(queues: list[str] | dict[str, int | None], app: Conveyor) -> N
                    "job_id, task, queue, attempt for the records of a job); plain: text lines "
                    "with [job=... task=... queue=... attempt=...] appended. Also "
                    "$CONVEYOR_LOG_FORMAT.")  # fmt: skip
+@metrics_port_options
 @click.pass_context
 def worker(ctx: click.Context, app_spec: str | None, commands: tuple[str, ...],
            command_queue: str, command_timeout: float | None, command_retries: int,
            command_env: tuple[str, ...], concurrency: int, queues: str | None,
            shutdown_grace: float, name: str | None, log_level: str | None,
-           log_format: logs.LogFormat) -> None:  # fmt: skip
+           log_format: logs.LogFormat, metrics_port: int | None,
+           metrics_addr: str) -> None:  # fmt: skip
     """Run a worker for APP (module:attribute) and/or --command programs until SIGTERM/SIGINT.
 
     The first signal stops claiming, lets active jobs finish within --shutdown-grace and returns
@@ -132,7 +135,12 @@ def worker(ctx: click.Context, app_spec: str | None, commands: tuple[str, ...],
         _add_command(app, text, command_queue, command_timeout, command_retries, command_env)
     if spec is not None:
         _check_queues(spec, app)
-    _run(app, lambda a: _serve(a, concurrency, spec, shutdown_grace, name))
+    server = None if metrics_port is None else start_worker_metrics(app, metrics_port, metrics_addr)
+    try:
+        _run(app, lambda a: _serve(a, concurrency, spec, shutdown_grace, name))
+    finally:
+        if server is not None:
+            server.shutdown()
     # A sync handler still blocked in its thread would hold the interpreter's exit; its job is
     # already back in the queue, so leave without waiting for it.
     deadline = time.monotonic() + 1.0

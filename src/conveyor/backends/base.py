@@ -163,6 +163,9 @@ class ClaimResult:
 
     jobs: list[Job]
     next_due: float | None
+    # Per queue: flows a rate gate held back in this claim (each also a `rate_limited` event);
+    # what the worker's metrics count as ``conveyor_rate_limited_total``.
+    rate_limited: dict[str, int] = field(default_factory=dict)
 
 
 class OutcomeKind(StrEnum):
@@ -189,6 +192,9 @@ class Outcome:
     retry_in: float = 0.0
     # What the attempt reported through ``ctx.cost``: unit -> amount (None: nothing).
     cost: dict[str, float] | None = None
+    # For hooks only (never sent to the backend): how long the attempt ran in the worker, in
+    # seconds from its start to its outcome; set when a hook listens to outcomes.
+    seconds: float | None = None
 
 
 @dataclass(slots=True)
@@ -225,6 +231,10 @@ class QueueStats:
     # Backpressure: the queue's max_queued (None: unlimited), as the app configures it or, for
     # a reader without that app, as the last producer that enforced one recorded it.
     max_queued: int | None = None
+    # Backlog age: seconds since the queue's next job to claim (the head of its line, the best
+    # of unlimited jobs and claimable flows) became ready (due time, else enqueue time), on the
+    # backend's clock; None when nothing is queued. With one priority that is the oldest job.
+    oldest_seconds: float | None = None
     # Admin-only (never part of an end-user view): what ``ctx.cost`` reported, summed per task
     # and unit since the store was created ({task: {unit: total}}); retention does not lower it.
     cost: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -253,6 +263,7 @@ class QueueStats:
             "spooled": self.spooled,
             "max_queued": self.max_queued,
             "full": self.full,
+            "oldest_seconds": self.oldest_seconds,
         }
 
 

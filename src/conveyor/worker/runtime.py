@@ -116,6 +116,7 @@ class Worker:
         self._started_at = time.time()
         self.processed = 0
         self.failed = 0
+        self.rate_limited: dict[str, int] = {}  # per queue: flows a rate gate held back
         self.round_trip = 0.0  # a moving average of the pump's backend rounds (seconds)
         self.min_lease = min([t.options.lease for t in self.tasks.values()] + [30.0])
 
@@ -224,6 +225,8 @@ class Worker:
                 else:
                     res = await backend.claim_jobs(claim.params)
                 self._take(claim, res.jobs, res.next_due, gen)
+                for q, n in res.rate_limited.items():
+                    self.rate_limited[q] = self.rate_limited.get(q, 0) + n
             self._services.outage.back()
             self.round_trip += (time.monotonic() - began - self.round_trip) / 8
         except asyncio.CancelledError:
@@ -341,6 +344,8 @@ class Worker:
             return self._forget(r)
         if r.ctx._cost:
             outcome.cost = r.ctx._cost
+        if bus.outcome and r.since:  # the lane's start time of this attempt (`Held.since`)
+            outcome.seconds = time.monotonic() - r.since
         del self.running[r.key]
         self._slot_freed(r)
         self.processed += 1

@@ -29,7 +29,7 @@ from conveyor.job import JobState, new_id
 
 _INNER_SELECT = re.compile(r"WHERE seq IN \((SELECT .*?)\) RETURNING", re.S)
 PROMOTE = (
-    "UPDATE jobs SET status = 'queued', scheduled_for = NULL "
+    "UPDATE jobs SET status = 'queued' "
     "WHERE status = 'scheduled' AND scheduled_for <= ? RETURNING queue"
 )
 RECOVER = (

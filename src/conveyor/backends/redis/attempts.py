@@ -156,6 +156,7 @@ class Attempts:
         """The jobs of ``claims`` in claim order (a queue's own order kept, queues merged by
         `order`), remembered as held, and when more may be claimable."""
         lines: list[list[Job]] = []
+        limited: dict[str, int] = {}
         errors: list[BaseException] = []
         short = False
         for (_, queue, args), out in zip(claims, results, strict=True):
@@ -163,6 +164,8 @@ class Attempts:
                 errors.append(out)
                 continue
             jobs, d = self._claimed(params.worker, queue, out)
+            if len(out) > 4 + 2 * len(jobs):  # claim.lua: flows a rate gate held back
+                limited[queue] = int(out[4 + 2 * len(jobs)])
             if d is not None:
                 due = d if due is None else min(due, d)
             short = short or len(jobs) < args[1]
@@ -180,7 +183,7 @@ class Attempts:
             # A queue gave fewer than its share (taken meanwhile, or refused by its gates):
             # another queue may have more than this merge planned for it. Look again now.
             due = self._b.now()
-        return ClaimResult(jobs, due if len(jobs) < params.limit else None)
+        return ClaimResult(jobs, due if len(jobs) < params.limit else None, limited)
 
     async def _by_queue(self, job_ids: Sequence[str]) -> dict[str, list[str]]:
         """Which queue each held job lives in (the worker knows; this is for direct calls)."""

@@ -49,13 +49,14 @@ _ACTIVE = JobState.ACTIVE
 
 def job_from_claim(job_id: str, queue: str, v: list[Any], now: float, worker: str) -> Job:
     """The job a claim returned: ``v`` holds claim.lua's CLAIMED fields by position (t p pr a
-    ma st ms to l tn b wf pa ik c e tk m; None when absent; ``a`` and ``tk`` after the claim).
-    Now active, started ``now`` by ``worker``, the lease until ``now`` + ``l``, no progress."""
-    t, p, pr, a, ma, st, ms, to, lease, tn, b, wf, pa, ik, c, e, tk, m = v
+    ma st ms to l tn b wf pa ik c e tk m sf; None when absent; ``a`` and ``tk`` after the
+    claim). Now active, started ``now`` by ``worker``, the lease until ``now`` + ``l``, no
+    progress; ``scheduled_for`` is the due time it had (a delay or a retry's backoff), if any."""
+    t, p, pr, a, ma, st, ms, to, lease, tn, b, wf, pa, ik, c, e, tk, m, sf = v
     lease_s = float(lease)
     return Job(
         job_id, queue, t, orjson.loads(p), int(pr), _ACTIVE, int(a), int(ma),
         int(st) if st else 0, int(ms), None if to is None else float(to), lease_s, Progress(),
-        None, None if e is None else orjson.loads(e), tn, b, wf, pa, ik, float(c), None, now,
+        None, None if e is None else orjson.loads(e), tn, b, wf, pa, ik, float(c), _f(sf), now,
         None, now + lease_s, worker, int(tk), False, decoded_meta(m) if m else {},
     )  # fmt: skip

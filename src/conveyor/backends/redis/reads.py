@@ -182,11 +182,32 @@ async def stats(b: RedisBackend, queues: Sequence[str] | None = None) -> dict[st
                     secs += float(value)
         st.throughput_per_s = done / STATS_WINDOW
         st.avg_run_seconds = secs / done if done else None
+        if counts["queued"]:
+            st.oldest_seconds = await oldest_seconds(b, q, now)
         for field, value in (await client.hgetall(b.key(q, "cost"))).items():
             task, unit = orjson.loads(field)  # cost.lua: [task, unit] -> total (admin-only)
             st.cost.setdefault(task, {})[unit] = float(value)
         out[q] = st
     return out
+
+
+async def oldest_seconds(b: RedisBackend, queue: str, now: float) -> float | None:
+    """Seconds since the queue's next job to claim became ready: the best of the head of
+    ``ready`` and the head job of the best claimable flow (``flows``), as the claim merges them."""
+    client = b._client()
+    pipe = client.pipeline(transaction=False)
+    pipe.zrange(b.key(queue, "ready"), 0, 0, withscores=True)
+    pipe.zrange(b.key(queue, "flows"), 0, 0, withscores=True)
+    ready, flows = await pipe.execute()
+    job_id: str | None = ready[0][0] if ready else None
+    if flows and (not ready or flows[0][1] < ready[0][1]):
+        head = await client.zrange(b.key(queue, f"fq:{flows[0][0]}"), 0, 0)
+        job_id = head[0] if head else job_id
+    if job_id is None:
+        return None
+    created, due = await client.hmget(b.key(queue, f"j:{job_id}"), ["c", "sf"])
+    since = float_or_none(due) or float_or_none(created)
+    return None if since is None else max(0.0, now - since)
 
 
 def _matches(job: Job, p: ListParams) -> bool:

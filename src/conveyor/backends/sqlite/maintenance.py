@@ -117,7 +117,36 @@ def stats(
         s.active = s.counts.get("active", 0)
         s.limits = describe_gates(conn, now, s.queue)
         s.max_queued = limits.get(s.queue)
+        if s.counts.get("queued", 0):
+            s.oldest_seconds = oldest_seconds(conn, now, s.queue)
     return out
+
+
+# The head of a queue's line: its best unlimited job (jobs_ready) and its best claimable flow
+# (flows_ready), both by claim score; each is one index probe.
+HEAD_READY = (
+    "SELECT (100 - priority) * 1099511627776 + seq, created_at, scheduled_for FROM jobs "
+    "WHERE queue = ? AND status = 'queued' AND flow IS NULL ORDER BY priority DESC, seq LIMIT 1"
+)
+HEAD_FLOW = (
+    "SELECT head FROM flows WHERE queue = ? AND head IS NOT NULL AND blocked_until IS NULL "
+    "AND wait_gate IS NULL ORDER BY head LIMIT 1"
+)
+JOB_TIMES = "SELECT created_at, scheduled_for FROM jobs WHERE seq = ?"
+
+
+def oldest_seconds(conn: sqlite3.Connection, now: float, queue: str) -> float | None:
+    """Seconds since the queue's next job to claim became ready (None: nothing claimable)."""
+    ready = conn.execute(HEAD_READY, (queue,)).fetchone()
+    flow = conn.execute(HEAD_FLOW, (queue,)).fetchone()
+    times: tuple[float, float | None] | None = None
+    if flow is not None and (ready is None or flow[0] < ready[0]):
+        times = conn.execute(JOB_TIMES, (flow[0] & 0xFFFFFFFFFF,)).fetchone()
+    elif ready is not None:
+        times = (ready[1], ready[2])
+    if times is None:
+        return None
+    return max(0.0, now - (times[1] or times[0]))
 
 
 def _delete(conn: sqlite3.Connection, now: float, where: str, args: tuple[Any, ...]) -> int:

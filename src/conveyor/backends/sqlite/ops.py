@@ -172,7 +172,7 @@ def _stored_ids(conn: sqlite3.Connection, ids: list[str]) -> set[int]:
 
 def promote_due(conn: sqlite3.Connection, now: float) -> None:
     rows = conn.execute(
-        "UPDATE jobs SET status = 'queued', scheduled_for = NULL "
+        "UPDATE jobs SET status = 'queued' "  # scheduled_for stays: when it became ready
         "WHERE status = 'scheduled' AND scheduled_for <= ? RETURNING queue, flow",
         (now,),
     ).fetchall()
@@ -216,10 +216,12 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
     caps = _caps(p)
     queues = [q for q in p.queues if caps[q] > 0]
     more = False
+    limited: dict[str, int] = {}
     if fl.has_flows(conn, now, queues):
         rows, more, events = _claim_flows(conn, now, p, caps)
         if events:
             add_events(conn, events)
+            limited = dict(Counter(e[2] for e in events if e[0] == "rate_limited"))
     elif len(queues) == 1:
         args["queue"], args["limit"] = queues[0], caps[queues[0]]
         rows = conn.execute(_CLAIM_ONE, args).fetchall()
@@ -229,7 +231,7 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
         args["seqs"] = orjson.dumps([s for _, s, _ in cands[: p.limit]]).decode()
         rows = conn.execute(_CLAIM_SEQS, args).fetchall() if cands else []
     if not rows:
-        return ClaimResult([], now if more else _next_due(conn, p.queues))
+        return ClaimResult([], now if more else _next_due(conn, p.queues), limited)
     rows.sort(key=lambda r: (-r[5], r[0]))
     conn.execute(_STARTED_EVENTS, {"now": now, "seqs": orjson.dumps([r[0] for r in rows]).decode()})
     deltas: Counter[tuple[str, str]] = Counter()
@@ -241,7 +243,7 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
     due = None
     if len(rows) < p.limit:
         due = now if more else _next_due(conn, p.queues)
-    return ClaimResult([row_to_job(r[1:]) for r in rows], due)
+    return ClaimResult([row_to_job(r[1:]) for r in rows], due, limited)
 
 
 def _next_due(conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:

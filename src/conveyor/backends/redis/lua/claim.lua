@@ -11,7 +11,7 @@
 --         worker's previous claim: its claims across queues show in the log in claim order)
 -- returns {now, next_due or '', n, newest event id or '', job1 id, job1 fields (the CLAIMED
 -- fields of includes/claiming.lua by position, nil when absent, `a` and `tk` after the
--- claim), ...}; the worker sets status active, started now, its own id, the lease's expiry
+-- claim), ..., then the number of flows a rate gate held back when > 0}; the worker sets status active, started now, its own id, the lease's expiry
 -- (now + lease) and no progress (codec.job_from_claim). next_due (when fewer
 -- than limit were claimed) is the first scheduled due time or set-aside flow's release, or
 -- now when the claim stopped after MAX_REFUSED refusals (claim again at once)
@@ -49,7 +49,7 @@ local function start(id)
   local k = jkey(id)
   local h = redis.call('HGETALL', k)
   local v = {false, false, false, false, false, false, false, false, false, false, false,
-             false, false, false, false, false, false, false}
+             false, false, false, false, false, false, false, false}
   local pg = false
   for x = 1, #h, 2 do
     local i = CLAIMED[h[x]]
@@ -75,6 +75,7 @@ local function start(id)
 end
 
 local has_flows = release_flows(now)
+local limited = 0  -- flows a rate gate held back (returned after the jobs when > 0)
 
 -- The flow's allowance; when 0 it is set aside (sqlite: FlowClaim._allowance).
 local function allowance(flow)
@@ -100,6 +101,7 @@ local function allowance(flow)
   if till then redis.call('ZADD', FBLK, till, flow) end
   if wait then wait_on(flow, wait) end
   if rate_gate and not wait then
+    limited = limited + 1
     event('rate_limited', nil, task_of(rate_gate), nil,
       '{"gate":' .. cjson.encode(rate_gate) .. ',"until":' .. num(till) .. '}')
   end
@@ -192,4 +194,5 @@ elseif redis.call('ZCARD', READY) > 0 or (has_flows and redis.call('ZCARD', FLOW
   wake()  -- more is ready than we took: let another blocked worker have it
 end
 if last_event then out[4] = last_event end
+if limited > 0 then out[#out + 1] = limited end
 return out

@@ -3,10 +3,11 @@
 local READY = P .. 'ready'
 -- The job fields a claim returns, by position (codec.job_from_claim reads them in this order).
 local CLAIMED = {t = 1, p = 2, pr = 3, a = 4, ma = 5, st = 6, ms = 7, to = 8, l = 9, tn = 10,
-                 b = 11, wf = 12, pa = 13, ik = 14, c = 15, e = 16, tk = 17, m = 18}
+                 b = 11, wf = 12, pa = 13, ik = 14, c = 15, e = 16, tk = 17, m = 18, sf = 19}
 local C_T, C_A, C_L, C_TN, C_TK = 1, 4, 9, 10, 17
 
 -- Due scheduled jobs (delays, retry backoff) become ready: each gets a new place in its line.
+-- `sf` stays: it is when the job became ready (wait time, backlog age), as on SQLite.
 local function promote_due(now)
   local due = redis.call('ZRANGEBYSCORE', P .. 'sched', '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
@@ -18,7 +19,6 @@ local function promote_due(now)
       redis.call('ZADD', READY, ready_score(f[1]), id)
     end
     redis.call('HSET', k, 's', 'queued')
-    redis.call('HDEL', k, 'sf')
   end
   if #due > 0 then redis.call('ZREM', P .. 'sched', unpack(due)) end
 end
