@@ -38,12 +38,12 @@ from .command_output import (
     READ_CHUNK,
     CommandFailed,
     CommandNotStarted,
-    _outcome,
-    _Progress,
-    _read_all,
-    _read_stdout,
-    _Tail,
+    ProgressFeed,
+    Tail,
+    outcome,
     parse_progress,
+    read_all,
+    read_stdout,
 )
 from .command_spec import DEFAULT_ENV, OUTPUT_LIMIT, CommandPayload, CommandSpec
 from .errors import ValidationError
@@ -131,12 +131,12 @@ async def run_command(spec: CommandSpec, ctx: Context, payload: dict[str, Any]) 
         os.close(status_w)
         os.close(cfg_r)
     await asyncio.to_thread(_write_all, cfg_w, orjson.dumps(cfg))
-    out, err = _Tail(spec.output_limit), _Tail(spec.output_limit)
-    progress = _Progress(ctx)
+    out, err = Tail(spec.output_limit), Tail(spec.output_limit)
+    progress = ProgressFeed(ctx)
     assert proc.stdout is not None and proc.stderr is not None
     io = [
-        asyncio.create_task(_read_stdout(proc.stdout, out, progress)),
-        asyncio.create_task(_read_all(proc.stderr, err)),
+        asyncio.create_task(read_stdout(proc.stdout, out, progress)),
+        asyncio.create_task(read_all(proc.stderr, err)),
     ]
     if spec.stdin:
         assert proc.stdin is not None
@@ -160,7 +160,7 @@ async def run_command(spec: CommandSpec, ctx: Context, payload: dict[str, Any]) 
         await asyncio.shield(_terminate(proc, spec.kill_grace, io, done))
         raise
     await progress.flush()
-    return _outcome(spec, argv, status, out, err)
+    return outcome(spec, argv, status, out, err)
 
 
 async def _terminate(

@@ -45,7 +45,7 @@ class CommandNotStarted(Permanent):
         return self.fields
 
 
-class _Tail:
+class Tail:
     """The last ``limit`` bytes of a stream, read as it arrives."""
 
     __slots__ = ("buf", "dropped", "limit")
@@ -82,7 +82,7 @@ def parse_progress(line: bytes) -> tuple[float, str | None] | None:
     return percent, (msg[:MESSAGE_LIMIT] if msg else None)
 
 
-class _Progress:
+class ProgressFeed:
     """Coalesces progress lines: at most one backend write in flight, the latest value wins."""
 
     def __init__(self, ctx: Context) -> None:
@@ -108,7 +108,7 @@ class _Progress:
                 await self.task
 
 
-async def _read_stdout(stream: asyncio.StreamReader, tail: _Tail, progress: _Progress) -> None:
+async def read_stdout(stream: asyncio.StreamReader, tail: Tail, progress: ProgressFeed) -> None:
     partial = bytearray()
     while True:
         chunk = await stream.read(READ_CHUNK)
@@ -137,7 +137,7 @@ async def _read_stdout(stream: asyncio.StreamReader, tail: _Tail, progress: _Pro
                     progress.offer(value)
 
 
-async def _read_all(stream: asyncio.StreamReader, tail: _Tail) -> None:
+async def read_all(stream: asyncio.StreamReader, tail: Tail) -> None:
     while True:
         chunk = await stream.read(READ_CHUNK)
         if not chunk:
@@ -152,8 +152,8 @@ def _signal_name(n: int) -> str:
         return f"signal {n}"
 
 
-def _outcome(
-    spec: CommandSpec, argv: list[str], status: dict[str, Any], out: _Tail, err: _Tail
+def outcome(
+    spec: CommandSpec, argv: list[str], status: dict[str, Any], out: Tail, err: Tail
 ) -> Any:
     stderr_tail = err.text(MESSAGE_LIMIT).strip()
     program = argv[2].split()[0] if spec.shell and argv[2].split() else argv[0]
@@ -189,7 +189,7 @@ def _message(head: str, stderr_tail: str) -> str:
     return f"{head}: {tail}"
 
 
-def _last_line(tail: _Tail) -> bytes | None:
+def _last_line(tail: Tail) -> bytes | None:
     for line in reversed(bytes(tail.buf).splitlines()):
         if line.strip():
             return line.strip()
