@@ -1,9 +1,10 @@
-"""Redis URLs, the connections made from them, and driver errors translated at the boundary.
+"""Redis URLs and the clients made from them; the backend operations wrapper (pool turns,
+producer deadlines, driver errors translated at the boundary) is in `operations`.
 
 URL options (query string): conveyor's own ``prefix`` (key namespace, default ``cv``),
 ``pool_size`` (connections per event loop, default 50; per node in a cluster) and
 ``pool_timeout`` (seconds a call waits for a free connection, default 20), ``deadline``
-(seconds a producer call may take in all, default 1.5: see below), and any connection
+(seconds a producer call may take in all, default 1.5: see `operations`), and any connection
 option of the redis-py installed (``socket_timeout``, ``client_name``, ``ssl_ca_certs``, ...).
 Anything else is a `ConfigurationError` when the app is built, never a driver traceback at the
 first call.
@@ -12,40 +13,52 @@ first call.
 connection instead of failing: a standalone client gets redis-py's `BlockingConnectionPool`;
 redis-py's cluster client has no blocking pool (a node whose connections are all in use raises
 ``MaxConnectionsError``), so there each backend call first takes a turn at a `Gate` of
-``pool_size`` turns, which bounds the connections per node to the same number.
-
-**Producers fail fast.** A producer call (`PRODUCER_CALLS`: enqueue, get, list, cancel, retry,
-stats, events, workers) and ``open`` answer within ``deadline`` seconds, or raise
-`BackendUnavailable` naming the server. Without it a frozen server (SIGSTOP, a stalled VM: the
-kernel still accepts connections, nothing replies) held a call for redis-py's socket timeout
-and its retries (5 s at least, more with a pool to wait for), and a web request with it. The
-deadline covers the wait for a pool connection, connecting and every retry; an enqueue of
-many jobs gets `PER_JOB` more per job (a 100,000-job batch is a second of Lua). The worker's
-own calls (claims, acknowledgements, lease renewals) are not cut short: its loops retry by
-themselves, and a claim cut off after Redis ran it would strand the claimed jobs until their
-leases expire. Its blocking reads have their socket timeouts above their block (`make_client`). A read or
-an enqueue whose connection broke (a restart the loop had not noticed) is sent once more.
+``pool_size`` turns (`operations`), which bounds the connections per node to the same number.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import difflib
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from ...errors import BackendUnavailable, ConfigurationError
+from ...errors import ConfigurationError
+from .operations import (
+    PER_JOB,
+    PRODUCER_CALLS,
+    RESENDABLE,
+    Gate,
+    deadline,
+    no_answer,
+    operations,
+    pool_exhausted,
+    unavailable,
+)
+
+__all__ = [
+    "DEADLINE",
+    "PER_JOB",
+    "PRODUCER_CALLS",
+    "RESENDABLE",
+    "Gate",
+    "RedisOptions",
+    "deadline",
+    "driver_options",
+    "make_client",
+    "no_answer",
+    "operations",
+    "parse_redis_url",
+    "pool_exhausted",
+    "redact",
+    "redis_options",
+    "unavailable",
+]
 
 SCHEMES = ("redis", "rediss", "unix", "redis+cluster")
 DEFAULT_PREFIX = "cv"
@@ -61,24 +74,10 @@ CLUSTER_SPARE = 4
 # Options conveyor reads itself; the rest go to redis-py.
 OWN_OPTIONS = frozenset({"prefix", "pool_size", "pool_timeout", "socket_timeout", "deadline"})
 DEADLINE = 1.5
-PER_JOB = 0.00002
-#: Producer operations sent once more when a connection made before failed: reads, and enqueue
-#: (a job id already stored is not stored again). Not cancel/retry: resent after they took
-#: effect they would report a state error for a change that was made.
-RESENDABLE = frozenset(
-    {"enqueue_jobs", "get_job", "list_jobs", "batch_counts", "stats", "read_events",
-     "last_event_cursor", "list_workers"}
-)  # fmt: skip
-#: The backend operations a producer makes, bounded by ``deadline``.
-PRODUCER_CALLS = frozenset(
-    {"enqueue_jobs", "get_job", "list_jobs", "cancel_job", "retry_job", "batch_counts", "stats",
-     "read_events", "last_event_cursor", "list_workers"}
-)  # fmt: skip
 # redis-py's URL names for what conveyor's pool options set.
 RENAMED = {"max_connections": "pool_size", "timeout": "pool_timeout"}
 # Connection options conveyor relies on: replies must be decoded str.
 FIXED_OPTIONS = frozenset({"decode_responses", "encoding", "encoding_errors"})
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 @dataclass(frozen=True)
@@ -273,136 +272,3 @@ class _RedisCluster(aioredis.RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         await self.initialize()
         return await super().execute_command(*args, **kwargs)
-
-
-class Gate:
-    """``pool_size`` turns for one cluster client: callers wait up to ``pool_timeout``."""
-
-    def __init__(self, o: RedisOptions) -> None:
-        self._options = o
-        self._turns = asyncio.Semaphore(o.pool_size)
-
-    async def __aenter__(self) -> None:
-        try:
-            async with asyncio.timeout(self._options.pool_timeout):
-                await self._turns.acquire()
-        except TimeoutError:
-            raise pool_exhausted(self._options) from None
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._turns.release()
-
-
-def pool_exhausted(o: RedisOptions) -> BackendUnavailable:
-    return BackendUnavailable(
-        f"no free connection to Redis at {o.where} within pool_timeout={o.pool_timeout:g}s: "
-        f"all pool_size={o.pool_size} are busy (raise ?pool_size= or ?pool_timeout=)"
-    )
-
-
-def unavailable(o: RedisOptions, exc: BaseException) -> BackendUnavailable:
-    """The `BackendUnavailable` for a driver's connection error (raise it ``from`` that)."""
-    if _pool_timed_out(exc):
-        return pool_exhausted(o)
-    return BackendUnavailable(f"Redis at {o.where} unreachable: {exc}")
-
-
-def no_answer(o: RedisOptions, limit: float) -> BackendUnavailable:
-    """The `BackendUnavailable` for a call that ran out of its deadline."""
-    return BackendUnavailable(
-        f"Redis at {o.where} did not answer within {limit:g}s (deadline={o.deadline:g}s): is it "
-        "running and responsive? Check the server, or raise ?deadline= in the URL. An enqueue "
-        "cut off this way may have been stored (a spool forwards it by its id: never twice)"
-    )
-
-
-def _stale(exc: BaseException) -> bool:
-    """A connection made before broke under a call (its server restarted, or the network cut
-    it): worth one more try on a fresh connection. Not a failure to connect (the server is
-    down: trying again at once would fail again), a timeout (a frozen server), nor a wait for
-    a pool connection that ran out."""
-    cause = exc.__cause__ if isinstance(exc, BackendUnavailable) else exc
-    return (
-        isinstance(cause, RedisConnectionError)
-        and not _pool_timed_out(cause)
-        and "connecting to" not in str(cause)
-    )
-
-
-def _pool_timed_out(exc: BaseException | None) -> bool:
-    """BlockingConnectionPool's wait for a free connection ran out."""
-    return (
-        isinstance(exc, RedisConnectionError)
-        and isinstance(exc.__cause__, asyncio.TimeoutError)
-        and "No connection available" in str(exc)
-    )
-
-
-# -- backend operations -------------------------------------------------------------------------
-
-_IN_OPERATION = contextvars.ContextVar("conveyor_redis_operation", default=False)
-
-
-def operations(cls: type[Any]) -> type[Any]:
-    """Class decorator for the Redis backend: each public coroutine method (but ``open``,
-    ``close``, ``listen``) runs as one operation. In cluster mode it takes a turn at the loop's
-    `Gate` first; a driver connection error becomes `BackendUnavailable`, so callers (the
-    worker's loops, users) never see redis-py's exceptions. An operation that calls another
-    holds its one turn (no nesting, no deadlock)."""
-    for name, fn in list(vars(cls).items()):
-        if name.startswith("_") or name in ("open", "close", "listen"):
-            continue
-        if inspect.iscoroutinefunction(fn):
-            setattr(cls, name, _operation(fn, name in PRODUCER_CALLS))
-    return cls
-
-
-def _operation(fn: F, producer: bool) -> F:
-    @functools.wraps(fn)
-    async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _IN_OPERATION.get():
-            return await fn(self, *args, **kwargs)
-        token = _IN_OPERATION.set(True)
-        try:
-            if not producer:
-                return await _gated(self, fn, args, kwargs)
-            o = self.options
-            limit = o.deadline + (len(args[0]) * PER_JOB if fn.__name__ == "enqueue_jobs" else 0)
-            with deadline(o, limit):
-                async with asyncio.timeout(limit):
-                    if fn.__name__ not in RESENDABLE:
-                        return await _gated(self, fn, args, kwargs)
-                    try:
-                        return await _gated(self, fn, args, kwargs)
-                    except (RedisConnectionError, BackendUnavailable) as exc:
-                        if not _stale(exc):
-                            raise
-                    # redis-py dropped the broken connection: the pool hands out a fresh one
-                    return await _gated(self, fn, args, kwargs)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise unavailable(self.options, exc) from exc
-        except BackendUnavailable as exc:
-            if _pool_timed_out(exc.__cause__):  # translated by _eval/_pipeline: say why
-                raise pool_exhausted(self.options) from exc.__cause__
-            raise
-        finally:
-            _IN_OPERATION.reset(token)
-
-    return run  # type: ignore[return-value]
-
-
-async def _gated(self: Any, fn: F, args: Any, kwargs: Any) -> Any:
-    gate = self.gate()
-    if gate is None:
-        return await fn(self, *args, **kwargs)
-    async with gate:
-        return await fn(self, *args, **kwargs)
-
-
-@contextlib.contextmanager
-def deadline(o: RedisOptions, limit: float) -> Iterator[None]:
-    """Turn the `TimeoutError` of an ``asyncio.timeout(limit)`` inside into `no_answer`."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise no_answer(o, limit) from exc
