@@ -181,12 +181,32 @@ class Producer:
             self._before_enqueue(jobs)
         if not jobs:
             await self.open()
-        res, spooled = await self._store(jobs, batch_id) if jobs else (None, False)
+        if jobs and self.bus.event:
+            res, spooled = await self._store_telling(jobs, batch_id)
+        else:
+            res, spooled = await self._store(jobs, batch_id) if jobs else (None, False)
         self._wake_workers()
         ids = res.ids if res else []
         batch = Batch(self, batch_id, ids, res.created if res else [])
         batch.spooled = spooled
         return batch
+
+    async def _store_telling(self, jobs: list[NewJob], group: str) -> tuple[EnqueueResult, bool]:
+        """`_store` for ``on_event`` hooks: an ``enqueued`` event per job created, each before
+        any event a worker of this process emits for it (the bus holds those meanwhile)."""
+        for nj in jobs:
+            self.bus.enqueuing(nj.id)
+        made: dict[str, Job] = {}
+        try:
+            res, spooled = await self._store(jobs, group)
+            for nj, created in zip(jobs, res.created, strict=True):
+                if created:
+                    job = made[nj.id] = job_from_new(nj, res.now)
+                    job.spooled = spooled
+        finally:
+            for nj in jobs:
+                self.bus.enqueued(nj.id, made.get(nj.id))
+        return res, spooled
 
     async def _store(self, jobs: list[NewJob], group: str | None) -> tuple[EnqueueResult, bool]:
         """Store jobs in the backend, or in the spool (then True) when it is unreachable."""

@@ -135,12 +135,12 @@ async def test_after_outcome_events_and_worker_start_stop_raising_change_nothing
     # Then the worker ran every job to completion and stopped cleanly
     assert [j.status for j in jobs] == [JobState.COMPLETED] * 6
     assert hook.outcomes == [OutcomeKind.COMPLETED] * 6
-    # And each failure is one record: start + stop + 6 outcomes + 18 events (enqueued for the
-    # single job, started and completed for all six)
+    # And each failure is one record: start + stop + 6 outcomes + 18 events (enqueued, started
+    # and completed for all six, the batch's too)
     errs = _hook_errors(caplog)
     by = {m: sum(m in r.getMessage() for r in errs) for m in
           ("on_worker_start", "on_worker_stop", "after_outcome", "on_event")}  # fmt: skip
-    assert by == {"on_worker_start": 1, "on_worker_stop": 1, "after_outcome": 6, "on_event": 13}
+    assert by == {"on_worker_start": 1, "on_worker_stop": 1, "after_outcome": 6, "on_event": 18}
     _no_payload_in(errs)
 
 

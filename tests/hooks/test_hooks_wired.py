@@ -106,7 +106,7 @@ async def test_app_on_is_a_hook_and_enqueue_many_calls_before_enqueue_once(
         return None
 
     # When a batch of three and one more job are enqueued
-    await sqlite_app.enqueue_many(
+    batch = await sqlite_app.enqueue_many(
         [("noop", None), {"task": "noop", "meta": {"m": 1}}, ("noop", None)]
     )
     one = await noop.enqueue()
@@ -115,8 +115,8 @@ async def test_app_on_is_a_hook_and_enqueue_many_calls_before_enqueue_once(
         [("noop", "default")] * 3,
         [("noop", "default")],
     ]
-    # And the app.on listener got the single enqueue's event
-    assert seen == [one.id]
+    # And the app.on listener got an enqueued event for every job, the batch's too
+    assert seen == [*batch.ids, one.id]
 
 
 async def test_a_worker_runs_on_its_narrow_env_without_the_app(sqlite_app: Conveyor) -> None:
