@@ -363,3 +363,22 @@ async def test_max_queued_must_be_a_count(app: Conveyor) -> None:
         await app.enqueue("work_q", {"n": 0})
     app.queue("q", max_queued=None)
     await app.enqueue("work_q", {"n": 0})
+
+
+async def test_a_job_sent_again_after_it_was_stored_is_not_refused_by_a_full_queue(
+    app: Conveyor,
+) -> None:
+    # Given a queue limited to 2 whose last free place was taken by job X (a resend after a lost
+    # reply, or a spool forwarder, sends X again)
+    _limited(app, 2)
+    await app.enqueue("work_q", {"n": 0})
+    x = app._builder.new_job(app.catalog.lookup("work_q"), {"n": 1}, None, 0.0, None, None,
+                             None, None)  # fmt: skip
+    first = await app.backend.enqueue_jobs([x], max_queued={"q": 2})
+    assert first.created == [True]
+    # When X is sent again, the queue now full
+    again = await app.backend.enqueue_jobs([x], max_queued={"q": 2})
+    # Then the store says X exists (created False), not QueueFull: X was stored, and a
+    # producer told otherwise would enqueue it a second time under a new id
+    assert (again.ids, again.created) == ([x.id], [False])
+    assert await _waiting(app) == 2

@@ -34,7 +34,7 @@ async def test_a_dead_producers_reservation_holds_room_until_it_expires(
     await app.enqueue("work", {"n": 0})
     # When a producer reserves room for 2 jobs (step one) and dies before storing them
     b = app.backend
-    items = orjson.dumps([[None, None], [None, None]]).decode()
+    items = orjson.dumps([[None, None, "id-1"], [None, None, "id-2"]]).decode()
     assert await b._eval("admit", "q", "dead-token", 3, 0.5, items) == 2  # type: ignore[attr-defined]
     # Then the room stays taken: the queue is full for everyone else
     with pytest.raises(QueueFull) as err:

@@ -67,7 +67,7 @@ async def _admit(
     # one queue that made another refuse them in the next, and fewer calls were stored than
     # the limits allow (10 racing two-queue calls against a limit of 3 stored 1).
     for q in sorted(q for q in by_queue if q in limits):
-        keys = [(jobs[i].tenant, jobs[i].idempotency_key) for i in by_queue[q]]
+        keys = [(jobs[i].tenant, jobs[i].idempotency_key, jobs[i].id) for i in by_queue[q]]
         args = [token, limits[q], RESERVATION_TTL, orjson.dumps(keys).decode()]
         (res,) = await b._pipeline([("admit", q, args)])
         if not isinstance(res, int):

@@ -4,7 +4,8 @@
 -- KEYS[1] queue prefix
 -- ARGV[1] token, ARGV[2] the queue's max_queued, or 'release' to drop the token's reservation
 -- ARGV[3] seconds the reservation lives if step two never comes (a producer that died)
--- ARGV[4] JSON array of the call's jobs of this queue: {tenant or null, idempotency key or null}
+-- ARGV[4] JSON array of the call's jobs of this queue: {tenant or null, idempotency key or null,
+--         job id}
 -- returns the number of jobs reserved (0: nothing to reserve, all are idempotent matches);
 -- error 'QUEUEFULL <count> <needed> <limit>' when they do not fit (nothing reserved)
 local token = ARGV[1]
@@ -15,7 +16,7 @@ end
 local limit = tonumber(ARGV[2])
 local now = now_s()
 local items = cjson.decode(ARGV[4])
-local n = new_jobs(items, 1, 2)
+local n = new_jobs(items, 1, 2, 3)
 if n == 0 then return 0 end
 local count = waiting(now)
 if count + n > limit then return queue_full(count, n, limit) end

@@ -18,7 +18,7 @@ local now = now_s()
 local limit = tonumber(ARGV[3] or '')
 if limit then
   local held = (ARGV[4] or '') ~= '' and rsv_drop(ARGV[4])
-  local n = new_jobs(jobs, 10, 14)
+  local n = new_jobs(jobs, 10, 14, 1)
   if n > 0 then
     if not held then
       local count = waiting(now)

@@ -32,13 +32,16 @@ local function idem_match(tenant, key)
   end
   return existing
 end
--- How many of `items` would be created: not an idempotent match, not a repeated key of the
--- call. ti, ki: the positions of the tenant and the idempotency key in an item.
-local function new_jobs(items, ti, ki)
+-- How many of `items` would be created: not stored already (a resend after a lost reply, a
+-- spool forwarder), not an idempotent match, not a repeated key of the call. ti, ki, ii: the
+-- positions of the tenant, the idempotency key and the job id in an item.
+local function new_jobs(items, ti, ki, ii)
   local seen, n = {}, 0
   for _, it in ipairs(items) do
     local key = it[ki]
-    if key == cjson.null then
+    if redis.call('EXISTS', jkey(it[ii])) == 1 then
+      -- stored already: enqueue.lua creates nothing for it
+    elseif key == cjson.null then
       n = n + 1
     else
       local tenant = it[ti] ~= cjson.null and it[ti] or nil
