@@ -147,3 +147,27 @@ async def test_bad_cost_raises_in_the_handler(
         await app.wait(job.id, timeout=10)
     assert errors == [field]
     assert (await app.get(job.id)).cost is None
+
+
+async def test_a_cost_total_that_would_overflow_is_refused_and_the_job_completes(
+    app: Conveyor,
+) -> None:
+    # Given a handler whose second report would make the attempt's total infinite
+    errors: list[str | None] = []
+
+    @app.task
+    async def spend(ctx: Context) -> int:
+        ctx.cost(1e308)
+        try:
+            ctx.cost(1e308)
+        except ValidationError as exc:
+            errors.append(exc.field)
+        return 1
+
+    async with app.worker(concurrency=1):
+        job = await spend.enqueue()
+        # Then the second report raised in the handler, and the attempt completed with the
+        # finite total (before: inf was stored, as null on SQLite, or failed the finish script)
+        assert await app.wait(job.id, timeout=10) == 1
+    assert errors == ["amount"]
+    assert (await app.get(job.id)).cost == {"usd": 1e308}

@@ -145,7 +145,13 @@ class Context:
         cost = self._cost
         if cost is None:
             cost = self._cost = {}
-        cost[unit] = cost.get(unit, 0.0) + value
+        total = cost.get(unit, 0.0) + value
+        if not math.isfinite(total):  # each amount finite, their sum too large for a float
+            raise ValidationError(
+                f"cost amount {brief(amount)} makes this attempt's {unit} total overflow",
+                field="amount",
+            )
+        cost[unit] = total
 
     async def _report(self, data: dict[str, Any]) -> None:
         worker, job = self._worker, self.job
