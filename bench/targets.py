@@ -126,6 +126,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def redis_pings(port: int) -> bool:
+    """A redis-server on loopback ``port`` answers PING (a raw socket: no client needed)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def redis_prefix(url: str) -> str:
     from conveyor.backends.redis.backend import parse_redis_url
 
@@ -209,13 +219,8 @@ class RedisTarget(Target):
             )  # fmt: skip
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                        s.sendall(b"PING\r\n")
-                        if s.recv(16).startswith(b"+PONG"):
-                            return
-                except OSError:
-                    pass
+                if redis_pings(self.port):
+                    return
                 time.sleep(0.02)
             self.close()
         raise RuntimeError(f"redis-server did not start (log: {self.dir / 'redis.log'})")
