@@ -137,7 +137,7 @@ def redis_pings(port: int) -> bool:
 
 
 def redis_prefix(url: str) -> str:
-    from conveyor.backends.redis.backend import parse_redis_url
+    from conveyor.backends.redis import parse_redis_url
 
     return parse_redis_url(url)[2]
 
@@ -146,7 +146,7 @@ def redis_client(url: str):
     """A plain sync redis-py client (hiredis parser when installed) for the bench's own reads."""
     import redis
 
-    from conveyor.backends.redis.backend import parse_redis_url
+    from conveyor.backends.redis import parse_redis_url
 
     return redis.Redis.from_url(parse_redis_url(url)[0], decode_responses=True)
 
