@@ -138,27 +138,16 @@ class Producer:
             nj.meta = encoded_meta(meta)
         if self.bus.enqueue:
             self._before_enqueue([nj])
-        if not self.bus.event:
-            res, spooled = await self._store([nj], None)
-            self._wake_workers()
-            if not res.created[0]:
-                return await self.get(res.ids[0])
-            job = job_from_new(nj, res.now)
-            job.spooled = spooled
-            return job
-        # With event hooks: a worker of this process may start the job before this call
-        # returns; the bus holds its events until ``enqueued`` is emitted.
-        job = None
-        self.bus.enqueuing(nj.id)
-        try:
-            res, spooled = await self._store([nj], None)
-            self._wake_workers()
-            if res.created[0]:
-                job = job_from_new(nj, res.now)
-                job.spooled = spooled
-        finally:
-            self.bus.enqueued(nj.id, job)
-        return job if job is not None else await self.get(res.ids[0])
+        # With on_event hooks a worker of this process may start the job before this call
+        # returns: `_store_telling` has the bus hold its events until ``enqueued``.
+        store = self._store_telling if self.bus.event else self._store
+        res, spooled = await store([nj], None)
+        self._wake_workers()
+        if not res.created[0]:
+            return await self.get(res.ids[0])
+        job = job_from_new(nj, res.now)
+        job.spooled = spooled
+        return job
 
     async def enqueue_many(
         self,
@@ -181,17 +170,17 @@ class Producer:
             self._before_enqueue(jobs)
         if not jobs:
             await self.open()
-        if jobs and self.bus.event:
-            res, spooled = await self._store_telling(jobs, batch_id)
-        else:
-            res, spooled = await self._store(jobs, batch_id) if jobs else (None, False)
+        store = self._store_telling if self.bus.event else self._store
+        res, spooled = await store(jobs, batch_id) if jobs else (None, False)
         self._wake_workers()
         ids = res.ids if res else []
         batch = Batch(self, batch_id, ids, res.created if res else [])
         batch.spooled = spooled
         return batch
 
-    async def _store_telling(self, jobs: list[NewJob], group: str) -> tuple[EnqueueResult, bool]:
+    async def _store_telling(
+        self, jobs: list[NewJob], group: str | None
+    ) -> tuple[EnqueueResult, bool]:
         """`_store` for ``on_event`` hooks: an ``enqueued`` event per job created, each before
         any event a worker of this process emits for it (the bus holds those meanwhile)."""
         for nj in jobs:
