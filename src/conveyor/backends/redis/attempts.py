@@ -218,10 +218,13 @@ class Attempts:
                     lost.append(o.job_id)
                 else:
                     batches.setdefault(queue, _Finish()).add(o)
-        calls: list[Call] = [("finish", q, f.args(worker)) for q, f in batches.items()]
-        for q, f in batches.items():
-            if f.costs:  # after the finish of the same queue: the same slot, in order
-                calls.append(("cost", q, [orjson.dumps(f.costs).decode()]))
+        # A queue's costs go before its finish (same slot, in order): a reader that sees the
+        # job ended then sees its cost too. After it, a `get` between the two scripts saw a
+        # completed job without its last attempt's cost.
+        calls: list[Call] = [
+            ("cost", q, [orjson.dumps(f.costs).decode()]) for q, f in batches.items() if f.costs
+        ]
+        calls += [("finish", q, f.args(worker)) for q, f in batches.items()]
         return calls, lost
 
     async def _finish_results(

@@ -1,6 +1,6 @@
 -- cost: add what attempts reported through ctx.cost to their jobs and to the queue's sums
--- (admin-only data). Sent right after finish.lua in the same pipeline, for outcomes that carry a
--- cost only. Idempotent: `cot` is the newest claim token whose cost was added, so a batch sent
+-- (admin-only data). Sent right before finish.lua in the same pipeline (so a reader that sees
+-- the job ended sees its cost), for outcomes that carry a cost only. Idempotent: `cot` is the newest claim token whose cost was added, so a batch sent
 -- again adds nothing; it does not require the token to be the job's current one, because a
 -- NOSCRIPT reload can run this script after the claim that followed it in the pipeline.
 -- KEYS[1] queue prefix
