@@ -206,6 +206,9 @@ class Job:
     # True while the job waits in this producer's local spool (the backend was unreachable):
     # a forwarder stores it, with this id, when the backend is back (see `conveyor.spool`).
     spooled: bool = False
+    # On the Job an ``enqueue`` returned: whether that call stored it (False: its idempotency key
+    # matched an existing job, which is what was returned). None on jobs read back.
+    created: bool | None = None
     # Small JSON object of cross-cutting context (trace context...): `conveyor.meta`.
     meta: dict[str, Any] = field(default_factory=dict)
     # Admin-only: what the attempts reported through ``ctx.cost``, unit -> total.

@@ -144,9 +144,12 @@ class Producer:
         res, spooled = await store([nj], None)
         self._wake_workers()
         if not res.created[0]:
-            return await self.get(res.ids[0])
+            existing = await self.get(res.ids[0])
+            existing.created = False
+            return existing
         job = job_from_new(nj, res.now)
         job.spooled = spooled
+        job.created = True
         return job
 
     async def enqueue_many(

@@ -1,0 +1,65 @@
+"""`create_app`: the FastAPI application of ``conveyor serve`` for one conveyor app.
+
+The server is stateless: everything lives in the backend (jobs, events, keys, pause flags), so
+any number of instances can serve one backend. With ``workers`` it also runs a worker in its own
+event loop task (``conveyor serve --with-worker``: the one-process deployment)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+
+from . import errors
+from .auth import KeyCache, RateLimiter
+from .limits import BodyLimit
+from .responses import Json
+from .settings import ServerSettings
+
+if TYPE_CHECKING:
+    from ..app import Conveyor
+
+API_VERSION = "1"
+
+
+def create_app(
+    conveyor: Conveyor,
+    settings: ServerSettings | None = None,
+    *,
+    worker: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The API for ``conveyor``. ``worker``: options of `Conveyor.worker` to run one worker in
+    this process for the server's lifetime (None: no worker)."""
+    settings = settings or ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await conveyor.open()
+            stack.push_async_callback(conveyor.close)
+            if worker is not None:
+                await stack.enter_async_context(conveyor.worker(**worker))
+            yield
+
+    api = FastAPI(
+        title="conveyor",
+        version=API_VERSION,
+        summary="Durable background jobs: submit, follow, steer.",
+        default_response_class=Json,
+        lifespan=lifespan,
+    )
+    api.state.conveyor = conveyor
+    api.state.settings = settings
+    api.state.key_cache = KeyCache(settings.key_cache_ttl)
+    api.state.rate_limiter = (
+        RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
+    )
+    errors.install(api)
+    from .routes import ROUTERS
+
+    for router in ROUTERS:
+        api.include_router(router)
+    api.add_middleware(BodyLimit, limit=settings.max_request_bytes, exempt=("/v1/uploads",))
+    return api

@@ -1,0 +1,86 @@
+"""Request and response models (pydantic v2): they are the OpenAPI schema at ``/openapi.json``.
+Field checks that the producer API already makes (priority names, delay range, payload size,
+idempotency key shape) are left to it, so the API and the library refuse the same input with the
+same message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class ProgressOut(BaseModel):
+    percent: float | None = None
+    message: str | None = None
+    stage: str | None = None
+    meta: dict[str, Any] | None = None
+    updated_at: float | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    queue: str
+    task: str
+    payload: dict[str, Any]
+    priority: int
+    status: str
+    attempt: int
+    max_attempts: int
+    progress: ProgressOut
+    result: Any = None
+    error: dict[str, Any] | None = None
+    tenant: str | None = None
+    batch: str | None = None
+    workflow: str | None = None
+    parent: str | None = None
+    idempotency_key: str | None = None
+    created_at: float
+    scheduled_for: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    worker: str | None = None
+    meta: dict[str, Any] | None = None
+    cost: dict[str, float] | None = None
+    eta: float | None = Field(None, description="seconds until an active job should finish")
+
+
+class Estimate(BaseModel):
+    """When the job should start and finish, from the queue's depth ahead of it, the measured
+    run time of its queue and the live capacity (see `conveyor.server.estimate`)."""
+
+    start_at: float = Field(description="epoch seconds")
+    finish_at: float = Field(description="epoch seconds")
+    ahead: int = Field(description="jobs of the queue that run before this one")
+    run_seconds: float = Field(description="measured average run time of the queue")
+    capacity: int = Field(description="job slots of the live workers serving the queue")
+
+
+class SubmitJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: int | str | None = None
+    delay: float | None = Field(None, description="seconds from now")
+    idempotency_key: str | None = Field(
+        None, description="also accepted as the Idempotency-Key header"
+    )
+    max_attempts: int | None = None
+    tenant: str | None = Field(None, description="admin keys only; a tenant key's own tenant")
+    meta: dict[str, Any] | None = None
+
+
+class Submitted(BaseModel):
+    job: JobOut
+    created: bool = Field(description="false when the idempotency key matched an existing job")
+    estimate: Estimate | None = None

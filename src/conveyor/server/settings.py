@@ -1,0 +1,39 @@
+"""`ServerSettings`: what an operator configures on ``conveyor serve`` (and `create_app`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class ServerSettings:
+    """Limits and switches of one API server process. Every instance of a deployment should be
+    started with the same settings: the server keeps no state of its own beyond caches, so any
+    number of them can serve one backend."""
+
+    #: False only for local development (``--no-auth``): every caller is an admin without a key.
+    #: `conveyor serve` refuses it on a non-loopback bind.
+    auth: bool = True
+    #: Where uploaded files are stored (generated names only; one directory per tenant).
+    upload_dir: Path = field(default_factory=lambda: Path("conveyor-uploads"))
+    max_upload_bytes: int = 50 * MIB
+    #: Content types an upload may declare; None: any.
+    upload_types: tuple[str, ...] | None = None
+    #: Seconds after an upload's job ended before its file is deleted.
+    upload_ttl: float = 24 * 3600.0
+    #: Largest JSON request body (a batch submit is the largest legitimate one).
+    max_request_bytes: int = 16 * MIB
+    #: Requests per second per API key (token bucket in this process); None: unlimited.
+    rate_limit: float | None = 200.0
+    rate_burst: int = 400
+    #: Seconds a verified key is trusted without asking the backend again (and so the longest a
+    #: revoked key keeps working on an instance that just saw it).
+    key_cache_ttl: float = 2.0
+    #: A backend call that takes longer than this answers 503 (a backend outage must not hang
+    #: clients).
+    backend_timeout: float = 2.0
+    #: Seconds between SSE keep-alive comments on an idle event stream.
+    sse_keepalive: float = 15.0

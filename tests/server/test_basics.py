@@ -1,0 +1,64 @@
+"""The API's basic contract: submit answers 202 with the job, reading it back works, errors are
+JSON with the right status, and the OpenAPI document is served."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from conveyor.server import ServerSettings
+from tests.server.conftest import client
+from tests.server.harness import ApiServer
+
+
+async def test_submit_answers_202_and_the_job_reads_back(
+    serve: Callable[..., ApiServer], tmp_path
+) -> None:
+    # Given a server without auth (local development)
+    srv = serve(ServerSettings(auth=False, upload_dir=tmp_path / "u"))
+    async with client(srv) as http:
+        # When a job is submitted
+        r = await http.post("/v1/jobs", json={"task": "echo", "payload": {"value": 3}})
+        # Then it is accepted with its id, and reads back queued
+        assert r.status_code == 202, r.text
+        job = r.json()["job"]
+        assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+        got = await http.get(f"/v1/jobs/{job['id']}")
+        assert got.status_code == 200
+        assert got.json()["status"] == "queued"
+        assert got.json()["payload"] == {"value": 3}
+
+
+async def test_errors_are_json_with_the_right_status(
+    serve: Callable[..., ApiServer], tmp_path
+) -> None:
+    srv = serve(ServerSettings(auth=False, upload_dir=tmp_path / "u"))
+    async with client(srv) as http:
+        # An unknown task is 422 naming it
+        r = await http.post("/v1/jobs", json={"task": "nope"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_task"
+        # Malformed JSON is 400
+        r = await http.post("/v1/jobs", content=b"{not json",
+                            headers={"content-type": "application/json"})  # fmt: skip
+        assert r.status_code == 400 and r.json()["error"]["code"] == "malformed_json"
+        # An unknown job is 404
+        r = await http.get("/v1/jobs/01nope")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        # An unknown route is a JSON 404 too
+        r = await http.get("/v1/nothing-here")
+        assert r.status_code == 404 and "error" in r.json()
+
+
+async def test_every_route_but_health_needs_a_key(serve: Callable[..., ApiServer]) -> None:
+    srv = serve()
+    async with client(srv) as http:
+        r = await http.get("/v1/jobs/anything")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        r = await http.get("/v1/jobs/anything", headers={"Authorization": "Bearer cvk_bad_key"})
+        assert r.status_code == 401
+
+
+async def test_openapi_is_served(serve: Callable[..., ApiServer], tmp_path) -> None:
+    srv = serve(ServerSettings(auth=False, upload_dir=tmp_path / "u"))
+    async with client(srv) as http:
+        doc = (await http.get("/openapi.json")).json()
+        assert "/v1/jobs" in doc["paths"]
