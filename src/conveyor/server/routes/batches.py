@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
+from ...errors import ValidationError
 from ...options import MAX_KEY_LEN
 from ..auth import Reader, Writer
 from ..deadline import backend_deadline
@@ -50,6 +51,10 @@ def _items(body: SubmitBatch, key: str | None) -> list[dict[str, Any]]:
     return items
 
 
+def _as_jobs(text: str | None) -> str | None:
+    return "jobs" + text[5:] if text is not None and text.startswith("items[") else text
+
+
 @router.post("/v1/jobs/batch", status_code=202, response_model=BatchSubmitted)
 async def submit_batch(
     body: SubmitBatch,
@@ -65,9 +70,13 @@ async def submit_batch(
     tenant = submit_tenant(principal, body.tenant)
     now = time.time()
     async with backend_deadline(request.app.state.settings):
-        batch = await app.enqueue_many(
-            items, priority=body.priority, delay=body.delay, tenant=tenant
-        )
+        try:
+            batch = await app.enqueue_many(
+                items, priority=body.priority, delay=body.delay, tenant=tenant
+            )
+        except ValidationError as exc:  # the producer names items[i]: the API's field is jobs
+            raise ApiError(422, "invalid", _as_jobs(str(exc)) or "invalid batch",
+                           extra={"field": _as_jobs(exc.field)}) from None  # fmt: skip
         created = sum(batch.created)
         batch_id = batch.id
         if batch.ids and not batch.created[0]:  # a replay: answer the batch stored first
