@@ -90,6 +90,12 @@ async def test_the_same_idempotency_key_answers_the_same_batch(
         first = (await http.get(f"/v1/jobs/{one['jobs'][2]}")).json()
         assert first["idempotency_key"] == "import-2024-05:2"
         # And an item's own key cannot be combined with the header
+        r = await http.post("/v1/jobs/batch", json={"jobs": _items(1)},
+                            headers={"Idempotency-Key": ""})  # fmt: skip
+        assert r.status_code == 422 and "Idempotency-Key" in r.json()["error"]["message"]
+        r = await http.post("/v1/jobs/batch", json={"jobs": _items(1)},
+                            headers={"Idempotency-Key": "k" * 600})  # fmt: skip
+        assert r.status_code == 422 and "Idempotency-Key" in r.json()["error"]["message"]
         items = [{"task": "echo", "idempotency_key": "mine"}]
         r = await http.post("/v1/jobs/batch", json={"jobs": items}, headers=h)
         assert r.status_code == 422 and "Idempotency-Key" in r.json()["error"]["message"]

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 
 from ...errors import ValidationError
-from ...options import MAX_KEY_LEN
+from ...options import MAX_KEY_LEN, check_key
 from ..auth import Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError, not_found
@@ -37,6 +37,7 @@ def _items(body: SubmitBatch, key: str | None) -> list[dict[str, Any]]:
     items = [item.model_dump(exclude_unset=True) for item in body.jobs]
     if key is None:
         return items
+    check_key(key, "Idempotency-Key")
     longest = len(key) + 1 + len(str(len(items) - 1))
     if longest > MAX_KEY_LEN:
         raise ApiError(422, "invalid", f"the Idempotency-Key header is too long for a batch: "
