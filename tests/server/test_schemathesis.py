@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.openapi.checks import (  # type: ignore[attr-defined]
+from schemathesis.checks import (
+    not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
