@@ -37,3 +37,7 @@ class ServerSettings:
     backend_timeout: float = 2.0
     #: Seconds between SSE keep-alive comments on an idle event stream.
     sse_keepalive: float = 15.0
+    #: Also serve ``/metrics`` without a key on this port (None: only the API's admin-keyed
+    #: ``/metrics``); bind it where only Prometheus reaches.
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
