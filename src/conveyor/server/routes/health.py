@@ -70,14 +70,25 @@ async def health(request: Request) -> Any:
     now = app.backend.now()
     return {
         "healthy": True,
-        "backend": {"reachable": True, "kind": urlsplit(app.url).scheme,
-                    "latency_ms": round(latency, 2)},  # fmt: skip
+        "backend": {
+            "reachable": True,
+            "kind": urlsplit(app.url).scheme,
+            "latency_ms": round(latency, 2),
+        },
         "queues": {q: dict(st.counts) for q, st in stats.items()},
         "workers": [
-            {"id": w.id, "host": w.host, "pid": w.pid, "queues": list(w.queues),
-             "active": w.active, "concurrency": w.concurrency, "last_seen": w.last_seen,
-             "seconds_since_heartbeat": None if w.last_seen is None
-             else round(max(0.0, now - w.last_seen), 3)}  # fmt: skip
+            {
+                "id": w.id,
+                "host": w.host,
+                "pid": w.pid,
+                "queues": list(w.queues),
+                "active": w.active,
+                "concurrency": w.concurrency,
+                "last_seen": w.last_seen,
+                "seconds_since_heartbeat": None
+                if w.last_seen is None
+                else round(max(0.0, now - w.last_seen), 3),
+            }
             for w in workers
         ],
     }
