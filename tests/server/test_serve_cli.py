@@ -4,8 +4,11 @@ jobs with ``--with-worker``, hands running jobs back and exits 0 on SIGTERM, and
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ import httpx
 
 from conveyor import Conveyor
 from tests.conftest import eventually
-from tests.workers import WorkerProcess, WorkerProcesses
+from tests.workers import WorkerProcess, WorkerProcesses, subprocess_env
 
 APP_MODULE = """
 import os
@@ -21,6 +24,15 @@ from tests.server.apps import build_app
 
 app = build_app(os.environ["SERVE_TEST_URL"])
 """
+
+
+def _create_key(url: str, *args: str) -> str:
+    """``conveyor keys create *args --json`` -> the full key it prints once."""
+    out = subprocess.run(
+        [sys.executable, "-m", "conveyor", "--url", url, "keys", "create", *args, "--json"],
+        env=subprocess_env(), capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return str(json.loads(out.stdout)["key"])
 
 
 def _start(
@@ -36,13 +48,11 @@ def _start(
 
 
 async def test_serve_with_worker_runs_a_submitted_job_and_exits_0_on_sigterm(
-    worker_processes: WorkerProcesses,
-    tmp_path: Path,
-    server_backend_url: str,
-    store: Conveyor,
+    worker_processes: WorkerProcesses, tmp_path: Path, server_backend_url: str
 ) -> None:
-    # Given a key of tenant acme, and `conveyor serve --with-worker` on a free port
-    _, key = await store.api_keys.create(tenant="acme")
+    # Given a key of tenant acme made by `conveyor keys create`, and `conveyor serve
+    # --with-worker` on a free port
+    key = _create_key(server_backend_url, "--tenant", "acme")
     proc, base = _start(worker_processes, tmp_path, server_backend_url, "--with-worker",
                         "--concurrency", "2")  # fmt: skip
     headers = {"Authorization": f"Bearer {key}"}
