@@ -23,7 +23,12 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(PIP) -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
-demo: $(VENV)/.installed
+# The demo also serves the HTTP API: it needs the server extra.
+$(VENV)/.installed-server: $(BIN)/python pyproject.toml
+	$(PIP) -e '.[server]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed-server
 	$(BIN)/python demo/run_demo.py
 
 test: $(VENV)/.installed-dev

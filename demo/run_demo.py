@@ -6,6 +6,10 @@
 3. Follow the batch (`Batch.status()`: counts, percent, ETA) with a live progress bar.
 4. Stop the workers with SIGTERM (they exit 0) and print what happened, read back from the jobs
    and the durable event log. Exit 0 only if every job completed and both workers exited 0.
+
+Meanwhile the HTTP API of the app is served in this process (`demo/api.py`: 127.0.0.1:8000, or a
+free port when 8000 is taken) with a demo admin key, both printed; the demo reads its health and
+stats through it before it stops.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ URL = os.environ.setdefault("CONVEYOR_URL", f"sqlite:///{ROOT / 'demo.db'}")
 DB = Path(URL.removeprefix("sqlite:///").split("?")[0]) if URL.startswith("sqlite:///") else None
 sys.path.insert(0, str(ROOT))
 
+from demo.api import DemoApi, serve_api  # noqa: E402
 from demo.enrich_app import app  # noqa: E402
 
 console = Console()
@@ -140,6 +145,38 @@ async def summary(batch_id: str, wall: float, codes: list[int]) -> bool:
 
 async def main() -> int:
     fresh_store()
+    async with serve_api(app) as api:
+        announce(api)
+        ok = await run()
+        api_ok = await check_api(api)
+    await app.close()
+    ok = ok and api_ok
+    console.print("[green]demo OK[/green]" if ok else "[red]demo FAILED[/red]")
+    return 0 if ok else 1
+
+
+def announce(api: DemoApi | None) -> None:
+    if api is None:
+        console.print("(the HTTP API is not served: pip install 'conveyor[server]')")
+        return
+    console.print(f"HTTP API: {api.url} (docs {api.url}/docs), demo admin key: {api.key}\n"
+                  f"  try: curl -H 'Authorization: Bearer {api.key}' {api.url}/v1/stats",
+                  soft_wrap=True, highlight=False)  # fmt: skip
+
+
+async def check_api(api: DemoApi | None) -> bool:
+    if api is None:
+        return True
+    try:
+        line = await api.check()
+    except Exception as exc:
+        console.print(f"[red]the HTTP API did not answer: {escape(repr(exc))}[/red]")
+        return False
+    console.print(line, highlight=False)
+    return "healthy=True" in line
+
+
+async def run() -> bool:
     batch = await app.enqueue_many(items())
     console.print(f"enqueued {len(batch)} jobs in one call into {URL}", soft_wrap=True)
     logdir = Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
@@ -160,10 +197,7 @@ async def main() -> int:
                 codes.append(w.wait())
     console.print(escape((logdir / "workers.log").read_text().strip()), style="dim", soft_wrap=True)
     shutil.rmtree(logdir, ignore_errors=True)
-    ok = await summary(batch.id, wall, codes)
-    await app.close()
-    console.print("[green]demo OK[/green]" if ok else "[red]demo FAILED[/red]")
-    return 0 if ok else 1
+    return await summary(batch.id, wall, codes)
 
 
 if __name__ == "__main__":

@@ -233,6 +233,7 @@ from . import (  # noqa: E402, F401
     cli_keys,
     cli_metrics,
     cli_queues,
+    cli_serve,
     cli_stats,
     cli_wait,
     cli_workers,

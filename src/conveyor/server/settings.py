@@ -40,3 +40,7 @@ class ServerSettings:
     #: Seconds a queue's stats are reused for the estimates of submits (`server.estimate`): a
     #: submit costs at most one extra backend read per this many seconds per queue.
     estimate_ttl: float = 1.0
+    #: Also serve ``/metrics`` without a key on this port (None: only the API's admin-keyed
+    #: ``/metrics``); bind it where only Prometheus reaches.
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"

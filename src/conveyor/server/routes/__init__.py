@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import batches, bulk, jobs
+from . import batches, bulk, health, jobs, queues, workers
 
 # bulk and batches before jobs: their fixed paths (/v1/jobs/cancel, /v1/jobs/batch) must not be
 # taken for a job id by a route of jobs.
-ROUTERS: list[APIRouter] = [bulk.router, batches.router, jobs.router]
+ROUTERS: list[APIRouter] = [
+    bulk.router,
+    batches.router,
+    jobs.router,
+    queues.router,
+    workers.router,
+    health.router,
+]

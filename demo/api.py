@@ -1,0 +1,76 @@
+"""The demo's HTTP API: `conveyor.server.create_app` for the demo app under uvicorn, in the demo's
+own event loop, on 127.0.0.1:8000 (or a free loopback port when 8000 is taken), with a demo
+admin key. Needs ``conveyor[server]`` (``make demo`` installs it); without it the demo runs
+without the API and says so."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor import Conveyor
+
+HOST, PORT = "127.0.0.1", 8000
+
+
+@dataclass
+class DemoApi:
+    url: str
+    key: str
+
+    async def check(self) -> str:
+        """One line from the API: health and the queue's counts, read with the demo key."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.key}"}
+        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=5) as http:
+            health = (await http.get("/health")).json()
+            stats = (await http.get("/v1/stats")).json()["queues"]
+        counts = stats.get("enrichment", {}).get("counts", {})
+        done = counts.get("completed", 0)
+        return f"GET /health: healthy={health['healthy']}; GET /v1/stats: {done} completed"
+
+
+def _port() -> int:
+    """8000 when it is free on loopback, else any free port."""
+    for port in (PORT, 0):
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free loopback port")
+
+
+@contextlib.asynccontextmanager
+async def serve_api(app: Conveyor) -> AsyncIterator[DemoApi | None]:
+    """Serve the API of ``app`` while the block runs (None when conveyor[server] is missing).
+    The server's lifespan closes ``app`` when it stops."""
+    try:
+        import uvicorn
+
+        from conveyor.server import create_app
+    except ImportError:
+        yield None
+        return
+    _, key = await app.api_keys.create(tenant=None, admin=True, name="demo")
+    config = uvicorn.Config(create_app(app), host=HOST, port=_port(), log_level="warning",
+                            log_config=None, lifespan="on")  # fmt: skip
+    server = uvicorn.Server(config)
+    task: asyncio.Task[Any] = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():  # it could not start (logged by uvicorn)
+        yield None
+        return
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield DemoApi(f"http://{HOST}:{port}", key)
+    finally:
+        server.should_exit = True
+        await task
