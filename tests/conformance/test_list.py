@@ -85,3 +85,20 @@ async def test_invalid_list_arguments_are_rejected(app: Conveyor) -> None:
         with pytest.raises(ValidationError) as err:
             await app.list(cursor=cursor)
         assert err.value.field == "cursor"
+
+
+@pytest.mark.parametrize("status", [s.value for s in JobState])
+async def test_listing_by_any_status_answers_a_page(app: Conveyor, status: str) -> None:
+    # Given jobs in some states, none in most
+    _register(app)
+    await app.enqueue("send", {"n": 1})
+    # When the jobs of any state are listed, with and without a queue and a tenant
+    pages = [
+        await app.list(status=status),
+        await app.list(status=status, queue="mail"),
+        await app.list(status=status, tenant="acme"),
+    ]
+    # Then each answer is a page of jobs of that state (an empty one where there are none)
+    for page in pages:
+        assert all(j.status == status for j in page.jobs)
+    assert len(pages[0].jobs) == (1 if status == "queued" else 0)

@@ -63,7 +63,9 @@ async def list_jobs(b: RedisBackend, params: ListParams) -> JobPage:
         return await _list_tenant(b, params)
     client = b._client()
     queues = [params.queue] if params.queue else await b._queues()
+    # A state without a set here (no job can be in it on this backend yet) lists nothing.
     states = [params.status.value] if params.status else list(ZSETS)
+    states = [s for s in states if s in ZSETS]
     cands: list[tuple[str, str]] = []
     for q in queues:
         for s in states:
