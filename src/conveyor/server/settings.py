@@ -37,3 +37,6 @@ class ServerSettings:
     backend_timeout: float = 2.0
     #: Seconds between SSE keep-alive comments on an idle event stream.
     sse_keepalive: float = 15.0
+    #: Seconds between the checks of the event log for new events while event streams are
+    #: open (one check per server process, shared by every stream: `conveyor.server.event_hub`).
+    sse_poll: float = 0.2
