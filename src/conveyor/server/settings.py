@@ -37,6 +37,9 @@ class ServerSettings:
     backend_timeout: float = 2.0
     #: Seconds between SSE keep-alive comments on an idle event stream.
     sse_keepalive: float = 15.0
+    #: Seconds a queue's stats are reused for the estimates of submits (`server.estimate`): a
+    #: submit costs at most one extra backend read per this many seconds per queue.
+    estimate_ttl: float = 1.0
     #: Seconds between the checks of the event log for new events while event streams are
     #: open (one check per server process, shared by every stream: `conveyor.server.event_hub`).
     sse_poll: float = 0.2

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+<<<<<<< HEAD
 from . import events, jobs
 
 ROUTERS: list[APIRouter] = [jobs.router, events.router]
+=======
+from . import batches, bulk, jobs
+
+# bulk and batches before jobs: their fixed paths (/v1/jobs/cancel, /v1/jobs/batch) must not be
+# taken for a job id by a route of jobs.
+ROUTERS: list[APIRouter] = [bulk.router, batches.router, jobs.router]
+>>>>>>> wip/routes
