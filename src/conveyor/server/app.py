@@ -16,6 +16,7 @@ from . import errors
 from .auth import KeyCache, RateLimiter
 from .event_hub import EventHub
 from .limits import BodyLimit
+from .metrics import api_metrics
 from .responses import Json
 from .settings import ServerSettings
 
@@ -43,6 +44,11 @@ def create_app(
             stack.callback(hub.close)
             if worker is not None:
                 await stack.enter_async_context(conveyor.worker(**worker))
+            if settings.metrics_port is not None and api.state.metrics is not None:
+                api.state.metrics_port = await stack.enter_async_context(
+                    api.state.metrics.serving(conveyor, settings.metrics_port,
+                                              settings.metrics_addr)
+                )  # fmt: skip
             yield
 
     api = FastAPI(
@@ -59,6 +65,9 @@ def create_app(
     api.state.rate_limiter = (
         RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
     )
+    api.state.metrics = api_metrics()
+    if worker is not None and api.state.metrics is not None:
+        api.state.metrics.watch_worker(conveyor)
     errors.install(api)
     from .routes import ROUTERS
 

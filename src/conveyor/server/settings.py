@@ -43,3 +43,7 @@ class ServerSettings:
     #: Seconds between the checks of the event log for new events while event streams are
     #: open (one check per server process, shared by every stream: `conveyor.server.event_hub`).
     sse_poll: float = 0.2
+    #: Also serve ``/metrics`` without a key on this port (None: only the API's admin-keyed
+    #: ``/metrics``); bind it where only Prometheus reaches.
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"

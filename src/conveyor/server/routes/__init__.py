@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-<<<<<<< HEAD
-from . import events, jobs
-
-ROUTERS: list[APIRouter] = [jobs.router, events.router]
-=======
-from . import batches, bulk, jobs
+from . import batches, bulk, events, health, jobs, queues, workers
 
 # bulk and batches before jobs: their fixed paths (/v1/jobs/cancel, /v1/jobs/batch) must not be
 # taken for a job id by a route of jobs.
-ROUTERS: list[APIRouter] = [bulk.router, batches.router, jobs.router]
->>>>>>> wip/routes
+ROUTERS: list[APIRouter] = [
+    bulk.router,
+    batches.router,
+    jobs.router,
+    events.router,
+    queues.router,
+    workers.router,
+    health.router,
+]
