@@ -12,6 +12,7 @@ from .backends.base import (
 )
 from .batch import Batch, BatchStatus
 from .errors import (
+    AuthError,
     BackendCorrupt,
     BackendError,
     BackendLocked,
@@ -25,6 +26,7 @@ from .errors import (
     JobStateError,
     Permanent,
     QueueFull,
+    RemoteError,
     Retry,
     UnknownTask,
     ValidationError,
@@ -39,7 +41,24 @@ from .worker.runtime import Worker
 
 __version__ = "0.1.0"
 
+#: Exported names imported on first use: they need an optional dependency (`conveyor.Client`:
+#: httpx, the ``conveyor[client]`` extra), so ``import conveyor`` works without it.
+_LAZY = {"Client": "conveyor.client"}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'conveyor' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "AuthError",
     "BackendCorrupt",
     "BackendError",
     "BackendLocked",
@@ -48,6 +67,7 @@ __all__ = [
     "Batch",
     "BatchStatus",
     "CircuitBreaker",
+    "Client",
     "Concurrency",
     "ConfigurationError",
     "Context",
@@ -72,6 +92,7 @@ __all__ = [
     "QueueFull",
     "QueueStats",
     "RateLimit",
+    "RemoteError",
     "Retention",
     "Retry",
     "Task",

@@ -1,6 +1,11 @@
 """The ``conveyor`` command line: run workers, enqueue, inspect and steer jobs.
 
 The backend comes from ``--url`` (or ``$CONVEYOR_URL``; default ``sqlite:///conveyor.db``).
+With an ``http://`` or ``https://`` ``--url`` (a ``conveyor serve`` server) the job commands
+(``enqueue``, ``status``, ``list``, ``cancel``, ``retry``, ``wait``) go through its HTTP API with
+`conveyor.Client`, authenticated by ``--api-key`` (or ``$CONVEYOR_API_KEY``); the server checks
+tasks and payloads against its app, and a tenant key sees only its tenant's jobs.
+
 Commands that need the task handlers (``worker``, ``enqueue``) take an APP, ``module:attribute``
 naming a `Conveyor` instance (the current directory is importable); the other commands use it
 too when ``--app`` (or ``$CONVEYOR_APP``) is given. ``--url`` and ``--app`` are accepted before
@@ -25,7 +30,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -36,7 +41,11 @@ from .app import DEFAULT_URL, Conveyor
 from .errors import ConfigurationError, ConveyorError, JobNotFound, QueueFull, ValidationError
 from .job import Job
 
+if TYPE_CHECKING:
+    from .client import Client
+
 T = TypeVar("T")
+A = TypeVar("A", bound="Conveyor | Client")
 log = logging.getLogger("conveyor.cli")
 LOG_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
 FINAL = ("completed", "failed", "cancelled")
@@ -125,12 +134,37 @@ def load_app(spec: str) -> Conveyor:
     return obj
 
 
+def is_remote(url: str | None) -> bool:
+    """Whether ``url`` names a conveyor server (HTTP API) rather than a backend."""
+    return bool(url) and url.split("://", 1)[0].lower() in ("http", "https")  # type: ignore[union-attr]
+
+
+REMOTE_COMMANDS = "enqueue, status, list, cancel, retry and wait"
+
+
 def _conveyor(ctx: click.Context, url: str | None, app_spec: str | None) -> Conveyor:
     """The app named by --app (on its own backend), else a `Conveyor` on the --url backend."""
     spec = app_spec or ctx.obj["app_spec"]
+    if is_remote(url or (ctx.obj["cli_url"] if spec else ctx.obj["url"])):
+        raise CliError(f"'conveyor {ctx.info_name}' needs a backend URL (sqlite://, redis://...); "
+                       f"against a conveyor server only {REMOTE_COMMANDS} work")  # fmt: skip
     if not spec:
         return Conveyor(url or ctx.obj["url"])
     return _app_with_url(spec, url or ctx.obj["cli_url"])
+
+
+def _producer(ctx: click.Context, url: str | None, app_spec: str | None) -> Any:
+    """For the job commands: a `conveyor.Client` when the URL is a server's (``http(s)://``),
+    else `_conveyor`. Both have the producer calls the commands make (and ``close``)."""
+    target = url or ctx.obj["url"]
+    if not is_remote(target):
+        return _conveyor(ctx, url, app_spec)
+    if app_spec or ctx.obj["app_spec"]:
+        raise CliError("--app is not used against a conveyor server (--url http...): the "
+                       "server runs the app")  # fmt: skip
+    from .client import Client
+
+    return Client(target, ctx.obj["api_key"])
 
 
 def _app_with_url(spec: str, cli_url: str | None) -> Conveyor:
@@ -140,7 +174,7 @@ def _app_with_url(spec: str, cli_url: str | None) -> Conveyor:
     return app
 
 
-def _run(app: Conveyor, fn: Callable[[Conveyor], Awaitable[T]]) -> T:
+def _run(app: A, fn: Callable[[A], Awaitable[T]]) -> T:
     async def main() -> T:
         try:
             return await fn(app)
@@ -217,14 +251,18 @@ def _progress_text(job: Job) -> str:
               help="Backend URL (also $CONVEYOR_URL).")  # fmt: skip
 @click.option("--app", "app_spec", envvar="CONVEYOR_APP", default=None, metavar="MODULE:ATTR",
               help="Your Conveyor app (also $CONVEYOR_APP); needed by enqueue.")  # fmt: skip
+@click.option("--api-key", envvar="CONVEYOR_API_KEY", default=None, metavar="KEY",
+              help="API key for an http(s):// --url (also $CONVEYOR_API_KEY).")  # fmt: skip
 @click.option("--log-level", type=LOG_LEVELS, default="WARNING", show_default=True)
 @click.version_option(__version__, prog_name="conveyor")
 @click.pass_context
-def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> None:
+def main(ctx: click.Context, url: str, app_spec: str | None, api_key: str | None,
+         log_level: str) -> None:  # fmt: skip
     """conveyor: a Python job queue."""
     logs.configure(log_level)  # plain; `worker --log-format json` configures it again
     given = ctx.get_parameter_source("url") is click.core.ParameterSource.COMMANDLINE
-    ctx.obj = {"url": url, "app_spec": app_spec, "cli_url": url if given else None}
+    ctx.obj = {"url": url, "app_spec": app_spec, "cli_url": url if given else None,
+               "api_key": api_key}  # fmt: skip
 
 
 # Commands kept in modules of their own (they import `main` and register on it).

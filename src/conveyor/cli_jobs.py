@@ -20,11 +20,13 @@ from .cli import (
     _console,
     _conveyor,
     _print_json,
+    _producer,
     _progress_text,
     _run,
     _split,
     _target,
     _when,
+    is_remote,
     json_option,
     main,
 )
@@ -62,8 +64,12 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
     run TASK on, its payload checked against the schema they publish; a task no live worker
     runs is refused (unless --unchecked).
     """
-    declared = not (app_spec or ctx.obj["app_spec"])
-    if not declared and (queue is not None or unchecked):
+    remote = is_remote(url or ctx.obj["url"])
+    declared = not (app_spec or ctx.obj["app_spec"]) and not remote
+    if remote and (queue is not None or unchecked):
+        raise CliError(f"{'--queue' if queue is not None else '--unchecked'} is not used against "
+                       "a conveyor server: the server's app says which queue a task uses")  # fmt: skip
+    if not declared and not remote and (queue is not None or unchecked):
         raise CliError(f"{'--queue' if queue is not None else '--unchecked'} is only for tasks "
                        "not in the app (without --app): the app's task says which queue it "
                        "uses and checks the payload")  # fmt: skip
@@ -79,7 +85,7 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
         except ValueError:
             pass  # a name: validated by the app
 
-    async def go(app: Conveyor) -> None:
+    async def go(app: Any) -> None:  # a Conveyor, or a conveyor.Client (remote)
         if declared:
             from .registry import declare_live
 
@@ -103,7 +109,7 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
                                 max_attempts=max_attempts)  # fmt: skip
         _print_json(job.to_dict()) if as_json else click.echo(job.id)
 
-    _run(_conveyor(ctx, url, app_spec), go)
+    _run(_producer(ctx, url, app_spec), go)
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -158,7 +164,7 @@ def status(ctx: click.Context, job_id: str, url: str | None, app_spec: str | Non
         job = await app.get(job_id)
         _print_json(job.to_dict()) if as_json else _console().print(_job_detail(job))
 
-    _run(_conveyor(ctx, url, app_spec), go)
+    _run(_producer(ctx, url, app_spec), go)
 
 
 @main.command("list")
@@ -187,7 +193,7 @@ def list_(ctx: click.Context, state: str | None, queue: str | None, task: str | 
         if page.next_cursor:
             click.echo(f"more: --cursor {page.next_cursor}")
 
-    _run(_conveyor(ctx, url, app_spec), go)
+    _run(_producer(ctx, url, app_spec), go)
 
 
 # -- steering -----------------------------------------------------------------------------------
@@ -199,7 +205,7 @@ def _steer(ctx: click.Context, job_id: str, url: str | None, app_spec: str | Non
         job = await (app.cancel(job_id) if action == "cancel" else app.retry(job_id))
         _print_json(job.to_dict()) if as_json else click.echo(f"{job.id} {job.status.value}")
 
-    _run(_conveyor(ctx, url, app_spec), go)
+    _run(_producer(ctx, url, app_spec), go)
 
 
 @main.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import click
 from rich.console import Console
@@ -18,19 +19,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from .app import Conveyor
 from .cli import (
     EXIT_CANCELLED,
     EXIT_COMPLETED,
     EXIT_FAILED,
     EXIT_TIMEOUT,
     SECONDS,
-    _conveyor,
     _print_json,
+    _producer,
     _progress_text,
     _run,
     _say,
     _target,
+    is_remote,
     json_option,
     main,
 )
@@ -59,7 +60,9 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None
     """Follow a job with a live progress bar (on stderr) and print its result as JSON (--json:
     the whole job). Exit 0 completed, 1 failed, 2 cancelled, 3 timeout."""
 
-    async def go(app: Conveyor) -> int:
+    remote = is_remote(url or ctx.obj["url"])
+
+    async def go(app: Any) -> int:  # a Conveyor, or a conveyor.Client (remote)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         job = await app.get(job_id)
@@ -84,7 +87,8 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None
                 left = None if deadline is None else deadline - loop.time()
                 if job.status.is_final or (left is not None and left <= 0):
                     break
-                await notes.check(job, loop.time())
+                if not remote:  # the registry is not read over the API
+                    await notes.check(job, loop.time())
                 await asyncio.sleep(interval if left is None else min(interval, left))
                 interval = min(0.25, interval * 1.5)
                 job = await app.get(job_id)
@@ -106,4 +110,4 @@ def wait(ctx: click.Context, job_id: str, timeout: float | None, url: str | None
              + (f" ({_progress_text(job)})" if job.progress.percent is not None else ""))  # fmt: skip
         return EXIT_TIMEOUT
 
-    ctx.exit(_run(_conveyor(ctx, url, app_spec), go))
+    ctx.exit(_run(_producer(ctx, url, app_spec), go))

@@ -11,6 +11,9 @@ ConveyorError
 ├── JobFailed                 wait(): the job ended failed
 ├── JobCancelled              wait(): the job ended cancelled
 ├── EventsTrimmed             events(): retention deleted events after the reader's cursor
+├── AuthError                 conveyor.Client: the server refused the API key (401/403)
+│                             (also PermissionError)
+├── RemoteError               conveyor.Client: any other error answer of the server
 └── BackendError              storage trouble, translated from the driver at the boundary
     ├── BackendUnavailable    cannot reach or open the backend
     ├── BackendLocked         another process holds the lock for longer than busy_timeout
@@ -144,6 +147,40 @@ class EventsTrimmed(ConveyorError):
         self.resume = resume
 
 
+class AuthError(ConveyorError, PermissionError):
+    """`conveyor.Client`: the server refused the call for its API key: missing, unknown or
+    revoked (``status`` 401), or not allowed to do this (403: a read-only or a tenant key).
+
+    Attributes:
+        status: the HTTP status (401 or 403).
+        code: the server's error code (``unauthorized``, ``forbidden``).
+    """
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class RemoteError(ConveyorError):
+    """`conveyor.Client`: an error answer of the server with no more specific exception (a
+    request rate limit, a body too large, a server fault).
+
+    Attributes:
+        status: the HTTP status.
+        code: the server's error code (``rate_limited``, ``too_large``, ``internal``...).
+        retry_after: seconds the server asked to wait (its ``Retry-After``), if any.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, code: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
 class BackendError(ConveyorError):
     """A storage operation failed; the driver's exception is chained as ``__cause__``."""
 
@@ -180,6 +217,7 @@ class Permanent(Exception):
 
 
 __all__ = [
+    "AuthError",
     "BackendCorrupt",
     "BackendError",
     "BackendLocked",
@@ -193,6 +231,7 @@ __all__ = [
     "JobStateError",
     "Permanent",
     "QueueFull",
+    "RemoteError",
     "Retry",
     "UnknownTask",
     "ValidationError",

@@ -5,6 +5,7 @@ far as the backend is concerned). Tests talk to it over real HTTP with httpx."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -37,12 +38,17 @@ class ApiServer:
         self._thread = threading.Thread(target=self._run, name="api-server", daemon=True)
         self._error: BaseException | None = None
         self.url = ""
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self) -> None:
         try:
-            asyncio.run(self.server.serve())
+            asyncio.run(self._serve())
         except BaseException as exc:  # reported by start()/stop()
             self._error = exc
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.server.serve()
 
     def start(self) -> ApiServer:
         self._thread.start()
@@ -58,6 +64,11 @@ class ApiServer:
         return self
 
     def stop(self) -> None:
+        # Open event streams end now (as on SIGTERM under `conveyor serve`), not at uvicorn's
+        # graceful-shutdown timeout: the server has no signal handlers in a thread.
+        if self.loop is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
+                self.loop.call_soon_threadsafe(self.api.state.event_hub.close)
         self.server.should_exit = True
         self._thread.join(timeout=15)
         if self._thread.is_alive():

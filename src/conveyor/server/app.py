@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from . import errors
 from .auth import KeyCache, RateLimiter
+from .event_hub import EventHub
 from .limits import BodyLimit
 from .metrics import api_metrics
 from .responses import Json
@@ -40,6 +41,7 @@ def create_app(
         async with AsyncExitStack() as stack:
             await conveyor.open()
             stack.push_async_callback(conveyor.close)
+            stack.callback(hub.close)
             if worker is not None:
                 await stack.enter_async_context(conveyor.worker(**worker))
             if settings.metrics_port is not None and api.state.metrics is not None:
@@ -57,6 +59,7 @@ def create_app(
         lifespan=lifespan,
     )
     api.state.conveyor = conveyor
+    hub = api.state.event_hub = EventHub(conveyor, settings.sse_poll, settings.backend_timeout)
     api.state.settings = settings
     api.state.key_cache = KeyCache(settings.key_cache_ttl)
     api.state.rate_limiter = (

@@ -40,6 +40,9 @@ class ServerSettings:
     #: Seconds a queue's stats are reused for the estimates of submits (`server.estimate`): a
     #: submit costs at most one extra backend read per this many seconds per queue.
     estimate_ttl: float = 1.0
+    #: Seconds between the checks of the event log for new events while event streams are
+    #: open (one check per server process, shared by every stream: `conveyor.server.event_hub`).
+    sse_poll: float = 0.2
     #: Also serve ``/metrics`` without a key on this port (None: only the API's admin-keyed
     #: ``/metrics``); bind it where only Prometheus reaches.
     metrics_port: int | None = None
