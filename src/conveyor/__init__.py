@@ -27,6 +27,7 @@ from .errors import (
     QueueFull,
     Retry,
     UnknownTask,
+    UploadNotFound,
     ValidationError,
 )
 from .hooks import Enqueuing, Hooks
@@ -76,6 +77,7 @@ __all__ = [
     "Retry",
     "Task",
     "UnknownTask",
+    "UploadNotFound",
     "ValidationError",
     "Worker",
 ]

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import jobs
+from . import jobs, uploads
 
-ROUTERS: list[APIRouter] = [jobs.router]
+ROUTERS: list[APIRouter] = [jobs.router, uploads.router]
