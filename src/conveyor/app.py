@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
+from .apikeys import ApiKeys
 from .backends import open_backend
 from .backends.base import EventRetention, Retention
 from .catalog import Catalog, command_handler, declared_handler
@@ -20,6 +21,7 @@ from .forwarder import Spooler
 from .hooks import HookBus, Hooks
 from .inputs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_PAYLOAD_DEPTH, PayloadLimits
 from .limits import Concurrency, RateLimit
+from .options import check_queue_name
 from .producer import Producer
 from .retry import Backoff
 from .sync import SyncFacade
@@ -79,6 +81,7 @@ class Conveyor(Producer):
         self._sync: SyncFacade | None = None
         self._sync_lock = threading.Lock()
         self._spooler = Spooler(self, spool) if spool is not None else None
+        self._api_keys: ApiKeys | None = None
         self.uploads: UploadStore | None = None
         store = store_from(upload_dir)
         if store is not None:
@@ -205,6 +208,40 @@ class Conveyor(Producer):
     @property
     def event_retention(self) -> EventRetention:
         return self.catalog.event_retention
+
+    # -- pausing queues, API keys ----------------------------------------------------------------
+
+    async def pause_queue(self, name: str) -> bool:
+        """Stop every worker (any process, any host) from claiming jobs of queue ``name`` until
+        `resume_queue`. Jobs can still be enqueued, listed, cancelled and retried meanwhile,
+        and jobs already running finish normally. The flag lives in the backend: it holds for
+        workers started later and survives restarts. True if the queue was not paused (then a
+        ``queue_paused`` event is logged). Raises `ValidationError` for a bad queue name."""
+        check_queue_name(name)
+        await self.open()
+        return await self.backend.set_queue_paused(name, True)
+
+    async def resume_queue(self, name: str) -> bool:
+        """Let workers claim from queue ``name`` again and wake the idle ones. True if it was
+        paused (then a ``queue_resumed`` event is logged)."""
+        check_queue_name(name)
+        await self.open()
+        changed = await self.backend.set_queue_paused(name, False)
+        self._wake_workers()
+        return changed
+
+    async def paused_queues(self) -> set[str]:
+        """The names of the queues paused now (`QueueStats.paused` says it per queue too)."""
+        await self.open()
+        return await self.backend.paused_queues()
+
+    @property
+    def api_keys(self) -> ApiKeys:
+        """The HTTP API's keys on this app's backend (`conveyor.apikeys.ApiKeys`: create,
+        verify, list, revoke); it opens the backend on first use like the producer calls."""
+        if self._api_keys is None:
+            self._api_keys = ApiKeys(self.backend, opener=self.open)
+        return self._api_keys
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ bounded length (`conveyor.inputs.brief`). The payload's own checks are in `conve
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import ValidationError
@@ -18,6 +19,9 @@ from .job import parse_delay, parse_priority
 MAX_KEY_LEN = 512
 #: Options of an attempt count and the like: exact in every backend (Lua numbers are doubles).
 MAX_OPTION_INT = 2**31 - 1
+#: Queue names end up in Redis keys ({queue} hash tags) and URLs: no braces, spaces or slashes.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+QUEUE_NAME_RULE = "1-100 characters from letters, digits, '_', '-', '.', ':'"
 
 
 def check_key(value: Any, field: str) -> None:
@@ -32,6 +36,15 @@ def check_key(value: Any, field: str) -> None:
     why = bad_text(value)
     if why is not None:
         raise ValidationError(f"{field} {brief(value)} contains {why}", field=field)
+
+
+def check_queue_name(value: Any, field: str = "queue") -> str:
+    """A queue name given to a producer call (pause, resume): `QUEUE_NAME`, as at registration;
+    returns it, or raises `ValidationError` naming the problem."""
+    if not isinstance(value, str) or not QUEUE_NAME.fullmatch(value):
+        got = brief(value) if isinstance(value, str) else kind_of(value)
+        raise ValidationError(f"queue name {got} is invalid: use {QUEUE_NAME_RULE}", field=field)
+    return value
 
 
 def check_lookups(**values: Any) -> None:
@@ -81,9 +94,12 @@ def text_problem(value: Any) -> str | None:
 __all__ = [
     "MAX_KEY_LEN",
     "MAX_OPTION_INT",
+    "QUEUE_NAME",
+    "QUEUE_NAME_RULE",
     "check_key",
     "check_lookups",
     "check_max_attempts",
     "check_options",
+    "check_queue_name",
     "text_problem",
 ]

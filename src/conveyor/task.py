@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import re
 import types
 import typing
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from .limits import (
     as_concurrency,
     as_rate_limits,
 )
+from .options import QUEUE_NAME, QUEUE_NAME_RULE
 from .retry import Backoff
 
 if TYPE_CHECKING:
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 _JSON_NATIVE: set[Any] = {str, int, float, bool, dict, list, Any, object, inspect.Parameter.empty,
                           type(None)}  # fmt: skip
 _CTX_NAMES = ("ctx", "context")
-# Queue names end up in Redis keys ({queue} hash tags) and URLs: no braces, spaces or slashes.
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +54,8 @@ class TaskOptions:
     breaker: CircuitBreaker | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.queue, str) or not _QUEUE_NAME.fullmatch(self.queue):
-            raise ConfigurationError(
-                f"queue name {self.queue!r} is invalid: use 1-100 characters from "
-                "letters, digits, '_', '-', '.', ':'"
-            )
+        if not isinstance(self.queue, str) or not QUEUE_NAME.fullmatch(self.queue):
+            raise ConfigurationError(f"queue name {self.queue!r} is invalid: use {QUEUE_NAME_RULE}")
         if self.retries < 0:
             raise ConfigurationError(f"retries must be >= 0, got {self.retries}")
         if self.timeout is not None and self.timeout <= 0:

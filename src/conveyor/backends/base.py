@@ -27,6 +27,7 @@ from ..job import Job, JobState
 from ..limits import Gate
 from .records import (
     EVENTS_OLDEST,
+    ApiKeyRecord,
     BatchCounts,
     Event,
     EventFilter,
@@ -339,9 +340,38 @@ class Backend(Protocol):
         """Arrange for ``callback`` to be called when jobs may be ready in ``queues`` or a job
         of ``worker`` was cancelled, from any process. Best effort: workers also poll slowly."""
 
+    async def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        """Pause or resume claiming from ``queue``; True if the flag changed. Atomic; appends a
+        ``queue_paused`` / ``queue_resumed`` event (EventType) when it changes; resuming wakes
+        idle workers of the queue (same wake path as an enqueue).
+
+        The flag lives in the backend (every process sees it; it survives restarts) and
+        `claim_jobs` reads it inside its own atomic step: no job of a paused queue is claimed,
+        while enqueue, listing, cancel and retry go on, and active jobs finish normally. Pausing
+        a queue that has no jobs yet is allowed (it stays paused when jobs arrive)."""
+
+    async def paused_queues(self) -> set[str]:
+        """The names of the queues paused now."""
+
+    async def store_api_key(self, key: ApiKeyRecord) -> None:
+        """Insert a key record. Atomic; raises ValidationError if a key with its id exists
+        (nothing changes)."""
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        """The stored record of ``key_id`` (revoked ones too); None when unknown."""
+
+    async def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        """Stored keys, oldest first (revoked ones too); only ``tenant``'s when given, every
+        tenant's (and the admin keys) when None."""
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        """Set ``revoked_at`` (backend time) if the key is not revoked yet; True if it changed,
+        False when already revoked or unknown. Atomic, idempotent."""
+
 
 __all__ = [
     "EVENTS_OLDEST",
+    "ApiKeyRecord",
     "Backend",
     "BatchCounts",
     "Capabilities",

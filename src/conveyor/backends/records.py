@@ -1,5 +1,5 @@
 """The records a backend reads back: events and their pages, queue figures, batch counts, the
-worker and task registry entries, retention rules and what recovery did. Split from
+worker and task registry entries, retention rules, what recovery did and stored API keys. Split from
 `conveyor.backends.base` (which re-exports every name) to keep the protocol module short."""
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class EventType(StrEnum):
     RATE_LIMITED = "rate_limited"
     BREAKER_OPENED = "breaker_opened"
     BREAKER_CLOSED = "breaker_closed"
+    # A queue's pause flag changed (`Backend.set_queue_paused`); job_id is None, queue is set.
+    QUEUE_PAUSED = "queue_paused"
+    QUEUE_RESUMED = "queue_resumed"
 
 
 EVENTS_OLDEST = "oldest"
@@ -119,6 +122,8 @@ class QueueStats:
     # Admin-only (never part of an end-user view): what ``ctx.cost`` reported, summed per task
     # and unit since the store was created ({task: {unit: total}}); retention does not lower it.
     cost: dict[str, dict[str, float]] = field(default_factory=dict)
+    # True while the queue is paused (`Backend.set_queue_paused`): nothing of it is claimed.
+    paused: bool = False
 
     @property
     def waiting(self) -> int:
@@ -145,6 +150,7 @@ class QueueStats:
             "max_queued": self.max_queued,
             "full": self.full,
             "oldest_seconds": self.oldest_seconds,
+            "paused": self.paused,
         }
 
 
@@ -247,3 +253,39 @@ class Recovered:
     job_id: str
     queue: str
     state: JobState
+
+
+@dataclass(slots=True)
+class ApiKeyRecord:
+    """A stored API key (`conveyor.apikeys.ApiKeys` makes and checks them).
+
+    The full key a client presents is ``cvk_<id>_<secret>``; only ``secret_hash`` (hex sha256 of
+    the secret part) is stored, never the secret. ``tenant`` is None only for admin keys, which
+    see every tenant. ``created_at`` and ``revoked_at`` are on the backend's clock; a key with
+    ``revoked_at`` set is dead for good.
+    """
+
+    id: str  # public key id, e.g. "k_3f9a1c2b7d4e" (12 hex chars after k_)
+    secret_hash: str  # hex sha256 of the secret part; never the secret
+    tenant: str | None  # None only for admin keys that see all tenants
+    admin: bool = False
+    read_only: bool = False
+    name: str | None = None
+    created_at: float = 0.0
+    revoked_at: float | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record without its hash: what listings (CLI, HTTP) may show."""
+        return {
+            "id": self.id,
+            "tenant": self.tenant,
+            "admin": self.admin,
+            "read_only": self.read_only,
+            "name": self.name,
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }

@@ -24,9 +24,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...clock import Clock
 from ...errors import BackendError, BackendUnavailable, JobNotFound
-from ...job import FINAL_STATES, Job, JobState
+from ...job import Job, JobState
 from ..base import (
     EVENTS_OLDEST,
+    ApiKeyRecord,
     BatchCounts,
     Capabilities,
     ClaimParams,
@@ -46,17 +47,15 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
-from . import producer, reads, registry
+from . import admin, producer, reads, registry, retention
 from .attempts import Attempts
 from .codec import STATES, job_from_hash, pairs
 from .connection import Gate, deadline, make_client, operations, redis_options, unavailable
 from .events import EventLog
 from .listener import RedisListener
-from .reads import RATE_BUCKET
 from .scripts import SCRIPTS, evalsha, translate
 
 log = logging.getLogger("conveyor.redis")
-PRUNE_CHUNK = 1000
 CLOSE_TIMEOUT = 5.0
 
 
@@ -303,41 +302,11 @@ class RedisBackend:
 
     # -- maintenance ------------------------------------------------------------------------------
 
-    async def _prune(self, queue: str, state: str, age: float | None, keep: int | None) -> int:
-        total = 0
-        while True:
-            n = int(await self._eval("prune", queue, state, "" if age is None else repr(age),
-                                     "" if keep is None else keep, PRUNE_CHUNK))  # fmt: skip
-            total += n
-            if n < PRUNE_CHUNK:
-                return total
-
     async def apply_retention(self, queue: str, rule: Retention) -> int:
-        now = self.now()
-        removed = 0
-        for state, age, count in (
-            ("completed", rule.completed_max_age, rule.completed_max_count),
-            ("failed", rule.failed_max_age, rule.failed_max_count),
-            ("cancelled", rule.cancelled_max_age, rule.cancelled_max_count),
-        ):
-            if age is not None or count is not None:
-                removed += await self._prune(queue, state, age, count)
-        client = self._client()
-        old = int((now - 3600) // RATE_BUCKET)
-        fields = [
-            f for f in await client.hkeys(self.key(queue, "rates")) if int(f.split(":")[1]) < old
-        ]
-        if fields:
-            await client.hdel(self.key(queue, "rates"), *fields)
-        return removed
+        return await retention.apply(self, queue, rule)
 
     async def cleanup(self, older_than: float, states: Sequence[JobState]) -> int:
-        removed = 0
-        for q in await self._queues():
-            for s in states:
-                if s in FINAL_STATES:
-                    removed += await self._prune(q, s.value, older_than, None)
-        return removed
+        return await retention.cleanup(self, older_than, states)
 
     async def trim_events(self, rule: EventRetention) -> int:
         return await self._events.trim(rule)
@@ -387,6 +356,26 @@ class RedisBackend:
         self, queues: Sequence[str], callback: WakeCallback, worker: str
     ) -> RedisListener:
         return RedisListener(self, queues, callback, worker)
+
+    # -- queue flags and API keys (admin.py) ------------------------------------------------------
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        return await admin.set_queue_paused(self, queue, paused)
+
+    async def paused_queues(self) -> set[str]:
+        return await admin.paused_queues(self)
+
+    async def store_api_key(self, key: ApiKeyRecord) -> None:
+        await admin.store_api_key(self, key)
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return await admin.get_api_key(self, key_id)
+
+    async def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        return await admin.list_api_keys(self, tenant)
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        return await admin.revoke_api_key(self, key_id)
 
 
 __all__ = ["BackendError", "RedisBackend"]

@@ -2,17 +2,16 @@
 client's `Gate`, and translating redis-py's connection errors to `BackendUnavailable`.
 
 **Producers fail fast.** A producer call (`PRODUCER_CALLS`: enqueue, get, list, cancel, retry,
-stats, events, workers) and ``open`` answer within ``deadline`` seconds, or raise
-`BackendUnavailable` naming the server. Without it a frozen server (SIGSTOP, a stalled VM: the
-kernel still accepts connections, nothing replies) held a call for redis-py's socket timeout
-and its retries (5 s at least, more with a pool to wait for), and a web request with it. The
-deadline covers the wait for a pool connection, connecting and every retry; an enqueue of
-many jobs gets `PER_JOB` more per job (a 100,000-job batch is a second of Lua). The worker's
-own calls (claims, acknowledgements, lease renewals) are not cut short: its loops retry by
-themselves, and a claim cut off after Redis ran it would strand the claimed jobs until their
-leases expire. Its blocking reads have their socket timeouts above their block
-(`connection.make_client`). A read or an enqueue whose connection broke (a restart the loop had
-not noticed) is sent once more.
+stats, events, workers, queue pause flags, API keys) and ``open`` answer within ``deadline``
+seconds, or raise `BackendUnavailable` naming the server. Without it a frozen server (SIGSTOP, a
+stalled VM: the kernel still accepts connections, nothing replies) held a call for redis-py's
+socket timeout and its retries (5 s at least, more with a pool to wait for), and a web request with
+it. The deadline covers the wait for a pool connection, connecting and every retry; an enqueue of
+many jobs gets `PER_JOB` more per job (a 100,000-job batch is a second of Lua). The worker's own
+calls (claims, acknowledgements, lease renewals) are not cut short: its loops retry by themselves,
+and a claim cut off after Redis ran it would strand the claimed jobs until their leases expire. Its
+blocking reads have their socket timeouts above their block (`connection.make_client`). A read or
+an enqueue whose connection broke (a restart the loop had not noticed) is sent once more.
 """
 
 from __future__ import annotations
@@ -39,12 +38,13 @@ PER_JOB = 0.00002
 #: effect they would report a state error for a change that was made.
 RESENDABLE = frozenset(
     {"enqueue_jobs", "get_job", "list_jobs", "batch_counts", "stats", "read_events",
-     "last_event_cursor", "list_workers"}
+     "last_event_cursor", "list_workers", "paused_queues", "get_api_key", "list_api_keys"}
 )  # fmt: skip
 #: The backend operations a producer makes, bounded by ``deadline``.
 PRODUCER_CALLS = frozenset(
     {"enqueue_jobs", "get_job", "list_jobs", "cancel_job", "retry_job", "batch_counts", "stats",
-     "read_events", "last_event_cursor", "list_workers"}
+     "read_events", "last_event_cursor", "list_workers", "set_queue_paused", "paused_queues",
+     "store_api_key", "get_api_key", "list_api_keys", "revoke_api_key"}
 )  # fmt: skip
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 

@@ -166,6 +166,7 @@ async def stats(b: RedisBackend, queues: Sequence[str] | None = None) -> dict[st
         st.limits = await _limits(b, q, now)
         maxq = await client.get(b.key(q, "maxq"))  # backpressure: the last enforced max_queued
         st.max_queued = None if maxq is None else int(maxq)
+        st.paused = bool(await client.exists(b.key(q, "paused")))  # admin.set_queue_paused
         st.active = counts["active"]
         for w in live:
             if q in w.queues:

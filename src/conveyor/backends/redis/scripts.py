@@ -14,8 +14,8 @@ from ...errors import ConveyorError, JobNotFound, JobStateError, QueueFull
 
 NAMES = (
     "admit", "batch", "cancel", "claim", "cost", "enqueue", "event", "events", "extend", "finish",
-    "heartbeat", "peek", "progress", "prune", "recover", "release", "reserve", "retry", "trim",
-    "workers",
+    "heartbeat", "keyrevoke", "keystore", "pause", "peek", "progress", "prune", "recover",
+    "release", "reserve", "retry", "trim", "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset(

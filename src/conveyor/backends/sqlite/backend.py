@@ -16,13 +16,13 @@ import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from ...clock import Clock, HostClock
-from ...errors import BackendCorrupt, BackendLocked, BackendUnavailable, ConfigurationError
+from ...errors import BackendCorrupt, BackendLocked, BackendUnavailable
 from ...job import Job, JobState
 from ..base import (
     EVENTS_OLDEST,
+    ApiKeyRecord,
     BatchCounts,
     Capabilities,
     ClaimParams,
@@ -44,48 +44,13 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import attempts, gates, migrations, ops
+from . import admin, attempts, gates, migrations, ops
 from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
+from .url import parse_sqlite_url
 
-SCHEMA_VERSION = "7"
-_SYNC = {"normal": "NORMAL", "full": "FULL", "off": "OFF", "extra": "EXTRA"}
-
-
-def parse_sqlite_url(url: str) -> tuple[str, dict[str, Any]]:
-    parts = urlsplit(url)
-    if parts.scheme != "sqlite":
-        raise ConfigurationError(f"not a sqlite URL: {url!r}")
-    # "sqlite:/x.db" and "sqlite:x.db" parse, but are a slash or two short of what was meant.
-    if parts.netloc or not url[len("sqlite:") :].startswith("//"):
-        raise ConfigurationError(
-            f"malformed sqlite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db"
-        )
-    path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    if not path:
-        raise ConfigurationError(f"malformed sqlite URL {url!r}: no file path")
-    opts: dict[str, Any] = {"synchronous": "NORMAL", "busy_timeout": 10.0}
-    for key, values in parse_qs(parts.query, keep_blank_values=True).items():
-        value = values[-1]
-        if key == "synchronous":
-            if value.lower() not in _SYNC:
-                raise ConfigurationError(
-                    f"sqlite URL option synchronous={value!r}: use one of {', '.join(_SYNC)}"
-                )
-            opts["synchronous"] = _SYNC[value.lower()]
-        elif key == "busy_timeout":
-            try:
-                opts["busy_timeout"] = float(value)
-            except ValueError:
-                raise ConfigurationError(
-                    f"sqlite URL option busy_timeout={value!r} is not a number of seconds"
-                ) from None
-            if opts["busy_timeout"] < 0:
-                raise ConfigurationError("sqlite URL option busy_timeout must be >= 0")
-        else:
-            raise ConfigurationError(f"unknown sqlite URL option {key!r} in {url!r}")
-    return path, opts
+SCHEMA_VERSION = "8"
 
 
 class SqliteBackend:
@@ -122,7 +87,7 @@ class SqliteBackend:
         # Refuse another application's file before changing anything in it (WAL is persistent).
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         ours = {"conveyor_meta", "jobs", "events", "counts", "rates", "workers", "sqlite_sequence",
-                "gates", "flows", "costs"}  # fmt: skip
+                "gates", "flows", "costs", "paused_queues", "api_keys"}  # fmt: skip
         if "conveyor_meta" not in tables and tables - ours:
             raise BackendCorrupt(
                 f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
@@ -153,6 +118,7 @@ class SqliteBackend:
             "4": migrations.migrate_4_to_5,
             "5": migrations.migrate_5_to_6,
             "6": migrations.migrate_6_to_7,
+            "7": migrations.migrate_7_to_8,
         }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
@@ -375,3 +341,30 @@ class SqliteBackend:
 
     async def listen(self, queues: Sequence[str], callback: WakeCallback, worker: str) -> Listener:
         return SocketListener(self.path, worker, callback)
+
+    # -- queue flags and API keys (admin.py) ------------------------------------------------------
+
+    async def set_queue_paused(self, queue: str, paused: bool) -> bool:
+        # A resume wakes idle workers (the datagram is sent after the commit, as an enqueue's).
+        changed: bool = await self._run(admin.set_paused, queue, paused,
+                                        notify=None if paused else b"w")  # fmt: skip
+        return changed
+
+    async def paused_queues(self) -> set[str]:
+        out: set[str] = await self._read(admin.paused)
+        return out
+
+    async def store_api_key(self, key: ApiKeyRecord) -> None:
+        await self._run(admin.store_key, key)
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        key: ApiKeyRecord | None = await self._read(admin.get_key, key_id)
+        return key
+
+    async def list_api_keys(self, tenant: str | None = None) -> list[ApiKeyRecord]:
+        keys: list[ApiKeyRecord] = await self._read(admin.list_keys, tenant)
+        return keys
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        changed: bool = await self._run(admin.revoke_key, key_id)
+        return changed

@@ -112,6 +112,9 @@ def stats(
     for q, task, unit, total in conn.execute("SELECT queue, task, unit, total FROM costs"):
         if q in out:
             out[q].cost.setdefault(task, {})[unit] = total
+    for (q,) in conn.execute("SELECT queue FROM paused_queues"):
+        if queues is None or q in out:  # a paused queue is listed even before it has jobs
+            get(q).paused = True
     limits = bp.recorded(conn)
     for s in out.values():
         s.active = s.counts.get("active", 0)

@@ -91,3 +91,10 @@ def migrate_6_to_7(conn: sqlite3.Connection) -> None:
     for stmt in _statements(_schema()):
         if "CREATE TABLE IF NOT EXISTS costs (" in stmt:  # it may start with its comment
             conn.execute(stmt)
+
+
+def migrate_7_to_8(conn: sqlite3.Connection) -> None:
+    """Schema 8 adds the paused queues (queue pause/resume) and the API keys of the HTTP API."""
+    for stmt in _statements(_schema()):
+        if "paused_queues (" in stmt or "api_keys (" in stmt:  # the tables and the index
+            conn.execute(stmt)

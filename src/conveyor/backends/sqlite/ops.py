@@ -214,6 +214,12 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
     promote_due(conn, now)
     args: dict[str, Any] = {"now": now, "worker": p.worker, "limit": p.limit}
     caps = _caps(p)
+    # Paused queues (admin.set_paused) give nothing, read in this claim's own transaction; a
+    # resume wakes the workers. (The table is empty unless a queue is paused: ~1 us.)
+    paused = {q for (q,) in conn.execute("SELECT queue FROM paused_queues") if q in caps}
+    for q in paused:
+        caps[q] = 0
+    live = [q for q in p.queues if q not in paused] if paused else p.queues
     queues = [q for q in p.queues if caps[q] > 0]
     more = False
     limited: dict[str, int] = {}
@@ -231,7 +237,7 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
         args["seqs"] = orjson.dumps([s for _, s, _ in cands[: p.limit]]).decode()
         rows = conn.execute(_CLAIM_SEQS, args).fetchall() if cands else []
     if not rows:
-        return ClaimResult([], now if more else _next_due(conn, p.queues), limited)
+        return ClaimResult([], now if more else _next_due(conn, live), limited)
     rows.sort(key=lambda r: (-r[5], r[0]))
     conn.execute(_STARTED_EVENTS, {"now": now, "seqs": orjson.dumps([r[0] for r in rows]).decode()})
     deltas: Counter[tuple[str, str]] = Counter()
@@ -242,7 +248,7 @@ def claim(conn: sqlite3.Connection, now: float, p: ClaimParams) -> ClaimResult:
     # Fewer than asked: the worker will idle, so tell it when the next scheduled job is due.
     due = None
     if len(rows) < p.limit:
-        due = now if more else _next_due(conn, p.queues)
+        due = now if more else _next_due(conn, live)
     return ClaimResult([row_to_job(r[1:]) for r in rows], due, limited)
 
 

@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 6. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 8. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -159,3 +159,25 @@ CREATE INDEX IF NOT EXISTS flows_ready ON flows (queue, head)
 CREATE INDEX IF NOT EXISTS flows_blocked ON flows (queue, blocked_until) WHERE blocked_until IS NOT NULL;
 -- Flows waiting for a slot of a gate, best head first (a freed slot admits the best ones).
 CREATE INDEX IF NOT EXISTS flows_waiting ON flows (queue, wait_gate, head) WHERE wait_gate IS NOT NULL;
+
+-- Paused queues (Backend.set_queue_paused): a row while the queue is paused. Every claim reads
+-- this table in its own transaction and takes nothing from the queues listed.
+CREATE TABLE IF NOT EXISTS paused_queues (
+  queue  TEXT PRIMARY KEY,
+  since  REAL NOT NULL
+) WITHOUT ROWID;
+
+-- API keys (conveyor.apikeys): the sha256 of the secret, never the secret. seq orders listings
+-- oldest first; tenant NULL only for admin keys.
+CREATE TABLE IF NOT EXISTS api_keys (
+  seq         INTEGER PRIMARY KEY,
+  id          TEXT NOT NULL UNIQUE,
+  secret_hash TEXT NOT NULL,
+  tenant      TEXT,
+  admin       INTEGER NOT NULL DEFAULT 0,
+  read_only   INTEGER NOT NULL DEFAULT 0,
+  name        TEXT,
+  created_at  REAL NOT NULL,
+  revoked_at  REAL
+);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, seq) WHERE tenant IS NOT NULL;

@@ -23,6 +23,8 @@ promote_due(now)
 
 local now_txt = fmt(now)
 local out = {now_txt, '', 0, ''}
+-- A paused queue (pause.lua) gives nothing and no due time: its resume wakes the workers.
+if redis.call('EXISTS', P .. 'paused') == 1 then return out end
 local n = 0
 -- Score, id pairs for one ZADD to `active`. The first pair is the set's keeper (member '',
 -- never expires): a worker's acknowledgements often empty the set just before its next claim

@@ -12,6 +12,8 @@
 local cap = tonumber(ARGV[1])
 local now = now_s()
 promote_due(now)
+-- A paused queue (pause.lua) has no candidates, and no due time: its resume wakes the workers.
+if redis.call('EXISTS', P .. 'paused') == 1 then return {fmt(now), '', 0} end
 local has_flows = release_flows(now)
 local cands = redis.call('ZRANGE', READY, 0, cap - 1, 'WITHSCORES')
 
