@@ -171,9 +171,13 @@ class UploadStore:
             return None
         for sidecar in self.root.glob(f"*/{upload_id}.json"):
             meta = self._load(sidecar)
-            if meta is not None and meta.id == upload_id:
-                if sidecar.parent.name == tenant_folder(meta.tenant):
-                    return meta
+            # The sidecar must be in its tenant's folder: a file moved by hand is not found.
+            if (
+                meta is not None
+                and meta.id == upload_id
+                and sidecar.parent.name == tenant_folder(meta.tenant)
+            ):
+                return meta
         return None
 
     def write(self, meta: UploadMeta) -> None:

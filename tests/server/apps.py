@@ -26,7 +26,7 @@ def build_app(url: str, **options: Any) -> Conveyor:
         return "held"
 
     @app.task(queue="default", retries=0)
-    def digest(ctx: Context, file: Any = None) -> dict[str, Any]:
+    def digest(ctx: Context, file: Any = None, note: str | None = None) -> dict[str, Any]:
         """Reads its uploaded file through ctx.file: its sha256, size and client name."""
         h = hashlib.sha256()
         with ctx.file(file) as f:

@@ -247,9 +247,9 @@ class UploadReceiver:
                     continue  # an epilogue after the closing boundary is ignored
                 try:
                     parser.write(chunk)
-                except MultipartParseError:
+                except MultipartParseError as exc:  # its messages name a byte at most
                     raise ApiError(400, "bad_request",
-                                   "the multipart body is malformed") from None  # fmt: skip
+                                   f"the multipart body is malformed: {str(exc)[:200]}") from None  # fmt: skip
                 await self._flush()
             if not self._ended:
                 raise ApiError(400, "bad_request", "the multipart body ends before its closing "

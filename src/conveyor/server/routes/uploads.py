@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from ...app import Conveyor
-from ...job import Job
-from ...options import check_key
 from ...file_cleanup import CLEANUP_TASK, cleanup_payload
 from ...files import REF_KEY, UploadMeta, UploadStore, new_upload_id, upload_ref
+from ...job import Job
+from ...options import check_key
 from ..auth import Principal, Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError, not_found
