@@ -290,7 +290,15 @@ async def test_another_tenants_upload_is_not_found_and_its_reference_is_refused(
             r = await b.post("/v1/jobs", json={"task": "digest", "payload": {"file": ref}})
             assert r.status_code == 202, r.text
             jobs.append(r.json()["job"]["id"])
-    # Then each fails with "not found", without a byte of A's file
+        # When B submits the built-in cleanup task for A's upload
+        r = await b.post("/v1/jobs", json={"task": "conveyor.upload_cleanup",
+                         "payload": {"upload": up["id"], "tenant": "tenant-a", "ttl": 0}})  # fmt: skip
+        assert r.status_code == 202, r.text
+        cleanup = await finished(store, r.json()["job"]["id"])
+        # Then it refuses to run for a tenant's job, and A's file stays
+        assert cleanup.status == "failed" and "internal" in cleanup.error["message"]
+        assert (tmp_path / "uploads" / "tenant-a" / up["id"]).is_file()
+    # Then each job fails with "not found", without a byte of A's file
     for job_id in jobs:
         done = await finished(store, job_id)
         assert done.status == "failed" and "not found" in done.error["message"]
