@@ -228,7 +228,15 @@ def main(ctx: click.Context, url: str, app_spec: str | None, log_level: str) -> 
 
 
 # Commands kept in modules of their own (they import `main` and register on it).
-from . import cli_jobs, cli_metrics, cli_stats, cli_wait, cli_workers  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    cli_jobs,
+    cli_keys,
+    cli_metrics,
+    cli_queues,
+    cli_stats,
+    cli_wait,
+    cli_workers,
+)
 from .cli_worker import parse_queues  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover

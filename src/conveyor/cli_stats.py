@@ -44,7 +44,8 @@ def stats(ctx: click.Context, url: str | None, app_spec: str | None, as_json: bo
             # Backpressure: waiting (queued + scheduled) against max_queued, FULL when reached.
             bp = () if not limited else ("" if s.max_queued is None else
                  f"{s.waiting}/{s.max_queued}{' FULL' if s.full else ''}",)  # fmt: skip
-            t.add_row(q, *(str(s.counts.get(x.value, 0)) for x in JobState), str(s.workers),
+            name = f"{q} (paused)" if s.paused else q  # `conveyor queues resume` lifts it
+            t.add_row(name, *(str(s.counts.get(x.value, 0)) for x in JobState), str(s.workers),
                       f"{s.active}/{s.concurrency}", avg, f"{s.throughput_per_s:.1f}",
                       *bp, *((str(s.spooled),) if spooled else ()))  # fmt: skip
         _console().print(t)

@@ -81,6 +81,7 @@ async def test_invalid_list_arguments_are_rejected(app: Conveyor) -> None:
         with pytest.raises(ValidationError) as err:
             await app.list(limit=limit)
         assert err.value.field == "limit"
-    with pytest.raises(ValidationError) as err:
-        await app.list(cursor="not-a-cursor")
-    assert err.value.field == "cursor"
+    for cursor in ("not-a-cursor", "9" * 30, " 5", "1_0"):
+        with pytest.raises(ValidationError) as err:
+            await app.list(cursor=cursor)
+        assert err.value.field == "cursor"

@@ -37,3 +37,6 @@ class ServerSettings:
     backend_timeout: float = 2.0
     #: Seconds between SSE keep-alive comments on an idle event stream.
     sse_keepalive: float = 15.0
+    #: Seconds a queue's stats are reused for the estimates of submits (`server.estimate`): a
+    #: submit costs at most one extra backend read per this many seconds per queue.
+    estimate_ttl: float = 1.0

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from ...errors import EventsTrimmed, ValidationError
+from ...inputs import brief
 from ...job import FINAL_STATES, JobState
 from ..base import (
     EVENTS_OLDEST,
@@ -44,11 +45,12 @@ def list_jobs(conn: sqlite3.Connection, p: ListParams) -> JobPage:
             where.append(f"{col} = ?")
             args.append(val)
     if p.cursor:
-        try:
-            where.append("seq < ?")
-            args.append(int(p.cursor))
-        except ValueError:
-            raise ValidationError(f"invalid cursor {p.cursor!r}", field="cursor") from None
+        # A cursor is a row's seq: plain digits that fit SQLite's INTEGER (a longer one would
+        # overflow in the driver, not be refused).
+        if not (p.cursor.isascii() and p.cursor.isdigit() and len(p.cursor) <= 18):
+            raise ValidationError(f"invalid cursor {brief(p.cursor)}", field="cursor")
+        where.append("seq < ?")
+        args.append(int(p.cursor))
     sql = f"SELECT seq, {JOB_COLS} FROM jobs"
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import jobs, uploads
+from . import batches, bulk, jobs, uploads
 
-ROUTERS: list[APIRouter] = [jobs.router, uploads.router]
+# bulk and batches before jobs: their fixed paths (/v1/jobs/cancel, /v1/jobs/batch) must not be
+# taken for a job id by a route of jobs.
+ROUTERS: list[APIRouter] = [bulk.router, batches.router, jobs.router, uploads.router]

@@ -1,17 +1,22 @@
-"""``/v1/jobs``: submit, read, list, cancel, retry single jobs."""
+"""``/v1/jobs``: submit, read, list, cancel, retry single jobs.
+
+Every read and action is confined to the caller's tenant (`Principal.tenant_scope`): another
+tenant's job answers 404 exactly like a missing one, and lists never include it."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from ...app import Conveyor
-from ...job import Job
+from ...job import Job, JobState
 from ..auth import Principal, Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError
+from ..estimate import estimator_of
 from ..models import ErrorOut, JobOut, SubmitJob, Submitted
+from ..models_jobs import JobPageOut
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 413, 422, 429, 503)
@@ -34,6 +39,14 @@ def submit_tenant(principal: Principal, asked: str | None) -> str | None:
     if asked is not None and asked != principal.tenant:
         raise ApiError(403, "forbidden", "a tenant API key can only submit jobs of its own tenant")
     return principal.tenant
+
+
+def read_tenant(principal: Principal, asked: str | None) -> str | None:
+    """The tenant a read or bulk action is confined to: a tenant key's own (asking for another
+    is refused); for an admin the one asked for, None meaning every tenant."""
+    if not principal.admin and asked is not None and asked != principal.tenant:
+        raise ApiError(403, "forbidden", "a tenant API key can only see jobs of its own tenant")
+    return principal.tenant_scope(asked)
 
 
 @router.post("", status_code=202, response_model=Submitted)
@@ -61,7 +74,38 @@ async def submit(
             meta=body.meta,
         )
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return {"job": job_out(job), "created": job.created is not False, "estimate": None}
+    estimate = None
+    if job.status in (JobState.QUEUED, JobState.SCHEDULED):
+        estimate = await estimator_of(request).for_job(job.queue, job.created_at,
+                                                       job.scheduled_for)  # fmt: skip
+    return {"job": job_out(job), "created": job.created is not False, "estimate": estimate}
+
+
+Name = Annotated[str | None, Query(min_length=1, max_length=512)]
+_ADMIN = "admin keys only (a tenant key: its own tenant)"
+_CURSOR = "`next_cursor` of the previous page"
+
+
+@router.get("", response_model=JobPageOut)
+async def list_jobs(
+    request: Request,
+    principal: Reader,
+    status: Annotated[JobState | None, Query()] = None,
+    queue: Name = None,
+    task: Name = None,
+    batch: Name = None,
+    tenant: Annotated[str | None, Query(min_length=1, max_length=512, description=_ADMIN)] = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200, description=_CURSOR)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> dict[str, Any]:
+    """Jobs newest first, filtered; follow ``next_cursor`` for the next page. A tenant key
+    lists its own tenant's jobs only."""
+    app = conveyor_of(request)
+    scope = read_tenant(principal, tenant)
+    async with backend_deadline(request.app.state.settings):
+        page = await app.list(status=status, queue=queue, task=task, batch=batch, tenant=scope,
+                              limit=limit, cursor=cursor)  # fmt: skip
+    return {"jobs": [job_out(j) for j in page.jobs], "next_cursor": page.next_cursor}
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -70,4 +114,24 @@ async def get_job(job_id: str, request: Request, principal: Reader) -> dict[str,
     app = conveyor_of(request)
     async with backend_deadline(request.app.state.settings):
         job = await app.get(job_id, tenant=principal.tenant_scope())
+    return job_out(job)
+
+
+@router.delete("/{job_id}", response_model=JobOut)
+async def cancel_job(job_id: str, request: Request, principal: Writer) -> dict[str, Any]:
+    """Cancel a pending or active job; answers it. Idempotent on a cancelled job; 409 for a
+    completed or failed one; 404 for another tenant's."""
+    app = conveyor_of(request)
+    async with backend_deadline(request.app.state.settings):
+        job = await app.cancel(job_id, tenant=principal.tenant_scope())
+    return job_out(job)
+
+
+@router.post("/{job_id}/retry", response_model=JobOut)
+async def retry_job(job_id: str, request: Request, principal: Writer) -> dict[str, Any]:
+    """Requeue a failed or cancelled job with fresh attempts; 409 from any other state, 429
+    ``queue_full`` when its queue is at its ``max_queued``; 404 for another tenant's."""
+    app = conveyor_of(request)
+    async with backend_deadline(request.app.state.settings):
+        job = await app.retry(job_id, tenant=principal.tenant_scope())
     return job_out(job)
