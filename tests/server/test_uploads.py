@@ -421,3 +421,24 @@ async def test_a_500_mb_upload_streams_with_flat_server_memory(
     assert up["size"] == 500 * MIB and up["sha256"] == expected.hexdigest()
     assert (tmp_path / "uploads" / "acme" / up["id"]).stat().st_size == 500 * MIB
     assert after - before < 50 * MIB, f"RSS grew by {(after - before) / MIB:.0f} MiB"
+
+
+async def test_an_upload_cut_off_by_the_client_leaves_no_file(
+    serve: Callable[..., ApiServer], keys: Any, tmp_path: Path
+) -> None:
+    # Given a client that stops sending in the middle of its file and drops the connection
+    srv = serve(settings_in(tmp_path))
+    key = await keys("acme")
+
+    def cut_short() -> Iterable[bytes]:
+        yield b"x" * MIB
+        raise ConnectionAbortedError("the client gives up")
+
+    async with client(srv, key) as http:
+        with pytest.raises(ConnectionAbortedError):
+            await http.post("/v1/uploads", headers=MULTIPART,
+                            content=multipart({"task": "digest"}, cut_short()))  # fmt: skip
+        # Then the server drops the partial file, logs no error, and serves the next upload
+        await eventually(lambda: stored_files(tmp_path / "uploads") == [],
+                         what="the partial file to be removed")  # fmt: skip
+        assert (await upload(http, b"next")).status_code == 202

@@ -28,6 +28,7 @@ from typing import IO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from ..files import MAX_FILENAME, UploadStore, fsync_dir
 from .errors import ApiError
@@ -259,6 +260,9 @@ class UploadReceiver:
                                extra={"field": "file"})  # fmt: skip
             await self._flush(force=True)
             await asyncio.to_thread(self._close)
+        except ClientDisconnect:  # nobody reads the answer; not a server error either
+            self._discard()
+            raise ApiError(400, "bad_request", "the client went away during the upload") from None
         except BaseException as exc:
             self._discard()  # synchronous: it must happen even when the task is cancelled
             if isinstance(exc, ApiError):
