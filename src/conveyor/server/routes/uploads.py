@@ -32,11 +32,12 @@ from pydantic import ValidationError as PydanticValidationError
 from ...app import Conveyor
 from ...file_cleanup import CLEANUP_TASK, cleanup_payload
 from ...files import REF_KEY, UploadMeta, UploadStore, new_upload_id, upload_ref
-from ...job import Job
+from ...job import Job, JobState
 from ...options import check_key
 from ..auth import Principal, Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError, not_found
+from ..estimate import estimator_of
 from ..models import Estimate, JobOut
 from ..settings import ServerSettings
 from ..upload_stream import BODY_OVERHEAD, Received, UploadReceiver, boundary_of, commit
@@ -215,7 +216,12 @@ async def _enqueue(
         await asyncio.to_thread(store.write, meta)
     except OSError as exc:  # the job is stored: answer it; the cleanup treats it as an orphan
         log.warning("upload %s: its sidecar could not name job %s: %s", upload_id, job.id, exc)
-    return {"job": job_out(job), "created": True, "estimate": None, "upload": upload_out(meta)}
+    estimate = None
+    if job.status in (JobState.QUEUED, JobState.SCHEDULED):
+        estimate = await estimator_of(request).for_job(job.queue, job.created_at,
+                                                       job.scheduled_for)  # fmt: skip
+    return {"job": job_out(job), "created": True, "estimate": estimate,
+            "upload": upload_out(meta)}  # fmt: skip
 
 
 async def _store_and_enqueue(
