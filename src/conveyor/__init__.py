@@ -29,6 +29,7 @@ from .errors import (
     RemoteError,
     Retry,
     UnknownTask,
+    UploadNotFound,
     ValidationError,
 )
 from .hooks import Enqueuing, Hooks
@@ -97,6 +98,7 @@ __all__ = [
     "Retry",
     "Task",
     "UnknownTask",
+    "UploadNotFound",
     "ValidationError",
     "Worker",
 ]

@@ -16,6 +16,7 @@ from .backends.base import EventRetention, Retention
 from .catalog import Catalog, command_handler, declared_handler
 from .clock import Clock
 from .command import OUTPUT_LIMIT
+from .files import UploadStore, store_from
 from .forwarder import Spooler
 from .hooks import HookBus, Hooks
 from .inputs import DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_PAYLOAD_DEPTH, PayloadLimits
@@ -48,6 +49,10 @@ class Conveyor(Producer):
             See `conveyor.inputs.PayloadLimits` for why these defaults.
         hooks: `conveyor.Hooks` run by this app's producers and workers, first registered
             outermost (see `conveyor.hooks`); more with `add_hook`.
+        upload_dir: where uploaded files are (``POST /v1/uploads``; handlers open them with
+            ``ctx.file``); default ``$CONVEYOR_UPLOAD_DIR``, else none. With one, the app also
+            has the built-in task ``conveyor.upload_cleanup`` (queue ``conveyor``): see
+            `conveyor.file_cleanup`.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class Conveyor(Producer):
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         max_payload_depth: int = DEFAULT_MAX_PAYLOAD_DEPTH,
         hooks: Sequence[Hooks] = (),
+        upload_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         payload_limits = PayloadLimits(max_payload_bytes, max_payload_depth)
         if url is not None and not url:
@@ -76,6 +82,10 @@ class Conveyor(Producer):
         self._sync_lock = threading.Lock()
         self._spooler = Spooler(self, spool) if spool is not None else None
         self._api_keys: ApiKeys | None = None
+        self.uploads: UploadStore | None = None
+        store = store_from(upload_dir)
+        if store is not None:
+            self.use_uploads(store.root)
 
     # -- registry -------------------------------------------------------------------------------
 
@@ -172,6 +182,14 @@ class Conveyor(Producer):
             concurrency=concurrency,
             max_queued=max_queued,
         )
+
+    def use_uploads(self, upload_dir: str | os.PathLike[str]) -> None:
+        """Set the upload directory (``conveyor serve --upload-dir`` does, on the app it
+        serves) and register the cleanup task if it is not yet."""
+        from .file_cleanup import register_cleanup
+
+        self.uploads = UploadStore(upload_dir)
+        register_cleanup(self)
 
     def queue_limits(self, queue: str) -> tuple[RateLimit | Concurrency, ...]:
         return self.catalog.queue_limits(queue)

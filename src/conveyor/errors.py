@@ -6,6 +6,7 @@ ConveyorError
 ├── ValidationError           bad enqueue input: payload, priority, delay   (also ValueError)
 │   └── UnknownTask           a task name no handler is registered for
 ├── JobNotFound               no job with that id                           (also KeyError)
+├── UploadNotFound            no upload with that id readable by this job   (also KeyError)
 ├── JobStateError             the transition is not allowed from the job's state
 ├── QueueFull                 the queue holds max_queued waiting jobs: nothing was stored
 ├── JobFailed                 wait(): the job ended failed
@@ -70,6 +71,19 @@ class JobNotFound(ConveyorError, KeyError):
 
     def __str__(self) -> str:
         return f"job {self.job_id!r} not found"
+
+
+class UploadNotFound(ConveyorError, KeyError):
+    """No upload with this id is readable here (`conveyor.files`): it never existed, was cleaned
+    up, or belongs to another tenant than the job's (indistinguishable on purpose)."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(upload_id)
+        self.upload_id = upload_id
+
+    def __str__(self) -> str:
+        shown = self.upload_id if len(self.upload_id) <= 64 else self.upload_id[:64] + "..."
+        return f"upload {shown!r} not found"
 
 
 class JobStateError(ConveyorError):
@@ -234,5 +248,6 @@ __all__ = [
     "RemoteError",
     "Retry",
     "UnknownTask",
+    "UploadNotFound",
     "ValidationError",
 ]

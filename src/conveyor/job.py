@@ -206,13 +206,14 @@ class Job:
     # True while the job waits in this producer's local spool (the backend was unreachable):
     # a forwarder stores it, with this id, when the backend is back (see `conveyor.spool`).
     spooled: bool = False
-    # On the Job an ``enqueue`` returned: whether that call stored it (False: its idempotency key
-    # matched an existing job, which is what was returned). None on jobs read back.
-    created: bool | None = None
     # Small JSON object of cross-cutting context (trace context...): `conveyor.meta`.
     meta: dict[str, Any] = field(default_factory=dict)
     # Admin-only: what the attempts reported through ``ctx.cost``, unit -> total.
     cost: dict[str, float] | None = None
+    # On the Job an ``enqueue`` returned: whether that call stored it (False: its idempotency key
+    # matched an existing job, which is what was returned). None on jobs read back. Last: the
+    # backends build jobs positionally up to ``cost``.
+    created: bool | None = None
 
     @property
     def eta(self) -> float | None:

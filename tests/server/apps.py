@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from conveyor import Context, Conveyor
@@ -23,5 +24,16 @@ def build_app(url: str, **options: Any) -> Conveyor:
     async def hold(ctx: Context, seconds: float = 30.0) -> str:
         await asyncio.sleep(seconds)
         return "held"
+
+    @app.task(queue="default", retries=0)
+    def digest(ctx: Context, file: Any = None, note: str | None = None) -> dict[str, Any]:
+        """Reads its uploaded file through ctx.file: its sha256, size and client name."""
+        h = hashlib.sha256()
+        with ctx.file(file) as f:
+            while chunk := f.read(1 << 16):
+                h.update(chunk)
+        meta = ctx.upload(file)
+        return {"sha256": h.hexdigest(), "size": ctx.file_path(file).stat().st_size,
+                "filename": meta.filename}  # fmt: skip
 
     return app

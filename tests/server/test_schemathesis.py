@@ -6,6 +6,7 @@ the documented responses (status codes and bodies)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,12 +53,12 @@ def _fuzz(srv: ApiServer, key: str) -> list[str]:
 
 
 async def test_no_generated_request_yields_a_server_error(
-    serve: Callable[..., ApiServer], keys: Callable[..., Any]
+    serve: Callable[..., ApiServer], keys: Callable[..., Any], tmp_path: Path
 ) -> None:
     # Given a served API with an admin key and a tenant key (rate limit off: fuzzing is fast)
     from conveyor.server import ServerSettings
 
-    srv = serve(ServerSettings(rate_limit=None))
+    srv = serve(ServerSettings(rate_limit=None, upload_dir=tmp_path / "uploads"))
     admin = await keys(admin=True)
     tenant = await keys("acme")
     # When schemathesis sends generated requests to every operation, with either key

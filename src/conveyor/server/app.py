@@ -35,6 +35,9 @@ def create_app(
     """The API for ``conveyor``. ``worker``: options of `Conveyor.worker` to run one worker in
     this process for the server's lifetime (None: no worker)."""
     settings = settings or ServerSettings()
+    # The served app stores and finds uploads where the server puts them; this also registers
+    # the cleanup task (queue ``conveyor``) that its workers run.
+    conveyor.use_uploads(settings.upload_dir)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

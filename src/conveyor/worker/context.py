@@ -8,14 +8,16 @@ import logging
 import math
 import re
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import ValidationError
+from ..errors import ConfigurationError, ValidationError
 from ..inputs import brief, json_problem
 from ..job import Job
 from ..limits import RateLimit
 
 if TYPE_CHECKING:
+    from ..files import UploadMeta
     from .runtime import Worker
 
 _UNIT = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}")
@@ -152,6 +154,36 @@ class Context:
                 field="amount",
             )
         cost[unit] = total
+
+    def file(self, ref: object) -> IO[bytes]:
+        """Open the uploaded file ``ref`` names for reading, in binary:
+        ``with ctx.file(payload["file"]) as f: ...``. ``ref`` is the reference ``POST
+        /v1/uploads`` put in the payload (``{"$upload": id, "tenant": ...}``) or a bare upload
+        id. Raises `UploadNotFound` when the upload is gone, unknown, or belongs to another
+        tenant than this job's (the same answer), `ValidationError` for a malformed reference.
+        Blocking, like ``open``: fine in sync handlers; async handlers reading large files may
+        prefer ``asyncio.to_thread``."""
+        return self.file_path(ref).open("rb")
+
+    def file_path(self, ref: object) -> Path:
+        """The path of the uploaded file ``ref`` names (checked like `file`), for code that
+        wants a path (a subprocess, a library that opens files itself). Do not move or delete
+        it: the cleanup job does, some time after this job ended."""
+        return self._upload(ref)[1]
+
+    def upload(self, ref: object) -> UploadMeta:
+        """The metadata of the uploaded file ``ref`` names (size, sha256, content type, the
+        client's file name), checked like `file`."""
+        return self._upload(ref)[0]
+
+    def _upload(self, ref: object) -> tuple[UploadMeta, Path]:
+        store = self._worker.env.uploads
+        if store is None:
+            raise ConfigurationError(
+                "this worker has no upload directory: create the app with "
+                "Conveyor(upload_dir=...) or set CONVEYOR_UPLOAD_DIR"
+            )
+        return store.readable(ref, self.job.tenant)
 
     async def _report(self, data: dict[str, Any]) -> None:
         worker, job = self._worker, self.job

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..app import Conveyor
     from ..backends.base import Backend
     from ..catalog import Catalog
+    from ..files import UploadStore
     from ..forwarder import Spooler
     from ..hooks import HookBus
     from .runtime import Worker
@@ -33,7 +34,8 @@ def _ignore(_: Any) -> None:
 @dataclass(slots=True)
 class WorkerEnv:
     """What a worker uses. ``attach``/``detach`` register it for in-process wake-ups and
-    cancels (a producer in the same process); ``spooler`` is started to forward spooled jobs."""
+    cancels (a producer in the same process); ``spooler`` is started to forward spooled jobs;
+    ``uploads`` is where ``ctx.file`` finds uploaded files (None: the app has none)."""
 
     backend: Backend
     catalog: Catalog
@@ -42,11 +44,12 @@ class WorkerEnv:
     attach: Callable[[Worker], None] = field(default=_ignore)
     detach: Callable[[Worker], None] = field(default=_ignore)
     spooler: Spooler | None = None
+    uploads: UploadStore | None = None
 
     @classmethod
     def of(cls, app: Conveyor) -> WorkerEnv:
         return cls(app.backend, app.catalog, app.bus, app.open, app._attach_worker,
-                   app._detach_worker, app._spooler)  # fmt: skip
+                   app._detach_worker, app._spooler, uploads=app.uploads)  # fmt: skip
 
 
 def on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[[str], object], arg: str) -> None:

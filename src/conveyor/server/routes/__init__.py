@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import batches, bulk, events, health, jobs, queues, workers
+from . import batches, bulk, events, health, jobs, queues, uploads, workers
 
 # bulk and batches before jobs: their fixed paths (/v1/jobs/cancel, /v1/jobs/batch) must not be
 # taken for a job id by a route of jobs.
@@ -13,6 +13,7 @@ ROUTERS: list[APIRouter] = [
     batches.router,
     jobs.router,
     events.router,
+    uploads.router,
     queues.router,
     workers.router,
     health.router,
