@@ -69,6 +69,11 @@ def is_loopback(host: str) -> bool:
               help="Where uploaded files are stored [default: ./conveyor-uploads].")  # fmt: skip
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=50.0,
               show_default=True, help="Largest upload (413 beyond it).")  # fmt: skip
+@click.option("--upload-ttl", type=SECONDS, default=24 * 3600.0, show_default=True,
+              help="Seconds after an upload's job ended before its file is deleted.")  # fmt: skip
+@click.option("--upload-types", default=None, metavar="TYPE,...",
+              help="Content types an upload may declare (e.g. application/pdf,image/*) "
+                   "[default: any].")  # fmt: skip
 @click.option("--rate-limit", type=click.FloatRange(min=0), default=200.0, show_default=True,
               help="Requests per second per API key (429 beyond it, bursts of twice that); "
                    "0: unlimited.")  # fmt: skip
@@ -82,7 +87,8 @@ def is_loopback(host: str) -> bool:
 @click.pass_context
 def serve(ctx: click.Context, app_spec: str | None, host: str, port: int, with_worker: bool,
           concurrency: int, queues: str | None, shutdown_grace: float, no_auth: bool,
-          upload_dir: Path | None, max_upload_mb: float, rate_limit: float,
+          upload_dir: Path | None, max_upload_mb: float, upload_ttl: float,
+          upload_types: str | None, rate_limit: float,
           metrics_port: int | None, metrics_addr: str, access_log: bool,
           log_level: str | None) -> None:  # fmt: skip
     """Serve the HTTP API of APP (module:attribute, as `conveyor worker`) until SIGTERM/SIGINT.
@@ -116,6 +122,8 @@ def serve(ctx: click.Context, app_spec: str | None, host: str, port: int, with_w
     settings = ServerSettings(
         auth=not no_auth,
         max_upload_bytes=int(max_upload_mb * MIB),
+        upload_ttl=upload_ttl,
+        upload_types=_types(upload_types),
         rate_limit=rate_limit or None,
         rate_burst=max(1, int(rate_limit * 2)),
         metrics_port=metrics_port,
@@ -136,6 +144,17 @@ def serve(ctx: click.Context, app_spec: str | None, host: str, port: int, with_w
     if not server.started:
         raise SystemExit(1)  # uvicorn logged why (a port in use, a failing startup)
     _say("conveyor serve stopped")
+
+
+def _types(spec: str | None) -> tuple[str, ...] | None:
+    if spec is None:
+        return None
+    types = tuple(t.strip().lower() for t in spec.split(",") if t.strip())
+    bad = [t for t in types if t.count("/") != 1 or t.startswith("/") or t.endswith("/")]
+    if not types or bad:
+        raise CliError(f"--upload-types: {', '.join(bad) or repr(spec)} is not a content type "
+                       "list like application/pdf,image/*")  # fmt: skip
+    return types
 
 
 async def _run(server: Any, app: Conveyor, host: str, with_worker: bool, concurrency: int,
