@@ -1,13 +1,17 @@
 """HTTP API throughput and latency (issue 13's targets), measured with ``wrk`` against one
-uvicorn process (``bench/http_server.py``) on a fresh store:
+uvicorn process (``bench/httpapi_server.py``) on a fresh store:
 
 - ``submit``: ``POST /v1/jobs`` (one no-op job per request), requests per second;
 - ``batch``: ``POST /v1/jobs/batch`` of ``--batch-size`` jobs, jobs per second;
-- ``get``: ``GET /v1/jobs/{id}`` of one job under ``--get-connections`` connections, p50/p99.
+- ``get``: ``GET /v1/jobs/{id}`` of one job under ``--get-connections`` connections as fast as
+  they go (closed loop: latency = connections / throughput), p50/p99;
+- ``paced``: the same GET from ``--get-connections`` clients that each send ``--paced-rps``
+  requests per second (``h2load --rps``, open loop), p50/p99 from h2load's per-request log: the
+  latency a client sees when the server is not saturated.
 
-    .venv/bin/python bench/http.py [--backend sqlite|redis] [--duration 10] [--connections 64]
+    .venv/bin/python bench/httpapi.py [--backend sqlite|redis] [--duration 10] [--connections 64]
 
-Needs ``wrk`` (Debian: ``apt-get install wrk``). wrk and the server share the machine's cores,
+Needs ``wrk`` and ``h2load`` (Debian: ``apt-get install wrk nghttp2-client``). wrk and the server share the machine's cores,
 as the peers' HTTP numbers do; the table notes it. Every response must be 2xx: the run fails
 otherwise (a fast error is not throughput).
 """
@@ -71,17 +75,37 @@ def _wrk(script: Path, target: str, connections: int, duration: float) -> dict[s
     return {"rps": rps, **lat}
 
 
+def _h2load_paced(target: str, key: str, clients: int, rps: float, duration: float,
+                  log: Path) -> dict[str, float]:  # fmt: skip
+    subprocess.run(
+        ["h2load", "--h1", f"-c{clients}", f"--rps={rps:g}", f"-D{duration:g}",
+         "-H", f"Authorization: Bearer {key}", "--log-file", str(log), target],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
+    bad = [r for r in rows if not r[1].startswith("2")]
+    if bad:
+        raise RuntimeError(f"h2load saw {len(bad)} non-2xx answers")
+    lat = sorted(int(r[2]) / 1000.0 for r in rows)  # microseconds -> ms
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p * len(lat)))]
+
+    return {"rps": len(lat) / duration, "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="bench/http.py")
+    ap = argparse.ArgumentParser(prog="bench/httpapi.py")
     ap.add_argument("--backend", choices=sorted(TARGETS), default="sqlite")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--get-connections", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=1000)
-    ap.add_argument("--only", default="submit,batch,get")
+    ap.add_argument("--paced-rps", type=float, default=20.0, help="paced: per client")
+    ap.add_argument("--only", default="submit,batch,get,paced")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
-        sys.exit("bench/http.py needs wrk: apt-get install wrk")
+        sys.exit("bench/httpapi.py needs wrk: apt-get install wrk")
     only = set(args.only.split(","))
     target = TARGETS[args.backend]()
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-http-"))
@@ -89,7 +113,7 @@ def main() -> None:
     key = asyncio.run(_admin_key(url))
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.http_server", "--url", url, "--port", str(port)],
+        [sys.executable, "-m", "bench.httpapi_server", "--url", url, "--port", str(port)],
         cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -125,6 +149,12 @@ def main() -> None:
             rows["get"] = _wrk(
                 s, f"{base}/v1/jobs/{job['job']['id']}", args.get_connections, args.duration
             )
+        if "paced" in only:
+            job = httpx.post(f"{base}/v1/jobs", json={"task": "noop"}, headers=auth).json()
+            rows["paced"] = _h2load_paced(
+                f"{base}/v1/jobs/{job['job']['id']}", key, args.get_connections,
+                args.paced_rps, args.duration, tmp / "h2load.log",
+            )  # fmt: skip
     finally:
         os.killpg(server.pid, 15)
         server.wait(10)

@@ -1,8 +1,8 @@
-"""The API server process of ``bench/http.py``: the bench app (bench/common.py) behind
+"""The API server process of ``bench/httpapi.py``: the bench app (bench/common.py) behind
 `conveyor.server.create_app`, served by uvicorn on a loopback port, the way ``conveyor serve``
 runs it (one process, no worker), with the per-key rate limit off.
 
-    python -m bench.http_server --url URL --port PORT
+    python -m bench.httpapi_server --url URL --port PORT
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from conveyor.server import ServerSettings, create_app
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(prog="python -m bench.http_server")
+    ap = argparse.ArgumentParser(prog="python -m bench.httpapi_server")
     ap.add_argument("--url", required=True)
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
