@@ -3,7 +3,7 @@ JSON with the right status, and the OpenAPI document is served."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from conveyor.server import ServerSettings
 from tests.server.conftest import client
@@ -62,3 +62,30 @@ async def test_openapi_is_served(serve: Callable[..., ApiServer], tmp_path) -> N
     async with client(srv) as http:
         doc = (await http.get("/openapi.json")).json()
         assert "/v1/jobs" in doc["paths"]
+
+
+async def test_a_json_body_over_the_request_limit_is_413_declared_or_chunked(
+    serve: Callable[..., ApiServer], tmp_path
+) -> None:
+    # Given a server whose request bodies are limited to 1000 bytes
+    srv = serve(ServerSettings(auth=False, upload_dir=tmp_path / "u", max_request_bytes=1000))
+    big = b'{"task": "echo", "payload": {"value": "' + b"x" * 5000 + b'"}}'
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 500):
+            yield big[i : i + 500]
+
+    async with client(srv) as http:
+        # When the body declares its length, then when it is sent chunked (no length to refuse
+        # it by: it is counted as it arrives)
+        declared = await http.post("/v1/jobs", content=big,
+                                   headers={"content-type": "application/json"})  # fmt: skip
+        streamed = await http.post("/v1/jobs", content=chunked(),
+                                   headers={"content-type": "application/json"})  # fmt: skip
+        # Then both are refused with 413 naming the limit, and no job was stored
+        for r in (declared, streamed):
+            assert r.status_code == 413, r.text
+            assert r.json()["error"]["code"] == "too_large"
+            assert "1000 bytes" in r.json()["error"]["message"]
+        listed = await http.get("/v1/jobs")
+        assert listed.json()["jobs"] == []
