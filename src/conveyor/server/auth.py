@@ -82,22 +82,37 @@ class RateLimiter:
 
 
 class KeyCache:
-    """Verified keys by the sha256 of the presented string, for ``ttl`` seconds."""
+    """Verified keys by the sha256 of the presented string, for ``ttl`` seconds. Refused strings
+    are kept apart, so a flood of invalid keys can only flush the refusals, never the valid
+    keys' entries."""
+
+    MAX = 100_000
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._seen: dict[bytes, tuple[float, Principal | None]] = {}
+        self._valid: dict[bytes, tuple[float, Principal]] = {}
+        self._refused: dict[bytes, float] = {}
 
     def get(self, digest: bytes) -> tuple[bool, Principal | None]:
-        hit = self._seen.get(digest)
-        if hit is None or hit[0] < time.monotonic():
-            return False, None
-        return True, hit[1]
+        now = time.monotonic()
+        hit = self._valid.get(digest)
+        if hit is not None and hit[0] >= now:
+            return True, hit[1]
+        until = self._refused.get(digest)
+        if until is not None and until >= now:
+            return True, None
+        return False, None
 
     def put(self, digest: bytes, principal: Principal | None) -> None:
-        if len(self._seen) > 100_000:
-            self._seen.clear()
-        self._seen[digest] = (time.monotonic() + self.ttl, principal)
+        until = time.monotonic() + self.ttl
+        if principal is None:
+            if len(self._refused) > self.MAX:
+                self._refused.clear()
+            self._refused[digest] = until
+            return
+        if len(self._valid) > self.MAX:
+            self._valid.clear()
+        self._valid[digest] = (until, principal)
 
 
 def _unauthorized(message: str) -> ApiError:

@@ -90,6 +90,14 @@ def estimate(
             "run_seconds": rate.run_seconds, "capacity": rate.capacity}  # fmt: skip
 
 
+def for_caller(est: dict[str, Any] | None, admin: bool) -> dict[str, Any] | None:
+    """The estimate as a caller may see it: a tenant key gets the times only, not the figures
+    (depth, run time, capacity) that sum up other tenants' work."""
+    if est is None or admin:
+        return est
+    return {"start_at": est["start_at"], "finish_at": est["finish_at"]}
+
+
 class Estimator:
     """Per-queue stats for estimates, each read at most once per ``ttl`` seconds."""
 
@@ -145,10 +153,12 @@ class Estimator:
         per_queue: dict[str, int] = {}
         for q in queues:
             per_queue[q] = per_queue.get(q, 0) + 1
+        # Read every queue's figures at once: a batch over N slow queues waits for one read.
+        rates = await asyncio.gather(*(self.rate(q) for q in per_queue))
         best: dict[str, Any] | None = None
         start: float | None = None
-        for q, n in per_queue.items():
-            one = estimate(await self.rate(q), now, n, not_before)
+        for (_, n), rate in zip(per_queue.items(), rates, strict=True):
+            one = estimate(rate, now, n, not_before)
             if one is None:
                 return None
             start = one["start_at"] if start is None else min(start, one["start_at"])

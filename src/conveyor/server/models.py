@@ -60,9 +60,11 @@ class Estimate(BaseModel):
 
     start_at: float = Field(description="epoch seconds")
     finish_at: float = Field(description="epoch seconds")
-    ahead: int = Field(description="jobs of the queue that run before this one")
-    run_seconds: float = Field(description="measured average run time of the queue")
-    capacity: int = Field(description="job slots of the live workers serving the queue")
+    # The figures behind it sum up every tenant's work: admin keys only (null for tenant keys,
+    # as in /v1/stats).
+    ahead: int | None = Field(None, description="jobs of the queue ahead of this one (admin)")
+    run_seconds: float | None = Field(None, description="the queue's measured run time (admin)")
+    capacity: int | None = Field(None, description="live workers' slots for the queue (admin)")
 
 
 class SubmitJob(BaseModel):

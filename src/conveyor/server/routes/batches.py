@@ -25,7 +25,7 @@ from ...options import MAX_KEY_LEN, check_key
 from ..auth import Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError, not_found
-from ..estimate import estimator_of
+from ..estimate import estimator_of, for_caller
 from ..models_jobs import BatchOut, BatchSubmitted, SubmitBatch
 from .jobs import ERRORS, conveyor_of, submit_tenant
 
@@ -86,7 +86,11 @@ async def submit_batch(
     response.headers["Location"] = f"/v1/batches/{batch_id}"
     queues = [app.catalog.lookup(item["task"]).options.queue for item in items]
     not_before = now + body.delay if body.delay else None
-    estimate = await estimator_of(request).for_batch(queues, now, not_before) if created else None
+    estimate = (
+        for_caller(await estimator_of(request).for_batch(queues, now, not_before), principal.admin)
+        if created
+        else None
+    )
     return {"batch": {"id": batch_id, "total": len(batch.ids), "created": created},
             "jobs": batch.ids, "estimate": estimate}  # fmt: skip
 

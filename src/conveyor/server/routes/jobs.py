@@ -14,7 +14,7 @@ from ...job import Job, JobState
 from ..auth import Principal, Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError
-from ..estimate import estimator_of
+from ..estimate import estimator_of, for_caller
 from ..models import ErrorOut, JobOut, SubmitJob, Submitted
 from ..models_jobs import JobPageOut
 
@@ -76,8 +76,8 @@ async def submit(
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     estimate = None
     if job.status in (JobState.QUEUED, JobState.SCHEDULED):
-        estimate = await estimator_of(request).for_job(job.queue, job.created_at,
-                                                       job.scheduled_for)  # fmt: skip
+        estimate = for_caller(await estimator_of(request).for_job(
+            job.queue, job.created_at, job.scheduled_for), principal.admin)  # fmt: skip
     return {"job": job_out(job), "created": job.created is not False, "estimate": estimate}
 
 

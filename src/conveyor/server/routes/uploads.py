@@ -37,7 +37,7 @@ from ...options import check_key
 from ..auth import Principal, Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError, not_found
-from ..estimate import estimator_of
+from ..estimate import estimator_of, for_caller
 from ..models import Estimate, JobOut
 from ..settings import ServerSettings
 from ..upload_stream import BODY_OVERHEAD, Received, UploadReceiver, boundary_of, commit
@@ -218,8 +218,8 @@ async def _enqueue(
         log.warning("upload %s: its sidecar could not name job %s: %s", upload_id, job.id, exc)
     estimate = None
     if job.status in (JobState.QUEUED, JobState.SCHEDULED):
-        estimate = await estimator_of(request).for_job(job.queue, job.created_at,
-                                                       job.scheduled_for)  # fmt: skip
+        estimate = for_caller(await estimator_of(request).for_job(
+            job.queue, job.created_at, job.scheduled_for), principal.admin)  # fmt: skip
     return {"job": job_out(job), "created": True, "estimate": estimate,
             "upload": upload_out(meta)}  # fmt: skip
 
