@@ -331,8 +331,11 @@ async def test_a_process_escaping_the_group_is_killed_and_does_not_hold_the_job(
     app: Conveyor, tmp_path: Path
 ) -> None:
     pidfile = tmp_path / "escaped"
-    app.command("escape", f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & sleep 0.3; "
-                "echo done", shell=True, stdin=False)  # fmt: skip
+    # (the command waits until the escaped process wrote its pid: a fixed sleep lost that race
+    # on a loaded machine)
+    app.command("escape", f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & "
+                f"until [ -s {pidfile} ]; do sleep 0.01; done; echo done",
+                shell=True, stdin=False)  # fmt: skip
     job = await app.enqueue("escape")
     async with app.worker():
         done = await _done(app, job.id)
