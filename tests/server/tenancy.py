@@ -7,7 +7,8 @@ key), a failed job, a batch (submitted with an idempotency key), an upload and i
 idempotency key too), and a queued job on a queue only A uses, of a task the served app does
 not even know (so nothing but A's job names that queue). Every one of them has events. A's
 payloads, results, error messages and file carry `SECRET`. Tenant B owns a queued, a completed
-and a failed job, so that B's listings and streams have something to show."""
+and a failed job, so that B's listings and streams have something to show, and shares with A
+a batch made through the library (`enqueue_many` items of two tenants)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,8 @@ class World:
     private: str = ""
     batch: str = ""
     batch_jobs: list[str] = field(default_factory=list)
+    mixed: str = ""  # a batch made through the library: one job of A, one of B
+    mixed_jobs: list[str] = field(default_factory=list)
     upload: str = ""
     upload_job: str = ""
     upload_ref: dict[str, Any] = field(default_factory=dict)
@@ -101,7 +104,7 @@ class World:
     @property
     def a_jobs(self) -> list[str]:
         return [self.queued, self.cancelled, self.done, self.failed, self.private,
-                *self.batch_jobs, self.upload_job]  # fmt: skip
+                *self.batch_jobs, self.upload_job, self.mixed_jobs[0]]  # fmt: skip
 
     @property
     def a_names(self) -> list[str]:
@@ -184,6 +187,9 @@ async def build_world(srv: ApiServer, store: Conveyor, make_key: Any) -> World:
         up = r.json()["upload"]
         w.upload, w.upload_job, w.upload_ref = up["id"], r.json()["job"]["id"], up["ref"]
         w.private = (await store.enqueue(PRIVATE_TASK, {"value": SECRET}, tenant=A)).id
+        mixed = await store.enqueue_many([{"task": "hold", "tenant": A, "meta": {"n": SECRET}},
+                                          {"task": "hold", "tenant": B}])  # fmt: skip
+        w.mixed, w.mixed_jobs = mixed.id, mixed.ids
         r = await a.get("/v1/jobs", params={"limit": 1})
         w.a_cursor = r.json()["next_cursor"]
         w.a_event = (await events_of(store, w.queued))[0].cursor

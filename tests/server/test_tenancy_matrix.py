@@ -145,7 +145,23 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("GET", "/v1/batches/{batch_id}"): Route(
         own=lambda w: Call("GET", f"/v1/batches/{w.batch}"),
-        b=lambda w: [Call("GET", f"/v1/batches/{w.batch}", NF)],
+        b=lambda w: [
+            Call("GET", f"/v1/batches/{w.batch}", NF),
+            # a batch with jobs of both: B counts its own job only
+            Call(
+                "GET",
+                f"/v1/batches/{w.mixed}",
+                echoes=(w.mixed,),
+                body={
+                    "id": w.mixed,
+                    "total": 1,
+                    "counts": {"queued": 1},
+                    "done": 0,
+                    "percent": 0.0,
+                    "eta": None,
+                },
+            ),
+        ],
         sees=lambda w: w.batch,
     ),
     ("POST", "/v1/jobs/cancel"): Route(
