@@ -199,3 +199,42 @@ async def build_world(srv: ApiServer, store: Conveyor, make_key: Any) -> World:
     await settled(store, A)
     await settled(store, B)
     return w
+
+
+def leaked(text: str, names: list[str], allowed: tuple[str, ...] = ()) -> list[str]:
+    return [n for n in names if n in text and n not in allowed]
+
+
+async def check(http: httpx.AsyncClient, call: Call, w: World) -> None:
+    """Send ``call`` as B and assert what B got: a 404 whose body is a missing object's (but
+    the id), a 403, or its 2xx holding none of A's names but those it sent itself."""
+    r = await call.request(http)
+    where = f"{call} -> {r.status_code} {r.text[:300]}"
+    if call.expect is Expect.NOT_FOUND:
+        names = w.missing_names()
+        missing = await call.renamed(names).request(http)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", where
+        answer = r.text
+        for old, new in names.items():
+            answer = answer.replace(old, new)
+        assert answer == missing.text, f"{where}: unlike a missing one: {missing.text}"
+        return
+    if call.expect is Expect.FORBIDDEN:
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", where
+        return
+    assert r.status_code == call.status, where
+    assert not leaked(r.text, w.a_names, call.echoes), (
+        f"{where}: leaks {leaked(r.text, w.a_names, call.echoes)}"
+    )
+    if call.shows is not None:
+        assert call.shows in r.text, f"{where}: B's own {call.shows} is missing"
+    if call.body is not None:
+        assert r.json() == call.body, where
+
+
+def own_counts(jobs: list[Job]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for job in jobs:
+        per = counts.setdefault(job.queue, {})
+        per[job.status.value] = per.get(job.status.value, 0) + 1
+    return counts

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from conveyor import Conveyor, Job
+from conveyor import Conveyor
 from tests.server.conftest import client
 from tests.server.harness import ApiServer
 from tests.server.tenancy import (
@@ -39,7 +38,10 @@ from tests.server.tenancy import (
     World,
     all_jobs,
     build_world,
+    check,
     jobs_of,
+    leaked,
+    own_counts,
     settled,
 )
 
@@ -325,44 +327,6 @@ async def world(serve: Callable[..., ApiServer], store: Conveyor, keys: Any) -> 
     return await build_world(srv, store, keys)
 
 
-def leaked(text: str, names: list[str], allowed: tuple[str, ...] = ()) -> list[str]:
-    return [n for n in names if n in text and n not in allowed]
-
-
-async def check(http: httpx.AsyncClient, call: Call, w: World) -> None:
-    """Send ``call`` as B and assert what B got."""
-    r = await call.request(http)
-    where = f"{call} -> {r.status_code} {r.text[:300]}"
-    if call.expect is NF:
-        names = w.missing_names()
-        missing = await call.renamed(names).request(http)
-        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", where
-        answer = r.text
-        for old, new in names.items():
-            answer = answer.replace(old, new)
-        assert answer == missing.text, f"{where}: unlike a missing one: {missing.text}"
-        return
-    if call.expect is NO:
-        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", where
-        return
-    assert r.status_code == call.status, where
-    assert not leaked(r.text, w.a_names, call.echoes), (
-        f"{where}: leaks {leaked(r.text, w.a_names, call.echoes)}"
-    )
-    if call.shows is not None:
-        assert call.shows in r.text, f"{where}: B's own {call.shows} is missing"
-    if call.body is not None:
-        assert r.json() == call.body, where
-
-
-def own_counts(jobs: list[Job]) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for job in jobs:
-        per = counts.setdefault(job.queue, {})
-        per[job.status.value] = per.get(job.status.value, 0) + 1
-    return counts
-
-
 async def test_every_served_route_has_a_matrix_entry(serve: Callable[..., ApiServer]) -> None:
     # Given the routes the server documents at /openapi.json
     served = await served_routes(serve())
@@ -373,6 +337,7 @@ async def test_every_served_route_has_a_matrix_entry(serve: Callable[..., ApiSer
 
 
 async def test_tenant_b_gets_nothing_of_tenant_a_on_any_route(world: World) -> None:
+    # Given tenant A's objects of every kind, and a few of B's own
     w = world
     served = await served_routes(w.srv)
     reads = [k for k in served if k[0] == "GET"]
@@ -410,6 +375,7 @@ async def test_tenant_b_gets_nothing_of_tenant_a_on_any_route(world: World) -> N
 
 
 async def test_a_read_only_key_gets_403_on_every_write_route(world: World, tmp_path: Path) -> None:
+    # Given tenant A's objects and a read-only key of A
     w = world
     writes = [k for k in await served_routes(w.srv) if k[0] != "GET"]
     a_before = await all_jobs(w.store, A)
@@ -430,6 +396,7 @@ async def test_a_read_only_key_gets_403_on_every_write_route(world: World, tmp_p
 
 
 async def test_no_key_gets_401_on_every_route_but_health(world: World) -> None:
+    # Given tenant A's objects
     w = world
     a_before = await all_jobs(w.store, A)
     async with client(w.srv) as anonymous:
@@ -448,6 +415,7 @@ async def test_no_key_gets_401_on_every_route_but_health(world: World) -> None:
 
 
 async def test_the_admin_key_reads_tenant_a_objects(world: World) -> None:
+    # Given tenant A's objects and an admin key
     w = world
     async with client(w.srv, w.key_admin) as admin:
         for route in await served_routes(w.srv):
