@@ -34,13 +34,24 @@ class BatchStatus:
 
 class Batch:
     """Jobs enqueued by one `enqueue_many` call. ``ids`` lists them in input order (the existing
-    job's id where an idempotency key matched)."""
+    job's id where an idempotency key matched). With ``tenant`` the handle sees that tenant's
+    jobs of the batch only (its items may have named several tenants): `status` counts them
+    alone, and a batch with none of them reads as unknown (total 0)."""
 
-    def __init__(self, app: Producer, id: str, ids: list[str], created: list[bool]) -> None:
+    def __init__(
+        self,
+        app: Producer,
+        id: str,
+        ids: list[str],
+        created: list[bool],
+        *,
+        tenant: str | None = None,
+    ) -> None:
         self.app = app
         self.id = id
         self.ids = ids
         self.created = created
+        self.tenant = tenant
         self.spooled = False  # True: kept in the app's spool until the backend is back
 
     def __len__(self) -> int:
@@ -50,7 +61,7 @@ class Batch:
         return f"<Batch {self.id} jobs={len(self.ids)}>"
 
     async def status(self) -> BatchStatus:
-        c = await self.app.backend.batch_counts(self.id)
+        c = await self.app.backend.batch_counts(self.id, tenant=self.tenant)
         done = sum(n for s, n in c.counts.items() if s in _FINAL)
         percent = 100.0 * done / c.total if c.total else 0.0
         eta = None

@@ -301,11 +301,12 @@ class Producer:
             await asyncio.sleep(sleep)
             interval = min(poll, interval * 2)
 
-    async def batch(self, batch_id: str) -> Batch:
-        """A handle on an existing batch."""
-        check_lookups(batch_id=batch_id)
+    async def batch(self, batch_id: str, *, tenant: str | None = None) -> Batch:
+        """A handle on an existing batch; with ``tenant``, on that tenant's jobs of it only
+        (what a tenant may see of a batch whose items named several tenants)."""
+        check_lookups(batch_id=batch_id, tenant=tenant)
         await self.open()
-        return Batch(self, batch_id, [], [])
+        return Batch(self, batch_id, [], [], tenant=tenant)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per queue: counts by state, live workers and their concurrency, run time, rate, and

@@ -106,3 +106,26 @@ async def test_listing_by_tenant_across_queues_pages_newest_first(app: Conveyor)
         j for j in listed if j.task == "send"
     ]
     assert (await app.list(tenant="nobody")).jobs == []
+
+
+async def test_a_batch_seen_by_a_tenant_counts_its_jobs_only(app: Conveyor) -> None:
+    # Given a batch whose items name tenants A and B, over two queues, and one job without one
+    _register(app)
+    batch = await app.enqueue_many([
+        {"task": "send", "payload": {"n": 1}, "tenant": "A"},
+        {"task": "resize", "payload": {"n": 2}, "tenant": "A"},
+        {"task": "send", "payload": {"n": 3}, "tenant": "B"},
+        {"task": "resize", "payload": {"n": 4}},
+    ])  # fmt: skip
+    await app.cancel(batch.ids[1])
+    # When each tenant reads the batch's status
+    a = await (await app.batch(batch.id, tenant="A")).status()
+    b = await (await app.batch(batch.id, tenant="B")).status()
+    c = await (await app.batch(batch.id, tenant="C")).status()
+    # Then each counts its own jobs only, and a tenant with none sees an unknown batch
+    assert (a.total, a.counts, a.done) == (2, {"queued": 1, "cancelled": 1}, 1)
+    assert (b.total, b.counts, b.done) == (1, {"queued": 1}, 0)
+    assert (c.total, c.counts) == (0, {})
+    # And without a tenant (an admin) every job of the batch counts
+    everyone = await (await app.batch(batch.id)).status()
+    assert (everyone.total, everyone.counts) == (4, {"queued": 3, "cancelled": 1})

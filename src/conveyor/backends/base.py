@@ -267,8 +267,10 @@ class Backend(Protocol):
         """Newest first, filtered; ``next_cursor`` continues the listing. A listing by tenant
         reads an index of that tenant's jobs, never every job."""
 
-    async def batch_counts(self, batch: str) -> BatchCounts:
-        """Counts by state of a batch's jobs (total 0 when unknown)."""
+    async def batch_counts(self, batch: str, *, tenant: str | None = None) -> BatchCounts:
+        """Counts by state of a batch's jobs (total 0 when unknown); with ``tenant``, of that
+        tenant's jobs only (`enqueue_many` items may name tenants: a batch can hold several),
+        total 0 when it has none there."""
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per-queue counts by state (O(1) per queue), live workers, recent run time and rate,

@@ -294,8 +294,8 @@ class RedisBackend:
     async def list_jobs(self, params: ListParams) -> JobPage:
         return await reads.list_jobs(self, params)
 
-    async def batch_counts(self, batch: str) -> BatchCounts:
-        return await reads.batch_counts(self, batch)
+    async def batch_counts(self, batch: str, *, tenant: str | None = None) -> BatchCounts:
+        return await reads.batch_counts(self, batch, tenant)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         return await reads.stats(self, queues)

@@ -113,12 +113,12 @@ async def _list_tenant(b: RedisBackend, params: ListParams) -> JobPage:
     return JobPage(page, page[-1].id if len(found) > params.limit else None)
 
 
-async def batch_counts(b: RedisBackend, batch: str) -> BatchCounts:
+async def batch_counts(b: RedisBackend, batch: str, tenant: str | None = None) -> BatchCounts:
     counts: dict[str, int] = {}
     first: float | None = None
     last: float | None = None
     for q in await b._queues():
-        out = await b._eval("batch", q, batch)
+        out = await b._eval("batch", q, batch, tenant or "")
         if out[0]:
             first = float(out[0]) if first is None else min(first, float(out[0]))
         if out[1]:

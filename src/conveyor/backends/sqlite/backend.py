@@ -281,8 +281,8 @@ class SqliteBackend:
         page: JobPage = await self._read(m.list_jobs, params)
         return page
 
-    async def batch_counts(self, batch: str) -> BatchCounts:
-        counts: BatchCounts = await self._run(m.batch_counts, batch, write=False)
+    async def batch_counts(self, batch: str, *, tenant: str | None = None) -> BatchCounts:
+        counts: BatchCounts = await self._run(m.batch_counts, batch, tenant, write=False)
         return counts
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:

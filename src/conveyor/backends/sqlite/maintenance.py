@@ -61,14 +61,17 @@ def list_jobs(conn: sqlite3.Connection, p: ListParams) -> JobPage:
     return JobPage([row_to_job(r[1:]) for r in rows], str(rows[-1][0]) if more else None)
 
 
-def batch_counts(conn: sqlite3.Connection, now: float, batch: str) -> BatchCounts:
+def batch_counts(
+    conn: sqlite3.Connection, now: float, batch: str, tenant: str | None = None
+) -> BatchCounts:
     counts: dict[str, int] = {}
     total = 0
     first = last = None
+    # ?2 NULL: every tenant's jobs of the batch; else that tenant's only.
     for status, n, started, finished in conn.execute(
-        "SELECT status, count(*), min(started_at), max(finished_at) FROM jobs WHERE batch = ? "
-        "GROUP BY status",
-        (batch,),
+        "SELECT status, count(*), min(started_at), max(finished_at) FROM jobs WHERE batch = ?1 "
+        "AND (?2 IS NULL OR tenant = ?2) GROUP BY status",
+        (batch, tenant),
     ):
         counts[status] = n
         total += n
