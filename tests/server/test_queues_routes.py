@@ -55,7 +55,8 @@ async def test_stats_show_admins_every_tenant_and_tenants_only_their_own_jobs(
     async with client(srv, initech) as http:
         # And a tenant without jobs sees the app's queues, all zero
         body = (await http.get("/v1/stats")).json()
-        assert set(body["queues"]) == {"default", "slow"}
+        # (and `conveyor`, where the server's upload cleanups run)
+        assert set(body["queues"]) == {"conveyor", "default", "slow"}
         assert sum(body["queues"]["default"]["counts"].values()) == 0
 
 
@@ -70,7 +71,7 @@ async def test_queues_list_and_detail_answer_404_for_unknown_queues(
         # When an admin lists the queues
         listed = (await http.get("/v1/queues")).json()["queues"]
         # Then the app's queues and the queue seen in stats are there
-        assert [q["queue"] for q in listed] == ["default", "side", "slow"]
+        assert [q["queue"] for q in listed] == ["conveyor", "default", "side", "slow"]
         # And one queue reads with its limits, backpressure and paused flag
         r = await http.get("/v1/queues/default")
         assert r.status_code == 200, r.text
@@ -87,6 +88,7 @@ async def test_queues_list_and_detail_answer_404_for_unknown_queues(
         # When tenant acme reads queues: globex's private queue does not exist for it
         assert (await http.get("/v1/queues/side")).status_code == 404
         assert [q["queue"] for q in (await http.get("/v1/queues")).json()["queues"]] == [
+            "conveyor",
             "default",
             "slow",
         ]
