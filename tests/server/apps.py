@@ -9,8 +9,10 @@ from typing import Any
 from conveyor import Context, Conveyor
 
 
-def build_app(url: str, **options: Any) -> Conveyor:
+def build_app(url: str, *, max_queued_default: int | None = None, **options: Any) -> Conveyor:
     app = Conveyor(url, **options)
+    if max_queued_default is not None:
+        app.queue("default", max_queued=max_queued_default)
 
     @app.task(queue="default")
     async def echo(value: Any = None) -> Any:
