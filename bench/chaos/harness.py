@@ -24,6 +24,7 @@ from .faults import FaultLog, Pool, Proc, Server, child_env
 from .records import RecordFile, read_records
 
 PENDING = ("queued", "scheduled", "active", "awaiting")
+STOP_TIMEOUT = 5.0  # seconds `Reader.stop` waits for the reader to end
 
 
 @dataclass
@@ -212,11 +213,24 @@ class Reader:
                 self.errors.append(repr(exc)[:300])
                 await asyncio.sleep(0.1)
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Cancel the reader and wait for it, at most ``timeout`` seconds: a reader that does
+        not end is a problem of the run (a backend call that swallowed the cancel once hung the
+        short run until pytest's timeout), cancelled again while waiting."""
+        task = self._task
+        if task is None or task.done():
+            return
+        deadline = time.monotonic() + timeout
+        while not task.done() and time.monotonic() < deadline:
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+        if not task.done():
+            self.errors.append(f"did not stop within {timeout:g}s of being cancelled")
+            return
+        with contextlib.suppress(asyncio.CancelledError):
+            exc = task.exception()
+            if exc is not None:
+                self.errors.append(f"ended with {exc!r}"[:300])
 
     def problems(self, restarts: list[tuple[float, float]]) -> list[str]:
         out = [f"event reader: {e}" for e in self.errors]

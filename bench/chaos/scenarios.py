@@ -55,23 +55,25 @@ async def restart_redis(cfg: Config) -> history.Report:
         await _until(lambda: all(" started: " in p.output() for p in run.pool.procs), 60)
         reader = Reader(run.app)
         reader.start()
-        prod = run.producer("--jobs", str(cfg.jobs), "--rate", str(cfg.rate),
-                            "--max-ms", str(cfg.max_ms), "--seed", str(cfg.seed))  # fmt: skip
-        span = cfg.jobs / cfg.rate
-        downtimes = []
-        await _until(lambda: any(r["k"] == "ack" for r in read_records(run.dir)), 60)
-        t0 = time.monotonic()
-        for k in range(cfg.restarts):
-            await asyncio.sleep(
-                max(0.0, t0 + span * (k + 1) / (cfg.restarts + 1) - time.monotonic())
-            )
-            # on this thread: a test fixture's server dies with the thread that started it
-            downtimes.append(round(restart(cfg.server, run.faults), 2))
-        while prod.alive() and time.monotonic() < t0 + cfg.timeout:
-            await asyncio.sleep(0.1)
-        await run.drained(t0 + cfg.timeout, keep_alive=False)
-        await asyncio.sleep(0.3)  # the reader catches up with the last events
-        await reader.stop()
+        try:
+            prod = run.producer("--jobs", str(cfg.jobs), "--rate", str(cfg.rate),
+                                "--max-ms", str(cfg.max_ms), "--seed", str(cfg.seed))  # fmt: skip
+            span = cfg.jobs / cfg.rate
+            downtimes = []
+            await _until(lambda: any(r["k"] == "ack" for r in read_records(run.dir)), 60)
+            t0 = time.monotonic()
+            for k in range(cfg.restarts):
+                await asyncio.sleep(
+                    max(0.0, t0 + span * (k + 1) / (cfg.restarts + 1) - time.monotonic())
+                )
+                # on this thread: a test fixture's server dies with the thread that started it
+                downtimes.append(round(restart(cfg.server, run.faults), 2))
+            while prod.alive() and time.monotonic() < t0 + cfg.timeout:
+                await asyncio.sleep(0.1)
+            await run.drained(t0 + cfg.timeout, keep_alive=False)
+            await asyncio.sleep(0.3)  # the reader catches up with the last events
+        finally:  # never left running: the loop's shutdown would wait for it
+            await reader.stop()
         h_restarts = history.build_history(read_records(run.dir)).faults.restarts
         run.report.problems += reader.problems(h_restarts)
         for p in run.pool.procs:

@@ -12,6 +12,15 @@ calls (claims, acknowledgements, lease renewals) are not cut short: its loops re
 and a claim cut off after Redis ran it would strand the claimed jobs until their leases expire. Its
 blocking reads have their socket timeouts above their block (`connection.make_client`). A read or
 an enqueue whose connection broke (a restart the loop had not noticed) is sent once more.
+
+**A cancelled call ends cancelled.** On Python 3.11 redis-py's sends go through
+``asyncio.wait_for``, which returns the result when the cancel lands in the loop iteration where
+the send completes, and drops the cancel: the caller's task goes on as if nothing was asked (an
+``app.events()`` reader cancelled at that moment kept reading forever; a single ``get`` ignored
+cancels sent 1-6 loop iterations after it began). Each operation therefore notes its task's
+pending cancel requests (``Task.cancelling()``) when it begins and raises `CancelledError` if a
+new one is still pending when the driver returns or fails: the caller's cancel, or a timeout
+around the call (which then raises `TimeoutError`, as it should).
 """
 
 from __future__ import annotations
@@ -134,33 +143,54 @@ def _operation(fn: F, producer: bool) -> F:
     async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         if _IN_OPERATION.get():
             return await fn(self, *args, **kwargs)
+        task = asyncio.current_task()
+        asked = task.cancelling() if task is not None else 0
         token = _IN_OPERATION.set(True)
         try:
-            if not producer:
-                return await _gated(self, fn, args, kwargs)
-            o = self.options
-            limit = o.deadline + (len(args[0]) * PER_JOB if fn.__name__ == "enqueue_jobs" else 0)
-            with deadline(o, limit):
-                async with asyncio.timeout(limit):
-                    if fn.__name__ not in RESENDABLE:
-                        return await _gated(self, fn, args, kwargs)
-                    try:
-                        return await _gated(self, fn, args, kwargs)
-                    except (RedisConnectionError, BackendUnavailable) as exc:
-                        if not _stale(exc):
-                            raise
-                    # redis-py dropped the broken connection: the pool hands out a fresh one
-                    return await _gated(self, fn, args, kwargs)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise unavailable(self.options, exc) from exc
-        except BackendUnavailable as exc:
-            if _pool_timed_out(exc.__cause__):  # translated by _eval/_pipeline: say why
-                raise pool_exhausted(self.options) from exc.__cause__
+            result = await _translated(self, fn, producer, args, kwargs)
+        except Exception as exc:
+            _honour_cancel(task, asked, exc)
             raise
         finally:
             _IN_OPERATION.reset(token)
+        _honour_cancel(task, asked, None)
+        return result
 
     return run  # type: ignore[return-value]
+
+
+def _honour_cancel(task: asyncio.Task[Any] | None, asked: int, exc: Exception | None) -> None:
+    """Raise `CancelledError` if ``task`` was asked to cancel since it had ``asked`` pending
+    requests and the driver swallowed it (see the module docstring)."""
+    if task is not None and task.cancelling() > asked:
+        raise asyncio.CancelledError("cancelled during a Redis call") from exc
+
+
+async def _translated(self: Any, fn: F, producer: bool, args: Any, kwargs: Any) -> Any:
+    """One operation: gated, bounded by ``deadline`` for a producer call (a resendable one
+    sent once more on a stale connection), driver errors translated."""
+    try:
+        if not producer:
+            return await _gated(self, fn, args, kwargs)
+        o = self.options
+        limit = o.deadline + (len(args[0]) * PER_JOB if fn.__name__ == "enqueue_jobs" else 0)
+        with deadline(o, limit):
+            async with asyncio.timeout(limit):
+                if fn.__name__ not in RESENDABLE:
+                    return await _gated(self, fn, args, kwargs)
+                try:
+                    return await _gated(self, fn, args, kwargs)
+                except (RedisConnectionError, BackendUnavailable) as exc:
+                    if not _stale(exc):
+                        raise
+                # redis-py dropped the broken connection: the pool hands out a fresh one
+                return await _gated(self, fn, args, kwargs)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise unavailable(self.options, exc) from exc
+    except BackendUnavailable as exc:
+        if _pool_timed_out(exc.__cause__):  # translated by _eval/_pipeline: say why
+            raise pool_exhausted(self.options) from exc.__cause__
+        raise
 
 
 async def _gated(self: Any, fn: F, args: Any, kwargs: Any) -> Any:

@@ -168,7 +168,8 @@ class SqliteBackend:
         with self._open_lock:
             if self._db is not None:
                 return
-            db = DbThread(self._connect, self.path, self._clock, on_commit=self._notifier.notify)
+            db = DbThread(self._connect, self.path, self._clock, on_commit=self._notifier.notify,
+                          busy_timeout=self._opts["busy_timeout"])  # fmt: skip
             db.start(self._init)
             self._db = db
 

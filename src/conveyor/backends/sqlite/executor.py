@@ -4,7 +4,8 @@ Every blocking sqlite3 call runs here, never on an event loop. Operations queue 
 thread is busy and the next round runs all of them in **one** `BEGIN IMMEDIATE` transaction
 (group commit), each inside its own SAVEPOINT so one failing operation rolls back alone and
 reports its own error. Results are handed back to each caller's event loop in one
-`call_soon_threadsafe` per loop per round.
+`call_soon_threadsafe` per loop per round. The round's write lock is taken by `writelock` (a
+fast poll, not SQLite's backing-off busy handler, so other processes' writers cannot starve it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 from ...clock import Clock
 from ...errors import BackendCorrupt, BackendError, BackendLocked, BackendUnavailable, ConveyorError
+from .writelock import begin_immediate, is_locked
 
 log = logging.getLogger("conveyor.sqlite")
 T = TypeVar("T")
@@ -40,7 +42,7 @@ def translate(exc: BaseException, path: str) -> BaseException:
     if isinstance(exc, ConveyorError):
         return exc
     text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+    if is_locked(exc):
         return BackendLocked(
             f"SQLite file {path} stayed locked by another process past the busy timeout ({text})"
         )
@@ -76,10 +78,12 @@ class DbThread:
         path: str,
         clock: Clock,
         on_commit: Callable[[bytes], None] | None = None,
+        busy_timeout: float = 10.0,
     ) -> None:
         self._connect = connect
         self._path = path
         self._clock = clock
+        self._busy_timeout = busy_timeout  # seconds a round waits for the write lock
         self._on_commit = on_commit
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -174,7 +178,7 @@ class DbThread:
             self._post(results)
             return
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            begin_immediate(conn, self._busy_timeout)
         except Exception as exc:
             err = translate(exc, self._path)
             if err is not exc:
