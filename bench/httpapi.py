@@ -1,6 +1,8 @@
 """HTTP API throughput and latency (issue 13's targets), measured with ``wrk`` against one
 uvicorn process (``bench/httpapi_server.py``) on a fresh store:
 
+- ``bare``: the same ``POST /v1/jobs`` request against a FastAPI route that only validates the
+  body (``httpapi_server.py --bare``): the framework's ceiling here, for the ratio;
 - ``submit``: ``POST /v1/jobs`` (one no-op job per request), requests per second;
 - ``batch``: ``POST /v1/jobs/batch`` of ``--batch-size`` jobs, jobs per second;
 - ``get``: ``GET /v1/jobs/{id}`` of one job under ``--get-connections`` connections as fast as
@@ -75,6 +77,36 @@ def _wrk(script: Path, target: str, connections: int, duration: float) -> dict[s
     return {"rps": rps, **lat}
 
 
+def _serve(url: str, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.httpapi_server", "--url", url, "--port", str(port), *extra],
+        cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).raise_for_status()
+            return server
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise
+            time.sleep(0.1)
+
+
+def _bare(key: str, args: argparse.Namespace) -> dict[str, float]:
+    port = free_port()
+    server = _serve("unused", port, "--bare")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            s = Path(tmp) / "bare.lua"
+            body = json.dumps({"task": "noop", "payload": {}})
+            s.write_text(WRK_POST.format(body=json.dumps(body), key=key))
+            return _wrk(s, f"http://127.0.0.1:{port}/v1/jobs", args.connections, args.duration)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(10)
+
+
 def _h2load_paced(target: str, key: str, clients: int, rps: float, duration: float,
                   log: Path) -> dict[str, float]:  # fmt: skip
     subprocess.run(
@@ -102,7 +134,7 @@ def main() -> None:
     ap.add_argument("--get-connections", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--paced-rps", type=float, default=20.0, help="paced: per client")
-    ap.add_argument("--only", default="submit,batch,get,paced")
+    ap.add_argument("--only", default="bare,submit,batch,get,paced")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/httpapi.py needs wrk: apt-get install wrk")
@@ -111,23 +143,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-http-"))
     url = target.fresh(tmp, "http")
     key = asyncio.run(_admin_key(url))
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.httpapi_server", "--url", url, "--port", str(port)],
-        cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     rows: dict[str, dict[str, float]] = {}
+    if "bare" in only:
+        rows["bare"] = _bare(key, args)
+    port = free_port()
+    server = _serve(url, port)
+    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/openapi.json", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
         auth = {"Authorization": f"Bearer {key}"}
         if "submit" in only:
             s = tmp / "submit.lua"
@@ -162,6 +184,8 @@ def main() -> None:
         target.close()
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"backend={args.backend} cores={os.cpu_count()} (wrk -t2 shares them with the server)")
+    if "bare" in rows and "submit" in rows:
+        print(f"submit / bare FastAPI route: {rows['submit']['rps'] / rows['bare']['rps']:.2f}")
     for name, r in rows.items():
         extra = f"  jobs/s {r['jobs_per_s']:,.0f}" if "jobs_per_s" in r else ""
         print(f"{name:7} req/s {r['rps']:9,.0f}  p50 {r.get('p50_ms', 0):6.2f} ms  "
