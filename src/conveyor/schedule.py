@@ -115,6 +115,7 @@ class Schedule:
         if bad is not None or len(name) > MAX_KEY_LEN - 40:
             raise ConfigurationError(f"schedule name {name!r:.80} is invalid: "
                                      f"{bad or 'it is too long'}")  # fmt: skip
+        window = p.get("window")
         payload = p.get("payload") or {}
         if not isinstance(payload, dict):
             raise ConfigurationError(
@@ -123,7 +124,7 @@ class Schedule:
         return cls(
             name, task, expression, every_ms, tz,
             _choice(CatchUp, p.get("catch_up", "latest"), f"schedule {name!r}: catch_up"),
-            _millis(p.get("window") or DEFAULT_WINDOW, f"schedule {name!r}: window"),
+            _millis(DEFAULT_WINDOW if window is None else window, f"schedule {name!r}: window"),
             _choice(Overlap, p.get("overlap", "allow"), f"schedule {name!r}: overlap"),
             payload, p.get("queue"), p.get("priority"), zone, fixed,
         )  # fmt: skip
