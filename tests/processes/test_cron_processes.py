@@ -4,6 +4,7 @@ down for three ticks or more catches up per its policy; ``conveyor cron list`` s
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -71,7 +72,7 @@ async def test_three_schedulers_enqueue_each_of_ten_ticks_exactly_once(cron: Cro
     # Then the ticks are consecutive, each with exactly one job (one idempotency key each)
     ticks = [tick_of(j) for j in jobs]
     assert len(set(ticks)) == len(ticks) == len({j.id for j in jobs})
-    assert all(b - a == TICK_MS for a, b in zip(ticks, ticks[1:], strict=False)), ticks
+    assert all(b - a == TICK_MS for a, b in itertools.pairwise(ticks)), ticks
     # And each of the first ten ran exactly once, in whichever process claimed it
     keys = [j.idempotency_key or "" for j in jobs[:10]]
     runs = await eventually(lambda: _ran(cron, keys), what="the first ten jobs run")
@@ -99,11 +100,11 @@ async def test_a_scheduler_down_for_three_ticks_catches_up_per_its_policy(
     after = [t for t in ticks if t > last_before]
     gap = after[0] - last_before
     assert gap >= TICK_MS  # the restart's first fire
-    missed = [j for j in jobs if tick_of(j) == after[0]][0]
+    missed = next(j for j in jobs if tick_of(j) == after[0])
     late = missed.created_at * 1000 - after[0]
     if catch_up == "all":
         # every missed tick fired: no gap at all
-        assert all(b - a == TICK_MS for a, b in zip(ticks, ticks[1:], strict=False)), ticks
+        assert all(b - a == TICK_MS for a, b in itertools.pairwise(ticks)), ticks
     elif catch_up == "latest":
         # one job for the gap: the tick that was the latest due when it fired
         assert gap > 3 * TICK_MS, ticks
@@ -113,7 +114,7 @@ async def test_a_scheduler_down_for_three_ticks_catches_up_per_its_policy(
         assert gap > 3 * TICK_MS, ticks
         assert late <= TICK_MS / 2 + 5, (late, ticks)
     # And the ticks after the restart's first are consecutive, each fired once
-    assert all(b - a == TICK_MS for a, b in zip(after, after[1:], strict=False)), after
+    assert all(b - a == TICK_MS for a, b in itertools.pairwise(after)), after
     assert len(set(ticks)) == len(ticks)
 
 

@@ -4,6 +4,7 @@ Europe/Paris, periodic ticks, the catch-up policies of `plan`, and the configura
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -59,7 +60,7 @@ def test_a_cron_with_any_hour_fires_at_each_real_time_of_the_repeated_hour() -> 
         "2024-10-27T02:00:00+02:00", "2024-10-27T02:30:00+02:00", "2024-10-27T02:00:00+01:00",
         "2024-10-27T02:30:00+01:00", "2024-10-27T03:00:00+01:00", "2024-10-27T03:30:00+01:00",
     ]  # fmt: skip
-    assert all(b - a == 1800_000 for a, b in zip(ticks, ticks[1:], strict=False))
+    assert all(b - a == 1800_000 for a, b in itertools.pairwise(ticks))
 
 
 def test_periodic_ticks_are_multiples_of_the_period_since_the_epoch() -> None:

@@ -5,6 +5,7 @@ a periodic job on the real clock."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -148,6 +149,6 @@ async def test_an_embedded_worker_fires_and_runs_a_periodic_job(tmp_path: Path) 
             await eventually(lambda: len(ran) >= 3, what="three ticks run")
         assert len(set(ran)) == len(ran)
         ticks = sorted(float(k[10:]) for k in ran)
-        assert all(round(b - a, 3) == 0.2 for a, b in zip(ticks, ticks[1:], strict=False))
+        assert all(round(b - a, 3) == 0.2 for a, b in itertools.pairwise(ticks))
     finally:
         await app.close()
