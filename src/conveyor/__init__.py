@@ -11,6 +11,7 @@ from .backends.base import (
     Retention,
 )
 from .batch import Batch, BatchStatus
+from .cron import ScheduleInfo
 from .errors import (
     AuthError,
     BackendCorrupt,
@@ -96,6 +97,7 @@ __all__ = [
     "RemoteError",
     "Retention",
     "Retry",
+    "ScheduleInfo",
     "Task",
     "UnknownTask",
     "UploadNotFound",

@@ -16,6 +16,7 @@ from .backends.base import EventRetention, Retention
 from .catalog import Catalog, command_handler, declared_handler
 from .clock import Clock
 from .command import OUTPUT_LIMIT
+from .cron import Decorator, ScheduleInfo, schedule_decorator, schedule_infos
 from .files import UploadStore, store_from
 from .forwarder import Spooler
 from .hooks import HookBus, Hooks
@@ -24,10 +25,13 @@ from .limits import Concurrency, RateLimit
 from .options import check_queue_name
 from .producer import Producer
 from .retry import Backoff
+from .schedule import Schedule
 from .sync import SyncFacade
 from .task import AnyPayload, Task, make_options
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from .worker.runtime import Worker
 
 DEFAULT_URL = "sqlite:///conveyor.db"
@@ -154,6 +158,41 @@ class Conveyor(Producer):
         t.spec = AnyPayload(name)  # type: ignore[assignment]
         t.declared = True
         return t
+
+    def cron(self, expression: str, *, name: str | None = None, tz: str = "UTC",
+             **policies: Any) -> Decorator:  # fmt: skip
+        """Fire a job of the decorated task at each tick of the cron ``expression`` (5 fields,
+        or 6 with seconds last) in time zone ``tz``: ``@app.cron("0 3 * * *",
+        tz="Europe/Paris")``. Workers run the scheduler (exactly one job per tick however many
+        run; see `conveyor.worker.scheduler`).
+
+        Decorates a function (registered as a task with default options; ``queue`` and
+        ``priority`` are then the task's) or a registered `Task` (``@app.cron`` above
+        ``@app.task(...)``; ``queue`` and ``priority`` then apply to the schedule's jobs).
+        Returns the task. Policies: ``catch_up`` ("skip", "latest" (default), "all": see
+        `conveyor.schedule.plan`), ``window`` (how old a missed tick may be and still fire;
+        a timedelta or seconds, default 1 day), ``overlap`` ("allow" (default), "skip": no job
+        while the previous one is not final), ``payload`` (the jobs' payload, validated now).
+        ``name``: the schedule's name (default: the task's; one per schedule). Raises
+        `ConfigurationError` naming a bad expression, time zone, policy or payload."""
+        return schedule_decorator(
+            self, lambda n, t, p: Schedule.cron(n, t, expression, tz=tz, **p), name, policies
+        )
+
+    def periodic(self, every: timedelta | float, *, name: str | None = None,
+                 **policies: Any) -> Decorator:  # fmt: skip
+        """Fire a job of the decorated task every ``every`` (a timedelta or seconds; ticks at
+        the multiples of it since the Unix epoch, so every process agrees on them). Same
+        targets, policies and errors as `cron`; a period that is not positive (at least 1 ms)
+        is a `ConfigurationError`."""
+        return schedule_decorator(
+            self, lambda n, t, p: Schedule.periodic(n, t, every, **p), name, policies
+        )
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """This app's schedules: definition, next tick, last tick fired and its job's status
+        (what ``conveyor cron list`` shows)."""
+        return await schedule_infos(self)
 
     def queue(
         self,

@@ -16,6 +16,7 @@ from .options import MAX_KEY_LEN, text_problem
 
 if TYPE_CHECKING:
     from .command import CommandSpec
+    from .schedule import Schedule
     from .task import Task
 
 Handler = Callable[..., Any]
@@ -37,6 +38,7 @@ class Catalog:
         self.default_retention = retention or Retention()
         self.event_retention = event_retention or EventRetention()
         self.max_queued: dict[str, int] = {}  # backpressure, passed to the backend's checks
+        self.schedules: dict[str, Schedule] = {}  # @app.cron / @app.periodic, by name
         self._retention: dict[str, Retention] = {}
         self._queue_limits: dict[str, tuple[RateLimit | Concurrency, ...]] = {}
 
@@ -75,8 +77,19 @@ class Catalog:
         return t
 
     def queues(self) -> list[str]:
-        """The queues of the registered tasks, in registration order."""
-        return list(dict.fromkeys(t.options.queue for t in self.tasks.values()))
+        """The queues of the registered tasks, in registration order, then the queues that
+        schedules send their jobs to, if other."""
+        own = [s.queue for s in self.schedules.values() if s.queue is not None]
+        return list(dict.fromkeys([*(t.options.queue for t in self.tasks.values()), *own]))
+
+    def add_schedule(self, schedule: Schedule) -> Schedule:
+        """Register a schedule; raises `ConfigurationError` if its name is taken."""
+        if schedule.name in self.schedules:
+            raise ConfigurationError(
+                f"schedule {schedule.name!r} is already registered: give this one name=..."
+            )
+        self.schedules[schedule.name] = schedule
+        return schedule
 
     # -- queues ---------------------------------------------------------------------------------
 

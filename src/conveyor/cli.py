@@ -267,6 +267,7 @@ def main(ctx: click.Context, url: str, app_spec: str | None, api_key: str | None
 
 # Commands kept in modules of their own (they import `main` and register on it).
 from . import (  # noqa: E402, F401
+    cli_cron,
     cli_jobs,
     cli_keys,
     cli_metrics,

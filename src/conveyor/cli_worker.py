@@ -103,6 +103,9 @@ def _check_queues(queues: list[str] | dict[str, int | None], app: Conveyor) -> N
 @click.option("--shutdown-grace", type=SECONDS, default=30.0, show_default=True,
               help="Seconds active jobs get to finish after SIGTERM/SIGINT.")  # fmt: skip
 @click.option("--name", default=None, help="Worker id [default: host-pid-random].")
+@click.option("--scheduler/--no-scheduler", default=True, show_default=True,
+              help="Fire the app's cron and periodic schedules (@app.cron, @app.periodic). Any "
+                   "number of workers may: each tick still fires once.")  # fmt: skip
 @click.option("--log-level", type=LOG_LEVELS, default=None, help="Overrides the global one.")
 @click.option("--log-format", type=click.Choice(logs.FORMATS), default="plain", show_default=True,
               envvar="CONVEYOR_LOG_FORMAT",
@@ -115,7 +118,7 @@ def _check_queues(queues: list[str] | dict[str, int | None], app: Conveyor) -> N
 def worker(ctx: click.Context, app_spec: str | None, commands: tuple[str, ...],
            command_queue: str, command_timeout: float | None, command_retries: int,
            command_env: tuple[str, ...], concurrency: int, queues: str | None,
-           shutdown_grace: float, name: str | None, log_level: str | None,
+           shutdown_grace: float, name: str | None, scheduler: bool, log_level: str | None,
            log_format: logs.LogFormat, metrics_port: int | None,
            metrics_addr: str) -> None:  # fmt: skip
     """Run a worker for APP (module:attribute) and/or --command programs until SIGTERM/SIGINT.
@@ -137,7 +140,7 @@ def worker(ctx: click.Context, app_spec: str | None, commands: tuple[str, ...],
         _check_queues(spec, app)
     server = None if metrics_port is None else start_worker_metrics(app, metrics_port, metrics_addr)
     try:
-        _run(app, lambda a: _serve(a, concurrency, spec, shutdown_grace, name))
+        _run(app, lambda a: _serve(a, concurrency, spec, shutdown_grace, name, scheduler))
     finally:
         if server is not None:
             server.shutdown()
@@ -173,8 +176,9 @@ def _add_command(app: Conveyor, text: str, queue: str, timeout: float | None, re
 
 
 async def _serve(app: Conveyor, concurrency: int, queues: list[str] | dict[str, int | None] | None,
-                 grace: float, name: str | None) -> None:  # fmt: skip
-    w = app.worker(concurrency=concurrency, queues=queues, shutdown_grace=grace, name=name)
+                 grace: float, name: str | None, scheduler: bool = True) -> None:  # fmt: skip
+    w = app.worker(concurrency=concurrency, queues=queues, shutdown_grace=grace, name=name,
+                   scheduler=scheduler)  # fmt: skip
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received = 0

@@ -40,6 +40,7 @@ from .records import (
     TaskInfo,
     WorkerInfo,
 )
+from .schedules import ScheduleState, ScheduleStore, TickClaim, TickOutcome, TickResult
 
 
 @dataclass(slots=True)
@@ -169,9 +170,10 @@ class Listener(Protocol):
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """Storage operations. Unless stated otherwise each is atomic and safe to run concurrently
-    from many processes; errors are translated to `conveyor.errors.BackendError` subclasses."""
+class Backend(ScheduleStore, Protocol):
+    """Storage operations (the schedules' ones in `backends/schedules.py`). Unless stated
+    otherwise each is atomic and safe to run concurrently from many processes; errors are
+    translated to `conveyor.errors.BackendError` subclasses."""
 
     url: str
     capabilities: Capabilities
@@ -394,7 +396,12 @@ __all__ = [
     "QueueStats",
     "Recovered",
     "Retention",
+    "ScheduleState",
+    "ScheduleStore",
     "TaskInfo",
+    "TickClaim",
+    "TickOutcome",
+    "TickResult",
     "WakeCallback",
     "WorkerInfo",
 ]

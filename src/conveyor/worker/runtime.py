@@ -59,6 +59,8 @@ class Worker:
     the total. ``prefetch`` (the most jobs claimed ahead of free slots) applies to the shared
     pool only, and only as far as its jobs are short enough to start soon (`slots.py`).
 
+    ``scheduler=False``: do not fire the app's cron and periodic schedules (other processes do).
+
     Use ``async with app.worker(...)`` to embed it in a running app, or ``await worker.run()``
     (what ``conveyor worker`` does) to run until `stop()` or a signal.
     """
@@ -74,6 +76,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         maintenance_interval: float = 1.0,
         prefetch: int | None = None,
+        scheduler: bool = True,
     ) -> None:
         concurrency, prefetch = pool_options(concurrency, prefetch)
         if poll_interval <= 0:
@@ -96,6 +99,7 @@ class Worker:
         self.id = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-8:]}"
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
+        self.run_scheduler = scheduler  # fire the app's schedules (`scheduler.py`)
         self.running: dict[tuple[str, int], Held] = {}
         self._acks: list[Outcome] = []
         self._wake = asyncio.Event()

@@ -1,5 +1,5 @@
 """A worker's background services (lease heartbeat, worker registry, recovery and retention, the
-hand-back of jobs claimed ahead that no slot took in time) and the backend steps of its shutdown,
+scheduler of cron and periodic jobs, the hand-back of jobs claimed ahead that no slot took in time) and the backend steps of its shutdown,
 each bounded in time so that stopping always stops."""
 
 from __future__ import annotations
@@ -92,6 +92,14 @@ class Services:
             asyncio.create_task(self._registry(), name="conveyor-registry"),
             asyncio.create_task(self._maintenance(), name="conveyor-maintenance"),
         ]
+        w = self._worker
+        if w.run_scheduler and w.catalog.schedules:  # cron and periodic jobs (scheduler.py)
+            from .scheduler import Scheduler
+
+            sched = Scheduler(w.backend, w.catalog, on_fired=w.notify_work,
+                              who=f"worker {w.id} scheduler")  # fmt: skip
+            run = sched.run(lambda: self._closing)
+            self._tasks.append(asyncio.create_task(run, name="conveyor-scheduler"))
 
     async def close(self) -> None:
         """The end of a shutdown: stop the periodic tasks, close the listener, unregister. Each

@@ -44,10 +44,13 @@ from ..base import (
     QueueStats,
     Recovered,
     Retention,
+    ScheduleState,
+    TickClaim,
+    TickOutcome,
     WakeCallback,
     WorkerInfo,
 )
-from . import admin, producer, reads, registry, retention
+from . import admin, producer, reads, registry, retention, schedules
 from .attempts import Attempts
 from .codec import STATES, job_from_hash, pairs
 from .connection import Gate, deadline, make_client, operations, redis_options, unavailable
@@ -376,6 +379,17 @@ class RedisBackend:
 
     async def revoke_api_key(self, key_id: str) -> bool:
         return await admin.revoke_api_key(self, key_id)
+
+    # -- schedules (schedules.py) -----------------------------------------------------------------
+
+    async def init_schedule(self, schedule: str, queue: str, tick: int) -> int:
+        return await schedules.init_schedule(self, schedule, queue, tick)
+
+    async def claim_tick(self, claim: TickClaim) -> TickOutcome:
+        return await schedules.claim_tick(self, claim)
+
+    async def schedule_states(self, items: Sequence[tuple[str, str]]) -> dict[str, ScheduleState]:
+        return await schedules.schedule_states(self, items)
 
 
 __all__ = ["BackendError", "RedisBackend"]

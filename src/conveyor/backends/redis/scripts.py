@@ -31,20 +31,22 @@ STREAMS = frozenset({"enqueue", "events", "trim"})
 BACKPRESSURE = frozenset({"admit", "enqueue", "retry"})
 
 
+# Scripts made of another's body with a prelude in front (same includes): `tick` is cron.lua
+# (claim a schedule's tick) falling through into enqueue.lua (store the tick's job).
+PRELUDES = {"tick": ("cron", "enqueue")}
+
+
 def _load(name: str) -> str:
+    prelude, body = PRELUDES.get(name, (None, name))
     lua = resources.files(__package__).joinpath("lua")
     parts = [lua.joinpath("includes/common.lua").read_text()]
-    if name in FLOW:
-        parts.append(lua.joinpath("includes/flow.lua").read_text())
-    if name in CLAIMING:
-        parts.append(lua.joinpath("includes/claiming.lua").read_text())
-    if name in ATTEMPT:
-        parts.append(lua.joinpath("includes/attempt.lua").read_text())
-    if name in STREAMS:
-        parts.append(lua.joinpath("includes/streams.lua").read_text())
-    if name in BACKPRESSURE:
-        parts.append(lua.joinpath("includes/backpressure.lua").read_text())
-    parts.append(lua.joinpath(f"{name}.lua").read_text())
+    for names, include in ((FLOW, "flow"), (CLAIMING, "claiming"), (ATTEMPT, "attempt"),
+                           (STREAMS, "streams"), (BACKPRESSURE, "backpressure")):  # fmt: skip
+        if body in names:
+            parts.append(lua.joinpath(f"includes/{include}.lua").read_text())
+    if prelude is not None:
+        parts.append(lua.joinpath(f"{prelude}.lua").read_text())
+    parts.append(lua.joinpath(f"{body}.lua").read_text())
     return "\n".join(parts)
 
 
@@ -57,7 +59,7 @@ class Script:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
-SCRIPTS = {name: Script(name) for name in NAMES}
+SCRIPTS = {name: Script(name) for name in (*NAMES, *PRELUDES)}
 
 # Error replies from scripts -> exceptions. Each maker gets (job id, or the queue for
 # QUEUEFULL, and the reply text).

@@ -40,17 +40,20 @@ from ..base import (
     QueueStats,
     Recovered,
     Retention,
+    ScheduleState,
+    TickClaim,
+    TickOutcome,
     WakeCallback,
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import admin, attempts, gates, migrations, ops
+from . import admin, attempts, gates, migrations, ops, schedules
 from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 from .url import parse_sqlite_url
 
-SCHEMA_VERSION = "8"
+SCHEMA_VERSION = "9"
 
 
 class SqliteBackend:
@@ -87,7 +90,7 @@ class SqliteBackend:
         # Refuse another application's file before changing anything in it (WAL is persistent).
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         ours = {"conveyor_meta", "jobs", "events", "counts", "rates", "workers", "sqlite_sequence",
-                "gates", "flows", "costs", "paused_queues", "api_keys"}  # fmt: skip
+                "gates", "flows", "costs", "paused_queues", "api_keys", "schedules"}  # fmt: skip
         if "conveyor_meta" not in tables and tables - ours:
             raise BackendCorrupt(
                 f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
@@ -119,6 +122,7 @@ class SqliteBackend:
             "5": migrations.migrate_5_to_6,
             "6": migrations.migrate_6_to_7,
             "7": migrations.migrate_7_to_8,
+            "8": migrations.migrate_8_to_9,
         }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
@@ -369,3 +373,19 @@ class SqliteBackend:
     async def revoke_api_key(self, key_id: str) -> bool:
         changed: bool = await self._run(admin.revoke_key, key_id)
         return changed
+
+    # -- schedules (schedules.py) -----------------------------------------------------------------
+
+    async def init_schedule(self, schedule: str, queue: str, tick: int) -> int:
+        last: int = await self._run(schedules.init, schedule, queue, tick)
+        return last
+
+    async def claim_tick(self, claim: TickClaim) -> TickOutcome:
+        # A fired job wakes idle workers (the datagram is sent after the commit).
+        out: TickOutcome = await self._run(schedules.claim, claim,
+                                           notify=None if claim.job is None else b"w")  # fmt: skip
+        return out
+
+    async def schedule_states(self, items: Sequence[tuple[str, str]]) -> dict[str, ScheduleState]:
+        out: dict[str, ScheduleState] = await self._read(schedules.states, items)
+        return out

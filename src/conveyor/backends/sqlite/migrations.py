@@ -98,3 +98,10 @@ def migrate_7_to_8(conn: sqlite3.Connection) -> None:
     for stmt in _statements(_schema()):
         if "paused_queues (" in stmt or "api_keys (" in stmt:  # the tables and the index
             conn.execute(stmt)
+
+
+def migrate_8_to_9(conn: sqlite3.Connection) -> None:
+    """Schema 9 adds the schedules' state (cron and periodic jobs: the last tick claimed)."""
+    for stmt in _statements(_schema()):
+        if "schedules (" in stmt:
+            conn.execute(stmt)

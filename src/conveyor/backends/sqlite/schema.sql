@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 8. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 9. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -181,3 +181,15 @@ CREATE TABLE IF NOT EXISTS api_keys (
   revoked_at  REAL
 );
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant, seq) WHERE tenant IS NOT NULL;
+
+-- Cron and periodic schedules (conveyor.schedule): per (queue, schedule), the last tick claimed
+-- (epoch ms), the last tick that fired a job and that job. claim_tick moves last_tick forward
+-- with a conditional update in the transaction that inserts the tick's job.
+CREATE TABLE IF NOT EXISTS schedules (
+  queue      TEXT NOT NULL,
+  name       TEXT NOT NULL,
+  last_tick  INTEGER NOT NULL,
+  last_fire  INTEGER,
+  last_job   TEXT,
+  PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
