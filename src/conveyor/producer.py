@@ -1,4 +1,4 @@
-"""`Producer`: the producer API of an app (enqueue, enqueue_many, get, list, cancel, retry,
+"""`Producer`: the producer API of an app (enqueue, enqueue_many, get, list, cancel, retry, resume,
 wait, batch, stats, workers, cleanup, events), written once against the `Backend` protocol.
 
 It reads the app's `Catalog` (tasks, ``max_queued``) and hands jobs the backend cannot take to
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .awaiting import input_json
 from .backends.base import (
     Backend,
     EnqueueResult,
@@ -277,6 +278,21 @@ class Producer:
             job_id, tenant=tenant, max_queued=self.catalog.max_queued or None
         )
         self._wake_workers()
+        return job
+
+    async def resume(self, job_id: str, data: Any = None, *, tenant: str | None = None) -> Job:
+        """Continue an ``awaiting`` job (a handler returned `AwaitInput`) with the decision
+        ``data`` (JSON, up to 64 KiB): it is queued again, and its next run sees
+        ``ctx.resumed`` and ``ctx.input``. Exactly once: a job that is not awaiting (resumed
+        already, timed out, cancelled...) raises `JobStateError` naming its state; JobNotFound
+        also for another tenant's job when ``tenant`` is given."""
+        check_lookups(job_id=job_id, tenant=tenant)
+        text = None if data is None else input_json(data, "data")
+        await self.open()
+        job = await self.backend.resume_job(job_id, text, tenant=tenant)
+        self._wake_workers()
+        if self.bus.event:
+            self.bus.emit("resumed", job)
         return job
 
     async def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 0.2) -> Any:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from ..awaiting import AwaitInput
 from ..job import Job, JobState
 from ..limits import Gate
+from .awaiting import AwaitStore
 from .records import (
     EVENTS_OLDEST,
     ApiKeyRecord,
@@ -105,6 +107,7 @@ class OutcomeKind(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # final failure
     RETRY = "retry"  # failed attempt; rescheduled after ``retry_in``
+    AWAIT = "await"  # the handler returned `AwaitInput` (``wait``): the job becomes awaiting
     # Only what `Hooks.after_outcome` sees, never sent to the backend: the attempt ended because
     # its job was cancelled or its lease lost (CANCELLED), or it was handed back uncharged at
     # shutdown (RELEASED).
@@ -128,6 +131,8 @@ class Outcome:
     # For hooks only (never sent to the backend): how long the attempt ran in the worker, in
     # seconds from its start to its outcome; set when a hook listens to outcomes.
     seconds: float | None = None
+    # AWAIT only: the prompt, timeout and timeout policy the handler returned.
+    wait: AwaitInput | None = None
 
 
 @dataclass(slots=True)
@@ -170,8 +175,9 @@ class Listener(Protocol):
 
 
 @runtime_checkable
-class Backend(ScheduleStore, Protocol):
-    """Storage operations (the schedules' ones in `backends/schedules.py`). Unless stated
+class Backend(ScheduleStore, AwaitStore, Protocol):
+    """Storage operations (the schedules' ones in `backends/schedules.py`, human in the loop's
+    in `backends/awaiting.py`). Unless stated
     otherwise each is atomic and safe to run concurrently from many processes; errors are
     translated to `conveyor.errors.BackendError` subclasses."""
 
@@ -217,9 +223,10 @@ class Backend(ScheduleStore, Protocol):
         lease recovery) get their slots back in the same atomic step."""
 
     async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
-        """Apply outcomes in one atomic step: completed, failed (final) or retry (``scheduled``
-        after ``retry_in`` seconds). Outcomes whose ``token`` is not the job's current
-        claim are ignored; their ids are returned. Emits completed/failed/retrying.
+        """Apply outcomes in one atomic step: completed, failed (final), retry (``scheduled``
+        after ``retry_in`` seconds) or await (``awaiting``, see `AwaitStore`). Outcomes whose
+        ``token`` is not the job's current claim are ignored; their ids are returned. Emits
+        completed/failed/retrying/awaiting.
 
         One outcome that cannot be stored as given (e.g. a result or error JSON cannot hold)
         fails its own attempt with a readable error; the other outcomes still apply."""
@@ -376,6 +383,7 @@ class Backend(ScheduleStore, Protocol):
 __all__ = [
     "EVENTS_OLDEST",
     "ApiKeyRecord",
+    "AwaitStore",
     "Backend",
     "BatchCounts",
     "Capabilities",

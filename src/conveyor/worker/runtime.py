@@ -47,7 +47,9 @@ _EVENT_OF = {
     OutcomeKind.COMPLETED: "completed",
     OutcomeKind.FAILED: "failed",
     OutcomeKind.RETRY: "retrying",
+    OutcomeKind.AWAIT: "awaiting",
 }
+_NOT_FAILED = (OutcomeKind.COMPLETED, OutcomeKind.AWAIT)
 
 
 class Worker:
@@ -353,7 +355,7 @@ class Worker:
         del self.running[r.key]
         self._slot_freed(r)
         self.processed += 1
-        self.failed += outcome.kind is not OutcomeKind.COMPLETED
+        self.failed += outcome.kind not in _NOT_FAILED
         self._acks.append(outcome)
         if outcome.kind is OutcomeKind.RETRY:
             self._on_wake("work")  # the claim after this ack learns the retry's due time

@@ -21,6 +21,7 @@ import orjson
 from ...job import JobState
 from ..base import Outcome, OutcomeKind, Recovered
 from ..outcomes import Encoded, encode
+from . import awaiting
 from . import flow as fl
 from .ops import RATE_BUCKET, add_events, bump
 
@@ -137,7 +138,8 @@ def finish(
             r[2] += now - (started or now)
         conn.execute(_COMPLETED_EVENTS, {"now": now, "seqs": orjson.dumps(seqs).decode()})
     for enc in others:
-        if _end_failed(conn, e, enc):
+        parked = enc.kind is OutcomeKind.AWAIT
+        if awaiting.park(conn, e, enc) if parked else _end_failed(conn, e, enc):
             acked.add(enc.job_id)
     woke = e.apply(conn)
     costs = [o for o in outcomes if o.cost and o.job_id in acked]

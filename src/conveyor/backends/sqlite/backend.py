@@ -47,13 +47,13 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import admin, attempts, gates, migrations, ops, schedules
+from . import admin, attempts, awaiting, gates, migrations, ops, schedules
 from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 from .url import parse_sqlite_url
 
-SCHEMA_VERSION = "9"
+SCHEMA_VERSION = "10"
 
 
 class SqliteBackend:
@@ -123,6 +123,7 @@ class SqliteBackend:
             "6": migrations.migrate_6_to_7,
             "7": migrations.migrate_7_to_8,
             "8": migrations.migrate_8_to_9,
+            "9": migrations.migrate_9_to_10,
         }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
@@ -269,6 +270,18 @@ class SqliteBackend:
     ) -> Job:
         job: Job = await self._run(ops.retry, job_id, tenant, max_queued, notify=b"w")
         return job
+
+    async def resume_job(
+        self, job_id: str, data: str | None = None, *, tenant: str | None = None
+    ) -> Job:
+        job: Job = await self._run(awaiting.resume, job_id, tenant, data, notify=b"w")
+        return job
+
+    async def expire_awaiting(self) -> list[Recovered]:
+        out: list[Recovered] = await self._run(awaiting.expire)
+        if any(r.state is JobState.QUEUED for r in out):
+            self._notifier.notify(b"w")
+        return out
 
     async def recover_expired(self) -> list[Recovered]:
         out: list[Recovered] = await self._run(attempts.recover)

@@ -105,3 +105,21 @@ def migrate_8_to_9(conn: sqlite3.Connection) -> None:
     for stmt in _statements(_schema()):
         if "schedules (" in stmt:
             conn.execute(stmt)
+
+
+AWAIT_COLUMNS = (("prompt", "TEXT"), ("await_deadline", "REAL"), ("on_timeout", "TEXT"),
+                 ("await_data", "TEXT"), ("input", "TEXT"),
+                 ("resumes", "INTEGER NOT NULL DEFAULT 0"))  # fmt: skip
+
+
+def migrate_9_to_10(conn: sqlite3.Connection) -> None:
+    """Schema 10 adds human in the loop: the await and resume columns of jobs and the indexes
+    of awaiting jobs (listing, deadline sweep). No job is awaiting before it."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    for col, decl in AWAIT_COLUMNS:
+        if col not in cols:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
+    for stmt in _statements(_schema()):
+        if stmt.startswith(("CREATE INDEX IF NOT EXISTS jobs_awaiting",
+                            "CREATE INDEX IF NOT EXISTS jobs_await_due")):  # fmt: skip
+            conn.execute(stmt)
