@@ -252,17 +252,17 @@ class RedisBackend:
                     results[j][1] = results[j][0]
         return results
 
-    async def _steer(
-        self, action: str, job_id: str, tenant: str | None, limits: Mapping[str, int] | None = None
-    ) -> Job:
-        """Run the ``cancel`` or ``retry`` script on one job; it returns the changed job.
-        ``limits``: the queues' max_queued (retry only)."""
+    async def _steer(self, action: str, job_id: str, tenant: str | None, extra: Any = None) -> Job:
+        """Run the ``cancel``, ``retry`` or ``resume`` script on one job; it returns the changed
+        job. ``extra``: the queues' max_queued (retry), the decision's JSON (resume)."""
         queue = await self._queue_of(job_id)
         if queue is None:
             raise JobNotFound(job_id)
         args: list[Any] = [job_id, tenant or ""]
         if action == "retry":
-            args.append((limits or {}).get(queue, ""))
+            args.append((extra or {}).get(queue, ""))
+        elif action == "resume":
+            args.append(extra or "")
         try:
             out = await self._eval(action, queue, *args)
         except ResponseError as exc:
@@ -281,10 +281,22 @@ class RedisBackend:
     ) -> Job:
         return await self._steer("retry", job_id, tenant, max_queued)
 
+    async def resume_job(
+        self, job_id: str, data: str | None = None, *, tenant: str | None = None
+    ) -> Job:
+        return await self._steer("resume", job_id, tenant, data)
+
     async def recover_expired(self) -> list[Recovered]:
+        return await self._sweep("recover")
+
+    async def expire_awaiting(self) -> list[Recovered]:
+        return await self._sweep("expire")
+
+    async def _sweep(self, script: str) -> list[Recovered]:
+        """Run ``recover`` or ``expire`` on every queue (each reads only its expired entries)."""
         out: list[Recovered] = []
         for queue in await self._queues():
-            flat = await self._eval("recover", queue)
+            flat = await self._eval(script, queue)
             for k in range(0, len(flat), 2):
                 out.append(Recovered(flat[k], queue, STATES[flat[k + 1]]))
         return out
