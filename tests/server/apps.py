@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from typing import Any
 
-from conveyor import Context, Conveyor
+from conveyor import AwaitInput, Context, Conveyor
 
 
 def build_app(url: str, *, max_queued_default: int | None = None, **options: Any) -> Conveyor:
@@ -26,6 +26,13 @@ def build_app(url: str, *, max_queued_default: int | None = None, **options: Any
     async def hold(ctx: Context, seconds: float = 30.0) -> str:
         await asyncio.sleep(seconds)
         return "held"
+
+    @app.task(queue="default", retries=0)
+    async def approve(ctx: Context, what: str = "it") -> Any:
+        """Awaits a decision (human in the loop); once resumed, returns it."""
+        if not ctx.resumed:
+            return AwaitInput({"question": f"approve {what}?"})
+        return {"decision": ctx.input}
 
     @app.task(queue="default", retries=0)
     def digest(ctx: Context, file: Any = None, note: str | None = None) -> dict[str, Any]:

@@ -52,6 +52,21 @@ class JobOut(BaseModel):
     meta: dict[str, Any] | None = None
     cost: dict[str, float] | None = None
     eta: float | None = Field(None, description="seconds until an active job should finish")
+    prompt: Any = Field(None, description="the prompt of the job's last await (AwaitInput)")
+    await_deadline: float | None = Field(
+        None, description="while awaiting: when on_timeout applies (epoch seconds; null: never)"
+    )
+    on_timeout: str | None = Field(None, description="fail, cancel or resume")
+    input: Any = Field(None, description="the decision of the job's last resume")
+    resumes: int = Field(0, description="how many times the job was resumed")
+
+
+class ResumeJob(BaseModel):
+    """The body of ``POST /v1/jobs/{id}/resume`` (optional: no body resumes with no data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Any = Field(None, description="the decision (any JSON, up to 64 KiB)")
 
 
 class Estimate(BaseModel):
