@@ -293,10 +293,14 @@ class RedisBackend:
         return await self._sweep("expire")
 
     async def _sweep(self, script: str) -> list[Recovered]:
-        """Run ``recover`` or ``expire`` on every queue (each reads only its expired entries)."""
+        """Run ``recover`` or ``expire`` on every queue (each reads only its expired entries),
+        in one round trip."""
+        queues = await self._queues()
         out: list[Recovered] = []
-        for queue in await self._queues():
-            flat = await self._eval(script, queue)
+        results = await self._pipeline([(script, q, []) for q in queues]) if queues else []
+        for queue, flat in zip(queues, results, strict=True):
+            if isinstance(flat, BaseException):
+                raise flat
             for k in range(0, len(flat), 2):
                 out.append(Recovered(flat[k], queue, STATES[flat[k + 1]]))
         return out

@@ -90,13 +90,20 @@ def resume(
     return refreshed
 
 
+_DUE = "FROM jobs WHERE status = 'awaiting' AND await_deadline IS NOT NULL AND await_deadline <= ?"
+
+
+def any_due(conn: sqlite3.Connection, now: float) -> bool:
+    """Whether an awaiting job is past its deadline (one probe of ``jobs_await_due``)."""
+    return conn.execute(f"SELECT 1 {_DUE} LIMIT 1", (now,)).fetchone() is not None
+
+
 def expire(conn: sqlite3.Connection, now: float) -> list[Recovered]:
     """`AwaitStore.expire_awaiting`: apply ``on_timeout`` to the awaiting jobs past their
     deadline (an index range: only those are read)."""
     rows = conn.execute(
-        "SELECT id, queue, task, tenant, on_timeout, await_data, attempt "
-        "FROM jobs WHERE status = 'awaiting' AND await_deadline IS NOT NULL "
-        "AND await_deadline <= ? ORDER BY await_deadline LIMIT 1000",
+        f"SELECT id, queue, task, tenant, on_timeout, await_data, attempt {_DUE} "
+        "ORDER BY await_deadline LIMIT 1000",
         (now,),
     ).fetchall()
     out: list[Recovered] = []

@@ -278,6 +278,9 @@ class SqliteBackend:
         return job
 
     async def expire_awaiting(self) -> list[Recovered]:
+        # Every worker sweeps every pass: a read first, so an idle sweep takes no write lock.
+        if not await self._read(awaiting.any_due, self.now()):
+            return []
         out: list[Recovered] = await self._run(awaiting.expire)
         if any(r.state is JobState.QUEUED for r in out):
             self._notifier.notify(b"w")
