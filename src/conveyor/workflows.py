@@ -78,6 +78,14 @@ class WorkflowInfo:
         return data
 
 
+def workflow_of(data: dict[str, Any]) -> WorkflowInfo:
+    """A `WorkflowInfo` from its JSON (`WorkflowInfo.to_dict`, the HTTP API's answer)."""
+    steps = [WorkflowStep(**{**s, "status": JobState(s["status"]),
+                             "next_jobs": tuple(s.get("next_jobs") or ())})
+             for s in data["steps"]]  # fmt: skip
+    return WorkflowInfo(**{**data, "status": WorkflowState(data["status"]), "steps": steps})
+
+
 def _step(job: Job) -> WorkflowStep:
     err = None
     if job.error and job.status is not JobState.COMPLETED:
@@ -111,4 +119,4 @@ def workflow_info(workflow_id: str, jobs: list[Job]) -> WorkflowInfo:
                         percent, last.tenant)  # fmt: skip
 
 
-__all__ = ["WorkflowInfo", "WorkflowState", "WorkflowStep", "workflow_info"]
+__all__ = ["WorkflowInfo", "WorkflowState", "WorkflowStep", "workflow_info", "workflow_of"]
