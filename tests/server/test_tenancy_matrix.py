@@ -145,6 +145,12 @@ ROUTES: dict[tuple[str, str], Route] = {
             ),
         ],
     ),
+    ("GET", "/v1/workflows/{workflow_id}"): Route(
+        # every job of A is a workflow of one step (or the first of one): B gets 404 for each
+        own=lambda w: Call("GET", f"/v1/workflows/{w.done}"),
+        b=each_job("GET", "/v1/workflows/{job}"),
+        sees=lambda w: w.done,
+    ),
     ("GET", "/v1/batches/{batch_id}"): Route(
         own=lambda w: Call("GET", f"/v1/batches/{w.batch}"),
         b=lambda w: [
