@@ -12,6 +12,7 @@ from .backends.base import (
     Retention,
 )
 from .batch import Batch, BatchStatus
+from .chains import Next
 from .cron import ScheduleInfo
 from .errors import (
     AuthError,
@@ -33,6 +34,7 @@ from .errors import (
     UnknownTask,
     UploadNotFound,
     ValidationError,
+    WorkflowNotFound,
 )
 from .hooks import Enqueuing, Hooks
 from .job import Job, JobState, Progress
@@ -41,6 +43,7 @@ from .retry import Backoff
 from .task import Task
 from .worker.context import Context
 from .worker.runtime import Worker
+from .workflows import WorkflowInfo, WorkflowState, WorkflowStep
 
 __version__ = "0.1.0"
 
@@ -89,6 +92,7 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "JobStateError",
+    "Next",
     "Outcome",
     "OutcomeKind",
     "Permanent",
@@ -105,4 +109,8 @@ __all__ = [
     "UploadNotFound",
     "ValidationError",
     "Worker",
+    "WorkflowInfo",
+    "WorkflowNotFound",
+    "WorkflowState",
+    "WorkflowStep",
 ]

@@ -214,6 +214,12 @@ class Job:
     # matched an existing job, which is what was returned). None on jobs read back. The
     # backends build jobs positionally up to ``cost``, and by keyword after it.
     created: bool | None = None
+    # Chains (`conveyor.chains`): the step label this job runs under (None: its task's name),
+    # the number of steps its workflow declared (None: not declared), and the ids of the jobs
+    # created in the same atomic step as its outcome (a handler's `Next`).
+    step: str | None = None
+    steps: int | None = None
+    next_jobs: tuple[str, ...] = ()
     # Human in the loop (`conveyor.AwaitInput`, docs/architecture.md "Human in the loop"): the
     # prompt of the job's last await (kept after it resumed), the deadline while it is
     # ``awaiting`` (None: none, or not awaiting) and what happens then (``on_timeout``); the
@@ -240,6 +246,7 @@ class Job:
         data = asdict(self)
         data["status"] = self.status.value
         data["eta"] = self.eta
+        data["next_jobs"] = list(self.next_jobs)
         return data
 
 

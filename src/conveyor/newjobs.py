@@ -54,6 +54,7 @@ class JobBuilder:
             o.max_attempts if max_attempts is None else max_attempts,
             o.max_stalls, o.timeout, o.lease, delay, tenant, batch, None, None, idempotency_key,
         )  # fmt: skip
+        nj.step, nj.steps = o.step, o.steps
         rules = t.rules
         if rules:
             nj.gates = rules.gates(clean, tenant)
@@ -146,5 +147,6 @@ def job_from_new(nj: NewJob, now: float) -> Job:
         nj.id, nj.queue, nj.task, loads(nj.payload), nj.priority,
         JobState.SCHEDULED if scheduled else JobState.QUEUED, 0, nj.max_attempts, 0, nj.max_stalls,
         nj.timeout, nj.lease, Progress(), None, None, nj.tenant, nj.batch, nj.workflow, nj.parent,
-        nj.idempotency_key, now, scheduled, meta=decoded_meta(nj.meta),
+        nj.idempotency_key, now, scheduled, meta=decoded_meta(nj.meta), step=nj.step,
+        steps=nj.steps,
     )  # fmt: skip

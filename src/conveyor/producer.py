@@ -28,13 +28,14 @@ from .backends.base import (
     WorkerInfo,
 )
 from .batch import Batch
-from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError
+from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError, WorkflowNotFound
 from .hooks import Enqueuing, HookBus
 from .inputs import PayloadLimits, brief
 from .job import Job, JobState, new_id
 from .meta import decoded_meta, encoded_meta
 from .newjobs import EnqueueItem, JobBuilder, job_from_new
 from .options import check_lookups, check_options
+from .workflows import WorkflowInfo, workflow_info
 
 log = logging.getLogger("conveyor")
 
@@ -323,6 +324,17 @@ class Producer:
         check_lookups(batch_id=batch_id, tenant=tenant)
         await self.open()
         return Batch(self, batch_id, [], [], tenant=tenant)
+
+    async def workflow(self, workflow_id: str, *, tenant: str | None = None) -> WorkflowInfo:
+        """The workflow (chain) whose first job has this id: state, current step, the steps in
+        order and progress (`conveyor.workflows`). Raises `WorkflowNotFound`, also for another
+        tenant's workflow when ``tenant`` is given."""
+        check_lookups(job_id=workflow_id, tenant=tenant)
+        await self.open()
+        jobs = await self.backend.workflow_jobs(workflow_id, tenant=tenant)
+        if not jobs:
+            raise WorkflowNotFound(workflow_id)
+        return workflow_info(workflow_id, jobs)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per queue: counts by state, live workers and their concurrency, run time, rate, and

@@ -43,6 +43,7 @@ from .records import (
     WorkerInfo,
 )
 from .schedules import ScheduleState, ScheduleStore, TickClaim, TickOutcome, TickResult
+from .workflows import WorkflowStore
 
 
 @dataclass(slots=True)
@@ -69,6 +70,8 @@ class NewJob:
     flow: str | None = None
     gates: Sequence[Gate] = ()
     meta: str | None = None  # the job's meta, JSON-encoded (`conveyor.meta`); None: none
+    step: str | None = None  # chains: the step label (None: the task's name)
+    steps: int | None = None  # chains: the number of steps the workflow declares
 
 
 @dataclass(slots=True)
@@ -131,6 +134,10 @@ class Outcome:
     # For hooks only (never sent to the backend): how long the attempt ran in the worker, in
     # seconds from its start to its outcome; set when a hook listens to outcomes.
     seconds: float | None = None
+    # Jobs created in the same atomic step as this outcome, only if it applies (the hand-over
+    # seam: a chain's next step). Their ids are fixed before the outcome is sent, so a resent
+    # outcome never creates a second job. Never refused by ``max_queued``.
+    then: Sequence[NewJob] = ()
     # AWAIT only: the prompt, timeout and timeout policy the handler returned.
     wait: AwaitInput | None = None
 
@@ -175,7 +182,7 @@ class Listener(Protocol):
 
 
 @runtime_checkable
-class Backend(ScheduleStore, AwaitStore, Protocol):
+class Backend(ScheduleStore, WorkflowStore, AwaitStore, Protocol):
     """Storage operations (the schedules' ones in `backends/schedules.py`, human in the loop's
     in `backends/awaiting.py`). Unless stated
     otherwise each is atomic and safe to run concurrently from many processes; errors are
@@ -412,4 +419,5 @@ __all__ = [
     "TickResult",
     "WakeCallback",
     "WorkerInfo",
+    "WorkflowStore",
 ]

@@ -1,4 +1,4 @@
-"""SQLite-only checks of human in the loop: schema 10 comes by migration, and the sweep and the
+"""SQLite-only checks of human in the loop: schema 11 comes by migration, and the sweep and the
 listing of awaiting jobs read their indexes."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 from conveyor.backends.sqlite.migrations import AWAIT_COLUMNS
 
 
-async def test_a_schema_9_store_gets_the_await_columns_and_indexes(tmp_path: Path) -> None:
-    # Given a store as schema 9 wrote it (no await columns nor indexes) holding a queued job
+async def test_a_schema_10_store_gets_the_await_columns_and_indexes(tmp_path: Path) -> None:
+    # Given a store as schema 10 wrote it (no await columns nor indexes) holding a queued job
     path = tmp_path / "q.db"
     app = Conveyor(f"sqlite:///{path}")
 
@@ -28,7 +28,7 @@ async def test_a_schema_9_store_gets_the_await_columns_and_indexes(tmp_path: Pat
     with sqlite3.connect(path) as old:
         old.executescript(
             "DROP INDEX jobs_awaiting; DROP INDEX jobs_await_due;" + drops
-            + "UPDATE conveyor_meta SET value = '9' WHERE key = 'schema';"
+            + "UPDATE conveyor_meta SET value = '10' WHERE key = 'schema';"
         )  # fmt: skip
     old.close()
     # When this version opens it
@@ -41,8 +41,8 @@ async def test_a_schema_9_store_gets_the_await_columns_and_indexes(tmp_path: Pat
             cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
             indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
         check.close()
-        # Then it is schema 10; the old job reads back with no await state
-        assert version == (SCHEMA_VERSION,) == ("10",)
+        # Then it is schema 11; the old job reads back with no await state
+        assert version == (SCHEMA_VERSION,) == ("11",)
         assert {c for c, _ in AWAIT_COLUMNS} <= cols
         assert {"jobs_awaiting", "jobs_await_due"} <= indexes
         old_job = await app.get(job.id)

@@ -107,13 +107,25 @@ def migrate_8_to_9(conn: sqlite3.Connection) -> None:
             conn.execute(stmt)
 
 
+def migrate_9_to_10(conn: sqlite3.Connection) -> None:
+    """Schema 10 adds chains: each job's step label, declared number of steps and the jobs
+    created with its outcome, and the index of a workflow's jobs."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    for col, kind in (("step", "TEXT"), ("steps", "INTEGER"), ("next_jobs", "TEXT")):
+        if col not in cols:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {col} {kind}")
+    for stmt in _statements(_schema()):
+        if stmt.startswith("CREATE INDEX IF NOT EXISTS jobs_workflow"):
+            conn.execute(stmt)
+
+
 AWAIT_COLUMNS = (("prompt", "TEXT"), ("await_deadline", "REAL"), ("on_timeout", "TEXT"),
                  ("await_data", "TEXT"), ("input", "TEXT"),
                  ("resumes", "INTEGER NOT NULL DEFAULT 0"))  # fmt: skip
 
 
-def migrate_9_to_10(conn: sqlite3.Connection) -> None:
-    """Schema 10 adds human in the loop: the await and resume columns of jobs and the indexes
+def migrate_10_to_11(conn: sqlite3.Connection) -> None:
+    """Schema 11 adds human in the loop: the await and resume columns of jobs and the indexes
     of awaiting jobs (listing, deadline sweep). No job is awaiting before it."""
     cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
     for col, decl in AWAIT_COLUMNS:
