@@ -91,17 +91,14 @@ async def test_fail_parent_fails_it_and_cancels_pending_siblings(app: Conveyor) 
     async with app.worker(concurrency=2, queues=SERVED, maintenance_interval=FAST):
         # When the failing child fails for good
         failed = await eventually(lambda: finished(app, job.id), what="parent failed")
-        kids = (await app.list(queue="held")).jobs
-        await eventually(
-            lambda: _all(app, [k.id for k in kids], JobState.CANCELLED), what="siblings cancelled"
-        )
+        kids = await eventually(lambda: _held(app, 2), what="children listed")
+        await eventually(lambda: _all(app, kids, JobState.CANCELLED), what="siblings cancelled")
     # Then the parent failed for good at once, naming the child, and ran only once
     assert failed.status is JobState.FAILED
     assert failed.error is not None and failed.error["type"] == "ChildFailed"
     assert "spawn index 1" in failed.error["message"] and "Permanent" in failed.error["message"]
     assert len(runs) == 1
     # And its pending siblings were cancelled (and settled, all three: 3 of 3)
-    assert len(kids) == 2
     await eventually(lambda: _fanin(app, job.id, "settled", 3), what="all settled")
 
 
@@ -118,8 +115,8 @@ async def test_fail_parent_can_leave_siblings_running(app: Conveyor) -> None:
         failed = await eventually(lambda: finished(app, job.id), what="parent failed")
     # Then the parent failed and the sibling still waits to run
     assert failed.status is JobState.FAILED
-    (kid,) = (await app.list(queue="held")).jobs
-    assert kid.status is JobState.QUEUED
+    (kid,) = await eventually(lambda: _held(app, 1), what="child listed")
+    assert (await app.get(kid)).status is JobState.QUEUED
 
 
 async def test_ignore_resumes_when_all_are_final_with_errors_in_place(app: Conveyor) -> None:
@@ -135,8 +132,8 @@ async def test_ignore_resumes_when_all_are_final_with_errors_in_place(app: Conve
         assert waiting.status is JobState.AWAITING and waiting.lease_expires_at is None
         assert waiting.progress.message == "2 of 3 children done"
         # When the last child is cancelled
-        (kid,) = (await app.list(queue="held")).jobs
-        await app.cancel(kid.id)
+        (kid,) = await eventually(lambda: _held(app, 1), what="child listed")
+        await app.cancel(kid)
         done = await eventually(lambda: finished(app, job.id), what="parent done")
     # Then the parent resumed once with results and errors in spawn order
     assert done.result == [["completed", 2, None], ["failed", None, "Permanent"],
@@ -155,8 +152,8 @@ async def test_continue_resumes_at_the_first_failure_and_only_once(app: Conveyor
         # Then the parent resumed at once with what was known: one pending, one failed
         assert done.result == [[None, None, None], ["failed", None, "Permanent"]]
         # And the later end of its sibling is recorded but does not run the parent again
-        (kid,) = (await app.list(queue="held")).jobs
-        await app.cancel(kid.id)
+        (kid,) = await eventually(lambda: _held(app, 1), what="child listed")
+        await app.cancel(kid)
         await eventually(lambda: _fanin(app, job.id, "settled", 2), what="late settle")
     assert [r["resumed"] for r in runs] == [False, True]
     assert (await app.get(job.id)).status is JobState.COMPLETED
@@ -196,8 +193,8 @@ async def test_children_deleted_by_cleanup_still_settle_their_parent(app: Convey
         assert await app.cleanup(older_than=0) == 2
         assert (await app.get(job.id)).status is JobState.AWAITING
         # And the last child is cancelled, then deleted too
-        (kid,) = (await app.list(queue="held")).jobs
-        await app.cancel(kid.id)
+        (kid,) = await eventually(lambda: _held(app, 1), what="child listed")
+        await app.cancel(kid)
         done = await eventually(lambda: finished(app, job.id), what="parent done")
     # Then the parent resumed with every result, although the children are gone
     assert done.result == [["completed", 2, None], ["completed", 4, None],
@@ -223,8 +220,8 @@ async def test_cancelling_a_waiting_parent_cancels_its_pending_children(app: Con
 
 
 async def _held(app: Conveyor, n: int) -> list[str] | None:
-    jobs = (await app.list(queue="held")).jobs
-    return [j.id for j in jobs] if len(jobs) == n else None
+    ids = list(dict.fromkeys(j.id for j in (await app.list(queue="held")).jobs))
+    return ids if len(ids) == n else None
 
 
 async def test_fan_in_is_tenant_scoped_and_not_resumed_by_hand(app: Conveyor) -> None:
