@@ -334,8 +334,7 @@ class Worker:
                 )
             else:
                 result = await run_handler(task, job, r.ctx, self._pool)
-            # A `Next`: the next step with it; `AwaitChildren`: the spawned children with it.
-            outcome = self._handover.result(job, result, r.ctx._spawned, r.ctx._fanout)
+            outcome = self._handover.result(job, result, r.ctx._spawned, r.ctx._fanout)  # Next, children
         except asyncio.CancelledError:
             if r.lost or r.released:
                 return self._forget(r)
@@ -358,9 +357,7 @@ class Worker:
         self.processed += 1
         self.failed += outcome.kind not in _NOT_FAILED
         self._acks.append(outcome)
-        # Delivered right after the round that stores it (`services.py`); a child's final
-        # outcome may leave a settle message for its parent in the outbox (Redis).
-        if outcome.then or job.parent is not None:
+        if outcome.then or job.parent is not None:  # hand-overs, a child's settle: forwarded
             self._services.handed_over.add(job.queue)
         if outcome.kind is OutcomeKind.RETRY:
             self._on_wake("work")  # the claim after this ack learns the retry's due time
