@@ -334,7 +334,9 @@ class Worker:
                 )
             else:
                 result = await run_handler(task, job, r.ctx, self._pool)
-            outcome = self._handover.result(job, result, r.ctx._spawned, r.ctx._fanout)  # Next, children
+            outcome = self._handover.result(
+                job, result, r.ctx._spawned, r.ctx._fanout
+            )  # Next, children
         except asyncio.CancelledError:
             if r.lost or r.released:
                 return self._forget(r)
