@@ -36,6 +36,7 @@ from .errors import (
     ValidationError,
     WorkflowNotFound,
 )
+from .fanin import AwaitChildren, ChildResult
 from .hooks import Enqueuing, Hooks
 from .job import Job, JobState, Progress
 from .limits import CircuitBreaker, Concurrency, RateLimit
@@ -65,6 +66,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AuthError",
+    "AwaitChildren",
     "AwaitInput",
     "BackendCorrupt",
     "BackendError",
@@ -73,6 +75,7 @@ __all__ = [
     "Backoff",
     "Batch",
     "BatchStatus",
+    "ChildResult",
     "CircuitBreaker",
     "Client",
     "Concurrency",

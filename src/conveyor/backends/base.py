@@ -24,9 +24,11 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from ..awaiting import AwaitInput
+from ..fanin import FanOut
 from ..job import Job, JobState
 from ..limits import Gate
 from .awaiting import AwaitStore
+from .fanin import FanInStore
 from .records import (
     EVENTS_OLDEST,
     ApiKeyRecord,
@@ -140,6 +142,9 @@ class Outcome:
     then: Sequence[NewJob] = ()
     # AWAIT only: the prompt, timeout and timeout policy the handler returned.
     wait: AwaitInput | None = None
+    # AWAIT for children (`conveyor.AwaitChildren`): the failure policy; ``then`` holds the
+    # children in spawn order, created with the park (docs/architecture.md "Fan-out and fan-in").
+    fanout: FanOut | None = None
 
 
 @dataclass(slots=True)
@@ -182,7 +187,7 @@ class Listener(Protocol):
 
 
 @runtime_checkable
-class Backend(ScheduleStore, WorkflowStore, AwaitStore, Protocol):
+class Backend(ScheduleStore, WorkflowStore, AwaitStore, FanInStore, Protocol):
     """Storage operations (the schedules' ones in `backends/schedules.py`, human in the loop's
     in `backends/awaiting.py`). Unless stated
     otherwise each is atomic and safe to run concurrently from many processes; errors are
@@ -402,6 +407,7 @@ __all__ = [
     "EventPage",
     "EventRetention",
     "EventType",
+    "FanInStore",
     "JobPage",
     "ListParams",
     "Listener",

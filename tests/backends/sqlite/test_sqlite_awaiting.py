@@ -42,7 +42,7 @@ async def test_a_schema_10_store_gets_the_await_columns_and_indexes(tmp_path: Pa
             indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
         check.close()
         # Then it is schema 11; the old job reads back with no await state
-        assert version == (SCHEMA_VERSION,) == ("11",)
+        assert version == (SCHEMA_VERSION,) == ("12",)
         assert {c for c, _ in AWAIT_COLUMNS} <= cols
         assert {"jobs_awaiting", "jobs_await_due"} <= indexes
         old_job = await app.get(job.id)

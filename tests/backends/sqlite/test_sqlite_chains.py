@@ -39,7 +39,7 @@ async def test_a_schema_9_store_gets_the_chain_columns_and_reads_workflows(
             cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
         check.close()
         # Then it is the current schema, and the old job reads as a one-step workflow
-        assert version == (SCHEMA_VERSION,) == ("11",)
+        assert version == (SCHEMA_VERSION,) == ("12",)
         assert "jobs_workflow" in names and {"step", "steps", "next_jobs"} <= cols
         info = await app.workflow(job.id)
         assert [s.job_id for s in info.steps] == [job.id] and info.current == "old"

@@ -19,6 +19,7 @@ from typing import Any
 
 from ...clock import Clock, HostClock
 from ...errors import BackendCorrupt, BackendLocked, BackendUnavailable
+from ...fanin import ChildResult
 from ...job import Job, JobState
 from ..base import (
     EVENTS_OLDEST,
@@ -47,14 +48,14 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import admin, attempts, awaiting, gates, migrations, ops, schedules
+from . import admin, attempts, awaiting, fanin, gates, migrations, ops, schedules
 from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 from .url import parse_sqlite_url
 from .workflows import SqliteWorkflows
 
-SCHEMA_VERSION = "11"
+SCHEMA_VERSION = "12"
 
 
 class SqliteBackend(SqliteWorkflows):
@@ -126,6 +127,7 @@ class SqliteBackend(SqliteWorkflows):
             "8": migrations.migrate_8_to_9,
             "9": migrations.migrate_9_to_10,
             "10": migrations.migrate_10_to_11,
+            "11": migrations.migrate_11_to_12,
         }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
@@ -259,7 +261,7 @@ class SqliteBackend(SqliteWorkflows):
         return ok
 
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        job: Job = await self._run(ops.cancel, job_id, tenant, notify=b"c")
+        job: Job = await self._run(fanin.cancel, job_id, tenant, notify=b"c")
         self._notifier.notify(b"w")  # a cancelled active job may have freed a concurrency slot
         return job
 
@@ -276,22 +278,26 @@ class SqliteBackend(SqliteWorkflows):
     async def resume_job(
         self, job_id: str, data: str | None = None, *, tenant: str | None = None
     ) -> Job:
-        job: Job = await self._run(awaiting.resume, job_id, tenant, data, notify=b"w")
+        job: Job = await self._run(fanin.resume, job_id, tenant, data, notify=b"w")
         return job
 
     async def expire_awaiting(self) -> list[Recovered]:
         # Every worker sweeps every pass: a read first, so an idle sweep takes no write lock.
         if not await self._read(awaiting.any_due, self.now()):
             return []
-        out: list[Recovered] = await self._run(awaiting.expire)
-        if any(r.state is JobState.QUEUED for r in out):
+        out: list[Recovered] = await self._run(fanin.expire)
+        if out:  # resumed, or a child's end may have resumed its parent
             self._notifier.notify(b"w")
         return out
 
     async def recover_expired(self) -> list[Recovered]:
-        out: list[Recovered] = await self._run(attempts.recover)
+        out: list[Recovered] = await self._run(fanin.recover)
         if out:
             self._notifier.notify(b"w")
+        return out
+
+    async def read_children(self, parent_id: str, queue: str) -> list[ChildResult]:
+        out: list[ChildResult] = await self._read(fanin.children, parent_id)
         return out
 
     # -- reads ------------------------------------------------------------------------------------

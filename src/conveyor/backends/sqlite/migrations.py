@@ -135,3 +135,15 @@ def migrate_10_to_11(conn: sqlite3.Connection) -> None:
         if stmt.startswith(("CREATE INDEX IF NOT EXISTS jobs_awaiting",
                             "CREATE INDEX IF NOT EXISTS jobs_await_due")):  # fmt: skip
             conn.execute(stmt)
+
+
+def migrate_11_to_12(conn: sqlite3.Connection) -> None:
+    """Schema 12 adds fan-out / fan-in: the parents' fan-in record (``jobs.fanin``) and the
+    edges table. No job has children before it."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    if "fanin" not in cols:
+        conn.execute("ALTER TABLE jobs ADD COLUMN fanin TEXT")
+    for stmt in _statements(_schema()):
+        if stmt.startswith(("CREATE TABLE IF NOT EXISTS edges",
+                            "CREATE INDEX IF NOT EXISTS edges_parent")):  # fmt: skip
+            conn.execute(stmt)

@@ -30,6 +30,13 @@ if cur[5] and s == 'active' and lease then
 end
 redis.call('ZADD', P .. 'f:cancelled', now, id)
 event('cancelled', id, cur[2], cur[3], '{"from":"' .. s .. '"}')
+-- Fan-in (includes/fanin.lua): a child's edge settles; a waiting parent stops waiting and
+-- its pending children are cancelled (through the outbox: they may live in other slots).
+settle_edge(id, 'cancelled', nil, nil)
+if redis.call('HGET', k, 'fw') == '1' then
+  redis.call('HSET', k, 'fw', 0)
+  cancel_pending(id)
+end
 if s == 'active' and cur[4] then
   -- Tell the holding worker now (it blocks on this key beside the queue marker).
   redis.call('ZADD', P .. 'wk:' .. cur[4], 0, 'c')

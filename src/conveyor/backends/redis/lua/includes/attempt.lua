@@ -21,6 +21,7 @@ local function fail_attempt(id, kind, err, brief, delay, now, left)
     redis.call('HSET', k, 's', 'failed', 'fa', fmt(now))
     redis.call('ZADD', P .. 'f:failed', now, id)
     event('failed', id, task, tenant, data)
+    settle_edge(id, 'failed', nil, err)  -- a fan-in child (includes/fanin.lua)
     return false
   end
   redis.call('HDEL', k, 'w', 'pg')
