@@ -96,14 +96,34 @@ def _step(job: Job) -> WorkflowStep:
     )  # fmt: skip
 
 
+def _decisive(jobs: list[Job]) -> Job:
+    """The job whose state is the workflow's: the newest job not yet final while any is; once
+    all are final, the newest that is not a fan-out child (a parent resumes after its children
+    and so decides for them; a child is a job created before its fan-in parent's last run)."""
+    pending = [j for j in jobs if not j.status.is_final]
+    if pending:
+        return pending[-1]
+    by_id = {j.id: j for j in jobs}
+
+    def fan_child(j: Job) -> bool:
+        p = by_id.get(j.parent) if j.parent else None
+        return (p is not None and p.fanin is not None and p.started_at is not None
+                and j.created_at < p.started_at)  # fmt: skip
+
+    main = [j for j in jobs if not fan_child(j)]
+    return (main or jobs)[-1]
+
+
 def workflow_info(workflow_id: str, jobs: list[Job]) -> WorkflowInfo:
     """The workflow of ``jobs`` (its root first, in creation order; at least one)."""
     steps = [_step(j) for j in jobs]
-    last = jobs[-1]
+    last = _decisive(jobs)
     status = _OF_STEP.get(last.status, WorkflowState.RUNNING)
     if last.status is JobState.AWAITING:
-        status = WorkflowState.AWAITING
-    elif status is WorkflowState.DONE and last.next_jobs:
+        # a parent waiting for its children is running; one waiting for a person is awaiting
+        waiting_children = last.fanin is not None and last.fanin.get("waiting")
+        status = WorkflowState.RUNNING if waiting_children else WorkflowState.AWAITING
+    elif status is WorkflowState.DONE and last.next_jobs and last.fanin is None:
         status = WorkflowState.RUNNING  # handed over; the next step is being delivered
     completed = sum(1 for j in jobs if j.status is JobState.COMPLETED)
     total = next((j.steps for j in reversed(jobs) if j.steps), None)
@@ -115,7 +135,7 @@ def workflow_info(workflow_id: str, jobs: list[Job]) -> WorkflowInfo:
     else:
         own = (last.progress.percent or 0.0) / 100 if last.status is JobState.ACTIVE else 0.0
         percent = round(min(100.0, 100.0 * (completed + own) / max(total, 1)), 2)
-    return WorkflowInfo(workflow_id, status, steps[-1].step, last.id, steps, completed, total,
+    return WorkflowInfo(workflow_id, status, _step(last).step, last.id, steps, completed, total,
                         percent, last.tenant)  # fmt: skip
 
 

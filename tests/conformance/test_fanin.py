@@ -290,3 +290,56 @@ async def test_a_bad_child_is_refused_in_the_handler(app: Conveyor) -> None:
     # Then each call raised a conveyor error naming the problem and nothing was buffered
     assert seen == ["ValidationError", "ValidationError", "ValidationError"]
     assert failed.error and failed.error["type"] == "NoChildren"
+
+
+async def test_a_child_may_not_take_an_idempotency_key(app: Conveyor) -> None:
+    # Given a handler spawning a child with an idempotency key (a child's fixed id already makes
+    # its creation exactly-once; a key matching another job would leave the parent waiting for
+    # a child that is never stored)
+    seen: list[str] = []
+
+    @app.task(queue="main", retries=0)
+    async def keyed(ctx: Context) -> Any:
+        if ctx.resumed:
+            return [c.result for c in ctx.children]
+        try:
+            ctx.spawn_many([{"task": "leaf", "payload": {}, "idempotency_key": "k1"}])
+        except Exception as exc:
+            seen.append(f"{type(exc).__name__}: {exc}")
+        ctx.spawn("leaf", {})
+        return AwaitChildren()
+
+    @app.task(queue="main")
+    async def leaf() -> int:
+        return 1
+
+    job = await app.enqueue("keyed", {})
+    async with app.worker(concurrency=2, queues=["main"], maintenance_interval=FAST):
+        done = await eventually(lambda: finished(app, job.id), what="the parent to end")
+    # Then the keyed spawn is refused in the handler, naming the option, and the parent ends
+    assert seen and seen[0].startswith("ValidationError") and "idempotency_key" in seen[0]
+    assert done.status is JobState.COMPLETED and done.result == [1]
+
+
+async def test_the_workflow_runs_while_children_remain_and_ends_with_its_parent(
+    app: Conveyor,
+) -> None:
+    # Given a parent (policy ignore) with one child that completes and one that waits in a
+    # queue no worker serves
+    runs: list[dict[str, Any]] = []
+    _tasks(app, runs, policy="ignore")
+    job = await app.enqueue("parent", {"items": [["hold", {"n": 1}], ["double", {"n": 2}]]})
+    async with app.worker(concurrency=2, queues=SERVED, maintenance_interval=FAST):
+        await eventually(lambda: _fanin(app, job.id, "settled", 1), what="one child settled")
+        # When the workflow is read while the other child still waits
+        info = await app.workflow(job.id)
+        # Then it is running, not done
+        assert info.status.value == "running", info
+        assert info.percent != 100.0
+        # When the waiting child is cancelled, the parent resumes and completes
+        (held,) = await eventually(lambda: _held(app, 1), what="the held child")
+        await app.cancel(held)
+        await eventually(lambda: finished(app, job.id), what="the parent to complete")
+    # Then the workflow is done (its parent decides, not its newest job, the cancelled child)
+    info = await app.workflow(job.id)
+    assert info.status.value == "done", info

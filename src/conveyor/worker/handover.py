@@ -86,6 +86,14 @@ class HandOver:
             )
         meta = encoded_meta(job.meta) if job.meta else None
         for i, nj in enumerate(jobs):
+            if nj.idempotency_key is not None:
+                # A child's fixed id already makes its creation exactly-once; a key matching
+                # another job would store nothing and leave the parent waiting for ever.
+                raise ValidationError(
+                    f"items[{i}]: a child takes no idempotency_key (its id is fixed with the "
+                    "parent's park, so it is created exactly once)",
+                    field=f"items[{i}].idempotency_key",
+                )
             if nj.tenant != job.tenant:
                 raise ValidationError(
                     f"items[{i}]: a child runs under its parent's tenant",
