@@ -22,10 +22,12 @@ from .backends.base import (
     EventFilter,
     JobPage,
     ListParams,
+    NewBatch,
     NewJob,
     QueueStats,
     WorkerInfo,
 )
+from .backends.batches import BATCH_TTL
 from .batch import Batch
 from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError
 from .hooks import Enqueuing, HookBus
@@ -159,30 +161,84 @@ class Producer:
         priority: int | str | None = None,
         delay: float | timedelta | datetime | None = None,
         tenant: str | None = None,
+        batch: str | None = None,
+        on_complete: Any = None,
+        on_success: Any = None,
+        batch_ttl: float | timedelta | None = None,
     ) -> Batch:
         """Store many jobs atomically (all or none) in one round trip; returns a `Batch` handle.
 
         Each item is ``(task, payload)`` or a dict with ``task``, ``payload`` and optionally
         ``priority``, ``delay``, ``idempotency_key``, ``tenant``, ``max_attempts``, ``meta``.
+
+        Callbacks: ``on_complete`` (a task name, a `Task`, or a dict with ``task`` and
+        optionally ``priority``, ``max_attempts``, ``meta``) is enqueued once when every member
+        has ended (completed, failed for good or cancelled); ``on_success`` only if they all
+        completed. Either gives the batch a durable record kept ``batch_ttl`` seconds (default
+        7 days) after the callbacks fired. ``batch``: add the items to that open batch of this
+        ``tenant`` instead (`BatchNotFound`, or `BatchClosed` once its callbacks fired).
         """
         now = time.time()
-        batch_id = new_id()
         prio, secs = check_options(priority, delay, None, tenant, None, now)
+        check_lookups(batch=batch)
+        record: NewBatch | None = None
+        if batch is not None:
+            if on_complete is not None or on_success is not None or batch_ttl is not None:
+                raise ValidationError(
+                    "on_complete, on_success and batch_ttl are set when a batch is created, "
+                    "not when members are added to it",
+                    field="batch",
+                )
+            batch_id = batch
+            record = NewBatch(batch, tenant)
+        else:
+            batch_id = new_id()
+            if on_complete is not None or on_success is not None:
+                record = self._new_batch(batch_id, tenant, on_complete, on_success, batch_ttl, now)
         jobs = self._builder.many(items, prio, secs, tenant, batch_id, now)
+        if record is not None:
+            others = [i for i, nj in enumerate(jobs) if nj.tenant != tenant]
+            if others:
+                raise ValidationError(
+                    f"items[{others[0]}]: a batch with callbacks holds one tenant's jobs only",
+                    field=f"items[{others[0]}].tenant",
+                )
+            if not jobs and record.create:
+                raise ValidationError("a batch with callbacks needs at least one job",
+                                      field="items")  # fmt: skip
         if jobs and self.bus.enqueue:
             self._before_enqueue(jobs)
         if not jobs:
             await self.open()
         store = self._store_telling if self.bus.event else self._store
-        res, spooled = await store(jobs, batch_id) if jobs else (None, False)
+        res, spooled = await store(jobs, batch_id, record) if jobs else (None, False)
         self._wake_workers()
         ids = res.ids if res else []
-        batch = Batch(self, batch_id, ids, res.created if res else [])
-        batch.spooled = spooled
-        return batch
+        handle = Batch(self, batch_id, ids, res.created if res else [],
+                       tenant=tenant if record is not None else None)  # fmt: skip
+        handle.spooled = spooled
+        return handle
+
+    def _new_batch(
+        self, batch_id: str, tenant: str | None, on_complete: Any, on_success: Any,
+        ttl: float | timedelta | None, now: float,
+    ) -> NewBatch:  # fmt: skip
+        secs = BATCH_TTL if ttl is None else ttl
+        if isinstance(secs, timedelta):
+            secs = secs.total_seconds()
+        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not 0 < secs < 1e10:
+            raise ValidationError(
+                f"batch_ttl must be a number of seconds > 0, got {brief(ttl)}", field="batch_ttl"
+            )
+        callbacks = [
+            self._builder.callback(name, spec, batch_id, tenant, now)
+            for name, spec in (("on_complete", on_complete), ("on_success", on_success))
+            if spec is not None
+        ]
+        return NewBatch(batch_id, tenant, callbacks, float(secs))
 
     async def _store_telling(
-        self, jobs: list[NewJob], group: str | None
+        self, jobs: list[NewJob], group: str | None, record: NewBatch | None = None
     ) -> tuple[EnqueueResult, bool]:
         """`_store` for ``on_event`` hooks: an ``enqueued`` event per job created, each before
         any event a worker of this process emits for it (the bus holds those meanwhile)."""
@@ -190,7 +246,7 @@ class Producer:
             self.bus.enqueuing(nj.id)
         made: dict[str, Job] = {}
         try:
-            res, spooled = await self._store(jobs, group)
+            res, spooled = await self._store(jobs, group, record)
             for nj, created in zip(jobs, res.created, strict=True):
                 if created:
                     job = made[nj.id] = job_from_new(nj, res.now)
@@ -200,9 +256,16 @@ class Producer:
                 self.bus.enqueued(nj.id, made.get(nj.id))
         return res, spooled
 
-    async def _store(self, jobs: list[NewJob], group: str | None) -> tuple[EnqueueResult, bool]:
-        """Store jobs in the backend, or in the spool (then True) when it is unreachable."""
+    async def _store(
+        self, jobs: list[NewJob], group: str | None, record: NewBatch | None = None
+    ) -> tuple[EnqueueResult, bool]:
+        """Store jobs in the backend, or in the spool (then True) when it is unreachable. The
+        members of a batch record go to the backend only: the record is checked as they are
+        stored (a spool could not refuse them once the batch closed)."""
         limits = self.catalog.max_queued or None
+        if record is not None:
+            await self.open()
+            return await self.backend.enqueue_batch(record, jobs, max_queued=limits), False
         if self._spooler is not None:
             return await self._spooler.store(jobs, group, limits)
         await self.open()

@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..job import Job, JobState
 from ..limits import Gate
+from .batches import BatchRecord, BatchStore, NewBatch
 from .records import (
     EVENTS_OLDEST,
     ApiKeyRecord,
@@ -170,8 +171,9 @@ class Listener(Protocol):
 
 
 @runtime_checkable
-class Backend(ScheduleStore, Protocol):
-    """Storage operations (the schedules' ones in `backends/schedules.py`). Unless stated
+class Backend(ScheduleStore, BatchStore, Protocol):
+    """Storage operations (the schedules' ones in `backends/schedules.py`, the batches' in
+    `backends/batches.py`). Unless stated
     otherwise each is atomic and safe to run concurrently from many processes; errors are
     translated to `conveyor.errors.BackendError` subclasses."""
 
@@ -272,7 +274,9 @@ class Backend(ScheduleStore, Protocol):
     async def batch_counts(self, batch: str, *, tenant: str | None = None) -> BatchCounts:
         """Counts by state of a batch's jobs (total 0 when unknown); with ``tenant``, of that
         tenant's jobs only (`enqueue_many` items may name tenants: a batch can hold several),
-        total 0 when it has none there."""
+        total 0 when it has none there. A batch with a record (callbacks) reads its total and
+        final counts from the record (they survive member retention; frozen once the callbacks
+        fired) and ``record`` is set; with ``tenant``, another tenant's record is unknown."""
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per-queue counts by state (O(1) per queue), live workers, recent run time and rate,
@@ -378,6 +382,8 @@ __all__ = [
     "ApiKeyRecord",
     "Backend",
     "BatchCounts",
+    "BatchRecord",
+    "BatchStore",
     "Capabilities",
     "ClaimParams",
     "ClaimResult",
@@ -390,6 +396,7 @@ __all__ = [
     "JobPage",
     "ListParams",
     "Listener",
+    "NewBatch",
     "NewJob",
     "Outcome",
     "OutcomeKind",

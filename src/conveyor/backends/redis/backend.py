@@ -39,6 +39,7 @@ from ..base import (
     EventType,
     JobPage,
     ListParams,
+    NewBatch,
     NewJob,
     Outcome,
     QueueStats,
@@ -51,6 +52,7 @@ from ..base import (
     WorkerInfo,
 )
 from . import admin, producer, reads, registry, retention, schedules
+from . import batches as bt
 from .attempts import Attempts
 from .codec import STATES, job_from_hash, pairs
 from .connection import Gate, deadline, make_client, operations, redis_options, unavailable
@@ -183,6 +185,18 @@ class RedisBackend:
     ) -> EnqueueResult:
         return await producer.enqueue_jobs(self, jobs, max_queued)
 
+    async def enqueue_batch(
+        self,
+        batch: NewBatch,
+        jobs: Sequence[NewJob],
+        *,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> EnqueueResult:
+        return await bt.enqueue_batch(self, batch, jobs, max_queued)
+
+    async def settle_batches(self, queues: Sequence[str]) -> int:
+        return await bt.settle(self, queues)
+
     # -- the worker's attempts (attempts.py) ------------------------------------------------------
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
@@ -270,7 +284,10 @@ class RedisBackend:
         return job_from_hash(job_id, queue, pairs(out))
 
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        return await self._steer("cancel", job_id, tenant)
+        job = await self._steer("cancel", job_id, tenant)
+        if job.batch is not None:  # it may have been the last member to end
+            await bt.settle(self, [job.queue])
+        return job
 
     async def retry_job(
         self,
@@ -298,6 +315,9 @@ class RedisBackend:
         return await reads.list_jobs(self, params)
 
     async def batch_counts(self, batch: str, *, tenant: str | None = None) -> BatchCounts:
+        recorded = await bt.counts(self, batch, tenant)
+        if recorded is not None:
+            return recorded
         return await reads.batch_counts(self, batch, tenant)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:

@@ -13,7 +13,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from ...errors import ConveyorError, JobNotFound, JobStateError, QueueFull
 
 NAMES = (
-    "admit", "batch", "cancel", "claim", "cost", "enqueue", "event", "events", "extend", "finish",
+    "admit", "badd", "batch", "bdone", "bfire", "bpart", "bstate", "cancel", "claim", "cost", "enqueue", "event", "events", "extend", "finish",
     "heartbeat", "keyrevoke", "keystore", "pause", "peek", "progress", "prune", "recover",
     "release", "reserve", "retry", "trim", "workers",
 )  # fmt: skip

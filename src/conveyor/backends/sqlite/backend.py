@@ -35,6 +35,7 @@ from ..base import (
     JobPage,
     Listener,
     ListParams,
+    NewBatch,
     NewJob,
     Outcome,
     QueueStats,
@@ -48,12 +49,13 @@ from ..base import (
 )
 from ..outcomes import finish_each
 from . import admin, attempts, gates, migrations, ops, schedules
+from . import batches as bt
 from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 from .url import parse_sqlite_url
 
-SCHEMA_VERSION = "9"
+SCHEMA_VERSION = "10"
 
 
 class SqliteBackend:
@@ -90,7 +92,8 @@ class SqliteBackend:
         # Refuse another application's file before changing anything in it (WAL is persistent).
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         ours = {"conveyor_meta", "jobs", "events", "counts", "rates", "workers", "sqlite_sequence",
-                "gates", "flows", "costs", "paused_queues", "api_keys", "schedules"}  # fmt: skip
+                "gates", "flows", "costs", "paused_queues", "api_keys", "schedules",
+                "batches"}  # fmt: skip
         if "conveyor_meta" not in tables and tables - ours:
             raise BackendCorrupt(
                 f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
@@ -123,6 +126,7 @@ class SqliteBackend:
             "6": migrations.migrate_6_to_7,
             "7": migrations.migrate_7_to_8,
             "8": migrations.migrate_8_to_9,
+            "9": migrations.migrate_9_to_10,
         }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
@@ -203,6 +207,19 @@ class SqliteBackend:
     ) -> EnqueueResult:
         result: EnqueueResult = await self._run(ops.enqueue, jobs, max_queued, notify=b"w")
         return result
+
+    async def enqueue_batch(
+        self,
+        batch: NewBatch,
+        jobs: Sequence[NewJob],
+        *,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> EnqueueResult:
+        result: EnqueueResult = await self._run(bt.enqueue, batch, jobs, max_queued, notify=b"w")
+        return result
+
+    async def settle_batches(self, queues: Sequence[str]) -> int:
+        return 0  # callbacks fire in the transaction of the member that ended last
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
         result: ClaimResult = await self._run(ops.claim, params)

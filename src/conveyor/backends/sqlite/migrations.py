@@ -105,3 +105,10 @@ def migrate_8_to_9(conn: sqlite3.Connection) -> None:
     for stmt in _statements(_schema()):
         if "schedules (" in stmt:
             conn.execute(stmt)
+
+
+def migrate_9_to_10(conn: sqlite3.Connection) -> None:
+    """Schema 10 adds the batch records (batches with callbacks)."""
+    for stmt in _statements(_schema()):
+        if "batches (" in stmt:
+            conn.execute(stmt)
