@@ -276,7 +276,7 @@ class Attempts:
             queues = set(await self._by_queue(job_ids))
         try:
             await self._b.settle_batches(sorted(queues))
-        except Exception as exc:  # noqa: BLE001 - the finish stands; the sweep retries
+        except Exception as exc:
             log.error("worker %s: checking batch callbacks failed (%s); the sweep retries",
                       worker, str(exc)[:200])  # fmt: skip
 
