@@ -27,6 +27,11 @@ def build_app(url: str, *, max_queued_default: int | None = None, **options: Any
         await asyncio.sleep(seconds)
         return "held"
 
+    @app.task(queue="default")
+    async def batch_done(batch: str, counts: dict[str, int], total: int) -> dict[str, Any]:
+        """A batch callback: answers what it was given."""
+        return {"batch": batch, "counts": counts, "total": total}
+
     @app.task(queue="default", retries=0)
     def digest(ctx: Context, file: Any = None, note: str | None = None) -> dict[str, Any]:
         """Reads its uploaded file through ctx.file: its sha256, size and client name."""
