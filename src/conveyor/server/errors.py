@@ -14,10 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
     BackendError,
-    ConveyorError,
-    EventsTrimmed,
     BatchClosed,
     BatchNotFound,
+    ConveyorError,
+    EventsTrimmed,
     JobNotFound,
     JobStateError,
     QueueFull,
