@@ -145,6 +145,20 @@ ROUTES: dict[tuple[str, str], Route] = {
             ),
         ],
     ),
+    ("POST", "/v1/batches/{batch_id}/jobs"): Route(
+        own=lambda w: Call(
+            "POST", f"/v1/batches/{w.batch}/jobs", json={"jobs": [{"task": "echo"}]}
+        ),
+        b=lambda w: [
+            Call("POST", f"/v1/batches/{w.batch}/jobs", NF, json={"jobs": [{"task": "echo"}]}),
+            Call(
+                "POST",
+                f"/v1/batches/{w.batch}/jobs",
+                NO,
+                json={"jobs": [{"task": "echo"}], "tenant": A},
+            ),  # fmt: skip
+        ],
+    ),
     ("GET", "/v1/batches/{batch_id}"): Route(
         own=lambda w: Call("GET", f"/v1/batches/{w.batch}"),
         b=lambda w: [
@@ -161,6 +175,7 @@ ROUTES: dict[tuple[str, str], Route] = {
                     "done": 0,
                     "percent": 0.0,
                     "eta": None,
+                    "record": None,
                 },
             ),
         ],

@@ -109,7 +109,8 @@ async def enqueue_jobs(
         tokens = await _admit(b, jobs, by_queue, limits)
     calls = [
         ("enqueue", q, [_rows(jobs, idx), _specs(jobs, idx), limits.get(q, ""),
-                        tokens.get(q, ""), "" if batch_deadline is None else repr(batch_deadline),
+                        tokens.get(q, ""), "", "", "",
+                        "" if batch_deadline is None else repr(batch_deadline),
                         "" if once_ttl is None else repr(once_ttl)])
         for q, idx in by_queue.items()
     ]  # fmt: skip

@@ -8,10 +8,11 @@
 -- ARGV[3] the queue's max_queued, or '' (unlimited): refused when the jobs it would create do
 --         not fit (includes/backpressure.lua), unless ARGV[4] names a reservation admit.lua made
 -- ARGV[4] the token of this call's reservation, or ''
--- ARGV[5] members of a batch with callbacks: the deadline (Redis time) of the batch
+-- ARGV[5..7] '' (the arguments of the tick prelude, cron.lua)
+-- ARGV[8] members of a batch with callbacks: the deadline (Redis time) of the batch
 --         reservation (badd.lua); refused after it ('BATCHLATE', nothing stored). Each created
 --         job with a batch counts in its part `bp:<batch>` (includes/common.lua). '' otherwise
--- ARGV[6] batch callbacks: seconds a marker `once:<id>` keeps each created job's id after
+-- ARGV[9] batch callbacks: seconds a marker `once:<id>` keeps each created job's id after
 --         it, so that the id is never stored again even once retention deleted the job ('')
 -- Idempotency keys are per (queue, tenant): `idem:<tenant>` (`idem` without a tenant). A
 -- tenant's jobs are also listed in `tn:<tenant>` (score 0: ids sort by creation time).
@@ -20,9 +21,9 @@
 -- or the id is stored already); error 'QUEUEFULL <count> <needed> <limit>' (nothing stored)
 local jobs = cjson.decode(ARGV[1])
 local now = now_s()
-local parted = (ARGV[5] or '') ~= ''
-if parted and now > tonumber(ARGV[5]) then return redis.error_reply('BATCHLATE') end
-local once = tonumber(ARGV[6] or '')
+local parted = (ARGV[8] or '') ~= ''
+if parted and now > tonumber(ARGV[8]) then return redis.error_reply('BATCHLATE') end
+local once = tonumber(ARGV[9] or '')
 local limit = tonumber(ARGV[3] or '')
 if limit then
   local held = (ARGV[4] or '') ~= '' and rsv_drop(ARGV[4])
