@@ -156,7 +156,7 @@ ROUTES: dict[tuple[str, str], Route] = {
                 f"/v1/batches/{w.batch}/jobs",
                 NO,
                 json={"jobs": [{"task": "echo"}], "tenant": A},
-            ),  # fmt: skip
+            ),
         ],
     ),
     ("GET", "/v1/batches/{batch_id}"): Route(
