@@ -11,6 +11,7 @@ from .backends.base import (
     Retention,
 )
 from .batch import Batch, BatchStatus
+from .chains import Next
 from .cron import ScheduleInfo
 from .errors import (
     AuthError,
@@ -34,6 +35,7 @@ from .errors import (
     UnknownTask,
     UploadNotFound,
     ValidationError,
+    WorkflowNotFound,
 )
 from .hooks import Enqueuing, Hooks
 from .job import Job, JobState, Progress
@@ -42,6 +44,7 @@ from .retry import Backoff
 from .task import Task
 from .worker.context import Context
 from .worker.runtime import Worker
+from .workflows import WorkflowInfo, WorkflowState, WorkflowStep
 
 __version__ = "0.1.0"
 
@@ -91,6 +94,7 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "JobStateError",
+    "Next",
     "Outcome",
     "OutcomeKind",
     "Permanent",
@@ -107,4 +111,8 @@ __all__ = [
     "UploadNotFound",
     "ValidationError",
     "Worker",
+    "WorkflowInfo",
+    "WorkflowNotFound",
+    "WorkflowState",
+    "WorkflowStep",
 ]

@@ -276,6 +276,7 @@ from . import (  # noqa: E402, F401
     cli_stats,
     cli_wait,
     cli_workers,
+    cli_workflows,
 )
 from .cli_worker import parse_queues  # noqa: E402, F401
 

@@ -141,6 +141,7 @@ def _job_detail(job: Job) -> Table:
                                                 else json.dumps(d["result"], default=str)),
         ("error", "" if not job.error else f"{job.error.get('type')}: {job.error.get('message')}"),
         ("tenant", job.tenant), ("batch", job.batch), ("idempotency key", job.idempotency_key),
+        ("workflow", _workflow_of(job)), ("next", ", ".join(job.next_jobs)),
         ("created", _when(job.created_at)), ("scheduled for", _when(job.scheduled_for)),
         ("started", _when(job.started_at)), ("finished", _when(job.finished_at)),
         ("worker", job.worker),
@@ -149,6 +150,13 @@ def _job_detail(job: Job) -> Table:
         if value not in (None, ""):
             t.add_row(key, escape(str(value)))
     return t
+
+
+def _workflow_of(job: Job) -> str | None:
+    """``<workflow id>, step <label>`` for a job in a workflow (a step, or a first step that
+    handed over); None for a plain job."""
+    wf = job.workflow or (job.id if job.next_jobs else None)
+    return None if wf is None else f"{wf}, step {job.step or job.task}"
 
 
 @main.command()

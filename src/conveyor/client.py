@@ -39,6 +39,7 @@ from .client_errors import error_of, transport_error
 from .errors import JobCancelled, JobFailed, ValidationError
 from .job import Job, JobState, Progress
 from .sync import SyncFacade
+from .workflows import WorkflowInfo, workflow_of
 
 try:
     import httpx
@@ -79,6 +80,7 @@ def job_of(data: Mapping[str, Any]) -> Job:
     kw["status"] = JobState(data["status"])
     kw["progress"] = Progress(**(data.get("progress") or {}))
     kw["meta"] = data.get("meta") or {}
+    kw["next_jobs"] = tuple(data.get("next_jobs") or ())
     return Job(**kw)
 
 
@@ -212,6 +214,12 @@ class Client:
     async def get(self, job_id: str) -> Job:
         """One job; `JobNotFound` also for another tenant's."""
         return job_of(await self._call("GET", f"/v1/jobs/{_segment(job_id)}"))
+
+    async def workflow(self, workflow_id: str) -> WorkflowInfo:
+        """A workflow (chain) by its first job's id; `WorkflowNotFound` also for another
+        tenant's."""
+        out = await self._call("GET", f"/v1/workflows/{_segment(workflow_id)}")
+        return workflow_of(out)
 
     async def list(
         self,

@@ -19,6 +19,7 @@ from .errors import (
     RemoteError,
     UnknownTask,
     ValidationError,
+    WorkflowNotFound,
 )
 
 
@@ -41,6 +42,8 @@ def error_of(status: int, content: bytes, headers: Mapping[str, str], path: str)
     if status in (401, 403):
         return AuthError(message, status=status, code=code)
     if status == 404 and code == "not_found":
+        if path.strip("/").startswith("v1/workflows/"):
+            return WorkflowNotFound(ident)
         return JobNotFound(_job_id(path) or ident)
     if status == 409 and code == "events_trimmed":
         return EventsTrimmed(str(err.get("cursor", "")), str(err.get("resume", "")))

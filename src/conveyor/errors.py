@@ -6,6 +6,7 @@ ConveyorError
 ├── ValidationError           bad enqueue input: payload, priority, delay   (also ValueError)
 │   └── UnknownTask           a task name no handler is registered for
 ├── JobNotFound               no job with that id                           (also KeyError)
+│   └── WorkflowNotFound      no workflow with that id
 ├── UploadNotFound            no upload with that id readable by this job   (also KeyError)
 ├── BatchNotFound             no batch record with that id (for this tenant)  (also KeyError)
 ├── JobStateError             the transition is not allowed from the job's state
@@ -73,6 +74,13 @@ class JobNotFound(ConveyorError, KeyError):
 
     def __str__(self) -> str:
         return f"job {self.job_id!r} not found"
+
+
+class WorkflowNotFound(JobNotFound):
+    """No workflow has this id (no job of that id, or another tenant's)."""
+
+    def __str__(self) -> str:
+        return f"workflow {self.job_id!r} not found"
 
 
 class UploadNotFound(ConveyorError, KeyError):
@@ -277,4 +285,5 @@ __all__ = [
     "UnknownTask",
     "UploadNotFound",
     "ValidationError",
+    "WorkflowNotFound",
 ]

@@ -214,6 +214,12 @@ class Job:
     # matched an existing job, which is what was returned). None on jobs read back. Last: the
     # backends build jobs positionally up to ``cost``.
     created: bool | None = None
+    # Chains (`conveyor.chains`): the step label this job runs under (None: its task's name),
+    # the number of steps its workflow declared (None: not declared), and the ids of the jobs
+    # created in the same atomic step as its outcome (a handler's `Next`).
+    step: str | None = None
+    steps: int | None = None
+    next_jobs: tuple[str, ...] = ()
 
     @property
     def eta(self) -> float | None:
@@ -230,6 +236,7 @@ class Job:
         data = asdict(self)
         data["status"] = self.status.value
         data["eta"] = self.eta
+        data["next_jobs"] = list(self.next_jobs)
         return data
 
 

@@ -54,6 +54,7 @@ class JobBuilder:
             o.max_attempts if max_attempts is None else max_attempts,
             o.max_stalls, o.timeout, o.lease, delay, tenant, batch, None, None, idempotency_key,
         )  # fmt: skip
+        nj.step, nj.steps = o.step, o.steps
         rules = t.rules
         if rules:
             nj.gates = rules.gates(clean, tenant)
@@ -136,46 +137,6 @@ class JobBuilder:
             nj.meta = encoded_meta(item["meta"])
         return nj
 
-    def callback(
-        self, name: str, spec: Any, batch: str, tenant: str | None, now: float
-    ) -> tuple[str, NewJob]:
-        """The template of a batch callback (``on_complete``/``on_success``): a task name, a
-        `Task`, or a dict with ``task`` and optionally ``priority``, ``max_attempts``,
-        ``meta``. The task must accept the callback payload (``batch``, ``counts``,
-        ``total``); it runs in its own queue with its own options."""
-        from .backends.batches import callback_id, callback_payload
-
-        item = spec if isinstance(spec, dict) else {"task": spec}
-        unknown = [k for k in item if k not in ("task", "priority", "max_attempts", "meta")]
-        if unknown or "task" not in item:
-            why = f"unknown key {brief(unknown[0])}" if unknown else "no 'task'"
-            raise ValidationError(f"{name}: {why}", field=name)
-        t = self.catalog.lookup(item["task"])
-        if t.rules:
-            raise ValidationError(
-                f"{name}: task {t.name!r} has flow limits, which batch callbacks do not take",
-                field=name,
-            )
-        prio, _ = check_options(item.get("priority"), None, None, tenant,
-                                item.get("max_attempts"), now)  # fmt: skip
-        try:  # the payload shape the callback will get, checked against the task now
-            self.new_job(t, callback_payload(batch, {}, 0), None, 0.0, None, tenant, None, None)
-        except ValidationError as exc:
-            raise ValidationError(
-                f"{name}: task {t.name!r} must accept the callback payload (batch: str, "
-                f"counts: dict, total: int): {exc}",
-                field=name,
-            ) from None
-        o = t.options
-        nj = NewJob(
-            callback_id(batch, name), o.queue, t.name, "", o.priority if prio is None else prio,
-            item.get("max_attempts") or o.max_attempts, o.max_stalls, o.timeout, o.lease, 0.0,
-            tenant,
-        )  # fmt: skip
-        if "meta" in item:
-            nj.meta = encoded_meta(item["meta"])
-        return name, nj
-
 
 def job_from_new(nj: NewJob, now: float) -> Job:
     """The `Job` a producer returns for a job it just stored (``now``: the backend's time)."""
@@ -186,5 +147,6 @@ def job_from_new(nj: NewJob, now: float) -> Job:
         nj.id, nj.queue, nj.task, loads(nj.payload), nj.priority,
         JobState.SCHEDULED if scheduled else JobState.QUEUED, 0, nj.max_attempts, 0, nj.max_stalls,
         nj.timeout, nj.lease, Progress(), None, None, nj.tenant, nj.batch, nj.workflow, nj.parent,
-        nj.idempotency_key, now, scheduled, meta=decoded_meta(nj.meta),
+        nj.idempotency_key, now, scheduled, meta=decoded_meta(nj.meta), step=nj.step,
+        steps=nj.steps,
     )  # fmt: skip

@@ -27,15 +27,16 @@ from .backends.base import (
     QueueStats,
     WorkerInfo,
 )
-from .backends.batches import BATCH_TTL
 from .batch import Batch
-from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError
+from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError, WorkflowNotFound
 from .hooks import Enqueuing, HookBus
 from .inputs import PayloadLimits, brief
-from .job import Job, JobState, new_id
+from .job import Job, JobState
 from .meta import decoded_meta, encoded_meta
+from .newbatches import batch_of_call, check_members
 from .newjobs import EnqueueItem, JobBuilder, job_from_new
 from .options import check_lookups, check_options
+from .workflows import WorkflowInfo, workflow_info
 
 log = logging.getLogger("conveyor")
 
@@ -180,32 +181,11 @@ class Producer:
         """
         now = time.time()
         prio, secs = check_options(priority, delay, None, tenant, None, now)
-        check_lookups(batch=batch)
-        record: NewBatch | None = None
-        if batch is not None:
-            if on_complete is not None or on_success is not None or batch_ttl is not None:
-                raise ValidationError(
-                    "on_complete, on_success and batch_ttl are set when a batch is created, "
-                    "not when members are added to it",
-                    field="batch",
-                )
-            batch_id = batch
-            record = NewBatch(batch, tenant)
-        else:
-            batch_id = new_id()
-            if on_complete is not None or on_success is not None:
-                record = self._new_batch(batch_id, tenant, on_complete, on_success, batch_ttl, now)
+        batch_id, record = batch_of_call(self._builder, tenant, batch, on_complete, on_success,
+                                         batch_ttl, now)  # fmt: skip
         jobs = self._builder.many(items, prio, secs, tenant, batch_id, now)
         if record is not None:
-            others = [i for i, nj in enumerate(jobs) if nj.tenant != tenant]
-            if others:
-                raise ValidationError(
-                    f"items[{others[0]}]: a batch with callbacks holds one tenant's jobs only",
-                    field=f"items[{others[0]}].tenant",
-                )
-            if not jobs and record.create:
-                raise ValidationError("a batch with callbacks needs at least one job",
-                                      field="items")  # fmt: skip
+            check_members(record, jobs, tenant)
         if jobs and self.bus.enqueue:
             self._before_enqueue(jobs)
         if not jobs:
@@ -218,24 +198,6 @@ class Producer:
                        tenant=tenant if record is not None else None)  # fmt: skip
         handle.spooled = spooled
         return handle
-
-    def _new_batch(
-        self, batch_id: str, tenant: str | None, on_complete: Any, on_success: Any,
-        ttl: float | timedelta | None, now: float,
-    ) -> NewBatch:  # fmt: skip
-        secs = BATCH_TTL if ttl is None else ttl
-        if isinstance(secs, timedelta):
-            secs = secs.total_seconds()
-        if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not 0 < secs < 1e10:
-            raise ValidationError(
-                f"batch_ttl must be a number of seconds > 0, got {brief(ttl)}", field="batch_ttl"
-            )
-        callbacks = [
-            self._builder.callback(name, spec, batch_id, tenant, now)
-            for name, spec in (("on_complete", on_complete), ("on_success", on_success))
-            if spec is not None
-        ]
-        return NewBatch(batch_id, tenant, callbacks, float(secs))
 
     async def _store_telling(
         self, jobs: list[NewJob], group: str | None, record: NewBatch | None = None
@@ -370,6 +332,17 @@ class Producer:
         check_lookups(batch_id=batch_id, tenant=tenant)
         await self.open()
         return Batch(self, batch_id, [], [], tenant=tenant)
+
+    async def workflow(self, workflow_id: str, *, tenant: str | None = None) -> WorkflowInfo:
+        """The workflow (chain) whose first job has this id: state, current step, the steps in
+        order and progress (`conveyor.workflows`). Raises `WorkflowNotFound`, also for another
+        tenant's workflow when ``tenant`` is given."""
+        check_lookups(job_id=workflow_id, tenant=tenant)
+        await self.open()
+        jobs = await self.backend.workflow_jobs(workflow_id, tenant=tenant)
+        if not jobs:
+            raise WorkflowNotFound(workflow_id)
+        return workflow_info(workflow_id, jobs)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per queue: counts by state, live workers and their concurrency, run time, rate, and

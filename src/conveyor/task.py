@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from .chains import check_step
 from .errors import ConfigurationError, ValidationError
 from .inputs import brief, field_path
 from .job import parse_priority
@@ -52,6 +53,8 @@ class TaskOptions:
     rate_limit: tuple[RateLimit, ...] = ()
     concurrency: tuple[Concurrency, ...] = ()
     breaker: CircuitBreaker | None = None
+    step: str | None = None  # chains: the step label of its jobs (None: the task's name)
+    steps: int | None = None  # chains: the number of steps of the workflow it starts
 
     def __post_init__(self) -> None:
         if not isinstance(self.queue, str) or not QUEUE_NAME.fullmatch(self.queue):
@@ -64,6 +67,7 @@ class TaskOptions:
             raise ConfigurationError(f"lease must be >= 0.5 seconds, got {self.lease}")
         if self.max_stalls < 0:
             raise ConfigurationError(f"max_stalls must be >= 0, got {self.max_stalls}")
+        check_step(self.step, self.steps, ConfigurationError)
 
     @property
     def max_attempts(self) -> int:
@@ -352,6 +356,8 @@ def make_options(
     rate_limit: str | RateLimit | list[RateLimit] | None = None,
     concurrency: int | Concurrency | list[Concurrency] | None = None,
     breaker: bool | CircuitBreaker | None = None,
+    step: str | None = None,
+    steps: int | None = None,
 ) -> TaskOptions:
     """Build TaskOptions from @app.task keyword arguments, naming the bad one on error."""
     if isinstance(retries, bool) or not isinstance(retries, int):
@@ -376,4 +382,5 @@ def make_options(
     return TaskOptions(
         queue, prio, retries, b, timeout, lease, max_stalls,
         as_rate_limits(rate_limit, "task"), as_concurrency(concurrency, "task"), as_breaker(breaker),
+        step, steps,
     )  # fmt: skip

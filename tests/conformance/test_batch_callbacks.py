@@ -15,6 +15,7 @@ from conveyor import (
     Conveyor,
     Job,
     JobState,
+    Next,
     Permanent,
     Retention,
     Retry,
@@ -233,6 +234,49 @@ async def test_the_callback_is_retried_not_enqueued_again(app: Conveyor) -> None
     # Then the one callback job completed on its second attempt
     assert job.attempt == 2 and job.result == "ok" and attempts == [1, 1]
     assert len(await _jobs_of(app, "flaky")) == 1
+
+
+async def test_a_member_that_hands_over_ends_and_its_next_step_stays_out(
+    app: Conveyor,
+) -> None:
+    # Given a batch of two members whose handlers continue in a chain (`Next`), the next steps
+    # held until released
+    seen: list[dict[str, Any]] = []
+    _callbacks(app, seen)
+    release = asyncio.Event()
+
+    @app.task
+    async def part(i: int) -> Next:
+        return Next("after", {"i": i}, result=i)
+
+    @app.task(queue="later")
+    async def after(i: int) -> int:
+        await release.wait()
+        return i
+
+    batch = await app.enqueue_many([("part", {"i": i}) for i in range(2)], on_complete="done")
+    async with app.worker(concurrency=4, queues=["default", "later", "callbacks"]):
+        # When the members complete, handing over
+        job = await eventually(lambda: _callback_done(app, "done"), what="on_complete to run")
+        # Then the callback ran once with both members completed, while the next steps run
+        nexts = (await app.list(task="after", limit=10)).jobs
+        assert len(nexts) == 2 and all(j.status is JobState.ACTIVE for j in nexts)
+        assert seen == [{"task": "done", "batch": batch.id, "total": 2,
+                         "counts": {"completed": 2, "failed": 0, "cancelled": 0}}]  # fmt: skip
+        # And the next steps are not members: no batch, the workflow of their member
+        assert all(j.batch is None for j in nexts)
+        assert {j.workflow for j in nexts} == set(batch.ids)
+        release.set()
+        await eventually(lambda: _all_done(app, "after"), what="the next steps")
+    # Then nothing fired again and the batch still counts its two members
+    assert len(await _jobs_of(app, "done")) == 1 and job.attempt == 1 and len(seen) == 1
+    st = await batch.status()
+    assert (st.total, st.counts) == (2, {"completed": 2})
+
+
+async def _all_done(app: Conveyor, task: str) -> bool:
+    jobs = await _jobs_of(app, task)
+    return bool(jobs) and all(j.status is JobState.COMPLETED for j in jobs)
 
 
 async def test_a_batch_record_belongs_to_its_tenant(app: Conveyor) -> None:

@@ -42,8 +42,11 @@ async def test_stats_show_admins_every_tenant_and_tenants_only_their_own_jobs(
         one = (await http.get("/v1/stats", params={"tenant": "acme"})).json()
         assert one["tenant"] == "acme" and one["queues"]["default"]["counts"]["queued"] == 2
     async with client(srv, acme) as http:
-        # When tenant acme reads them (asking for another tenant changes nothing)
-        for params in ({}, {"tenant": "globex"}):
+        # When tenant acme asks for another tenant's, then it is refused
+        r = await http.get("/v1/stats", params={"tenant": "globex"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+        # When tenant acme reads them
+        for params in ({}, {"tenant": "acme"}):
             body = (await http.get("/v1/stats", params=params)).json()
             # Then it sees only its own counts, no aggregate figures, and not globex's queue
             assert body["tenant"] == "acme"

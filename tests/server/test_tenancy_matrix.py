@@ -159,6 +159,12 @@ ROUTES: dict[tuple[str, str], Route] = {
             ),
         ],
     ),
+    ("GET", "/v1/workflows/{workflow_id}"): Route(
+        # every job of A is a workflow of one step (or the first of one): B gets 404 for each
+        own=lambda w: Call("GET", f"/v1/workflows/{w.done}"),
+        b=each_job("GET", "/v1/workflows/{job}"),
+        sees=lambda w: w.done,
+    ),
     ("GET", "/v1/batches/{batch_id}"): Route(
         own=lambda w: Call("GET", f"/v1/batches/{w.batch}"),
         b=lambda w: [
@@ -224,7 +230,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         own=lambda w: Call("GET", "/v1/events", params=OLDEST),
         b=lambda w: [
             Call("GET", "/v1/events", params=OLDEST, shows=w.b_done),
-            Call("GET", "/v1/events", params={**OLDEST, "tenant": A}, shows=w.b_done),
+            Call("GET", "/v1/events", NO, params={**OLDEST, "tenant": A}),
             Call("GET", "/v1/events", params={**OLDEST, "queue": "default"}, shows=w.b_done),
             Call("GET", "/v1/events", params={**OLDEST, "queue": PRIVATE_QUEUE}),
             Call("GET", "/v1/events", params={**OLDEST, "since": w.a_event}, shows=w.b_done),
@@ -269,34 +275,38 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/uploads/{upload_id}"): Route(
         own=lambda w: Call("GET", f"/v1/uploads/{w.upload}"),
         b=lambda w: [
-            Call("GET", f"/v1/uploads/{w.upload}", NF, params=p) for p in (None, {"tenant": A})
+            Call("GET", f"/v1/uploads/{w.upload}", e, params=p)
+            for e, p in ((NF, None), (NO, {"tenant": A}))
         ],
         sees=lambda w: w.upload_job,
     ),
     ("GET", "/v1/uploads/{upload_id}/content"): Route(
         own=lambda w: Call("GET", f"/v1/uploads/{w.upload}/content"),
         b=lambda w: [
-            Call("GET", f"/v1/uploads/{w.upload}/content", NF, params=p)
-            for p in (None, {"tenant": A})
+            Call("GET", f"/v1/uploads/{w.upload}/content", e, params=p)
+            for e, p in ((NF, None), (NO, {"tenant": A}))
         ],
         sees=lambda w: SECRET,
     ),
     ("GET", "/v1/stats"): Route(
         own=lambda w: Call("GET", "/v1/stats"),
-        b=lambda w: [Call("GET", "/v1/stats", params=p) for p in (None, {"tenant": A})],
+        b=lambda w: [Call("GET", "/v1/stats"), Call("GET", "/v1/stats", NO, params={"tenant": A})],
         sees=lambda w: PRIVATE_QUEUE,
     ),
     ("GET", "/v1/queues"): Route(
         own=lambda w: Call("GET", "/v1/queues"),
-        b=lambda w: [Call("GET", "/v1/queues", params=p) for p in (None, {"tenant": A})],
+        b=lambda w: [
+            Call("GET", "/v1/queues"),
+            Call("GET", "/v1/queues", NO, params={"tenant": A}),
+        ],
         sees=lambda w: PRIVATE_QUEUE,
     ),
     ("GET", "/v1/queues/{queue}"): Route(
         own=lambda w: Call("GET", f"/v1/queues/{PRIVATE_QUEUE}"),
         b=lambda w: [
             Call("GET", f"/v1/queues/{PRIVATE_QUEUE}", NF),
-            Call("GET", f"/v1/queues/{PRIVATE_QUEUE}", NF, params={"tenant": A}),
-            Call("GET", "/v1/queues/default", params={"tenant": A}),
+            Call("GET", f"/v1/queues/{PRIVATE_QUEUE}", NO, params={"tenant": A}),
+            Call("GET", "/v1/queues/default", NO, params={"tenant": A}),
             Call("GET", "/v1/queues/slow"),
         ],
         sees=lambda w: PRIVATE_QUEUE,
@@ -447,3 +457,31 @@ async def test_the_admin_key_reads_tenant_a_objects(world: World) -> None:
         # And with ?tenant= it reads A's alone
         r = await admin.get("/v1/jobs", params={"tenant": A, "limit": 1000})
         assert {j["id"] for j in r.json()["jobs"]} == set(await all_jobs(w.store, A))
+
+
+async def test_a_tenant_key_naming_another_tenant_gets_403_on_every_route_that_takes_one(
+    world: World,
+) -> None:
+    # Given the GET routes whose OpenAPI lists a ``tenant`` query parameter
+    w = world
+    async with client(w.srv) as http:
+        doc = (await http.get("/openapi.json")).json()
+    takes_tenant = [
+        ("GET", path)
+        for path, ops in doc["paths"].items()
+        if any(
+            p["name"] == "tenant" and p["in"] == "query"
+            for p in ops.get("get", {}).get("parameters", [])
+        )
+    ]
+    assert takes_tenant, "no route takes ?tenant= (the test would prove nothing)"
+    async with client(w.srv, w.key_b) as b:
+        for route in takes_tenant:
+            # When tenant B's key calls it naming tenant A
+            call = ROUTES[route].own(w)
+            params = {**(call.params or {}), "tenant": A}
+            r = await b.request(call.method, call.url, params=params)
+            # Then it is refused as forbidden, not silently answered for B's own tenant
+            where = f"{route} -> {r.status_code} {r.text[:200]}"
+            assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", where
+            assert not leaked(r.text, w.a_names), where

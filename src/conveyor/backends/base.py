@@ -42,6 +42,7 @@ from .records import (
     WorkerInfo,
 )
 from .schedules import ScheduleState, ScheduleStore, TickClaim, TickOutcome, TickResult
+from .workflows import WorkflowStore
 
 
 @dataclass(slots=True)
@@ -68,6 +69,8 @@ class NewJob:
     flow: str | None = None
     gates: Sequence[Gate] = ()
     meta: str | None = None  # the job's meta, JSON-encoded (`conveyor.meta`); None: none
+    step: str | None = None  # chains: the step label (None: the task's name)
+    steps: int | None = None  # chains: the number of steps the workflow declares
 
 
 @dataclass(slots=True)
@@ -129,6 +132,10 @@ class Outcome:
     # For hooks only (never sent to the backend): how long the attempt ran in the worker, in
     # seconds from its start to its outcome; set when a hook listens to outcomes.
     seconds: float | None = None
+    # Jobs created in the same atomic step as this outcome, only if it applies (the hand-over
+    # seam: a chain's next step). Their ids are fixed before the outcome is sent, so a resent
+    # outcome never creates a second job. Never refused by ``max_queued``.
+    then: Sequence[NewJob] = ()
 
 
 @dataclass(slots=True)
@@ -171,11 +178,11 @@ class Listener(Protocol):
 
 
 @runtime_checkable
-class Backend(ScheduleStore, BatchStore, Protocol):
+class Backend(ScheduleStore, BatchStore, WorkflowStore, Protocol):
     """Storage operations (the schedules' ones in `backends/schedules.py`, the batches' in
-    `backends/batches.py`). Unless stated
-    otherwise each is atomic and safe to run concurrently from many processes; errors are
-    translated to `conveyor.errors.BackendError` subclasses."""
+    `backends/batches.py`, the workflow reads in `backends/workflows.py`). Unless stated otherwise
+    each is atomic and safe to run concurrently from many processes; errors are translated to
+    `conveyor.errors.BackendError` subclasses."""
 
     url: str
     capabilities: Capabilities
@@ -411,4 +418,5 @@ __all__ = [
     "TickResult",
     "WakeCallback",
     "WorkerInfo",
+    "WorkflowStore",
 ]

@@ -37,9 +37,14 @@ class Principal:
     read_only: bool = False
 
     def tenant_scope(self, requested: str | None = None) -> str | None:
-        """The tenant a read or action is confined to: a tenant key's own tenant whatever it asks
-        for; for an admin, the tenant it asked for (None: every tenant)."""
-        return requested if self.admin else self.tenant
+        """The tenant a read or action is confined to: a tenant key's own tenant (naming another
+        is refused with 403, never silently answered for its own); for an admin, the tenant it
+        asked for (None: every tenant)."""
+        if self.admin:
+            return requested
+        if requested is not None and requested != self.tenant:
+            raise ApiError(403, "forbidden", "a tenant API key can only name its own tenant")
+        return self.tenant
 
     def owns(self, tenant: str | None) -> bool:
         """Whether this caller may see an object of ``tenant``."""

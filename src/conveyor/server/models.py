@@ -52,6 +52,11 @@ class JobOut(BaseModel):
     meta: dict[str, Any] | None = None
     cost: dict[str, float] | None = None
     eta: float | None = Field(None, description="seconds until an active job should finish")
+    step: str | None = Field(None, description="chains: the step label (null: the task's name)")
+    steps: int | None = Field(None, description="chains: the steps its workflow declares")
+    next_jobs: list[str] = Field(
+        default_factory=list, description="chains: jobs created with its outcome (its Next)"
+    )
 
 
 class Estimate(BaseModel):

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..inputs import PayloadLimits
+
 if TYPE_CHECKING:
     from ..app import Conveyor
     from ..backends.base import Backend
@@ -45,11 +47,14 @@ class WorkerEnv:
     detach: Callable[[Worker], None] = field(default=_ignore)
     spooler: Spooler | None = None
     uploads: UploadStore | None = None
+    # What a chain's next payload may be (`Next`), as for the app's producers.
+    payload_limits: PayloadLimits = field(default_factory=PayloadLimits)
 
     @classmethod
     def of(cls, app: Conveyor) -> WorkerEnv:
         return cls(app.backend, app.catalog, app.bus, app.open, app._attach_worker,
-                   app._detach_worker, app._spooler, uploads=app.uploads)  # fmt: skip
+                   app._detach_worker, app._spooler, uploads=app.uploads,
+                   payload_limits=app.payload_limits)  # fmt: skip
 
 
 def on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[[str], object], arg: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import traceback
 from concurrent.futures import Executor
 from typing import Any
@@ -16,6 +17,7 @@ from ..job import Job
 from ..task import Task
 from .context import Context
 
+log = logging.getLogger("conveyor.worker")
 MAX_MESSAGE = 1000
 MAX_TRACEBACK = 4000
 _COMPLETED = OutcomeKind.COMPLETED
@@ -127,6 +129,16 @@ def outcome_for_result(job: Job, result: Any) -> Outcome:
                                   f"{problem}"[:MAX_MESSAGE]},
             )  # fmt: skip
     return Outcome(job.id, job.token, _COMPLETED, result)
+
+
+def log_failed(job: Job, outcome: Outcome) -> None:
+    """Log a failed attempt: retrying (info) or failed for good (warning); never the payload."""
+    message = outcome.error and outcome.error["message"]
+    if outcome.kind is OutcomeKind.RETRY:
+        log.info("job %s (%s) attempt %d failed, retrying in %.2fs: %s", job.id, job.task,
+                 job.attempt, outcome.retry_in, message)  # fmt: skip
+    else:
+        log.warning("job %s (%s) failed: %s", job.id, job.task, message)
 
 
 def outcome_for_error(job: Job, exc: BaseException, task: Task | None) -> Outcome:

@@ -29,7 +29,8 @@ from ..job import Job, new_id
 from ..registry import missing_handler
 from .context import Context
 from .env import WorkerEnv, on_loop
-from .executor import outcome_for_error, outcome_for_result, run_handler
+from .executor import log_failed, outcome_for_error, run_handler
+from .handover import HandOver
 from .services import Services
 from .slots import Claim, Held, Lanes, QueueSpec, parse_queue_spec, pool_options
 from .stopping import stop_worker
@@ -115,6 +116,7 @@ class Worker:
             max_workers=self.capacity, thread_name_prefix="conveyor-job"
         )
         self._services = Services(self, maintenance_interval)
+        self._handover = HandOver(env.catalog, env.payload_limits)
         self._suspects = Suspects(self)
         self._stopped = asyncio.Event()
         self._started_at = time.time()
@@ -232,6 +234,7 @@ class Worker:
                 for q, n in res.rate_limited.items():
                     self.rate_limited[q] = self.rate_limited.get(q, 0) + n
             self._services.outage.back()
+            self._services.forward_soon()
             self.round_trip += (time.monotonic() - began - self.round_trip) / 8
         except asyncio.CancelledError:
             self._acks = acks + self._acks  # for the flush at shutdown
@@ -327,7 +330,7 @@ class Worker:
                 )
             else:
                 result = await run_handler(task, job, r.ctx, self._pool)
-            outcome = outcome_for_result(job, result)
+            outcome = self._handover.result(job, result)  # a `Next`: the next step with it
         except asyncio.CancelledError:
             if r.lost or r.released:
                 return self._forget(r)
@@ -338,12 +341,7 @@ class Worker:
             if r.lost or r.released:
                 return self._forget(r)
             outcome = outcome_for_error(job, exc, task)
-            if outcome.kind is OutcomeKind.RETRY:
-                log.info("job %s (%s) attempt %d failed, retrying in %.2fs: %s", job.id, job.task,
-                         job.attempt, outcome.retry_in, outcome.error and outcome.error["message"])  # fmt: skip
-            else:
-                log.warning("job %s (%s) failed: %s", job.id, job.task,
-                            outcome.error and outcome.error["message"])  # fmt: skip
+            log_failed(job, outcome)
         if r.lost or r.released:
             return self._forget(r)
         if r.ctx._cost:
@@ -355,6 +353,8 @@ class Worker:
         self.processed += 1
         self.failed += outcome.kind is not OutcomeKind.COMPLETED
         self._acks.append(outcome)
+        if outcome.then:  # delivered right after the round that stores it (`services.py`)
+            self._services.handed_over.add(job.queue)
         if outcome.kind is OutcomeKind.RETRY:
             self._on_wake("work")  # the claim after this ack learns the retry's due time
         self._wake.set()

@@ -78,6 +78,9 @@ class Services:
         self._hung = False  # a backend call of this shutdown timed out
         self._stale_timer: asyncio.TimerHandle | None = None
         self._stale_due = 0.0  # monotonic time the stale check is due
+        # Queues whose acknowledged outcomes created jobs: their outboxes are forwarded after
+        # the round (`forward_soon`); every queue's is swept each maintenance pass.
+        self.handed_over: set[str] = set()
 
     def info(self) -> WorkerInfo:
         if self._published is None:  # schemas are worked out once per worker
@@ -252,6 +255,23 @@ class Services:
             else:
                 self.outage.back()
 
+    def forward_soon(self) -> None:
+        """After a round that stored outcomes with jobs to create: deliver them now (one more
+        round trip on Redis, where they wait in the finishing queue's outbox; nothing on
+        SQLite). A failure is left to the maintenance sweep."""
+        if not self.handed_over:
+            return
+        queues, self.handed_over = sorted(self.handed_over), set()
+        t = asyncio.create_task(self._forward(queues))
+        self._handing.add(t)
+        t.add_done_callback(self._handing.discard)
+
+    async def _forward(self, queues: list[str]) -> None:
+        try:
+            await self._worker.backend.forward_handovers(queues)
+        except Exception as exc:
+            self._failed("forwarding hand-overs", exc)
+
     async def _maintenance(self) -> None:
         w = self._worker
         backend, catalog = w.backend, w.catalog
@@ -263,6 +283,10 @@ class Services:
                 for rec in recovered:
                     log.warning("job %s: lease expired, now %s", rec.job_id, rec.state.value)
                 if recovered:
+                    w.notify_work()
+                # Jobs that outcomes created but a worker killed before delivering them left
+                # in its queues' outboxes (Redis): delivered here by any worker of the queue.
+                if await backend.forward_handovers(w.queues):
                     w.notify_work()
                 # Batches whose last member ended here but whose callbacks are not stored yet
                 # (the process that ended it died first; Redis only: SQLite fires in the

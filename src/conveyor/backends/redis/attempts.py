@@ -23,6 +23,7 @@ from ...errors import BackendUnavailable
 from ...job import Job
 from ..base import ClaimParams, ClaimResult, Outcome, OutcomeKind
 from ..outcomes import encode, finish_each
+from . import outbox
 from .codec import job_from_claim
 
 if TYPE_CHECKING:
@@ -65,18 +66,21 @@ class _Finish:
     """The arguments of one finish.lua call: completions without a result as one 'id token'
     list, those with one as (id, token, result) triples, the other outcomes as JSON."""
 
-    __slots__ = ("costs", "others", "plain", "rest")
+    __slots__ = ("costs", "handed", "others", "plain", "rest")
 
     def __init__(self) -> None:
         self.costs: list[tuple[str, int, dict[str, str]]] = []  # for cost.lua
         self.plain: list[str] = []
         self.rest: list[Any] = []
         self.others: list[tuple[Any, ...]] = []
+        self.handed: dict[str, list[tuple[str, str]]] = {}  # job id -> outbox entries
 
     def add(self, o: Outcome) -> None:
         if o.cost:
             self.costs.append((o.job_id, o.token, {u: repr(a) for u, a in o.cost.items()}))
-        if o.kind is OutcomeKind.COMPLETED and o.result is None and o.job_id.isalnum():
+        if o.then:
+            self.handed[o.job_id] = [(nj.id, outbox.entry(nj)) for nj in o.then]
+        elif o.kind is OutcomeKind.COMPLETED and o.result is None and o.job_id.isalnum():
             self.plain.append(f"{o.job_id} {o.token}")  # the common case, without encode()
             return
         e = encode(o)  # never raises: a bad outcome fails its own attempt
@@ -88,7 +92,8 @@ class _Finish:
 
     def args(self, worker: str) -> list[Any]:
         others = orjson.dumps(self.others).decode() if self.others else ""
-        return [worker, others, " ".join(self.plain), *self.rest]
+        handed = orjson.dumps(self.handed).decode() if self.handed else ""
+        return [worker, others, " ".join(self.plain), handed, *self.rest]
 
 
 def _sid(text: str) -> tuple[int, int]:

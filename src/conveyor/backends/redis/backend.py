@@ -59,13 +59,14 @@ from .connection import Gate, deadline, make_client, operations, redis_options, 
 from .events import EventLog
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha, translate
+from .workflows import RedisWorkflows
 
 log = logging.getLogger("conveyor.redis")
 CLOSE_TIMEOUT = 5.0
 
 
 @operations  # connection errors -> BackendUnavailable; cluster: wait for a connection
-class RedisBackend:
+class RedisBackend(RedisWorkflows):
     """`Backend` on Redis or Redis Cluster."""
 
     capabilities = Capabilities(cross_process=True, cross_host=True, blocking_wakeups=True)

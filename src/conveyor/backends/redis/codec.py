@@ -35,7 +35,8 @@ def job_from_hash(
         h.get("tn"), h.get("b"), h.get("wf"), h.get("pa"), h.get("ik"), float(h["c"]),
         _f(h.get("sf")), _f(h.get("sa")), _f(h.get("fa")), lease_expires_at, h.get("w"),
         int(h.get("tk", 0)), False, decoded_meta(h.get("m")),
-        orjson.loads(h["co"]) if "co" in h else None,
+        orjson.loads(h["co"]) if "co" in h else None, None, h.get("sl"),
+        int(h["ns"]) if "ns" in h else None, tuple(orjson.loads(h["nx"])) if "nx" in h else (),
     )  # fmt: skip
 
 

@@ -34,7 +34,7 @@ def _rows(jobs: Sequence[NewJob], idx: list[int]) -> str:
         (jobs[i].id, jobs[i].task, jobs[i].payload, jobs[i].priority, jobs[i].max_attempts,
          jobs[i].max_stalls, jobs[i].timeout, jobs[i].lease, jobs[i].delay, jobs[i].tenant,
          jobs[i].batch, jobs[i].workflow, jobs[i].parent, jobs[i].idempotency_key, jobs[i].flow,
-         jobs[i].meta)
+         jobs[i].meta, jobs[i].step, jobs[i].steps)
         for i in idx
     ]).decode()  # fmt: skip
 

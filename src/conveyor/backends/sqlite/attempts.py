@@ -23,7 +23,7 @@ from ..base import Outcome, OutcomeKind, Recovered
 from ..outcomes import Encoded, encode
 from . import batches as bt
 from . import flow as fl
-from .ops import RATE_BUCKET, add_events, bump
+from .ops import RATE_BUCKET, add_events, bump, enqueue
 
 _COMPLETED_EVENTS = (
     "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
@@ -116,39 +116,40 @@ def finish(
     conn: sqlite3.Connection, now: float, worker: str, outcomes: Sequence[Outcome]
 ) -> tuple[list[str], bool]:
     """Apply outcomes; returns the ids of ignored ones and whether set-aside flows became
-    claimable. An outcome that cannot be encoded fails its own attempt (`outcomes.encode`)."""
+    claimable or jobs were created. An outcome that cannot be encoded fails its own attempt
+    (`outcomes.encode`). The jobs an applied outcome carries (``then``) are inserted in this
+    transaction, through the enqueue path (an id stored already creates nothing), never
+    refused by ``max_queued``."""
     done: list[Any] = []
+    chained: list[Any] = []  # completions that hand over: their event names the next jobs
     others: list[Encoded] = []
     for o in outcomes:
         enc = encode(o)
         if enc.kind is OutcomeKind.COMPLETED:
-            done.append((enc.job_id, enc.token, enc.result))
+            (chained if o.then else done).append((enc.job_id, enc.token, enc.result))
         else:
             others.append(enc)
     acked: set[str] = set()
     e = _Ended(now)
     if done:
-        rows = conn.execute(
-            _COMPLETE, {"now": now, "outcomes": orjson.dumps(done).decode()}
-        ).fetchall()
-        seqs = []
-        for seq, job_id, queue, started, flow, batch in rows:
-            seqs.append(seq)
-            if batch is not None:
-                e.ended[(batch, "completed")] += 1
-            if flow is not None:
-                e.left.append((queue, flow, True, started))
-            acked.add(job_id)
-            e.deltas[(queue, "active")] -= 1
-            e.deltas[(queue, "completed")] += 1
-            r = e.rates.setdefault(queue, [0, 0, 0.0])
-            r[0] += 1
-            r[2] += now - (started or now)
+        seqs = _complete(conn, e, done, acked)
         conn.execute(_COMPLETED_EVENTS, {"now": now, "seqs": orjson.dumps(seqs).decode()})
+    if chained:
+        _complete(conn, e, chained, acked)
+        nexts = {o.job_id: [nj.id for nj in o.then] for o in outcomes if o.then}
+        add_events(conn, [
+            ("completed", r[0], *r[1:], now, orjson.dumps({"next": nexts[r[0]]}).decode())
+            for r in conn.execute(
+                "SELECT id, queue, task, tenant FROM jobs WHERE id IN "
+                "(SELECT value FROM json_each(?))", (orjson.dumps([c[0] for c in chained]).decode(),)
+            ) if r[0] in acked
+        ])  # fmt: skip
     for enc in others:
         if _end_failed(conn, e, enc):
             acked.add(enc.job_id)
     woke = e.apply(conn)
+    if hand_over(conn, now, [o for o in outcomes if o.then and o.job_id in acked]):
+        woke = True
     costs = [o for o in outcomes if o.cost and o.job_id in acked]
     if costs:
         add_costs(conn, costs)
@@ -156,6 +157,41 @@ def finish(
     if lost and end_held(conn, now, [(o.job_id, o.token) for o in lost]):
         woke = True
     return [o.job_id for o in lost], woke
+
+
+def _complete(conn: sqlite3.Connection, e: _Ended, rows: list[Any], acked: set[str]) -> list[int]:
+    """Complete the attempts of ``rows`` (id, token, result JSON) still held; their seqs."""
+    now = e.now
+    found = conn.execute(
+        _COMPLETE, {"now": now, "outcomes": orjson.dumps(rows).decode()}
+    ).fetchall()
+    seqs = []
+    for seq, job_id, queue, started, flow, batch in found:
+        seqs.append(seq)
+        if batch is not None:  # a member of a batch ended (also when it handed over)
+            e.ended[(batch, "completed")] += 1
+        if flow is not None:
+            e.left.append((queue, flow, True, started))
+        acked.add(job_id)
+        e.deltas[(queue, "active")] -= 1
+        e.deltas[(queue, "completed")] += 1
+        r = e.rates.setdefault(queue, [0, 0, 0.0])
+        r[0] += 1
+        r[2] += now - (started or now)
+    return seqs
+
+
+def hand_over(conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome]) -> bool:
+    """Store the jobs created with applied outcomes (``Outcome.then``) and record their ids on
+    the job that created them, in the finishing transaction. True: jobs were created."""
+    if not outcomes:
+        return False
+    conn.executemany(
+        "UPDATE jobs SET next_jobs = ? WHERE id = ?",
+        [(orjson.dumps([nj.id for nj in o.then]).decode(), o.job_id) for o in outcomes],
+    )
+    res = enqueue(conn, now, [nj for o in outcomes for nj in o.then], None)
+    return any(res.created)
 
 
 def add_costs(conn: sqlite3.Connection, outcomes: Sequence[Outcome]) -> None:

@@ -54,11 +54,12 @@ from . import maintenance as m
 from .executor import DbThread
 from .notify import Notifier, SocketListener
 from .url import parse_sqlite_url
+from .workflows import SqliteWorkflows
 
-SCHEMA_VERSION = "10"
+SCHEMA_VERSION = "11"
 
 
-class SqliteBackend:
+class SqliteBackend(SqliteWorkflows):
     """`Backend` on one SQLite file. All statements run on one thread per process (`DbThread`)."""
 
     capabilities = Capabilities(cross_process=True, cross_host=False, blocking_wakeups=True)
@@ -127,6 +128,7 @@ class SqliteBackend:
             "7": migrations.migrate_7_to_8,
             "8": migrations.migrate_8_to_9,
             "9": migrations.migrate_9_to_10,
+            "10": migrations.migrate_10_to_11,
         }
         while version is not None and version[0] in steps:
             self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))

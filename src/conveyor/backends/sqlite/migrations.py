@@ -108,7 +108,19 @@ def migrate_8_to_9(conn: sqlite3.Connection) -> None:
 
 
 def migrate_9_to_10(conn: sqlite3.Connection) -> None:
-    """Schema 10 adds the batch records (batches with callbacks)."""
+    """Schema 10 adds chains: each job's step label, declared number of steps and the jobs
+    created with its outcome, and the index of a workflow's jobs."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    for col, kind in (("step", "TEXT"), ("steps", "INTEGER"), ("next_jobs", "TEXT")):
+        if col not in cols:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {col} {kind}")
+    for stmt in _statements(_schema()):
+        if stmt.startswith("CREATE INDEX IF NOT EXISTS jobs_workflow"):
+            conn.execute(stmt)
+
+
+def migrate_10_to_11(conn: sqlite3.Connection) -> None:
+    """Schema 11 adds the batch records (batches with callbacks)."""
     for stmt in _statements(_schema()):
         if "batches (" in stmt:
             conn.execute(stmt)

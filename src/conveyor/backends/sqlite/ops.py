@@ -25,7 +25,7 @@ JOB_COLS = (
     "id, queue, task, payload, priority, status, attempt, max_attempts, stalls, max_stalls, "
     "timeout, lease, progress, result, error, tenant, batch, workflow, parent, idempotency_key, "
     "created_at, scheduled_for, started_at, finished_at, lease_expires_at, worker, token, meta, "
-    "cost"
+    "cost, step, steps, next_jobs"
 )
 _STATES = {s.value: s for s in JobState}
 _loads = orjson.loads
@@ -41,7 +41,8 @@ def row_to_job(r: Sequence[Any]) -> Job:
         None if r[13] is None else _loads(r[13]),
         None if r[14] is None else _loads(r[14]),
         r[15], r[16], r[17], r[18], r[19], r[20], r[21], r[22], r[23], r[24], r[25], r[26],
-        False, _loads(r[27]) if r[27] else {}, _loads(r[28]) if r[28] else None,
+        False, _loads(r[27]) if r[27] else {}, _loads(r[28]) if r[28] else None, None,
+        r[29], r[30], tuple(_loads(r[31])) if r[31] else (),
     )  # fmt: skip
 
 
@@ -68,11 +69,12 @@ def add_events(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> Non
 _INSERT = (
     "INSERT INTO jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls, "
     "timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for, "
-    "flow, meta) "
+    "flow, meta, step, steps) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "
     "CASE WHEN value ->> 14 IS NULL THEN 'queued' ELSE 'scheduled' END, value ->> 5, value ->> 6, "
     "value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, value ->> 13, "
-    ":now, value ->> 14, value ->> 15, value ->> 16 FROM json_each(:rows)"
+    ":now, value ->> 14, value ->> 15, value ->> 16, value ->> 17, value ->> 18 "
+    "FROM json_each(:rows)"
 )
 _INSERT_EVENTS = (
     "INSERT INTO events (type, job_id, queue, task, tenant, time, data) "
@@ -132,7 +134,7 @@ def enqueue(
         rows.append(
             (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
              j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, due, j.flow,
-             j.meta)
+             j.meta, j.step, j.steps)
         )  # fmt: skip
         if j.flow is not None:
             flows.append((j.queue, j.flow if due is None else None))

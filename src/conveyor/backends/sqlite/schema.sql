@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 10. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 11. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   -- NULL: none). cost: admin-only, {unit: total} that ctx.cost reported over its attempts.
   token            INTEGER NOT NULL DEFAULT 0,
   meta             TEXT,
-  cost             TEXT
+  cost             TEXT,
+  step             TEXT,     -- chains: the step label (NULL: the task's name)
+  steps            INTEGER,  -- chains: the number of steps the workflow declares
+  next_jobs        TEXT      -- JSON array: the ids of the jobs created with its outcome
 );
 -- The claim path: ready unlimited jobs of a queue, highest priority first, then FIFO. O(log n).
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)
@@ -61,6 +64,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, ifnull(tenant
 -- Listing a tenant's jobs, newest first (the HTTP API's every listing): no scan of other tenants'.
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, seq) WHERE tenant IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch) WHERE batch IS NOT NULL;
+-- A workflow's steps in creation order (app.workflow): the root job is found by its id.
+CREATE INDEX IF NOT EXISTS jobs_workflow ON jobs (workflow, seq) WHERE workflow IS NOT NULL;
 
 -- AUTOINCREMENT: ids never repeat, even after trimming empties the log (SSE resume points).
 CREATE TABLE IF NOT EXISTS events (

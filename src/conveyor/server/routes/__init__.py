@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import batches, bulk, events, health, jobs, queues, uploads, workers
+from . import batches, bulk, events, health, jobs, queues, uploads, workers, workflows
 
 # bulk and batches before jobs: their fixed paths (/v1/jobs/cancel, /v1/jobs/batch) must not be
 # taken for a job id by a route of jobs.
@@ -16,5 +16,6 @@ ROUTERS: list[APIRouter] = [
     uploads.router,
     queues.router,
     workers.router,
+    workflows.router,
     health.router,
 ]

@@ -169,6 +169,7 @@ async def _one(
     request: Request, principal: Principal, queue: str, tenant: str | None = None
 ) -> dict[str, Any]:
     app = conveyor_of(request)
+    principal.tenant_scope(tenant)  # a tenant key naming another tenant: 403 before anything
     async with backend_deadline(request.app.state.settings):
         if not await _known(app, principal, queue):
             raise not_found("queue", queue)

@@ -262,7 +262,7 @@ def _lookup(store: UploadStore, principal: Principal, upload_id: str,
     if principal.admin:
         meta = store.find(upload_id) if tenant is None else store.read(upload_id, tenant)
     else:
-        meta = store.read(upload_id, principal.tenant)
+        meta = store.read(upload_id, principal.tenant_scope(tenant))
     if meta is None:
         raise not_found("upload", upload_id[:100])
     return meta

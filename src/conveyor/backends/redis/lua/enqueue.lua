@@ -2,7 +2,7 @@
 -- KEYS[1] queue prefix
 -- ARGV[1] JSON array of jobs: {id, task, payload, priority, max_attempts, max_stalls, timeout,
 --         lease, delay, tenant, batch, workflow, parent, idempotency_key, flow or null,
---         meta JSON or null}
+--         meta JSON or null, step label or null, declared steps or null}
 -- ARGV[2] JSON object of the flows' gate rules {gate name: spec JSON}, or '' when no job has
 --         a flow; a created job's gates are upserted (rule replaced, state kept)
 -- ARGV[3] the queue's max_queued, or '' (unlimited): refused when the jobs it would create do
@@ -16,6 +16,7 @@
 --         it, so that the id is never stored again even once retention deleted the job ('')
 -- Idempotency keys are per (queue, tenant): `idem:<tenant>` (`idem` without a tenant). A
 -- tenant's jobs are also listed in `tn:<tenant>` (score 0: ids sort by creation time).
+-- A job of a workflow is listed in `wf:<workflow>` (score 0), the per-queue workflow index.
 -- A job whose id is stored already (a spool forwarder resending it) is not stored again.
 -- returns {now, id1, created1, id2, created2, ...}; created is 1 or 0 (idempotency key matched,
 -- or the id is stored already); error 'QUEUEFULL <count> <needed> <limit>' (nothing stored)
@@ -61,7 +62,7 @@ for _, j in ipairs(jobs) do
                'l', j[8], 'c', now_txt}
     if j[7] ~= cjson.null then table.insert(h, 'to'); table.insert(h, j[7]) end
     local opt = {{'tn', j[10]}, {'b', j[11]}, {'wf', j[12]}, {'pa', j[13]}, {'ik', key},
-                 {'m', j[16]}}
+                 {'m', j[16]}, {'sl', j[17] or cjson.null}, {'ns', j[18] or cjson.null}}
     for _, kv in ipairs(opt) do
       if kv[2] ~= cjson.null then table.insert(h, kv[1]); table.insert(h, kv[2]) end
     end
@@ -117,6 +118,7 @@ for _, j in ipairs(jobs) do
     end
     if key ~= cjson.null then redis.call('HSET', idem_key(tenant), key, id) end
     if tenant then redis.call('ZADD', P .. 'tn:' .. tenant, 0, id) end
+    if j[12] ~= cjson.null then redis.call('ZADD', P .. 'wf:' .. j[12], 0, id) end
     if j[11] ~= cjson.null then
       redis.call('SADD', P .. 'b:' .. j[11], id)
       if parted then redis.call('HINCRBY', P .. 'bp:' .. j[11], 'n', 1) end

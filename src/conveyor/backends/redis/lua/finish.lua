@@ -6,7 +6,12 @@
 --         event data without the attempt) or null}
 -- ARGV[3] completions without a result: 'id token id token ...' (one argument: cheaper to
 --         send and to parse than three per job)
--- ARGV[4..] completions with a result, three arguments each: id, token, result JSON
+-- ARGV[4] hand-overs ('' when none): JSON object {job id: [[new job id, outbox entry], ...]}:
+--         the jobs created with that job's outcome, written to this queue's outbox `out`
+--         (new job id -> entry) only if the outcome applies; a forwarder enqueues each entry
+--         into its target queue by its fixed id and then deletes it (outbox.py). The job keeps
+--         the new ids (`nx`); its completed event carries them ({"next": [...]}).
+-- ARGV[5..] completions with a result, three arguments each: id, token, result JSON
 -- Completions cost one HMGET, one HSET and one XADD each; the sets and the rates are written
 -- once per call. Failures go through fail_attempt (includes/attempt.lua), as lease recovery's
 -- do.
@@ -25,6 +30,19 @@ local left_ok, left_other = {}, {}
 local done, ran = {}, 0
 local started_at = {}  -- started text -> number: the jobs of one claim share it
 local parts_ended = false
+local handed = ARGV[4] ~= '' and cjson.decode(ARGV[4]) or nil
+local function hand_over(id)
+  local entries = handed and handed[id]
+  if not entries then return nil end
+  local ids = {}
+  for _, e in ipairs(entries) do
+    redis.call('HSET', P .. 'out', e[1], e[2])
+    ids[#ids + 1] = e[1]
+  end
+  local list = cjson.encode(ids)
+  redis.call('HSET', jkey(id), 'nx', list)
+  return '{"next":' .. list .. '}'
+end
 local function complete(id, token, result)
   local k = jkey(id)
   local cur = redis.call('HMGET', k, 's', 'tk', 't', 'tn', 'sa', 'fl', 'e', 'b')
@@ -48,10 +66,10 @@ local function complete(id, token, result)
   end
   if cur[7] then redis.call('HDEL', k, 'e') end  -- an earlier attempt's error
   if cur[8] and batch_end(cur[8], 'completed') then parts_ended = true end
-  event('completed', id, cur[3], cur[4], nil)
+  event('completed', id, cur[3], cur[4], hand_over(id))
 end
 for id, token in string.gmatch(ARGV[3], '(%S+) (%S+)') do complete(id, token, nil) end
-for i = 4, #ARGV, 3 do complete(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+for i = 5, #ARGV, 3 do complete(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
 if #done > 0 then
   many('ZREM', P .. 'active', done)
   local scored = {}
@@ -76,6 +94,7 @@ if ARGV[2] ~= '' then
       if fail_attempt(id, kind, err, brief, tonumber(o[6]) or 0, now, left_other) then
         woke = true
       end
+      hand_over(id)
     end
   end
 end
