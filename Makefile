@@ -35,12 +35,12 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench demo
-	$(BIN)/ruff format --check src tests bench demo
+	$(BIN)/ruff check src tests bench demo examples
+	$(BIN)/ruff format --check src tests bench demo examples
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff format src tests bench demo
-	$(BIN)/ruff check --fix src tests bench demo
+	$(BIN)/ruff format src tests bench demo examples
+	$(BIN)/ruff check --fix src tests bench demo examples
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/run.py

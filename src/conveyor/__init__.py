@@ -1,6 +1,7 @@
 """conveyor: a Python job queue, embedded on SQLite by default."""
 
 from .app import Conveyor
+from .awaiting import AwaitInput
 from .backends.base import (
     Event,
     EventRetention,
@@ -66,6 +67,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AuthError",
+    "AwaitInput",
     "BackendCorrupt",
     "BackendError",
     "BackendLocked",

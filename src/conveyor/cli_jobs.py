@@ -1,5 +1,5 @@
 """The job commands of the ``conveyor`` command line: ``enqueue``, ``status``, ``list``,
-``cancel``, ``retry`` and ``cleanup``."""
+``cancel``, ``retry``, ``resume`` and ``cleanup``."""
 
 from __future__ import annotations
 
@@ -115,16 +115,28 @@ def enqueue(ctx: click.Context, task: str, payload: str, priority: str | None,
 # -- reading ------------------------------------------------------------------------------------
 
 
+def _brief_json(value: Any, width: int = 80) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _job_table(jobs: list[Job]) -> Table:
     t = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for col in ("id", "task", "queue", "status", "prio", "attempt", "created", "progress"):
         t.add_column(col, no_wrap=True)
     t.add_column("error", overflow="fold")
+    # Awaiting jobs (human in the loop) show what they ask: the column only when one is listed.
+    prompts = any(j.status is JobState.AWAITING for j in jobs)
+    if prompts:
+        t.add_column("prompt", overflow="fold")
     for j in jobs:
         error = (j.error or {}).get("message") or ""
-        t.add_row(j.id, j.task, j.queue, j.status.value, str(j.priority),
-                  f"{j.attempt}/{j.max_attempts}", _ago(j.created_at),
-                  escape(_progress_text(j)), escape(error[:80]))  # fmt: skip
+        row = [j.id, j.task, j.queue, j.status.value, str(j.priority),
+               f"{j.attempt}/{j.max_attempts}", _ago(j.created_at),
+               escape(_progress_text(j)), escape(error[:80])]  # fmt: skip
+        if prompts:
+            row.append(escape(_brief_json(j.prompt)) if j.status is JobState.AWAITING else "")
+        t.add_row(*row)
     return t
 
 
@@ -145,6 +157,11 @@ def _job_detail(job: Job) -> Table:
         ("created", _when(job.created_at)), ("scheduled for", _when(job.scheduled_for)),
         ("started", _when(job.started_at)), ("finished", _when(job.finished_at)),
         ("worker", job.worker),
+        ("prompt", None if job.prompt is None else json.dumps(job.prompt, default=str)),
+        ("deadline", _when(job.await_deadline) if job.status is JobState.AWAITING else None),
+        ("on timeout", job.on_timeout if job.status is JobState.AWAITING else None),
+        ("input", json.dumps(job.input, default=str) if job.resumes else None),
+        ("resumes", job.resumes or None),
     ]  # fmt: skip
     for key, value in rows:
         if value not in (None, ""):
@@ -236,6 +253,29 @@ def retry(ctx: click.Context, job_id: str, url: str | None, app_spec: str | None
           as_json: bool) -> None:  # fmt: skip
     """Requeue a failed or cancelled job with fresh attempts."""
     _steer(ctx, job_id, url, app_spec, as_json, "retry")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--data", default=None, metavar="JSON", help="The decision, as JSON [default: none].")
+@_target
+@json_option
+@click.pass_context
+def resume(ctx: click.Context, job_id: str, data: str | None, url: str | None,
+           app_spec: str | None, as_json: bool) -> None:  # fmt: skip
+    """Continue an awaiting job with a decision, exactly once (a job that is not awaiting is
+    an error naming its state); prints the job id and its new status."""
+    try:
+        value = None if data is None else json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--data is not JSON ({exc}): pass a JSON value, "
+                       """e.g. --data '{"approved": true}'""") from None  # fmt: skip
+
+    async def go(app: Conveyor) -> None:
+        job = await app.resume(job_id, value)
+        _print_json(job.to_dict()) if as_json else click.echo(f"{job.id} {job.status.value}")
+
+    _run(_producer(ctx, url, app_spec), go)
 
 
 @main.command()

@@ -247,6 +247,12 @@ class Client:
         """Requeue a failed or cancelled job; `JobStateError` otherwise, `QueueFull`."""
         return job_of(await self._call("POST", f"/v1/jobs/{_segment(job_id)}/retry"))
 
+    async def resume(self, job_id: str, data: Any = None) -> Job:
+        """Continue an awaiting job with the decision ``data`` (JSON); `JobStateError` when it
+        is not awaiting (resumed already, timed out, cancelled...)."""
+        body = {"data": data}
+        return job_of(await self._call("POST", f"/v1/jobs/{_segment(job_id)}/resume", json=body))
+
     async def batch(self, batch_id: str) -> dict[str, Any]:
         """A batch's status: ``id``, ``total``, ``counts`` by state, ``done``, ``percent``,
         ``eta``, and ``record`` (callbacks: job ids and states, ``fired``) or None."""

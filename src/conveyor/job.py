@@ -211,8 +211,8 @@ class Job:
     # Admin-only: what the attempts reported through ``ctx.cost``, unit -> total.
     cost: dict[str, float] | None = None
     # On the Job an ``enqueue`` returned: whether that call stored it (False: its idempotency key
-    # matched an existing job, which is what was returned). None on jobs read back. Last: the
-    # backends build jobs positionally up to ``cost``.
+    # matched an existing job, which is what was returned). None on jobs read back. The
+    # backends build jobs positionally up to ``cost``, and by keyword after it.
     created: bool | None = None
     # Chains (`conveyor.chains`): the step label this job runs under (None: its task's name),
     # the number of steps its workflow declared (None: not declared), and the ids of the jobs
@@ -220,6 +220,16 @@ class Job:
     step: str | None = None
     steps: int | None = None
     next_jobs: tuple[str, ...] = ()
+    # Human in the loop (`conveyor.AwaitInput`, docs/architecture.md "Human in the loop"): the
+    # prompt of the job's last await (kept after it resumed), the deadline while it is
+    # ``awaiting`` (None: none, or not awaiting) and what happens then (``on_timeout``); the
+    # decision the last resume gave (``input``, what ``ctx.input`` reads) and how many times it
+    # was resumed (``resumes``; ``ctx.resumed`` is ``resumes > 0``).
+    prompt: Any = None
+    await_deadline: float | None = None
+    on_timeout: str | None = None
+    input: Any = None
+    resumes: int = 0
 
     @property
     def eta(self) -> float | None:

@@ -1,5 +1,6 @@
-"""`Producer`: the producer API of an app (enqueue, enqueue_many, get, list, cancel, retry,
-wait, batch, stats, workers, cleanup, events), written once against the `Backend` protocol.
+"""`Producer`: the producer API of an app (enqueue, enqueue_many, get, list, cancel, retry, resume,
+wait, batch, workflow; stats, workers, cleanup and events come from `observing.Observing`),
+written once against the `Backend` protocol.
 
 It reads the app's `Catalog` (tasks, ``max_queued``) and hands jobs the backend cannot take to
 the spool when the app has one (`conveyor.forwarder`). `Conveyor` is a `Producer` with a task
@@ -8,24 +9,20 @@ registry, a lifecycle and workers; the HTTP API and the CLI call the same method
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .awaiting import input_json
 from .backends.base import (
     Backend,
     EnqueueResult,
-    Event,
-    EventFilter,
     JobPage,
     ListParams,
     NewBatch,
     NewJob,
-    QueueStats,
-    WorkerInfo,
 )
 from .batch import Batch
 from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError, WorkflowNotFound
@@ -35,6 +32,7 @@ from .job import Job, JobState
 from .meta import decoded_meta, encoded_meta
 from .newbatches import batch_of_call, check_members
 from .newjobs import EnqueueItem, JobBuilder, job_from_new
+from .observing import Observing
 from .options import check_lookups, check_options
 from .workflows import WorkflowInfo, workflow_info
 
@@ -47,7 +45,7 @@ if TYPE_CHECKING:
     from .worker.runtime import Worker
 
 
-class Producer:
+class Producer(Observing):
     """Enqueue jobs and read and steer them, on ``backend``, for the tasks of ``catalog``.
 
     Opens the backend on the first call that needs it. Wakes the workers attached to it (same
@@ -304,6 +302,21 @@ class Producer:
         self._wake_workers()
         return job
 
+    async def resume(self, job_id: str, data: Any = None, *, tenant: str | None = None) -> Job:
+        """Continue an ``awaiting`` job (a handler returned `AwaitInput`) with the decision
+        ``data`` (JSON, up to 64 KiB): it is queued again, and its next run sees
+        ``ctx.resumed`` and ``ctx.input``. Exactly once: a job that is not awaiting (resumed
+        already, timed out, cancelled...) raises `JobStateError` naming its state; JobNotFound
+        also for another tenant's job when ``tenant`` is given."""
+        check_lookups(job_id=job_id, tenant=tenant)
+        text = None if data is None else input_json(data, "data")
+        await self.open()
+        job = await self.backend.resume_job(job_id, text, tenant=tenant)
+        self._wake_workers()
+        if self.bus.event:
+            self.bus.emit("resumed", job)
+        return job
+
     async def wait(self, job_id: str, timeout: float | None = None, *, poll: float = 0.2) -> Any:
         """Wait for a job to end; return its result, or raise JobFailed / JobCancelled /
         TimeoutError (after ``timeout`` seconds)."""
@@ -343,83 +356,3 @@ class Producer:
         if not jobs:
             raise WorkflowNotFound(workflow_id)
         return workflow_info(workflow_id, jobs)
-
-    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
-        """Per queue: counts by state, live workers and their concurrency, run time, rate, and
-        backpressure (``max_queued``, ``full``)."""
-        await self.open()
-        wanted = list(queues) if queues else None
-        out = await self.backend.stats(wanted)
-        if wanted is None:
-            for q in self.catalog.queues():
-                if q not in out:
-                    out.update(await self.backend.stats([q]))
-        for q, st in out.items():  # this app's own setting is the one its producers enforce
-            if q in self.catalog.max_queued:
-                st.max_queued = self.catalog.max_queued[q]
-        if self._spooler is not None:
-            await self._spooler.add_depth(out)
-        return dict(sorted(out.items()))
-
-    async def workers(self) -> builtins.list[WorkerInfo]:
-        """The live workers of this backend (any process, any host), by id: who and where they
-        are, what they serve and run, what they have done. A worker that crashed drops out
-        when its heartbeat expires (``WorkerInfo.ttl``)."""
-        await self.open()
-        return await self.backend.list_workers()
-
-    async def cleanup(
-        self,
-        older_than: float | timedelta = 0.0,
-        states: Sequence[JobState | str] = (
-            JobState.COMPLETED,
-            JobState.FAILED,
-            JobState.CANCELLED,
-        ),
-    ) -> int:
-        """Delete finished jobs that ended more than ``older_than`` ago. Returns the count."""
-        secs = (
-            older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
-        )
-        if not secs >= 0 or secs == float("inf"):  # also refuses NaN
-            raise ValidationError(
-                f"older_than must be a finite number >= 0, got {secs}", field="older_than"
-            )
-        try:
-            sts = [JobState(s) for s in states]
-        except ValueError as exc:
-            raise ValidationError(str(exc), field="states") from None
-        bad = [s.value for s in sts if not s.is_final]
-        if bad:
-            raise ValidationError(f"cleanup only removes finished jobs, not {bad}", field="states")
-        await self.open()
-        return await self.backend.cleanup(secs, sts)
-
-    async def events(
-        self, since: str | None = None, *, follow: bool = True, poll: float = 0.1,
-        queue: str | None = None, tenant: str | None = None, job_id: str | None = None,
-    ) -> AsyncIterator[Event]:  # fmt: skip
-        """Events from the durable log committed after the cursor ``since``, across all
-        processes, each exactly once, oldest first (on Redis: per queue in commit order, queues
-        merged by time). ``since``: an event's ``cursor`` to resume after it, ``"oldest"``
-        for everything the log still holds, ``"0"`` for everything ever logged (reporting
-        what retention deleted), None for only new events. With
-        ``follow`` it keeps waiting for more. ``queue``, ``tenant`` and ``job_id`` filter
-        without reading the whole log; resume a filtered read with the same filters.
-
-        Raises `EventsTrimmed` when retention deleted events after ``since`` before they were
-        read; its ``resume`` cursor continues past the gap."""
-        if since is not None and not isinstance(since, str):
-            raise ValidationError("since must be an event cursor (a string)", field="since")
-        await self.open()
-        where = EventFilter(queue, tenant, job_id)
-        cursor = await self.backend.last_event_cursor() if since is None else since
-        while True:
-            page = await self.backend.read_events(cursor, 1000, where if where else None)
-            for ev in page.events:
-                yield ev
-            cursor = page.cursor
-            if not page.more:
-                if not follow:
-                    return
-                await asyncio.sleep(poll)

@@ -41,3 +41,18 @@ def test_the_example_runs_as_a_script_and_not_when_imported(tmp_path: Path) -> N
     ran = _python(tmp_path, "example.py")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "{'summary': '...'}"
+
+
+def test_the_human_in_the_loop_example_runs(tmp_path: Path) -> None:
+    # Given the README's "Human in the loop" example saved as a script
+    section = (ROOT / "README.md").read_text().split("## Human in the loop", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found, "no python block under 'Human in the loop'"
+    (tmp_path / "review.py").write_text(found.group(1))
+    # When it runs: then it prints the prompt, and the result after the resume
+    ran = _python(tmp_path, "review.py")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == [
+        "{'question': 'publish q3-report?'}",
+        "{'doc': 'q3-report', 'published': True, 'by': 'ana'}",
+    ]

@@ -18,7 +18,7 @@ APP_MODULE = '''
 import asyncio
 from pathlib import Path
 
-from conveyor import Context, Conveyor, Permanent
+from conveyor import AwaitInput, Context, Conveyor, Permanent
 
 app = Conveyor()  # $CONVEYOR_URL
 
@@ -43,6 +43,14 @@ async def hold(ctx: Context, gate: str) -> str:
 @app.task(retries=0)
 async def explode(ctx: Context, reason: str) -> None:
     raise Permanent(reason)
+
+
+@app.task(retries=0)
+async def review(ctx: Context, doc: str) -> object:
+    """Awaits a decision (human in the loop); once resumed, returns it."""
+    if not ctx.resumed:
+        return AwaitInput({"publish": doc}, timeout=3600)
+    return {"doc": doc, "decision": ctx.input}
 
 
 @app.task(queue="metered", rate_limit="30/m", concurrency=2, retries=0)

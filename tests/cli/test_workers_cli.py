@@ -24,7 +24,7 @@ def test_workers_lists_a_live_worker_and_forgets_it_when_it_stops(cli: Cli) -> N
     assert (seen["concurrency"], seen["active"], seen["processed"], seen["failed"]) == (3, 0, 0, 0)
     assert seen["last_seen"] >= seen["started_at"] - 1
     assert {t["name"]: t["queue"] for t in seen["tasks"]} == {
-        "enrich": "default", "hold": "slow", "explode": "default"
+        "enrich": "default", "hold": "slow", "explode": "default", "review": "default"
     }  # fmt: skip
     table = cli("workers").stdout
     assert "w-cli" in table and "default,slow" in table and "0/3" in table

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from typing import Any
 
-from conveyor import Context, Conveyor
+from conveyor import AwaitInput, Context, Conveyor
 
 
 def build_app(url: str, *, max_queued_default: int | None = None, **options: Any) -> Conveyor:
@@ -31,6 +31,13 @@ def build_app(url: str, *, max_queued_default: int | None = None, **options: Any
     async def batch_done(batch: str, counts: dict[str, int], total: int) -> dict[str, Any]:
         """A batch callback: answers what it was given."""
         return {"batch": batch, "counts": counts, "total": total}
+
+    @app.task(queue="default", retries=0)
+    async def approve(ctx: Context, what: str = "it") -> Any:
+        """Awaits a decision (human in the loop); once resumed, returns it."""
+        if not ctx.resumed:
+            return AwaitInput({"question": f"approve {what}?"})
+        return {"decision": ctx.input}
 
     @app.task(queue="default", retries=0)
     def digest(ctx: Context, file: Any = None, note: str | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from conveyor import Conveyor, Job
+from conveyor import Conveyor, Job, JobState
 from tests.conftest import events_of, eventually
 from tests.server.conftest import client
 from tests.server.harness import ApiServer
@@ -97,6 +97,7 @@ class World:
     upload_ref: dict[str, Any] = field(default_factory=dict)
     a_cursor: str = ""  # the next_cursor of A's first page of one job
     a_event: str = ""  # the cursor of A's first event
+    awaiting: str = ""  # a job of A awaiting a decision (human in the loop)
     b_queued: str = ""
     b_done: str = ""
     b_failed: str = ""
@@ -104,7 +105,7 @@ class World:
     @property
     def a_jobs(self) -> list[str]:
         return [self.queued, self.cancelled, self.done, self.failed, self.private,
-                *self.batch_jobs, self.upload_job, self.mixed_jobs[0]]  # fmt: skip
+                *self.batch_jobs, self.upload_job, self.mixed_jobs[0], self.awaiting]  # fmt: skip
 
     @property
     def a_names(self) -> list[str]:
@@ -151,7 +152,8 @@ async def settled(store: Conveyor, tenant: str) -> list[Job]:
 
     async def still() -> list[Job] | None:
         jobs = await jobs_of(store, tenant)
-        moving = [j for j in jobs if j.queue == "default" and not j.status.is_final]
+        moving = [j for j in jobs if j.queue == "default" and not j.status.is_final
+                  and j.status is not JobState.AWAITING]  # fmt: skip
         return None if moving else jobs
 
     jobs: list[Job] = await eventually(still, timeout=20, what=f"the jobs of {tenant} settled")
@@ -173,6 +175,7 @@ async def build_world(srv: ApiServer, store: Conveyor, make_key: Any) -> World:
         assert (await a.delete(f"/v1/jobs/{w.cancelled}")).status_code == 200
         w.done = await _submit(a, "echo", KEYS["job"], value=SECRET)
         w.failed = await _submit(a, "boom", message=SECRET)
+        w.awaiting = await _submit(a, "approve", what=SECRET)
         items = [
             {"task": "echo", "payload": {"value": SECRET}},
             {"task": "hold", "meta": {"n": SECRET}},

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import Conveyor
+from tests.conftest import eventually_sync
 from tests.server.harness import ApiServer
 
 Serve = Callable[..., ApiServer]
@@ -91,3 +92,30 @@ async def test_remote_errors_are_one_line_with_the_right_exit_status(
     assert "Traceback" not in out.stderr
     # And nothing was written beside the commands (no stray SQLite file)
     assert not list((tmp_path / "cli").iterdir())
+
+
+async def test_resume_works_against_a_server(serve: Serve, keys: Any, tmp_path: Path) -> None:
+    # Given a served app with a worker, and a tenant's job awaiting a decision
+    srv = serve(worker={"concurrency": 1})
+    key, other = await keys(tenant="acme"), await keys(tenant="globex")
+    out = cli(srv, key, "enqueue", "approve", "--payload", '{"what": "the plan"}', cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+
+    def awaiting() -> bool:
+        out = cli(srv, key, "status", job_id, "--json", cwd=tmp_path)
+        return json.loads(out.stdout)["status"] == "awaiting"
+
+    eventually_sync(awaiting, what="the job awaiting its decision")
+    # When another tenant resumes it: not found
+    out = cli(srv, other, "resume", job_id, "--data", '"yes"', cwd=tmp_path)
+    assert out.returncode != 0 and "not found" in out.stderr
+    # When its tenant resumes it: queued, then completed with the decision
+    out = cli(srv, key, "resume", job_id, "--data", '"yes"', "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["input"] == "yes"
+    out = cli(srv, key, "wait", job_id, "--timeout", "10", cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"decision": "yes"}, out.stderr
+    # And a second resume is a conflict naming the state
+    out = cli(srv, key, "resume", job_id, cwd=tmp_path)
+    assert out.returncode != 0 and "completed" in out.stderr

@@ -79,6 +79,13 @@ ROUTES: dict[tuple[str, str], Route] = {
         own=lambda w: Call("POST", f"/v1/jobs/{w.failed}/retry"),
         b=each_job("POST", "/v1/jobs/{job}/retry"),
     ),
+    ("POST", "/v1/jobs/{job_id}/resume"): Route(
+        own=lambda w: Call("POST", f"/v1/jobs/{w.awaiting}/resume", json={"data": "yes"}),
+        b=lambda w: [  # 404, not 409, for A's jobs that are not awaiting too
+            *each_job("POST", "/v1/jobs/{job}/resume")(w),
+            Call("POST", f"/v1/jobs/{w.awaiting}/resume", NF, json={"data": "yes"}),
+        ],
+    ),
     ("GET", "/v1/jobs"): Route(
         own=lambda w: Call("GET", "/v1/jobs"),
         b=lambda w: [

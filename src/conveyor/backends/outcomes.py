@@ -37,6 +37,11 @@ class Encoded:
     error: str | None  # JSON, failed / retry
     brief: dict[str, Any]  # the event's {"error": {type, message}} (+ retry_in), no attempt
     retry_in: float
+    # AWAIT: the prompt and the timeout data as JSON, the policy, the timeout (None: none).
+    prompt: str | None = None
+    on_timeout: str | None = None
+    await_data: str | None = None
+    timeout: float | None = None
 
 
 def _safe_repr(value: object) -> str:
@@ -69,6 +74,8 @@ def _error_json(error: dict[str, Any] | None) -> tuple[str | None, dict[str, Any
 def encode(o: Outcome) -> Encoded:
     """Encode one outcome for storage. Never raises."""
     kind = o.kind
+    if kind is OutcomeKind.AWAIT:
+        return _encode_await(o)
     if kind is OutcomeKind.COMPLETED:
         if o.result is None:
             return Encoded(o.job_id, o.token, kind, None, None, {}, 0.0)
@@ -89,6 +96,22 @@ def encode(o: Outcome) -> Encoded:
             retry_in = 0.0
         brief["retry_in"] = retry_in
     return Encoded(o.job_id, o.token, kind, None, text, brief, retry_in)
+
+
+def _encode_await(o: Outcome) -> Encoded:
+    w = o.wait
+    try:
+        if w is None:
+            raise ValueError("an await outcome without its AwaitInput")
+        prompt = orjson.dumps(w.prompt).decode()
+        data = None if w.data is None else orjson.dumps(w.data).decode()
+        return Encoded(o.job_id, o.token, OutcomeKind.AWAIT, None, None, {}, 0.0, prompt,
+                       w.on_timeout, data, w.seconds)  # fmt: skip
+    except Exception as exc:  # AwaitInput validated it: only a hand-made outcome gets here
+        error = {"type": "AwaitNotStored",
+                 "message": f"the handler's AwaitInput could not be stored: {exc}"[:MAX_MESSAGE]}  # fmt: skip
+        text = orjson.dumps(error).decode()
+        return Encoded(o.job_id, o.token, OutcomeKind.FAILED, None, text, {"error": error}, 0.0)
 
 
 async def finish_each(

@@ -57,6 +57,21 @@ class JobOut(BaseModel):
     next_jobs: list[str] = Field(
         default_factory=list, description="chains: jobs created with its outcome (its Next)"
     )
+    prompt: Any = Field(None, description="the prompt of the job's last await (AwaitInput)")
+    await_deadline: float | None = Field(
+        None, description="while awaiting: when on_timeout applies (epoch seconds; null: never)"
+    )
+    on_timeout: str | None = Field(None, description="fail, cancel or resume")
+    input: Any = Field(None, description="the decision of the job's last resume")
+    resumes: int = Field(0, description="how many times the job was resumed")
+
+
+class ResumeJob(BaseModel):
+    """The body of ``POST /v1/jobs/{id}/resume`` (optional: no body resumes with no data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Any = Field(None, description="the decision (any JSON, up to 64 KiB)")
 
 
 class Estimate(BaseModel):

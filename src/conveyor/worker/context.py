@@ -71,6 +71,24 @@ class Context:
         return self.job.attempt
 
     @property
+    def resumed(self) -> bool:
+        """True when the job was resumed after an `AwaitInput` (``app.resume``, or a timeout
+        with ``on_timeout="resume"``): this run continues it with `input`."""
+        return self.job.resumes > 0
+
+    @property
+    def input(self) -> Any:
+        """The decision of the job's last resume (the ``data`` passed to ``app.resume``); None
+        before any resume."""
+        return self.job.input
+
+    @property
+    def prompt(self) -> Any:
+        """The prompt of the job's last `AwaitInput` (what the decision answered); None if it
+        never awaited."""
+        return self.job.prompt
+
+    @property
     def cancelled(self) -> bool:
         """True once the job was cancelled, timed out, or the worker is shutting down hard.
         Sync handlers should check it between steps and return early."""

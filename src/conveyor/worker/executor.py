@@ -10,6 +10,7 @@ import traceback
 from concurrent.futures import Executor
 from typing import Any
 
+from ..awaiting import AwaitInput
 from ..backends.base import Outcome, OutcomeKind
 from ..errors import Permanent, Retry
 from ..inputs import MAX_PAYLOAD_DEPTH_SETTING, json_problem
@@ -119,6 +120,8 @@ def _set_done(fut: asyncio.Future[None]) -> None:
 def outcome_for_result(job: Job, result: Any) -> Outcome:
     """A returned value -> completed; a value JSON would change (NaN stored as null, a tuple
     as a list) or cannot hold fails the attempt for good: the same code returns the same."""
+    if type(result) is AwaitInput:  # park the job for a decision (conveyor.awaiting)
+        return Outcome(job.id, job.token, OutcomeKind.AWAIT, wait=result)
     if result is not None and type(result) is not str:
         problem = json_problem(result, "result", MAX_PAYLOAD_DEPTH_SETTING)
         if problem is not None:

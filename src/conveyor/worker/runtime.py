@@ -48,7 +48,9 @@ _EVENT_OF = {
     OutcomeKind.COMPLETED: "completed",
     OutcomeKind.FAILED: "failed",
     OutcomeKind.RETRY: "retrying",
+    OutcomeKind.AWAIT: "awaiting",
 }
+_NOT_FAILED = (OutcomeKind.COMPLETED, OutcomeKind.AWAIT)
 
 
 class Worker:
@@ -351,7 +353,7 @@ class Worker:
         del self.running[r.key]
         self._slot_freed(r)
         self.processed += 1
-        self.failed += outcome.kind is not OutcomeKind.COMPLETED
+        self.failed += outcome.kind not in _NOT_FAILED
         self._acks.append(outcome)
         if outcome.then:  # delivered right after the round that stores it (`services.py`)
             self._services.handed_over.add(job.queue)

@@ -282,7 +282,12 @@ class Services:
                 recovered = await backend.recover_expired()
                 for rec in recovered:
                     log.warning("job %s: lease expired, now %s", rec.job_id, rec.state.value)
-                if recovered:
+                # Awaiting jobs past their deadline (human in the loop): on_timeout, once.
+                expired = await backend.expire_awaiting()
+                for rec in expired:
+                    log.info("job %s: no input by its deadline, now %s", rec.job_id,
+                             rec.state.value)  # fmt: skip
+                if recovered or expired:
                     w.notify_work()
                 # Jobs that outcomes created but a worker killed before delivering them left
                 # in its queues' outboxes (Redis): delivered here by any worker of the queue.

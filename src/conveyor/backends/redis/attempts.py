@@ -86,6 +86,9 @@ class _Finish:
         e = encode(o)  # never raises: a bad outcome fails its own attempt
         if e.kind is OutcomeKind.COMPLETED:
             self.rest += (e.job_id, e.token, e.result or "null")
+        elif e.kind is OutcomeKind.AWAIT:  # park_attempt (lua/includes/awaiting.lua)
+            self.others.append((e.job_id, e.token, "await", e.prompt, e.await_data,
+                                e.timeout or 0, None, e.on_timeout))  # fmt: skip
         else:
             self.others.append((e.job_id, e.token, e.kind.value, None, e.error, e.retry_in,
                                 orjson.dumps(e.brief).decode()))  # fmt: skip

@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...clock import Clock
-from ...errors import BackendError, BackendUnavailable, JobNotFound
+from ...errors import BackendError, BackendUnavailable
 from ...job import Job, JobState
 from ..base import (
     EVENTS_OLDEST,
@@ -51,14 +51,13 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
-from . import admin, producer, reads, registry, retention, schedules
+from . import admin, producer, reads, registry, retention, schedules, steering
 from . import batches as bt
 from .attempts import Attempts
-from .codec import STATES, job_from_hash, pairs
 from .connection import Gate, deadline, make_client, operations, redis_options, unavailable
 from .events import EventLog
 from .listener import RedisListener
-from .scripts import SCRIPTS, evalsha, translate
+from .scripts import SCRIPTS, evalsha
 from .workflows import RedisWorkflows
 
 log = logging.getLogger("conveyor.redis")
@@ -267,28 +266,8 @@ class RedisBackend(RedisWorkflows):
                     results[j][1] = results[j][0]
         return results
 
-    async def _steer(
-        self, action: str, job_id: str, tenant: str | None, limits: Mapping[str, int] | None = None
-    ) -> Job:
-        """Run the ``cancel`` or ``retry`` script on one job; it returns the changed job.
-        ``limits``: the queues' max_queued (retry only)."""
-        queue = await self._queue_of(job_id)
-        if queue is None:
-            raise JobNotFound(job_id)
-        args: list[Any] = [job_id, tenant or ""]
-        if action == "retry":
-            args.append((limits or {}).get(queue, ""))
-        try:
-            out = await self._eval(action, queue, *args)
-        except ResponseError as exc:
-            raise translate(exc, queue if "QUEUEFULL" in str(exc) else job_id, action) from None
-        return job_from_hash(job_id, queue, pairs(out))
-
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        job = await self._steer("cancel", job_id, tenant)
-        if job.batch is not None:  # it may have been the last member to end
-            await bt.settle(self, [job.queue])
-        return job
+        return await steering.steer(self, "cancel", job_id, tenant)
 
     async def retry_job(
         self,
@@ -297,15 +276,18 @@ class RedisBackend(RedisWorkflows):
         tenant: str | None = None,
         max_queued: Mapping[str, int] | None = None,
     ) -> Job:
-        return await self._steer("retry", job_id, tenant, max_queued)
+        return await steering.steer(self, "retry", job_id, tenant, max_queued)
+
+    async def resume_job(
+        self, job_id: str, data: str | None = None, *, tenant: str | None = None
+    ) -> Job:
+        return await steering.steer(self, "resume", job_id, tenant, data)
 
     async def recover_expired(self) -> list[Recovered]:
-        out: list[Recovered] = []
-        for queue in await self._queues():
-            flat = await self._eval("recover", queue)
-            for k in range(0, len(flat), 2):
-                out.append(Recovered(flat[k], queue, STATES[flat[k + 1]]))
-        return out
+        return await steering.sweep(self, "recover")
+
+    async def expire_awaiting(self) -> list[Recovered]:
+        return await steering.sweep(self, "expire")
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -155,7 +155,11 @@ async def settle(b: RedisBackend, queues: Sequence[str]) -> int:
     fired = 0
     client = b._client()
     for q in queues:
-        now = b.now()
+        # An entry is scored on the queue node's clock; ``b.now()`` estimates the server's
+        # time from a reply that came after its script ran (and, on Cluster, maybe another
+        # node's clock): without the margin, the check right after the transition that listed
+        # the batch could find it not yet due and leave it to the next sweep.
+        now = b.now() + CLOCK_MARGIN
         due = await client.zrangebyscore(
             b.key(q, "bdirty"), "-inf", now, start=0, num=SWEEP_LIMIT, withscores=True
         )

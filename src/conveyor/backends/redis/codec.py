@@ -37,6 +37,9 @@ def job_from_hash(
         int(h.get("tk", 0)), False, decoded_meta(h.get("m")),
         orjson.loads(h["co"]) if "co" in h else None, None, h.get("sl"),
         int(h["ns"]) if "ns" in h else None, tuple(orjson.loads(h["nx"])) if "nx" in h else (),
+        prompt=orjson.loads(h["ap"]) if "ap" in h else None, await_deadline=_f(h.get("ad")),
+        on_timeout=h.get("ao"), input=orjson.loads(h["ai"]) if "ai" in h else None,
+        resumes=int(h.get("ar", 0)),
     )  # fmt: skip
 
 
@@ -50,14 +53,16 @@ _ACTIVE = JobState.ACTIVE
 
 def job_from_claim(job_id: str, queue: str, v: list[Any], now: float, worker: str) -> Job:
     """The job a claim returned: ``v`` holds claim.lua's CLAIMED fields by position (t p pr a
-    ma st ms to l tn b wf pa ik c e tk m sf; None when absent; ``a`` and ``tk`` after the
-    claim). Now active, started ``now`` by ``worker``, the lease until ``now`` + ``l``, no
+    ma st ms to l tn b wf pa ik c e tk m sf ap ai ar; None when absent; ``a`` and ``tk`` after
+    the claim). Now active, started ``now`` by ``worker``, the lease until ``now`` + ``l``, no
     progress; ``scheduled_for`` is the due time it had (a delay or a retry's backoff), if any."""
-    t, p, pr, a, ma, st, ms, to, lease, tn, b, wf, pa, ik, c, e, tk, m, sf = v
+    t, p, pr, a, ma, st, ms, to, lease, tn, b, wf, pa, ik, c, e, tk, m, sf, ap, ai, ar = v
     lease_s = float(lease)
     return Job(
         job_id, queue, t, orjson.loads(p), int(pr), _ACTIVE, int(a), int(ma),
         int(st) if st else 0, int(ms), None if to is None else float(to), lease_s, Progress(),
         None, None if e is None else orjson.loads(e), tn, b, wf, pa, ik, float(c), _f(sf), now,
         None, now + lease_s, worker, int(tk), False, decoded_meta(m) if m else {},
+        prompt=None if ap is None else orjson.loads(ap),
+        input=None if ai is None else orjson.loads(ai), resumes=int(ar) if ar else 0,
     )  # fmt: skip

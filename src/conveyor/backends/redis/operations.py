@@ -51,7 +51,8 @@ RESENDABLE = frozenset(
 )  # fmt: skip
 #: The backend operations a producer makes, bounded by ``deadline``.
 PRODUCER_CALLS = frozenset(
-    {"enqueue_jobs", "get_job", "list_jobs", "cancel_job", "retry_job", "batch_counts", "stats",
+    {"enqueue_jobs", "get_job", "list_jobs", "cancel_job", "retry_job", "resume_job",
+     "batch_counts", "stats",
      "read_events", "last_event_cursor", "list_workers", "set_queue_paused", "paused_queues",
      "store_api_key", "get_api_key", "list_api_keys", "revoke_api_key"}
 )  # fmt: skip

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 # `active` holds one member that is no job, KEEPER (score +inf), so that it is never deleted
 # and made again between a worker's rounds (claim.lua).
 KEEPER = ""
-ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active",
+ZSETS = {"queued": "ready", "scheduled": "sched", "active": "active", "awaiting": "await",
          "completed": "f:completed", "failed": "f:failed", "cancelled": "f:cancelled"}  # fmt: skip
 LIST_CHUNK = 200  # ids read per round trip when listing a tenant's jobs
 MAX_DESCRIBED = 100  # gates listed per queue in stats() (keyed limits can be many)

@@ -13,18 +13,22 @@ from redis.exceptions import NoScriptError, ResponseError
 from ...errors import ConveyorError, JobNotFound, JobStateError, QueueFull
 
 NAMES = (
-    "admit", "badd", "batch", "bdone", "bfire", "bpart", "bstate", "cancel", "claim", "cost", "enqueue", "event", "events", "extend", "finish",
-    "heartbeat", "keyrevoke", "keystore", "pause", "peek", "progress", "prune", "recover",
-    "release", "reserve", "retry", "trim", "workers",
+    "admit", "badd", "batch", "bdone", "bfire", "bpart", "bstate", "cancel", "claim", "cost",
+    "enqueue", "event", "events", "expire", "extend", "finish", "heartbeat", "keyrevoke",
+    "keystore", "pause", "peek", "progress", "prune", "recover", "release", "reserve", "resume",
+    "retry", "trim", "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset(
-    {"cancel", "claim", "enqueue", "finish", "peek", "prune", "recover", "release", "retry"}
-)
+    {"cancel", "claim", "enqueue", "expire", "finish", "peek", "prune", "recover", "release",
+     "resume", "retry"}
+)  # fmt: skip
 # Scripts that make due work claimable get includes/claiming.lua (after flow.lua).
 CLAIMING = frozenset({"claim", "peek"})
 # Scripts that can fail an attempt get includes/attempt.lua (the one failure transition).
 ATTEMPT = frozenset({"finish", "recover"})
+# Scripts that park or resume awaiting jobs get includes/awaiting.lua (human in the loop).
+AWAITING = frozenset({"expire", "finish", "resume"})
 # Scripts that read or trim the event log get includes/streams.lua.
 STREAMS = frozenset({"enqueue", "events", "trim"})
 # Scripts that check a queue's max_queued get includes/backpressure.lua.
@@ -41,7 +45,8 @@ def _load(name: str) -> str:
     lua = resources.files(__package__).joinpath("lua")
     parts = [lua.joinpath("includes/common.lua").read_text()]
     for names, include in ((FLOW, "flow"), (CLAIMING, "claiming"), (ATTEMPT, "attempt"),
-                           (STREAMS, "streams"), (BACKPRESSURE, "backpressure")):  # fmt: skip
+                           (AWAITING, "awaiting"), (STREAMS, "streams"),
+                           (BACKPRESSURE, "backpressure")):  # fmt: skip
         if body in names:
             parts.append(lua.joinpath(f"includes/{include}.lua").read_text())
     if prelude is not None:

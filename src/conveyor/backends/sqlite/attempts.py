@@ -21,6 +21,7 @@ import orjson
 from ...job import JobState
 from ..base import Outcome, OutcomeKind, Recovered
 from ..outcomes import Encoded, encode
+from . import awaiting
 from . import batches as bt
 from . import flow as fl
 from .ops import RATE_BUCKET, add_events, bump, enqueue
@@ -145,7 +146,8 @@ def finish(
             ) if r[0] in acked
         ])  # fmt: skip
     for enc in others:
-        if _end_failed(conn, e, enc):
+        parked = enc.kind is OutcomeKind.AWAIT
+        if awaiting.park(conn, e, enc) if parked else _end_failed(conn, e, enc):
             acked.add(enc.job_id)
     woke = e.apply(conn)
     if hand_over(conn, now, [o for o in outcomes if o.then and o.job_id in acked]):

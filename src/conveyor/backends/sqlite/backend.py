@@ -14,7 +14,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 from ...clock import Clock, HostClock
@@ -48,15 +47,14 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import admin, attempts, gates, migrations, ops, schedules
+from . import admin, attempts, awaiting, gates, migrations, ops, schedules
 from . import batches as bt
 from . import maintenance as m
 from .executor import DbThread
+from .migrations import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported (tests pin it)
 from .notify import Notifier, SocketListener
 from .url import parse_sqlite_url
 from .workflows import SqliteWorkflows
-
-SCHEMA_VERSION = "11"
 
 
 class SqliteBackend(SqliteWorkflows):
@@ -106,40 +104,7 @@ class SqliteBackend(SqliteWorkflows):
         conn.execute(f"PRAGMA synchronous = {self._opts['synchronous']}")
         conn.execute("PRAGMA cache_size = -32000")
         conn.execute("PRAGMA temp_store = MEMORY")
-        if "conveyor_meta" not in tables:
-            schema = resources.files(__package__).joinpath("schema.sql").read_text()
-            try:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{schema}\nINSERT OR IGNORE INTO conveyor_meta (key, value) "
-                    f"VALUES ('schema', '{SCHEMA_VERSION}');\nCOMMIT;"
-                )
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
-        steps = {
-            "1": migrations.migrate_1_to_2,
-            "2": migrations.migrate_2_to_3,
-            "3": migrations.migrate_3_to_4,
-            "4": migrations.migrate_4_to_5,
-            "5": migrations.migrate_5_to_6,
-            "6": migrations.migrate_6_to_7,
-            "7": migrations.migrate_7_to_8,
-            "8": migrations.migrate_8_to_9,
-            "9": migrations.migrate_9_to_10,
-            "10": migrations.migrate_10_to_11,
-        }
-        while version is not None and version[0] in steps:
-            self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
-            version = conn.execute(
-                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
-            ).fetchone()
-        if version is None or version[0] != SCHEMA_VERSION:
-            raise BackendCorrupt(
-                f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
-                f"this version needs {SCHEMA_VERSION!r}"
-            )
+        migrations.install(conn, self.path, "conveyor_meta" in tables)
 
     def _journal_wal(self, conn: sqlite3.Connection) -> str:
         """Switch to WAL. While another process creates the schema this pragma can fail with
@@ -155,20 +120,6 @@ class SqliteBackend(SqliteWorkflows):
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
-
-    def _migrate(self, conn: sqlite3.Connection, step: Any, version: str) -> None:
-        """Run one migration step and record its version, in one transaction."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            current = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'")
-            if int(current.fetchone()[0]) < int(version):  # another process may have done it
-                step(conn)
-                conn.execute("UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (version,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     async def open(self) -> None:
         if self._db is None:
@@ -288,6 +239,21 @@ class SqliteBackend(SqliteWorkflows):
     ) -> Job:
         job: Job = await self._run(ops.retry, job_id, tenant, max_queued, notify=b"w")
         return job
+
+    async def resume_job(
+        self, job_id: str, data: str | None = None, *, tenant: str | None = None
+    ) -> Job:
+        job: Job = await self._run(awaiting.resume, job_id, tenant, data, notify=b"w")
+        return job
+
+    async def expire_awaiting(self) -> list[Recovered]:
+        # Every worker sweeps every pass: a read first, so an idle sweep takes no write lock.
+        if not await self._read(awaiting.any_due, self.now()):
+            return []
+        out: list[Recovered] = await self._run(awaiting.expire)
+        if out:  # resumed jobs, or a batch's callbacks its last member's timeout enqueued
+            self._notifier.notify(b"w")
+        return out
 
     async def recover_expired(self) -> list[Recovered]:
         out: list[Recovered] = await self._run(attempts.recover)

@@ -39,9 +39,12 @@ _EVENT_TYPES = {e.value: e for e in EventType}
 
 
 def list_jobs(conn: sqlite3.Connection, p: ListParams) -> JobPage:
-    where, args = [], []
-    for col, val in (("status", p.status.value if p.status else None), ("queue", p.queue),
-                     ("task", p.task), ("batch", p.batch), ("tenant", p.tenant)):  # fmt: skip
+    # The state as a literal (a closed enum): a partial index on it (jobs_awaiting) applies
+    # only to a query that names the state, not to a bound parameter.
+    where: list[str] = [f"status = '{p.status.value}'"] if p.status else []
+    args: list[Any] = []
+    for col, val in (("queue", p.queue), ("task", p.task), ("batch", p.batch),
+                     ("tenant", p.tenant)):  # fmt: skip
         if val is not None:
             where.append(f"{col} = ?")
             args.append(val)

@@ -1,12 +1,65 @@
-"""Schema migrations of the SQLite backend, one function per step (``migrate_<n>_to_<n+1>``),
-each run in its own ``BEGIN IMMEDIATE`` transaction by `SqliteBackend._init`, which records the
-new version. Each step is safe to run over a file another process upgraded meanwhile."""
+"""The SQLite schema: created on a new file, or brought to `SCHEMA_VERSION` by migrations, one
+function per step (``migrate_<n>_to_<n+1>``), each run in its own ``BEGIN IMMEDIATE``
+transaction (`install`), which records the new version. Each step is safe to run over a file
+another process upgraded meanwhile."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 from importlib import resources
+
+from ...errors import BackendCorrupt
+
+SCHEMA_VERSION = "12"
+
+
+def install(conn: sqlite3.Connection, path: str, exists: bool) -> None:
+    """Create the schema in a new file (``exists`` False: no ``conveyor_meta`` yet), then
+    migrate it step by step to `SCHEMA_VERSION`; `BackendCorrupt` for a version this code
+    does not know (e.g. a newer one)."""
+    if not exists:
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{_schema()}\nINSERT OR IGNORE INTO conveyor_meta (key, value) "
+                f"VALUES ('schema', '{SCHEMA_VERSION}');\nCOMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    version = _version(conn)
+    while version is not None and version in STEPS:
+        _migrate(conn, STEPS[version], str(int(version) + 1))
+        version = _version(conn)
+    if version != SCHEMA_VERSION:
+        raise BackendCorrupt(
+            f"SQLite file {path} has conveyor schema {version!r}, "
+            f"this version needs {SCHEMA_VERSION!r}"
+        )
+
+
+def _version(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _migrate(
+    conn: sqlite3.Connection, step: Callable[[sqlite3.Connection], None], version: str
+) -> None:
+    """Run one migration step and record its version, in one transaction."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        current = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'")
+        if int(current.fetchone()[0]) < int(version):  # another process may have done it
+            step(conn)
+            conn.execute("UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (version,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _statements(script: str) -> list[str]:
@@ -119,8 +172,41 @@ def migrate_9_to_10(conn: sqlite3.Connection) -> None:
             conn.execute(stmt)
 
 
+AWAIT_COLUMNS = (("prompt", "TEXT"), ("await_deadline", "REAL"), ("on_timeout", "TEXT"),
+                 ("await_data", "TEXT"), ("input", "TEXT"),
+                 ("resumes", "INTEGER NOT NULL DEFAULT 0"))  # fmt: skip
+
+
 def migrate_10_to_11(conn: sqlite3.Connection) -> None:
-    """Schema 11 adds the batch records (batches with callbacks)."""
+    """Schema 11 adds human in the loop: the await and resume columns of jobs and the indexes
+    of awaiting jobs (listing, deadline sweep). No job is awaiting before it."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    for col, decl in AWAIT_COLUMNS:
+        if col not in cols:
+            conn.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
+    for stmt in _statements(_schema()):
+        if stmt.startswith(("CREATE INDEX IF NOT EXISTS jobs_awaiting",
+                            "CREATE INDEX IF NOT EXISTS jobs_await_due")):  # fmt: skip
+            conn.execute(stmt)
+
+
+def migrate_11_to_12(conn: sqlite3.Connection) -> None:
+    """Schema 12 adds the batch records (batches with callbacks)."""
     for stmt in _statements(_schema()):
         if "batches (" in stmt:
             conn.execute(stmt)
+
+
+STEPS: dict[str, Callable[[sqlite3.Connection], None]] = {
+    "1": migrate_1_to_2,
+    "2": migrate_2_to_3,
+    "3": migrate_3_to_4,
+    "4": migrate_4_to_5,
+    "5": migrate_5_to_6,
+    "6": migrate_6_to_7,
+    "7": migrate_7_to_8,
+    "8": migrate_8_to_9,
+    "9": migrate_9_to_10,
+    "10": migrate_10_to_11,
+    "11": migrate_11_to_12,
+}

@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 11. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 12. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -41,7 +41,13 @@ CREATE TABLE IF NOT EXISTS jobs (
   cost             TEXT,
   step             TEXT,     -- chains: the step label (NULL: the task's name)
   steps            INTEGER,  -- chains: the number of steps the workflow declares
-  next_jobs        TEXT      -- JSON array: the ids of the jobs created with its outcome
+  next_jobs        TEXT,     -- JSON array: the ids of the jobs created with its outcome
+  prompt           TEXT,
+  await_deadline   REAL,
+  on_timeout       TEXT,
+  await_data       TEXT,
+  input            TEXT,
+  resumes          INTEGER NOT NULL DEFAULT 0
 );
 -- The claim path: ready unlimited jobs of a queue, highest priority first, then FIFO. O(log n).
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)
@@ -56,6 +62,15 @@ CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE status =
 -- Cancelled attempts still running: they hold their gates' slots until they end or expire.
 CREATE INDEX IF NOT EXISTS jobs_held ON jobs (lease_expires_at)
   WHERE status = 'cancelled' AND lease_expires_at IS NOT NULL;
+-- Human in the loop (conveyor.AwaitInput), jobs columns prompt .. resumes: the last await's
+-- prompt (JSON), its deadline while awaiting (NULL: none), on_timeout (fail, cancel or resume)
+-- and the data a timeout resumes with (JSON); the last resume's decision (input, JSON) and how
+-- many resumes there were. (Not inside CREATE TABLE: ALTER TABLE DROP COLUMN trips on it.)
+-- Awaiting jobs: listed newest first (list_jobs(status=awaiting)), and swept by deadline
+-- (expire_awaiting reads the expired ones only).
+CREATE INDEX IF NOT EXISTS jobs_awaiting ON jobs (seq) WHERE status = 'awaiting';
+CREATE INDEX IF NOT EXISTS jobs_await_due ON jobs (await_deadline)
+  WHERE status = 'awaiting' AND await_deadline IS NOT NULL;
 -- Retention and cleanup of finished jobs (finished_at is set only in final states).
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, status, finished_at) WHERE finished_at IS NOT NULL;
 -- Idempotency keys are unique per (queue, tenant); '' stands for no tenant (tenants are non-empty).

@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit, read, list, cancel, retry single jobs.
+"""``/v1/jobs``: submit, read, list, cancel, retry, resume single jobs.
 
 Every read and action is confined to the caller's tenant (`Principal.tenant_scope`): another
 tenant's job answers 404 exactly like a missing one, and lists never include it."""
@@ -15,7 +15,7 @@ from ..auth import Principal, Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError
 from ..estimate import estimator_of, for_caller
-from ..models import ErrorOut, JobOut, SubmitJob, Submitted
+from ..models import ErrorOut, JobOut, ResumeJob, SubmitJob, Submitted
 from ..models_jobs import JobPageOut
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -134,4 +134,19 @@ async def retry_job(job_id: str, request: Request, principal: Writer) -> dict[st
     app = conveyor_of(request)
     async with backend_deadline(request.app.state.settings):
         job = await app.retry(job_id, tenant=principal.tenant_scope())
+    return job_out(job)
+
+
+@router.post("/{job_id}/resume", response_model=JobOut)
+async def resume_job(
+    job_id: str, request: Request, principal: Writer, body: ResumeJob | None = None
+) -> dict[str, Any]:
+    """Continue an awaiting job (its handler returned ``AwaitInput``) with the decision
+    ``data``: it is queued again and its handler runs with ``ctx.input``. Exactly once: 409
+    ``conflict`` (with ``state``) when it is not awaiting, a second resume included; 404 for
+    another tenant's; 422 for a decision larger than 64 KiB."""
+    app = conveyor_of(request)
+    data = None if body is None else body.data
+    async with backend_deadline(request.app.state.settings):
+        job = await app.resume(job_id, data, tenant=principal.tenant_scope())
     return job_out(job)

@@ -18,10 +18,11 @@ else
   redis.call('ZREM', P .. 'ready', id)
 end
 redis.call('ZREM', P .. 'sched', id)
+redis.call('ZREM', P .. 'await', id)  -- an awaiting job: its deadline no longer applies
 local lease = redis.call('ZSCORE', P .. 'active', id)  -- an active job's lease expiry
 redis.call('ZREM', P .. 'active', id)
 redis.call('HSET', k, 's', 'cancelled', 'fa', fmt(now))
-redis.call('HDEL', k, 'sf')
+redis.call('HDEL', k, 'sf', 'ad')
 if cur[5] and s == 'active' and lease then
   -- A running flow-controlled attempt keeps its lease and its gates' slots until its worker
   -- reports that the handler has ended (end_held), or the lease expires (recover).

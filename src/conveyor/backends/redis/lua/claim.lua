@@ -51,7 +51,7 @@ local function start(id)
   local k = jkey(id)
   local h = redis.call('HGETALL', k)
   local v = {false, false, false, false, false, false, false, false, false, false, false,
-             false, false, false, false, false, false, false, false}
+             false, false, false, false, false, false, false, false, false, false, false}
   local pg = false
   for x = 1, #h, 2 do
     local i = CLAIMED[h[x]]

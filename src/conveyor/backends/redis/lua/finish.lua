@@ -3,7 +3,9 @@
 -- ARGV[1] worker id
 -- ARGV[2] JSON array of the outcomes that are not completions ('' when none): {id, token,
 --         kind ('retry'|'failed'), null, error_json or null, retry_in seconds, brief_json (the
---         event data without the attempt) or null}
+--         event data without the attempt) or null}, or for an await (park_attempt in
+--         includes/awaiting.lua) {id, token, 'await', prompt_json, timeout_data_json or null,
+--         timeout seconds (0: none), null, on_timeout}
 -- ARGV[3] completions without a result: 'id token id token ...' (one argument: cheaper to
 --         send and to parse than three per job)
 -- ARGV[4] hand-overs ('' when none): JSON object {job id: [[new job id, outbox entry], ...]}:
@@ -88,6 +90,10 @@ if ARGV[2] ~= '' then
     if cur[1] ~= 'active' or cur[2] ~= token then
       lost[#lost + 1] = id
       lost_held[#lost_held + 1] = {id, token}
+    elseif kind == 'await' then  -- includes/awaiting.lua
+      park_attempt(id, o[4], o[5] ~= cjson.null and o[5] or nil, tonumber(o[6]) or 0, o[8],
+                   now, left_other)
+      hand_over(id)
     else
       local err = o[5] ~= cjson.null and o[5] or nil
       local brief = o[7] ~= cjson.null and o[7] or '{}'

@@ -3,7 +3,8 @@
 local READY = P .. 'ready'
 -- The job fields a claim returns, by position (codec.job_from_claim reads them in this order).
 local CLAIMED = {t = 1, p = 2, pr = 3, a = 4, ma = 5, st = 6, ms = 7, to = 8, l = 9, tn = 10,
-                 b = 11, wf = 12, pa = 13, ik = 14, c = 15, e = 16, tk = 17, m = 18, sf = 19}
+                 b = 11, wf = 12, pa = 13, ik = 14, c = 15, e = 16, tk = 17, m = 18, sf = 19,
+                 ap = 20, ai = 21, ar = 22}
 local C_T, C_A, C_L, C_TN, C_TK = 1, 4, 9, 10, 17
 
 -- Due scheduled jobs (delays, retry backoff) become ready: each gets a new place in its line.
