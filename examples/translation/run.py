@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,6 +162,7 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
     print("every document ended as expected" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok and code == 0 else 1
 

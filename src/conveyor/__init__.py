@@ -38,6 +38,7 @@ from .errors import (
     ValidationError,
     WorkflowNotFound,
 )
+from .fanin import AwaitChildren, ChildResult
 from .hooks import Enqueuing, Hooks
 from .job import Job, JobState, Progress
 from .limits import CircuitBreaker, Concurrency, RateLimit
@@ -67,6 +68,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AuthError",
+    "AwaitChildren",
     "AwaitInput",
     "BackendCorrupt",
     "BackendError",
@@ -77,6 +79,7 @@ __all__ = [
     "BatchClosed",
     "BatchNotFound",
     "BatchStatus",
+    "ChildResult",
     "CircuitBreaker",
     "Client",
     "Concurrency",

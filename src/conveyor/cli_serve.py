@@ -77,6 +77,13 @@ def is_loopback(host: str) -> bool:
 @click.option("--rate-limit", type=click.FloatRange(min=0), default=200.0, show_default=True,
               help="Requests per second per API key (429 beyond it, bursts of twice that); "
                    "0: unlimited.")  # fmt: skip
+@click.option(
+    "--max-streams",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Event streams (GET /v1/events) this process keeps open at once; 503 beyond.",
+)
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
               help="Also serve /metrics WITHOUT a key on this port (0: a free one); the API's "
                    "own /metrics needs an admin key.")  # fmt: skip
@@ -88,7 +95,7 @@ def is_loopback(host: str) -> bool:
 def serve(ctx: click.Context, app_spec: str | None, host: str, port: int, with_worker: bool,
           concurrency: int, queues: str | None, shutdown_grace: float, no_auth: bool,
           upload_dir: Path | None, max_upload_mb: float, upload_ttl: float,
-          upload_types: str | None, rate_limit: float,
+          upload_types: str | None, rate_limit: float, max_streams: int,
           metrics_port: int | None, metrics_addr: str, access_log: bool,
           log_level: str | None) -> None:  # fmt: skip
     """Serve the HTTP API of APP (module:attribute, as `conveyor worker`) until SIGTERM/SIGINT.
@@ -125,6 +132,7 @@ def serve(ctx: click.Context, app_spec: str | None, host: str, port: int, with_w
         upload_ttl=upload_ttl,
         upload_types=_types(upload_types),
         rate_limit=rate_limit or None,
+        max_streams=max_streams,
         rate_burst=max(1, int(rate_limit * 2)),
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,

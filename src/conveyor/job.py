@@ -230,6 +230,10 @@ class Job:
     on_timeout: str | None = None
     input: Any = None
     resumes: int = 0
+    # Fan-in (`conveyor.AwaitChildren`): on a parent that spawned children, ``{"policy",
+    # "cancel_siblings", "total", "settled", "failed", "waiting"}`` of its last round of
+    # children (``waiting``: still parked for them); None on other jobs.
+    fanin: dict[str, Any] | None = None
 
     @property
     def eta(self) -> float | None:

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 from typing import Any
 
-from conveyor import AwaitInput, Context, Conveyor
+from conveyor import AwaitChildren, AwaitInput, Context, Conveyor
 
 
 def build_app(url: str, *, max_queued_default: int | None = None, **options: Any) -> Conveyor:
@@ -38,6 +38,14 @@ def build_app(url: str, *, max_queued_default: int | None = None, **options: Any
         if not ctx.resumed:
             return AwaitInput({"question": f"approve {what}?"})
         return {"decision": ctx.input}
+
+    @app.task(queue="default", retries=0)
+    async def fan(ctx: Context, n: int = 2) -> Any:
+        """Fans out ``n`` ``hold`` children (queue ``slow``) and returns their results."""
+        if not ctx.resumed:
+            ctx.spawn_many([("hold", {"seconds": 0}) for _ in range(n)])
+            return AwaitChildren()
+        return [c.result for c in ctx.children]
 
     @app.task(queue="default", retries=0)
     def digest(ctx: Context, file: Any = None, note: str | None = None) -> dict[str, Any]:

@@ -214,3 +214,26 @@ async def test_streams_end_promptly_when_the_server_stops(serve: Serve, keys: An
                 pass
         await asyncio.to_thread(stopper.join, 10)
         assert time.monotonic() - started < 4
+
+
+async def test_streams_beyond_the_servers_cap_are_503_until_one_ends(
+    serve: Serve, keys: Any, tmp_path: Any
+) -> None:
+    # Given a server that keeps at most one event stream open, and one stream open
+    srv = serve(ServerSettings(upload_dir=tmp_path / "uploads", max_streams=1))
+    hub = srv.api.state.event_hub
+    key = await keys(admin=True)
+    async with client(srv, key) as http:
+        async with http.stream("GET", "/v1/events") as first:
+            assert first.status_code == 200
+            await eventually(lambda: hub.subscribers == 1, what="the first stream")
+            # When another stream is asked for
+            r = await http.get("/v1/events")
+            # Then it is refused as a temporary condition, naming the cap
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "too_many_streams"
+            assert "1" in r.json()["error"]["message"] and r.headers["Retry-After"]
+        # And once the first stream ended, a new one is served
+        await eventually(lambda: hub.subscribers == 0, what="the first stream to end")
+        r = await http.get("/v1/events", params={"follow": "false"})
+        assert r.status_code == 200

@@ -97,3 +97,39 @@ async def test_the_client_resumes_and_lists_awaiting_jobs(
             assert exc.state == "completed"
         else:
             raise AssertionError("a second resume was accepted")
+
+
+async def test_a_fan_in_parent_shows_its_children_and_refuses_a_resume(
+    serve: Callable[..., ApiServer], keys: Callable[..., Any]
+) -> None:
+    # Given tenant acme's parent waiting for 2 children that no worker runs (queue slow)
+    srv = serve(worker={"concurrency": 2, "queues": ["default"]})
+    acme, globex = await keys("acme"), await keys("globex")
+    async with client(srv, acme) as a, client(srv, globex) as g:
+        r = await a.post("/v1/jobs", json={"task": "fan", "payload": {"n": 2}})
+        assert r.status_code == 202, r.text
+        job_id = str(r.json()["job"]["id"])
+
+        async def parked() -> dict[str, Any] | None:
+            job = (await a.get(f"/v1/jobs/{job_id}")).json()
+            return job if job["status"] == "awaiting" and job["fanin"] else None
+
+        shown = await eventually(parked, what="the parent awaiting its children")
+        # Then its JSON shows the children's ids and state, and its progress
+        assert shown["fanin"] == {"policy": "fail_parent", "cancel_siblings": True, "total": 2,
+                                  "settled": 0, "failed": 0, "waiting": True}  # fmt: skip
+        assert len(shown["next_jobs"]) == 2
+        assert shown["progress"]["message"] == "0 of 2 children done"
+        kid = shown["next_jobs"][0]
+        # And a child names its parent, for its tenant only
+        await eventually(lambda: _status(a, kid), what="the child stored")
+        assert (await a.get(f"/v1/jobs/{kid}")).json()["parent"] == job_id
+        assert (await g.get(f"/v1/jobs/{kid}")).status_code == 404
+        # When someone resumes the parent by hand: 409, its children resume it
+        r = await a.post(f"/v1/jobs/{job_id}/resume", json={"data": "go"})
+        assert r.status_code == 409 and r.json()["error"]["state"] == "awaiting children", r.text
+
+
+async def _status(http: Any, job_id: str) -> str | None:
+    r = await http.get(f"/v1/jobs/{job_id}")
+    return str(r.json()["status"]) if r.status_code == 200 else None

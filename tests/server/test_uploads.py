@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from conveyor import Conveyor
+from conveyor import Conveyor, Hooks
 from conveyor.server import ServerSettings
 from tests.conftest import eventually
 from tests.server.conftest import client
@@ -442,3 +444,56 @@ async def test_an_upload_cut_off_by_the_client_leaves_no_file(
         await eventually(lambda: stored_files(tmp_path / "uploads") == [],
                          what="the partial file to be removed")  # fmt: skip
         assert (await upload(http, b"next")).status_code == 202
+
+
+class LockTheStoreBeforeTheJob(Hooks):
+    """Before the upload's job (not its cleanup job) is stored, another connection holds the
+    SQLite write lock for ``hold`` seconds: the job's enqueue commits after the server's
+    deadline has already answered 503."""
+
+    def __init__(self, db: str, hold: float) -> None:
+        self.db, self.hold, self.fired = db, hold, False
+
+    def before_enqueue(self, jobs: Any) -> None:
+        if self.fired or not any(j.task == "digest" for j in jobs):
+            return
+        self.fired = True
+        conn = sqlite3.connect(self.db, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN IMMEDIATE")
+        threading.Timer(self.hold, lambda: (conn.rollback(), conn.close())).start()
+
+
+@pytest.mark.parametrize("server_backend_url", ["sqlite"], indirect=True)
+async def test_a_job_stored_after_the_deadline_answered_keeps_its_file(
+    serve: Callable[..., ApiServer], store: Conveyor, keys: Any, tmp_path: Path,
+    server_backend_url: str,
+) -> None:  # fmt: skip
+    # Given a server whose backend deadline is short, and a store that is locked while the
+    # upload's job is being stored (its cleanup job is stored before)
+    db = server_backend_url.removeprefix("sqlite:///").split("?")[0]
+    hook = LockTheStoreBeforeTheJob(db, hold=1.0)
+    srv = serve(settings_in(tmp_path, backend_timeout=0.3), hooks=[hook])
+    key = await keys("acme")
+    async with client(srv, key) as http:
+        # When a file is uploaded
+        r = await upload(http, b"late but stored")
+        # Then the server answers 503 (its deadline passed) ...
+        assert r.status_code == 503, r.text
+
+    # ... while the job was stored once the lock was gone
+    async def stored() -> Any:
+        page = await store.list(task="digest", limit=10)
+        return page.jobs or None
+
+    (job,) = await eventually(stored, what="the job to be stored after the lock")
+    # And the file its payload refers to is still there for it
+    ref = job.payload["file"]
+    files = [p.name for p in stored_files(tmp_path / "uploads")]
+    assert ref["$upload"] in files, (ref, files)
+
+    # And its metadata names the job, so that the cleanup does not take it for an orphan
+    def names_the_job() -> bool:
+        sidecar = tmp_path / "uploads" / "acme" / f"{ref['$upload']}.json"
+        return sidecar.exists() and json.loads(sidecar.read_text()).get("job") == job.id
+
+    await eventually(names_the_job, what="the upload's metadata to name its job")

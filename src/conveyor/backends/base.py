@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..job import Job, JobState
 from .awaiting import AwaitStore
 from .batches import BatchRecord, BatchStore, NewBatch
+from .fanin import FanInStore
 from .params import ClaimParams, ClaimResult, EnqueueResult, NewJob, Outcome, OutcomeKind
 from .records import (
     EVENTS_OLDEST,
@@ -85,11 +86,12 @@ class Listener(Protocol):
 
 
 @runtime_checkable
-class Backend(ScheduleStore, BatchStore, WorkflowStore, AwaitStore, Protocol):
+class Backend(ScheduleStore, BatchStore, WorkflowStore, AwaitStore, FanInStore, Protocol):
     """Storage operations (the schedules' ones in `backends/schedules.py`, the batches' in
     `backends/batches.py`, the workflow reads in `backends/workflows.py`, human in the loop's in
-    `backends/awaiting.py`). Unless stated otherwise each is atomic and safe to run concurrently
-    from many processes; errors are translated to `conveyor.errors.BackendError` subclasses."""
+    `backends/awaiting.py`, fan-in's in `backends/fanin.py`). Unless stated otherwise each is
+    atomic and safe to run concurrently from many processes; errors are translated to
+    `conveyor.errors.BackendError` subclasses."""
 
     url: str
     capabilities: Capabilities
@@ -309,6 +311,7 @@ __all__ = [
     "EventPage",
     "EventRetention",
     "EventType",
+    "FanInStore",
     "JobPage",
     "ListParams",
     "Listener",

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..awaiting import AwaitInput
+from ..fanin import FanOut
 from ..job import Job
 from ..limits import Gate
 
@@ -107,6 +108,9 @@ class Outcome:
     then: Sequence[NewJob] = ()
     # AWAIT only: the prompt, timeout and timeout policy the handler returned.
     wait: AwaitInput | None = None
+    # AWAIT for children (`conveyor.AwaitChildren`): the failure policy; ``then`` holds the
+    # children in spawn order, created with the park (docs/architecture.md "Fan-out and fan-in").
+    fanout: FanOut | None = None
 
 
 __all__ = ["ClaimParams", "ClaimResult", "EnqueueResult", "NewJob", "Outcome", "OutcomeKind"]

@@ -27,6 +27,17 @@ class ProgressOut(BaseModel):
     updated_at: float | None = None
 
 
+class FanInOut(BaseModel):
+    """A fan-in parent's children (its last ``spawn_many`` round; their ids are ``next_jobs``)."""
+
+    policy: str = Field(description="fail_parent, ignore or continue")
+    cancel_siblings: bool
+    total: int = Field(description="children spawned")
+    settled: int = Field(description="children final (completed, failed or cancelled)")
+    failed: int = Field(description="children failed or cancelled")
+    waiting: bool = Field(description="the parent is still parked for its children")
+
+
 class JobOut(BaseModel):
     id: str
     queue: str
@@ -64,6 +75,9 @@ class JobOut(BaseModel):
     on_timeout: str | None = Field(None, description="fail, cancel or resume")
     input: Any = Field(None, description="the decision of the job's last resume")
     resumes: int = Field(0, description="how many times the job was resumed")
+    fanin: FanInOut | None = Field(
+        None, description="fan-in: its children's state (null: it never spawned children)"
+    )
 
 
 class ResumeJob(BaseModel):

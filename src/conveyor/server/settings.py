@@ -37,6 +37,9 @@ class ServerSettings:
     backend_timeout: float = 2.0
     #: Seconds between SSE keep-alive comments on an idle event stream.
     sse_keepalive: float = 15.0
+    #: Event streams this process keeps open at once; beyond it ``GET /v1/events`` answers 503
+    #: ``too_many_streams`` (each open stream holds a connection and a task).
+    max_streams: int = 1000
     #: Seconds a queue's stats are reused for the estimates of submits (`server.estimate`): a
     #: submit costs at most one extra backend read per this many seconds per queue.
     estimate_ttl: float = 1.0

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, ValidationError
+from ..fanin import ChildResult, FanOut, Policy, check_policy
 from ..inputs import brief, json_problem
 from ..job import Job
 from ..limits import RateLimit
 
 if TYPE_CHECKING:
+    from ..backends.base import NewJob
     from ..files import UploadMeta
     from .runtime import Worker
 
@@ -50,7 +52,8 @@ class Context:
     ``Context``). Usable from async handlers (``await ctx.progress(...)``) and from sync handlers
     running in the thread pool (``ctx.progress(...)`` without await; it is fire-and-forget)."""
 
-    __slots__ = ("_cancelled", "_cost", "_loop", "_worker", "job")
+    __slots__ = ("_cancelled", "_children", "_cost", "_fanout", "_loop", "_spawned", "_worker",
+                 "job")  # fmt: skip
 
     def __init__(self, job: Job, worker: Worker, loop: asyncio.AbstractEventLoop) -> None:
         self.job = job
@@ -60,6 +63,9 @@ class Context:
         # store/load is atomic under the GIL and a context is created per job on the hot path.
         self._cancelled = False
         self._cost: dict[str, float] | None = None
+        self._spawned: list[NewJob] | None = None
+        self._fanout: FanOut | None = None
+        self._children: list[ChildResult] = []
 
     @property
     def log(self) -> logging.Logger:
@@ -87,6 +93,45 @@ class Context:
         """The prompt of the job's last `AwaitInput` (what the decision answered); None if it
         never awaited."""
         return self.job.prompt
+
+    @property
+    def children(self) -> list[ChildResult]:
+        """After a fan-in resume: the children of the job's last ``spawn_many`` round in spawn
+        order (status, result or error each); empty otherwise."""
+        return self._children
+
+    def spawn_many(
+        self, items: Any, *, policy: Policy = "fail_parent", cancel_siblings: bool = True
+    ) -> list[str]:
+        """Buffer children to create when the handler returns `conveyor.AwaitChildren` (in the
+        same atomic step as the job's park); returns their ids. ``items`` as ``enqueue_many``'s:
+        ``(task, payload)`` or dicts with ``task``, ``payload`` and options. Each child gets
+        ``parent`` = this job, its tenant and workflow. ``policy`` says what a failed or
+        cancelled child does (``fail_parent``, ``ignore``, ``continue``: `conveyor.fanin`);
+        every call of one attempt must use the same policy. Validated here: raises
+        `ValidationError` / `UnknownTask` naming the item, and nothing is buffered then."""
+        check_policy(policy, cancel_siblings)
+        fanout = FanOut(policy, cancel_siblings)
+        if self._fanout is not None and self._fanout != fanout:
+            raise ValidationError(
+                f"every spawn of one attempt must use the same policy: {self._fanout.policy}, "
+                f"cancel_siblings={self._fanout.cancel_siblings} so far",
+                field="policy",
+            )
+        spawned = self._spawned or []
+        jobs = self._worker._handover.children(self.job, items, len(spawned))
+        self._spawned = spawned + jobs
+        self._fanout = fanout
+        return [nj.id for nj in jobs]
+
+    def spawn(
+        self, task: str, payload: dict[str, Any] | None = None, *, policy: Policy = "fail_parent",
+        cancel_siblings: bool = True, **options: Any,
+    ) -> str:  # fmt: skip
+        """One child (see `spawn_many`); ``options`` as an ``enqueue_many`` dict item's
+        (``priority``, ``delay``, ``idempotency_key``, ``max_attempts``, ``meta``)."""
+        item = {"task": task, "payload": payload, **options}
+        return self.spawn_many([item], policy=policy, cancel_siblings=cancel_siblings)[0]
 
     @property
     def cancelled(self) -> bool:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..awaiting import AwaitInput
 from ..backends.base import NewJob, Outcome, OutcomeKind
 from ..chains import Next, check_step
 from ..errors import ConveyorError, ValidationError
+from ..fanin import MAX_CHILDREN, AwaitChildren, FanOut
 from ..meta import encoded_meta
 from ..newjobs import JobBuilder
 from ..options import check_options, check_queue_name
@@ -26,17 +28,75 @@ if TYPE_CHECKING:
     from ..job import Job
 
 
+# A children park reuses the await transition with no prompt and no deadline.
+_NO_PROMPT = AwaitInput(None)
+
+
 class HandOver:
     """Builds the next step's job from a `Next`, with the catalog the producers use."""
 
     def __init__(self, catalog: Catalog, limits: PayloadLimits) -> None:
         self._builder = JobBuilder(catalog, limits)
 
-    def result(self, job: Job, result: Any) -> Outcome:
-        """The outcome of a handler that returned ``result``: a `Next` hands over."""
+    def result(
+        self, job: Job, result: Any, spawned: list[NewJob] | None = None,
+        fanout: FanOut | None = None,
+    ) -> Outcome:  # fmt: skip
+        """The outcome of a handler that returned ``result``: a `Next` hands over; an
+        `AwaitChildren` parks the job with the children it ``spawned`` (``ctx.spawn_many``)."""
+        if spawned or type(result) is AwaitChildren:
+            return self.park(job, result, spawned or [], fanout or FanOut())
         if type(result) is Next:
             return self.outcome(job, result)
         return outcome_for_result(job, result)
+
+    @staticmethod
+    def park(job: Job, result: Any, spawned: list[NewJob], fanout: FanOut) -> Outcome:
+        """The parking outcome of a fan-out (children in ``then``), or a failure for good
+        naming why it cannot be: no child spawned, or children spawned but not awaited."""
+        if type(result) is not AwaitChildren:
+            error = {"type": "ChildrenNotAwaited",
+                     "message": f"the handler spawned {len(spawned)} children but returned "
+                                f"{type(result).__name__}, not AwaitChildren(): no child was "
+                                "created"}  # fmt: skip
+            return Outcome(job.id, job.token, OutcomeKind.FAILED, error=error)
+        if not spawned:
+            error = {"type": "NoChildren",
+                     "message": "the handler returned AwaitChildren() without spawning a child "
+                                "(ctx.spawn_many / ctx.spawn)"}  # fmt: skip
+            return Outcome(job.id, job.token, OutcomeKind.FAILED, error=error)
+        out = Outcome(job.id, job.token, OutcomeKind.AWAIT, wait=_NO_PROMPT, fanout=fanout)
+        out.then = tuple(spawned)
+        return out
+
+    def children(self, job: Job, items: Any, already: int) -> list[NewJob]:
+        """The children of ``job`` built from ``enqueue_many``-like ``items`` with the
+        producers' own builder (no I/O): ``parent`` = the job, its tenant, workflow and meta.
+        Raises `ValidationError` / `UnknownTask` naming the item."""
+        if isinstance(items, str | bytes | dict):
+            raise ValidationError(
+                "spawn_many takes a list of (task, payload) or dicts, not a single item",
+                field="items",
+            )
+        jobs = self._builder.many(items, None, 0.0, job.tenant, "", time.time())
+        if already + len(jobs) > MAX_CHILDREN:
+            raise ValidationError(
+                f"a job may spawn at most {MAX_CHILDREN:,} children per attempt",
+                field="items",
+            )
+        meta = encoded_meta(job.meta) if job.meta else None
+        for i, nj in enumerate(jobs):
+            if nj.tenant != job.tenant:
+                raise ValidationError(
+                    f"items[{i}]: a child runs under its parent's tenant",
+                    field=f"items[{i}].tenant",
+                )
+            nj.batch = None
+            nj.workflow = job.workflow or job.id
+            nj.parent = job.id
+            if meta is not None and nj.meta is None:
+                nj.meta = meta
+        return jobs
 
     def outcome(self, job: Job, nxt: Next) -> Outcome:
         """The current attempt's outcome: completed with ``nxt.result`` and the next job in

@@ -326,13 +326,17 @@ class Worker:
         try:
             if task is None:
                 raise await missing_handler(self, job)  # Permanent, or Retry for another
+            if job.resumes:  # a fan-in parent resumed: its children's results (else none)
+                r.ctx._children = await self.backend.read_children(job.id, job.queue)
             if bus.execute:
                 result = await bus.around_execute(
                     r.ctx, lambda: run_handler(task, job, r.ctx, self._pool)
                 )
             else:
                 result = await run_handler(task, job, r.ctx, self._pool)
-            outcome = self._handover.result(job, result)  # a `Next`: the next step with it
+            outcome = self._handover.result(
+                job, result, r.ctx._spawned, r.ctx._fanout
+            )  # Next, children
         except asyncio.CancelledError:
             if r.lost or r.released:
                 return self._forget(r)
@@ -355,7 +359,7 @@ class Worker:
         self.processed += 1
         self.failed += outcome.kind not in _NOT_FAILED
         self._acks.append(outcome)
-        if outcome.then:  # delivered right after the round that stores it (`services.py`)
+        if outcome.then or job.parent is not None:  # hand-overs, a child's settle: forwarded
             self._services.handed_over.add(job.queue)
         if outcome.kind is OutcomeKind.RETRY:
             self._on_wake("work")  # the claim after this ack learns the retry's due time

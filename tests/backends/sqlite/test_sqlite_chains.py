@@ -1,6 +1,6 @@
 """SQLite-only: schema 10 (chains: step columns and the workflow index) comes by migration (a
-schema 9 store goes on through 11, human in the loop, to 12, the batch records), and reading a
-workflow is an index search, not a scan of every job."""
+schema 9 store goes on through 11, human in the loop, and 12, fan-in, to 13, the batch
+records), and reading a workflow is an index search, not a scan of every job."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ async def test_a_schema_9_store_gets_the_chain_columns_and_reads_workflows(
     tmp_path: Path,
 ) -> None:
     # Given a store as schema 9 wrote it (no step columns, no workflow index, no await columns,
-    # no batch records), with a job
+    # no fan-in column nor edges, no batch records), with a job
     path = tmp_path / "q.db"
     app = Conveyor(f"sqlite:///{path}")
     app.declare("old")
@@ -26,7 +26,8 @@ async def test_a_schema_9_store_gets_the_chain_columns_and_reads_workflows(
     drops = "".join(f"ALTER TABLE jobs DROP COLUMN {c};" for c, _ in reversed(AWAIT_COLUMNS))
     with sqlite3.connect(path) as old:
         old.executescript(
-            "DROP TABLE batches; DROP INDEX jobs_awaiting; DROP INDEX jobs_await_due;" + drops
+            "DROP TABLE batches; DROP TABLE edges; ALTER TABLE jobs DROP COLUMN fanin;"
+            "DROP INDEX jobs_awaiting; DROP INDEX jobs_await_due;" + drops
             + "DROP INDEX jobs_workflow; ALTER TABLE jobs DROP COLUMN step; "
             "ALTER TABLE jobs DROP COLUMN steps; ALTER TABLE jobs DROP COLUMN next_jobs; "
             "UPDATE conveyor_meta SET value = '9' WHERE key = 'schema';"
@@ -43,13 +44,13 @@ async def test_a_schema_9_store_gets_the_chain_columns_and_reads_workflows(
             names = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
             cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
         check.close()
-        # Then it is the current schema (through 10, 11 to 12), and the old job reads as a
+        # Then it is the current schema (through 10, 11, 12 to 13), and the old job reads as a
         # one-step workflow
-        assert version == (SCHEMA_VERSION,) == ("12",)
+        assert version == (SCHEMA_VERSION,) == ("13",)
         assert "jobs_workflow" in names and {"step", "steps", "next_jobs"} <= cols
         assert {"jobs_awaiting", "jobs_await_due"} <= names
         assert {c for c, _ in AWAIT_COLUMNS} <= cols
-        assert {"batches", "batches_expiry"} <= names
+        assert {"edges", "edges_parent", "batches", "batches_expiry"} <= names and "fanin" in cols
         info = await app.workflow(job.id)
         assert [s.job_id for s in info.steps] == [job.id] and info.current == "old"
     finally:

@@ -66,9 +66,10 @@ class _Finish:
     """The arguments of one finish.lua call: completions without a result as one 'id token'
     list, those with one as (id, token, result) triples, the other outcomes as JSON."""
 
-    __slots__ = ("costs", "handed", "others", "plain", "rest")
+    __slots__ = ("costs", "handed", "others", "plain", "queue", "rest")
 
-    def __init__(self) -> None:
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
         self.costs: list[tuple[str, int, dict[str, str]]] = []  # for cost.lua
         self.plain: list[str] = []
         self.rest: list[Any] = []
@@ -78,8 +79,10 @@ class _Finish:
     def add(self, o: Outcome) -> None:
         if o.cost:
             self.costs.append((o.job_id, o.token, {u: repr(a) for u, a in o.cost.items()}))
-        if o.then:
-            self.handed[o.job_id] = [(nj.id, outbox.entry(nj)) for nj in o.then]
+        if o.then:  # a fan-out's children carry their edge (parent queue, spawn index)
+            fan = o.fanout is not None
+            self.handed[o.job_id] = [(nj.id, outbox.entry(nj, (self.queue, i) if fan else None))
+                                     for i, nj in enumerate(o.then)]  # fmt: skip
         elif o.kind is OutcomeKind.COMPLETED and o.result is None and o.job_id.isalnum():
             self.plain.append(f"{o.job_id} {o.token}")  # the common case, without encode()
             return
@@ -87,8 +90,18 @@ class _Finish:
         if e.kind is OutcomeKind.COMPLETED:
             self.rest += (e.job_id, e.token, e.result or "null")
         elif e.kind is OutcomeKind.AWAIT:  # park_attempt (lua/includes/awaiting.lua)
+            f = o.fanout  # a parent awaiting its children: includes/fanin.lua fan_park
+            fan = (
+                None
+                if f is None
+                else {
+                    "p": f.policy,
+                    "x": f.cancel_siblings,
+                    "c": [(nj.id, nj.queue) for nj in o.then],
+                }
+            )
             self.others.append((e.job_id, e.token, "await", e.prompt, e.await_data,
-                                e.timeout or 0, None, e.on_timeout))  # fmt: skip
+                                e.timeout or 0, None, e.on_timeout, fan))  # fmt: skip
         else:
             self.others.append((e.job_id, e.token, e.kind.value, None, e.error, e.retry_in,
                                 orjson.dumps(e.brief).decode()))  # fmt: skip
@@ -215,7 +228,7 @@ class Attempts:
             if queue is None:
                 unknown.append(o)
             else:
-                (batches.get(queue) or batches.setdefault(queue, _Finish())).add(o)
+                (batches.get(queue) or batches.setdefault(queue, _Finish(queue))).add(o)
         lost: list[str] = []
         if unknown:  # not claimed through this backend object (direct calls): look them up
             found = await self._by_queue([o.job_id for o in unknown])
@@ -225,7 +238,7 @@ class Attempts:
                 if queue is None:
                     lost.append(o.job_id)
                 else:
-                    batches.setdefault(queue, _Finish()).add(o)
+                    batches.setdefault(queue, _Finish(queue)).add(o)
         # A queue's costs go before its finish (same slot, in order): a reader that sees the
         # job ended then sees its cost too. After it, a `get` between the two scripts saw a
         # completed job without its last attempt's cost.

@@ -56,6 +56,7 @@ from . import batches as bt
 from .attempts import Attempts
 from .connection import Gate, deadline, make_client, operations, redis_options, unavailable
 from .events import EventLog
+from .fanin import RedisFanIn
 from .listener import RedisListener
 from .scripts import SCRIPTS, evalsha
 from .workflows import RedisWorkflows
@@ -65,7 +66,7 @@ CLOSE_TIMEOUT = 5.0
 
 
 @operations  # connection errors -> BackendUnavailable; cluster: wait for a connection
-class RedisBackend(RedisWorkflows):
+class RedisBackend(RedisWorkflows, RedisFanIn):
     """`Backend` on Redis or Redis Cluster."""
 
     capabilities = Capabilities(cross_process=True, cross_host=True, blocking_wakeups=True)
@@ -267,7 +268,11 @@ class RedisBackend(RedisWorkflows):
         return results
 
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        return await steering.steer(self, "cancel", job_id, tenant)
+        job = await steering.steer(self, "cancel", job_id, tenant)
+        # Fan-in: the cancelled job's settle (a child) or its children's cancels (a parent)
+        # wait in its queue's outbox: deliver them now rather than at the next worker sweep.
+        await self.forward_handovers([job.queue])
+        return job
 
     async def retry_job(
         self,

@@ -39,8 +39,15 @@ def job_from_hash(
         int(h["ns"]) if "ns" in h else None, tuple(orjson.loads(h["nx"])) if "nx" in h else (),
         prompt=orjson.loads(h["ap"]) if "ap" in h else None, await_deadline=_f(h.get("ad")),
         on_timeout=h.get("ao"), input=orjson.loads(h["ai"]) if "ai" in h else None,
-        resumes=int(h.get("ar", 0)),
+        resumes=int(h.get("ar", 0)), fanin=_fanin(h) if "ft" in h else None,
     )  # fmt: skip
+
+
+def _fanin(h: dict[str, str]) -> dict[str, Any]:
+    """A fan-in parent's record (includes/fanin.lua fields fp fx ft fs ff fw)."""
+    return {"policy": h.get("fp"), "cancel_siblings": h.get("fx") == "1", "total": int(h["ft"]),
+            "settled": int(h.get("fs", 0)), "failed": int(h.get("ff", 0)),
+            "waiting": h.get("fw") == "1"}  # fmt: skip
 
 
 def pairs(flat: list[Any]) -> dict[str, str]:

@@ -16,19 +16,21 @@ NAMES = (
     "admit", "badd", "batch", "bdone", "bfire", "bpart", "bstate", "cancel", "claim", "cost",
     "enqueue", "event", "events", "expire", "extend", "finish", "heartbeat", "keyrevoke",
     "keystore", "pause", "peek", "progress", "prune", "recover", "release", "reserve", "resume",
-    "retry", "trim", "workers",
+    "retry", "settle", "trim", "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset(
     {"cancel", "claim", "enqueue", "expire", "finish", "peek", "prune", "recover", "release",
-     "resume", "retry"}
+     "resume", "retry", "settle"}
 )  # fmt: skip
 # Scripts that make due work claimable get includes/claiming.lua (after flow.lua).
 CLAIMING = frozenset({"claim", "peek"})
 # Scripts that can fail an attempt get includes/attempt.lua (the one failure transition).
 ATTEMPT = frozenset({"finish", "recover"})
 # Scripts that park or resume awaiting jobs get includes/awaiting.lua (human in the loop).
-AWAITING = frozenset({"expire", "finish", "resume"})
+AWAITING = frozenset({"expire", "finish", "resume", "settle"})
+# Scripts that end jobs for good or settle a parent get includes/fanin.lua (before attempt.lua).
+FANIN = frozenset({"cancel", "expire", "finish", "recover", "settle"})
 # Scripts that read or trim the event log get includes/streams.lua.
 STREAMS = frozenset({"enqueue", "events", "trim"})
 # Scripts that check a queue's max_queued get includes/backpressure.lua.
@@ -44,7 +46,8 @@ def _load(name: str) -> str:
     prelude, body = PRELUDES.get(name, (None, name))
     lua = resources.files(__package__).joinpath("lua")
     parts = [lua.joinpath("includes/common.lua").read_text()]
-    for names, include in ((FLOW, "flow"), (CLAIMING, "claiming"), (ATTEMPT, "attempt"),
+    for names, include in ((FLOW, "flow"), (FANIN, "fanin"), (CLAIMING, "claiming"),
+                           (ATTEMPT, "attempt"),
                            (AWAITING, "awaiting"), (STREAMS, "streams"),
                            (BACKPRESSURE, "backpressure")):  # fmt: skip
         if body in names:
@@ -70,7 +73,7 @@ SCRIPTS = {name: Script(name) for name in (*NAMES, *PRELUDES)}
 # QUEUEFULL, and the reply text).
 ERRORS: dict[str, Callable[[str, str], ConveyorError]] = {
     "NOTFOUND": lambda job_id, _: JobNotFound(job_id),
-    "STATE": lambda job_id, text: JobStateError(job_id, text.split()[1], "change"),
+    "STATE": lambda job_id, text: JobStateError(job_id, text.split(maxsplit=1)[1], "change"),
     "QUEUEFULL": lambda queue, text: queue_full(queue, text),
 }
 

@@ -21,7 +21,7 @@ import orjson
 from ...job import JobState
 from ..base import Outcome, OutcomeKind, Recovered
 from ..outcomes import Encoded, encode
-from . import awaiting
+from . import awaiting, fanin
 from . import batches as bt
 from . import flow as fl
 from .ops import RATE_BUCKET, add_events, bump, enqueue
@@ -151,6 +151,11 @@ def finish(
             acked.add(enc.job_id)
     woke = e.apply(conn)
     if hand_over(conn, now, [o for o in outcomes if o.then and o.job_id in acked]):
+        woke = True
+    parked = [o for o in outcomes if o.fanout is not None and o.job_id in acked]
+    if parked:
+        fanin.park(conn, now, parked)
+    if fanin.settle(conn, now, acked):  # children that ended for good settle their edges
         woke = True
     costs = [o for o in outcomes if o.cost and o.job_id in acked]
     if costs:

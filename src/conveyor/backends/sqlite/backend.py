@@ -18,6 +18,7 @@ from typing import Any
 
 from ...clock import Clock, HostClock
 from ...errors import BackendCorrupt, BackendLocked, BackendUnavailable
+from ...fanin import ChildResult
 from ...job import Job, JobState
 from ..base import (
     EVENTS_OLDEST,
@@ -47,7 +48,7 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import admin, attempts, awaiting, gates, migrations, ops, schedules
+from . import admin, attempts, awaiting, fanin, gates, migrations, ops, schedules
 from . import batches as bt
 from . import maintenance as m
 from .executor import DbThread
@@ -226,7 +227,7 @@ class SqliteBackend(SqliteWorkflows):
         return ok
 
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        job: Job = await self._run(ops.cancel, job_id, tenant, notify=b"c")
+        job: Job = await self._run(fanin.cancel, job_id, tenant, notify=b"c")
         self._notifier.notify(b"w")  # a cancelled active job may have freed a concurrency slot
         return job
 
@@ -243,22 +244,26 @@ class SqliteBackend(SqliteWorkflows):
     async def resume_job(
         self, job_id: str, data: str | None = None, *, tenant: str | None = None
     ) -> Job:
-        job: Job = await self._run(awaiting.resume, job_id, tenant, data, notify=b"w")
+        job: Job = await self._run(fanin.resume, job_id, tenant, data, notify=b"w")
         return job
 
     async def expire_awaiting(self) -> list[Recovered]:
         # Every worker sweeps every pass: a read first, so an idle sweep takes no write lock.
         if not await self._read(awaiting.any_due, self.now()):
             return []
-        out: list[Recovered] = await self._run(awaiting.expire)
-        if out:  # resumed jobs, or a batch's callbacks its last member's timeout enqueued
+        out: list[Recovered] = await self._run(fanin.expire)
+        if out:  # resumed, a child's end may have resumed its parent, or callbacks were enqueued
             self._notifier.notify(b"w")
         return out
 
     async def recover_expired(self) -> list[Recovered]:
-        out: list[Recovered] = await self._run(attempts.recover)
+        out: list[Recovered] = await self._run(fanin.recover)
         if out:
             self._notifier.notify(b"w")
+        return out
+
+    async def read_children(self, parent_id: str, queue: str) -> list[ChildResult]:
+        out: list[ChildResult] = await self._read(fanin.children, parent_id)
         return out
 
     # -- reads ------------------------------------------------------------------------------------

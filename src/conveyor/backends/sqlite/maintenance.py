@@ -30,6 +30,7 @@ from ..base import (
 from . import backpressure as bp
 from . import batches as bt
 from . import flow as fl
+from .fanin import forget
 from .gates import describe_gates
 from .ops import JOB_COLS, RATE_BUCKET, bump, row_to_job
 
@@ -170,7 +171,7 @@ def _delete(conn: sqlite3.Connection, now: float, where: str, args: tuple[Any, .
     while True:
         rows = conn.execute(
             f"DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE {where} LIMIT {DELETE_CHUNK}) "
-            "RETURNING queue, status, flow, lease_expires_at, started_at",
+            "RETURNING queue, status, flow, lease_expires_at, started_at, id, fanin",
             args,
         ).fetchall()
         if not rows:
@@ -180,9 +181,12 @@ def _delete(conn: sqlite3.Connection, now: float, where: str, args: tuple[Any, .
             deltas[(q, s)] -= 1
         bump(conn, deltas)
         # A cancelled attempt still running held its gates' slots: deleting it frees them.
-        held = [(q, f, None, started) for q, _, f, lease, started in rows if lease and f]
+        held = [(q, f, None, started) for q, _, f, lease, started, *_ in rows if lease and f]
         if held:
             fl.settle(conn, now, held)
+        parents = [r[5] for r in rows if r[6] is not None]
+        if parents:  # a deleted parent's edges go with it (its children's settles find none)
+            forget(conn, parents)
         total += len(rows)
         if len(rows) < DELETE_CHUNK:
             return total

@@ -12,7 +12,7 @@ from importlib import resources
 
 from ...errors import BackendCorrupt
 
-SCHEMA_VERSION = "12"
+SCHEMA_VERSION = "13"
 
 
 def install(conn: sqlite3.Connection, path: str, exists: bool) -> None:
@@ -67,7 +67,9 @@ def _statements(script: str) -> list[str]:
     out: list[str] = []
     buf = ""
     for line in script.splitlines(keepends=True):
-        if not buf and line.lstrip().startswith("--"):
+        # Blank lines and comments between statements are dropped: a statement starts with its
+        # keyword (migrations pick statements by how they start).
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
             continue
         buf += line
         if sqlite3.complete_statement(buf):
@@ -191,7 +193,19 @@ def migrate_10_to_11(conn: sqlite3.Connection) -> None:
 
 
 def migrate_11_to_12(conn: sqlite3.Connection) -> None:
-    """Schema 12 adds the batch records (batches with callbacks)."""
+    """Schema 12 adds fan-out / fan-in: the parents' fan-in record (``jobs.fanin``) and the
+    edges table. No job has children before it."""
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    if "fanin" not in cols:
+        conn.execute("ALTER TABLE jobs ADD COLUMN fanin TEXT")
+    for stmt in _statements(_schema()):
+        if stmt.startswith(("CREATE TABLE IF NOT EXISTS edges",
+                            "CREATE INDEX IF NOT EXISTS edges_parent")):  # fmt: skip
+            conn.execute(stmt)
+
+
+def migrate_12_to_13(conn: sqlite3.Connection) -> None:
+    """Schema 13 adds the batch records (batches with callbacks)."""
     for stmt in _statements(_schema()):
         if "batches (" in stmt:
             conn.execute(stmt)
@@ -209,4 +223,5 @@ STEPS: dict[str, Callable[[sqlite3.Connection], None]] = {
     "9": migrate_9_to_10,
     "10": migrate_10_to_11,
     "11": migrate_11_to_12,
+    "12": migrate_12_to_13,
 }

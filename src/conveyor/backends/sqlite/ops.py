@@ -25,7 +25,7 @@ JOB_COLS = (
     "id, queue, task, payload, priority, status, attempt, max_attempts, stalls, max_stalls, "
     "timeout, lease, progress, result, error, tenant, batch, workflow, parent, idempotency_key, "
     "created_at, scheduled_for, started_at, finished_at, lease_expires_at, worker, token, meta, "
-    "cost, step, steps, next_jobs, prompt, await_deadline, on_timeout, input, resumes"
+    "cost, step, steps, next_jobs, prompt, await_deadline, on_timeout, input, resumes, fanin"
 )
 _STATES = {s.value: s for s in JobState}
 _loads = orjson.loads
@@ -45,6 +45,7 @@ def row_to_job(r: Sequence[Any]) -> Job:
         r[29], r[30], tuple(_loads(r[31])) if r[31] else (),
         prompt=None if r[32] is None else _loads(r[32]), await_deadline=r[33], on_timeout=r[34],
         input=None if r[35] is None else _loads(r[35]), resumes=r[36],
+        fanin=None if r[37] is None else _loads(r[37]),
     )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 12. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 13. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   on_timeout       TEXT,
   await_data       TEXT,
   input            TEXT,
-  resumes          INTEGER NOT NULL DEFAULT 0
+  resumes          INTEGER NOT NULL DEFAULT 0,
+  fanin            TEXT      -- fan-in parent: JSON {policy, cancel_siblings, total, settled, failed, waiting}
 );
 -- The claim path: ready unlimited jobs of a queue, highest priority first, then FIFO. O(log n).
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)
@@ -213,6 +214,20 @@ CREATE TABLE IF NOT EXISTS schedules (
   last_job   TEXT,
   PRIMARY KEY (queue, name)
 ) WITHOUT ROWID;
+
+-- Fan-in (conveyor.AwaitChildren): one edge per child of a parent's last round of children,
+-- by spawn index. status, result and error stay NULL until the child's final transition
+-- settles the edge, once, in the same transaction (backends/sqlite/fanin.py).
+CREATE TABLE IF NOT EXISTS edges (
+  child      TEXT PRIMARY KEY,
+  parent     TEXT NOT NULL,
+  idx        INTEGER NOT NULL,
+  status     TEXT,
+  result     TEXT,
+  error      TEXT,
+  settled_at REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_parent ON edges (parent, idx);
 
 -- Batch records (batches with callbacks, backends/batches.py): member total and final counts,
 -- updated in the transaction of each member's final transition; the callbacks' job templates

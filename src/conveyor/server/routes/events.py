@@ -95,6 +95,10 @@ async def events(
     settings: ServerSettings = request.app.state.settings
     hub: EventHub = request.app.state.event_hub
     scope = principal.tenant_scope(tenant)
+    if hub.subscribers >= settings.max_streams:  # checked again by no one: a few may overshoot
+        raise ApiError(503, "too_many_streams", f"this server already serves its maximum of "
+                       f"{settings.max_streams} event streams; try again later",
+                       headers={"Retry-After": "5"})  # fmt: skip
     cursor = last_event_id if last_event_id is not None else since
     if cursor is not None and not 0 < len(cursor) <= MAX_CURSOR:
         raise ApiError(422, "invalid", f"the event cursor must be 1-{MAX_CURSOR} characters",

@@ -171,17 +171,44 @@ async def submit_upload(
     receiver = UploadReceiver(store, principal.tenant, upload_id, settings.max_upload_bytes,
                               settings.upload_types)  # fmt: skip
     received = await receiver.receive(boundary, request.stream())
+    calls: list[asyncio.Task[Job]] = []
     try:
         return await _enqueue(request, response, principal, app, store, upload_id, received,
-                              idempotency_key)  # fmt: skip
+                              idempotency_key, calls)  # fmt: skip
     except BaseException:
-        await asyncio.to_thread(store.remove, upload_id, principal.tenant)
+        await _discard(store, upload_id, principal.tenant, calls)
         raise
+
+
+async def _discard(store: UploadStore, upload_id: str, tenant: str | None,
+                   calls: list[asyncio.Task[Job]], meta: UploadMeta | None = None) -> None:  # fmt: skip
+    """The request failed: delete the upload unless its job may be stored. A job enqueue cut
+    off by the deadline (or a disconnect) still runs, shielded: the file is deleted only if it
+    fails, and otherwise kept for its job (its sidecar then names the job)."""
+    call = calls[0] if calls else None
+    if call is None or call.done():
+        if call is None or call.cancelled() or call.exception() is not None:
+            await asyncio.to_thread(store.remove, upload_id, tenant)
+        return
+    loop = asyncio.get_running_loop()
+
+    def settled(t: asyncio.Task[Job]) -> None:
+        if t.cancelled() or t.exception() is not None:
+            loop.run_in_executor(None, store.remove, upload_id, tenant)
+        elif meta is not None:
+            meta.job = t.result().id
+            loop.run_in_executor(None, store.write, meta)
+        log.warning("upload %s: its job's enqueue outlived the request (%s); the file is %s",
+                    upload_id, "failed" if t.cancelled() or t.exception() else "stored",
+                    "deleted" if t.cancelled() or t.exception() else "kept")  # fmt: skip
+
+    call.add_done_callback(settled)
 
 
 async def _enqueue(
     request: Request, response: Response, principal: Principal, app: Conveyor,
     store: UploadStore, upload_id: str, received: Received, header_key: str | None,
+    calls: list[asyncio.Task[Job]],
 ) -> dict[str, Any]:  # fmt: skip
     settings: ServerSettings = request.app.state.settings
     task = received.fields.get("task")
@@ -201,9 +228,10 @@ async def _enqueue(
     meta = UploadMeta(upload_id, tenant, received.size, received.sha256, received.content_type,
                       received.filename, time.time())  # fmt: skip
     try:
-        job = await _store_and_enqueue(app, store, settings, received, meta, opts, task, key)
+        job = await _store_and_enqueue(app, store, settings, received, meta, opts, task, key,
+                                       calls)  # fmt: skip
     except BaseException:
-        await asyncio.to_thread(store.remove, upload_id, tenant)
+        await _discard(store, upload_id, tenant, calls, meta)
         raise
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     if job.created is False:  # the key matched an earlier job: this file is not needed
@@ -227,9 +255,12 @@ async def _enqueue(
 async def _store_and_enqueue(
     app: Conveyor, store: UploadStore, settings: ServerSettings, received: Received,
     meta: UploadMeta, opts: UploadOptions, task: str, key: str | None,
+    calls: list[asyncio.Task[Job]],
 ) -> Job:  # fmt: skip
     """Make the file durable under its final name with its sidecar, then enqueue its cleanup
-    job and its job (in that order: no stored upload is ever without its cleanup job)."""
+    job and its job (in that order: no stored upload is ever without its cleanup job). The
+    job's enqueue runs as a shielded task put in ``calls``: when the deadline or a disconnect
+    cuts the request off, the backend may still store the job, and `_discard` waits for it."""
     final = store.folder(meta.tenant, create=True) / meta.id
     try:
         await asyncio.to_thread(commit, received, final)
@@ -241,11 +272,12 @@ async def _store_and_enqueue(
     async with backend_deadline(settings):
         await app.enqueue(CLEANUP_TASK, cleanup_payload(meta.id, meta.tenant,
                           settings.upload_ttl), delay=settings.upload_ttl)  # fmt: skip
-        return await app.enqueue(
+        calls.append(asyncio.ensure_future(app.enqueue(
             task, {**opts.payload, opts.file_field: upload_ref(meta.id, meta.tenant)},
             priority=opts.priority, delay=opts.delay, idempotency_key=key, tenant=meta.tenant,
             max_attempts=opts.max_attempts, meta=opts.meta,
-        )  # fmt: skip
+        )))  # fmt: skip
+        return await asyncio.shield(calls[0])
 
 
 def _earlier_upload(store: UploadStore, payload: dict[str, Any], tenant: str | None) -> Any:

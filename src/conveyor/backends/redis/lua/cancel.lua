@@ -31,6 +31,13 @@ end
 redis.call('ZADD', P .. 'f:cancelled', now, id)
 batch_end(cur[7], 'cancelled')  -- a member of a batch with callbacks: counted in its part
 event('cancelled', id, cur[2], cur[3], '{"from":"' .. s .. '"}')
+-- Fan-in (includes/fanin.lua): a child's edge settles; a waiting parent stops waiting and
+-- its pending children are cancelled (through the outbox: they may live in other slots).
+settle_edge(id, 'cancelled', nil, nil)
+if redis.call('HGET', k, 'fw') == '1' then
+  redis.call('HSET', k, 'fw', 0)
+  cancel_pending(id)
+end
 if s == 'active' and cur[4] then
   -- Tell the holding worker now (it blocks on this key beside the queue marker).
   redis.call('ZADD', P .. 'wk:' .. cur[4], 0, 'c')

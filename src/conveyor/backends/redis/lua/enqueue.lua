@@ -2,7 +2,8 @@
 -- KEYS[1] queue prefix
 -- ARGV[1] JSON array of jobs: {id, task, payload, priority, max_attempts, max_stalls, timeout,
 --         lease, delay, tenant, batch, workflow, parent, idempotency_key, flow or null,
---         meta JSON or null, step label or null, declared steps or null}
+--         meta JSON or null, step label or null, declared steps or null[, a fan-in child's
+--         parent queue, its spawn index]}
 -- ARGV[2] JSON object of the flows' gate rules {gate name: spec JSON}, or '' when no job has
 --         a flow; a created job's gates are upserted (rule replaced, state kept)
 -- ARGV[3] the queue's max_queued, or '' (unlimited): refused when the jobs it would create do
@@ -62,7 +63,8 @@ for _, j in ipairs(jobs) do
                'l', j[8], 'c', now_txt}
     if j[7] ~= cjson.null then table.insert(h, 'to'); table.insert(h, j[7]) end
     local opt = {{'tn', j[10]}, {'b', j[11]}, {'wf', j[12]}, {'pa', j[13]}, {'ik', key},
-                 {'m', j[16]}, {'sl', j[17] or cjson.null}, {'ns', j[18] or cjson.null}}
+                 {'m', j[16]}, {'sl', j[17] or cjson.null}, {'ns', j[18] or cjson.null},
+                 {'fq', j[19] or cjson.null}, {'fi', j[20] or cjson.null}}
     for _, kv in ipairs(opt) do
       if kv[2] ~= cjson.null then table.insert(h, kv[1]); table.insert(h, kv[2]) end
     end

@@ -29,12 +29,14 @@ for _, id in ipairs(due) do
     if cur[7] and batch_end(cur[7], state) then parts_ended = true end
     if state == 'cancelled' then
       event('cancelled', id, cur[4], cur[5], '{"from":"awaiting","reason":"timeout"}')
+      settle_edge(id, 'cancelled', nil, nil)
     else
       local err = cjson.encode({type = 'AwaitTimeout', message =
         "no input arrived by the deadline (on_timeout='" .. tostring(cur[2]) .. "')"})
       redis.call('HSET', k, 'e', err)
       event('failed', id, cur[4], cur[5], '{"attempt":' .. (cur[6] or '0') .. ',"error":' ..
             err .. ',"reason":"timeout"}')
+      settle_edge(id, 'failed', nil, err)
     end
     table.insert(out, id); table.insert(out, state)
   end

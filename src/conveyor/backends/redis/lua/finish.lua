@@ -5,7 +5,9 @@
 --         kind ('retry'|'failed'), null, error_json or null, retry_in seconds, brief_json (the
 --         event data without the attempt) or null}, or for an await (park_attempt in
 --         includes/awaiting.lua) {id, token, 'await', prompt_json, timeout_data_json or null,
---         timeout seconds (0: none), null, on_timeout}
+--         timeout seconds (0: none), null, on_timeout, fan-out or null}; a fan-out (the
+--         parent awaits its children, includes/fanin.lua fan_park) is {p: policy, x: cancel
+--         siblings, c: [[child id, queue], ...]}
 -- ARGV[3] completions without a result: 'id token id token ...' (one argument: cheaper to
 --         send and to parse than three per job)
 -- ARGV[4] hand-overs ('' when none): JSON object {job id: [[new job id, outbox entry], ...]}:
@@ -47,7 +49,7 @@ local function hand_over(id)
 end
 local function complete(id, token, result)
   local k = jkey(id)
-  local cur = redis.call('HMGET', k, 's', 'tk', 't', 'tn', 'sa', 'fl', 'e', 'b')
+  local cur = redis.call('HMGET', k, 's', 'tk', 't', 'tn', 'sa', 'fl', 'e', 'b', 'fq')
   if cur[1] ~= 'active' or cur[2] ~= token then
     lost[#lost + 1] = id
     lost_held[#lost_held + 1] = {id, token}
@@ -69,6 +71,7 @@ local function complete(id, token, result)
   if cur[7] then redis.call('HDEL', k, 'e') end  -- an earlier attempt's error
   if cur[8] and batch_end(cur[8], 'completed') then parts_ended = true end
   event('completed', id, cur[3], cur[4], hand_over(id))
+  if cur[9] then settle_edge(id, 'completed', result, nil) end  -- a fan-in child (fanin.lua)
 end
 for id, token in string.gmatch(ARGV[3], '(%S+) (%S+)') do complete(id, token, nil) end
 for i = 5, #ARGV, 3 do complete(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
@@ -93,6 +96,7 @@ if ARGV[2] ~= '' then
     elseif kind == 'await' then  -- includes/awaiting.lua
       park_attempt(id, o[4], o[5] ~= cjson.null and o[5] or nil, tonumber(o[6]) or 0, o[8],
                    now, left_other)
+      if o[9] and o[9] ~= cjson.null then fan_park(id, o[9], now) end  -- includes/fanin.lua
       hand_over(id)
     else
       local err = o[5] ~= cjson.null and o[5] or nil

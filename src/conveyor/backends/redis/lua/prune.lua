@@ -22,7 +22,7 @@ end
 local n = 0
 for _, id in ipairs(ids) do
   local k = jkey(id)
-  local f = redis.call('HMGET', k, 'ik', 'b', 'tn', 'wf')
+  local f = redis.call('HMGET', k, 'ik', 'b', 'tn', 'wf', 'ft')
   if f[1] then
     -- The key's entry, where it still names this job (also in 'idem' for a tenant's job
     -- stored before keys were per tenant).
@@ -33,6 +33,7 @@ for _, id in ipairs(ids) do
   if f[2] then redis.call('SREM', P .. 'b:' .. f[2], id) end
   if f[3] then redis.call('ZREM', P .. 'tn:' .. f[3], id) end
   if f[4] then redis.call('ZREM', P .. 'wf:' .. f[4], id) end
+  if f[5] then redis.call('DEL', P .. 'fc:' .. id, P .. 'fr:' .. id) end  -- a fan-in parent
   if ARGV[1] == 'cancelled' then end_held({{id, false}}, now_s()) end  -- still running
   if redis.call('DEL', k) == 1 then n = n + 1 end
   redis.call('ZREM', z, id)

@@ -10,5 +10,7 @@ local k = jkey(id)
 local cur = redis.call('HMGET', k, 's', 'tn')
 if not cur[1] or (ARGV[2] ~= '' and cur[2] ~= ARGV[2]) then return redis.error_reply('NOTFOUND') end
 if cur[1] ~= 'awaiting' then return redis.error_reply('STATE ' .. cur[1]) end
+-- A parent waiting for its children is resumed by them (settle.lua), not by a person.
+if redis.call('HGET', k, 'fw') == '1' then return redis.error_reply('STATE awaiting children') end
 resume_job(id, ARGV[3] ~= '' and ARGV[3] or nil, now_s(), nil)
 return redis.call('HGETALL', k)

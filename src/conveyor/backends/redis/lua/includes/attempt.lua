@@ -23,6 +23,7 @@ local function fail_attempt(id, kind, err, brief, delay, now, left)
     redis.call('ZADD', P .. 'f:failed', now, id)
     event('failed', id, task, tenant, data)
     if cur[7] and batch_end(cur[7], 'failed') then fail_parts_ended = true end
+    settle_edge(id, 'failed', nil, err)  -- a fan-in child (includes/fanin.lua)
     return false
   end
   redis.call('HDEL', k, 'w', 'pg')
