@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .backends.batches import BatchRecord
 from .job import FINAL_STATES
 
 if TYPE_CHECKING:
@@ -16,20 +17,28 @@ _FINAL = {s.value for s in FINAL_STATES}
 
 @dataclass(slots=True)
 class BatchStatus:
+    """``eta``: seconds until every member ended, at the rate members ended so far (from the
+    first start; with a record, from the batch's creation). ``record``: the batch record of a
+    batch with callbacks (callbacks' job ids and states, fired, expiry), else None."""
+
     id: str
     total: int
     counts: dict[str, int]
     done: int
     percent: float
     eta: float | None  # seconds, from the rate jobs finished so far
+    record: BatchRecord | None = None
 
     @property
     def finished(self) -> bool:
+        if self.record is not None and self.record.fired:
+            return True
         return self.total > 0 and self.done >= self.total
 
     def to_dict(self) -> dict[str, Any]:
+        rec = self.record.to_dict() if self.record is not None else None
         return {"id": self.id, "total": self.total, "counts": self.counts, "done": self.done,
-                "percent": self.percent, "eta": self.eta}  # fmt: skip
+                "percent": self.percent, "eta": self.eta, "record": rec}  # fmt: skip
 
 
 class Batch:
@@ -70,7 +79,13 @@ class Batch:
             eta = elapsed / done * (c.total - done)
         elif c.total and done >= c.total:
             eta = 0.0
-        return BatchStatus(self.id, c.total, c.counts, done, percent, eta)
+        return BatchStatus(self.id, c.total, c.counts, done, percent, eta, c.record)
+
+    async def add(self, items: Any, **options: Any) -> Batch:
+        """Add members to this open batch: ``app.enqueue_many(items, batch=self.id,
+        tenant=self.tenant, **options)`` (the same call; raises `BatchClosed` once the batch's
+        callbacks fired). Returns the handle of the added jobs."""
+        return await self.app.enqueue_many(items, batch=self.id, tenant=self.tenant, **options)
 
     async def wait(self, timeout: float | None = None, poll: float = 0.1) -> BatchStatus:
         """Wait until every job of the batch is finished; raises TimeoutError."""

@@ -186,16 +186,25 @@ class Client:
         delay: float | timedelta | None = None,
         tenant: str | None = None,
         idempotency_key: str | None = None,
+        batch: str | None = None,
+        on_complete: str | Mapping[str, Any] | None = None,
+        on_success: str | Mapping[str, Any] | None = None,
+        batch_ttl: float | None = None,
     ) -> RemoteBatch:
         """Submit many jobs atomically (``POST /v1/jobs/batch``): items are ``(task, payload)``
         or dicts like `Conveyor.enqueue_many`'s (without ``tenant``: a batch has one).
-        ``idempotency_key`` keys the whole batch: the same key again returns the same batch."""
+        ``idempotency_key`` keys the whole batch: the same key again returns the same batch.
+        ``on_complete``/``on_success``/``batch_ttl``: callbacks as `Conveyor.enqueue_many`'s;
+        ``batch``: add the items to that open batch (``POST /v1/batches/{id}/jobs``)."""
         jobs = [
             {"task": it[0], "payload": it[1]} if isinstance(it, tuple) else dict(it) for it in items
         ]
-        body = _params(jobs=jobs, priority=priority, delay=_seconds(delay), tenant=tenant)
+        body = _params(jobs=jobs, priority=priority, delay=_seconds(delay), tenant=tenant,
+                       on_complete=on_complete, on_success=on_success,
+                       batch_ttl=batch_ttl)  # fmt: skip
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        out = await self._call("POST", "/v1/jobs/batch", json=body, headers=headers)
+        path = "/v1/jobs/batch" if batch is None else f"/v1/batches/{_segment(batch)}/jobs"
+        out = await self._call("POST", path, json=body, headers=headers)
         b = out["batch"]
         return RemoteBatch(b["id"], list(out["jobs"]), b["total"], b["created"],
                            out.get("estimate"))  # fmt: skip
@@ -246,7 +255,7 @@ class Client:
 
     async def batch(self, batch_id: str) -> dict[str, Any]:
         """A batch's status: ``id``, ``total``, ``counts`` by state, ``done``, ``percent``,
-        ``eta``."""
+        ``eta``, and ``record`` (callbacks: job ids and states, ``fired``) or None."""
         return await self._call("GET", f"/v1/batches/{_segment(batch_id)}")  # type: ignore[no-any-return]
 
     async def stats(self) -> dict[str, dict[str, Any]]:

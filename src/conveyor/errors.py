@@ -8,7 +8,9 @@ ConveyorError
 ├── JobNotFound               no job with that id                           (also KeyError)
 │   └── WorkflowNotFound      no workflow with that id
 ├── UploadNotFound            no upload with that id readable by this job   (also KeyError)
+├── BatchNotFound             no batch record with that id (for this tenant)  (also KeyError)
 ├── JobStateError             the transition is not allowed from the job's state
+├── BatchClosed               members added to a batch whose callbacks already fired
 ├── QueueFull                 the queue holds max_queued waiting jobs: nothing was stored
 ├── JobFailed                 wait(): the job ended failed
 ├── JobCancelled              wait(): the job ended cancelled
@@ -92,6 +94,29 @@ class UploadNotFound(ConveyorError, KeyError):
     def __str__(self) -> str:
         shown = self.upload_id if len(self.upload_id) <= 64 else self.upload_id[:64] + "..."
         return f"upload {shown!r} not found"
+
+
+class BatchNotFound(ConveyorError, KeyError):
+    """No batch record has this id (never created with callbacks, expired, or another
+    tenant's)."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(batch_id)
+        self.batch_id = batch_id
+
+    def __str__(self) -> str:
+        return f"batch {self.batch_id!r} not found"
+
+
+class BatchClosed(ConveyorError):
+    """Members cannot be added: the batch's callbacks fired already (nothing was stored)."""
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(
+            f"batch {batch_id!r} is closed: its callbacks fired already, so it takes no new "
+            "members (enqueue them in a new batch)"
+        )
+        self.batch_id = batch_id
 
 
 class JobStateError(ConveyorError):
@@ -244,6 +269,8 @@ __all__ = [
     "BackendError",
     "BackendLocked",
     "BackendUnavailable",
+    "BatchClosed",
+    "BatchNotFound",
     "ConfigurationError",
     "ConveyorError",
     "EventsTrimmed",

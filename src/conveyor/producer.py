@@ -1,5 +1,6 @@
 """`Producer`: the producer API of an app (enqueue, enqueue_many, get, list, cancel, retry, resume,
-wait, batch, stats, workers, cleanup, events), written once against the `Backend` protocol.
+wait, batch, workflow; stats, workers, cleanup and events come from `observing.Observing`),
+written once against the `Backend` protocol.
 
 It reads the app's `Catalog` (tasks, ``max_queued``) and hands jobs the backend cannot take to
 the spool when the app has one (`conveyor.forwarder`). `Conveyor` is a `Producer` with a task
@@ -8,10 +9,9 @@ registry, a lifecycle and workers; the HTTP API and the CLI call the same method
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -19,21 +19,20 @@ from .awaiting import input_json
 from .backends.base import (
     Backend,
     EnqueueResult,
-    Event,
-    EventFilter,
     JobPage,
     ListParams,
+    NewBatch,
     NewJob,
-    QueueStats,
-    WorkerInfo,
 )
 from .batch import Batch
 from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError, WorkflowNotFound
 from .hooks import Enqueuing, HookBus
 from .inputs import PayloadLimits, brief
-from .job import Job, JobState, new_id
+from .job import Job, JobState
 from .meta import decoded_meta, encoded_meta
+from .newbatches import batch_of_call, check_members
 from .newjobs import EnqueueItem, JobBuilder, job_from_new
+from .observing import Observing
 from .options import check_lookups, check_options
 from .workflows import WorkflowInfo, workflow_info
 
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from .worker.runtime import Worker
 
 
-class Producer:
+class Producer(Observing):
     """Enqueue jobs and read and steer them, on ``backend``, for the tasks of ``catalog``.
 
     Opens the backend on the first call that needs it. Wakes the workers attached to it (same
@@ -161,30 +160,45 @@ class Producer:
         priority: int | str | None = None,
         delay: float | timedelta | datetime | None = None,
         tenant: str | None = None,
+        batch: str | None = None,
+        on_complete: Any = None,
+        on_success: Any = None,
+        batch_ttl: float | timedelta | None = None,
     ) -> Batch:
         """Store many jobs atomically (all or none) in one round trip; returns a `Batch` handle.
 
         Each item is ``(task, payload)`` or a dict with ``task``, ``payload`` and optionally
         ``priority``, ``delay``, ``idempotency_key``, ``tenant``, ``max_attempts``, ``meta``.
+
+        Callbacks: ``on_complete`` (a task name, a `Task`, or a dict with ``task`` and
+        optionally ``priority``, ``max_attempts``, ``meta``) is enqueued once when every member
+        has ended (completed, failed for good or cancelled); ``on_success`` only if they all
+        completed. Either gives the batch a durable record kept ``batch_ttl`` seconds (default
+        7 days) after the callbacks fired. ``batch``: add the items to that open batch of this
+        ``tenant`` instead (`BatchNotFound`, or `BatchClosed` once its callbacks fired).
         """
         now = time.time()
-        batch_id = new_id()
         prio, secs = check_options(priority, delay, None, tenant, None, now)
+        batch_id, record = batch_of_call(self._builder, tenant, batch, on_complete, on_success,
+                                         batch_ttl, now)  # fmt: skip
         jobs = self._builder.many(items, prio, secs, tenant, batch_id, now)
+        if record is not None:
+            check_members(record, jobs, tenant)
         if jobs and self.bus.enqueue:
             self._before_enqueue(jobs)
         if not jobs:
             await self.open()
         store = self._store_telling if self.bus.event else self._store
-        res, spooled = await store(jobs, batch_id) if jobs else (None, False)
+        res, spooled = await store(jobs, batch_id, record) if jobs else (None, False)
         self._wake_workers()
         ids = res.ids if res else []
-        batch = Batch(self, batch_id, ids, res.created if res else [])
-        batch.spooled = spooled
-        return batch
+        handle = Batch(self, batch_id, ids, res.created if res else [],
+                       tenant=tenant if record is not None else None)  # fmt: skip
+        handle.spooled = spooled
+        return handle
 
     async def _store_telling(
-        self, jobs: list[NewJob], group: str | None
+        self, jobs: list[NewJob], group: str | None, record: NewBatch | None = None
     ) -> tuple[EnqueueResult, bool]:
         """`_store` for ``on_event`` hooks: an ``enqueued`` event per job created, each before
         any event a worker of this process emits for it (the bus holds those meanwhile)."""
@@ -192,7 +206,7 @@ class Producer:
             self.bus.enqueuing(nj.id)
         made: dict[str, Job] = {}
         try:
-            res, spooled = await self._store(jobs, group)
+            res, spooled = await self._store(jobs, group, record)
             for nj, created in zip(jobs, res.created, strict=True):
                 if created:
                     job = made[nj.id] = job_from_new(nj, res.now)
@@ -202,9 +216,16 @@ class Producer:
                 self.bus.enqueued(nj.id, made.get(nj.id))
         return res, spooled
 
-    async def _store(self, jobs: list[NewJob], group: str | None) -> tuple[EnqueueResult, bool]:
-        """Store jobs in the backend, or in the spool (then True) when it is unreachable."""
+    async def _store(
+        self, jobs: list[NewJob], group: str | None, record: NewBatch | None = None
+    ) -> tuple[EnqueueResult, bool]:
+        """Store jobs in the backend, or in the spool (then True) when it is unreachable. The
+        members of a batch record go to the backend only: the record is checked as they are
+        stored (a spool could not refuse them once the batch closed)."""
         limits = self.catalog.max_queued or None
+        if record is not None:
+            await self.open()
+            return await self.backend.enqueue_batch(record, jobs, max_queued=limits), False
         if self._spooler is not None:
             return await self._spooler.store(jobs, group, limits)
         await self.open()
@@ -335,83 +356,3 @@ class Producer:
         if not jobs:
             raise WorkflowNotFound(workflow_id)
         return workflow_info(workflow_id, jobs)
-
-    async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
-        """Per queue: counts by state, live workers and their concurrency, run time, rate, and
-        backpressure (``max_queued``, ``full``)."""
-        await self.open()
-        wanted = list(queues) if queues else None
-        out = await self.backend.stats(wanted)
-        if wanted is None:
-            for q in self.catalog.queues():
-                if q not in out:
-                    out.update(await self.backend.stats([q]))
-        for q, st in out.items():  # this app's own setting is the one its producers enforce
-            if q in self.catalog.max_queued:
-                st.max_queued = self.catalog.max_queued[q]
-        if self._spooler is not None:
-            await self._spooler.add_depth(out)
-        return dict(sorted(out.items()))
-
-    async def workers(self) -> builtins.list[WorkerInfo]:
-        """The live workers of this backend (any process, any host), by id: who and where they
-        are, what they serve and run, what they have done. A worker that crashed drops out
-        when its heartbeat expires (``WorkerInfo.ttl``)."""
-        await self.open()
-        return await self.backend.list_workers()
-
-    async def cleanup(
-        self,
-        older_than: float | timedelta = 0.0,
-        states: Sequence[JobState | str] = (
-            JobState.COMPLETED,
-            JobState.FAILED,
-            JobState.CANCELLED,
-        ),
-    ) -> int:
-        """Delete finished jobs that ended more than ``older_than`` ago. Returns the count."""
-        secs = (
-            older_than.total_seconds() if isinstance(older_than, timedelta) else float(older_than)
-        )
-        if not secs >= 0 or secs == float("inf"):  # also refuses NaN
-            raise ValidationError(
-                f"older_than must be a finite number >= 0, got {secs}", field="older_than"
-            )
-        try:
-            sts = [JobState(s) for s in states]
-        except ValueError as exc:
-            raise ValidationError(str(exc), field="states") from None
-        bad = [s.value for s in sts if not s.is_final]
-        if bad:
-            raise ValidationError(f"cleanup only removes finished jobs, not {bad}", field="states")
-        await self.open()
-        return await self.backend.cleanup(secs, sts)
-
-    async def events(
-        self, since: str | None = None, *, follow: bool = True, poll: float = 0.1,
-        queue: str | None = None, tenant: str | None = None, job_id: str | None = None,
-    ) -> AsyncIterator[Event]:  # fmt: skip
-        """Events from the durable log committed after the cursor ``since``, across all
-        processes, each exactly once, oldest first (on Redis: per queue in commit order, queues
-        merged by time). ``since``: an event's ``cursor`` to resume after it, ``"oldest"``
-        for everything the log still holds, ``"0"`` for everything ever logged (reporting
-        what retention deleted), None for only new events. With
-        ``follow`` it keeps waiting for more. ``queue``, ``tenant`` and ``job_id`` filter
-        without reading the whole log; resume a filtered read with the same filters.
-
-        Raises `EventsTrimmed` when retention deleted events after ``since`` before they were
-        read; its ``resume`` cursor continues past the gap."""
-        if since is not None and not isinstance(since, str):
-            raise ValidationError("since must be an event cursor (a string)", field="since")
-        await self.open()
-        where = EventFilter(queue, tenant, job_id)
-        cursor = await self.backend.last_event_cursor() if since is None else since
-        while True:
-            page = await self.backend.read_events(cursor, 1000, where if where else None)
-            for ev in page.events:
-                yield ev
-            cursor = page.cursor
-            if not page.more:
-                if not follow:
-                    return
-                await asyncio.sleep(poll)

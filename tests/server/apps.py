@@ -27,6 +27,11 @@ def build_app(url: str, *, max_queued_default: int | None = None, **options: Any
         await asyncio.sleep(seconds)
         return "held"
 
+    @app.task(queue="default")
+    async def batch_done(batch: str, counts: dict[str, int], total: int) -> dict[str, Any]:
+        """A batch callback: answers what it was given."""
+        return {"batch": batch, "counts": counts, "total": total}
+
     @app.task(queue="default", retries=0)
     async def approve(ctx: Context, what: str = "it") -> Any:
         """Awaits a decision (human in the loop); once resumed, returns it."""

@@ -180,7 +180,8 @@ async def build_world(srv: ApiServer, store: Conveyor, make_key: Any) -> World:
             {"task": "echo", "payload": {"value": SECRET}},
             {"task": "hold", "meta": {"n": SECRET}},
         ]
-        r = await a.post("/v1/jobs/batch", json={"jobs": items},
+        # (with a callback: the batch has a record, and takes jobs at /v1/batches/{id}/jobs)
+        r = await a.post("/v1/jobs/batch", json={"jobs": items, "on_complete": "batch_done"},
                          headers={"Idempotency-Key": KEYS["batch"]})  # fmt: skip
         assert r.status_code == 202, r.text
         w.batch, w.batch_jobs = r.json()["batch"]["id"], r.json()["jobs"]

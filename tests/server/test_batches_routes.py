@@ -129,3 +129,63 @@ async def test_another_tenants_batch_is_404_and_read_only_keys_cannot_submit(
     async with client(srv) as anonymous:
         assert (await anonymous.post("/v1/jobs/batch", json={"jobs": _items(1)})).status_code == 401
         assert (await anonymous.get(f"/v1/batches/{batch['id']}")).status_code == 401
+
+
+async def test_a_batch_with_callbacks_takes_members_and_fires_once(
+    serve: Callable[..., ApiServer], keys: Callable[..., Any], store: Conveyor
+) -> None:
+    srv = serve()
+    async with client(srv, await keys("acme")) as http, client(srv, await keys("other")) as eve:
+        # Given a batch of 2 jobs with both callbacks (one with options)
+        r = await http.post("/v1/jobs/batch", json={
+            "jobs": _items(2), "on_complete": "batch_done",
+            "on_success": {"task": "batch_done", "priority": "high"}, "batch_ttl": 3600,
+        })  # fmt: skip
+        assert r.status_code == 202, r.text
+        batch = r.json()["batch"]["id"]
+        st = (await http.get(f"/v1/batches/{batch}")).json()
+        assert [c["state"] for c in st["record"]["callbacks"]] == ["waiting", "waiting"]
+        assert st["record"]["fired"] is False
+        # When a job is added, by its tenant and by another one
+        r = await http.post(f"/v1/batches/{batch}/jobs", json={"jobs": _items(1)})
+        assert r.status_code == 202, r.text
+        assert (
+            await eve.post(f"/v1/batches/{batch}/jobs", json={"jobs": _items(1)})
+        ).status_code == 404
+        assert (await eve.get(f"/v1/batches/{batch}")).status_code == 404
+        # Then the batch counts 3 members
+        assert (await http.get(f"/v1/batches/{batch}")).json()["total"] == 3
+        # When a worker runs everything
+        async with store.worker(concurrency=4, queues=["default"]):
+
+            async def fired() -> Any:
+                got = (await http.get(f"/v1/batches/{batch}")).json()
+                ids = [c["job_id"] for c in got["record"]["callbacks"]]
+                done = [(await http.get(f"/v1/jobs/{i}")).json() for i in ids]
+                ok = got["record"]["fired"] and all(j.get("status") == "completed" for j in done)
+                return (got, done) if ok else None
+
+            st, done = await eventually(fired, what="both callbacks to complete")
+        # Then both callbacks ran once with the counts, as the tenant's jobs
+        assert [c["state"] for c in st["record"]["callbacks"]] == ["enqueued", "enqueued"]
+        assert {j["tenant"] for j in done} == {"acme"}
+        assert done[0]["result"] == {"batch": batch, "total": 3,
+                                     "counts": {"completed": 3, "failed": 0, "cancelled": 0}}  # fmt: skip
+        assert done[1]["priority"] == 10
+        # And the fired batch takes no more jobs
+        r = await http.post(f"/v1/batches/{batch}/jobs", json={"jobs": _items(1)})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "batch_closed"
+
+
+async def test_a_callback_that_cannot_take_the_counts_is_refused(
+    serve: Callable[..., ApiServer], keys: Callable[..., Any]
+) -> None:
+    srv = serve()
+    async with client(srv, await keys("acme")) as http:
+        # When the callback task does not accept the callback payload, or is unknown
+        for cb in ("echo", "nope", {"task": "batch_done", "colour": "red"}):
+            r = await http.post("/v1/jobs/batch", json={"jobs": _items(1), "on_complete": cb})
+            # Then the request is refused, naming the problem, and nothing is stored
+            assert r.status_code == 422, r.text
+        page = (await http.get("/v1/jobs")).json()
+        assert page["jobs"] == []

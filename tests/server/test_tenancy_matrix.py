@@ -152,6 +152,20 @@ ROUTES: dict[tuple[str, str], Route] = {
             ),
         ],
     ),
+    ("POST", "/v1/batches/{batch_id}/jobs"): Route(
+        own=lambda w: Call(
+            "POST", f"/v1/batches/{w.batch}/jobs", json={"jobs": [{"task": "echo"}]}
+        ),
+        b=lambda w: [
+            Call("POST", f"/v1/batches/{w.batch}/jobs", NF, json={"jobs": [{"task": "echo"}]}),
+            Call(
+                "POST",
+                f"/v1/batches/{w.batch}/jobs",
+                NO,
+                json={"jobs": [{"task": "echo"}], "tenant": A},
+            ),
+        ],
+    ),
     ("GET", "/v1/workflows/{workflow_id}"): Route(
         # every job of A is a workflow of one step (or the first of one): B gets 404 for each
         own=lambda w: Call("GET", f"/v1/workflows/{w.done}"),
@@ -174,6 +188,7 @@ ROUTES: dict[tuple[str, str], Route] = {
                     "done": 0,
                     "percent": 0.0,
                     "eta": None,
+                    "record": None,
                 },
             ),
         ],

@@ -19,16 +19,14 @@ Conventions for every operation:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ..awaiting import AwaitInput
-from ..fanin import FanOut
 from ..job import Job, JobState
-from ..limits import Gate
 from .awaiting import AwaitStore
+from .batches import BatchRecord, BatchStore, NewBatch
 from .fanin import FanInStore
+from .params import ClaimParams, ClaimResult, EnqueueResult, NewJob, Outcome, OutcomeKind
 from .records import (
     EVENTS_OLDEST,
     ApiKeyRecord,
@@ -46,105 +44,6 @@ from .records import (
 )
 from .schedules import ScheduleState, ScheduleStore, TickClaim, TickOutcome, TickResult
 from .workflows import WorkflowStore
-
-
-@dataclass(slots=True)
-class NewJob:
-    """A job to store. ``payload`` is already validated and JSON-encoded by the producer."""
-
-    id: str
-    queue: str
-    task: str
-    payload: str
-    priority: int
-    max_attempts: int
-    max_stalls: int
-    timeout: float | None
-    lease: float
-    delay: float = 0.0  # seconds from the backend's now; 0 = ready now
-    tenant: str | None = None
-    batch: str | None = None
-    workflow: str | None = None
-    parent: str | None = None
-    idempotency_key: str | None = None
-    # Flow control: the JSON array of gate names the job must pass (None: unlimited) and the
-    # gates' rules, which the backend stores (upserts) with the job.
-    flow: str | None = None
-    gates: Sequence[Gate] = ()
-    meta: str | None = None  # the job's meta, JSON-encoded (`conveyor.meta`); None: none
-    step: str | None = None  # chains: the step label (None: the task's name)
-    steps: int | None = None  # chains: the number of steps the workflow declares
-
-
-@dataclass(slots=True)
-class EnqueueResult:
-    """Per input job, in input order: the stored id (the existing job's id when the idempotency
-    key matched) and whether this call created it. ``now`` is the backend's time of the insert."""
-
-    ids: list[str]
-    created: list[bool]
-    now: float
-
-
-@dataclass(slots=True)
-class ClaimParams:
-    queues: Sequence[str]
-    limit: int
-    worker: str
-    # Per-queue caps for this claim (a worker's dedicated slots per queue); None: only ``limit``.
-    queue_limits: Mapping[str, int] | None = None
-
-
-@dataclass(slots=True)
-class ClaimResult:
-    """Claimed jobs in claim order (priority, then FIFO), and the earliest time more work may
-    become claimable in the claimed queues: a scheduled job's due time or a rate-limited flow's
-    next permitted start (None if neither), so idle workers sleep exactly until then."""
-
-    jobs: list[Job]
-    next_due: float | None
-    # Per queue: flows a rate gate held back in this claim (each also a `rate_limited` event);
-    # what the worker's metrics count as ``conveyor_rate_limited_total``.
-    rate_limited: dict[str, int] = field(default_factory=dict)
-
-
-class OutcomeKind(StrEnum):
-    COMPLETED = "completed"
-    FAILED = "failed"  # final failure
-    RETRY = "retry"  # failed attempt; rescheduled after ``retry_in``
-    AWAIT = "await"  # the handler returned `AwaitInput` (``wait``): the job becomes awaiting
-    # Only what `Hooks.after_outcome` sees, never sent to the backend: the attempt ended because
-    # its job was cancelled or its lease lost (CANCELLED), or it was handed back uncharged at
-    # shutdown (RELEASED).
-    CANCELLED = "cancelled"
-    RELEASED = "released"
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How one attempt of one job ended, as decided by the worker. ``token`` is the claim token
-    of the attempt (`Job.token`)."""
-
-    job_id: str
-    token: int
-    kind: OutcomeKind
-    result: Any = None
-    error: dict[str, Any] | None = None
-    retry_in: float = 0.0
-    # What the attempt reported through ``ctx.cost``: unit -> amount (None: nothing).
-    cost: dict[str, float] | None = None
-    # For hooks only (never sent to the backend): how long the attempt ran in the worker, in
-    # seconds from its start to its outcome; set when a hook listens to outcomes.
-    seconds: float | None = None
-    # Jobs created in the same atomic step as this outcome, only if it applies (the hand-over
-    # seam: a chain's next step). Their ids are fixed before the outcome is sent, so a resent
-    # outcome never creates a second job. Never refused by ``max_queued``.
-    then: Sequence[NewJob] = ()
-    # AWAIT only: the prompt, timeout and timeout policy the handler returned.
-    wait: AwaitInput | None = None
-    # AWAIT for children (`conveyor.AwaitChildren`): the failure policy; ``then`` holds the
-    # children in spawn order, created with the park (docs/architecture.md "Fan-out and fan-in").
-    fanout: FanOut | None = None
 
 
 @dataclass(slots=True)
@@ -187,11 +86,12 @@ class Listener(Protocol):
 
 
 @runtime_checkable
-class Backend(ScheduleStore, WorkflowStore, AwaitStore, FanInStore, Protocol):
-    """Storage operations (the schedules' ones in `backends/schedules.py`, human in the loop's
-    in `backends/awaiting.py`). Unless stated
-    otherwise each is atomic and safe to run concurrently from many processes; errors are
-    translated to `conveyor.errors.BackendError` subclasses."""
+class Backend(ScheduleStore, BatchStore, WorkflowStore, AwaitStore, FanInStore, Protocol):
+    """Storage operations (the schedules' ones in `backends/schedules.py`, the batches' in
+    `backends/batches.py`, the workflow reads in `backends/workflows.py`, human in the loop's in
+    `backends/awaiting.py`, fan-in's in `backends/fanin.py`). Unless stated otherwise each is
+    atomic and safe to run concurrently from many processes; errors are translated to
+    `conveyor.errors.BackendError` subclasses."""
 
     url: str
     capabilities: Capabilities
@@ -291,7 +191,9 @@ class Backend(ScheduleStore, WorkflowStore, AwaitStore, FanInStore, Protocol):
     async def batch_counts(self, batch: str, *, tenant: str | None = None) -> BatchCounts:
         """Counts by state of a batch's jobs (total 0 when unknown); with ``tenant``, of that
         tenant's jobs only (`enqueue_many` items may name tenants: a batch can hold several),
-        total 0 when it has none there."""
+        total 0 when it has none there. A batch with a record (callbacks) reads its total and
+        final counts from the record (they survive member retention; frozen once the callbacks
+        fired) and ``record`` is set; with ``tenant``, another tenant's record is unknown."""
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:
         """Per-queue counts by state (O(1) per queue), live workers, recent run time and rate,
@@ -398,6 +300,8 @@ __all__ = [
     "AwaitStore",
     "Backend",
     "BatchCounts",
+    "BatchRecord",
+    "BatchStore",
     "Capabilities",
     "ClaimParams",
     "ClaimResult",
@@ -411,6 +315,7 @@ __all__ = [
     "JobPage",
     "ListParams",
     "Listener",
+    "NewBatch",
     "NewJob",
     "Outcome",
     "OutcomeKind",

@@ -159,9 +159,10 @@ class BatchCounts:
     batch: str
     counts: dict[str, int]
     total: int
-    first_started_at: float | None
+    first_started_at: float | None  # with a record: when the batch was created
     last_finished_at: float | None
     now: float
+    record: Any = None  # `conveyor.backends.batches.BatchRecord` of a batch with callbacks
 
 
 @dataclass(slots=True)

@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import (
     BackendError,
+    BatchClosed,
+    BatchNotFound,
     ConveyorError,
     EventsTrimmed,
     JobNotFound,
@@ -81,8 +83,10 @@ def api_error_of(exc: Exception) -> ApiError | None:
         return ApiError(422, "unknown_task", str(exc), extra={"field": "task"})
     if isinstance(exc, ValidationError):
         return ApiError(422, "invalid", str(exc), extra={"field": exc.field})
-    if isinstance(exc, JobNotFound):
+    if isinstance(exc, JobNotFound | BatchNotFound):
         return ApiError(404, "not_found", str(exc))
+    if isinstance(exc, BatchClosed):
+        return ApiError(409, "batch_closed", str(exc))
     if isinstance(exc, JobStateError):
         return ApiError(409, "conflict", str(exc), extra={"state": exc.state})
     if isinstance(exc, QueueFull):

@@ -38,13 +38,47 @@ class BatchItem(BaseModel):
     meta: dict[str, Any] | None = None
 
 
-class SubmitBatch(BaseModel):
+class BatchCallback(BaseModel):
+    """A batch callback with options (its task's queue and other options are the task's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200)
+    priority: int | str | None = None
+    max_attempts: int | None = None
+    meta: dict[str, Any] | None = None
+
+
+class AddToBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     jobs: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
     priority: int | str | None = Field(None, description="for items that set none")
     delay: float | None = Field(None, description="seconds from now, for items that set none")
     tenant: str | None = Field(None, description="admin keys only; a tenant key's own tenant")
+
+
+class SubmitBatch(AddToBatch):
+    on_complete: str | BatchCallback | None = Field(
+        None, description="task enqueued once when every job ended (completed, failed, cancelled)"
+    )
+    on_success: str | BatchCallback | None = Field(
+        None, description="task enqueued once when every job completed (else never)"
+    )
+    batch_ttl: float | None = Field(
+        None, description="seconds the batch record is kept after its callbacks fired (7 days)"
+    )
+
+
+class BatchRecordOut(BaseModel):
+    created_at: float
+    fired: bool = Field(description="the callbacks fired: the batch takes no more jobs")
+    fired_at: float | None = None
+    expires_at: float | None = None
+    callbacks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="name, task, queue, job_id, state (waiting, enqueued or skipped)",
+    )
 
 
 class BatchRef(BaseModel):
@@ -68,6 +102,9 @@ class BatchOut(BaseModel):
     done: int = Field(description="jobs in a final state")
     percent: float
     eta: float | None = Field(None, description="seconds until the batch should be done")
+    record: BatchRecordOut | None = Field(
+        None, description="the record of a batch with callbacks (null: no callbacks)"
+    )
 
 
 class BulkFilter(BaseModel):

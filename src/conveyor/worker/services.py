@@ -293,6 +293,11 @@ class Services:
                 # in its queues' outboxes (Redis): delivered here by any worker of the queue.
                 if await backend.forward_handovers(w.queues):
                     w.notify_work()
+                # Batches whose last member ended here but whose callbacks are not stored yet
+                # (the process that ended it died first; Redis only: SQLite fires in the
+                # member's own transaction).
+                if await backend.settle_batches(list(w.queues)):
+                    w.notify_work()
                 if since_retention >= RETENTION_INTERVAL:
                     since_retention = 0.0
                     for queue in w.queues:

@@ -39,7 +39,7 @@ async def test_a_schema_7_store_gets_paused_queues_and_api_keys(tmp_path: Path) 
             tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
         check.close()
         # Then it is the current schema with the new tables and index
-        assert version == (SCHEMA_VERSION,) == ("12",)
+        assert version == (SCHEMA_VERSION,) == ("13",)
         assert {"paused_queues", "api_keys", "api_keys_tenant"} <= tables
         # And pausing and keys work on it, the old job included
         assert await app.pause_queue("default") is True

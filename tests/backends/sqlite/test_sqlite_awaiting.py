@@ -1,5 +1,6 @@
-"""SQLite-only checks of human in the loop: schema 11 comes by migration, and the sweep and the
-listing of awaiting jobs read their indexes."""
+"""SQLite-only checks of human in the loop: schema 11 comes by migration (and a schema 10 store
+goes on to 12, fan-in, and 13, the batch records), and the sweep and the listing of awaiting
+jobs read their indexes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from conveyor.backends.sqlite.migrations import AWAIT_COLUMNS
 
 
 async def test_a_schema_10_store_gets_the_await_columns_and_indexes(tmp_path: Path) -> None:
-    # Given a store as schema 10 wrote it (no await columns nor indexes) holding a queued job
+    # Given a store as schema 10 wrote it (no await columns nor indexes, no fan-in column nor
+    # edges, no batch records) holding a queued job
     path = tmp_path / "q.db"
     app = Conveyor(f"sqlite:///{path}")
 
@@ -27,6 +29,7 @@ async def test_a_schema_10_store_gets_the_await_columns_and_indexes(tmp_path: Pa
     drops = "".join(f"ALTER TABLE jobs DROP COLUMN {c};" for c, _ in reversed(AWAIT_COLUMNS))
     with sqlite3.connect(path) as old:
         old.executescript(
+            "DROP TABLE batches; DROP TABLE edges; ALTER TABLE jobs DROP COLUMN fanin;"
             "DROP INDEX jobs_awaiting; DROP INDEX jobs_await_due;" + drops
             + "UPDATE conveyor_meta SET value = '10' WHERE key = 'schema';"
         )  # fmt: skip
@@ -41,10 +44,12 @@ async def test_a_schema_10_store_gets_the_await_columns_and_indexes(tmp_path: Pa
             cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
             indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
         check.close()
-        # Then it is schema 11; the old job reads back with no await state
-        assert version == (SCHEMA_VERSION,) == ("12",)
-        assert {c for c, _ in AWAIT_COLUMNS} <= cols
-        assert {"jobs_awaiting", "jobs_await_due"} <= indexes
+        # Then it is the current schema (through 11, 12 to 13); the old job reads back with no
+        # await state
+        assert version == (SCHEMA_VERSION,) == ("13",)
+        assert {c for c, _ in AWAIT_COLUMNS} | {"fanin"} <= cols
+        assert {"jobs_awaiting", "jobs_await_due", "edges", "edges_parent", "batches",
+                "batches_expiry"} <= indexes  # fmt: skip
         old_job = await app.get(job.id)
         assert (old_job.prompt, old_job.await_deadline, old_job.input, old_job.resumes) == (
             None, None, None, 0

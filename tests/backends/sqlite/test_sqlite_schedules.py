@@ -32,7 +32,7 @@ async def test_a_schema_8_store_gets_the_schedules_table_and_fires_ticks(tmp_pat
             tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
         check.close()
         # Then it is the current schema with the schedules table, and ticks can be claimed
-        assert version == (SCHEMA_VERSION,) == ("12",)
+        assert version == (SCHEMA_VERSION,) == ("13",)
         assert "schedules" in tables
         out = await app.backend.claim_tick(TickClaim("nightly", "default", 1_000))
         assert out.result is TickResult.CLAIMED

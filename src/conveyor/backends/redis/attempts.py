@@ -254,6 +254,7 @@ class Attempts:
         """Collect lost ids from finish results; outcomes of a finish call that failed are
         applied again one by one (`finish_each`), so they cannot hold the others back."""
         failed = False
+        ended = False  # a finish ended a batch's part: check its batch now
         for res in results:
             if isinstance(res, RedisConnectionError | RedisTimeoutError):
                 raise BackendUnavailable(
@@ -264,7 +265,12 @@ class Attempts:
                 log.error("worker %s: a finish script failed (%s); applying its outcomes one "
                           "by one", worker, str(res)[:200])  # fmt: skip
             else:
+                if "" in res:
+                    ended = True
+                    res = [r for r in res if r != ""]
                 lost += res
+        if ended:
+            await self._settle([o.job_id for o in outcomes], worker)
         if failed:
             lost = await finish_each(lambda one: self._finish_plain(worker, one), outcomes)
         self._forget(worker, [o.job_id for o in outcomes])
@@ -272,11 +278,28 @@ class Attempts:
 
     async def _finish_plain(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
         calls, lost = await self._finish_calls(worker, outcomes)
+        ended = False
         for res in await self._b._pipeline(calls):
             if isinstance(res, Exception):
                 raise res
-            lost += res
+            ended = ended or "" in res
+            lost += [r for r in res if r != ""]
+        if ended:
+            await self._settle([o.job_id for o in outcomes], worker)
         return lost
+
+    async def _settle(self, job_ids: Sequence[str], worker: str) -> None:
+        """Check the batches whose parts these finishes ended (fire their callbacks). A
+        failure is logged: the queue's sweep checks them again (`batches.settle`)."""
+        held = self.held.get(worker, {})
+        queues = {held[j] for j in job_ids if j in held}
+        if not queues:
+            queues = set(await self._by_queue(job_ids))
+        try:
+            await self._b.settle_batches(sorted(queues))
+        except Exception as exc:
+            log.error("worker %s: checking batch callbacks failed (%s); the sweep retries",
+                      worker, str(exc)[:200])  # fmt: skip
 
     async def finish_jobs(self, worker: str, outcomes: Sequence[Outcome]) -> list[str]:
         calls, lost = await self._finish_calls(worker, outcomes)

@@ -23,7 +23,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...clock import Clock
-from ...errors import BackendError, BackendUnavailable, JobNotFound
+from ...errors import BackendError, BackendUnavailable
 from ...job import Job, JobState
 from ..base import (
     EVENTS_OLDEST,
@@ -39,6 +39,7 @@ from ..base import (
     EventType,
     JobPage,
     ListParams,
+    NewBatch,
     NewJob,
     Outcome,
     QueueStats,
@@ -50,14 +51,14 @@ from ..base import (
     WakeCallback,
     WorkerInfo,
 )
-from . import admin, producer, reads, registry, retention, schedules
+from . import admin, producer, reads, registry, retention, schedules, steering
+from . import batches as bt
 from .attempts import Attempts
-from .codec import STATES, job_from_hash, pairs
 from .connection import Gate, deadline, make_client, operations, redis_options, unavailable
 from .events import EventLog
 from .fanin import RedisFanIn
 from .listener import RedisListener
-from .scripts import SCRIPTS, evalsha, translate
+from .scripts import SCRIPTS, evalsha
 from .workflows import RedisWorkflows
 
 log = logging.getLogger("conveyor.redis")
@@ -185,6 +186,18 @@ class RedisBackend(RedisWorkflows, RedisFanIn):
     ) -> EnqueueResult:
         return await producer.enqueue_jobs(self, jobs, max_queued)
 
+    async def enqueue_batch(
+        self,
+        batch: NewBatch,
+        jobs: Sequence[NewJob],
+        *,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> EnqueueResult:
+        return await bt.enqueue_batch(self, batch, jobs, max_queued)
+
+    async def settle_batches(self, queues: Sequence[str]) -> int:
+        return await bt.settle(self, queues)
+
     # -- the worker's attempts (attempts.py) ------------------------------------------------------
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
@@ -254,25 +267,8 @@ class RedisBackend(RedisWorkflows, RedisFanIn):
                     results[j][1] = results[j][0]
         return results
 
-    async def _steer(self, action: str, job_id: str, tenant: str | None, extra: Any = None) -> Job:
-        """Run the ``cancel``, ``retry`` or ``resume`` script on one job; it returns the changed
-        job. ``extra``: the queues' max_queued (retry), the decision's JSON (resume)."""
-        queue = await self._queue_of(job_id)
-        if queue is None:
-            raise JobNotFound(job_id)
-        args: list[Any] = [job_id, tenant or ""]
-        if action == "retry":
-            args.append((extra or {}).get(queue, ""))
-        elif action == "resume":
-            args.append(extra or "")
-        try:
-            out = await self._eval(action, queue, *args)
-        except ResponseError as exc:
-            raise translate(exc, queue if "QUEUEFULL" in str(exc) else job_id, action) from None
-        return job_from_hash(job_id, queue, pairs(out))
-
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        job = await self._steer("cancel", job_id, tenant)
+        job = await steering.steer(self, "cancel", job_id, tenant)
         # Fan-in: the cancelled job's settle (a child) or its children's cancels (a parent)
         # wait in its queue's outbox: deliver them now rather than at the next worker sweep.
         await self.forward_handovers([job.queue])
@@ -285,31 +281,18 @@ class RedisBackend(RedisWorkflows, RedisFanIn):
         tenant: str | None = None,
         max_queued: Mapping[str, int] | None = None,
     ) -> Job:
-        return await self._steer("retry", job_id, tenant, max_queued)
+        return await steering.steer(self, "retry", job_id, tenant, max_queued)
 
     async def resume_job(
         self, job_id: str, data: str | None = None, *, tenant: str | None = None
     ) -> Job:
-        return await self._steer("resume", job_id, tenant, data)
+        return await steering.steer(self, "resume", job_id, tenant, data)
 
     async def recover_expired(self) -> list[Recovered]:
-        return await self._sweep("recover")
+        return await steering.sweep(self, "recover")
 
     async def expire_awaiting(self) -> list[Recovered]:
-        return await self._sweep("expire")
-
-    async def _sweep(self, script: str) -> list[Recovered]:
-        """Run ``recover`` or ``expire`` on every queue (each reads only its expired entries),
-        in one round trip."""
-        queues = await self._queues()
-        out: list[Recovered] = []
-        results = await self._pipeline([(script, q, []) for q in queues]) if queues else []
-        for queue, flat in zip(queues, results, strict=True):
-            if isinstance(flat, BaseException):
-                raise flat
-            for k in range(0, len(flat), 2):
-                out.append(Recovered(flat[k], queue, STATES[flat[k + 1]]))
-        return out
+        return await steering.sweep(self, "expire")
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -320,6 +303,9 @@ class RedisBackend(RedisWorkflows, RedisFanIn):
         return await reads.list_jobs(self, params)
 
     async def batch_counts(self, batch: str, *, tenant: str | None = None) -> BatchCounts:
+        recorded = await bt.counts(self, batch, tenant)
+        if recorded is not None:
+            return recorded
         return await reads.batch_counts(self, batch, tenant)
 
     async def stats(self, queues: Sequence[str] | None = None) -> dict[str, QueueStats]:

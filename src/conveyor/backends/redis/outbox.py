@@ -18,6 +18,10 @@ parent's slot, which ignores repeats) or ``{"k": "cancel", "q": child queue, "j"
 under ``cancel:<child id>`` (a failed or cancelled parent's pending child, cancel.lua). Applying
 those writes new entries in other queues' outboxes (a cancelled child's settle, a failed
 parent's own settle): `forward` follows them, a few rounds deep.
+Batch callbacks do not use it: their decision spans every queue of a batch (`batches.py`,
+docs/architecture.md). A settle that fails a parent for good (fail_parent) which is a batch
+member counts it in its batch part; when that part ends, `forward` checks the parent queue's
+batches at once (the ``bdirty`` sweep covers a forwarder killed first).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..base import NewJob
+from . import batches as bt
 from .producer import _rows, _specs
 
 if TYPE_CHECKING:
@@ -57,19 +62,27 @@ async def forward(b: RedisBackend, queues: Sequence[str]) -> int:
     (a cancelled child's settle, a failed parent's cancels), up to `FOLLOW` rounds. Idempotent
     and safe to run in many workers at once. Returns how many entries were delivered."""
     total, todo = 0, list(queues)
+    ended: set[str] = set()  # queues where a settle ended a batch part (a failed parent)
     for _ in range(FOLLOW):
-        n, touched = await _forward(b, todo)
+        n, touched = await _forward(b, todo, ended)
         total += n
         todo = [q for q in touched if q]
         if not todo:
             break
+    if ended:
+        try:
+            await bt.settle(b, sorted(ended))
+        except Exception as exc:
+            log.error("checking batch callbacks after a fan-in settle failed (%s); the sweep of "
+                      "bdirty retries", str(exc)[:200])  # fmt: skip
     return total
 
 
-async def _forward(b: RedisBackend, queues: Sequence[str]) -> tuple[int, set[str]]:
+async def _forward(b: RedisBackend, queues: Sequence[str], ended: set[str]) -> tuple[int, set[str]]:
     """One round: enqueue job entries (one enqueue script per target queue) and apply settle
     and cancel entries (one script each), in one pipeline; delete the entries applied.
-    Returns the count and the queues whose outboxes those scripts may have written to."""
+    Returns the count and the queues whose outboxes those scripts may have written to; adds
+    to ``ended`` the queues where a settle ended a batch part (settle.lua returned 2)."""
     client = b._client()
     pipe = client.pipeline(transaction=False)
     for q in queues:
@@ -124,6 +137,8 @@ async def _forward(b: RedisBackend, queues: Sequence[str]) -> tuple[int, set[str
             continue
         done.setdefault(source, []).append(entry_id)
         touched.add(call[1])
+        if call[0] == "settle" and res == 2:
+            ended.add(call[1])
     pipe = client.pipeline(transaction=False)
     for source, ids in done.items():
         pipe.hdel(b.key(source, "out"), *ids)

@@ -46,6 +46,8 @@ def _specs(jobs: Sequence[NewJob], idx: list[int]) -> str:
 
 
 def _raise(res: Any, queue: str) -> None:
+    if isinstance(res, ResponseError) and "BATCHLATE" in str(res):
+        raise res
     if isinstance(res, ResponseError):
         raise translate(res, queue, "enqueue") from None
     if isinstance(res, BaseException):
@@ -81,8 +83,16 @@ async def _admit(
 
 
 async def enqueue_jobs(
-    b: RedisBackend, jobs: Sequence[NewJob], max_queued: Mapping[str, int] | None
+    b: RedisBackend,
+    jobs: Sequence[NewJob],
+    max_queued: Mapping[str, int] | None,
+    *,
+    batch_deadline: float | None = None,
+    once_ttl: float | None = None,
 ) -> EnqueueResult:
+    """Store ``jobs`` (one enqueue.lua per queue). ``batch_deadline``: members of a batch with
+    callbacks, counted in their parts, refused after the batch reservation's deadline;
+    ``once_ttl``: batch callbacks, whose ids are kept that long after them (`batches`)."""
     by_queue: dict[str, list[int]] = {}
     for i, j in enumerate(jobs):
         by_queue.setdefault(j.queue, []).append(i)
@@ -99,7 +109,9 @@ async def enqueue_jobs(
         tokens = await _admit(b, jobs, by_queue, limits)
     calls = [
         ("enqueue", q, [_rows(jobs, idx), _specs(jobs, idx), limits.get(q, ""),
-                        tokens.get(q, "")])
+                        tokens.get(q, ""), "", "", "",
+                        "" if batch_deadline is None else repr(batch_deadline),
+                        "" if once_ttl is None else repr(once_ttl)])
         for q, idx in by_queue.items()
     ]  # fmt: skip
     results = await b._pipeline(calls)

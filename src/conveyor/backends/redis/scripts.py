@@ -13,9 +13,10 @@ from redis.exceptions import NoScriptError, ResponseError
 from ...errors import ConveyorError, JobNotFound, JobStateError, QueueFull
 
 NAMES = (
-    "admit", "batch", "cancel", "claim", "cost", "enqueue", "event", "events", "expire", "extend",
-    "finish", "heartbeat", "keyrevoke", "keystore", "pause", "peek", "progress", "prune",
-    "recover", "release", "reserve", "resume", "retry", "settle", "trim", "workers",
+    "admit", "badd", "batch", "bdone", "bfire", "bpart", "bstate", "cancel", "claim", "cost",
+    "enqueue", "event", "events", "expire", "extend", "finish", "heartbeat", "keyrevoke",
+    "keystore", "pause", "peek", "progress", "prune", "recover", "release", "reserve", "resume",
+    "retry", "settle", "trim", "workers",
 )  # fmt: skip
 # Scripts that move flow-controlled jobs get includes/flow.lua after includes/common.lua.
 FLOW = frozenset(

@@ -22,6 +22,7 @@ from ...job import JobState
 from ..base import Outcome, OutcomeKind, Recovered
 from ..outcomes import Encoded, encode
 from . import awaiting, fanin
+from . import batches as bt
 from . import flow as fl
 from .ops import RATE_BUCKET, add_events, bump, enqueue
 
@@ -34,7 +35,7 @@ _COMPLETE = (
     "UPDATE jobs SET status = 'completed', result = o.value ->> 2, finished_at = :now, "
     "error = NULL, lease_expires_at = NULL FROM json_each(:outcomes) AS o "
     "WHERE jobs.id = o.value ->> 0 AND jobs.token = o.value ->> 1 AND jobs.status = 'active' "
-    "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at, jobs.flow"
+    "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at, jobs.flow, jobs.batch"
 )
 _RETRY = (
     "UPDATE jobs SET status = ?, scheduled_for = ?, error = ?, lease_expires_at = NULL, "
@@ -44,7 +45,7 @@ _RETRY = (
 _FAIL = (
     "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, lease_expires_at = NULL "
     "WHERE id = ? AND token = ? AND status = 'active' "
-    "RETURNING queue, task, tenant, flow, started_at, attempt"
+    "RETURNING queue, task, tenant, flow, started_at, attempt, batch"
 )
 
 
@@ -58,10 +59,13 @@ class _Ended:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     left: list[tuple[str, str | None, bool | None, float | None]] = field(default_factory=list)
     requeued: list[tuple[str, str | None]] = field(default_factory=list)
+    ended: Counter[tuple[str, str]] = field(default_factory=Counter)  # (batch, final state)
 
     def apply(self, conn: sqlite3.Connection) -> bool:
-        """Write counts, rates and events; give flow slots back. True: flows became claimable."""
+        """Write counts, rates and events; give flow slots back; count members of batches (and
+        fire their callbacks when the last one ended). True: flows became claimable."""
         add_events(conn, self.events)
+        fired = bt.settle(conn, self.now, self.ended) if self.ended else False
         bump(conn, self.deltas)
         if self.rates:
             bucket = int(self.now // RATE_BUCKET)
@@ -73,6 +77,7 @@ class _Ended:
                 [(q, bucket, c, f, s) for q, (c, f, s) in self.rates.items()],
             )
         woke = fl.settle(conn, self.now, self.left) if self.left else False
+        woke = woke or fired
         if self.requeued:
             fl.refresh_heads(conn, self.requeued)
             woke = True
@@ -93,7 +98,9 @@ def _end_failed(conn: sqlite3.Connection, e: _Ended, o: Encoded) -> bool:
         row = conn.execute(_FAIL, (o.error, now, o.job_id, o.token)).fetchone()
     if row is None:
         return False
-    queue, task, tenant, flow, started, attempt = row
+    queue, task, tenant, flow, started, attempt = row[:6]
+    if status == "failed" and row[6] is not None:
+        e.ended[(row[6], "failed")] += 1
     if flow is not None:
         e.left.append((queue, flow, False, started))
         if status == "queued":
@@ -166,8 +173,10 @@ def _complete(conn: sqlite3.Connection, e: _Ended, rows: list[Any], acked: set[s
         _COMPLETE, {"now": now, "outcomes": orjson.dumps(rows).decode()}
     ).fetchall()
     seqs = []
-    for seq, job_id, queue, started, flow in found:
+    for seq, job_id, queue, started, flow, batch in found:
         seqs.append(seq)
+        if batch is not None:  # a member of a batch ended (also when it handed over)
+            e.ended[(batch, "completed")] += 1
         if flow is not None:
             e.left.append((queue, flow, True, started))
         acked.add(job_id)

@@ -5,7 +5,9 @@ Each runs inside the caller's `BEGIN IMMEDIATE` transaction (see `ops`). Exactly
 from the conditional updates: ``WHERE status = 'awaiting'`` matches for one writer only, so of
 two resumes, or a resume and the sweep, the later one finds the job in another state.
 Deadlines are on the backend's clock, indexed (``jobs_await_due``): the sweep reads only the
-expired jobs.
+expired jobs. An awaiting member of a batch with callbacks has not ended; a timeout that fails
+or cancels it ends it, counted in its batch record in the sweep's transaction (which may fire
+the batch's callbacks), as a cancel or a final failure does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ...errors import JobNotFound, JobStateError
 from ...job import Job, JobState
 from ..awaiting import AWAIT_TIMEOUT
 from ..base import Recovered
+from . import batches as bt
 from . import flow as fl
 from .ops import add_events, bump, get
 
@@ -100,16 +103,18 @@ def any_due(conn: sqlite3.Connection, now: float) -> bool:
 
 def expire(conn: sqlite3.Connection, now: float) -> list[Recovered]:
     """`AwaitStore.expire_awaiting`: apply ``on_timeout`` to the awaiting jobs past their
-    deadline (an index range: only those are read)."""
+    deadline (an index range: only those are read); members of batches that end are counted
+    (`batches.settle`)."""
     rows = conn.execute(
-        f"SELECT id, queue, task, tenant, on_timeout, await_data, attempt {_DUE} "
+        f"SELECT id, queue, task, tenant, on_timeout, await_data, attempt, batch {_DUE} "
         "ORDER BY await_deadline LIMIT 1000",
         (now,),
     ).fetchall()
     out: list[Recovered] = []
     deltas: Counter[tuple[str, str]] = Counter()
     events: list[tuple[Any, ...]] = []
-    for job_id, queue, task, tenant, policy, data, attempt in rows:
+    ended: Counter[tuple[str, str]] = Counter()  # (batch, final state)
+    for job_id, queue, task, tenant, policy, data, attempt, batch in rows:
         if policy == "resume":
             _resume(conn, now, job_id, data, "timeout")
             out.append(Recovered(job_id, queue, JobState.QUEUED))
@@ -133,8 +138,12 @@ def expire(conn: sqlite3.Connection, now: float) -> list[Recovered]:
             brief = {"attempt": attempt, "error": error, "reason": "timeout"}
         deltas[(queue, "awaiting")] -= 1
         deltas[(queue, state.value)] += 1
+        if batch is not None:
+            ended[(batch, state.value)] += 1
         events.append((state.value, job_id, queue, task, tenant, now, orjson.dumps(brief).decode()))
         out.append(Recovered(job_id, queue, state))
     bump(conn, deltas)
     add_events(conn, events)
+    if ended:
+        bt.settle(conn, now, ended)
     return out

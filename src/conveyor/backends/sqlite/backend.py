@@ -14,7 +14,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from typing import Any
 
 from ...clock import Clock, HostClock
@@ -36,6 +35,7 @@ from ..base import (
     JobPage,
     Listener,
     ListParams,
+    NewBatch,
     NewJob,
     Outcome,
     QueueStats,
@@ -49,13 +49,13 @@ from ..base import (
 )
 from ..outcomes import finish_each
 from . import admin, attempts, awaiting, fanin, gates, migrations, ops, schedules
+from . import batches as bt
 from . import maintenance as m
 from .executor import DbThread
+from .migrations import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported (tests pin it)
 from .notify import Notifier, SocketListener
 from .url import parse_sqlite_url
 from .workflows import SqliteWorkflows
-
-SCHEMA_VERSION = "12"
 
 
 class SqliteBackend(SqliteWorkflows):
@@ -92,7 +92,8 @@ class SqliteBackend(SqliteWorkflows):
         # Refuse another application's file before changing anything in it (WAL is persistent).
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         ours = {"conveyor_meta", "jobs", "events", "counts", "rates", "workers", "sqlite_sequence",
-                "gates", "flows", "costs", "paused_queues", "api_keys", "schedules"}  # fmt: skip
+                "gates", "flows", "costs", "paused_queues", "api_keys", "schedules",
+                "batches"}  # fmt: skip
         if "conveyor_meta" not in tables and tables - ours:
             raise BackendCorrupt(
                 f"SQLite file {self.path} holds other tables ({', '.join(sorted(tables))}): "
@@ -104,41 +105,7 @@ class SqliteBackend(SqliteWorkflows):
         conn.execute(f"PRAGMA synchronous = {self._opts['synchronous']}")
         conn.execute("PRAGMA cache_size = -32000")
         conn.execute("PRAGMA temp_store = MEMORY")
-        if "conveyor_meta" not in tables:
-            schema = resources.files(__package__).joinpath("schema.sql").read_text()
-            try:
-                conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{schema}\nINSERT OR IGNORE INTO conveyor_meta (key, value) "
-                    f"VALUES ('schema', '{SCHEMA_VERSION}');\nCOMMIT;"
-                )
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        version = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
-        steps = {
-            "1": migrations.migrate_1_to_2,
-            "2": migrations.migrate_2_to_3,
-            "3": migrations.migrate_3_to_4,
-            "4": migrations.migrate_4_to_5,
-            "5": migrations.migrate_5_to_6,
-            "6": migrations.migrate_6_to_7,
-            "7": migrations.migrate_7_to_8,
-            "8": migrations.migrate_8_to_9,
-            "9": migrations.migrate_9_to_10,
-            "10": migrations.migrate_10_to_11,
-            "11": migrations.migrate_11_to_12,
-        }
-        while version is not None and version[0] in steps:
-            self._migrate(conn, steps[version[0]], str(int(version[0]) + 1))
-            version = conn.execute(
-                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
-            ).fetchone()
-        if version is None or version[0] != SCHEMA_VERSION:
-            raise BackendCorrupt(
-                f"SQLite file {self.path} has conveyor schema {version and version[0]!r}, "
-                f"this version needs {SCHEMA_VERSION!r}"
-            )
+        migrations.install(conn, self.path, "conveyor_meta" in tables)
 
     def _journal_wal(self, conn: sqlite3.Connection) -> str:
         """Switch to WAL. While another process creates the schema this pragma can fail with
@@ -154,20 +121,6 @@ class SqliteBackend(SqliteWorkflows):
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
-
-    def _migrate(self, conn: sqlite3.Connection, step: Any, version: str) -> None:
-        """Run one migration step and record its version, in one transaction."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            current = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'")
-            if int(current.fetchone()[0]) < int(version):  # another process may have done it
-                step(conn)
-                conn.execute("UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (version,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     async def open(self) -> None:
         if self._db is None:
@@ -208,6 +161,19 @@ class SqliteBackend(SqliteWorkflows):
     ) -> EnqueueResult:
         result: EnqueueResult = await self._run(ops.enqueue, jobs, max_queued, notify=b"w")
         return result
+
+    async def enqueue_batch(
+        self,
+        batch: NewBatch,
+        jobs: Sequence[NewJob],
+        *,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> EnqueueResult:
+        result: EnqueueResult = await self._run(bt.enqueue, batch, jobs, max_queued, notify=b"w")
+        return result
+
+    async def settle_batches(self, queues: Sequence[str]) -> int:
+        return 0  # callbacks fire in the transaction of the member that ended last
 
     async def claim_jobs(self, params: ClaimParams) -> ClaimResult:
         result: ClaimResult = await self._run(ops.claim, params)
@@ -286,7 +252,7 @@ class SqliteBackend(SqliteWorkflows):
         if not await self._read(awaiting.any_due, self.now()):
             return []
         out: list[Recovered] = await self._run(fanin.expire)
-        if out:  # resumed, or a child's end may have resumed its parent
+        if out:  # resumed, a child's end may have resumed its parent, or callbacks were enqueued
             self._notifier.notify(b"w")
         return out
 

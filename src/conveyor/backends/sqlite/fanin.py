@@ -7,6 +7,8 @@ its edge's settle commit together: exactly once comes from ``edges.status IS NUL
 settle of a child matches, any later one does not), and never lost because no final transition
 of a child commits without it. The parent's fan-in record is the JSON column ``jobs.fanin``
 (policy, cancel_siblings, total, settled, failed, waiting); its progress is settled / total.
+A parent that fail_parent fails for good and that is a member of a batch with callbacks ends
+in the same transaction: counted in the batch record, which may fire the callbacks there.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ...fanin import ChildResult, child_failed, progress_of
 from ...job import Job, JobState
 from ..base import Outcome, Recovered
 from . import awaiting
+from . import batches as bt
 from . import ops as jobs_ops
 from .ops import add_events, bump, get
 
@@ -73,12 +76,13 @@ def _decide(
     error: str | None,
 ) -> bool:  # fmt: skip
     row = conn.execute(
-        "SELECT fanin, status, queue, task, tenant, attempt FROM jobs WHERE id = ?", (parent,)
+        "SELECT fanin, status, queue, task, tenant, attempt, batch FROM jobs WHERE id = ?",
+        (parent,),
     ).fetchone()
     if row is None or row[0] is None:
         return False  # the parent is gone (cleanup): nothing waits
     info: dict[str, Any] = orjson.loads(row[0])
-    _, pstatus, queue, task, tenant, attempt = row
+    _, pstatus, queue, task, tenant, attempt, batch = row
     failure = status != "completed"
     info["settled"] += 1
     info["failed"] += failure
@@ -112,9 +116,13 @@ def _decide(
         add_events(
             conn, [("failed", parent, queue, task, tenant, now, orjson.dumps(brief).decode())]
         )
-        settle(conn, now, [parent])  # the parent may itself be a child
+        fired = False
+        if batch is not None:  # a batch member failed for good: it ends there
+            fired = bt.settle(conn, now, Counter({(batch, "failed"): 1}))
+        woke = settle(conn, now, [parent])  # the parent may itself be a child
         if info["cancel_siblings"]:
             cancel_pending(conn, now, parent)
+        return fired or woke
     return False
 
 

@@ -28,6 +28,7 @@ from ..base import (
     WorkerInfo,
 )
 from . import backpressure as bp
+from . import batches as bt
 from . import flow as fl
 from .fanin import forget
 from .gates import describe_gates
@@ -68,6 +69,9 @@ def list_jobs(conn: sqlite3.Connection, p: ListParams) -> JobPage:
 def batch_counts(
     conn: sqlite3.Connection, now: float, batch: str, tenant: str | None = None
 ) -> BatchCounts:
+    recorded = bt.counts(conn, now, batch, tenant)
+    if recorded is not None:
+        return recorded
     counts: dict[str, int] = {}
     total = 0
     first = last = None
@@ -214,6 +218,7 @@ def apply_retention(conn: sqlite3.Connection, now: float, queue: str, rule: Rete
             )
     bucket = int((now - 3600) // RATE_BUCKET)
     conn.execute("DELETE FROM rates WHERE queue = ? AND bucket < ?", (queue, bucket))
+    bt.expire(conn, now)  # batch records past their ttl (an index probe when none is)
     return removed
 
 

@@ -1,12 +1,65 @@
-"""Schema migrations of the SQLite backend, one function per step (``migrate_<n>_to_<n+1>``),
-each run in its own ``BEGIN IMMEDIATE`` transaction by `SqliteBackend._init`, which records the
-new version. Each step is safe to run over a file another process upgraded meanwhile."""
+"""The SQLite schema: created on a new file, or brought to `SCHEMA_VERSION` by migrations, one
+function per step (``migrate_<n>_to_<n+1>``), each run in its own ``BEGIN IMMEDIATE``
+transaction (`install`), which records the new version. Each step is safe to run over a file
+another process upgraded meanwhile."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 from importlib import resources
+
+from ...errors import BackendCorrupt
+
+SCHEMA_VERSION = "13"
+
+
+def install(conn: sqlite3.Connection, path: str, exists: bool) -> None:
+    """Create the schema in a new file (``exists`` False: no ``conveyor_meta`` yet), then
+    migrate it step by step to `SCHEMA_VERSION`; `BackendCorrupt` for a version this code
+    does not know (e.g. a newer one)."""
+    if not exists:
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{_schema()}\nINSERT OR IGNORE INTO conveyor_meta (key, value) "
+                f"VALUES ('schema', '{SCHEMA_VERSION}');\nCOMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    version = _version(conn)
+    while version is not None and version in STEPS:
+        _migrate(conn, STEPS[version], str(int(version) + 1))
+        version = _version(conn)
+    if version != SCHEMA_VERSION:
+        raise BackendCorrupt(
+            f"SQLite file {path} has conveyor schema {version!r}, "
+            f"this version needs {SCHEMA_VERSION!r}"
+        )
+
+
+def _version(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _migrate(
+    conn: sqlite3.Connection, step: Callable[[sqlite3.Connection], None], version: str
+) -> None:
+    """Run one migration step and record its version, in one transaction."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        current = conn.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'")
+        if int(current.fetchone()[0]) < int(version):  # another process may have done it
+            step(conn)
+            conn.execute("UPDATE conveyor_meta SET value = ? WHERE key = 'schema'", (version,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _statements(script: str) -> list[str]:
@@ -14,7 +67,9 @@ def _statements(script: str) -> list[str]:
     out: list[str] = []
     buf = ""
     for line in script.splitlines(keepends=True):
-        if not buf and line.lstrip().startswith("--"):
+        # Blank lines and comments between statements are dropped: a statement starts with its
+        # keyword (migrations pick statements by how they start).
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
             continue
         buf += line
         if sqlite3.complete_statement(buf):
@@ -147,3 +202,26 @@ def migrate_11_to_12(conn: sqlite3.Connection) -> None:
         if stmt.startswith(("CREATE TABLE IF NOT EXISTS edges",
                             "CREATE INDEX IF NOT EXISTS edges_parent")):  # fmt: skip
             conn.execute(stmt)
+
+
+def migrate_12_to_13(conn: sqlite3.Connection) -> None:
+    """Schema 13 adds the batch records (batches with callbacks)."""
+    for stmt in _statements(_schema()):
+        if "batches (" in stmt:
+            conn.execute(stmt)
+
+
+STEPS: dict[str, Callable[[sqlite3.Connection], None]] = {
+    "1": migrate_1_to_2,
+    "2": migrate_2_to_3,
+    "3": migrate_3_to_4,
+    "4": migrate_4_to_5,
+    "5": migrate_5_to_6,
+    "6": migrate_6_to_7,
+    "7": migrate_7_to_8,
+    "8": migrate_8_to_9,
+    "9": migrate_9_to_10,
+    "10": migrate_10_to_11,
+    "11": migrate_11_to_12,
+    "12": migrate_12_to_13,
+}

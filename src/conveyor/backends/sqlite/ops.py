@@ -332,6 +332,10 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str, tenant: str | None
     bump(conn, Counter({(job.queue, job.status.value): -1, (job.queue, "cancelled"): 1}))
     add_events(conn, [("cancelled", job_id, job.queue, job.task, job.tenant, now,
                        f'{{"from":"{job.status.value}"}}')])  # fmt: skip
+    if job.batch is not None:
+        from . import batches  # (it enqueues through this module)
+
+        batches.settle(conn, now, Counter({(job.batch, "cancelled"): 1}))
     job.status, job.finished_at, job.lease_expires_at = JobState.CANCELLED, now, lease
     return job
 
@@ -366,6 +370,10 @@ def retry(
     add_events(
         conn, [("retrying", job_id, job.queue, job.task, job.tenant, now, '{"manual":true}')]
     )
+    if job.batch is not None:
+        from . import batches
+
+        batches.reopen(conn, job.batch, job.status.value)
     refreshed = get(conn, job_id)
     assert refreshed is not None
     return refreshed

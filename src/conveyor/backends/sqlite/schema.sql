@@ -1,4 +1,4 @@
--- conveyor SQLite schema, version 11. Applied once per file inside BEGIN IMMEDIATE.
+-- conveyor SQLite schema, version 13. Applied once per file inside BEGIN IMMEDIATE.
 CREATE TABLE IF NOT EXISTS conveyor_meta (
   key   TEXT PRIMARY KEY,
   value TEXT NOT NULL
@@ -214,6 +214,7 @@ CREATE TABLE IF NOT EXISTS schedules (
   last_job   TEXT,
   PRIMARY KEY (queue, name)
 ) WITHOUT ROWID;
+
 -- Fan-in (conveyor.AwaitChildren): one edge per child of a parent's last round of children,
 -- by spawn index. status, result and error stay NULL until the child's final transition
 -- settles the edge, once, in the same transaction (backends/sqlite/fanin.py).
@@ -227,3 +228,22 @@ CREATE TABLE IF NOT EXISTS edges (
   settled_at REAL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS edges_parent ON edges (parent, idx);
+
+-- Batch records (batches with callbacks, backends/batches.py): member total and final counts,
+-- updated in the transaction of each member's final transition; the callbacks' job templates
+-- (JSON); fired_at/counts once the callbacks were enqueued (in that same transaction). Kept until
+-- expires_at (fired_at + ttl), whatever retention does to the members.
+CREATE TABLE IF NOT EXISTS batches (
+  id         TEXT PRIMARY KEY,
+  tenant     TEXT,
+  created_at REAL NOT NULL,
+  total      INTEGER NOT NULL DEFAULT 0,
+  completed  INTEGER NOT NULL DEFAULT 0,
+  failed     INTEGER NOT NULL DEFAULT 0,
+  cancelled  INTEGER NOT NULL DEFAULT 0,
+  callbacks  TEXT NOT NULL,
+  ttl        REAL NOT NULL,
+  fired_at   REAL,
+  expires_at REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batches_expiry ON batches (expires_at) WHERE expires_at IS NOT NULL;

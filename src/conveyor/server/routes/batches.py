@@ -1,4 +1,6 @@
-"""``POST /v1/jobs/batch`` (submit many jobs, all or none) and ``GET /v1/batches/{id}``.
+"""``POST /v1/jobs/batch`` (submit many jobs, all or none; optionally with callbacks),
+``POST /v1/batches/{id}/jobs`` (add jobs to an open batch with callbacks) and
+``GET /v1/batches/{id}`` (counts, ETA, the record and its callbacks).
 
 **Idempotency of a batch.** An ``Idempotency-Key: K`` header keys every item: item ``i`` is
 stored with the idempotency key ``K:i`` (in its task's queue and the batch's tenant, like any
@@ -27,7 +29,7 @@ from ..auth import Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError, not_found
 from ..estimate import estimator_of, for_caller
-from ..models_jobs import BatchOut, BatchSubmitted, SubmitBatch
+from ..models_jobs import AddToBatch, BatchOut, BatchSubmitted, SubmitBatch
 from .jobs import ERRORS, conveyor_of, submit_tenant
 
 router = APIRouter(tags=["batches"], responses=ERRORS)
@@ -71,10 +73,17 @@ async def submit_batch(
     items = _items(body, idempotency_key)
     tenant = submit_tenant(principal, body.tenant)
     now = time.time()
+    callbacks = {
+        name: (spec.model_dump(exclude_unset=True) if not isinstance(spec, str) else spec)
+        for name, spec in (("on_complete", body.on_complete), ("on_success", body.on_success))
+        if spec is not None
+    }
+    if body.batch_ttl is not None:
+        callbacks["batch_ttl"] = body.batch_ttl
     async with backend_deadline(request.app.state.settings):
         try:
             batch = await app.enqueue_many(
-                items, priority=body.priority, delay=body.delay, tenant=tenant
+                items, priority=body.priority, delay=body.delay, tenant=tenant, **callbacks
             )
         except ValidationError as exc:  # the producer names items[i]: the API's field is jobs
             raise ApiError(422, "invalid", _as_jobs(str(exc)) or "invalid batch",
@@ -94,6 +103,27 @@ async def submit_batch(
     )
     return {"batch": {"id": batch_id, "total": len(batch.ids), "created": created},
             "jobs": batch.ids, "estimate": estimate}  # fmt: skip
+
+
+@router.post("/v1/batches/{batch_id}/jobs", status_code=202, response_model=BatchSubmitted)
+async def add_to_batch(
+    batch_id: str, body: AddToBatch, request: Request, principal: Writer
+) -> dict[str, Any]:
+    """Add jobs to an open batch with callbacks (all or none). 404 for an unknown batch, one
+    without callbacks or another tenant's; 409 ``batch_closed`` once its callbacks fired."""
+    app = conveyor_of(request)
+    items = [item.model_dump(exclude_unset=True) for item in body.jobs]
+    tenant = submit_tenant(principal, body.tenant)
+    async with backend_deadline(request.app.state.settings):
+        try:
+            batch = await app.enqueue_many(
+                items, priority=body.priority, delay=body.delay, tenant=tenant, batch=batch_id
+            )
+        except ValidationError as exc:
+            raise ApiError(422, "invalid", _as_jobs(str(exc)) or "invalid batch",
+                           extra={"field": _as_jobs(exc.field)}) from None  # fmt: skip
+    return {"batch": {"id": batch_id, "total": len(batch.ids), "created": sum(batch.created)},
+            "jobs": batch.ids, "estimate": None}  # fmt: skip
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchOut)

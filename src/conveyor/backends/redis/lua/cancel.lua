@@ -6,7 +6,7 @@
 -- returns the job hash after the change (HGETALL); error 'NOTFOUND' when missing, 'STATE <status>' when final
 local id = ARGV[1]
 local k = jkey(id)
-local cur = redis.call('HMGET', k, 's', 't', 'tn', 'w', 'fl', 'sa')
+local cur = redis.call('HMGET', k, 's', 't', 'tn', 'w', 'fl', 'sa', 'b')
 local s = cur[1]
 if not s or (ARGV[2] ~= '' and cur[3] ~= ARGV[2]) then return redis.error_reply('NOTFOUND') end
 if s == 'cancelled' then return redis.call('HGETALL', k) end
@@ -29,6 +29,7 @@ if cur[5] and s == 'active' and lease then
   redis.call('ZADD', P .. 'held', lease, id)
 end
 redis.call('ZADD', P .. 'f:cancelled', now, id)
+batch_end(cur[7], 'cancelled')  -- a member of a batch with callbacks: counted in its part
 event('cancelled', id, cur[2], cur[3], '{"from":"' .. s .. '"}')
 -- Fan-in (includes/fanin.lua): a child's edge settles; a waiting parent stops waiting and
 -- its pending children are cancelled (through the outbox: they may live in other slots).

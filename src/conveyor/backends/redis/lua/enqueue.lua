@@ -9,6 +9,12 @@
 -- ARGV[3] the queue's max_queued, or '' (unlimited): refused when the jobs it would create do
 --         not fit (includes/backpressure.lua), unless ARGV[4] names a reservation admit.lua made
 -- ARGV[4] the token of this call's reservation, or ''
+-- ARGV[5..7] '' (the arguments of the tick prelude, cron.lua)
+-- ARGV[8] members of a batch with callbacks: the deadline (Redis time) of the batch
+--         reservation (badd.lua); refused after it ('BATCHLATE', nothing stored). Each created
+--         job with a batch counts in its part `bp:<batch>` (includes/common.lua). '' otherwise
+-- ARGV[9] batch callbacks: seconds a marker `once:<id>` keeps each created job's id after
+--         it, so that the id is never stored again even once retention deleted the job ('')
 -- Idempotency keys are per (queue, tenant): `idem:<tenant>` (`idem` without a tenant). A
 -- tenant's jobs are also listed in `tn:<tenant>` (score 0: ids sort by creation time).
 -- A job of a workflow is listed in `wf:<workflow>` (score 0), the per-queue workflow index.
@@ -17,6 +23,9 @@
 -- or the id is stored already); error 'QUEUEFULL <count> <needed> <limit>' (nothing stored)
 local jobs = cjson.decode(ARGV[1])
 local now = now_s()
+local parted = (ARGV[8] or '') ~= ''
+if parted and now > tonumber(ARGV[8]) then return redis.error_reply('BATCHLATE') end
+local once = tonumber(ARGV[9] or '')
 local limit = tonumber(ARGV[3] or '')
 if limit then
   local held = (ARGV[4] or '') ~= '' and rsv_drop(ARGV[4])
@@ -41,7 +50,7 @@ for _, j in ipairs(jobs) do
   local id, key = j[1], j[14]
   local tenant = j[10] ~= cjson.null and j[10] or nil
   local existing = false
-  if redis.call('EXISTS', jkey(id)) == 1 then
+  if redis.call('EXISTS', jkey(id)) == 1 or (once and redis.call('EXISTS', P .. 'once:' .. id) == 1) then
     existing = id
   elseif key ~= cjson.null then
     existing = idem_match(tenant, key)
@@ -112,7 +121,11 @@ for _, j in ipairs(jobs) do
     if key ~= cjson.null then redis.call('HSET', idem_key(tenant), key, id) end
     if tenant then redis.call('ZADD', P .. 'tn:' .. tenant, 0, id) end
     if j[12] ~= cjson.null then redis.call('ZADD', P .. 'wf:' .. j[12], 0, id) end
-    if j[11] ~= cjson.null then redis.call('SADD', P .. 'b:' .. j[11], id) end
+    if j[11] ~= cjson.null then
+      redis.call('SADD', P .. 'b:' .. j[11], id)
+      if parted then redis.call('HINCRBY', P .. 'bp:' .. j[11], 'n', 1) end
+    end
+    if once then redis.call('SET', P .. 'once:' .. id, 1, 'EX', math.ceil(once)) end
     table.insert(out, id); table.insert(out, 1)
     woke = true
   end

@@ -2,14 +2,19 @@
 -- 'fail' (failed, error type AwaitTimeout), 'cancel' (cancelled) or 'resume' (queued with the
 -- stored data as the decision); each event's data says reason "timeout". Reads only the expired
 -- jobs (`await` is scored by deadline), up to 1000 per call.
+-- Batches with callbacks: a member that times out into failed or cancelled has ended; it counts
+-- in its batch part (batch_end, as cancel and finish do), and a part that ends is listed in
+-- `bdirty` in this script; then '' is appended to the reply (the caller checks the batches).
+-- An awaiting member had not ended; one resumed by its timeout has not either.
 -- KEYS[1] queue prefix
--- returns flat {id, new_status, ...}
+-- returns flat {id, new_status, ...}, then '' when a batch part ended
 local now = now_s()
 local due = redis.call('ZRANGEBYSCORE', AWAIT, '-inf', now, 'LIMIT', 0, 1000)
 local out = {}
+local parts_ended = false
 for _, id in ipairs(due) do
   local k = jkey(id)
-  local cur = redis.call('HMGET', k, 's', 'ao', 'aa', 't', 'tn', 'a')
+  local cur = redis.call('HMGET', k, 's', 'ao', 'aa', 't', 'tn', 'a', 'b')
   if cur[1] ~= 'awaiting' then
     redis.call('ZREM', AWAIT, id)  -- not awaiting (never left behind by a transition)
   elseif cur[2] == 'resume' then
@@ -21,6 +26,7 @@ for _, id in ipairs(due) do
     local state = cur[2] == 'cancel' and 'cancelled' or 'failed'
     redis.call('HSET', k, 's', state, 'fa', fmt(now))
     redis.call('ZADD', P .. 'f:' .. state, now, id)
+    if cur[7] and batch_end(cur[7], state) then parts_ended = true end
     if state == 'cancelled' then
       event('cancelled', id, cur[4], cur[5], '{"from":"awaiting","reason":"timeout"}')
       settle_edge(id, 'cancelled', nil, nil)
@@ -35,4 +41,5 @@ for _, id in ipairs(due) do
     table.insert(out, id); table.insert(out, state)
   end
 end
+if parts_ended then table.insert(out, '') end
 return out

@@ -22,6 +22,8 @@
 -- Flow control: the gates of flow-controlled jobs get their slots back and breakers count the
 -- outcome (completed jobs first, then the others, as the SQLite backend does); flows waiting
 -- for a slot become claimable and blocked workers are woken.
+-- Batches with callbacks: a member's final outcome counts in its batch part (batch_end); when a
+-- part ends, '' is appended to the reply (the worker then checks the batch).
 -- returns the ids of outcomes ignored because the token is not the job's current claim (lost)
 local now = now_s()
 local now_txt = fmt(now)
@@ -31,6 +33,7 @@ local woke = false
 local left_ok, left_other = {}, {}
 local done, ran = {}, 0
 local started_at = {}  -- started text -> number: the jobs of one claim share it
+local parts_ended = false
 local handed = ARGV[4] ~= '' and cjson.decode(ARGV[4]) or nil
 local function hand_over(id)
   local entries = handed and handed[id]
@@ -46,7 +49,7 @@ local function hand_over(id)
 end
 local function complete(id, token, result)
   local k = jkey(id)
-  local cur = redis.call('HMGET', k, 's', 'tk', 't', 'tn', 'sa', 'fl', 'e', 'fq')
+  local cur = redis.call('HMGET', k, 's', 'tk', 't', 'tn', 'sa', 'fl', 'e', 'b', 'fq')
   if cur[1] ~= 'active' or cur[2] ~= token then
     lost[#lost + 1] = id
     lost_held[#lost_held + 1] = {id, token}
@@ -66,8 +69,9 @@ local function complete(id, token, result)
     redis.call('HSET', k, 's', 'completed', 'fa', now_txt)
   end
   if cur[7] then redis.call('HDEL', k, 'e') end  -- an earlier attempt's error
+  if cur[8] and batch_end(cur[8], 'completed') then parts_ended = true end
   event('completed', id, cur[3], cur[4], hand_over(id))
-  if cur[8] then settle_edge(id, 'completed', result, nil) end  -- a fan-in child (fanin.lua)
+  if cur[9] then settle_edge(id, 'completed', result, nil) end  -- a fan-in child (fanin.lua)
 end
 for id, token in string.gmatch(ARGV[3], '(%S+) (%S+)') do complete(id, token, nil) end
 for i = 5, #ARGV, 3 do complete(ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
@@ -112,4 +116,5 @@ if #left_ok + #left_other > 0 then
   if settle(left_ok, now) then woke = true end
 end
 if woke then wake() end
+if parts_ended or fail_parts_ended then table.insert(lost, '') end
 return lost

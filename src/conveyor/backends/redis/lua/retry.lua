@@ -7,7 +7,7 @@
 -- 'QUEUEFULL <count> 1 <limit>'
 local id = ARGV[1]
 local k = jkey(id)
-local cur = redis.call('HMGET', k, 's', 't', 'tn', 'pr', 'fl')
+local cur = redis.call('HMGET', k, 's', 't', 'tn', 'pr', 'fl', 'b')
 local s = cur[1]
 if not s or (ARGV[2] ~= '' and cur[3] ~= ARGV[2]) then return redis.error_reply('NOTFOUND') end
 if s ~= 'failed' and s ~= 'cancelled' then return redis.error_reply('STATE ' .. s) end
@@ -18,6 +18,11 @@ if limit then
   redis.call('SET', P .. 'maxq', limit)
 end
 redis.call('ZREM', P .. 'f:' .. s, id)
+-- A member of a batch with callbacks runs again: its part no longer counts it ended (after the
+-- callbacks fired the part is gone and nothing changes).
+if cur[6] and redis.call('EXISTS', P .. 'bp:' .. cur[6]) == 1 then
+  redis.call('HINCRBY', P .. 'bp:' .. cur[6], s, -1)
+end
 -- A cancelled attempt still running held its gates' slots: the retry frees them.
 if s == 'cancelled' then end_held({{id, false}}, now_s()) end
 redis.call('HSET', k, 's', 'queued', 'a', 0, 'st', 0)

@@ -8,7 +8,10 @@
 -- `progress` event); then, while the parent waits, its policy decides: fail_parent fails it
 -- (error ChildFailed naming the child; its own edge settles; pending siblings get cancel
 -- messages unless fx is '0'), continue resumes it at a failure, and the last settle resumes it.
--- returns 1 when applied, 0 when ignored
+-- A parent failed by fail_parent that is a member of a batch with callbacks ends there: it is
+-- counted in its batch part (batch_end, as finish/cancel/expire do; a part that ends is listed
+-- in `bdirty`), and 2 is returned so that the forwarder checks this queue's batches at once.
+-- returns 1 when applied, 0 when ignored, 2 when applied and a batch part ended
 local m = cjson.decode(ARGV[1])
 local parent, child = m.p, m.c
 local spot = redis.call('HGET', P .. 'fc:' .. parent, child)
@@ -17,7 +20,7 @@ local idx = tonumber(string.match(spot, '^(%d+)'))
 local stored = cjson.encode({s = m.s, r = m.r, e = m.e})
 if redis.call('HSETNX', P .. 'fr:' .. parent, child, stored) == 0 then return 0 end
 local k = jkey(parent)
-local cur = redis.call('HMGET', k, 's', 'fp', 'fx', 'ft', 'fw', 't', 'tn', 'a')
+local cur = redis.call('HMGET', k, 's', 'fp', 'fx', 'ft', 'fw', 't', 'tn', 'a', 'b')
 if not cur[1] then return 0 end
 local now = now_s()
 local settled = redis.call('HINCRBY', k, 'fs', 1)
@@ -57,6 +60,7 @@ redis.call('HSET', k, 's', 'failed', 'fa', fmt(now), 'e', err)
 redis.call('ZADD', P .. 'f:failed', now, parent)
 event('failed', parent, cur[6], cur[7], '{"attempt":' .. (cur[8] or '0') .. ',"error":' ..
       cjson.encode({type = 'ChildFailed', message = message}) .. ',"reason":"child"}')
+local part_ended = batch_end(cur[9], 'failed')  -- a batch member ends (a no-op if none)
 settle_edge(parent, 'failed', nil, err)  -- the parent may be a child itself
 if cur[3] == '1' then cancel_pending(parent) end
-return 1
+return part_ended and 2 or 1

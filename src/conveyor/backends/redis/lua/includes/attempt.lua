@@ -7,9 +7,10 @@
 -- Returns true when the caller must wake workers: the job is ready now, or scheduled (an idle
 -- worker then claims and learns its due time, as after a delayed enqueue; without it, the
 -- worker that acknowledged the retry slept until its next poll).
+local fail_parts_ended = false  -- a final failure ended its batch's part (batch_end)
 local function fail_attempt(id, kind, err, brief, delay, now, left)
   local k = jkey(id)
-  local cur = redis.call('HMGET', k, 't', 'tn', 'fl', 'sa', 'a', 'pr')
+  local cur = redis.call('HMGET', k, 't', 'tn', 'fl', 'sa', 'a', 'pr', 'b')
   local task, tenant, flow = cur[1], cur[2], cur[3]
   redis.call('ZREM', P .. 'active', id)
   redis.call('HDEL', k, 'le')
@@ -21,6 +22,7 @@ local function fail_attempt(id, kind, err, brief, delay, now, left)
     redis.call('HSET', k, 's', 'failed', 'fa', fmt(now))
     redis.call('ZADD', P .. 'f:failed', now, id)
     event('failed', id, task, tenant, data)
+    if cur[7] and batch_end(cur[7], 'failed') then fail_parts_ended = true end
     settle_edge(id, 'failed', nil, err)  -- a fan-in child (includes/fanin.lua)
     return false
   end

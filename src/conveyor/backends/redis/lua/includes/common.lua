@@ -93,3 +93,21 @@ local function idem_key(tenant)
   if tenant then return P .. 'idem:' .. tenant end
   return P .. 'idem'
 end
+-- Batch parts (batches with callbacks, redis/batches.py): per queue and batch, `bp:<batch>`
+-- counts the members stored here (n) and those ended (completed, failed, cancelled). A part
+-- whose members all ended is listed in `bdirty` (score: when to check the batch), in the same
+-- script as the member's transition: a worker that dies before checking leaves it there for
+-- the periodic sweep. Returns true when the part ended. No part (a batch without callbacks, or
+-- one whose callbacks fired): nothing.
+local function batch_end(batch, state, by)
+  if not batch then return false end
+  local k = P .. 'bp:' .. batch
+  if redis.call('EXISTS', k) == 0 then return false end
+  redis.call('HINCRBY', k, state, by or 1)
+  local c = redis.call('HMGET', k, 'n', 'completed', 'failed', 'cancelled')
+  if (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) >= tonumber(c[1]) then
+    redis.call('ZADD', P .. 'bdirty', now_s(), batch)
+    return true
+  end
+  return false
+end
