@@ -35,7 +35,8 @@ _COMPLETE = (
     "UPDATE jobs SET status = 'completed', result = o.value ->> 2, finished_at = :now, "
     "error = NULL, lease_expires_at = NULL FROM json_each(:outcomes) AS o "
     "WHERE jobs.id = o.value ->> 0 AND jobs.token = o.value ->> 1 AND jobs.status = 'active' "
-    "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at, jobs.flow, jobs.batch"
+    "RETURNING jobs.seq, jobs.id, jobs.queue, jobs.started_at, jobs.flow, jobs.batch, "
+    "jobs.parent IS NOT NULL"
 )
 _RETRY = (
     "UPDATE jobs SET status = ?, scheduled_for = ?, error = ?, lease_expires_at = NULL, "
@@ -60,6 +61,7 @@ class _Ended:
     left: list[tuple[str, str | None, bool | None, float | None]] = field(default_factory=list)
     requeued: list[tuple[str, str | None]] = field(default_factory=list)
     ended: Counter[tuple[str, str]] = field(default_factory=Counter)  # (batch, final state)
+    children: list[str] = field(default_factory=list)  # completed jobs that have a parent
 
     def apply(self, conn: sqlite3.Connection) -> bool:
         """Write counts, rates and events; give flow slots back; count members of batches (and
@@ -155,7 +157,8 @@ def finish(
     parked = [o for o in outcomes if o.fanout is not None and o.job_id in acked]
     if parked:
         fanin.park(conn, now, parked)
-    if fanin.settle(conn, now, acked):  # children that ended for good settle their edges
+    ended = e.children + [o.job_id for o in others if o.job_id in acked]
+    if ended and fanin.settle(conn, now, ended):  # children that ended settle their edges
         woke = True
     costs = [o for o in outcomes if o.cost and o.job_id in acked]
     if costs:
@@ -173,8 +176,10 @@ def _complete(conn: sqlite3.Connection, e: _Ended, rows: list[Any], acked: set[s
         _COMPLETE, {"now": now, "outcomes": orjson.dumps(rows).decode()}
     ).fetchall()
     seqs = []
-    for seq, job_id, queue, started, flow, batch in found:
+    for seq, job_id, queue, started, flow, batch, child in found:
         seqs.append(seq)
+        if child:  # a spawned child (or a chain step): its fan-in edge, if any, settles
+            e.children.append(job_id)
         if batch is not None:  # a member of a batch ended (also when it handed over)
             e.ended[(batch, "completed")] += 1
         if flow is not None:
