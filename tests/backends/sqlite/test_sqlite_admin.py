@@ -9,6 +9,7 @@ from pathlib import Path
 from conveyor import Conveyor
 from conveyor.backends.base import ClaimParams
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
+from tests.backends.sqlite.stored import stored_schema
 
 
 async def test_a_schema_7_store_gets_paused_queues_and_api_keys(tmp_path: Path) -> None:
@@ -32,12 +33,7 @@ async def test_a_schema_7_store_gets_paused_queues_and_api_keys(tmp_path: Path) 
     app = Conveyor(f"sqlite:///{path}")
     try:
         await app.open()
-        with sqlite3.connect(path) as check:
-            version = check.execute(
-                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
-            ).fetchone()
-            tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
-        check.close()
+        version, tables, _ = stored_schema(path)
         # Then it is the current schema with the new tables and index
         assert version == (SCHEMA_VERSION,) == ("13",)
         assert {"paused_queues", "api_keys", "api_keys_tenant"} <= tables

@@ -13,6 +13,7 @@ from conveyor.backends.sqlite import maintenance as m
 from conveyor.backends.sqlite.awaiting import any_due, expire
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 from conveyor.backends.sqlite.migrations import AWAIT_COLUMNS
+from tests.backends.sqlite.stored import stored_schema
 
 
 async def test_a_schema_10_store_gets_the_await_columns_and_indexes(tmp_path: Path) -> None:
@@ -38,12 +39,7 @@ async def test_a_schema_10_store_gets_the_await_columns_and_indexes(tmp_path: Pa
     app = Conveyor(f"sqlite:///{path}")
     try:
         await app.open()
-        with sqlite3.connect(path) as check:
-            version = check.execute("SELECT value FROM conveyor_meta WHERE key = 'schema'")
-            version = version.fetchone()
-            cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
-            indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
-        check.close()
+        version, indexes, cols = stored_schema(path)
         # Then it is the current schema (through 11, 12 to 13); the old job reads back with no
         # await state
         assert version == (SCHEMA_VERSION,) == ("13",)

@@ -11,6 +11,7 @@ import pytest
 
 from conveyor import Conveyor, JobState
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
+from tests.backends.sqlite.stored import stored_schema
 
 
 @pytest.mark.parametrize(
@@ -45,13 +46,7 @@ async def test_an_older_store_gets_the_batch_records_and_fires_callbacks(
 
     try:
         await app.open()
-        with sqlite3.connect(path) as check:
-            version = check.execute(
-                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
-            ).fetchone()
-            names = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
-            cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
-        check.close()
+        version, names, cols = stored_schema(path)
         # Then it is the current schema with the batch records, the chain, await and fan-in
         # columns kept or added
         assert version == (SCHEMA_VERSION,) == ("13",)

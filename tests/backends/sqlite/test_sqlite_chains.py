@@ -11,6 +11,7 @@ from conveyor import Conveyor
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 from conveyor.backends.sqlite.migrations import AWAIT_COLUMNS
 from conveyor.backends.sqlite.workflows import _WORKFLOW
+from tests.backends.sqlite.stored import stored_schema
 
 
 async def test_a_schema_9_store_gets_the_chain_columns_and_reads_workflows(
@@ -37,13 +38,7 @@ async def test_a_schema_9_store_gets_the_chain_columns_and_reads_workflows(
     app = Conveyor(f"sqlite:///{path}")
     try:
         await app.open()
-        with sqlite3.connect(path) as check:
-            version = check.execute(
-                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
-            ).fetchone()
-            names = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
-            cols = {r[1] for r in check.execute("PRAGMA table_info(jobs)")}
-        check.close()
+        version, names, cols = stored_schema(path)
         # Then it is the current schema (through 10, 11, 12 to 13), and the old job reads as a
         # one-step workflow
         assert version == (SCHEMA_VERSION,) == ("13",)

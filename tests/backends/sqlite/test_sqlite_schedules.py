@@ -8,6 +8,7 @@ from pathlib import Path
 from conveyor import Conveyor
 from conveyor.backends.base import TickClaim, TickResult
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
+from tests.backends.sqlite.stored import stored_schema
 
 
 async def test_a_schema_8_store_gets_the_schedules_table_and_fires_ticks(tmp_path: Path) -> None:
@@ -25,12 +26,7 @@ async def test_a_schema_8_store_gets_the_schedules_table_and_fires_ticks(tmp_pat
     app = Conveyor(f"sqlite:///{path}")
     try:
         await app.open()
-        with sqlite3.connect(path) as check:
-            version = check.execute(
-                "SELECT value FROM conveyor_meta WHERE key = 'schema'"
-            ).fetchone()
-            tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
-        check.close()
+        version, tables, _ = stored_schema(path)
         # Then it is the current schema with the schedules table, and ticks can be claimed
         assert version == (SCHEMA_VERSION,) == ("13",)
         assert "schedules" in tables
