@@ -10,7 +10,6 @@ docs/architecture.md "Human in the loop".
 
 from __future__ import annotations
 
-import math
 from dataclasses import KW_ONLY, dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -18,7 +17,7 @@ from typing import Any, Literal
 import orjson
 
 from .errors import ValidationError
-from .inputs import brief, json_problem
+from .inputs import brief, json_problem, positive_seconds
 
 #: The largest prompt, and the largest decision (``resume`` data, or the ``data`` applied on a
 #: timeout), as JSON text. A prompt is shown to people and stored on the job: a reference to a
@@ -49,25 +48,8 @@ def input_json(value: Any, field: str) -> str:
 def _seconds(timeout: object) -> float | None:
     if timeout is None:
         return None
-    if isinstance(timeout, timedelta):
-        seconds = timeout.total_seconds()
-    elif isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise ValidationError(
-            f"AwaitInput timeout must be seconds or a timedelta, got {brief(timeout)}",
-            field="timeout",
-        )
-    else:
-        try:
-            seconds = float(timeout)
-        except OverflowError:
-            seconds = math.inf
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_AWAIT_SECONDS:
-        raise ValidationError(
-            f"AwaitInput timeout must be a positive number of seconds up to 100 years, got "
-            f"{brief(timeout)}",
-            field="timeout",
-        )
-    return seconds
+    return positive_seconds(timeout, "timeout", "AwaitInput timeout", MAX_AWAIT_SECONDS,
+                            "100 years")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

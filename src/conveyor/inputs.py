@@ -21,9 +21,11 @@ or a 5,000-deep list makes a message of a few dozen characters.
 
 from __future__ import annotations
 
+import math
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -58,6 +60,26 @@ def brief(value: object) -> str:
     except Exception:  # a __repr__ that raises, a RecursionError on some exotic type
         return f"<{type(value).__name__}>"
     return text if len(text) <= 100 else text[:97] + "..."
+
+
+def positive_seconds(value: object, field: str, what: str, most: float, most_text: str) -> float:
+    """``value`` (a number of seconds or a timedelta) as seconds, ``0 < seconds <= most``;
+    anything else (a bool, NaN, infinity, an int beyond a float) is a `ValidationError` naming
+    ``field`` (``what`` names the value in the message, ``most_text`` the bound)."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"{what} must be seconds or a timedelta, got {brief(value)}",
+                              field=field)  # fmt: skip
+    else:
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
+    if not math.isfinite(seconds) or not 0 < seconds <= most:
+        raise ValidationError(f"{what} must be a positive number of seconds up to {most_text}, "
+                              f"got {brief(value)}", field=field)  # fmt: skip
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ See docs/architecture.md "Batches and callbacks"."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from .backends.base import NewBatch, NewJob
 from .backends.batches import BATCH_TTL, callback_id, callback_payload
 from .errors import ValidationError
-from .inputs import brief
+from .inputs import brief, positive_seconds
 from .job import new_id
 from .meta import encoded_meta
 from .newjobs import JobBuilder
@@ -65,13 +66,10 @@ def _new_record(
     builder: JobBuilder, batch_id: str, tenant: str | None, on_complete: Any, on_success: Any,
     ttl: float | timedelta | None, now: float,
 ) -> NewBatch:  # fmt: skip
-    secs = BATCH_TTL if ttl is None else ttl
-    if isinstance(secs, timedelta):
-        secs = secs.total_seconds()
-    if isinstance(secs, bool) or not isinstance(secs, (int, float)) or not 0 < secs < 1e10:
-        raise ValidationError(
-            f"batch_ttl must be a number of seconds > 0, got {brief(ttl)}", field="batch_ttl"
-        )
+    # below 1e10 s (~300 years), as before the shared check
+    most = math.nextafter(1e10, 0)
+    secs = BATCH_TTL if ttl is None else positive_seconds(ttl, "batch_ttl", "batch_ttl", most,
+                                                         "about 300 years")  # fmt: skip
     callbacks = [
         _callback(builder, name, spec, batch_id, tenant, now)
         for name, spec in (("on_complete", on_complete), ("on_success", on_success))
