@@ -169,7 +169,7 @@ def _secure(request: Request, response: Response) -> Response:
         h["Content-Security-Policy"] = CSP.format(ancestors="'none'")
         h["X-Frame-Options"] = "DENY"
     h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "no-referrer")  # batch links carry their token in the URL
+    h.setdefault("Referrer-Policy", "same-origin")  # batch links carry a token: not elsewhere
     h.setdefault("Cache-Control", "no-store")
     h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     return response
