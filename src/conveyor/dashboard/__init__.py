@@ -17,7 +17,12 @@ from .web import HERE
 
 
 def install(api: FastAPI, settings: ServerSettings) -> None:
-    """Serve the dashboard's pages, event stream and static files on ``api``."""
+    """Serve the dashboard's pages, event stream and static files on ``api``. Raises
+    ValueError for a ``frame_ancestors`` source that could end the CSP directive."""
+    for source in settings.frame_ancestors:
+        if not source or any(c in source for c in ";,\r\n\t ") or not source.isprintable():
+            raise ValueError(f"frame_ancestors: {source!r} is not one CSP source (e.g. 'self' "
+                             "or https://app.example.com)")  # fmt: skip
     from . import batch, login, ops, pages, stream
 
     api.state.dashboard_signer = Signer(settings)

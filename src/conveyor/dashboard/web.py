@@ -9,6 +9,7 @@ styles, ``X-Frame-Options: DENY`` unless the page set its own ``frame-ancestors`
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ env = jinja2.Environment(
     lstrip_blocks=True,
 )
 env.filters.update(formatting.FILTERS)
+# The macros as a global (not an {% import %} in each page): a page's live block is also
+# rendered alone (`render(block=...)`), where a page-level import would not have run.
+env.globals["m"] = env.get_template("_macros.html").module
 
 
 class LoginRequired(Exception):
@@ -187,6 +191,7 @@ class HtmlRoute(APIRoute):
         inner = super().get_route_handler()
 
         async def handler(request: Request) -> Response:
+            started = time.perf_counter()
             try:
                 response = await inner(request)
             except LoginRequired:
@@ -208,6 +213,9 @@ class HtmlRoute(APIRoute):
                     response = error_page(request, err.status, err.message)
                     if err.headers:
                         response.headers.update(err.headers)
+            # The server's own time for the page (bench/dashboard.py reads it; so can devtools).
+            spent = (time.perf_counter() - started) * 1000
+            response.headers.setdefault("Server-Timing", f"app;dur={spent:.1f}")
             return _secure(request, response)
 
         return handler
