@@ -191,3 +191,29 @@ def test_no_console_errors_on_any_page(page: Any, dash: Any, store: Store) -> No
         page.wait_for_load_state("networkidle") if path == "/queues" else None
     # Then nothing was logged to the console (the page fixture checks it at teardown too)
     page.console.expect_none()
+
+
+def test_admin_pages_update_live_without_reload(page: Any, dash: Any, store: Store) -> None:
+    # Given an admin on the page of a job awaiting a decision
+    srv = dash(worker=WORKER)
+    _, key = store.key(admin=True)
+    job = store.run(lambda app: app.enqueue("approve", {}))
+    eventually_sync(lambda: _status(store, job.id) is JobState.AWAITING, what="awaiting")
+    login(page, srv, key)
+    page.goto(f"{srv.url}/jobs/{job.id}")
+    assert page.locator("h1 .st-awaiting").count() == 1
+    page.evaluate("window.__not_reloaded = true")
+
+    # When someone else resumes it through the API
+    store.run(lambda app: app.resume(job.id, {"approved": True}))
+
+    # Then the page shows it completed by itself, with its result, without a reload
+    expect(page.locator("h1 .st-completed")).to_be_visible(timeout=10_000)
+    assert page.evaluate("window.__not_reloaded") is True
+
+    # And the jobs list shows a job enqueued after it was opened
+    page.goto(f"{srv.url}/jobs")
+    page.evaluate("window.__not_reloaded = true")
+    new = store.run(lambda app: app.enqueue("echo", {"value": 1}, delay=3600))
+    expect(page.locator(f"tr[data-job='{new.id}']")).to_be_visible(timeout=10_000)
+    assert page.evaluate("window.__not_reloaded") is True
