@@ -42,7 +42,7 @@ def test_batch_page_reaches_100_percent_live_with_a_read_only_link(page: Any, da
     batch = store.run(lambda app: app.enqueue_many(items, tenant="acme", delay=1.5))
     import httpx
 
-    r = httpx.post(f"{srv.url}/v1/batches/{batch.id}/link?noun=session&verb=enriched",
+    r = httpx.get(f"{srv.url}/v1/batches/{batch.id}/link?noun=session&verb=enriched",
                    headers={"Authorization": f"Bearer {key}"})  # fmt: skip
     assert r.status_code == 200, r.text
     link = r.json()["url"]

@@ -179,7 +179,7 @@ def test_batch_links_read_one_batch_only(dash: Any, store: Store,
                                                    tenant="a", delay=3600))  # fmt: skip
     auth = {"Authorization": f"Bearer {two_tenants['a_key']}"}
     with httpx.Client(base_url=srv.url) as c:
-        made = c.post(f"/v1/batches/{two_tenants['batch']}/link", headers=auth).json()
+        made = c.get(f"/v1/batches/{two_tenants['batch']}/link", headers=auth).json()
         token = re.search(r"token=([^&]+)", made["path"])[1]  # type: ignore[index]
         # The link opens its batch's page, framable by the configured ancestors only
         r = c.get(made["path"])
@@ -192,7 +192,7 @@ def test_batch_links_read_one_batch_only(dash: Any, store: Store,
         assert c.get(f"/events?batch={other.id}&token={token}").status_code == 403
         assert c.get("/jobs").status_code == 303
         # Tenant b cannot make a link to a's batch; every other page refuses framing
-        r = c.post(f"/v1/batches/{two_tenants['batch']}/link",
+        r = c.get(f"/v1/batches/{two_tenants['batch']}/link",
                    headers={"Authorization": f"Bearer {two_tenants['b_key']}"})  # fmt: skip
         assert r.status_code == 404
         r = c.get("/login")

@@ -8,7 +8,7 @@ is the one page that may be framed: its CSP ``frame-ancestors`` is
 jobs' own progress messages, an ETA in words, plain sentences. ``?noun=session&verb=enriched``
 words them ("3 sessions enriched").
 
-``POST /v1/batches/{id}/link`` (API key) and the page's "share" form make a link."""
+``GET /v1/batches/{id}/link`` (API key) and the page's "share" form make a link."""
 
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ async def make_link(request: Request, batch_id: str, tenant: str | None) -> str:
     return f"/batches/{quote(batch_id, safe='')}?{urlencode({'token': token})}"
 
 
-@api_router.post("/v1/batches/{batch_id}/link")
+@api_router.get("/v1/batches/{batch_id}/link")
 async def batch_link(
     batch_id: str,
     request: Request,
