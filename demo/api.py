@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -73,12 +74,13 @@ async def serve_api(app: Conveyor) -> AsyncIterator[DemoApi | None]:
     try:
         import uvicorn
 
-        from conveyor.server import create_app
+        from conveyor.server import ServerSettings, create_app
     except ImportError:
         yield None
         return
     _, key = await app.api_keys.create(tenant=None, admin=True, name="demo")
-    api = create_app(app)
+    # A secret of this run: the batch link the demo prints works while the demo runs.
+    api = create_app(app, ServerSettings(secret=secrets.token_urlsafe(32)))
     config = uvicorn.Config(api, host=HOST, port=_port(), log_level="warning",
                             log_config=None, lifespan="on")  # fmt: skip
     server = uvicorn.Server(config)

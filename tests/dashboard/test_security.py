@@ -222,3 +222,16 @@ def test_every_action_is_audited_with_the_acting_key(dash: Any, store: Store) ->
         {"action": "retry", "key": key_id, "via": "dashboard"},
         {"action": "resume_queue", "key": key_id, "via": "dashboard"},
     ]
+
+
+def test_without_auth_the_login_form_continues_as_an_admin(dash: Any, store: Store) -> None:
+    # Given a --no-auth server (local development)
+    srv = dash(auth=False)
+    with httpx.Client(base_url=srv.url) as c:
+        # When the login form is sent without a key, Then the session is an admin's
+        form = c.get("/login")
+        assert 'name="key"' not in form.text and "Continue" in form.text
+        r = c.post("/login", data={"csrf": csrf_of(form.text)})
+        assert r.status_code == 303
+        page = c.get("/workers")
+        assert page.status_code == 200 and "no auth · admin" in page.text
