@@ -10,7 +10,8 @@
 3. Times each page ``--repeat`` times (after one warm-up): the server's own time from the
    dashboard's ``Server-Timing`` header (``app;dur=``), and the client's wall time; prints
    median and max per page, as a table and as JSON (``--json``).
-4. ``--churn R``: does it again while a producer/finisher thread completes R jobs/s in the same
+4. ``--latency N``: the delay from N enqueues to the dashboard stream's tick naming each job.
+5. ``--churn R``: does it again while a producer/finisher thread completes R jobs/s in the same
    store (enqueue + claim + finish in batches of 500, through the backend), reporting the
    completions it reached.
 """
@@ -185,11 +186,56 @@ def churn(url: str, rate: int, stop: threading.Event, done: list[int]) -> None:
     asyncio.run(run())
 
 
+def tick_latency(url: str, client: httpx.Client, n: int) -> dict[str, float]:
+    """Seconds from an enqueue's return to the dashboard stream's tick naming the job (what a
+    page waits before it fetches its update): ``n`` jobs, 100 ms apart, from another thread."""
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+
+    def produce() -> None:
+        async def run() -> None:
+            app = build_app(url)
+            await app.open()
+            for _ in range(n):
+                job = await app.enqueue(TASKS[1], {}, delay=3600)
+                sent[job.id] = time.perf_counter()
+                await asyncio.sleep(0.1)
+            await app.close()
+
+        asyncio.run(run())
+
+    with client.stream("GET", "/events", timeout=httpx.Timeout(30.0)) as r:
+        producer = threading.Thread(target=produce, daemon=True)
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+                if event == "ready":
+                    producer.start()
+            elif line.startswith("data:") and event == "tick":
+                now = time.perf_counter()
+                for jid in json.loads(line.split(":", 1)[1])["jobs"]:
+                    got.setdefault(jid, now)
+                if len([j for j in sent if j in got]) >= n:
+                    break
+    lat = sorted(got[j] - sent[j] for j in sent if j in got)
+    return {"n": len(lat), "p50_ms": lat[len(lat) // 2] * 1000,
+            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+            "max_ms": lat[-1] * 1000}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--jobs", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--churn", type=int, default=0, metavar="JOBS_PER_S")
+    ap.add_argument(
+        "--latency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N enqueue -> stream tick delays",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-dash-bench-"))
@@ -213,6 +259,8 @@ def main() -> None:
                  ("tenant", "/jobs"), ("tenant", "/queues"), ("tenant", "/awaiting"),
                  ("tenant", f"/batches/{batch}")]  # fmt: skip
         results = {"jobs": args.jobs, "idle": time_pages(clients, pages, args.repeat)}
+        if args.latency:
+            results["tick_latency"] = tick_latency(url, clients["admin"], args.latency)
         if args.churn:
             stop, done = threading.Event(), [0]
             t = threading.Thread(target=churn, args=(url, args.churn, stop, done), daemon=True)
@@ -228,6 +276,12 @@ def main() -> None:
         srv.stop()
     if args.json:
         print(json.dumps(results, indent=2))
+    if "tick_latency" in results:
+        t = results["tick_latency"]
+        print(
+            f"\nenqueue -> stream tick ({t['n']} jobs): p50 {t['p50_ms']:.0f} ms, "
+            f"p99 {t['p99_ms']:.0f} ms, max {t['max_ms']:.0f} ms"
+        )
     for phase in ("idle", "churn"):
         if phase not in results:
             continue
