@@ -65,7 +65,9 @@ class Store:
 
 @pytest.fixture
 def dash_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    return URL_FACTORIES["sqlite"](request, tmp_path)
+    """A fresh store: SQLite, or the backend a test names with
+    ``@pytest.mark.parametrize("dash_url", ["sqlite", "redis"], indirect=True)``."""
+    return URL_FACTORIES[getattr(request, "param", "sqlite")](request, tmp_path)
 
 
 @pytest.fixture

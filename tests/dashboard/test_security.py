@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,14 +12,10 @@ import pytest
 
 from conveyor import Conveyor, JobState
 from conveyor.backends.base import EVENTS_OLDEST, EventType
-from tests.conftest import URL_FACTORIES
 from tests.dashboard.conftest import Store, csrf_of, http_login, login
 
-
-@pytest.fixture(params=["sqlite", "redis"])
-def dash_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    # Isolation rests on the tenant every backend call is given: checked on both backends.
-    return URL_FACTORIES[request.param](request, tmp_path)
+# Isolation rests on the tenant every backend call is given: checked on both backends.
+BOTH = pytest.mark.parametrize("dash_url", ["sqlite", "redis"], indirect=True)
 
 
 def _status(store: Store, job_id: str) -> JobState:
@@ -46,6 +41,7 @@ def two_tenants(store: Store) -> Iterator[dict[str, Any]]:
     yield data
 
 
+@BOTH
 def test_tenant_b_cannot_see_a_s_jobs_in_the_browser(page: Any, dash: Any, store: Store,
                                                      two_tenants: dict[str, Any]) -> None:  # fmt: skip
     # Given tenant b logged in
@@ -68,6 +64,7 @@ def test_tenant_b_cannot_see_a_s_jobs_in_the_browser(page: Any, dash: Any, store
     page.console.clear()  # the refused pages' 403/404 are logged by the browser, on purpose
 
 
+@BOTH
 def test_tenant_b_cannot_act_on_a_s_jobs_with_crafted_forms(dash: Any, store: Store,
                                                             two_tenants: dict[str, Any]) -> None:  # fmt: skip
     # Given tenant b's session and its own valid CSRF token
