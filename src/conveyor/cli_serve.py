@@ -189,7 +189,8 @@ async def _run(server: Any, app: Conveyor, host: str, with_worker: bool, concurr
         shown = f"[{host}]" if ":" in host else host
         extra = f" with a worker (concurrency {concurrency})" if with_worker else ""
         metrics = getattr(api.state, "metrics_port", None)
-        _say(f"conveyor serve: http://{shown}:{port} (docs /docs){extra}; "
+        dash = ", dashboard /" if api.state.settings.dashboard else ""
+        _say(f"conveyor serve: http://{shown}:{port} (docs /docs{dash}){extra}; "
              f"{'NO AUTH (local development)' if no_auth else 'API keys required'}; "
              f"app tasks={','.join(app.tasks)} url={_redact(app.url)} pid={os.getpid()}"
              + (f"; metrics http://{api.state.settings.metrics_addr}:{metrics}/metrics"
