@@ -217,3 +217,28 @@ def test_admin_pages_update_live_without_reload(page: Any, dash: Any, store: Sto
     new = store.run(lambda app: app.enqueue("echo", {"value": 1}, delay=3600))
     expect(page.locator(f"tr[data-job='{new.id}']")).to_be_visible(timeout=10_000)
     assert page.evaluate("window.__not_reloaded") is True
+
+
+UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea'))
+  .filter(el => el.type !== 'hidden' && el.labels.length === 0 && !el.getAttribute('aria-label'))
+  .map(el => el.name)"""
+
+
+def test_pages_fit_a_phone_and_label_their_controls(page: Any, dash: Any, store: Store) -> None:
+    # Given a store with jobs of every kind and an admin at phone width (390 px)
+    srv = dash(worker=WORKER)
+    _, key = store.key(admin=True)
+    batch = store.run(lambda app: app.enqueue_many([{"task": "echo", "payload": {}}] * 3))
+    failed = store.run(lambda app: app.enqueue("boom", {"message": "x" * 300}))
+    waiting = store.run(lambda app: app.enqueue("approve", {}))
+    eventually_sync(lambda: _status(store, waiting.id) is JobState.AWAITING, what="awaiting")
+    page.set_viewport_size({"width": 390, "height": 844})
+    login(page, srv, key)
+    for path in ("/jobs", f"/jobs/{failed.id}", "/awaiting", "/queues", "/workers", "/costs",
+                 f"/batches/{batch.id}", "/jobs/bulk?action=retry&status=failed", "/login"):  # fmt: skip
+        page.goto(f"{srv.url}{path}")
+        # Then nothing overflows the screen sideways (wide tables scroll in their own box)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width} px wide"
+        # And every form control has a label
+        assert page.evaluate(UNLABELLED) == [], path
