@@ -105,7 +105,7 @@ def _own_link(link: str | None, batch_id: str) -> str | None:
 async def batch_cancel(batch_id: str, request: Request) -> Response:
     viewer, _ = await writer_form(request)
     await actions.bulk(conveyor_of(request), settings_of(request), viewer.principal, "cancel",
-                       BulkFilter(batch=batch_id), "dashboard")  # fmt: skip
+                       BulkFilter.model_validate({"batch": batch_id}), "dashboard")  # fmt: skip
     return RedirectResponse(f"/batches/{quote(batch_id, safe='')}", status_code=303)
 
 

@@ -82,7 +82,7 @@ async def costs(request: Request) -> Response:
             per = totals.setdefault(task, {})
             for unit, amount in units.items():
                 per[unit] = per.get(unit, 0.0) + amount
-    units = sorted({u for per in totals.values() for u in per})
+    names = sorted({u for per in totals.values() for u in per})
     rows: list[dict[str, Any]] = [{"task": t, "units": totals[t]} for t in sorted(totals)]
     return render(request, "costs.html", viewer, block=fragment(request), rows=rows,
-                  units=units, live_url="/costs?fragment=1")  # fmt: skip
+                  units=names, live_url="/costs?fragment=1")  # fmt: skip

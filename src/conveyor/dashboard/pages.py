@@ -7,7 +7,7 @@ is refused, another tenant's job answers 404); every action goes through
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import orjson
@@ -151,9 +151,10 @@ async def bulk_confirm(request: Request) -> Response:
 @router.post("/jobs/bulk")
 async def bulk_run(request: Request) -> Response:
     viewer, form = await writer_form(request)
-    action = form.get("action")
-    if action not in ("cancel", "retry"):
+    asked = form.get("action")
+    if asked not in ("cancel", "retry"):
         raise ApiError(422, "invalid", "action must be cancel or retry")
+    action: Literal["cancel", "retry"] = "cancel" if asked == "cancel" else "retry"
     filt = JobFilter.parse(form)
     counts = await actions.bulk(conveyor_of(request), settings_of(request), viewer.principal,
                                 action, filt.bulk(), "dashboard")  # fmt: skip

@@ -113,7 +113,7 @@ class Signer:
         if not token or len(token) > MAX_TOKEN:
             return None
         try:
-            return serializer.loads(token, max_age=ttl)
+            return serializer.loads(token, max_age=int(ttl))
         except BadData:
             return None
 

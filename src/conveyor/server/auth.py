@@ -184,13 +184,14 @@ async def principal_by_id(request: Request, key_id: str) -> Principal | None:
     revoked or deleted), cached like presented keys (``key_cache_ttl``)."""
     state = request.app.state
     digest = hashlib.sha256(b"id:" + key_id.encode("utf-8", "surrogatepass")).digest()
-    known, principal = state.key_cache.get(digest)
+    cache: KeyCache = state.key_cache
+    known, principal = cache.get(digest)
     if known:
         return principal
     async with backend_deadline(state.settings):
         record = await state.conveyor.api_keys.get(key_id)
     principal = principal_of(record)
-    state.key_cache.put(digest, principal)
+    cache.put(digest, principal)
     return principal
 
 
