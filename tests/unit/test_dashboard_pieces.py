@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conveyor.dashboard.filters import JobFilter
@@ -85,3 +87,17 @@ def test_job_filters_parse_and_refuse_bad_input() -> None:
         assert err.value.status == 422
     with pytest.raises(ApiError):
         JobFilter.parse({"id": "01ab"}).bulk()  # no bulk action by id prefix
+
+
+def test_templates_have_no_inline_script_style_or_event_handlers() -> None:
+    # The CSP forbids them (script-src/style-src 'self'): one would break silently in browsers
+    from conveyor.dashboard.web import HERE
+
+    pages = sorted((HERE / "templates").glob("*.html"))
+    assert len(pages) >= 10
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r"\son[a-z]+\s*=", text, re.IGNORECASE), page.name
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), page.name
+        assert not re.search(r"\sstyle\s*=|<style", text), page.name
+        assert "|safe" not in text and "autoescape false" not in text, page.name
