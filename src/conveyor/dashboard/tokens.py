@@ -1,7 +1,7 @@
 """Signed tokens of the dashboard: the session cookie, its CSRF token, and read-only batch links.
 
 All three are signed with the server's secret (`ServerSettings.secret`) by ``itsdangerous``
-(HMAC-SHA1 over a salted key derivation, with a timestamp: expiry is checked on load). None of
+(HMAC-SHA256 with a key derived per token kind, and a timestamp: expiry is checked on load). None of
 them holds an API key: a session names the key's public id and a random nonce, and the key is
 looked up again on every request (a revoked key ends its sessions within ``key_cache_ttl``).
 
@@ -64,8 +64,9 @@ class Signer:
                             "do not work across instances")  # fmt: skip
         self._secret = secret.encode()
         self._settings = settings
-        self._sessions = URLSafeTimedSerializer(secret, salt=_SESSION_SALT)
-        self._batches = URLSafeTimedSerializer(secret, salt=_BATCH_SALT)
+        sha256 = {"digest_method": hashlib.sha256}
+        self._sessions = URLSafeTimedSerializer(secret, salt=_SESSION_SALT, signer_kwargs=sha256)
+        self._batches = URLSafeTimedSerializer(secret, salt=_BATCH_SALT, signer_kwargs=sha256)
 
     # -- sessions ---------------------------------------------------------------------------------
 
