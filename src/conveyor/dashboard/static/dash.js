@@ -88,6 +88,13 @@
       }
       last = last || 1;
     });
+    source.addEventListener("error", function () {
+      // Closed for good (not reconnecting): e.g. the session ended and the stream answered
+      // the login redirect. A refresh finds out, and shows the login form if so.
+      if (source.readyState === EventSource.CLOSED) {
+        schedule(1000);
+      }
+    });
     window.addEventListener("pagehide", function () { source.close(); });
   }
   var every = parseInt(live.dataset.refresh || "0", 10);
