@@ -75,8 +75,12 @@ def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.delenv("CONVEYOR_TEST_BACKENDS", raising=False)
+    # Only the plugins the inner suite uses: the installed ones that load themselves (hypothesis,
+    # schemathesis) took ~3 s of each inner run's start (and of each xdist worker's)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makeini(
         "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        "addopts = -p pytest_asyncio.plugin -p xdist.plugin\n"
     )
     pytester.makepyfile(test_inner=INNER)
     return pytester
