@@ -232,3 +232,22 @@ def test_without_auth_the_login_form_continues_as_an_admin(dash: Any, store: Sto
         assert r.status_code == 303
         page = c.get("/workers")
         assert page.status_code == 200 and "no auth · admin" in page.text
+
+
+def test_a_key_id_is_no_bearer_key_while_its_session_is_cached(dash: Any, store: Store) -> None:
+    # Given an admin's dashboard session, just used (its key is cached by id for the session)
+    # and the admin key's id, which is public (listings, logs, audit events a tenant reads)
+    srv = dash(key_cache_ttl=60.0)
+    admin_id, admin_key = store.key(admin=True)
+    with http_login(srv, admin_key) as session:
+        assert session.get("/jobs").status_code == 200
+        # When someone sends a bearer "key" made of that id, as the session cache names it
+        forged = {"Authorization": f"Bearer id:{admin_id}"}
+        r = httpx.get(f"{srv.url}/v1/workers", headers=forged, timeout=10.0)
+        # Then it is refused like any invalid key, not taken for the admin key
+        assert r.status_code == 401, r.text
+        # And the real key and the session still work
+        r = httpx.get(f"{srv.url}/v1/workers", timeout=10.0,
+                      headers={"Authorization": f"Bearer {admin_key}"})  # fmt: skip
+        assert r.status_code == 200
+        assert session.get("/workers").status_code == 200

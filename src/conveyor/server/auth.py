@@ -161,7 +161,9 @@ async def authenticate(request: Request) -> Principal:
 async def verify_key(
     app: Conveyor, cache: KeyCache, token: str, settings: ServerSettings
 ) -> Principal | None:
-    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    # "key:" keeps presented strings apart from the sessions' "id:" entries (`principal_by_id`)
+    # in the one cache: without it, "Bearer id:<a public key id>" hit a session's entry.
+    digest = hashlib.sha256(b"key:" + token.encode("utf-8", "surrogatepass")).digest()
     known, principal = cache.get(digest)
     if known:
         return principal
