@@ -251,3 +251,19 @@ def test_a_key_id_is_no_bearer_key_while_its_session_is_cached(dash: Any, store:
                       headers={"Authorization": f"Bearer {admin_key}"})  # fmt: skip
         assert r.status_code == 200
         assert session.get("/workers").status_code == 200
+
+
+def test_a_session_is_charged_its_key_s_request_rate_like_the_api(dash: Any,
+                                                                  store: Store) -> None:  # fmt: skip
+    # Given a server allowing each key one request (a burst of 1, refilled once in 1,000 s)
+    srv = dash(rate_limit=0.001, rate_burst=1)
+    _, key = store.key("a")
+    with http_login(srv, key) as c:  # the login form itself is not charged
+        # When the session asks for two pages in a row
+        first, second = c.get("/jobs"), c.get("/jobs?status=failed")
+        # Then the second is refused as the API would refuse that key's second request
+        assert first.status_code == 200
+        assert second.status_code == 429, second.status_code
+        assert int(second.headers["retry-after"]) >= 1
+    auth = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{srv.url}/v1/jobs", headers=auth, timeout=10.0).status_code == 429
