@@ -267,3 +267,21 @@ def test_a_session_is_charged_its_key_s_request_rate_like_the_api(dash: Any,
         assert int(second.headers["retry-after"]) >= 1
     auth = {"Authorization": f"Bearer {key}"}
     assert httpx.get(f"{srv.url}/v1/jobs", headers=auth, timeout=10.0).status_code == 429
+
+
+def test_a_batch_link_cannot_follow_another_job_on_the_stream(dash: Any, store: Store,
+                                                              two_tenants: dict[str, Any]) -> None:  # fmt: skip
+    # Given a read-only link to a's batch, made by an admin (its reads span every tenant)
+    srv = dash()
+    _, admin_key = store.key(admin=True)
+    other = store.run(lambda app: app.enqueue("echo", {}, tenant="b", delay=3600)).id
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=srv.url, timeout=10.0) as c:
+        made = c.get(f"/v1/batches/{two_tenants['batch']}/link", headers=auth).json()
+        token = re.search(r"token=([^&]+)", made["path"])[1]  # type: ignore[index]
+        base = f"/events?batch={two_tenants['batch']}&token={token}"
+        # When its holder asks the stream for a job outside the batch (here another tenant's)
+        # Then it is refused: the answer must not tell whether that job exists
+        for job in (other, "0" * 26):
+            with c.stream("GET", f"{base}&job={job}") as r:
+                assert r.status_code == 403, (job, r.status_code)

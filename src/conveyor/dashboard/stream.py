@@ -43,6 +43,10 @@ async def stream(request: Request) -> Any:
         viewer = await batch_viewer(request, batch)
     else:
         viewer = await session_viewer(request)
+    if viewer.grant is not None and job is not None:
+        # A batch link reads its batch only: following (or probing for) any other job of
+        # its tenant, or of every tenant for an admin's link, is not part of it.
+        raise ApiError(403, "forbidden", "a batch link follows its batch only, not one job")
     settings = settings_of(request)
     hub: EventHub = request.app.state.event_hub
     if hub.subscribers >= settings.max_streams:
