@@ -185,7 +185,9 @@ def test_batch_links_read_one_batch_only(dash: Any, store: Store,
         assert "x-frame-options" not in r.headers
         # But not another batch, not with a changed token, and it is no session
         assert c.get(f"/batches/{other.id}?token={token}").status_code == 403
-        assert c.get(f"/batches/{two_tenants['batch']}?token={token[:-2]}xx").status_code == 403
+        head, sig = token.rsplit(".", 1)  # (not its last character: 2 of its bits are padding)
+        changed = f"{head}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}"
+        assert c.get(f"/batches/{two_tenants['batch']}?token={changed}").status_code == 403
         assert c.get(f"/events?batch={other.id}&token={token}").status_code == 403
         assert c.get("/jobs").status_code == 303
         # Tenant b cannot make a link to a's batch; every other page refuses framing
@@ -232,3 +234,56 @@ def test_without_auth_the_login_form_continues_as_an_admin(dash: Any, store: Sto
         assert r.status_code == 303
         page = c.get("/workers")
         assert page.status_code == 200 and "no auth · admin" in page.text
+
+
+def test_a_key_id_is_no_bearer_key_while_its_session_is_cached(dash: Any, store: Store) -> None:
+    # Given an admin's dashboard session, just used (its key is cached by id for the session)
+    # and the admin key's id, which is public (listings, logs, audit events a tenant reads)
+    srv = dash(key_cache_ttl=60.0)
+    admin_id, admin_key = store.key(admin=True)
+    with http_login(srv, admin_key) as session:
+        assert session.get("/jobs").status_code == 200
+        # When someone sends a bearer "key" made of that id, as the session cache names it
+        forged = {"Authorization": f"Bearer id:{admin_id}"}
+        r = httpx.get(f"{srv.url}/v1/workers", headers=forged, timeout=10.0)
+        # Then it is refused like any invalid key, not taken for the admin key
+        assert r.status_code == 401, r.text
+        # And the real key and the session still work
+        r = httpx.get(f"{srv.url}/v1/workers", timeout=10.0,
+                      headers={"Authorization": f"Bearer {admin_key}"})  # fmt: skip
+        assert r.status_code == 200
+        assert session.get("/workers").status_code == 200
+
+
+def test_a_session_is_charged_its_key_s_request_rate_like_the_api(dash: Any,
+                                                                  store: Store) -> None:  # fmt: skip
+    # Given a server allowing each key one request (a burst of 1, refilled once in 1,000 s)
+    srv = dash(rate_limit=0.001, rate_burst=1)
+    _, key = store.key("a")
+    with http_login(srv, key) as c:  # the login form itself is not charged
+        # When the session asks for two pages in a row
+        first, second = c.get("/jobs"), c.get("/jobs?status=failed")
+        # Then the second is refused as the API would refuse that key's second request
+        assert first.status_code == 200
+        assert second.status_code == 429, second.status_code
+        assert int(second.headers["retry-after"]) >= 1
+    auth = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{srv.url}/v1/jobs", headers=auth, timeout=10.0).status_code == 429
+
+
+def test_a_batch_link_cannot_follow_another_job_on_the_stream(dash: Any, store: Store,
+                                                              two_tenants: dict[str, Any]) -> None:  # fmt: skip
+    # Given a read-only link to a's batch, made by an admin (its reads span every tenant)
+    srv = dash()
+    _, admin_key = store.key(admin=True)
+    other = store.run(lambda app: app.enqueue("echo", {}, tenant="b", delay=3600)).id
+    auth = {"Authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=srv.url, timeout=10.0) as c:
+        made = c.get(f"/v1/batches/{two_tenants['batch']}/link", headers=auth).json()
+        token = re.search(r"token=([^&]+)", made["path"])[1]  # type: ignore[index]
+        base = f"/events?batch={two_tenants['batch']}&token={token}"
+        # When its holder asks the stream for a job outside the batch (here another tenant's)
+        # Then it is refused: the answer must not tell whether that job exists
+        for job in (other, "0" * 26):
+            with c.stream("GET", f"{base}&job={job}") as r:
+                assert r.status_code == 403, (job, r.status_code)

@@ -67,3 +67,29 @@ def test_the_stream_needs_a_session(dash: Any) -> None:
     srv = dash()
     with httpx.Client(base_url=srv.url) as c:
         assert c.get("/events").status_code == 303  # to the login form
+
+
+def test_an_open_stream_ends_once_its_key_is_revoked(dash: Any, store: Store) -> None:
+    # Given tenant a's open stream (key_cache_ttl 0: the key is read again at each check; the
+    # default 2 s only delays the end)
+    srv = dash(key_cache_ttl=0.0)
+    key_id, key = store.key("a")
+    ticks: list[dict[str, Any]] = []
+    job = None
+    with http_login(srv, key) as c, c.stream("GET", "/events", timeout=15.0) as r:
+        assert r.status_code == 200
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+                if event == "ready":
+                    # When the key is revoked, and then one of a's jobs changes
+                    store.run(lambda app: app.api_keys.revoke(key_id))
+                    job = store.run(lambda app: app.enqueue("echo", {}, tenant="a",
+                                                            delay=3600)).id  # fmt: skip
+            elif line.startswith("data:") and event == "tick":
+                ticks.append(json.loads(line.split(":", 1)[1]))
+                if job in ticks[-1]["jobs"]:
+                    break
+    # Then the stream ended instead of telling the revoked key about the job
+    assert job is not None and all(job not in t["jobs"] for t in ticks), ticks

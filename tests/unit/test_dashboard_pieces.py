@@ -64,7 +64,13 @@ def test_tokens_are_signed_scoped_and_expire() -> None:
     grant = signer.batch_grant(token)
     assert grant is not None and (grant.batch, grant.tenant) == ("b-1", "acme")
     assert other.batch_grant(token) is None  # another secret
-    assert signer.batch_grant(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    # A changed signature (its first character: the last one of base64 holds 2 ignored bits,
+    # so changing it alone may decode to the same signature) and a changed payload are refused
+    payload, sig = token.rsplit(".", 1)
+    assert signer.batch_grant(f"{payload}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}") is None
+    assert (
+        signer.batch_grant(signer.batch_token("b-2", "acme").rsplit(".", 1)[0] + "." + sig) is None
+    )
     assert signer.batch_grant("x" * 5000) is None
     # A session token is not a batch token (salted apart), and neither holds a key
     session, cookie = signer.new_session("k_0123456789ab")

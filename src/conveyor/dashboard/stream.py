@@ -18,12 +18,14 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ..backends.base import EventFilter
+from ..server.auth import principal_by_id
 from ..server.deadline import backend_deadline
 from ..server.errors import ApiError
 from ..server.event_hub import EventHub
 from ..server.routes.events import MAX_BATCH_JOBS, batch_jobs
 from .batch import batch_viewer
-from .web import HtmlRoute, conveyor_of, session_viewer, settings_of
+from .tokens import SESSION_COOKIE
+from .web import HtmlRoute, Viewer, conveyor_of, session_viewer, settings_of, signer_of
 
 log = logging.getLogger("conveyor.server")
 router = APIRouter(route_class=HtmlRoute, include_in_schema=False)
@@ -43,6 +45,10 @@ async def stream(request: Request) -> Any:
         viewer = await batch_viewer(request, batch)
     else:
         viewer = await session_viewer(request)
+    if viewer.grant is not None and job is not None:
+        # A batch link reads its batch only: following (or probing for) any other job of
+        # its tenant, or of every tenant for an admin's link, is not part of it.
+        raise ApiError(403, "forbidden", "a batch link follows its batch only, not one job")
     settings = settings_of(request)
     hub: EventHub = request.app.state.event_hub
     if hub.subscribers >= settings.max_streams:
@@ -63,14 +69,28 @@ async def stream(request: Request) -> Any:
         changed = hub.changed()
         cursor = await app.backend.last_event_cursor()
     return EventSourceResponse(
-        _ticks(request, hub, cursor, where, only, changed),
+        _ticks(request, viewer, hub, cursor, where, only, changed),
         ping=settings.sse_keepalive,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
 
 
+async def _still_allowed(request: Request, viewer: Viewer) -> bool:
+    """Whether the stream's viewer may still read: its batch link or session not expired, its
+    key not revoked (read again, cached ``key_cache_ttl``). Not `session_viewer`: a tick is
+    not a request of the key's rate."""
+    signer = signer_of(request)
+    if viewer.grant is not None:
+        return signer.batch_grant(request.query_params.get("token")) is not None
+    session = signer.session(request.cookies.get(SESSION_COOKIE))
+    if session is None or session.key_id is None:  # None: a --no-auth session, checked at open
+        return session is not None
+    return await principal_by_id(request, session.key_id) is not None
+
+
 async def _ticks(
     request: Request,
+    viewer: Viewer,
     hub: EventHub,
     cursor: str,
     where: EventFilter,
@@ -90,6 +110,9 @@ async def _ticks(
             ids: list[str] = []
             n = 0
             try:
+                async with backend_deadline(settings):
+                    if not await _still_allowed(request, viewer):
+                        return  # revoked or expired since the stream opened: no more ticks
                 while True:
                     async with backend_deadline(settings):
                         page = await backend.read_events(cursor, READ, where)

@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
 
 from ..errors import ConveyorError
-from ..server.auth import NO_AUTH, Principal, principal_by_id, require_writer
+from ..server.auth import NO_AUTH, Principal, charge, principal_by_id, require_writer
 from ..server.errors import ApiError, api_error_of
 from ..server.settings import ServerSettings
 from . import formatting
@@ -110,6 +110,7 @@ async def session_viewer(request: Request) -> Viewer:
         principal = await principal_by_id(request, session.key_id)
     if principal is None:
         raise LoginRequired
+    charge(request, principal)  # the key's request rate, as through the API
     viewer = Viewer(principal, session, signer.csrf(session))
     request.state.viewer = viewer
     return viewer

@@ -148,20 +148,28 @@ async def authenticate(request: Request) -> Principal:
     principal = await verify_key(state.conveyor, state.key_cache, token, settings)
     if principal is None:
         raise _unauthorized("the API key is not valid (unknown, malformed or revoked)")
-    limiter: RateLimiter | None = state.rate_limiter
+    charge(request, principal)
+    return principal
+
+
+def charge(request: Request, principal: Principal) -> None:
+    """Take one request of ``principal``'s key rate (429 with ``Retry-After`` when over it):
+    API calls and dashboard requests of a key alike."""
+    limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None and principal.key_id is not None:
         wait = limiter.take(principal.key_id)
         if wait > 0:
             raise ApiError(429, "rate_limited",
                            f"too many requests for this API key; retry in {wait:.2f}s",
                            headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
-    return principal
 
 
 async def verify_key(
     app: Conveyor, cache: KeyCache, token: str, settings: ServerSettings
 ) -> Principal | None:
-    digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    # "key:" keeps presented strings apart from the sessions' "id:" entries (`principal_by_id`)
+    # in the one cache: without it, "Bearer id:<a public key id>" hit a session's entry.
+    digest = hashlib.sha256(b"key:" + token.encode("utf-8", "surrogatepass")).digest()
     known, principal = cache.get(digest)
     if known:
         return principal
