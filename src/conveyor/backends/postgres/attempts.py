@@ -1,0 +1,290 @@
+"""PostgreSQL transitions of attempts in flight: finish (in batches), release, extend,
+progress, lease recovery. An attempt is ``(job_id, token)``: an outcome, renewal or report of
+an attempt that is no longer the job's current one matches no row and is ignored.
+
+Completions are acknowledged with one statement per round over ``unnest`` arrays (rows, events
+and count deltas together); failures and retries, rarer, one statement each, through
+`_end_failed` (the one place an attempt fails: handler failures and stalls alike).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ...errors import ConfigurationError
+from ...job import JobState
+from ..base import Outcome, OutcomeKind, Recovered
+from ..outcomes import Encoded, encode
+from . import awaiting
+from . import batches as bt
+from . import jobs as ops
+from .sql import NOW, Conn, Schema, arrays
+
+_COMPLETE = f"""
+WITH t AS (SELECT {NOW} AS now),
+o AS (SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(results)s::text[])
+      AS o(id, token, result)),
+done AS (
+  UPDATE {{s}}.jobs j SET status = 'completed', result = o.result, finished_at = t.now,
+    error = NULL, lease_expires_at = NULL
+  FROM o, t WHERE j.id = o.id AND j.token = o.token AND j.status = 'active'
+  RETURNING j.id, j.queue, j.task, j.tenant, j.batch, j.seq, t.now
+),
+ev AS (
+  INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
+  SELECT 'completed', id, queue, task, tenant, now,
+    CASE WHEN %(nexts)s::text IS NULL THEN NULL ELSE %(nexts)s::jsonb ->> id END
+  FROM done ORDER BY seq
+),
+cnt AS (
+  INSERT INTO {{s}}.count_deltas (queue, status, n)
+  SELECT queue, 'active', -count(*) FROM done GROUP BY queue
+  UNION ALL SELECT queue, 'completed', count(*) FROM done GROUP BY queue
+)
+SELECT id, batch, now FROM done
+"""
+_RETRY = (
+    "UPDATE {s}.jobs SET status = %s, scheduled_for = %s, error = %s, lease_expires_at = NULL, "
+    "worker = NULL, progress = NULL WHERE id = %s AND token = %s AND status = 'active' "
+    "RETURNING queue, task, tenant, attempt"
+)
+_FAIL = (
+    "UPDATE {s}.jobs SET status = 'failed', error = %s, finished_at = %s, lease_expires_at = NULL "
+    "WHERE id = %s AND token = %s AND status = 'active' "
+    "RETURNING queue, task, tenant, attempt, batch"
+)
+
+
+@dataclass(slots=True)
+class Ended:
+    """What one step of finishing attempts changed, written once at its end."""
+
+    now: float
+    deltas: Counter[tuple[str, str]] = field(default_factory=Counter)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    ended: Counter[tuple[str, str]] = field(default_factory=Counter)  # (batch, final state)
+    woke: set[str] = field(default_factory=set)  # queues with jobs made ready
+
+    async def apply(self, conn: Conn, s: Schema) -> bool:
+        await ops.add_events(conn, s, self.events)
+        await ops.write_deltas(conn, s, self.deltas)
+        fired = await bt.settle(conn, s, self.now, self.ended) if self.ended else False
+        for q in sorted(self.woke):
+            await conn.execute("SELECT pg_notify(%s, %s)", (s.channel, f"w:{q}"))
+        return fired or bool(self.woke)
+
+
+async def _end_failed(conn: Conn, s: Schema, e: Ended, o: Encoded) -> bool:
+    """Fail one attempt: ``retry`` (scheduled or queued again) or ``failed`` for good. False:
+    the attempt is not held."""
+    now = e.now
+    batch = None
+    if o.kind is OutcomeKind.RETRY:
+        status = "scheduled" if o.retry_in > 0 else "queued"
+        due = now + o.retry_in if o.retry_in > 0 else None
+        cur = await conn.execute(s(_RETRY), (status, due, o.error, o.job_id, o.token))
+        row = await cur.fetchone()
+        event = "retrying"
+    else:
+        status, event = "failed", "failed"
+        cur = await conn.execute(s(_FAIL), (o.error, now, o.job_id, o.token))
+        row = await cur.fetchone()
+        if row is not None:
+            batch = row[4]
+    if row is None:
+        return False
+    queue, task, tenant, attempt = row[:4]
+    if batch is not None:
+        e.ended[(batch, "failed")] += 1
+    if status == "queued":
+        e.woke.add(queue)
+    e.deltas[(queue, "active")] -= 1
+    e.deltas[(queue, status)] += 1
+    data = orjson.dumps({"attempt": attempt, **o.brief}).decode()
+    e.events.append((event, o.job_id, queue, task, tenant, now, data))
+    return True
+
+
+async def finish(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> list[str]:
+    """Apply outcomes in the caller's transaction; returns the ids of ignored ones. The jobs an
+    applied outcome carries (``then``: a chain's next step) are inserted in it too."""
+    if any(o.fanout is not None for o in outcomes):
+        raise ConfigurationError("fan-out (AwaitChildren) is not available on the postgres "
+                                 "backend in this version")  # fmt: skip
+    done: list[tuple[str, int, str | None]] = []
+    nexts: dict[str, str] = {}
+    others: list[Encoded] = []
+    for o in outcomes:
+        enc = encode(o)
+        if enc.kind is OutcomeKind.COMPLETED:
+            done.append((enc.job_id, enc.token, enc.result))
+            if o.then:
+                nexts[o.job_id] = orjson.dumps({"next": [nj.id for nj in o.then]}).decode()
+        else:
+            others.append(enc)
+    acked: set[str] = set()
+    t: float | None = None
+    e = Ended(0.0)
+    if done:
+        ids, tokens, results = arrays(done, 3)
+        cur = await conn.execute(s(_COMPLETE), {
+            "ids": ids, "tokens": tokens, "results": results,
+            "nexts": orjson.dumps(nexts).decode() if nexts else None,
+        })  # fmt: skip
+        for job_id, batch, t in await cur.fetchall():
+            acked.add(job_id)
+            if batch is not None:
+                e.ended[(batch, "completed")] += 1
+    if others or e.ended or any(o.then or o.cost for o in outcomes):
+        e.now = t if t is not None else await ops.now(conn)
+        for enc in others:
+            ok = (await awaiting.park(conn, s, e, enc) if enc.kind is OutcomeKind.AWAIT
+                  else await _end_failed(conn, s, e, enc))  # fmt: skip
+            if ok:
+                acked.add(enc.job_id)
+        await e.apply(conn, s)
+        handed = [o for o in outcomes if o.then and o.job_id in acked]
+        if handed:
+            await hand_over(conn, s, e.now, handed)
+        costs = [o for o in outcomes if o.cost and o.job_id in acked]
+        if costs:
+            await add_costs(conn, s, costs)
+    return [o.job_id for o in outcomes if o.job_id not in acked]
+
+
+async def hand_over(conn: Conn, s: Schema, now: float, outcomes: Sequence[Outcome]) -> None:
+    """Store the jobs created with applied outcomes and record their ids on their creator."""
+    rows = [(o.job_id, orjson.dumps([nj.id for nj in o.then]).decode()) for o in outcomes]
+    await conn.execute(
+        s("UPDATE {s}.jobs j SET next_jobs = n.ids FROM unnest(%s::text[], %s::text[]) "
+          "AS n(id, ids) WHERE j.id = n.id"),
+        arrays(rows, 2),
+    )  # fmt: skip
+    await ops.enqueue(conn, s, [nj for o in outcomes for nj in o.then], at=now)
+
+
+async def add_costs(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> None:
+    """Add what each attempt reported through ``ctx.cost`` to its job and the per-task sums."""
+    for o in outcomes:
+        cur = await conn.execute(
+            s("SELECT queue, task, cost FROM {s}.jobs WHERE id = %s AND token = %s"),
+            (o.job_id, o.token),
+        )
+        row = await cur.fetchone()
+        if row is None or not o.cost:
+            continue
+        queue, task, old = row
+        total: dict[str, float] = orjson.loads(old) if old else {}
+        for unit, amount in o.cost.items():
+            total[unit] = total.get(unit, 0.0) + amount
+        await conn.execute(
+            s("UPDATE {s}.jobs SET cost = %s WHERE id = %s"),
+            (orjson.dumps(total).decode(), o.job_id),
+        )
+        for unit, amount in sorted(o.cost.items()):
+            await conn.execute(
+                s("INSERT INTO {s}.costs (queue, task, unit, total) VALUES (%s, %s, %s, %s) "
+                  "ON CONFLICT (queue, task, unit) DO UPDATE SET total = costs.total + "
+                  "excluded.total"),
+                (queue, task, unit, amount),
+            )  # fmt: skip
+
+
+async def release(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> int:
+    """Return held attempts to ``queued`` without charging them; wakes the queues' workers."""
+    if not jobs:
+        return 0
+    ids, tokens = arrays(jobs, 2)
+    cur = await conn.execute(
+        s("WITH r AS (UPDATE {s}.jobs j SET status = 'queued', attempt = j.attempt - 1, "
+          "lease_expires_at = NULL, worker = NULL, started_at = NULL, progress = NULL "
+          "FROM unnest(%s::text[], %s::bigint[]) AS o(id, token) "
+          "WHERE j.id = o.id AND j.token = o.token AND j.status = 'active' RETURNING j.queue) "
+          "SELECT queue, count(*) FROM r GROUP BY queue ORDER BY queue"),
+        (ids, tokens),
+    )  # fmt: skip
+    rows = await cur.fetchall()
+    deltas: Counter[tuple[str, str]] = Counter()
+    for q, n in rows:
+        deltas[(q, "active")] -= n
+        deltas[(q, "queued")] += n
+        await conn.execute("SELECT pg_notify(%s, %s)", (s.channel, f"w:{q}"))
+    await ops.write_deltas(conn, s, deltas)
+    return sum(n for _, n in rows)
+
+
+async def extend(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> list[str]:
+    """Renew leases (a HOT update: lease_expires_at is in no index); the ids not held."""
+    if not jobs:
+        return []
+    ids, tokens = arrays(jobs, 2)
+    cur = await conn.execute(
+        s(f"UPDATE {{s}}.jobs j SET lease_expires_at = {NOW} + j.lease "
+          "FROM unnest(%s::text[], %s::bigint[]) AS o(id, token) "
+          "WHERE j.id = o.id AND j.token = o.token AND j.status = 'active' RETURNING j.id"),
+        (ids, tokens),
+    )  # fmt: skip
+    kept = {r[0] for r in await cur.fetchall()}
+    return [j for j, _ in jobs if j not in kept]
+
+
+async def set_progress(
+    conn: Conn, s: Schema, job_id: str, token: int, progress: dict[str, Any]
+) -> bool:
+    t = await ops.now(conn)
+    data = orjson.dumps(progress | {"updated_at": t}).decode()
+    cur = await conn.execute(
+        s("WITH p AS (UPDATE {s}.jobs SET progress = %(data)s WHERE id = %(id)s AND "
+          "token = %(token)s AND status = 'active' RETURNING id, queue, task, tenant) "
+          "INSERT INTO {s}.events (type, job_id, queue, task, tenant, time, data) "
+          "SELECT 'progress', id, queue, task, tenant, %(now)s, %(data)s FROM p RETURNING 1"),
+        {"data": data, "id": job_id, "token": token, "now": t},
+    )  # fmt: skip
+    return await cur.fetchone() is not None
+
+
+async def recover(conn: Conn, s: Schema) -> list[Recovered]:
+    """Expired leases: back to ``queued`` (a stall, the attempt not charged) or, past
+    ``max_stalls``, failed for good through `_end_failed`. Rows are locked with SKIP LOCKED:
+    two recoverers never handle one job, and a job a worker is finishing right now is left
+    to that worker."""
+    t = await ops.now(conn)
+    cur = await conn.execute(
+        s("SELECT id, queue, task, tenant, stalls, max_stalls, token FROM {s}.jobs "
+          "WHERE status = 'active' AND lease_expires_at < %s ORDER BY seq "
+          "FOR UPDATE SKIP LOCKED"),
+        (t,),
+    )  # fmt: skip
+    rows = await cur.fetchall()
+    out: list[Recovered] = []
+    e = Ended(t)
+    for job_id, queue, task, tenant, stalls, max_stalls, token in rows:
+        stalls += 1
+        e.events.append(("stalled", job_id, queue, task, tenant, t, f'{{"stalls":{stalls}}}'))
+        await conn.execute(s("UPDATE {s}.jobs SET stalls = %s WHERE id = %s"), (stalls, job_id))
+        if stalls > max_stalls:
+            error = {
+                "type": "Stalled",
+                "message": f"lease expired {stalls} times (max_stalls={max_stalls}): the worker "
+                "died or blocked its event loop",
+            }
+            await _end_failed(conn, s, e, encode(Outcome(job_id, token, OutcomeKind.FAILED,
+                                                         error=error)))  # fmt: skip
+            out.append(Recovered(job_id, queue, JobState.FAILED))
+            continue
+        await conn.execute(
+            s("UPDATE {s}.jobs SET status = 'queued', attempt = attempt - 1, "
+              "lease_expires_at = NULL, worker = NULL, progress = NULL WHERE id = %s"),
+            (job_id,),
+        )  # fmt: skip
+        e.deltas[(queue, "active")] -= 1
+        e.deltas[(queue, "queued")] += 1
+        e.woke.add(queue)
+        out.append(Recovered(job_id, queue, JobState.QUEUED))
+    await e.apply(conn, s)
+    return out

@@ -1,0 +1,381 @@
+"""PostgreSQL job transitions of producers and claims: enqueue, claim, get, cancel, retry.
+
+Each function takes the connection to run on and the `Schema`; the caller owns the transaction
+(the backend opens one per operation; a transactional enqueue runs in the caller's). Counts by
+state are appended as deltas (`add_deltas`), never updated in place, so concurrent transitions
+do not queue up on one counts row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ...errors import ConfigurationError, JobNotFound, JobStateError, QueueFull
+from ...job import FINAL_STATES, Job, JobState
+from ..base import ClaimParams, ClaimResult, EnqueueResult, NewJob
+from .sql import J_COLS, JOB_COLS, NOW, Conn, Schema, arrays, row_to_job
+
+_INSERT = """
+WITH r AS (
+  SELECT * FROM unnest(%(id)s::text[], %(queue)s::text[], %(task)s::text[], %(payload)s::text[],
+    %(priority)s::int[], %(max_attempts)s::int[], %(max_stalls)s::int[], %(timeout)s::float8[],
+    %(lease)s::float8[], %(tenant)s::text[], %(batch)s::text[], %(workflow)s::text[],
+    %(parent)s::text[], %(ikey)s::text[], %(due)s::float8[], %(meta)s::text[], %(step)s::text[],
+    %(steps)s::int[]) WITH ORDINALITY
+    AS r(id, queue, task, payload, priority, max_attempts, max_stalls, timeout, lease, tenant,
+         batch, workflow, parent, ikey, due, meta, step, steps, n)
+),
+ins AS (
+  INSERT INTO {s}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
+    timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
+    meta, step, steps)
+  SELECT id, queue, task, payload, priority,
+    CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
+    lease, tenant, batch, workflow, parent, ikey, %(now)s, due, meta, step, steps
+  FROM r ORDER BY n
+  ON CONFLICT DO NOTHING
+  RETURNING id, queue, task, tenant, status, scheduled_for
+),
+ev AS (
+  INSERT INTO {s}.events (type, job_id, queue, task, tenant, time, data)
+  SELECT CASE WHEN status = 'queued' THEN 'enqueued' ELSE 'scheduled' END, id, queue, task,
+    tenant, %(now)s,
+    CASE WHEN scheduled_for IS NULL THEN NULL ELSE json_build_object('due', scheduled_for)::text END
+  FROM ins
+),
+cnt AS (
+  INSERT INTO {s}.count_deltas (queue, status, n)
+  SELECT queue, status, count(*) FROM ins GROUP BY queue, status
+),
+woke AS (
+  SELECT pg_notify(%(channel)s, 'w:' || queue) FROM (SELECT DISTINCT queue FROM ins
+  WHERE status = 'queued') q
+)
+SELECT (SELECT count(*) FROM woke), array_agg(id) FROM ins
+"""
+
+
+def add_deltas(rows: Iterable[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+    return sorted((q, s, n) for q, s, n in rows if n)
+
+
+async def write_deltas(conn: Conn, s: Schema, deltas: Counter[tuple[str, str]]) -> None:
+    """Append per-(queue, state) count changes (folded into ``counts`` by `fold_counts`)."""
+    rows = add_deltas((q, st, n) for (q, st), n in deltas.items())
+    if rows:
+        q, st, n = arrays(rows, 3)
+        await conn.execute(
+            s("INSERT INTO {s}.count_deltas (queue, status, n) "
+              "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[])"),
+            (q, st, n),
+        )  # fmt: skip
+
+
+async def add_events(conn: Conn, s: Schema, rows: Sequence[tuple[Any, ...]]) -> None:
+    """rows: (type, job_id, queue, task, tenant, time, data_json_or_None)."""
+    if rows:
+        await conn.execute(
+            s("INSERT INTO {s}.events (type, job_id, queue, task, tenant, time, data) "
+              "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
+              "%s::float8[], %s::text[])"),
+            arrays(rows, 7),
+        )  # fmt: skip
+
+
+async def now(conn: Conn) -> float:
+    cur = await conn.execute(f"SELECT {NOW}")
+    return float((await cur.fetchone())[0])
+
+
+async def lock_queues(conn: Conn, s: Schema, queues: Iterable[str]) -> None:
+    """Serialize the enqueues that check ``max_queued`` of these queues (in name order: two
+    callers never wait on each other crosswise), until the transaction ends."""
+    for q in sorted(set(queues)):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{s.name}:q:{q}",))
+
+
+async def waiting(conn: Conn, s: Schema, queue: str) -> int:
+    cur = await conn.execute(
+        s("SELECT coalesce(sum(n), 0) FROM (SELECT n FROM {s}.counts WHERE queue = %(q)s AND "
+          "status IN ('queued', 'scheduled') UNION ALL SELECT n FROM {s}.count_deltas WHERE "
+          "queue = %(q)s AND status IN ('queued', 'scheduled')) x"),
+        {"q": queue},
+    )  # fmt: skip
+    return int((await cur.fetchone())[0])
+
+
+async def check_backpressure(
+    conn: Conn, s: Schema, new: Counter[str], limits: Mapping[str, int]
+) -> None:
+    """`QueueFull` (nothing written yet) unless the new jobs fit under their queues' limits.
+    Takes the queues' advisory locks first: racing producers never store past a limit."""
+    limited = {q: n for q, n in new.items() if n > 0 and limits.get(q) is not None}
+    if not limited:
+        return
+    await lock_queues(conn, s, limited)
+    for q, n in sorted(limited.items()):
+        count = await waiting(conn, s, q)
+        if count + n > limits[q]:
+            raise QueueFull(q, limits[q], count, n)
+    for q in sorted(limited):
+        await conn.execute(
+            s("INSERT INTO {s}.meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+              "SET value = excluded.value WHERE meta.value <> excluded.value"),
+            (f"max_queued:{q}", str(limits[q])),
+        )  # fmt: skip
+
+
+async def enqueue(
+    conn: Conn,
+    s: Schema,
+    jobs: Sequence[NewJob],
+    max_queued: Mapping[str, int] | None = None,
+    *,
+    at: float | None = None,
+) -> EnqueueResult:
+    """Store ``jobs`` (see `Backend.enqueue_jobs`): one statement inserts the rows, their
+    events and count deltas, and sends the wake-up (delivered when the transaction commits)."""
+    if any(j.flow is not None for j in jobs):
+        raise ConfigurationError(
+            "flow control (rate_limit, concurrency, breakers) is not available on the postgres "
+            "backend in this version; use sqlite or redis for flow-controlled tasks"
+        )
+    ids = [j.id for j in jobs]
+    created = [True] * len(jobs)
+    cur = await conn.execute(
+        s(f"SELECT {NOW}, ARRAY(SELECT id FROM {{s}}.jobs WHERE id = ANY(%s))"), (ids,)
+    )
+    t, stored = await cur.fetchone()
+    t = at if at is not None else float(t)
+    skip = _repeated(ids, set(stored))
+    keyed: dict[tuple[str, str, str], int] = {}
+    for i, j in enumerate(jobs):
+        if j.idempotency_key:
+            keyed.setdefault((j.queue, j.tenant or "", j.idempotency_key), i)
+    if keyed:
+        existing = await _keys(conn, s, list(keyed))
+        for i, j in enumerate(jobs):
+            if not j.idempotency_key or i in skip:
+                continue
+            key = (j.queue, j.tenant or "", j.idempotency_key)
+            if key in existing:
+                ids[i], created[i] = existing[key], False
+                skip.add(i)
+            elif keyed[key] != i:  # a duplicate key within this call: the first one wins
+                ids[i], created[i] = jobs[keyed[key]].id, False
+                skip.add(i)
+    for i in skip:
+        created[i] = False
+    new = [j for i, j in enumerate(jobs) if i not in skip]
+    if max_queued:
+        await check_backpressure(conn, s, Counter(j.queue for j in new), max_queued)
+    if new:
+        inserted = await _insert(conn, s, new, t)
+        if len(inserted) < len(new):  # another transaction stored an id or key meanwhile
+            await _raced(conn, s, jobs, ids, created, inserted)
+    return EnqueueResult(ids, created, t)
+
+
+def _repeated(ids: list[str], stored: set[str]) -> set[int]:
+    seen: dict[str, int] = {}
+    out: set[int] = set()
+    for i, job_id in enumerate(ids):
+        if seen.setdefault(job_id, i) != i or job_id in stored:
+            out.add(i)
+    return out
+
+
+async def _keys(
+    conn: Conn, s: Schema, keys: list[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], str]:
+    cur = await conn.execute(
+        s("SELECT j.queue, coalesce(j.tenant, ''), j.idempotency_key, j.id "
+          "FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(q, t, key) JOIN {s}.jobs j "
+          "ON j.queue = k.q AND coalesce(j.tenant, '') = k.t AND j.idempotency_key = k.key "
+          "AND j.idempotency_key IS NOT NULL"),
+        arrays(keys, 3),
+    )  # fmt: skip
+    return {(q, t, k): job_id for q, t, k, job_id in await cur.fetchall()}
+
+
+async def _insert(conn: Conn, s: Schema, jobs: Sequence[NewJob], t: float) -> set[str]:
+    rows = [
+        (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
+         j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key,
+         t + j.delay if j.delay > 0 else None, j.meta, j.step, j.steps)
+        for j in jobs
+    ]  # fmt: skip
+    names = ("id", "queue", "task", "payload", "priority", "max_attempts", "max_stalls",
+             "timeout", "lease", "tenant", "batch", "workflow", "parent", "ikey", "due", "meta",
+             "step", "steps")  # fmt: skip
+    args: dict[str, Any] = dict(zip(names, arrays(rows, len(names)), strict=True))
+    args["now"], args["channel"] = t, s.channel
+    cur = await conn.execute(s(_INSERT), args)
+    row = await cur.fetchone()
+    return set(row[1] or ())
+
+
+async def _raced(
+    conn: Conn,
+    s: Schema,
+    jobs: Sequence[NewJob],
+    ids: list[str],
+    created: list[bool],
+    inserted: set[str],
+) -> None:
+    """Jobs a concurrent transaction stored first (same id, or same idempotency key): report
+    the stored job's id, not created."""
+    for i, j in enumerate(jobs):
+        if not created[i] or j.id in inserted:
+            continue
+        created[i] = False
+        if j.idempotency_key:
+            found = await _keys(conn, s, [(j.queue, j.tenant or "", j.idempotency_key)])
+            ids[i] = next(iter(found.values()), j.id)
+
+
+_CLAIM = f"""
+WITH t AS (SELECT {NOW} AS now),
+q AS (
+  SELECT name, cap FROM unnest(%(queues)s::text[], %(caps)s::int[]) AS q(name, cap)
+  WHERE cap > 0 AND NOT EXISTS (SELECT 1 FROM {{s}}.paused_queues p WHERE p.queue = q.name)
+),
+cand AS (
+  SELECT c.seq, c.priority, 'queued' AS was FROM q CROSS JOIN LATERAL (
+    SELECT seq, priority FROM {{s}}.jobs WHERE status = 'queued' AND flow IS NULL
+    AND queue = q.name ORDER BY priority DESC, seq LIMIT q.cap FOR UPDATE SKIP LOCKED) c
+  UNION ALL
+  SELECT d.seq, d.priority, 'scheduled' FROM q CROSS JOIN t CROSS JOIN LATERAL (
+    SELECT seq, priority FROM {{s}}.jobs WHERE status = 'scheduled' AND queue = q.name
+    AND scheduled_for <= t.now ORDER BY scheduled_for LIMIT q.cap FOR UPDATE SKIP LOCKED) d
+),
+best AS (SELECT seq, was FROM cand ORDER BY priority DESC, seq LIMIT %(limit)s),
+claimed AS (
+  UPDATE {{s}}.jobs j SET status = 'active', attempt = j.attempt + 1, token = j.token + 1,
+    started_at = t.now, lease_expires_at = t.now + j.lease, worker = %(worker)s, progress = NULL
+  FROM best, t WHERE j.seq = best.seq
+  RETURNING best.was, j.seq, {J_COLS}
+),
+ev AS (
+  INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
+  SELECT 'started', id, queue, task, tenant, started_at, '{{"attempt":' || attempt || '}}'
+  FROM claimed ORDER BY priority DESC, seq
+),
+cnt AS (
+  INSERT INTO {{s}}.count_deltas (queue, status, n)
+  SELECT queue, was, -count(*) FROM claimed GROUP BY queue, was
+  UNION ALL SELECT queue, 'active', count(*) FROM claimed GROUP BY queue
+)
+SELECT * FROM claimed ORDER BY priority DESC, seq
+"""
+_NEXT_DUE = """
+SELECT min(d.due) FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL (
+  SELECT scheduled_for AS due FROM {s}.jobs WHERE status = 'scheduled' AND queue = q.name
+  ORDER BY scheduled_for LIMIT 1) d
+"""
+
+
+def caps(p: ClaimParams) -> dict[str, int]:
+    ql = p.queue_limits or {}
+    return {q: min(p.limit, ql.get(q, p.limit)) for q in p.queues}
+
+
+async def claim(conn: Conn, s: Schema, p: ClaimParams) -> ClaimResult:
+    """One statement: take up to ``limit`` ready jobs (and due scheduled ones, which become
+    active directly) of the queues not paused, highest priority first then FIFO, skipping rows
+    other claimers hold (``FOR UPDATE SKIP LOCKED``); write their ``started`` events and count
+    deltas. Fewer than asked: also the next due time of the queues (the worker sleeps until
+    then unless woken)."""
+    cap = caps(p)
+    args = {"queues": list(cap), "caps": list(cap.values()), "limit": p.limit, "worker": p.worker}
+    cur = await conn.execute(s(_CLAIM), args)
+    rows = await cur.fetchall()
+    due = None
+    if len(rows) < p.limit:
+        cur = await conn.execute(s(_NEXT_DUE), (list(cap),))
+        due = (await cur.fetchone())[0]
+    return ClaimResult([row_to_job(r[2:]) for r in rows], due, {})
+
+
+async def get(conn: Conn, s: Schema, job_id: str, tenant: str | None = None) -> Job | None:
+    """The job, or None when missing (or, with ``tenant``, when it is another tenant's)."""
+    cur = await conn.execute(s(f"SELECT {JOB_COLS} FROM {{s}}.jobs WHERE id = %s"), (job_id,))
+    row = await cur.fetchone()
+    job = row_to_job(row) if row else None
+    return None if job is None or (tenant is not None and job.tenant != tenant) else job
+
+
+async def _locked(conn: Conn, s: Schema, job_id: str, tenant: str | None) -> Job:
+    cur = await conn.execute(
+        s(f"SELECT {JOB_COLS} FROM {{s}}.jobs WHERE id = %s FOR UPDATE"), (job_id,)
+    )
+    row = await cur.fetchone()
+    if row is None or (tenant is not None and row[15] != tenant):
+        raise JobNotFound(job_id)
+    return row_to_job(row)
+
+
+async def cancel(conn: Conn, s: Schema, job_id: str, tenant: str | None = None) -> Job:
+    """Cancel a waiting or active job (row locked first: a concurrent finish or claim waits
+    for this transaction). Idempotent on a cancelled job. The worker of an active one is
+    woken (``c:<worker>``) on commit."""
+    job = await _locked(conn, s, job_id, tenant)
+    if job.status is JobState.CANCELLED:
+        return job
+    if job.status in FINAL_STATES:
+        raise JobStateError(job_id, job.status.value, "cancel")
+    t = await now(conn)
+    await conn.execute(
+        s("UPDATE {s}.jobs SET status = 'cancelled', finished_at = %s, scheduled_for = NULL, "
+          "lease_expires_at = NULL, await_deadline = NULL WHERE id = %s"),
+        (t, job_id),
+    )  # fmt: skip
+    await write_deltas(conn, s, Counter({(job.queue, job.status.value): -1,
+                                         (job.queue, "cancelled"): 1}))  # fmt: skip
+    await add_events(conn, s, [("cancelled", job_id, job.queue, job.task, job.tenant, t,
+                                f'{{"from":"{job.status.value}"}}')])  # fmt: skip
+    if job.batch is not None:
+        from . import batches
+
+        await batches.settle(conn, s, t, Counter({(job.batch, "cancelled"): 1}))
+    if job.status is JobState.ACTIVE and job.worker:
+        await conn.execute("SELECT pg_notify(%s, %s)", (s.channel, f"c:{job.worker}"))
+    job.status, job.finished_at, job.lease_expires_at = JobState.CANCELLED, t, None
+    job.scheduled_for = None
+    return job
+
+
+async def retry(
+    conn: Conn,
+    s: Schema,
+    job_id: str,
+    tenant: str | None = None,
+    max_queued: Mapping[str, int] | None = None,
+) -> Job:
+    """Move a failed or cancelled job back to ``queued`` with fresh attempts."""
+    job = await _locked(conn, s, job_id, tenant)
+    if job.status not in (JobState.FAILED, JobState.CANCELLED):
+        raise JobStateError(job_id, job.status.value, "retry")
+    if max_queued:
+        await check_backpressure(conn, s, Counter({job.queue: 1}), max_queued)
+    t = await now(conn)
+    await conn.execute(
+        s("UPDATE {s}.jobs SET status = 'queued', attempt = 0, stalls = 0, finished_at = NULL, "
+          "error = NULL, result = NULL, worker = NULL, started_at = NULL, scheduled_for = NULL, "
+          "progress = NULL, lease_expires_at = NULL WHERE id = %s"),
+        (job_id,),
+    )  # fmt: skip
+    await write_deltas(conn, s, Counter({(job.queue, job.status.value): -1,
+                                         (job.queue, "queued"): 1}))  # fmt: skip
+    await add_events(conn, s, [("retrying", job_id, job.queue, job.task, job.tenant, t,
+                                '{"manual":true}')])  # fmt: skip
+    await conn.execute("SELECT pg_notify(%s, %s)", (s.channel, f"w:{job.queue}"))
+    if job.batch is not None:
+        from . import batches
+
+        await batches.reopen(conn, s, job.batch, job.status.value)
+    out = await get(conn, s, job_id)
+    assert out is not None
+    return out
