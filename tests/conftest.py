@@ -58,11 +58,18 @@ def _redis_cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{cluster.url}?prefix=t{uuid.uuid4().hex[:12]}"
 
 
+def _postgres_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # One cluster per session; a fresh PostgreSQL schema per test isolates it.
+    server = request.getfixturevalue("postgres_server")
+    return f"{server.url}?schema=t{uuid.uuid4().hex[:12]}"
+
+
 #: name -> factory(request, tmp_path) returning a fresh, empty backend URL for one test.
 URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite": _sqlite_url,
     "redis": _redis_url,
     "redis-cluster": _redis_cluster_url,
+    "postgres": _postgres_url,
 }
 
 
@@ -95,6 +102,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     srv = RedisServer(tmp_path_factory.mktemp("redis"))
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A PostgreSQL cluster for the session (initdb in a temp dir); tests isolate themselves
+    by PostgreSQL schema."""
+    from tests.servers import PostgresServer  # skips (or fails in CI) without initdb
+
+    srv = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    yield srv
+    srv.remove()
 
 
 @pytest.fixture(scope="session")
