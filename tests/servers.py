@@ -243,7 +243,9 @@ class PostgresServer:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                      "-c", "full_page_writes=off"]  # fmt: skip
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=open(self.dir / "postgres.log", "ab"),  # noqa: SIM115
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "postgres.log", "ab"),  # noqa: SIM115
             preexec_fn=_postgres_child,
         )
         eventually_sync(self._accepts, 30, what=f"postgres on port {self.port}")

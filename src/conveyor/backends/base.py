@@ -70,6 +70,9 @@ class Capabilities:
     cross_process: bool = True
     cross_host: bool = False
     blocking_wakeups: bool = True
+    # enqueue_jobs / enqueue_batch take ``connection=``: the caller's database connection, the
+    # jobs written inside the caller's transaction (PostgreSQL).
+    transactional_enqueue: bool = False
 
 
 WakeCallback = Callable[[str], None]

@@ -19,7 +19,9 @@ async def set_paused(conn: Conn, s: Schema, queue: str, paused: bool) -> bool:
     t = await ops.now(conn)
     if paused:
         cur = await conn.execute(
-            s("INSERT INTO {s}.paused_queues (queue, since) VALUES (%s, %s) ON CONFLICT DO NOTHING"),
+            s(
+                "INSERT INTO {s}.paused_queues (queue, since) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+            ),
             (queue, t),
         )
     else:

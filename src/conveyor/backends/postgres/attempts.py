@@ -136,7 +136,8 @@ async def finish(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> list[str
             "ids": ids, "tokens": tokens, "results": results,
             "nexts": orjson.dumps(nexts).decode() if nexts else None,
         })  # fmt: skip
-        for job_id, batch, t in await cur.fetchall():
+        for job_id, batch, at in await cur.fetchall():
+            t = at
             acked.add(job_id)
             if batch is not None:
                 e.ended[(batch, "completed")] += 1

@@ -63,8 +63,8 @@ T = TypeVar("T")
 class PostgresBackend:
     """`Backend` on PostgreSQL (see the module docstring)."""
 
-    capabilities = Capabilities(cross_process=True, cross_host=True, blocking_wakeups=True)
-    transactional_enqueue = True
+    capabilities = Capabilities(cross_process=True, cross_host=True, blocking_wakeups=True,
+                                transactional_enqueue=True)  # fmt: skip
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.url = url
@@ -153,7 +153,9 @@ class PostgresBackend:
                     return await fn(conn, *args)
                 async with conn.transaction():
                     if read_only:  # one snapshot for every statement of the read
-                        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                        await conn.execute(
+                            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                        )
                     return await fn(conn, *args)
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise

@@ -6,7 +6,7 @@ transaction id (``xid``, `pg_current_xact_id()`), and a read hands out only even
 transactions older than the oldest transaction still running (``pg_snapshot_xmin`` of the
 reader's snapshot): those are all finished, and no transaction started later can get an xid
 below that horizon. Events are ordered by ``(xid, id)`` and the cursor is that pair
-(``"<xid>.<id>"``): everything at or before it was handed out, and nothing can appear there any
+(``"p<xid>.<id>"``): everything at or before it was handed out, and nothing can appear there any
 more. A transaction's events are contiguous; a transaction that saw another's commit before
 writing has the larger xid, so causal order is kept (a job's ``enqueued`` comes before its
 ``started``). The price: while a transaction is open, events of later transactions wait for it
@@ -32,14 +32,14 @@ Pos = tuple[int, int]
 
 
 def cursor(pos: Pos) -> str:
-    return f"{pos[0]}.{pos[1]}"
+    return f"p{pos[0]}.{pos[1]}"
 
 
 def position(since: str) -> Pos:
     """A cursor this backend issued -> (xid, id); ``"0"`` is before every event."""
     if since == "0":
         return (0, 0)
-    xid, dot, ident = since.partition(".")
+    xid, dot, ident = since[1:].partition(".") if since.startswith("p") else ("", "", "")
     if not (dot and xid.isascii() and xid.isdigit() and ident.isascii() and ident.isdigit()
             and len(xid) <= 19 and len(ident) <= 19):  # fmt: skip
         raise ValidationError(f"invalid event cursor {since[:40]!r}", field="since")

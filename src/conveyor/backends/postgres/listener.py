@@ -23,7 +23,12 @@ log = logging.getLogger("conveyor.postgres")
 
 class PgListener:
     def __init__(
-        self, conninfo: str, channel: str, queues: Sequence[str], worker: str, callback: WakeCallback
+        self,
+        conninfo: str,
+        channel: str,
+        queues: Sequence[str],
+        worker: str,
+        callback: WakeCallback,
     ) -> None:
         self._conninfo = conninfo
         self._channel = channel

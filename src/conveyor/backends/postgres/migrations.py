@@ -28,7 +28,8 @@ def _text(step: int, schema: str) -> str:
 async def version(conn: psycopg.AsyncConnection[object], schema: str) -> int | None:
     """The schema's version, None when it has none (not created yet). Reads without a lock."""
     cur = await conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL", (f"{sql.Identifier(schema).as_string(None)}.schema_version",)
+        "SELECT to_regclass(%s) IS NOT NULL",
+        (f"{sql.Identifier(schema).as_string(None)}.schema_version",),
     )
     row = await cur.fetchone()
     if not row or not row[0]:

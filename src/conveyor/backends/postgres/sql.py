@@ -87,4 +87,14 @@ def arrays(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return cols
 
 
-__all__ = ["J_COLS", "JOB_COLS", "NOW", "Conn", "Cursor", "Schema", "SyncConn", "arrays", "row_to_job"]
+__all__ = [
+    "JOB_COLS",
+    "J_COLS",
+    "NOW",
+    "Conn",
+    "Cursor",
+    "Schema",
+    "SyncConn",
+    "arrays",
+    "row_to_job",
+]

@@ -67,7 +67,9 @@ def parse_postgres_url(url: str) -> PgOptions:
             opts["schema"] = value
         elif key == "migrate":
             if value.lower() not in _TRUE:
-                raise ConfigurationError(f"postgres URL option migrate={value!r}: use true or false")
+                raise ConfigurationError(
+                    f"postgres URL option migrate={value!r}: use true or false"
+                )
             opts["migrate"] = _TRUE[value.lower()]
         elif key in ("pool_min", "pool_max"):
             opts[key] = _int(key, value, 0 if key == "pool_min" else 1)
