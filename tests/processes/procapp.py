@@ -35,6 +35,14 @@ async def quick(ctx, n: int) -> int:
     return n
 
 
+# quick under a 1 s lease: a claim whose reply a backend restart cut off is recovered in ~1 s
+# (tests/backends/postgres/test_pg_processes.py).
+@app.task(lease=1.0)
+async def quick_leased(ctx, n: int) -> int:
+    record("run", ctx.job.id)
+    return n
+
+
 # Batch callbacks (test_batch_processes.py): with PROC_DIE_AFTER_FINISH=1 the worker kills
 # itself (SIGKILL) right after the backend committed the finish of a member run with die=True:
 # before anything else of the worker runs (on Redis, before it checks the batch's callbacks).
