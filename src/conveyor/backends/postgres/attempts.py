@@ -16,11 +16,10 @@ from typing import Any
 
 import orjson
 
-from ...errors import ConfigurationError
 from ...job import JobState
 from ..base import Outcome, OutcomeKind, Recovered
 from ..outcomes import Encoded, encode
-from . import awaiting
+from . import awaiting, fanin
 from . import batches as bt
 from . import jobs as ops
 from .sql import NOW, Conn, Schema, arrays
@@ -33,7 +32,7 @@ done AS (
   UPDATE {{s}}.jobs j SET status = 'completed', result = o.result, finished_at = t.now,
     error = NULL, lease_expires_at = NULL
   FROM o, t WHERE j.id = o.id AND j.token = o.token AND j.status = 'active'
-  RETURNING j.id, j.queue, j.task, j.tenant, j.batch, j.seq, t.now
+  RETURNING j.id, j.queue, j.task, j.tenant, j.batch, j.seq, t.now, j.parent
 ),
 ev AS (
   INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
@@ -46,7 +45,7 @@ cnt AS (
   SELECT queue, 'active', -count(*) FROM done GROUP BY queue
   UNION ALL SELECT queue, 'completed', count(*) FROM done GROUP BY queue
 )
-SELECT id, batch, now FROM done
+SELECT id, batch, now, parent IS NOT NULL FROM done
 """
 _RETRY = (
     "UPDATE {s}.jobs SET status = %s, scheduled_for = %s, error = %s, lease_expires_at = NULL, "
@@ -113,9 +112,6 @@ async def _end_failed(conn: Conn, s: Schema, e: Ended, o: Encoded) -> bool:
 async def finish(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> list[str]:
     """Apply outcomes in the caller's transaction; returns the ids of ignored ones. The jobs an
     applied outcome carries (``then``: a chain's next step) are inserted in it too."""
-    if any(o.fanout is not None for o in outcomes):
-        raise ConfigurationError("fan-out (AwaitChildren) is not available on the postgres "
-                                 "backend in this version")  # fmt: skip
     done: list[tuple[str, int, str | None]] = []
     nexts: dict[str, str] = {}
     others: list[Encoded] = []
@@ -128,6 +124,7 @@ async def finish(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> list[str
         else:
             others.append(enc)
     acked: set[str] = set()
+    children: list[str] = []
     t: float | None = None
     e = Ended(0.0)
     if done:
@@ -136,12 +133,14 @@ async def finish(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> list[str
             "ids": ids, "tokens": tokens, "results": results,
             "nexts": orjson.dumps(nexts).decode() if nexts else None,
         })  # fmt: skip
-        for job_id, batch, at in await cur.fetchall():
+        for job_id, batch, at, child in await cur.fetchall():
             t = at
             acked.add(job_id)
+            if child:  # a spawned child (or a chain step): its fan-in edge, if any, settles
+                children.append(job_id)
             if batch is not None:
                 e.ended[(batch, "completed")] += 1
-    if others or e.ended or any(o.then or o.cost for o in outcomes):
+    if others or e.ended or children or any(o.then or o.cost for o in outcomes):
         e.now = t if t is not None else await ops.now(conn)
         for enc in others:
             ok = (await awaiting.park(conn, s, e, enc) if enc.kind is OutcomeKind.AWAIT
@@ -152,6 +151,12 @@ async def finish(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> list[str
         handed = [o for o in outcomes if o.then and o.job_id in acked]
         if handed:
             await hand_over(conn, s, e.now, handed)
+        parked = [o for o in outcomes if o.fanout is not None and o.job_id in acked]
+        if parked:
+            await fanin.park(conn, s, e.now, parked)
+        ended = children + [o.job_id for o in others if o.job_id in acked]
+        if ended:  # children that ended settle their edges
+            await fanin.settle(conn, s, e.now, ended)
         costs = [o for o in outcomes if o.cost and o.job_id in acked]
         if costs:
             await add_costs(conn, s, costs)

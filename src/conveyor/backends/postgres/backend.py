@@ -50,7 +50,7 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import admin, attempts, awaiting, events, migrations, reads
+from . import admin, attempts, awaiting, events, fanin, migrations, reads
 from . import batches as bt
 from . import jobs as ops
 from .listener import PgListener
@@ -58,6 +58,7 @@ from .sql import JOB_COLS, Conn, Schema, SyncConn, row_to_job
 from .url import parse_postgres_url, redact
 
 T = TypeVar("T")
+DEADLOCK_RETRIES = 3
 
 
 class PostgresBackend:
@@ -147,20 +148,27 @@ class PostgresBackend:
     ) -> T:
         """Run ``fn(conn, *args)`` on a pooled connection, in a transaction unless ``tx`` is
         False (one statement: autocommit is its own transaction)."""
-        async with self._conn() as conn:
-            try:
-                if not tx:
-                    return await fn(conn, *args)
-                async with conn.transaction():
-                    if read_only:  # one snapshot for every statement of the read
-                        await conn.execute(
-                            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                        )
-                    return await fn(conn, *args)
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise
-            except psycopg.Error as exc:
-                raise BackendError(f"postgres: {type(exc).__name__}: {exc}") from exc
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            async with self._conn() as conn:
+                try:
+                    if not tx:
+                        return await fn(conn, *args)
+                    async with conn.transaction():
+                        if read_only:  # one snapshot for every statement of the read
+                            await conn.execute(
+                                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                            )
+                        return await fn(conn, *args)
+                except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                    # Rolled back as a whole (e.g. a cancel of a parent racing its children's
+                    # completions, which lock the same rows in the other order): run it again.
+                    if attempt == DEADLOCK_RETRIES:
+                        raise
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    raise
+                except psycopg.Error as exc:
+                    raise BackendError(f"postgres: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _op(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         s = self.s
@@ -249,7 +257,7 @@ class PostgresBackend:
         return await self._call(self._op(attempts.set_progress), job_id, token, progress)
 
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
-        return await self._call(self._op(ops.cancel), job_id, tenant)
+        return await self._call(self._op(fanin.cancel), job_id, tenant)
 
     async def retry_job(
         self,
@@ -263,20 +271,20 @@ class PostgresBackend:
     async def resume_job(
         self, job_id: str, data: str | None = None, *, tenant: str | None = None
     ) -> Job:
-        return await self._call(self._op(awaiting.resume), job_id, tenant, data)
+        return await self._call(self._op(fanin.resume), job_id, tenant, data)
 
     async def expire_awaiting(self) -> list[Recovered]:
         if not await self._call(self._op(awaiting.any_due), tx=False):
             return []
-        return await self._call(self._op(awaiting.expire))
+        return await self._call(self._op(fanin.expire))
 
     async def recover_expired(self) -> list[Recovered]:
-        out = await self._call(self._op(attempts.recover))
+        out = await self._call(self._op(fanin.recover))
         await self._call(self._op(reads.fold_counts), tx=False)  # the periodic fold
         return out
 
     async def read_children(self, parent_id: str, queue: str) -> list[ChildResult]:
-        return []  # fan-out is refused on this backend (attempts.finish)
+        return await self._call(self._op(fanin.children), parent_id, tx=False)
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from ...inputs import brief
 from ...job import FINAL_STATES, JobState
 from ..base import BatchCounts, JobPage, ListParams, QueueStats, Retention
 from . import batches as bt
+from . import fanin
 from . import jobs as ops
 from .sql import JOB_COLS, Conn, Schema, row_to_job
 
@@ -160,13 +161,18 @@ async def _delete(conn: Conn, s: Schema, where: str, args: tuple[Any, ...]) -> i
     while True:
         cur = await conn.execute(
             s(f"WITH d AS (DELETE FROM {{s}}.jobs WHERE seq IN (SELECT seq FROM {{s}}.jobs "
-              f"WHERE {where} LIMIT {DELETE_CHUNK} FOR UPDATE SKIP LOCKED) RETURNING queue, status) "
-              "SELECT queue, status, count(*) FROM d GROUP BY queue, status"),
+              f"WHERE {where} LIMIT {DELETE_CHUNK} FOR UPDATE SKIP LOCKED) "
+              "RETURNING queue, status, CASE WHEN fanin IS NULL THEN NULL ELSE id END AS parent) "
+              "SELECT queue, status, count(*), array_remove(array_agg(parent), NULL) FROM d "
+              "GROUP BY queue, status"),
             args,
         )  # fmt: skip
         rows = await cur.fetchall()
         n = sum(r[2] for r in rows)
-        await ops.write_deltas(conn, s, Counter({(q, st): -c for q, st, c in rows}))
+        await ops.write_deltas(conn, s, Counter({(q, st): -c for q, st, c, _ in rows}))
+        parents = [p for r in rows for p in r[3]]
+        if parents:  # a deleted parent's edges go with it
+            await fanin.forget(conn, s, parents)
         total += n
         if n < DELETE_CHUNK:
             return total
