@@ -73,7 +73,7 @@ def test_concurrent_first_use_by_processes(pg_url: str) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, pg_url], env=subprocess_env(), stderr=subprocess.PIPE
-        )  # fmt: skip
+        )
         for _ in range(4)
     ]
     # Then every one of them succeeds and the schema is at the current version
