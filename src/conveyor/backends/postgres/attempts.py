@@ -19,7 +19,7 @@ import orjson
 from ...job import JobState
 from ..base import Outcome, OutcomeKind, Recovered
 from ..outcomes import Encoded, encode
-from . import awaiting, fanin
+from . import awaiting, fanin, flows
 from . import batches as bt
 from . import jobs as ops
 from .sql import NOW, Conn, Schema, arrays
@@ -32,7 +32,8 @@ done AS (
   UPDATE {{s}}.jobs j SET status = 'completed', result = o.result, finished_at = t.now,
     error = NULL, lease_expires_at = NULL
   FROM o, t WHERE j.id = o.id AND j.token = o.token AND j.status = 'active'
-  RETURNING j.id, j.queue, j.task, j.tenant, j.batch, j.seq, t.now, j.parent
+  RETURNING j.id, j.queue, j.task, j.tenant, j.batch, j.seq, t.now, j.parent, j.flow,
+    j.started_at
 ),
 ev AS (
   INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
@@ -45,17 +46,17 @@ cnt AS (
   SELECT queue, 'active', -count(*) FROM done GROUP BY queue
   UNION ALL SELECT queue, 'completed', count(*) FROM done GROUP BY queue
 )
-SELECT id, batch, now, parent IS NOT NULL FROM done
+SELECT id, batch, now, parent IS NOT NULL, queue, flow, started_at FROM done
 """
 _RETRY = (
     "UPDATE {s}.jobs SET status = %s, scheduled_for = %s, error = %s, lease_expires_at = NULL, "
     "worker = NULL, progress = NULL WHERE id = %s AND token = %s AND status = 'active' "
-    "RETURNING queue, task, tenant, attempt"
+    "RETURNING queue, task, tenant, attempt, flow, started_at"
 )
 _FAIL = (
     "UPDATE {s}.jobs SET status = 'failed', error = %s, finished_at = %s, lease_expires_at = NULL "
     "WHERE id = %s AND token = %s AND status = 'active' "
-    "RETURNING queue, task, tenant, attempt, batch"
+    "RETURNING queue, task, tenant, attempt, flow, started_at, batch"
 )
 
 
@@ -68,11 +69,20 @@ class Ended:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     ended: Counter[tuple[str, str]] = field(default_factory=Counter)  # (batch, final state)
     woke: set[str] = field(default_factory=set)  # queues with jobs made ready
+    # Flow jobs that left active (queue, flow, outcome, started) / went back to queued.
+    left: list[tuple[str, str | None, bool | None, float | None]] = field(default_factory=list)
+    requeued: list[tuple[str, str | None]] = field(default_factory=list)
 
     async def apply(self, conn: Conn, s: Schema) -> bool:
         await ops.add_events(conn, s, self.events)
         await ops.write_deltas(conn, s, self.deltas)
         fired = await bt.settle(conn, s, self.now, self.ended) if self.ended else False
+        if self.left or self.requeued:
+            await flows.lock(conn, s, {q for q, *_ in self.left} | {q for q, _ in self.requeued})
+            if await flows.settle(conn, s, self.now, self.left):
+                fired = True
+                self.woke |= {q for q, *_ in self.left}
+            await flows.refresh_heads(conn, s, self.requeued)
         for q in sorted(self.woke):
             await conn.execute("SELECT pg_notify(%s, %s)", (s.channel, f"w:{q}"))
         return fired or bool(self.woke)
@@ -94,12 +104,16 @@ async def _end_failed(conn: Conn, s: Schema, e: Ended, o: Encoded) -> bool:
         cur = await conn.execute(s(_FAIL), (o.error, now, o.job_id, o.token))
         row = await cur.fetchone()
         if row is not None:
-            batch = row[4]
+            batch = row[6]
     if row is None:
         return False
-    queue, task, tenant, attempt = row[:4]
+    queue, task, tenant, attempt, flow, started = row[:6]
     if batch is not None:
         e.ended[(batch, "failed")] += 1
+    if flow is not None:
+        e.left.append((queue, flow, False, started))
+        if status == "queued":
+            e.requeued.append((queue, flow))
     if status == "queued":
         e.woke.add(queue)
     e.deltas[(queue, "active")] -= 1
@@ -133,14 +147,17 @@ async def finish(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> list[str
             "ids": ids, "tokens": tokens, "results": results,
             "nexts": orjson.dumps(nexts).decode() if nexts else None,
         })  # fmt: skip
-        for job_id, batch, at, child in await cur.fetchall():
+        for job_id, batch, at, child, queue, flow, started in await cur.fetchall():
             t = at
             acked.add(job_id)
+            if flow is not None:
+                e.left.append((queue, flow, True, started))
             if child:  # a spawned child (or a chain step): its fan-in edge, if any, settles
                 children.append(job_id)
             if batch is not None:
                 e.ended[(batch, "completed")] += 1
-    if others or e.ended or children or any(o.then or o.cost for o in outcomes):
+    lost = [o for o in outcomes if o.job_id not in acked]
+    if others or e.ended or e.left or children or lost or any(o.then or o.cost for o in outcomes):
         e.now = t if t is not None else await ops.now(conn)
         for enc in others:
             ok = (await awaiting.park(conn, s, e, enc) if enc.kind is OutcomeKind.AWAIT
@@ -160,7 +177,32 @@ async def finish(conn: Conn, s: Schema, outcomes: Sequence[Outcome]) -> list[str
         costs = [o for o in outcomes if o.cost and o.job_id in acked]
         if costs:
             await add_costs(conn, s, costs)
+        gone = [(o.job_id, o.token) for o in outcomes if o.job_id not in acked]
+        if gone:  # cancelled attempts that ended: their gates' slots are free
+            await end_held(conn, s, e.now, gone)
     return [o.job_id for o in outcomes if o.job_id not in acked]
+
+
+async def end_held(conn: Conn, s: Schema, now: float, jobs: Sequence[tuple[str, int]]) -> bool:
+    """Attempts of flow jobs cancelled while they ran have ended: give their gates' slots
+    back. True: flows became claimable."""
+    ids, tokens = arrays(jobs, 2)
+    cur = await conn.execute(
+        s("UPDATE {s}.jobs j SET lease_expires_at = NULL, held = false "
+          "FROM unnest(%s::text[], %s::bigint[]) AS o(id, token) "
+          "WHERE j.id = o.id AND j.token = o.token AND j.held "
+          "RETURNING j.queue, j.flow, j.started_at"),
+        (ids, tokens),
+    )  # fmt: skip
+    rows = await cur.fetchall()
+    if not rows:
+        return False
+    await flows.lock(conn, s, {q for q, _, _ in rows})
+    woke = await flows.settle(conn, s, now, [(q, f, None, st) for q, f, st in rows])
+    if woke:
+        for q in sorted({q for q, _, _ in rows}):
+            await conn.execute("SELECT pg_notify(%s, %s)", (s.channel, f"w:{q}"))
+    return woke
 
 
 async def hand_over(conn: Conn, s: Schema, now: float, outcomes: Sequence[Outcome]) -> None:
@@ -206,22 +248,32 @@ async def release(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> int
     if not jobs:
         return 0
     ids, tokens = arrays(jobs, 2)
+    # Start times are read before the update clears them (a breaker tells its probe apart).
     cur = await conn.execute(
-        s("WITH r AS (UPDATE {s}.jobs j SET status = 'queued', attempt = j.attempt - 1, "
+        s("WITH o AS (SELECT j.id, j.started_at FROM {s}.jobs j "
+          "JOIN unnest(%(ids)s::text[], %(tokens)s::bigint[]) AS o(id, token) "
+          "ON j.id = o.id AND j.token = o.token WHERE j.status = 'active') "
+          "UPDATE {s}.jobs j SET status = 'queued', attempt = j.attempt - 1, "
           "lease_expires_at = NULL, worker = NULL, started_at = NULL, progress = NULL "
-          "FROM unnest(%s::text[], %s::bigint[]) AS o(id, token) "
-          "WHERE j.id = o.id AND j.token = o.token AND j.status = 'active' RETURNING j.queue) "
-          "SELECT queue, count(*) FROM r GROUP BY queue ORDER BY queue"),
-        (ids, tokens),
+          "FROM o WHERE j.id = o.id AND j.status = 'active' "
+          "RETURNING j.id, j.queue, j.flow, o.started_at"),
+        {"ids": ids, "tokens": tokens},
     )  # fmt: skip
     rows = await cur.fetchall()
-    deltas: Counter[tuple[str, str]] = Counter()
-    for q, n in rows:
-        deltas[(q, "active")] -= n
-        deltas[(q, "queued")] += n
-        await conn.execute("SELECT pg_notify(%s, %s)", (s.channel, f"w:{q}"))
-    await ops.write_deltas(conn, s, deltas)
-    return sum(n for _, n in rows)
+    t = await ops.now(conn) if rows or len(rows) < len(jobs) else 0.0
+    e = Ended(t)
+    for _, q, flow, started in rows:
+        e.deltas[(q, "active")] -= 1
+        e.deltas[(q, "queued")] += 1
+        e.woke.add(q)
+        if flow is not None:
+            e.left.append((q, flow, None, started))
+            e.requeued.append((q, flow))
+    await e.apply(conn, s)
+    if len(rows) < len(jobs):  # the others may be cancelled attempts still holding slots
+        done = {r[0] for r in rows}
+        await end_held(conn, s, t, [j for j in jobs if j[0] not in done])
+    return len(rows)
 
 
 async def extend(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> list[str]:
@@ -232,10 +284,11 @@ async def extend(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> list
     cur = await conn.execute(
         s(f"UPDATE {{s}}.jobs j SET lease_expires_at = {NOW} + j.lease "
           "FROM unnest(%s::text[], %s::bigint[]) AS o(id, token) "
-          "WHERE j.id = o.id AND j.token = o.token AND j.status = 'active' RETURNING j.id"),
+          "WHERE j.id = o.id AND j.token = o.token AND (j.status = 'active' OR j.held) "
+          "RETURNING j.id, j.status"),
         (ids, tokens),
     )  # fmt: skip
-    kept = {r[0] for r in await cur.fetchall()}
+    kept = {r[0] for r in await cur.fetchall() if r[1] == "active"}
     return [j for j, _ in jobs if j not in kept]
 
 
@@ -261,7 +314,7 @@ async def recover(conn: Conn, s: Schema) -> list[Recovered]:
     to that worker."""
     t = await ops.now(conn)
     cur = await conn.execute(
-        s("SELECT id, queue, task, tenant, stalls, max_stalls, token FROM {s}.jobs "
+        s("SELECT id, queue, task, tenant, stalls, max_stalls, token, flow, started_at FROM {s}.jobs "
           "WHERE status = 'active' AND lease_expires_at < %s ORDER BY seq "
           "FOR UPDATE SKIP LOCKED"),
         (t,),
@@ -269,7 +322,7 @@ async def recover(conn: Conn, s: Schema) -> list[Recovered]:
     rows = await cur.fetchall()
     out: list[Recovered] = []
     e = Ended(t)
-    for job_id, queue, task, tenant, stalls, max_stalls, token in rows:
+    for job_id, queue, task, tenant, stalls, max_stalls, token, flow, started in rows:
         stalls += 1
         e.events.append(("stalled", job_id, queue, task, tenant, t, f'{{"stalls":{stalls}}}'))
         await conn.execute(s("UPDATE {s}.jobs SET stalls = %s WHERE id = %s"), (stalls, job_id))
@@ -291,6 +344,18 @@ async def recover(conn: Conn, s: Schema) -> list[Recovered]:
         e.deltas[(queue, "active")] -= 1
         e.deltas[(queue, "queued")] += 1
         e.woke.add(queue)
+        if flow is not None:  # a dead worker's slots are free again: no breaker verdict
+            e.left.append((queue, flow, None, started))
+            e.requeued.append((queue, flow))
         out.append(Recovered(job_id, queue, JobState.QUEUED))
     await e.apply(conn, s)
+    # Cancelled attempts whose worker died before reporting their end.
+    cur = await conn.execute(
+        s("SELECT id, token FROM {s}.jobs WHERE held AND lease_expires_at < %s "
+          "FOR UPDATE SKIP LOCKED"),
+        (t,),
+    )  # fmt: skip
+    held = await cur.fetchall()
+    if held:
+        await end_held(conn, s, t, held)
     return out

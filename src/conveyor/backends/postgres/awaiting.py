@@ -25,12 +25,13 @@ if TYPE_CHECKING:
 _PARK = (
     "UPDATE {s}.jobs SET status = 'awaiting', lease_expires_at = NULL, worker = NULL, "
     "prompt = %s, on_timeout = %s, await_data = %s, await_deadline = %s "
-    "WHERE id = %s AND token = %s AND status = 'active' RETURNING queue, task, tenant, attempt"
+    "WHERE id = %s AND token = %s AND status = 'active' "
+    "RETURNING queue, task, tenant, attempt, flow, started_at"
 )
 _RESUME = (
     "UPDATE {s}.jobs SET status = 'queued', input = %s, resumes = resumes + 1, "
     "attempt = attempt - 1, await_deadline = NULL, scheduled_for = %s "
-    "WHERE id = %s AND status = 'awaiting' RETURNING queue, task, tenant"
+    "WHERE id = %s AND status = 'awaiting' RETURNING queue, task, tenant, flow"
 )
 
 
@@ -43,7 +44,9 @@ async def park(conn: Conn, s: Schema, e: Ended, o: Encoded) -> bool:
     row = await cur.fetchone()
     if row is None:
         return False
-    queue, task, tenant, attempt = row
+    queue, task, tenant, attempt, flow, started = row
+    if flow is not None:
+        e.left.append((queue, flow, None, started))
     e.deltas[(queue, "active")] -= 1
     e.deltas[(queue, "awaiting")] += 1
     data = {"attempt": attempt, "deadline": deadline, "on_timeout": o.on_timeout}
@@ -58,7 +61,12 @@ async def _resume(
     row = await cur.fetchone()
     if row is None:
         return False
-    queue, task, tenant = row
+    queue, task, tenant, flow = row
+    if flow is not None:
+        from . import flows
+
+        await flows.lock(conn, s, [queue])
+        await flows.refresh_heads(conn, s, [(queue, flow)])
     await ops.write_deltas(conn, s, Counter({(queue, "awaiting"): -1, (queue, "queued"): 1}))
     event = "{}" if reason is None else f'{{"reason":"{reason}"}}'
     await ops.add_events(conn, s, [("resumed", job_id, queue, task, tenant, now, event)])

@@ -12,9 +12,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ...errors import ConfigurationError, JobNotFound, JobStateError, QueueFull
+from ...errors import JobNotFound, JobStateError, QueueFull
 from ...job import FINAL_STATES, Job, JobState
 from ..base import ClaimParams, ClaimResult, EnqueueResult, NewJob
+from . import flow_claim, flows
 from .sql import J_COLS, JOB_COLS, NOW, Conn, Schema, arrays, row_to_job
 
 _INSERT = """
@@ -23,20 +24,20 @@ WITH r AS (
     %(priority)s::int[], %(max_attempts)s::int[], %(max_stalls)s::int[], %(timeout)s::float8[],
     %(lease)s::float8[], %(tenant)s::text[], %(batch)s::text[], %(workflow)s::text[],
     %(parent)s::text[], %(ikey)s::text[], %(due)s::float8[], %(meta)s::text[], %(step)s::text[],
-    %(steps)s::int[]) WITH ORDINALITY
+    %(steps)s::int[], %(flow)s::text[]) WITH ORDINALITY
     AS r(id, queue, task, payload, priority, max_attempts, max_stalls, timeout, lease, tenant,
-         batch, workflow, parent, ikey, due, meta, step, steps, n)
+         batch, workflow, parent, ikey, due, meta, step, steps, flow, n)
 ),
 ins AS (
   INSERT INTO {s}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
     timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
-    meta, step, steps)
+    meta, step, steps, flow)
   SELECT id, queue, task, payload, priority,
     CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
-    lease, tenant, batch, workflow, parent, ikey, %(now)s, due, meta, step, steps
+    lease, tenant, batch, workflow, parent, ikey, %(now)s, due, meta, step, steps, flow
   FROM r ORDER BY n
   ON CONFLICT DO NOTHING
-  RETURNING id, queue, task, tenant, status, scheduled_for
+  RETURNING id, queue, task, tenant, status, scheduled_for, flow
 ),
 ev AS (
   INSERT INTO {s}.events (type, job_id, queue, task, tenant, time, data)
@@ -53,7 +54,9 @@ woke AS (
   SELECT pg_notify(%(channel)s, 'w:' || queue) FROM (SELECT DISTINCT queue FROM ins
   WHERE status = 'queued') q
 )
-SELECT (SELECT count(*) FROM woke), array_agg(id) FROM ins
+SELECT (SELECT count(*) FROM woke), array_agg(id),
+  array_agg(queue) FILTER (WHERE flow IS NOT NULL AND status = 'queued'),
+  array_agg(flow) FILTER (WHERE flow IS NOT NULL AND status = 'queued') FROM ins
 """
 
 
@@ -137,11 +140,6 @@ async def enqueue(
 ) -> EnqueueResult:
     """Store ``jobs`` (see `Backend.enqueue_jobs`): one statement inserts the rows, their
     events and count deltas, and sends the wake-up (delivered when the transaction commits)."""
-    if any(j.flow is not None for j in jobs):
-        raise ConfigurationError(
-            "flow control (rate_limit, concurrency, breakers) is not available on the postgres "
-            "backend in this version; use sqlite or redis for flow-controlled tasks"
-        )
     ids = [j.id for j in jobs]
     created = [True] * len(jobs)
     cur = await conn.execute(
@@ -171,6 +169,9 @@ async def enqueue(
     new = [j for i, j in enumerate(jobs) if i not in skip]
     if max_queued:
         await check_backpressure(conn, s, Counter(j.queue for j in new), max_queued)
+    if any(j.flow is not None for j in new):  # gates and flows change under the flow lock
+        await flows.lock(conn, s, {j.queue for j in new if j.flow is not None})
+        await flows.store_gates(conn, s, new)
     if new:
         inserted = await _insert(conn, s, new, t)
         if len(inserted) < len(new):  # another transaction stored an id or key meanwhile
@@ -204,16 +205,18 @@ async def _insert(conn: Conn, s: Schema, jobs: Sequence[NewJob], t: float) -> se
     rows = [
         (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
          j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key,
-         t + j.delay if j.delay > 0 else None, j.meta, j.step, j.steps)
+         t + j.delay if j.delay > 0 else None, j.meta, j.step, j.steps, j.flow)
         for j in jobs
     ]  # fmt: skip
     names = ("id", "queue", "task", "payload", "priority", "max_attempts", "max_stalls",
              "timeout", "lease", "tenant", "batch", "workflow", "parent", "ikey", "due", "meta",
-             "step", "steps")  # fmt: skip
+             "step", "steps", "flow")  # fmt: skip
     args: dict[str, Any] = dict(zip(names, arrays(rows, len(names)), strict=True))
     args["now"], args["channel"] = t, s.channel
     cur = await conn.execute(s(_INSERT), args)
     row = await cur.fetchone()
+    if row[2]:
+        await flows.refresh_heads(conn, s, zip(row[2], row[3], strict=True))
     return set(row[1] or ())
 
 
@@ -236,11 +239,19 @@ async def _raced(
             ids[i] = next(iter(found.values()), j.id)
 
 
+# Whether a queue of the claim has flows with ready jobs, or due flow jobs to promote: then the
+# whole claim takes the flow path (flow_claim), which merges flows and unlimited jobs in order.
+_FLOWS = (
+    "EXISTS (SELECT 1 FROM {s}.flows f WHERE f.queue = ANY(%(queues)s) AND f.head IS NOT NULL) "
+    "OR EXISTS (SELECT 1 FROM {s}.jobs fj WHERE fj.status = 'scheduled' AND fj.flow IS NOT NULL "
+    f"AND fj.queue = ANY(%(queues)s) AND fj.scheduled_for <= {NOW})"
+)
 _CLAIM = f"""
 WITH t AS (SELECT {NOW} AS now),
 q AS (
   SELECT name, cap FROM unnest(%(queues)s::text[], %(caps)s::int[]) AS q(name, cap)
   WHERE cap > 0 AND NOT EXISTS (SELECT 1 FROM {{s}}.paused_queues p WHERE p.queue = q.name)
+  AND NOT ({_FLOWS})
 ),
 cand AS (
   SELECT c.seq, c.priority, 'queued' AS was FROM q CROSS JOIN LATERAL (
@@ -249,7 +260,8 @@ cand AS (
   UNION ALL
   SELECT d.seq, d.priority, 'scheduled' FROM q CROSS JOIN t CROSS JOIN LATERAL (
     SELECT seq, priority FROM {{s}}.jobs WHERE status = 'scheduled' AND queue = q.name
-    AND scheduled_for <= t.now ORDER BY scheduled_for LIMIT q.cap FOR UPDATE SKIP LOCKED) d
+    AND flow IS NULL AND scheduled_for <= t.now ORDER BY scheduled_for LIMIT q.cap
+    FOR UPDATE SKIP LOCKED) d
 ),
 best AS (SELECT seq, was FROM cand ORDER BY priority DESC, seq LIMIT %(limit)s),
 claimed AS (
@@ -270,10 +282,10 @@ cnt AS (
 )
 SELECT * FROM claimed ORDER BY priority DESC, seq
 """
-_NEXT_DUE = """
-SELECT min(d.due) FROM unnest(%s::text[]) AS q(name) CROSS JOIN LATERAL (
-  SELECT scheduled_for AS due FROM {s}.jobs WHERE status = 'scheduled' AND queue = q.name
-  ORDER BY scheduled_for LIMIT 1) d
+_PROBE = f"""
+SELECT {_FLOWS}, (SELECT min(d.due) FROM unnest(%(queues)s::text[]) AS q(name)
+  CROSS JOIN LATERAL (SELECT scheduled_for AS due FROM {{s}}.jobs WHERE status = 'scheduled'
+  AND queue = q.name ORDER BY scheduled_for LIMIT 1) d)
 """
 
 
@@ -283,19 +295,36 @@ def caps(p: ClaimParams) -> dict[str, int]:
 
 
 async def claim(conn: Conn, s: Schema, p: ClaimParams) -> ClaimResult:
-    """One statement: take up to ``limit`` ready jobs (and due scheduled ones, which become
-    active directly) of the queues not paused, highest priority first then FIFO, skipping rows
-    other claimers hold (``FOR UPDATE SKIP LOCKED``); write their ``started`` events and count
-    deltas. Fewer than asked: also the next due time of the queues (the worker sleeps until
-    then unless woken)."""
+    """One statement (autocommit): take up to ``limit`` ready jobs (and due scheduled ones,
+    which become active directly) of the queues not paused, highest priority first then FIFO,
+    skipping rows other claimers hold (``FOR UPDATE SKIP LOCKED``); write their ``started``
+    events and count deltas. A probe sent in the same round trip (pipeline) says whether a
+    queue has flows (then the flow path runs, in a transaction) and the next due time."""
     cap = caps(p)
     args = {"queues": list(cap), "caps": list(cap.values()), "limit": p.limit, "worker": p.worker}
-    cur = await conn.execute(s(_CLAIM), args)
-    rows = await cur.fetchall()
-    due = None
-    if len(rows) < p.limit:
-        cur = await conn.execute(s(_NEXT_DUE), (list(cap),))
-        due = (await cur.fetchone())[0]
+    pipeline = getattr(conn, "pipeline", None)
+    if pipeline is not None:
+        async with pipeline():
+            c1 = await conn.execute(s(_CLAIM), args)
+            c2 = await conn.execute(s(_PROBE), args)
+    else:  # pragma: no cover - claims always run on pooled async connections
+        c1 = await conn.execute(s(_CLAIM), args)
+        c2 = await conn.execute(s(_PROBE), args)
+    rows = await c1.fetchall()
+    has_flows, due = await c2.fetchone()
+    if has_flows and len(rows) < p.limit:
+        async with conn.transaction():  # type: ignore[attr-defined]
+            left = {q: n for q, n in cap.items()}
+            for r in rows:
+                left[r[3]] -= 1
+            more = await flow_claim.claim(
+                conn, s, ClaimParams(p.queues, p.limit - len(rows), p.worker), left
+            )
+        jobs = [row_to_job(r[2:]) for r in rows] + more.jobs
+        jobs.sort(key=lambda j: -j.priority)
+        return ClaimResult(jobs, more.next_due, more.rate_limited)
+    if len(rows) >= p.limit:
+        due = None
     return ClaimResult([row_to_job(r[2:]) for r in rows], due, {})
 
 
@@ -307,31 +336,42 @@ async def get(conn: Conn, s: Schema, job_id: str, tenant: str | None = None) -> 
     return None if job is None or (tenant is not None and job.tenant != tenant) else job
 
 
-async def _locked(conn: Conn, s: Schema, job_id: str, tenant: str | None) -> Job:
+async def _locked(
+    conn: Conn, s: Schema, job_id: str, tenant: str | None
+) -> tuple[Job, str | None, bool]:
+    """The job row locked until the transaction ends, its flow and whether it is held."""
     cur = await conn.execute(
-        s(f"SELECT {JOB_COLS} FROM {{s}}.jobs WHERE id = %s FOR UPDATE"), (job_id,)
+        s(f"SELECT {JOB_COLS}, flow, held FROM {{s}}.jobs WHERE id = %s FOR UPDATE"), (job_id,)
     )
     row = await cur.fetchone()
     if row is None or (tenant is not None and row[15] != tenant):
         raise JobNotFound(job_id)
-    return row_to_job(row)
+    return row_to_job(row[:-2]), row[-2], row[-1]
 
 
 async def cancel(conn: Conn, s: Schema, job_id: str, tenant: str | None = None) -> Job:
     """Cancel a waiting or active job (row locked first: a concurrent finish or claim waits
     for this transaction). Idempotent on a cancelled job. The worker of an active one is
     woken (``c:<worker>``) on commit."""
-    job = await _locked(conn, s, job_id, tenant)
+    job, flow, _ = await _locked(conn, s, job_id, tenant)
     if job.status is JobState.CANCELLED:
         return job
     if job.status in FINAL_STATES:
         raise JobStateError(job_id, job.status.value, "cancel")
+    if flow is not None:
+        await flows.lock(conn, s, [job.queue])
     t = await now(conn)
+    # A running flow-controlled attempt keeps its lease and its gates' slots (held) until its
+    # worker reports that the handler has really ended, or the lease expires.
+    held = job.status is JobState.ACTIVE and flow is not None
     await conn.execute(
         s("UPDATE {s}.jobs SET status = 'cancelled', finished_at = %s, scheduled_for = NULL, "
-          "lease_expires_at = NULL, await_deadline = NULL WHERE id = %s"),
-        (t, job_id),
+          "lease_expires_at = CASE WHEN %s THEN lease_expires_at END, held = %s, "
+          "await_deadline = NULL WHERE id = %s"),
+        (t, held, held, job_id),
     )  # fmt: skip
+    if flow is not None and job.status is JobState.QUEUED:
+        await flows.refresh_heads(conn, s, [(job.queue, flow)])
     await write_deltas(conn, s, Counter({(job.queue, job.status.value): -1,
                                          (job.queue, "cancelled"): 1}))  # fmt: skip
     await add_events(conn, s, [("cancelled", job_id, job.queue, job.task, job.tenant, t,
@@ -342,7 +382,8 @@ async def cancel(conn: Conn, s: Schema, job_id: str, tenant: str | None = None) 
         await batches.settle(conn, s, t, Counter({(job.batch, "cancelled"): 1}))
     if job.status is JobState.ACTIVE and job.worker:
         await conn.execute("SELECT pg_notify(%s, %s)", (s.channel, f"c:{job.worker}"))
-    job.status, job.finished_at, job.lease_expires_at = JobState.CANCELLED, t, None
+    job.status, job.finished_at = JobState.CANCELLED, t
+    job.lease_expires_at = job.lease_expires_at if held else None
     job.scheduled_for = None
     return job
 
@@ -355,18 +396,24 @@ async def retry(
     max_queued: Mapping[str, int] | None = None,
 ) -> Job:
     """Move a failed or cancelled job back to ``queued`` with fresh attempts."""
-    job = await _locked(conn, s, job_id, tenant)
+    job, flow, was_held = await _locked(conn, s, job_id, tenant)
     if job.status not in (JobState.FAILED, JobState.CANCELLED):
         raise JobStateError(job_id, job.status.value, "retry")
     if max_queued:
         await check_backpressure(conn, s, Counter({job.queue: 1}), max_queued)
+    if flow is not None:
+        await flows.lock(conn, s, [job.queue])
     t = await now(conn)
     await conn.execute(
         s("UPDATE {s}.jobs SET status = 'queued', attempt = 0, stalls = 0, finished_at = NULL, "
           "error = NULL, result = NULL, worker = NULL, started_at = NULL, scheduled_for = NULL, "
-          "progress = NULL, lease_expires_at = NULL WHERE id = %s"),
+          "progress = NULL, lease_expires_at = NULL, held = false WHERE id = %s"),
         (job_id,),
     )  # fmt: skip
+    if flow is not None:
+        if was_held:  # a cancelled attempt still running held its gates' slots: freed now
+            await flows.settle(conn, s, t, [(job.queue, flow, None, job.started_at)])
+        await flows.refresh_heads(conn, s, [(job.queue, flow)])
     await write_deltas(conn, s, Counter({(job.queue, job.status.value): -1,
                                          (job.queue, "queued"): 1}))  # fmt: skip
     await add_events(conn, s, [("retrying", job_id, job.queue, job.task, job.tenant, t,

@@ -14,7 +14,7 @@ from ...inputs import brief
 from ...job import FINAL_STATES, JobState
 from ..base import BatchCounts, JobPage, ListParams, QueueStats, Retention
 from . import batches as bt
-from . import fanin
+from . import fanin, flows, gates
 from . import jobs as ops
 from .sql import JOB_COLS, Conn, Schema, row_to_job
 
@@ -87,10 +87,31 @@ async def batch_counts(conn: Conn, s: Schema, batch: str, tenant: str | None) ->
     return BatchCounts(batch, counts, total, first, last, t)
 
 
+# The head of a queue's line: its best unlimited job and its best claimable flow, by score.
 _HEAD = """
-SELECT created_at, scheduled_for FROM {s}.jobs WHERE queue = %s AND status = 'queued'
-AND flow IS NULL ORDER BY priority DESC, seq LIMIT 1
+SELECT (100 - priority)::bigint * 1099511627776 + seq, created_at, scheduled_for FROM {s}.jobs
+WHERE queue = %s AND status = 'queued' AND flow IS NULL ORDER BY priority DESC, seq LIMIT 1
 """
+_HEAD_FLOW = """
+SELECT j.created_at, j.scheduled_for, f.head FROM {s}.flows f JOIN {s}.jobs j
+ON j.seq = f.head %% 1099511627776 WHERE f.queue = %s AND f.head IS NOT NULL
+AND f.blocked_until IS NULL AND f.wait_gate IS NULL ORDER BY f.head LIMIT 1
+"""
+
+
+async def _oldest(conn: Conn, s: Schema, now: float, queue: str) -> float | None:
+    """Seconds since the queue's next job to claim became ready (None: nothing claimable)."""
+    cur = await conn.execute(s(_HEAD), (queue,))
+    ready = await cur.fetchone()
+    cur = await conn.execute(s(_HEAD_FLOW), (queue,))
+    flow = await cur.fetchone()
+    if flow is not None and (ready is None or flow[2] < ready[0]):
+        times = (flow[0], flow[1])
+    elif ready is not None:
+        times = (ready[1], ready[2])
+    else:
+        return None
+    return max(0.0, now - (times[1] or times[0]))
 
 
 async def stats(conn: Conn, s: Schema, queues: Sequence[str] | None) -> dict[str, QueueStats]:
@@ -137,6 +158,7 @@ async def stats(conn: Conn, s: Schema, queues: Sequence[str] | None) -> dict[str
     for st in out.values():
         st.active = st.counts.get("active", 0)
         st.max_queued = limits.get(st.queue)
+        st.limits = await gates.describe(conn, s, t, st.queue)
         cur = await conn.execute(
             s("SELECT count(*), sum(finished_at - started_at) FROM {s}.jobs WHERE queue = %s "
               "AND status = 'completed' AND finished_at IS NOT NULL AND finished_at > %s"),
@@ -147,10 +169,7 @@ async def stats(conn: Conn, s: Schema, queues: Sequence[str] | None) -> dict[str
             st.throughput_per_s = done / STATS_WINDOW
             st.avg_run_seconds = (secs or 0.0) / done
         if st.counts.get("queued", 0):
-            cur = await conn.execute(s(_HEAD), (st.queue,))
-            row = await cur.fetchone()
-            if row is not None:
-                st.oldest_seconds = max(0.0, t - (row[1] or row[0]))
+            st.oldest_seconds = await _oldest(conn, s, t, st.queue)
     return out
 
 
@@ -162,14 +181,22 @@ async def _delete(conn: Conn, s: Schema, where: str, args: tuple[Any, ...]) -> i
         cur = await conn.execute(
             s(f"WITH d AS (DELETE FROM {{s}}.jobs WHERE seq IN (SELECT seq FROM {{s}}.jobs "
               f"WHERE {where} LIMIT {DELETE_CHUNK} FOR UPDATE SKIP LOCKED) "
-              "RETURNING queue, status, CASE WHEN fanin IS NULL THEN NULL ELSE id END AS parent) "
-              "SELECT queue, status, count(*), array_remove(array_agg(parent), NULL) FROM d "
+              "RETURNING queue, status, CASE WHEN fanin IS NULL THEN NULL ELSE id END AS parent, "
+              "CASE WHEN held THEN flow END AS hflow, started_at) "
+              "SELECT queue, status, count(*), array_remove(array_agg(parent), NULL), "
+              "array_agg(hflow) FILTER (WHERE hflow IS NOT NULL), "
+              "array_agg(started_at) FILTER (WHERE hflow IS NOT NULL) FROM d "
               "GROUP BY queue, status"),
             args,
         )  # fmt: skip
         rows = await cur.fetchall()
         n = sum(r[2] for r in rows)
-        await ops.write_deltas(conn, s, Counter({(q, st): -c for q, st, c, _ in rows}))
+        await ops.write_deltas(conn, s, Counter({(q, st): -c for q, st, c, *_ in rows}))
+        held = [(r[0], f, None, st) for r in rows if r[4] for f, st in zip(r[4], r[5], strict=True)]
+        if held:  # a cancelled attempt still running held its gates' slots: deleting frees them
+            await flows.lock(conn, s, {h[0] for h in held})
+            t = await ops.now(conn)
+            await flows.settle(conn, s, t, held)
         parents = [p for r in rows for p in r[3]]
         if parents:  # a deleted parent's edges go with it
             await fanin.forget(conn, s, parents)

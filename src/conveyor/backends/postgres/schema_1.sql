@@ -49,7 +49,8 @@ CREATE TABLE {s}.jobs (
   await_data       text,
   input            text,
   resumes          integer NOT NULL DEFAULT 0,
-  fanin            text
+  fanin            text,
+  held             boolean NOT NULL DEFAULT false
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02,
         autovacuum_vacuum_insert_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 CREATE UNIQUE INDEX jobs_seq ON {s}.jobs (seq);
@@ -129,14 +130,51 @@ CREATE TABLE {s}.workers (
   tasks       text NOT NULL DEFAULT '[]'
 );
 
--- ctx.limit() rate gates (queue ''): GCRA theoretical arrival time.
+-- Flow control (docs/architecture.md "Flow control"; the same model as SQLite's): a gate is a
+-- queue-scoped limit, its rule (spec JSON) and state; queue '' holds the ctx.limit() gates.
+-- Every change of a queue's gates and flows happens under that queue's flow lock (an advisory
+-- transaction lock, `flows.lock`): flow-controlled claims of one queue take turns, as on SQLite;
+-- unlimited jobs never take it.
 CREATE TABLE {s}.gates (
-  queue  text NOT NULL,
-  name   text NOT NULL,
-  spec   text NOT NULL,
-  tat    double precision NOT NULL DEFAULT 0,
+  queue   text NOT NULL,
+  name    text NOT NULL,
+  spec    text NOT NULL,
+  tat     double precision NOT NULL DEFAULT 0,
+  active  integer NOT NULL DEFAULT 0,
+  state   text NOT NULL DEFAULT 'closed',
+  fails   integer NOT NULL DEFAULT 0,
+  until   double precision,
+  probe   integer NOT NULL DEFAULT 0,
+  wstart  double precision NOT NULL DEFAULT 0,
+  wcalls  integer NOT NULL DEFAULT 0,
+  wfails  integer NOT NULL DEFAULT 0,
+  waiters integer NOT NULL DEFAULT 0,
   PRIMARY KEY (queue, name)
 );
+
+-- One row per flow: its head job's claim score ((100 - priority) * 2^40 + seq; NULL = no ready
+-- job) and why it is set aside (a rate/breaker gate until a time, or a full concurrency gate).
+CREATE TABLE {s}.flows (
+  queue         text NOT NULL,
+  flow          text NOT NULL,
+  head          bigint,
+  blocked_until double precision,
+  wait_gate     text,
+  PRIMARY KEY (queue, flow)
+);
+CREATE INDEX flows_ready ON {s}.flows (queue, head)
+  WHERE head IS NOT NULL AND blocked_until IS NULL AND wait_gate IS NULL;
+CREATE INDEX flows_heads ON {s}.flows (queue) WHERE head IS NOT NULL;
+CREATE INDEX flows_waiting ON {s}.flows (queue, wait_gate, head) WHERE wait_gate IS NOT NULL;
+-- Ready jobs of one flow, in claim order; due scheduled flow jobs (promoted under the lock).
+CREATE INDEX jobs_flow ON {s}.jobs (queue, flow, priority DESC, seq)
+  WHERE status = 'queued' AND flow IS NOT NULL;
+CREATE INDEX jobs_scheduled_flow ON {s}.jobs (queue, scheduled_for)
+  WHERE status = 'scheduled' AND flow IS NOT NULL;
+-- Cancelled attempts of flow jobs still running (jobs.held): they hold their gates' slots until
+-- they end or their lease expires. A flag of its own, not lease_expires_at: a column in an
+-- index predicate would make every lease renewal a non-HOT update.
+CREATE INDEX jobs_held ON {s}.jobs (queue) WHERE held;
 
 CREATE TABLE {s}.paused_queues (
   queue text PRIMARY KEY,
