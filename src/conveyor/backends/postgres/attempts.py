@@ -307,6 +307,16 @@ async def set_progress(
     return await cur.fetchone() is not None
 
 
+async def any_expired(conn: Conn, s: Schema) -> bool:
+    """Whether an active or held attempt's lease expired (one statement, no lock)."""
+    cur = await conn.execute(
+        s(f"SELECT EXISTS (SELECT 1 FROM {{s}}.jobs WHERE status = 'active' "
+          f"AND lease_expires_at < {NOW}) OR EXISTS (SELECT 1 FROM {{s}}.jobs WHERE held "
+          f"AND lease_expires_at < {NOW})")
+    )  # fmt: skip
+    return bool((await cur.fetchone())[0])
+
+
 async def recover(conn: Conn, s: Schema) -> list[Recovered]:
     """Expired leases: back to ``queued`` (a stall, the attempt not charged) or, past
     ``max_stalls``, failed for good through `_end_failed`. Rows are locked with SKIP LOCKED:

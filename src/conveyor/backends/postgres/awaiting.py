@@ -16,7 +16,7 @@ from ..awaiting import AWAIT_TIMEOUT
 from ..base import Recovered
 from . import batches as bt
 from . import jobs as ops
-from .sql import Conn, Schema
+from .sql import NOW, Conn, Schema
 
 if TYPE_CHECKING:
     from ..outcomes import Encoded
@@ -94,8 +94,8 @@ _DUE = (
 
 
 async def any_due(conn: Conn, s: Schema) -> bool:
-    t = await ops.now(conn)
-    cur = await conn.execute(s(f"SELECT 1 {_DUE} LIMIT 1"), (t,))
+    """Whether an awaiting job is past its deadline (one probe of ``jobs_await_due``)."""
+    cur = await conn.execute(s(f"SELECT 1 {_DUE.replace('%s', NOW)} LIMIT 1"))
     return await cur.fetchone() is not None
 
 

@@ -279,7 +279,11 @@ class PostgresBackend:
         return await self._call(self._op(fanin.expire))
 
     async def recover_expired(self) -> list[Recovered]:
-        out = await self._call(self._op(fanin.recover))
+        # Every worker runs this every maintenance pass: one read first (expired leases of
+        # active or held attempts, through jobs_active / jobs_held), a transaction only if any.
+        out: list[Recovered] = []
+        if await self._call(self._op(attempts.any_expired), tx=False):
+            out = await self._call(self._op(fanin.recover))
         await self._call(self._op(reads.fold_counts), tx=False)  # the periodic fold
         return out
 

@@ -36,7 +36,8 @@ ON CONFLICT (queue, status) DO UPDATE SET n = counts.n + excluded.n
 
 
 async def fold_counts(conn: Conn, s: Schema) -> None:
-    """Fold count deltas into ``counts`` (each call up to 50,000 deltas)."""
+    """Fold count deltas into ``counts`` (each call up to 50,000 deltas; nothing is locked
+    or written when there are none)."""
     await conn.execute(s(_FOLD))
 
 
