@@ -266,7 +266,17 @@ class PostgresServer:
 
     def stop(self, sig: int = signal.SIGQUIT) -> None:
         """SIGQUIT to the postmaster: the server's immediate shutdown (what ``pg_ctl stop -m
-        immediate`` sends); SIGKILL to simulate a crash."""
+        immediate`` sends); SIGKILL to simulate a crash: every server process is killed (the
+        backends too, as in a crash of the server; a new postmaster refuses to start while
+        backends of the old one still hold its shared memory)."""
+        if sig == signal.SIGKILL and self.proc is not None and self.proc.poll() is None:
+            import psutil
+
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:  # it ended meanwhile
+                    pass
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

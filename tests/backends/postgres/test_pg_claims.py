@@ -7,7 +7,7 @@ import psycopg
 
 from conveyor import Conveyor
 from conveyor.backends.base import ClaimParams
-from conveyor.backends.postgres.jobs import _CLAIM, caps
+from conveyor.backends.postgres.jobs import _CLAIM, _PROMOTE, caps
 from tests.backends.postgres.conftest import plain
 
 
@@ -32,9 +32,13 @@ async def test_the_claim_reads_the_partial_index_of_ready_jobs(pg_url: str) -> N
             plan = "\n".join(
                 r[0] for r in conn.execute("EXPLAIN " + backend.s(_CLAIM), args).fetchall()
             )
-    # Then it reads ready jobs through jobs_ready and due ones through jobs_scheduled, and the
-    # jobs table itself only by its seq index
+            promote = "\n".join(
+                r[0] for r in conn.execute("EXPLAIN " + backend.s(_PROMOTE), args).fetchall()
+            )
+    # Then it reads ready jobs through jobs_ready and the jobs table itself only by its seq
+    # index; due scheduled jobs are promoted through jobs_scheduled
     assert "jobs_ready" in plan, plan
-    assert "jobs_scheduled" in plan, plan
     assert "Seq Scan on jobs" not in plan, plan
+    assert "jobs_scheduled" in promote, promote
+    assert "Seq Scan on jobs" not in promote, promote
     await app.close()

@@ -257,11 +257,6 @@ cand AS (
   SELECT c.seq, c.priority, 'queued' AS was FROM q CROSS JOIN LATERAL (
     SELECT seq, priority FROM {{s}}.jobs WHERE status = 'queued' AND flow IS NULL
     AND queue = q.name ORDER BY priority DESC, seq LIMIT q.cap FOR UPDATE SKIP LOCKED) c
-  UNION ALL
-  SELECT d.seq, d.priority, 'scheduled' FROM q CROSS JOIN t CROSS JOIN LATERAL (
-    SELECT seq, priority FROM {{s}}.jobs WHERE status = 'scheduled' AND queue = q.name
-    AND flow IS NULL AND scheduled_for <= t.now ORDER BY scheduled_for LIMIT q.cap
-    FOR UPDATE SKIP LOCKED) d
 ),
 best AS (SELECT seq, was FROM cand ORDER BY priority DESC, seq LIMIT %(limit)s),
 claimed AS (
@@ -282,6 +277,20 @@ cnt AS (
 )
 SELECT * FROM claimed ORDER BY priority DESC, seq
 """
+# Due scheduled jobs (delays, retry backoffs) become queued first, in their own statement of
+# the same pipeline (so the claim's snapshot sees them, and they compete by priority like any
+# ready job); rows another promoter holds are skipped.
+_PROMOTE = f"""
+WITH p AS (
+  UPDATE {{s}}.jobs SET status = 'queued' WHERE seq IN (
+    SELECT seq FROM {{s}}.jobs WHERE status = 'scheduled' AND flow IS NULL
+    AND queue = ANY(%(queues)s) AND scheduled_for <= {NOW} FOR UPDATE SKIP LOCKED)
+  RETURNING queue
+)
+INSERT INTO {{s}}.count_deltas (queue, status, n)
+SELECT queue, 'queued', count(*) FROM p GROUP BY queue
+UNION ALL SELECT queue, 'scheduled', -count(*) FROM p GROUP BY queue
+"""
 _PROBE = f"""
 SELECT {_FLOWS}, (SELECT min(d.due) FROM unnest(%(queues)s::text[]) AS q(name)
   CROSS JOIN LATERAL (SELECT scheduled_for AS due FROM {{s}}.jobs WHERE status = 'scheduled'
@@ -295,19 +304,21 @@ def caps(p: ClaimParams) -> dict[str, int]:
 
 
 async def claim(conn: Conn, s: Schema, p: ClaimParams) -> ClaimResult:
-    """One statement (autocommit): take up to ``limit`` ready jobs (and due scheduled ones,
-    which become active directly) of the queues not paused, highest priority first then FIFO,
-    skipping rows other claimers hold (``FOR UPDATE SKIP LOCKED``); write their ``started``
-    events and count deltas. A probe sent in the same round trip (pipeline) says whether a
-    queue has flows (then the flow path runs, in a transaction) and the next due time."""
+    """One round trip (a pipeline of three autocommit statements): due scheduled jobs become
+    queued; one statement takes up to ``limit`` ready jobs of the queues not paused, highest
+    priority first then FIFO, skipping rows other claimers hold (``FOR UPDATE SKIP LOCKED``),
+    and writes their ``started`` events and count deltas; a probe says whether a queue has
+    flows (then the flow path runs, in a transaction) and the next due time."""
     cap = caps(p)
     args = {"queues": list(cap), "caps": list(cap.values()), "limit": p.limit, "worker": p.worker}
     pipeline = getattr(conn, "pipeline", None)
     if pipeline is not None:
         async with pipeline():
+            await conn.execute(s(_PROMOTE), args)
             c1 = await conn.execute(s(_CLAIM), args)
             c2 = await conn.execute(s(_PROBE), args)
     else:  # pragma: no cover - claims always run on pooled async connections
+        await conn.execute(s(_PROMOTE), args)
         c1 = await conn.execute(s(_CLAIM), args)
         c2 = await conn.execute(s(_PROBE), args)
     rows = await c1.fetchall()
