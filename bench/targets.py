@@ -455,8 +455,9 @@ def postgres_table_stats(url: str) -> dict[str, Any]:
             "FROM pg_stat_user_tables WHERE schemaname = %s AND relname = 'jobs'",
             (opts.schema,),
         ).fetchone() or (0, 0, 0, 0)
-    return {"store_bytes": int(size), "pg_jobs_live": row[0], "pg_jobs_dead": row[1],
-            "pg_jobs_bytes": row[2], "pg_autovacuums": row[3]}  # fmt: skip
+        rows = c.execute(f"SELECT count(*) FROM {opts.schema}.jobs").fetchone()[0]
+    return {"store_bytes": int(size), "pg_jobs_rows": rows, "pg_jobs_live": row[0],
+            "pg_jobs_dead": row[1], "pg_jobs_bytes": row[2], "pg_autovacuums": row[3]}  # fmt: skip
 
 
 def command_stats(url: str) -> dict[str, tuple[int, int]]:

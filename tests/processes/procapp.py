@@ -80,15 +80,19 @@ def _die_after_finish() -> None:
         await settle(self, job_ids, worker)
 
     Attempts._settle = redis_settle  # type: ignore[method-assign]
-    for name in ("finish_jobs", "finish_and_claim"):
-        original = getattr(SqliteBackend, name)
+    from conveyor.backends.postgres import PostgresBackend
 
-        async def after(self, worker, outcomes, *rest, _original=original):
-            out = await _original(self, worker, outcomes, *rest)
-            die_if_last([o.job_id for o in outcomes])
-            return out
+    # SQLite and PostgreSQL fire the callbacks in the finish's own transaction: die after it.
+    for cls in (SqliteBackend, PostgresBackend):
+        for name in ("finish_jobs", "finish_and_claim"):
+            original = getattr(cls, name)
 
-        setattr(SqliteBackend, name, after)
+            async def after(self, worker, outcomes, *rest, _original=original):
+                out = await _original(self, worker, outcomes, *rest)
+                die_if_last([o.job_id for o in outcomes])
+                return out
+
+            setattr(cls, name, after)
 
 
 if os.environ.get("PROC_DIE_AFTER_FINISH") == "1":

@@ -48,6 +48,49 @@ cnt AS (
 )
 SELECT id, batch, now, parent IS NOT NULL, queue, flow, started_at FROM done
 """
+# The acknowledgement of plain completions (no batch record, parent, flow, chain, cost) as one
+# autocommit statement: it needs nothing else in its transaction, so it rides in the claim's
+# pipeline (`Backend.finish_and_claim`: one round trip per worker round). Jobs it leaves
+# (another kind, or no longer held) go through `finish`.
+PLAIN_COMPLETE = f"""
+WITH t AS (SELECT {NOW} AS now),
+o AS (SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(results)s::text[])
+      AS o(id, token, result)),
+done AS (
+  UPDATE {{s}}.jobs j SET status = 'completed', result = o.result, finished_at = t.now,
+    error = NULL, lease_expires_at = NULL
+  FROM o, t WHERE j.id = o.id AND j.token = o.token AND j.status = 'active'
+  AND j.batch IS NULL AND j.parent IS NULL AND j.flow IS NULL
+  RETURNING j.id, j.queue, j.task, j.tenant, j.seq, t.now
+),
+ev AS (
+  INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time)
+  SELECT 'completed', id, queue, task, tenant, now FROM done ORDER BY seq
+),
+cnt AS (
+  INSERT INTO {{s}}.count_deltas (queue, status, n)
+  SELECT queue, 'active', -count(*) FROM done GROUP BY queue
+  UNION ALL SELECT queue, 'completed', count(*) FROM done GROUP BY queue
+)
+SELECT id FROM done
+"""
+
+
+def plain_args(outcomes: Sequence[Outcome]) -> dict[str, Any] | None:
+    """The arguments of `PLAIN_COMPLETE`, or None when an outcome is not a plain completion
+    (it fails, awaits, hands over, reports a cost, or its result cannot be stored)."""
+    rows = []
+    for o in outcomes:
+        if o.kind is not OutcomeKind.COMPLETED or o.then or o.cost or o.fanout is not None:
+            return None
+        enc = encode(o)
+        if enc.kind is not OutcomeKind.COMPLETED:
+            return None
+        rows.append((enc.job_id, enc.token, enc.result))
+    ids, tokens, results = arrays(rows, 3)
+    return {"ids": ids, "tokens": tokens, "results": results}
+
+
 _RETRY = (
     "UPDATE {s}.jobs SET status = %s, scheduled_for = %s, error = %s, lease_expires_at = NULL, "
     "worker = NULL, progress = NULL WHERE id = %s AND token = %s AND status = 'active' "

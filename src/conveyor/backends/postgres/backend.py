@@ -242,8 +242,19 @@ class PostgresBackend:
     async def finish_and_claim(
         self, worker: str, outcomes: Sequence[Outcome], params: ClaimParams
     ) -> tuple[list[str], ClaimResult]:
-        lost = await self.finish_jobs(worker, outcomes)
-        return lost, await self.claim_jobs(params)
+        plain = attempts.plain_args(outcomes) if outcomes else None
+        if plain is None:
+            lost = await self.finish_jobs(worker, outcomes)
+            return lost, await self.claim_jobs(params)
+        # The steady state: plain completions and the next claim in one round trip; what the
+        # plain statement left (jobs of batches, children, flows, or not held) is finished
+        # the full way after.
+        acked: list[str] = []
+        res = await self._call(self._op(ops.claim), params, (attempts.PLAIN_COMPLETE, plain),
+                               acked, tx=False)  # fmt: skip
+        done = set(acked)
+        rest = [o for o in outcomes if o.job_id not in done]
+        return (await self.finish_jobs(worker, rest) if rest else []), res
 
     async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
         return await self._call(self._op(attempts.release), jobs)

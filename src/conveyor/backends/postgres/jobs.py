@@ -303,17 +303,28 @@ def caps(p: ClaimParams) -> dict[str, int]:
     return {q: min(p.limit, ql.get(q, p.limit)) for q in p.queues}
 
 
-async def claim(conn: Conn, s: Schema, p: ClaimParams) -> ClaimResult:
+async def claim(
+    conn: Conn,
+    s: Schema,
+    p: ClaimParams,
+    before: tuple[str, Any] | None = None,
+    acked: list[str] | None = None,
+) -> ClaimResult:
     """One round trip (a pipeline of three autocommit statements): due scheduled jobs become
     queued; one statement takes up to ``limit`` ready jobs of the queues not paused, highest
     priority first then FIFO, skipping rows other claimers hold (``FOR UPDATE SKIP LOCKED``),
     and writes their ``started`` events and count deltas; a probe says whether a queue has
-    flows (then the flow path runs, in a transaction) and the next due time."""
+    flows (then the flow path runs, in a transaction) and the next due time. ``before``: a
+    statement sent first in the same pipeline (the plain acknowledgements of
+    `attempts.PLAIN_COMPLETE`); the first column of its rows goes to ``acked``."""
     cap = caps(p)
     args = {"queues": list(cap), "caps": list(cap.values()), "limit": p.limit, "worker": p.worker}
     pipeline = getattr(conn, "pipeline", None)
+    first = None
     if pipeline is not None:
         async with pipeline():
+            if before is not None:  # a worker's acknowledgements, in the same round trip
+                first = await conn.execute(s(before[0]), before[1])
             await conn.execute(s(_PROMOTE), args)
             c1 = await conn.execute(s(_CLAIM), args)
             c2 = await conn.execute(s(_PROBE), args)
@@ -321,6 +332,8 @@ async def claim(conn: Conn, s: Schema, p: ClaimParams) -> ClaimResult:
         await conn.execute(s(_PROMOTE), args)
         c1 = await conn.execute(s(_CLAIM), args)
         c2 = await conn.execute(s(_PROBE), args)
+    if first is not None and acked is not None:
+        acked.extend(r[0] for r in await first.fetchall())
     rows = await c1.fetchall()
     has_flows, due = await c2.fetchone()
     if has_flows and len(rows) < p.limit:
