@@ -4,8 +4,9 @@ claim's queues' flow locks, take jobs from unlimited candidates and claimable fl
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -42,43 +43,64 @@ SELECT * FROM claimed
 """
 
 
-async def _promote(conn: Conn, s: Schema, now: float, queues: Sequence[str]) -> None:
-    """Due scheduled flow jobs become queued (their flows' heads refreshed)."""
-    cur = await conn.execute(
-        s("WITH p AS (UPDATE {s}.jobs SET status = 'queued' WHERE status = 'scheduled' "
-          "AND queue = ANY(%s) AND flow IS NOT NULL AND scheduled_for <= %s RETURNING queue, flow) "
-          "SELECT queue, flow, count(*) FROM p GROUP BY queue, flow"),
-        (list(queues), now),
-    )  # fmt: skip
-    rows = await cur.fetchall()
-    if rows:
-        from .jobs import write_deltas
-
-        deltas: Counter[tuple[str, str]] = Counter()
-        for q, _, n in rows:
-            deltas[(q, "queued")] += n
-            deltas[(q, "scheduled")] -= n
-        await write_deltas(conn, s, deltas)
-        await fl.refresh_heads(conn, s, [(q, f) for q, f, _ in rows])
+_PROMOTE = f"""
+WITH p AS (UPDATE {{s}}.jobs SET status = 'queued' WHERE status = 'scheduled'
+  AND queue = ANY(%s) AND flow IS NOT NULL AND scheduled_for <= {NOW} RETURNING queue, flow)
+SELECT queue, flow, count(*) FROM p GROUP BY queue, flow
+"""
+_UNBLOCK = f"""
+UPDATE {{s}}.flows SET blocked_until = NULL WHERE queue = ANY(%s) AND blocked_until <= {NOW}
+"""
+_UNLIMITED = f"""
+SELECT {SCORE}, seq FROM {{s}}.jobs WHERE status = 'queued' AND queue = %(q)s
+AND flow IS NULL AND NOT EXISTS (SELECT 1 FROM {{s}}.paused_queues WHERE queue = %(q)s)
+ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED
+"""
 
 
 async def claim(conn: Conn, s: Schema, p: ClaimParams, caps: dict[str, int]) -> ClaimResult:
-    """The claim when a queue of the claim has flows (the caller's transaction)."""
-    await fl.lock(conn, s, caps)
-    cur = await conn.execute(f"SELECT {NOW}")
-    now = float((await cur.fetchone())[0])
-    cur = await conn.execute(s("SELECT queue FROM {s}.paused_queues WHERE queue = ANY(%s)"),
-                             (list(caps),))  # fmt: skip
-    for (q,) in await cur.fetchall():
+    """The claim when a queue of the claim has flows (the caller's transaction). Its first
+    statements (the flow locks, the clock and paused queues, due flow jobs promoted, set-aside
+    flows whose time came released, unlimited candidates) go out in one pipeline."""
+    queues = list(caps)
+    pipeline = getattr(conn, "pipeline", None)
+    async with pipeline() if pipeline is not None else _nothing():
+        for q in sorted(queues):
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{s.name}:flow:{q}",)
+            )
+        c_now = await conn.execute(
+            s(f"SELECT {NOW}, ARRAY(SELECT queue FROM {{s}}.paused_queues WHERE queue = ANY(%s))"),
+            (queues,),
+        )
+        c_prom = await conn.execute(s(_PROMOTE), (queues,))
+        await conn.execute(s(_UNBLOCK), (queues,))
+        c_un = [
+            (q, await conn.execute(s(_UNLIMITED), {"q": q, "n": cap}))
+            for q, cap in caps.items()
+            if cap > 0
+        ]
+    now_row = await c_now.fetchone()
+    now = float(now_row[0])
+    for q in now_row[1]:
         caps[q] = 0
     live = [q for q in p.queues if caps.get(q, 0) > 0]
-    await _promote(conn, s, now, live)
-    await conn.execute(
-        s("UPDATE {s}.flows SET blocked_until = NULL WHERE queue = ANY(%s) "
-          "AND blocked_until <= %s"),
-        (live, now),
-    )  # fmt: skip
-    unlimited = await _unlimited(conn, s, caps)
+    promoted = await c_prom.fetchall()
+    if promoted:
+        from .jobs import write_deltas
+
+        deltas: Counter[tuple[str, str]] = Counter()
+        for q, _, n in promoted:
+            deltas[(q, "queued")] += n
+            deltas[(q, "scheduled")] -= n
+        await write_deltas(conn, s, deltas)
+        await fl.refresh_heads(conn, s, [(q, f) for q, f, _ in promoted])
+    unlimited: list[tuple[int, int, str]] = []
+    for q, cur in c_un:
+        rows_q = await cur.fetchall()
+        if caps[q] > 0:
+            unlimited += [(score, seq, q) for score, seq in rows_q]
+    unlimited.sort()
     fc = FlowClaim(conn, s, now, p.worker, dict(caps), p.limit)
     take_u, rows = await fc.run(unlimited)
     if take_u:
@@ -96,6 +118,11 @@ async def claim(conn: Conn, s: Schema, p: ClaimParams, caps: dict[str, int]) -> 
     return ClaimResult([row_to_job(r[1:]) for r in rows], due, limited)
 
 
+@contextlib.asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
 async def next_due(conn: Conn, s: Schema, queues: Sequence[str]) -> float | None:
     """The earliest due scheduled job or set-aside flow's permitted time of ``queues``."""
     cur = await conn.execute(
@@ -106,20 +133,6 @@ async def next_due(conn: Conn, s: Schema, queues: Sequence[str]) -> float | None
         {"q": list(queues)},
     )  # fmt: skip
     return (await cur.fetchone())[0]
-
-
-async def _unlimited(conn: Conn, s: Schema, caps: dict[str, int]) -> list[tuple[int, int, str]]:
-    cands: list[tuple[int, int, str]] = []
-    for q, cap in caps.items():
-        if cap > 0:
-            cur = await conn.execute(
-                s(f"SELECT {SCORE}, seq FROM {{s}}.jobs WHERE status = 'queued' AND queue = %s "
-                  "AND flow IS NULL ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED"),
-                (q, cap),
-            )  # fmt: skip
-            cands += [(score, seq, q) for score, seq in await cur.fetchall()]
-    cands.sort()
-    return cands
 
 
 class FlowClaim:
