@@ -445,6 +445,8 @@ def postgres_table_stats(url: str) -> dict[str, Any]:
 
     opts = parse_postgres_url(url)
     with psycopg.connect(opts.conninfo, autocommit=True) as c:
+        if c.execute("SELECT to_regclass(%s)", (f"{opts.schema}.jobs",)).fetchone()[0] is None:
+            return {"store_bytes": 0}  # not created yet (the app creates it when it opens)
         size = c.execute(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",

@@ -189,6 +189,8 @@ class PostgresBackend:
     ) -> EnqueueResult:
         if connection is not None:
             return await self._in_caller(connection, ops.enqueue, jobs, max_queued)
+        if ops.plain(jobs, max_queued):  # one statement, one round trip
+            return await self._call(self._op(ops.enqueue_plain), jobs, tx=False)
         return await self._call(self._op(ops.enqueue), jobs, max_queued)
 
     async def enqueue_batch(

@@ -58,6 +58,48 @@ SELECT (SELECT count(*) FROM woke), array_agg(id),
   array_agg(queue) FILTER (WHERE flow IS NOT NULL AND status = 'queued'),
   array_agg(flow) FILTER (WHERE flow IS NOT NULL AND status = 'queued') FROM ins
 """
+_INSERT_PLAIN = f"""
+WITH t AS (SELECT {NOW} AS now),
+u AS (
+  SELECT * FROM unnest(%(id)s::text[], %(queue)s::text[], %(task)s::text[], %(payload)s::text[],
+    %(priority)s::int[], %(max_attempts)s::int[], %(max_stalls)s::int[], %(timeout)s::float8[],
+    %(lease)s::float8[], %(tenant)s::text[], %(batch)s::text[], %(workflow)s::text[],
+    %(parent)s::text[], %(ikey)s::text[], %(due)s::float8[], %(meta)s::text[], %(step)s::text[],
+    %(steps)s::int[], %(flow)s::text[]) WITH ORDINALITY
+    AS u(id, queue, task, payload, priority, max_attempts, max_stalls, timeout, lease, tenant,
+         batch, workflow, parent, ikey, delay, meta, step, steps, flow, n)
+),
+r AS (SELECT u.*, CASE WHEN u.delay > 0 THEN t.now + u.delay END AS due FROM u, t),
+ins AS (
+  INSERT INTO {{s}}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
+    timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
+    meta, step, steps, flow)
+  SELECT id, queue, task, payload, priority,
+    CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
+    lease, tenant, batch, workflow, parent, ikey, (SELECT now FROM t), due, meta, step, steps, flow
+  FROM r ORDER BY n
+  ON CONFLICT DO NOTHING
+  RETURNING id, queue, task, tenant, status, scheduled_for, flow
+),
+ev AS (
+  INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
+  SELECT CASE WHEN status = 'queued' THEN 'enqueued' ELSE 'scheduled' END, id, queue, task,
+    tenant, (SELECT now FROM t),
+    CASE WHEN scheduled_for IS NULL THEN NULL ELSE json_build_object('due', scheduled_for)::text END
+  FROM ins
+),
+cnt AS (
+  INSERT INTO {{s}}.count_deltas (queue, status, n)
+  SELECT queue, status, count(*) FROM ins GROUP BY queue, status
+),
+woke AS (
+  SELECT pg_notify(%(channel)s, 'w:' || queue) FROM (SELECT DISTINCT queue FROM ins
+  WHERE status = 'queued') q
+)
+SELECT (SELECT now FROM t), (SELECT count(*) FROM woke), array_agg(id),
+  array_agg(queue) FILTER (WHERE flow IS NOT NULL AND status = 'queued'),
+  array_agg(flow) FILTER (WHERE flow IS NOT NULL AND status = 'queued') FROM ins
+"""
 
 
 def add_deltas(rows: Iterable[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
@@ -179,6 +221,34 @@ async def enqueue(
     return EnqueueResult(ids, created, t)
 
 
+def plain(jobs: Sequence[NewJob], max_queued: Mapping[str, int] | None) -> bool:
+    """Whether `enqueue_plain` can store ``jobs``: no idempotency key, flow or enforced
+    ``max_queued``, and no id twice."""
+    return (
+        all(j.idempotency_key is None and j.flow is None for j in jobs)
+        and not (max_queued and any(j.queue in max_queued for j in jobs))
+        and len({j.id for j in jobs}) == len(jobs)
+    )
+
+
+async def enqueue_plain(conn: Conn, s: Schema, jobs: Sequence[NewJob]) -> EnqueueResult:
+    """`enqueue` in one statement (autocommit: one round trip) for jobs that need no checks
+    before the insert (`plain`): the clock is read by the statement, an id stored already (a
+    spool's resend) is not stored again and reported as not created."""
+    rows = [
+        (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
+         j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, j.delay, j.meta,
+         j.step, j.steps, j.flow)
+        for j in jobs
+    ]  # fmt: skip
+    args: dict[str, Any] = dict(zip(_NAMES, arrays(rows, len(_NAMES)), strict=True))
+    args["channel"] = s.channel
+    cur = await conn.execute(s(_INSERT_PLAIN), args)
+    row = await cur.fetchone()
+    inserted = set(row[2] or ())
+    return EnqueueResult([j.id for j in jobs], [j.id in inserted for j in jobs], float(row[0]))
+
+
 def _repeated(ids: list[str], stored: set[str]) -> set[int]:
     seen: dict[str, int] = {}
     out: set[int] = set()
@@ -201,6 +271,11 @@ async def _keys(
     return {(q, t, k): job_id for q, t, k, job_id in await cur.fetchall()}
 
 
+_NAMES = ("id", "queue", "task", "payload", "priority", "max_attempts", "max_stalls", "timeout",
+          "lease", "tenant", "batch", "workflow", "parent", "ikey", "due", "meta", "step", "steps",
+          "flow")  # fmt: skip
+
+
 async def _insert(conn: Conn, s: Schema, jobs: Sequence[NewJob], t: float) -> set[str]:
     rows = [
         (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
@@ -208,10 +283,7 @@ async def _insert(conn: Conn, s: Schema, jobs: Sequence[NewJob], t: float) -> se
          t + j.delay if j.delay > 0 else None, j.meta, j.step, j.steps, j.flow)
         for j in jobs
     ]  # fmt: skip
-    names = ("id", "queue", "task", "payload", "priority", "max_attempts", "max_stalls",
-             "timeout", "lease", "tenant", "batch", "workflow", "parent", "ikey", "due", "meta",
-             "step", "steps", "flow")  # fmt: skip
-    args: dict[str, Any] = dict(zip(names, arrays(rows, len(names)), strict=True))
+    args: dict[str, Any] = dict(zip(_NAMES, arrays(rows, len(_NAMES)), strict=True))
     args["now"], args["channel"] = t, s.channel
     cur = await conn.execute(s(_INSERT), args)
     row = await cur.fetchone()
