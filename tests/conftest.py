@@ -37,7 +37,10 @@ if TYPE_CHECKING:
 # tests.guards: CI strictness and the error watch (see its docstring); pytester tests the guards.
 pytest_plugins = ["pytester", "tests.guards"]
 
-#: Backends every conformance test runs on.
+#: Backends every conformance test runs on. ``postgres`` has a URL factory and passes the
+#: conformance suite (``CONVEYOR_TEST_BACKENDS=postgres``), but is not listed yet: every test
+#: parametrized by backend would also run on it, which the suite's CI time budget does not hold,
+#: and one process test (a rate limit across three workers) misses its 90% mark under load.
 BACKENDS = ["sqlite", "redis", "redis-cluster"]
 
 
