@@ -4,7 +4,7 @@ each round's completed jobs; after every round the jobs table's size, live and d
 autovacuum runs. Bounded bloat: the size stops growing after the first rounds (space freed by
 retention and vacuum is reused).
 
-    .venv/bin/python -m bench.pg_bloat --jobs 100000 --rounds 3
+    .venv/bin/python -m bench.pg_bloat --jobs 100000 --rounds 3 [--pause 70]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ async def _round(app: Conveyor, n: int, chunk: int) -> dict[str, float]:
             "drain_jobs_per_s": round(n / drain)}  # fmt: skip
 
 
-async def main(jobs: int, rounds: int, chunk: int) -> None:
+async def main(jobs: int, rounds: int, chunk: int, pause: float) -> None:
     target = PostgresTarget()
     try:
         url = target.fresh(Path(tempfile.mkdtemp()), "bloat")
@@ -50,7 +50,7 @@ async def main(jobs: int, rounds: int, chunk: int) -> None:
         print(json.dumps({"round": 0, **postgres_table_stats(url)}), flush=True)
         for r in range(1, rounds + 1):
             figures = await _round(app, jobs, chunk)
-            await asyncio.sleep(2.0)  # autovacuum's naptime is 60 s: this measures as-is
+            await asyncio.sleep(pause)  # autovacuum wakes every 60 s (autovacuum_naptime)
             print(json.dumps({"round": r, "jobs": jobs, **figures, **postgres_table_stats(url)}),
                   flush=True)  # fmt: skip
         await app.close()
@@ -63,5 +63,11 @@ if __name__ == "__main__":
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=1000)
+    ap.add_argument(
+        "--pause",
+        type=float,
+        default=2.0,
+        help="seconds after each round before measuring (70: autovacuum gets a turn)",
+    )
     a = ap.parse_args()
-    asyncio.run(main(a.jobs, a.rounds, a.chunk))
+    asyncio.run(main(a.jobs, a.rounds, a.chunk, a.pause))
