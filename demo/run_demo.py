@@ -9,7 +9,10 @@
 
 Meanwhile the HTTP API of the app is served in this process (`demo/api.py`: 127.0.0.1:8000, or a
 free port when 8000 is taken) with a demo admin key, both printed; the demo reads its health and
-stats through it before it stops.
+stats through it before it stops. Its dashboard serves the batch's progress page: the demo prints
+a read-only link to it (no login) right after enqueueing, waits ``DEMO_WAIT`` seconds (5 at a
+terminal, 0 otherwise) so that it can be opened before the workers start, and checks at the end
+that the page reads 100%.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from demo.enrich_app import app  # noqa: E402
 console = Console()
 PRIORITIES = {"critical": 20, "high": 10, "normal": 5, "low": 1}
 JOBS, WORKERS, CONCURRENCY, DEADLINE = 50, 2, 8, 25.0
+# Seconds between printing the batch page's link and starting the workers, so that the page can
+# be opened first: 5 at a terminal, 0 otherwise (CI); DEMO_WAIT overrides it.
+WAIT = float(os.environ.get("DEMO_WAIT", "5" if sys.stdout.isatty() else "0"))
 LABELS = {"active": "running", "scheduled": "backing off before a retry"}
 
 
@@ -147,8 +153,8 @@ async def main() -> int:
     fresh_store()
     async with serve_api(app) as api:
         announce(api)
-        ok = await run()
-        api_ok = await check_api(api)
+        ok, batch_id = await run(api)
+        api_ok = await check_api(api, batch_id)
     await app.close()
     ok = ok and api_ok
     console.print("[green]demo OK[/green]" if ok else "[red]demo FAILED[/red]")
@@ -160,25 +166,34 @@ def announce(api: DemoApi | None) -> None:
         console.print("(the HTTP API is not served: pip install 'conveyor[server]')")
         return
     console.print(f"HTTP API: {api.url} (docs {api.url}/docs), demo admin key: {api.key}\n"
+                  f"  dashboard: {api.url}/ (log in with the demo admin key)\n"
                   f"  try: curl -H 'Authorization: Bearer {api.key}' {api.url}/v1/stats",
                   soft_wrap=True, highlight=False)  # fmt: skip
 
 
-async def check_api(api: DemoApi | None) -> bool:
+async def check_api(api: DemoApi | None, batch_id: str) -> bool:
     if api is None:
         return True
     try:
         line = await api.check()
+        page = await api.check_batch_page(batch_id)
     except Exception as exc:
         console.print(f"[red]the HTTP API did not answer: {escape(repr(exc))}[/red]")
         return False
     console.print(line, highlight=False)
-    return "healthy=True" in line
+    console.print(page, highlight=False)
+    return "healthy=True" in line and ": 200, 100% done" in page
 
 
-async def run() -> bool:
+async def run(api: DemoApi | None) -> tuple[bool, str]:
     batch = await app.enqueue_many(items())
     console.print(f"enqueued {len(batch)} jobs in one call into {URL}", soft_wrap=True)
+    if api is not None:
+        console.print(f"batch progress page (read-only link, no login): {api.batch_link(batch.id)}",
+                      soft_wrap=True, highlight=False)  # fmt: skip
+        if WAIT > 0:  # time to open the link before the workers start
+            console.print(f"workers start in {WAIT:g} s (DEMO_WAIT=0 to skip)")
+            await asyncio.sleep(WAIT)
     logdir = Path(tempfile.mkdtemp(prefix="conveyor-demo-"))
     workers = start_workers(logdir / "workers.log")
     console.print(f"started {WORKERS} x python -m conveyor worker demo.enrich_app:app "
@@ -197,7 +212,7 @@ async def run() -> bool:
                 codes.append(w.wait())
     console.print(escape((logdir / "workers.log").read_text().strip()), style="dim", soft_wrap=True)
     shutil.rmtree(logdir, ignore_errors=True)
-    return await summary(batch.id, wall, codes)
+    return await summary(batch.id, wall, codes), batch.id
 
 
 if __name__ == "__main__":

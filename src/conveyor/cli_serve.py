@@ -89,6 +89,15 @@ def is_loopback(host: str) -> bool:
                    "own /metrics needs an admin key.")  # fmt: skip
 @click.option("--metrics-addr", default="127.0.0.1", show_default=True, metavar="ADDR",
               help="Address of the --metrics-port endpoint.")  # fmt: skip
+@click.option(
+    "--frame-ancestors",
+    default="'self'",
+    show_default=True,
+    metavar="SOURCES",
+    help="Who may embed the dashboard's batch progress page in an iframe (CSP "
+    "frame-ancestors), e.g. \"'self' https://app.example.com\".",
+)
+@click.option("--no-dashboard", is_flag=True, help="Serve the API only (no dashboard at /).")
 @click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
 @click.option("--log-level", type=LOG_LEVELS, default=None, help="Overrides the global one.")
 @click.pass_context
@@ -96,12 +105,14 @@ def serve(ctx: click.Context, app_spec: str | None, host: str, port: int, with_w
           concurrency: int, queues: str | None, shutdown_grace: float, no_auth: bool,
           upload_dir: Path | None, max_upload_mb: float, upload_ttl: float,
           upload_types: str | None, rate_limit: float, max_streams: int,
-          metrics_port: int | None, metrics_addr: str, access_log: bool,
-          log_level: str | None) -> None:  # fmt: skip
+          metrics_port: int | None, metrics_addr: str, frame_ancestors: str,
+          no_dashboard: bool, access_log: bool, log_level: str | None) -> None:  # fmt: skip
     """Serve the HTTP API of APP (module:attribute, as `conveyor worker`) until SIGTERM/SIGINT.
 
     Every route but /health needs an API key: create one with `conveyor keys create --admin`.
-    OpenAPI at /openapi.json, interactive docs at /docs."""
+    OpenAPI at /openapi.json, interactive docs at /docs. The dashboard is at / (log in with a
+    key); give every instance the same CONVEYOR_SECRET so that its logins and batch links
+    survive restarts and work on any instance."""
     logs.configure(log_level or logging.getLogger().level)
     if no_auth and not is_loopback(host):
         raise CliError(f"--no-auth is refused on --host {host}: it is not a loopback address, "
@@ -136,6 +147,9 @@ def serve(ctx: click.Context, app_spec: str | None, host: str, port: int, with_w
         rate_burst=max(1, int(rate_limit * 2)),
         metrics_port=metrics_port,
         metrics_addr=metrics_addr,
+        secret=os.environ.get("CONVEYOR_SECRET") or None,
+        frame_ancestors=tuple(frame_ancestors.split()),
+        dashboard=not no_dashboard,
     )
     if upload_dir is not None:
         settings.upload_dir = upload_dir
@@ -175,7 +189,8 @@ async def _run(server: Any, app: Conveyor, host: str, with_worker: bool, concurr
         shown = f"[{host}]" if ":" in host else host
         extra = f" with a worker (concurrency {concurrency})" if with_worker else ""
         metrics = getattr(api.state, "metrics_port", None)
-        _say(f"conveyor serve: http://{shown}:{port} (docs /docs){extra}; "
+        dash = ", dashboard /" if api.state.settings.dashboard else ""
+        _say(f"conveyor serve: http://{shown}:{port} (docs /docs{dash}){extra}; "
              f"{'NO AUTH (local development)' if no_auth else 'API keys required'}; "
              f"app tasks={','.join(app.tasks)} url={_redact(app.url)} pid={os.getpid()}"
              + (f"; metrics http://{api.state.settings.metrics_addr}:{metrics}/metrics"

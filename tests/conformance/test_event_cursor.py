@@ -180,6 +180,20 @@ async def test_events_filtered_by_queue_tenant_and_job(app: Conveyor) -> None:
     assert await _read_all(app, job_id="0" * 26) == []
 
 
+async def test_an_empty_filter_reads_like_no_filter(app: Conveyor) -> None:
+    # Given events of two tenants
+    _register_abc(app)
+    for tenant in ("x", None):
+        await app.enqueue("ta", {"i": 1}, tenant=tenant)
+    # When the log is read with an EventFilter whose fields are all None (a caller that builds
+    # its filter from optional parts: an admin's tenant scope is None)
+    everything = await _read_in_pages(app, 1000)
+    empty = await _read_in_pages(app, 1000, EventFilter())
+    # Then it reads every event, as without a filter
+    assert len(everything) == 2
+    assert [(e.job_id, e.type) for e in empty] == [(e.job_id, e.type) for e in everything]
+
+
 def _kw(where: EventFilter) -> dict[str, str]:
     return {k: v for k, v in (("queue", where.queue), ("tenant", where.tenant),
                               ("job_id", where.job_id)) if v is not None}  # fmt: skip

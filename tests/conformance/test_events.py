@@ -118,6 +118,14 @@ async def test_following_the_log_sees_new_events_from_now_on(app: Conveyor) -> N
                 return
 
     reader = asyncio.create_task(follow())
+
+    async def following() -> bool:
+        # The reader takes "now" at its first read, which a busy machine may delay past the
+        # enqueue below: a probe job per try until the reader has seen one
+        await t.enqueue(i=-1)
+        return bool(seen)
+
+    await eventually(following, interval=0.05, what="the reader to follow the log")
     # When a new job is enqueued and runs
     new = await t.enqueue(i=1)
     async with app.worker(concurrency=1):

@@ -448,19 +448,22 @@ async def test_reserve_rate_spaces_callers_in_turn(app: Conveyor) -> None:
 
 
 async def test_ctx_limit_inside_handlers(app: Conveyor) -> None:
-    # Given handlers that call a shared API through ctx.limit at 20/s
+    # Given handlers that call a shared API through ctx.limit at 10/s
     calls: list[float] = []
 
     @app.task
     async def t(ctx, i: int) -> None:  # type: ignore[no-untyped-def]
-        async with ctx.limit("api", "20/s"):
+        async with ctx.limit("api", "10/s"):
             calls.append(time.monotonic())
 
     await app.enqueue_many([("t", {"i": i}) for i in range(6)])
     async with app.worker(concurrency=6):
         await eventually(lambda: len(calls) == 6, timeout=5, what="6 calls")
+    # Then the six calls span five intervals, less half of one: the gate spaces the starts it
+    # grants on the store's clock, and the first handler may resume later than the last after
+    # its grant (a busy loop, a slow reply); a gate that let two through at once fails this
     calls.sort()
-    assert calls[-1] - calls[0] >= 5 * 0.05 - 0.01
+    assert calls[-1] - calls[0] >= 5 * 0.1 - 0.05, calls
 
 
 async def test_bad_limits_are_named(app: Conveyor) -> None:

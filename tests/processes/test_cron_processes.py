@@ -20,6 +20,9 @@ from tests.workers import ROOT, WorkerProcess, WorkerProcesses, subprocess_env
 
 pytestmark = pytest.mark.slow
 TICK_MS = round(PERIOD * 1000)
+#: A job's ``created_at`` is stamped when it is stored, after the scheduler read the clock to
+#: pick its tick: on a loaded machine tens of ms later, so a tick boundary may fall in between.
+STAMP_LAG_MS = 50
 
 
 class Cron:
@@ -108,11 +111,11 @@ async def test_a_scheduler_down_for_three_ticks_catches_up_per_its_policy(
     elif catch_up == "latest":
         # one job for the gap: the tick that was the latest due when it fired
         assert gap > 3 * TICK_MS, ticks
-        assert late < TICK_MS, (late, ticks)
+        assert late < TICK_MS + STAMP_LAG_MS, (late, ticks)
     else:
         # no missed tick fired: the first tick after the gap fired on time (half a period)
         assert gap > 3 * TICK_MS, ticks
-        assert late <= TICK_MS / 2 + 5, (late, ticks)
+        assert late <= TICK_MS / 2 + STAMP_LAG_MS, (late, ticks)
     # And the ticks after the restart's first are consecutive, each fired once
     assert all(b - a == TICK_MS for a, b in itertools.pairwise(after)), after
     assert len(set(ticks)) == len(ticks)

@@ -172,6 +172,16 @@ ROUTES: dict[tuple[str, str], Route] = {
         b=each_job("GET", "/v1/workflows/{job}"),
         sees=lambda w: w.done,
     ),
+    ("GET", "/v1/batches/{batch_id}/link"): Route(
+        # a read-only link to the dashboard's batch page, within the caller's tenant
+        own=lambda w: Call("GET", f"/v1/batches/{w.batch}/link"),
+        b=lambda w: [
+            Call("GET", f"/v1/batches/{w.batch}/link", NF),
+            # a batch with jobs of both: B's link is to its own jobs of it (the id is echoed)
+            Call("GET", f"/v1/batches/{w.mixed}/link", echoes=(w.mixed,)),
+        ],
+        sees=lambda w: w.batch,
+    ),
     ("GET", "/v1/batches/{batch_id}"): Route(
         own=lambda w: Call("GET", f"/v1/batches/{w.batch}"),
         b=lambda w: [

@@ -6,6 +6,7 @@ ERROR records are found in their output."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -74,31 +75,53 @@ def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     monkeypatch.setenv("PYTHONPATH", path)
     monkeypatch.delenv("CONVEYOR_TEST_BACKENDS", raising=False)
+    # Only the plugins the inner suite uses: the installed ones that load themselves (hypothesis,
+    # schemathesis) took ~3 s of each inner run's start (and of each xdist worker's)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makeini(
         "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        "addopts = -p pytest_asyncio.plugin -p xdist.plugin\n"
     )
     pytester.makepyfile(test_inner=INNER)
     return pytester
 
 
+#: A verbose outcome line, serial ("test_inner.py::name PASSED") or from an xdist worker
+#: ("[gw1] [ 12%] PASSED test_inner.py::name").
+_OUTCOME_LINE = re.compile(
+    r"^test_inner\.py::(?P<a>\w+) (?P<wa>PASSED|FAILED|SKIPPED|ERROR)\b"
+    r"|^\[gw\d+\] \[ *\d+%\] (?P<wb>PASSED|FAILED|SKIPPED|ERROR) test_inner\.py::(?P<b>\w+)"
+)
+
+
 def _outcomes(result: pytest.RunResult) -> dict[str, str]:
-    out = {}
+    """Each inner test's outcomes, in the order reported (P, F, S, E)."""
+    out: dict[str, str] = {}
     for line in result.outlines:
-        for word in ("PASSED", "FAILED", "SKIPPED", "ERROR"):
-            if line.startswith("test_inner.py::") and f" {word}" in line:
-                name = line.split("::")[1].split()[0]
-                out.setdefault(name, "")
-                out[name] += word[0]
+        m = _OUTCOME_LINE.match(line)
+        if m:
+            name, word = m["a"] or m["b"], m["wa"] or m["wb"]
+            out[name] = out.get(name, "") + word[0]
     return out
 
 
+#: The inner run serial, and spread over two pytest-xdist workers as `make test` runs the suite:
+#: the guards must hold in each worker process.
+XDIST = pytest.mark.parametrize("spread", [[], ["-n", "2"]], ids=["serial", "xdist"])
+
+
+@XDIST
 def test_errors_out_of_sight_fail_the_test_and_skips_fail_in_ci(
-    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, spread: list[str]
 ) -> None:
     # Given CI=true
     monkeypatch.setenv("CI", "true")
-    # When the inner tests run
-    result = inner.runpytest_subprocess("-p", "tests.guards", "-v", "-p", "no:cacheprovider")
+    # When the inner tests run (on two xdist workers, for the xdist case)
+    result = inner.runpytest_subprocess(
+        "-p", "tests.guards", "-v", "-p", "no:cacheprovider", *spread
+    )
+    if spread:
+        assert "[gw0]" in result.stdout.str() and "[gw1]" in result.stdout.str()
     # Then the skip failed, and so did each error nobody allowed (a task freed only by the
     # garbage collector is reported at teardown)
     assert _outcomes(result) == {
@@ -137,6 +160,7 @@ def test_without_ci_a_skip_is_a_skip(inner: pytest.Pytester, monkeypatch: pytest
         ["--deselect", "test_inner.py::test_skipped"],
         ["--ignore", "test_inner.py"],
         ["test_inner.py::test_skipped"],
+        ["-n", "2", "-k", "logs"],
     ],
 )
 def test_ci_refuses_to_run_less_than_the_suite(
@@ -146,6 +170,35 @@ def test_ci_refuses_to_run_less_than_the_suite(
     result = inner.runpytest_subprocess("-p", "tests.guards", "-p", "no:cacheprovider", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "CI=true runs the whole suite" in result.stderr.str()
+
+
+def test_a_module_skipped_at_collection_fails_in_ci(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given CI=true and a module that skips itself as it is imported
+    monkeypatch.setenv("CI", "true")
+    inner.makepyfile(
+        test_inner="import pytest\n\npytest.skip('no driver here', allow_module_level=True)\n"
+    )
+    # When the suite runs on two xdist workers, as `make test` runs it (the serial run takes the
+    # same hook)
+    result = inner.runpytest_subprocess("-p", "tests.guards", "-p", "no:cacheprovider", "-n", "2")
+    # Then the run fails on that skip, reported by the worker that collected it
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # (without CI=true: no tests collected)
+    assert "CI=true: skipped tests fail the run. Skipped: no driver here" in result.stdout.str()
+
+
+def test_ci_refuses_backends_that_drop_one(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given CI=true and CONVEYOR_TEST_BACKENDS without redis-cluster, with the suite's conftest
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("CONVEYOR_TEST_BACKENDS", "sqlite,redis")
+    # When the suite runs on two xdist workers, as `make test` runs it
+    result = inner.runpytest_subprocess("-p", "tests.conftest", "-p", "no:cacheprovider", "-n", "2")
+    # Then nothing runs: the run is refused, naming the dropped backend
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "CONVEYOR_TEST_BACKENDS drops ['redis-cluster']" in result.stderr.str()
 
 
 def test_worker_process_output_is_scanned_for_error_records(tmp_path: Path) -> None:

@@ -74,6 +74,29 @@ async def test_a_scheduler_down_for_several_ticks_catches_up_per_its_policy(
     assert await _keys(app) == [_key(1), *(_key(t) for t in fired_after_gap), _key(6)]
 
 
+async def test_a_tick_that_falls_due_during_a_pass_fires_on_time(
+    app: Conveyor, clock: FakeClock
+) -> None:
+    # Given a schedule every second that fires only on-time ticks, and a pass that decides at
+    # 1.05 s to fire tick 1 but is done storing its job only at 2.05 s (tick 2 is due by then)
+    @app.periodic(1.0, catch_up="skip")
+    async def tick() -> None: ...
+
+    scheduler = Scheduler(app.backend, app.catalog, on_fired=lambda: clock.advance(1.0))
+    await app.open()
+    await scheduler.run_once()
+    clock.advance(1.0)
+    # When the pass ends, it sleeps only until tick 2, which is due already
+    delay = await scheduler.run_once()
+    assert delay <= 0.002, delay
+    assert await _keys(app) == [_key(1)]
+    # Then the pass after that sleep fires tick 2 on time (a sleep until 3.002 s would have
+    # skipped it as missed)
+    clock.advance(delay)
+    await scheduler.run_once()
+    assert await _keys(app) == [_key(1), _key(2)]
+
+
 async def test_overlap_skip_fires_no_tick_while_the_previous_job_is_not_final(
     app: Conveyor, clock: FakeClock
 ) -> None:

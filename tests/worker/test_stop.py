@@ -124,7 +124,8 @@ async def test_stop_returns_when_the_store_fails_underneath(
 
 @pytest.mark.allow_errors(
     r"hung; cancelled it|took over \d+s; gave up|come back to the queue when their leases|"
-    r"not stored; those jobs run again|could not|(queue|outcomes|unregistering) failed"
+    r"not stored; those jobs run again|could not|(queue|outcomes|unregistering) failed|"
+    r"maintenance failed"  # its periodic pass may fall in the hang (seen under make test's load)
 )
 async def test_stop_returns_when_the_store_hangs(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

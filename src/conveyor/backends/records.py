@@ -32,6 +32,10 @@ class EventType(StrEnum):
     # A queue's pause flag changed (`Backend.set_queue_paused`); job_id is None, queue is set.
     QUEUE_PAUSED = "queue_paused"
     QUEUE_RESUMED = "queue_resumed"
+    # Someone steered jobs or queues through the HTTP API or the dashboard (cancel, retry,
+    # resume, bulk cancel/retry, pause/resume): data ``{"action", "key", "via", ...}`` names the
+    # acting API key's id (`conveyor.server.actions`). Appended after the action it records.
+    AUDIT = "audit"
 
 
 EVENTS_OLDEST = "oldest"

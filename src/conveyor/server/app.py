@@ -32,7 +32,7 @@ def create_app(
     *,
     worker: dict[str, Any] | None = None,
 ) -> FastAPI:
-    """The API for ``conveyor``. ``worker``: options of `Conveyor.worker` to run one worker in
+    """The API for ``conveyor`` (and the dashboard at ``/``, `conveyor.dashboard`). ``worker``: options of `Conveyor.worker` to run one worker in
     this process for the server's lifetime (None: no worker)."""
     settings = settings or ServerSettings()
     # The served app stores and finds uploads where the server puts them; this also registers
@@ -76,5 +76,9 @@ def create_app(
 
     for router in ROUTERS:
         api.include_router(router)
+    if settings.dashboard:
+        from ..dashboard import install
+
+        install(api, settings)
     api.add_middleware(BodyLimit, limit=settings.max_request_bytes, exempt=("/v1/uploads",))
     return api

@@ -24,6 +24,7 @@ from .errors import ApiError
 
 if TYPE_CHECKING:
     from ..app import Conveyor
+    from ..backends.base import ApiKeyRecord
     from .settings import ServerSettings
 
 
@@ -144,7 +145,7 @@ async def authenticate(request: Request) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise _unauthorized("an API key is required: send 'Authorization: Bearer <api key>'")
-    principal = await _verify(state.conveyor, state.key_cache, token, settings)
+    principal = await verify_key(state.conveyor, state.key_cache, token, settings)
     if principal is None:
         raise _unauthorized("the API key is not valid (unknown, malformed or revoked)")
     limiter: RateLimiter | None = state.rate_limiter
@@ -157,7 +158,7 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
-async def _verify(
+async def verify_key(
     app: Conveyor, cache: KeyCache, token: str, settings: ServerSettings
 ) -> Principal | None:
     digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
@@ -166,33 +167,61 @@ async def _verify(
         return principal
     async with backend_deadline(settings):
         record = await app.api_keys.verify(token)
-    principal = (
-        None
-        if record is None
-        else Principal(record.id, record.tenant, admin=record.admin, read_only=record.read_only)
-    )
+    principal = principal_of(record)
     cache.put(digest, principal)
     return principal
 
 
-async def writer(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    """A caller that may change things (403 for a read-only key)."""
+def principal_of(record: ApiKeyRecord | None) -> Principal | None:
+    """The caller a live key record stands for (None for no record or a revoked key)."""
+    if record is None or record.revoked_at is not None:
+        return None
+    return Principal(record.id, record.tenant, admin=record.admin, read_only=record.read_only)
+
+
+async def principal_by_id(request: Request, key_id: str) -> Principal | None:
+    """The caller behind a dashboard session: the key ``key_id`` as stored now (None once it is
+    revoked or deleted), cached like presented keys (``key_cache_ttl``)."""
+    state = request.app.state
+    digest = hashlib.sha256(b"id:" + key_id.encode("utf-8", "surrogatepass")).digest()
+    cache: KeyCache = state.key_cache
+    known, principal = cache.get(digest)
+    if known:
+        return principal
+    async with backend_deadline(state.settings):
+        record = await state.conveyor.api_keys.get(key_id)
+    principal = principal_of(record)
+    cache.put(digest, principal)
+    return principal
+
+
+def require_writer(principal: Principal) -> Principal:
+    """``principal`` if it may change things; 403 for a read-only key (the API's and the
+    dashboard's one check)."""
     if principal.read_only:
         raise ApiError(403, "forbidden", "this API key is read-only")
     return principal
 
 
-async def admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    """An admin caller (403 for a tenant key)."""
+def require_admin(principal: Principal) -> Principal:
+    """``principal`` if it is an admin key; 403 for a tenant key."""
     if not principal.admin:
         raise ApiError(403, "forbidden", "this route needs an admin API key")
     return principal
 
 
+async def writer(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """A caller that may change things (403 for a read-only key)."""
+    return require_writer(principal)
+
+
+async def admin(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """An admin caller (403 for a tenant key)."""
+    return require_admin(principal)
+
+
 async def admin_writer(principal: Annotated[Principal, Depends(admin)]) -> Principal:
-    if principal.read_only:
-        raise ApiError(403, "forbidden", "this API key is read-only")
-    return principal
+    return require_writer(principal)
 
 
 #: Route parameter types: ``principal: Reader`` and so on.

@@ -50,3 +50,16 @@ class ServerSettings:
     #: ``/metrics``); bind it where only Prometheus reaches.
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
+    #: The dashboard's signing secret (session cookies, CSRF tokens, batch links). Give every
+    #: instance of a deployment the same one (``conveyor serve`` reads ``CONVEYOR_SECRET``);
+    #: None: a random secret per process, so sessions and batch links end when it restarts.
+    secret: str | None = None
+    #: Seconds a dashboard login lasts (the key is checked again on every request anyway).
+    session_ttl: float = 8 * 3600.0
+    #: Seconds a read-only batch link (`conveyor.dashboard.tokens.batch_token`) stays valid.
+    batch_link_ttl: float = 7 * 86400.0
+    #: Who may embed the batch progress page in an ``<iframe>``: the CSP ``frame-ancestors``
+    #: sources, e.g. ``("'self'", "https://app.example.com")``. Every other page refuses framing.
+    frame_ancestors: tuple[str, ...] = ("'self'",)
+    #: False: do not serve the dashboard at ``/`` (the API alone).
+    dashboard: bool = True

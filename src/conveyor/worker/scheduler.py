@@ -91,6 +91,7 @@ class Scheduler:
         items = [(s.name, self.queue_of(s)) for s in schedules]
         states = await self.backend.schedule_states(items)
         fired = 0
+        nexts: list[int] = []
         for s, (_, queue) in zip(schedules, items, strict=True):
             state = states.get(s.name)
             now = millis(self.backend.now())
@@ -99,11 +100,13 @@ class Scheduler:
             else:
                 last = state.last_tick
             fired += await self._fire(s, queue, last, now)
+            # The next tick after the time this pass decided on, not after the clock at its end:
+            # a tick that fell due while the pass stored jobs is due now, not in a period.
+            nexts.append(s.next_after(now))
         if fired and self._on_fired is not None:
             self._on_fired()
         now = millis(self.backend.now())
-        due = min(s.next_after(now) for s in schedules)
-        return min(MAX_SLEEP, max(0.0, (due - now) / 1000 + LATE))
+        return min(MAX_SLEEP, max(0.0, (min(nexts) - now) / 1000 + LATE))
 
     async def _fire(self, s: Schedule, queue: str, last: int, now: int) -> int:
         """Claim the ticks `plan` gives for ``s``; returns how many jobs this call stored."""

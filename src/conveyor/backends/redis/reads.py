@@ -66,25 +66,29 @@ async def list_jobs(b: RedisBackend, params: ListParams) -> JobPage:
     # A state without a set here (no job can be in it on this backend yet) lists nothing.
     states = [params.status.value] if params.status else list(ZSETS)
     states = [s for s in states if s in ZSETS]
-    cands: list[tuple[str, str]] = []
+    # A job that changes state between two of these reads is in both: one entry per id (the
+    # listing reads its hash, which says its state at the time of the read).
+    cands: set[tuple[str, str]] = set()
     for q in queues:
         for s in states:
             ids = await client.zrange(b.key(q, ZSETS[s]), 0, -1)
-            cands += [(i, q) for i in ids if i != KEEPER]
+            cands.update((i, q) for i in ids if i != KEEPER)
         if "queued" in states:  # flow-controlled ready jobs wait in their flow's line
             for flow in await _flows(b, q):
-                cands += [(i, q) for i in await client.zrange(b.key(q, f"fq:{flow}"), 0, -1)]
-    cands.sort(reverse=True)
+                cands.update((i, q) for i in await client.zrange(b.key(q, f"fq:{flow}"), 0, -1))
+    ordered = sorted(cands, reverse=True)
     if params.cursor:
-        cands = [c for c in cands if c[0] < params.cursor]
+        ordered = [c for c in ordered if c[0] < params.cursor]
     out: list[Job] = []
-    for job_id, q in cands:
-        (job,) = await _read(b, q, [job_id])
-        if job is None or not _matches(job, params):
-            continue
-        out.append(job)
+    for start in range(0, len(ordered), LIST_CHUNK):  # one round trip per chunk, per queue
+        chunk = ordered[start : start + LIST_CHUNK]
+        for q in dict.fromkeys(q for _, q in chunk):
+            ids = [i for i, cq in chunk if cq == q]
+            out += [j for j in await _read(b, q, ids) if j is not None and _matches(j, params)]
         if len(out) > params.limit:
             break
+    out.sort(key=lambda j: j.id, reverse=True)
+    out = out[: params.limit + 1]
     more = len(out) > params.limit
     out = out[: params.limit]
     return JobPage(out, out[-1].id if more else None)

@@ -293,8 +293,10 @@ def read_events(
     sql = "SELECT id, type, job_id, queue, task, tenant, time, data FROM events WHERE id > ?"
     args: list[Any] = [after]
     # One equality per filter: each has an index (events_queue / _tenant / _job) on (col, id).
-    for col, val in (("queue", where and where.queue), ("tenant", where and where.tenant),
-                     ("job_id", where and where.job_id)):  # fmt: skip
+    # (not ``where and where.queue``: an empty EventFilter is falsy, and would be bound itself)
+    for col, val in (("queue", where.queue if where else None),
+                     ("tenant", where.tenant if where else None),
+                     ("job_id", where.job_id if where else None)):  # fmt: skip
         if val is not None:
             sql += f" AND {col} = ?"
             args.append(val)

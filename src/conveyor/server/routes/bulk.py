@@ -31,12 +31,13 @@ from fastapi import APIRouter, Request
 from ...app import Conveyor
 from ...errors import JobNotFound, JobStateError, QueueFull
 from ...job import Job, JobState
+from .. import actions
 from ..auth import Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError
 from ..models_jobs import BulkFilter, BulkResult
 from ..settings import ServerSettings
-from .jobs import ERRORS, conveyor_of, read_tenant
+from .jobs import ERRORS, conveyor_of
 
 router = APIRouter(prefix="/v1/jobs", tags=["bulk"], responses=ERRORS)
 
@@ -49,7 +50,7 @@ CANCELLABLE = (JobState.SCHEDULED, JobState.QUEUED, JobState.AWAITING, JobState.
 RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
 
 
-def _statuses(filt: BulkFilter, allowed: Sequence[JobState], verb: str) -> Sequence[JobState]:
+def check_filter(filt: BulkFilter, allowed: Sequence[JobState], verb: str) -> Sequence[JobState]:
     if not filt.given():
         raise ApiError(422, "invalid", "give at least one filter field (status, queue, task, "
                        f"batch or tenant): {verb} every job must be asked for explicitly",
@@ -122,24 +123,12 @@ async def run_bulk(
 @router.post("/cancel", response_model=BulkResult)
 async def bulk_cancel(filt: BulkFilter, request: Request, principal: Writer) -> dict[str, Any]:
     """Cancel every pending or active job matching the filter (of the caller's tenant)."""
-    app = conveyor_of(request)
-    statuses = _statuses(filt, CANCELLABLE, "cancel")
-    tenant = read_tenant(principal, filt.tenant)
-
-    def cancel(job_id: str) -> Awaitable[Job]:
-        return app.cancel(job_id, tenant=tenant)
-
-    return await run_bulk(app, request.app.state.settings, filt, tenant, statuses, cancel)
+    return await actions.bulk(conveyor_of(request), request.app.state.settings, principal,
+                              "cancel", filt, "api")  # fmt: skip
 
 
 @router.post("/retry", response_model=BulkResult)
 async def bulk_retry(filt: BulkFilter, request: Request, principal: Writer) -> dict[str, Any]:
     """Requeue every failed or cancelled job matching the filter (of the caller's tenant)."""
-    app = conveyor_of(request)
-    statuses = _statuses(filt, RETRYABLE, "retry")
-    tenant = read_tenant(principal, filt.tenant)
-
-    def retry(job_id: str) -> Awaitable[Job]:
-        return app.retry(job_id, tenant=tenant)
-
-    return await run_bulk(app, request.app.state.settings, filt, tenant, statuses, retry)
+    return await actions.bulk(conveyor_of(request), request.app.state.settings, principal,
+                              "retry", filt, "api")  # fmt: skip

@@ -107,7 +107,7 @@ async def events(
     async with backend_deadline(settings):
         if job is not None:
             await _visible_job(request, job, scope)
-        only = await _batch_jobs(request, batch, scope) if batch is not None else None
+        only = await batch_jobs(request, batch, scope) if batch is not None else None
         changed = hub.changed()  # before the first read: a later commit wakes the stream
         if cursor is None:
             cursor = await app.backend.last_event_cursor()
@@ -123,7 +123,7 @@ async def _visible_job(request: Request, job_id: str, scope: str | None) -> Job:
     return await conveyor_of(request).get(job_id, tenant=scope)
 
 
-async def _batch_jobs(request: Request, batch: str, scope: str | None) -> frozenset[str]:
+async def batch_jobs(request: Request, batch: str, scope: str | None) -> frozenset[str]:
     """The ids of the batch's jobs this caller can see (404 when none: another tenant's batch
     is indistinguishable from a missing one)."""
     app = conveyor_of(request)

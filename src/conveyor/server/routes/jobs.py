@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from ...app import Conveyor
 from ...job import Job, JobState
+from .. import actions
 from ..auth import Principal, Reader, Writer
 from ..deadline import backend_deadline
 from ..errors import ApiError
@@ -121,9 +122,8 @@ async def get_job(job_id: str, request: Request, principal: Reader) -> dict[str,
 async def cancel_job(job_id: str, request: Request, principal: Writer) -> dict[str, Any]:
     """Cancel a pending or active job; answers it. Idempotent on a cancelled job; 409 for a
     completed or failed one; 404 for another tenant's."""
-    app = conveyor_of(request)
-    async with backend_deadline(request.app.state.settings):
-        job = await app.cancel(job_id, tenant=principal.tenant_scope())
+    job = await actions.cancel(conveyor_of(request), request.app.state.settings, principal,
+                            job_id, "api")  # fmt: skip
     return job_out(job)
 
 
@@ -131,9 +131,8 @@ async def cancel_job(job_id: str, request: Request, principal: Writer) -> dict[s
 async def retry_job(job_id: str, request: Request, principal: Writer) -> dict[str, Any]:
     """Requeue a failed or cancelled job with fresh attempts; 409 from any other state, 429
     ``queue_full`` when its queue is at its ``max_queued``; 404 for another tenant's."""
-    app = conveyor_of(request)
-    async with backend_deadline(request.app.state.settings):
-        job = await app.retry(job_id, tenant=principal.tenant_scope())
+    job = await actions.retry(conveyor_of(request), request.app.state.settings, principal,
+                            job_id, "api")  # fmt: skip
     return job_out(job)
 
 
@@ -145,8 +144,7 @@ async def resume_job(
     ``data``: it is queued again and its handler runs with ``ctx.input``. Exactly once: 409
     ``conflict`` (with ``state``) when it is not awaiting, a second resume included; 404 for
     another tenant's; 422 for a decision larger than 64 KiB."""
-    app = conveyor_of(request)
     data = None if body is None else body.data
-    async with backend_deadline(request.app.state.settings):
-        job = await app.resume(job_id, data, tenant=principal.tenant_scope())
+    job = await actions.resume(conveyor_of(request), request.app.state.settings, principal,
+                               job_id, data, "api")  # fmt: skip
     return job_out(job)

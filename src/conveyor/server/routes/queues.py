@@ -21,6 +21,7 @@ from ...app import Conveyor
 from ...backends.base import QueueStats
 from ...job import JobState
 from ...options import check_queue_name
+from .. import actions
 from ..auth import AdminWriter, Principal, Reader
 from ..deadline import backend_deadline
 from ..errors import not_found
@@ -99,7 +100,7 @@ async def _tenant_counts(
             return counts, False
 
 
-async def _views(
+async def queue_views(
     app: Conveyor, principal: Principal, asked: str | None, only: str | None = None
 ) -> tuple[str | None, bool, list[dict[str, Any]]]:
     """(tenant scope, complete, queue views) for this caller; ``only``: that queue alone."""
@@ -122,7 +123,7 @@ async def _views(
     return tenant, complete, views
 
 
-async def _known(app: Conveyor, principal: Principal, queue: str) -> bool:
+async def known_queue(app: Conveyor, principal: Principal, queue: str) -> bool:
     check_queue_name(queue)
     if queue in app.queues():
         return True
@@ -142,7 +143,7 @@ async def stats(request: Request, principal: Reader, tenant: TenantQuery = None)
     (a tenant key: its own jobs' counts only, see the module's documentation)."""
     app = conveyor_of(request)
     async with backend_deadline(request.app.state.settings):
-        scope, complete, views = await _views(app, principal, tenant)
+        scope, complete, views = await queue_views(app, principal, tenant)
     return {"tenant": scope, "complete": complete, "queues": {v["queue"]: v for v in views}}
 
 
@@ -153,7 +154,7 @@ async def list_queues(
     """The known queues, by name, with their figures (as ``/v1/stats``)."""
     app = conveyor_of(request)
     async with backend_deadline(request.app.state.settings):
-        scope, complete, views = await _views(app, principal, tenant)
+        scope, complete, views = await queue_views(app, principal, tenant)
     return {"tenant": scope, "complete": complete, "queues": views}
 
 
@@ -171,9 +172,9 @@ async def _one(
     app = conveyor_of(request)
     principal.tenant_scope(tenant)  # a tenant key naming another tenant: 403 before anything
     async with backend_deadline(request.app.state.settings):
-        if not await _known(app, principal, queue):
+        if not await known_queue(app, principal, queue):
             raise not_found("queue", queue)
-        _, _, views = await _views(app, principal, tenant, only=queue)
+        _, _, views = await queue_views(app, principal, tenant, only=queue)
     return views[0]
 
 
@@ -197,10 +198,7 @@ async def _set_paused(
 ) -> dict[str, Any]:
     app = conveyor_of(request)
     async with backend_deadline(request.app.state.settings):
-        if not await _known(app, principal, queue):
+        if not await known_queue(app, principal, queue):
             raise not_found("queue", queue)
-        if paused:
-            await app.pause_queue(queue)
-        else:
-            await app.resume_queue(queue)
+    await actions.set_paused(app, request.app.state.settings, principal, queue, paused, "api")
     return await _one(request, principal, queue)

@@ -1,0 +1,103 @@
+"""The dashboard's pure pieces: redaction, words and charts, tokens, the list's filters."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from conveyor.dashboard.filters import JobFilter
+from conveyor.dashboard.formatting import REDACTED, chart_points, eta_words, pretty, redact
+from conveyor.dashboard.history import History
+from conveyor.dashboard.tokens import Signer
+from conveyor.job import JobState
+from conveyor.server import ServerSettings
+from conveyor.server.errors import ApiError
+
+
+def test_secret_looking_fields_are_redacted_at_any_depth() -> None:
+    payload = {"user": "ana", "password": "hunter2", "nested": [{"api_key": "k", "n": 1}],
+               "Authorization": "Bearer x", "max_tokens": 5, "author": "bo",
+               "deep": {"client_secret": {"x": 1}, "session_id": "s-1"}}  # fmt: skip
+    assert redact(payload) == {
+        "user": "ana", "password": REDACTED, "nested": [{"api_key": REDACTED, "n": 1}],
+        "Authorization": REDACTED, "max_tokens": 5, "author": "bo",
+        "deep": {"client_secret": REDACTED, "session_id": "s-1"},
+    }  # fmt: skip
+    # The stored value never reaches the text a page shows
+    assert "hunter2" not in pretty(payload)
+
+
+def test_a_huge_value_is_cut_for_the_page() -> None:
+    text = pretty({"blob": "x" * 50_000})
+    assert len(text) < 21_000 and text.endswith("more characters)")
+
+
+@pytest.mark.parametrize(("seconds", "words"), [
+    (None, "estimating time remaining…"), (20, "less than a minute remaining"),
+    (110, "~2 minutes remaining"), (60, "~1 minute remaining"), (3 * 3600, "~3 hours remaining"),
+])  # fmt: skip
+def test_eta_in_words(seconds: float | None, words: str) -> None:
+    assert eta_words(seconds) == words
+
+
+def test_chart_points_scale_to_the_box() -> None:
+    assert chart_points([]) == ""
+    pts = [tuple(map(float, p.split(","))) for p in chart_points([0, 5, 10]).split()]
+    assert [x for x, _ in pts] == [0.0, 80.0, 160.0]
+    assert pts[0][1] == 35.0 and pts[2][1] == 1.0  # 0 at the bottom, the top value at the top
+
+
+def test_history_rates_failures_between_samples() -> None:
+    h = History()
+    h.record("q", 1.0, 10, now=0.0)
+    h.record("q", 2.0, 10, now=1.0)  # within MIN_GAP: not a new sample
+    h.record("q", 3.0, 16, now=3.0)
+    assert h.throughput("q") == [1.0, 3.0]
+    assert h.failures("q") == [2.0]
+
+
+def test_tokens_are_signed_scoped_and_expire() -> None:
+    signer = Signer(ServerSettings(secret="one"))
+    other = Signer(ServerSettings(secret="two"))
+    token = signer.batch_token("b-1", "acme")
+    grant = signer.batch_grant(token)
+    assert grant is not None and (grant.batch, grant.tenant) == ("b-1", "acme")
+    assert other.batch_grant(token) is None  # another secret
+    assert signer.batch_grant(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+    assert signer.batch_grant("x" * 5000) is None
+    # A session token is not a batch token (salted apart), and neither holds a key
+    session, cookie = signer.new_session("k_0123456789ab")
+    assert signer.batch_grant(cookie) is None and signer.session(token) is None
+    assert signer.session(cookie) == session
+    assert signer.csrf_ok(session, signer.csrf(session))
+    assert not signer.csrf_ok(session, signer.csrf(signer.new_session("k_0123456789ab")[0]))
+    assert not signer.csrf_ok(session, None)
+    expired = Signer(ServerSettings(secret="one", batch_link_ttl=-1, session_ttl=-1))
+    assert expired.batch_grant(token) is None and expired.session(cookie) is None
+
+
+def test_job_filters_parse_and_refuse_bad_input() -> None:
+    f = JobFilter.parse({"status": "failed", "queue": " q ", "id": "01AB", "task": ""})
+    assert (f.status, f.queue, f.id, f.task) == (JobState.FAILED, "q", "01ab", None)
+    assert f.query(cursor="9") == "status=failed&queue=q&id=01ab&cursor=9"
+    for bad in ({"status": "nope"}, {"id": "<script>"}, {"queue": "x" * 600}):
+        with pytest.raises(ApiError) as err:
+            JobFilter.parse(bad)
+        assert err.value.status == 422
+    with pytest.raises(ApiError):
+        JobFilter.parse({"id": "01ab"}).bulk()  # no bulk action by id prefix
+
+
+def test_templates_have_no_inline_script_style_or_event_handlers() -> None:
+    # The CSP forbids them (script-src/style-src 'self'): one would break silently in browsers
+    from conveyor.dashboard.web import HERE
+
+    pages = sorted((HERE / "templates").glob("*.html"))
+    assert len(pages) >= 10
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r"\son[a-z]+\s*=", text, re.IGNORECASE), page.name
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), page.name
+        assert not re.search(r"\sstyle\s*=|<style", text), page.name
+        assert "|safe" not in text and "autoescape false" not in text, page.name
