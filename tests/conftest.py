@@ -2,8 +2,8 @@
 worker processes, ``tests/workers.py``), and `eventually` for polling.
 
 Every test in ``tests/conformance`` takes `app` (or `backend_url`), so it runs once per backend in
-`BACKENDS`: SQLite, a single Redis server, and a 3-master Redis Cluster (each server started once
-per session; a fresh key prefix per test isolates it). A backend is added by writing one URL
+`BACKENDS`: SQLite, a single Redis server, a 3-master Redis Cluster and PostgreSQL (each server
+started once per session; a fresh key prefix, or PostgreSQL schema, per test isolates it). A backend is added by writing one URL
 factory below (it may start a server) and putting its name in `BACKENDS`; no conformance test
 changes.
 
@@ -37,11 +37,8 @@ if TYPE_CHECKING:
 # tests.guards: CI strictness and the error watch (see its docstring); pytester tests the guards.
 pytest_plugins = ["pytester", "tests.guards"]
 
-#: Backends every conformance test runs on. ``postgres`` has a URL factory and passes the
-#: conformance suite (``CONVEYOR_TEST_BACKENDS=postgres``), but is not listed yet: every test
-#: parametrized by backend would also run on it, which the suite's CI time budget does not hold,
-#: and one process test (a rate limit across three workers) misses its 90% mark under load.
-BACKENDS = ["sqlite", "redis", "redis-cluster"]
+#: Backends every conformance test runs on.
+BACKENDS = ["sqlite", "redis", "redis-cluster", "postgres"]
 
 
 def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
