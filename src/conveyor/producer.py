@@ -159,7 +159,7 @@ class Producer(Observing):
         res, spooled = await store([nj], None, None, connection)
         self._wake_workers()
         if not res.created[0]:
-            existing = await self.get(res.ids[0])
+            existing = await self._existing(res.ids[0], connection)
             existing.created = False
             return existing
         job = job_from_new(nj, res.now)
@@ -213,6 +213,16 @@ class Producer(Observing):
                        tenant=tenant if record is not None else None)  # fmt: skip
         handle.spooled = spooled
         return handle
+
+    async def _existing(self, job_id: str, connection: Any) -> Job:
+        """The job an idempotency key matched; with ``connection``, read in the caller's
+        transaction (the match may be a job that transaction enqueued and not yet committed)."""
+        if connection is None:
+            return await self.get(job_id)
+        job = await self.backend.get_job(job_id, connection=connection)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
 
     def _check_connection(self, connection: Any) -> None:
         if connection is not None and not self.backend.capabilities.transactional_enqueue:

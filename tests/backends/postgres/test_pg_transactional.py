@@ -115,3 +115,23 @@ async def test_a_connection_that_is_not_psycopg_is_refused(pg_url: str) -> None:
     with pytest.raises(ConfigurationError, match="psycopg"):
         await app.enqueue("send", {"to": "a"}, connection=object())
     await app.close()
+
+
+async def test_an_idempotency_key_matches_a_job_of_the_callers_open_transaction(
+    pg_url: str,
+) -> None:
+    # Given a caller's transaction that enqueued a job with an idempotency key
+    app = Conveyor(pg_url)
+    _tasks(app)
+    await app.open()
+    async with await psycopg.AsyncConnection.connect(plain(pg_url)) as conn, conn.transaction():
+        first = await app.enqueue("send", {"to": "a"}, idempotency_key="k", connection=conn)
+        # When the same transaction enqueues with that key again, before it commits
+        again = await app.enqueue("send", {"to": "b"}, idempotency_key="k", connection=conn)
+        # Then it gets the job it stored (read in its own transaction), not a new one
+        assert (again.id, again.created, again.payload) == (first.id, False, {"to": "a"})
+        assert first.created
+    # And once committed, exactly that one job exists
+    page = await app.list(queue="tx")
+    assert [j.id for j in page.jobs] == [first.id]
+    await app.close()

@@ -305,7 +305,11 @@ class PostgresBackend:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+    async def get_job(
+        self, job_id: str, *, tenant: str | None = None, connection: Any = None
+    ) -> Job | None:
+        if connection is not None:  # a job enqueued in the caller's open transaction
+            return await self._in_caller(connection, ops.get, job_id, tenant)
         return await self._call(self._op(ops.get), job_id, tenant, tx=False)
 
     async def list_jobs(self, params: ListParams) -> JobPage:
