@@ -67,8 +67,9 @@ async def read(
     sql = (f"SELECT xid::text::bigint, id, type, job_id, queue, task, tenant, time, data "
            f"FROM {{s}}.events WHERE (xid, id) > (%s::text::xid8, %s) AND xid < {_HORIZON}")  # fmt: skip
     args: list[Any] = [str(after[0]), after[1]]
-    for col, val in (("queue", where and where.queue), ("tenant", where and where.tenant),
-                     ("job_id", where and where.job_id)):  # fmt: skip
+    # (An empty EventFilter is falsy: ``where and where.queue`` would be the filter itself.)
+    w = where or EventFilter()
+    for col, val in (("queue", w.queue), ("tenant", w.tenant), ("job_id", w.job_id)):
         if val is not None:
             sql += f" AND {col} = %s"
             args.append(val)
