@@ -11,6 +11,7 @@ import orjson
 from ...errors import ValidationError
 from ..base import ApiKeyRecord, EventType, TaskInfo, WorkerInfo
 from ..schedules import ScheduleState, TickClaim, TickOutcome, TickResult
+from . import enqueue as enq
 from . import jobs as ops
 from .sql import Conn, Schema
 
@@ -186,7 +187,7 @@ async def claim_tick(conn: Conn, s: Schema, c: TickClaim) -> TickOutcome:
         row = await cur.fetchone()
         if row is not None and row[0] not in _FINAL:
             return TickOutcome(TickResult.BUSY, c.tick, previous)
-    res = await ops.enqueue(conn, s, [c.job])
+    res = await enq.enqueue(conn, s, [c.job])
     await conn.execute(
         s("UPDATE {s}.schedules SET last_fire = %s, last_job = %s WHERE queue = %s AND name = %s"),
         (c.tick, res.ids[0], c.queue, c.schedule),

@@ -11,12 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ...clock import Clock, HostClock
 from ...errors import BackendError, BackendUnavailable, ConfigurationError
@@ -50,133 +46,27 @@ from ..base import (
     WorkerInfo,
 )
 from ..outcomes import finish_each
-from . import admin, attempts, awaiting, events, fanin, migrations, reads
+from . import admin, attempts, awaiting, events, fanin, leases, migrations, reads
 from . import batches as bt
+from . import enqueue as enq
 from . import jobs as ops
+from .connections import Connections
 from .listener import PgListener
-from .sql import JOB_COLS, Conn, Schema, SyncConn, row_to_job
-from .url import parse_postgres_url, redact
-
-T = TypeVar("T")
-DEADLOCK_RETRIES = 3
+from .sql import JOB_COLS, Conn, Schema, row_to_job
 
 
-class PostgresBackend:
+class PostgresBackend(Connections):
     """`Backend` on PostgreSQL (see the module docstring)."""
 
     capabilities = Capabilities(cross_process=True, cross_host=True, blocking_wakeups=True,
                                 transactional_enqueue=True)  # fmt: skip
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
-        self.url = url
-        self.opts = parse_postgres_url(url)
-        self.s = Schema(self.opts.schema)
+        super().__init__(url)
         self._clock: Clock = clock or HostClock()
-        # One pool per event loop (the app's, the sync facade's): connections belong to a loop.
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._ready = False
-
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    async def _pool(self) -> AsyncConnectionPool:
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None:
-            pool = AsyncConnectionPool(
-                self.opts.conninfo, min_size=self.opts.pool_min, max_size=self.opts.pool_max,
-                timeout=self.opts.pool_timeout, kwargs={"autocommit": True}, open=False,
-                name=f"conveyor-{self.opts.schema}",
-            )  # fmt: skip
-            self._pools[loop] = pool
-            try:
-                await pool.open(wait=self.opts.pool_min > 0, timeout=self.opts.pool_timeout)
-            except (PoolTimeout, psycopg.Error) as exc:
-                del self._pools[loop]
-                await pool.close()
-                raise BackendUnavailable(f"cannot connect to {redact(self.url)}: {exc}") from exc
-        return pool
-
-    async def open(self) -> None:
-        if self._ready:
-            await self._pool()
-            return
-        try:
-            psycopg.conninfo.conninfo_to_dict(self.opts.conninfo)
-        except psycopg.ProgrammingError as exc:
-            raise ConfigurationError(f"bad postgres URL {redact(self.url)}: {exc}") from None
-
-        async def setup(conn: Any) -> None:
-            if self.opts.migrate:
-                await migrations.migrate(conn, self.s.name)
-            else:
-                await migrations.check(conn, self.s.name)
-
-        await self._call(setup, tx=False)
-        self._ready = True
-
-    async def close(self) -> None:
-        pools = list(self._pools.items())
-        self._pools.clear()
-        loop = asyncio.get_running_loop()
-        for owner, pool in pools:
-            if owner is loop:
-                await pool.close()
-            elif not owner.is_closed() and owner.is_running():
-                fut = asyncio.run_coroutine_threadsafe(pool.close(), owner)
-                with contextlib.suppress(Exception):
-                    await asyncio.wrap_future(fut)
-        self._ready = False
 
     def now(self) -> float:
         return self._clock.now()
-
-    @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        pool = await self._pool()
-        try:
-            async with pool.connection() as conn:
-                yield conn
-        except PoolTimeout as exc:
-            raise BackendUnavailable(f"no free connection to {redact(self.url)}: {exc}") from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise BackendUnavailable(f"{redact(self.url)}: {exc}".strip()) from exc
-
-    async def _call(
-        self, fn: Callable[..., Awaitable[T]], *args: Any, tx: bool = True, read_only: bool = False
-    ) -> T:
-        """Run ``fn(conn, *args)`` on a pooled connection, in a transaction unless ``tx`` is
-        False (one statement: autocommit is its own transaction)."""
-        for attempt in range(DEADLOCK_RETRIES + 1):
-            async with self._conn() as conn:
-                try:
-                    if not tx:
-                        return await fn(conn, *args)
-                    async with conn.transaction():
-                        if read_only:  # one snapshot for every statement of the read
-                            await conn.execute(
-                                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                            )
-                        return await fn(conn, *args)
-                except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
-                    # Rolled back as a whole (e.g. a cancel of a parent racing its children's
-                    # completions, which lock the same rows in the other order): run it again.
-                    if attempt == DEADLOCK_RETRIES:
-                        raise
-                except (psycopg.OperationalError, psycopg.InterfaceError):
-                    raise
-                except psycopg.Error as exc:
-                    raise BackendError(f"postgres: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")
-
-    def _op(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        s = self.s
-
-        async def bound(conn: Conn, *args: Any) -> T:
-            return await fn(conn, s, *args)
-
-        return bound
 
     # -- job transitions ------------------------------------------------------------------------
 
@@ -188,10 +78,10 @@ class PostgresBackend:
         connection: Any = None,
     ) -> EnqueueResult:
         if connection is not None:
-            return await self._in_caller(connection, ops.enqueue, jobs, max_queued)
-        if ops.plain(jobs, max_queued):  # one statement, one round trip
-            return await self._call(self._op(ops.enqueue_plain), jobs, tx=False)
-        return await self._call(self._op(ops.enqueue), jobs, max_queued)
+            return await self._in_caller(connection, enq.enqueue, jobs, max_queued)
+        if enq.plain(jobs, max_queued):  # one statement, one round trip
+            return await self._call(self._op(enq.enqueue_plain), jobs, tx=False)
+        return await self._call(self._op(enq.enqueue), jobs, max_queued)
 
     async def enqueue_batch(
         self,
@@ -204,23 +94,6 @@ class PostgresBackend:
         if connection is not None:
             return await self._in_caller(connection, bt.enqueue, batch, jobs, max_queued)
         return await self._call(self._op(bt.enqueue), batch, jobs, max_queued)
-
-    async def _in_caller(self, connection: Any, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run a producer operation on the caller's connection, in the caller's transaction (a
-        savepoint when one is open, so a refused enqueue leaves the caller's work intact; a
-        transaction of its own when the connection is in autocommit mode)."""
-        if not self._ready:
-            await self.open()
-        if isinstance(connection, psycopg.AsyncConnection):
-            async with connection.transaction():
-                return await fn(connection, self.s, *args)
-        if isinstance(connection, psycopg.Connection):
-            with connection.transaction():
-                return await fn(SyncConn(connection), self.s, *args)
-        raise ConfigurationError(
-            f"connection= takes a psycopg 3 Connection or AsyncConnection, got "
-            f"{type(connection).__name__}"
-        )
 
     async def settle_batches(self, queues: Sequence[str]) -> int:
         return 0  # callbacks fire in the transaction of the member that ended last
@@ -259,15 +132,15 @@ class PostgresBackend:
         return (await self.finish_jobs(worker, rest) if rest else []), res
 
     async def release_jobs(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
-        return await self._call(self._op(attempts.release), jobs)
+        return await self._call(self._op(leases.release), jobs)
 
     async def extend_leases(self, worker: str, jobs: Sequence[tuple[str, int]]) -> list[str]:
-        return await self._call(self._op(attempts.extend), jobs, tx=False)
+        return await self._call(self._op(leases.extend), jobs, tx=False)
 
     async def set_progress(
         self, job_id: str, token: int, worker: str, progress: dict[str, Any]
     ) -> bool:
-        return await self._call(self._op(attempts.set_progress), job_id, token, progress)
+        return await self._call(self._op(leases.set_progress), job_id, token, progress)
 
     async def cancel_job(self, job_id: str, *, tenant: str | None = None) -> Job:
         return await self._call(self._op(fanin.cancel), job_id, tenant)
@@ -295,7 +168,7 @@ class PostgresBackend:
         # Every worker runs this every maintenance pass: one read first (expired leases of
         # active or held attempts, through jobs_active / jobs_held), a transaction only if any.
         out: list[Recovered] = []
-        if await self._call(self._op(attempts.any_expired), tx=False):
+        if await self._call(self._op(leases.any_expired), tx=False):
             out = await self._call(self._op(fanin.recover))
         await self._call(self._op(reads.fold_counts), tx=False)  # the periodic fold
         return out

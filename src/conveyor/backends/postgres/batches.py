@@ -12,6 +12,7 @@ from typing import Any
 from ...errors import BatchClosed, BatchNotFound, ValidationError
 from ..base import BatchCounts, EnqueueResult, NewJob
 from ..batches import FINAL, BatchRecord, NewBatch, callback_jobs, callback_states, encode_callbacks
+from . import enqueue as enq
 from . import jobs as ops
 from .sql import Conn, Schema
 
@@ -45,7 +46,7 @@ async def enqueue(
         raise BatchNotFound(batch.id)
     elif row[1] is not None:
         raise BatchClosed(batch.id)
-    res = await ops.enqueue(conn, s, jobs, max_queued, at=t)
+    res = await enq.enqueue(conn, s, jobs, max_queued, at=t)
     await conn.execute(
         s("UPDATE {s}.batches SET total = total + %s WHERE id = %s"), (sum(res.created), batch.id)
     )
@@ -92,7 +93,7 @@ async def _fire_if_ended(conn: Conn, s: Schema, now: float, batch: str) -> bool:
     counts = {"completed": completed, "failed": failed, "cancelled": cancelled}
     jobs = callback_jobs(batch, callbacks, counts, total)
     if jobs:  # never refused by a full queue: losing a callback is worse
-        await ops.enqueue(conn, s, jobs, at=now)
+        await enq.enqueue(conn, s, jobs, at=now)
     await conn.execute(
         s("UPDATE {s}.batches SET fired_at = %s, expires_at = %s + ttl WHERE id = %s"),
         (now, now, batch),

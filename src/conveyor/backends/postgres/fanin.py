@@ -165,7 +165,7 @@ async def resume(conn: Conn, s: Schema, job_id: str, tenant: str | None, data: s
 
 async def recover(conn: Conn, s: Schema) -> list[Recovered]:
     """Lease recovery, settling the edges of children failed for good by it."""
-    from .attempts import recover as recover_leases  # attempts imports this module
+    from .leases import recover as recover_leases  # (leases imports attempts, which imports this)
 
     out = await recover_leases(conn, s)
     failed = [r.job_id for r in out if r.state is JobState.FAILED]
