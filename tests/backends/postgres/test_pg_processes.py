@@ -49,7 +49,12 @@ async def test_workers_ride_out_a_postgres_restart_and_lose_nothing(
     batch = await app.enqueue_many([("quick_leased", {"n": i}) for i in range(3000)])
     w = Workers(url, tmp_path / "events.log", worker_processes)
     procs = [w.start(concurrency=20) for _ in range(2)]
-    await eventually(lambda: len(w.lines()) >= 300, timeout=30, what="the drain to be under way")
+    # (both of them: a worker still starting when the server stops exits, as it should)
+    await eventually(
+        lambda: len(w.lines()) >= 300 and len({x[2] for x in w.lines()}) == 2,
+        timeout=30,
+        what="both workers to be draining",
+    )
     # When PostgreSQL stops (immediate shutdown) mid-run and comes back 1 s later
     await asyncio.to_thread(own_server.stop)
     await asyncio.sleep(1.0)  # the outage itself: workers and producers see no server
