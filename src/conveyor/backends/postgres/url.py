@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ...errors import ConfigurationError
 
 SCHEMES = ("postgresql", "postgres")
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -59,10 +59,15 @@ def parse_postgres_url(url: str) -> PgOptions:
     rest: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "schema":
-            if not _SCHEMA.match(value):
+            if not _SCHEMA.fullmatch(value):
                 raise ConfigurationError(
                     f"postgres URL option schema={value!r}: use lower-case letters, digits and "
                     "underscores, starting with a letter or underscore (at most 63)"
+                )
+            if value.startswith("pg_"):
+                raise ConfigurationError(
+                    f"postgres URL option schema={value!r}: names starting with pg_ are "
+                    "reserved by PostgreSQL"
                 )
             opts["schema"] = value
         elif key == "migrate":
