@@ -1,0 +1,53 @@
+"""Races between a worker's statements and concurrent transitions of the same job rows: a
+statement that waited on a row lock acts on the row only if it still holds the attempt it
+names (``(job_id, token)``), whatever the transactions it waited for did."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from conveyor import Conveyor, JobState
+from conveyor.backends.base import ClaimParams
+from tests.backends.postgres.conftest import plain
+from tests.conftest import eventually
+
+
+async def _blocked_on_a_lock(conn: psycopg.AsyncConnection[object]) -> bool:
+    cur = await conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND query LIKE '%%UPDATE%%jobs%%' AND pid <> pg_backend_pid()"
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def test_a_release_that_waited_on_the_row_leaves_a_newer_attempt_alone(pg_url: str) -> None:
+    # Given a job claimed by worker w1 (attempt token t)
+    app = Conveyor(pg_url)
+    app.declare("t", queue="races")
+    job = await app.enqueue("t", {})
+    backend = app.backend
+    (mine,) = (await backend.claim_jobs(ClaimParams(["races"], 1, "w1"))).jobs
+    schema = backend.s.ident
+    async with (
+        await psycopg.AsyncConnection.connect(plain(pg_url)) as other,
+        await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as watch,
+    ):
+        # And a concurrent transaction that holds the row and leaves it with another attempt
+        # (what lease recovery and a claim by worker w2 do between them)
+        await other.execute(
+            f"UPDATE {schema}.jobs SET token = token + 1, worker = 'w2' WHERE id = %s", (job.id,)
+        )
+        # When w1 releases its attempt while that transaction holds the row, then it commits
+        release = asyncio.create_task(backend.release_jobs("w1", [(mine.id, mine.token)]))
+        await eventually(lambda: _blocked_on_a_lock(watch), what="the release to wait")
+        await other.commit()
+        released = await release
+    # Then w1's stale release changed nothing: w2's attempt is still active, still w2's
+    assert released == 0
+    now = await app.get(job.id)
+    assert now is not None
+    assert (now.status, now.token, now.worker) == (JobState.ACTIVE, mine.token + 1, "w2")
+    await app.close()
