@@ -8,8 +8,8 @@ import asyncio
 
 import psycopg
 
-from conveyor import Conveyor, JobState
-from conveyor.backends.base import ClaimParams
+from conveyor import Conveyor, JobNotFound, JobState
+from conveyor.backends.base import ClaimParams, Outcome, OutcomeKind, Retention
 from tests.backends.postgres.conftest import plain
 from tests.conftest import eventually
 
@@ -18,6 +18,19 @@ async def _blocked_on_a_lock(conn: psycopg.AsyncConnection[object]) -> bool:
     cur = await conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
         "AND query LIKE '%%UPDATE%%jobs%%' AND pid <> pg_backend_pid()"
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+NEWER = 300_000
+
+
+async def _running(conn: psycopg.AsyncConnection[object], pattern: str) -> bool:
+    cur = await conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE %s "
+        "AND pid <> pg_backend_pid()",
+        (pattern.replace("%%", "%"),),
     )
     row = await cur.fetchone()
     return bool(row and row[0])
@@ -50,4 +63,41 @@ async def test_a_release_that_waited_on_the_row_leaves_a_newer_attempt_alone(pg_
     now = await app.get(job.id)
     assert now is not None
     assert (now.status, now.token, now.worker) == (JobState.ACTIVE, mine.token + 1, "w2")
+    await app.close()
+
+
+async def test_retention_by_count_never_deletes_a_job_retried_meanwhile(pg_url: str) -> None:
+    # Given a queue whose oldest failed job failed for real, and many newer failed jobs (the
+    # retention below sorts them all before it locks the one row it deletes)
+    app = Conveyor(pg_url)
+    app.declare("t", queue="ret")
+    backend = app.backend
+    first = await app.enqueue("t", {})
+    (mine,) = (await backend.claim_jobs(ClaimParams(["ret"], 1, "w1"))).jobs
+    failure = Outcome(mine.id, mine.token, OutcomeKind.FAILED, error={"type": "E", "message": "x"})
+    assert await backend.finish_jobs("w1", [failure]) == []
+    async with await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as conn:
+        await conn.execute(
+            f"INSERT INTO {backend.s.ident}.jobs (id, queue, task, payload, priority, status, "
+            "max_attempts, max_stalls, lease, created_at, finished_at) SELECT 'f' || g, 'ret', "
+            "'t', '{}', 5, 'failed', 1, 1, 30, 0, 4e9 + g FROM generate_series(1, %s) g",
+            (NEWER,),
+        )
+        await conn.execute(f"ANALYZE {backend.s.ident}.jobs")
+    # When the job is retried by hand while retention keeps the newest NEWER failed jobs
+    retention = asyncio.create_task(
+        backend.apply_retention("ret", Retention(None, None, None, NEWER, None, None))
+    )
+    async with await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as watch:
+        await eventually(lambda: _running(watch, "%%DELETE FROM%%jobs%%"),
+                         what="retention's delete to run")  # fmt: skip
+        try:
+            retried = await app.retry(first.id)
+        except JobNotFound:
+            retried = None  # retention took the row first: the retry lost, nothing else changed
+    await retention
+    # Then a retry that succeeded left a queued job behind, not a job deleted under it
+    if retried is not None:
+        assert retried.status is JobState.QUEUED
+        assert await backend.get_job(first.id) is not None, "retention deleted the retried job"
     await app.close()
