@@ -116,7 +116,15 @@ def test_the_migrate_command_creates_the_schema(pg_url: str) -> None:
 
 @pytest.mark.parametrize(
     ("query", "message"),
-    [("schema=Bad-Name", "schema="), ("migrate=maybe", "migrate="), ("pool_max=0", "pool_max")],
+    [
+        ("schema=Bad-Name", "schema="),
+        ("migrate=maybe", "migrate="),
+        ("pool_max=0", "pool_max"),
+        ("pool_timeout=0", "pool_timeout="),
+        ("pool_timeout=-5", "pool_timeout="),
+        ("pool_timeout=nan", "pool_timeout="),
+        ("pool_timeout=inf", "pool_timeout="),
+    ],
 )
 def test_bad_url_options_are_configuration_errors(query: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):

@@ -15,6 +15,7 @@ refuses what it does not know when the backend opens (a `ConfigurationError` the
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -80,11 +81,14 @@ def parse_postgres_url(url: str) -> PgOptions:
             opts[key] = _int(key, value, 0 if key == "pool_min" else 1)
         elif key == "pool_timeout":
             try:
-                opts[key] = float(value)
+                seconds = float(value)
             except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds > 0):
                 raise ConfigurationError(
-                    f"postgres URL option pool_timeout={value!r} is not a number of seconds"
-                ) from None
+                    f"postgres URL option pool_timeout={value!r}: use a number of seconds > 0"
+                )
+            opts[key] = seconds
         else:
             rest.append((key, value))
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
