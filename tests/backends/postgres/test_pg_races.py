@@ -101,3 +101,48 @@ async def test_retention_by_count_never_deletes_a_job_retried_meanwhile(pg_url: 
         assert retried.status is JobState.QUEUED
         assert await backend.get_job(first.id) is not None, "retention deleted the retried job"
     await app.close()
+
+
+async def test_a_cancel_takes_the_flow_lock_before_the_row_no_deadlock_with_a_claim(
+    pg_url: str,
+) -> None:
+    # Given a queued flow-controlled job
+    app = Conveyor(pg_url)
+
+    @app.task(queue="flowq", rate_limit="100/s")
+    async def limited() -> None: ...
+
+    job = await app.enqueue("limited", {})
+    backend = app.backend
+    async with (
+        await psycopg.AsyncConnection.connect(plain(pg_url)) as claimer,
+        await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as watch,
+    ):
+        # And a flow claim of its queue under way: it holds the queue's flow lock (and checks
+        # for deadlocks at once, so that it is the one PostgreSQL would abort)
+        await claimer.execute("SET deadlock_timeout = '10ms'")
+        await claimer.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{backend.s.name}:flow:flowq",)
+        )
+        # When the job is cancelled meanwhile (the cancel waits for the claim)
+        cancel = asyncio.create_task(app.cancel(job.id))
+        await eventually(lambda: _blocked(watch), what="the cancel to wait")
+        # Then the claim can still take the job's row, as a flow claim does, and commit: the
+        # cancel waits on the flow lock, not holding the row (no deadlock for PostgreSQL to
+        # break by aborting one of them)
+        await claimer.execute(
+            f"SELECT 1 FROM {backend.s.ident}.jobs WHERE id = %s FOR UPDATE", (job.id,)
+        )
+        await claimer.commit()
+        cancelled = await cancel
+    assert cancelled.status is JobState.CANCELLED
+    await app.close()
+
+
+async def _blocked(conn: psycopg.AsyncConnection[object]) -> bool:
+    cur = await conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND pid <> pg_backend_pid()"
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])
