@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import uuid
 
 import psycopg
 import pytest
@@ -16,6 +17,7 @@ from conveyor.backends.postgres import PostgresBackend
 from conveyor.backends.postgres.migrations import SCHEMA_VERSION
 from conveyor.errors import BackendCorrupt, ConfigurationError
 from tests.backends.postgres.conftest import plain
+from tests.conftest import eventually
 from tests.workers import subprocess_env
 
 
@@ -114,8 +116,52 @@ def test_the_migrate_command_creates_the_schema(pg_url: str) -> None:
 
 @pytest.mark.parametrize(
     ("query", "message"),
-    [("schema=Bad-Name", "schema="), ("migrate=maybe", "migrate="), ("pool_max=0", "pool_max")],
+    [
+        ("schema=Bad-Name", "schema="),
+        ("migrate=maybe", "migrate="),
+        ("pool_max=0", "pool_max"),
+        ("pool_timeout=0", "pool_timeout="),
+        ("pool_timeout=-5", "pool_timeout="),
+        ("pool_timeout=nan", "pool_timeout="),
+        ("pool_timeout=inf", "pool_timeout="),
+    ],
 )
 def test_bad_url_options_are_configuration_errors(query: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         Conveyor(f"postgresql://127.0.0.1/db?{query}")
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("schema=jobs%0A", "schema="), ("schema=pg_jobs", "pg_")],
+)
+def test_schema_names_postgres_would_refuse_or_mangle_are_configuration_errors(
+    query: str, message: str
+) -> None:
+    # A trailing newline slipped past the pattern's "$"; pg_ names are reserved by PostgreSQL
+    with pytest.raises(ConfigurationError, match=message):
+        Conveyor(f"postgresql://127.0.0.1/db?{query}")
+
+
+async def test_the_longest_schema_name_accepted_enqueues_and_wakes_a_worker(
+    postgres_server: object,
+) -> None:
+    # Given a schema name of 63 characters (PostgreSQL's identifier limit), which the URL takes
+    url = f"{postgres_server.url}?schema=t{uuid.uuid4().hex}{'x' * 30}"  # type: ignore[attr-defined]
+    assert len(url.split("schema=", 1)[1]) == 63
+    app = Conveyor(url)
+    ran: list[str] = []
+
+    @app.task(queue="long")
+    async def work(ctx) -> None:  # type: ignore[no-untyped-def]
+        ran.append(ctx.job.id)
+
+    await app.open()
+    try:
+        # When a worker that would poll only once a minute waits, and a job is enqueued
+        async with app.worker(concurrency=1, poll_interval=60.0):
+            job = await app.enqueue("work", {})
+            # Then the enqueue's wake-up (NOTIFY on the schema's channel) reaches the worker
+            await eventually(lambda: ran == [job.id], timeout=10, what="the job to run")
+    finally:
+        await app.close()

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from conveyor import Conveyor, JobNotFound, JobState
-from conveyor.errors import ConfigurationError
+from conveyor.errors import BackendError, ConfigurationError
 from tests.backends.postgres.conftest import plain
 from tests.conftest import eventually
 
@@ -134,4 +134,21 @@ async def test_an_idempotency_key_matches_a_job_of_the_callers_open_transaction(
     # And once committed, exactly that one job exists
     page = await app.list(queue="tx")
     assert [j.id for j in page.jobs] == [first.id]
+    await app.close()
+
+
+async def test_a_transaction_already_in_error_gets_a_clear_error_and_no_job(pg_url: str) -> None:
+    # Given a caller's transaction in which one of its own statements failed
+    app = Conveyor(pg_url)
+    _tasks(app)
+    await app.open()
+    conn = await psycopg.AsyncConnection.connect(plain(pg_url))
+    async with conn, conn.transaction(force_rollback=True):
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            await conn.execute("SELECT 1 / 0")
+        # When it enqueues there, Then a conveyor error says why (not psycopg's
+        # InFailedSqlTransaction after a failed savepoint) and nothing is stored
+        with pytest.raises(BackendError, match="failed transaction"):
+            await app.enqueue("send", {"to": "a"}, connection=conn)
+    assert await _count(app) == 0
     await app.close()

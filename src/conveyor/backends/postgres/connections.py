@@ -138,6 +138,13 @@ class Connections:
         transaction of its own when the connection is in autocommit mode)."""
         if not self._ready:
             await self.open()
+        if isinstance(connection, psycopg.Connection | psycopg.AsyncConnection) and (
+            connection.info.transaction_status is psycopg.pq.TransactionStatus.INERROR
+        ):  # no savepoint can be opened there: say so rather than psycopg's rollback noise
+            raise BackendError(
+                "connection= is in a failed transaction (one of its statements raised): roll "
+                "it back before enqueueing; nothing was enqueued"
+            )
         if isinstance(connection, psycopg.AsyncConnection):
             async with connection.transaction():
                 return await fn(connection, self.s, *args)

@@ -190,14 +190,18 @@ async def _locked(
 async def cancel(conn: Conn, s: Schema, job_id: str, tenant: str | None = None) -> Job:
     """Cancel a waiting or active job (row locked first: a concurrent finish or claim waits
     for this transaction). Idempotent on a cancelled job. The worker of an active one is
-    woken (``c:<worker>``) on commit."""
+    woken (``c:<worker>``) on commit. A flow job's queue flow lock is taken before its row
+    (a job's queue and flow never change), in the flow claim's order: no deadlock."""
+    cur = await conn.execute(s("SELECT queue FROM {s}.jobs WHERE id = %s AND flow IS NOT NULL"),
+                             (job_id,))  # fmt: skip
+    peek = await cur.fetchone()
+    if peek is not None:
+        await flows.lock(conn, s, [peek[0]])
     job, flow, _ = await _locked(conn, s, job_id, tenant)
     if job.status is JobState.CANCELLED:
         return job
     if job.status in FINAL_STATES:
         raise JobStateError(job_id, job.status.value, "cancel")
-    if flow is not None:
-        await flows.lock(conn, s, [job.queue])
     t = await now(conn)
     # A running flow-controlled attempt keeps its lease and its gates' slots (held) until its
     # worker reports that the handler has really ended, or the lease expires.

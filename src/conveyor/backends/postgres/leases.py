@@ -26,12 +26,13 @@ async def release(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> int
     ids, tokens = arrays(jobs, 2)
     # Start times are read before the update clears them (a breaker tells its probe apart).
     cur = await conn.execute(
-        s("WITH o AS (SELECT j.id, j.started_at FROM {s}.jobs j "
+        # The UPDATE checks the token again: a row it waited for may hold another attempt now.
+        s("WITH o AS (SELECT j.id, j.token, j.started_at FROM {s}.jobs j "
           "JOIN unnest(%(ids)s::text[], %(tokens)s::bigint[]) AS o(id, token) "
           "ON j.id = o.id AND j.token = o.token WHERE j.status = 'active') "
           "UPDATE {s}.jobs j SET status = 'queued', attempt = j.attempt - 1, "
           "lease_expires_at = NULL, worker = NULL, started_at = NULL, progress = NULL "
-          "FROM o WHERE j.id = o.id AND j.status = 'active' "
+          "FROM o WHERE j.id = o.id AND j.token = o.token AND j.status = 'active' "
           "RETURNING j.id, j.queue, j.flow, o.started_at"),
         {"ids": ids, "tokens": tokens},
     )  # fmt: skip

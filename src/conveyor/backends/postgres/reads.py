@@ -215,11 +215,14 @@ async def apply_retention(conn: Conn, s: Schema, queue: str, rule: Retention) ->
         ("cancelled", rule.cancelled_max_age, rule.cancelled_max_count),
     ):
         if max_count is not None:
+            # The state is checked on the row too, not only in the list: a row locked after
+            # a retry committed is re-checked on its new version, the list is not re-read.
             removed += await _delete(
                 conn, s,
-                "seq IN (SELECT seq FROM {s}.jobs WHERE queue = %s AND status = %s "
-                "AND finished_at IS NOT NULL ORDER BY finished_at DESC, seq DESC OFFSET %s)",
-                (queue, state, max_count),
+                "queue = %s AND status = %s AND seq IN (SELECT seq FROM {s}.jobs WHERE "
+                "queue = %s AND status = %s AND finished_at IS NOT NULL "
+                "ORDER BY finished_at DESC, seq DESC OFFSET %s)",
+                (queue, state, queue, state, max_count),
             )  # fmt: skip
         if max_age is not None:
             removed += await _delete(

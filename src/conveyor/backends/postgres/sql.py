@@ -4,6 +4,7 @@ connection of a transactional enqueue, sync ones adapted by `SyncConn`)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -74,8 +75,12 @@ class Schema:
     @property
     def channel(self) -> str:
         """The LISTEN/NOTIFY channel of this schema's wake-ups (payload: ``w:<queue>`` for
-        work, ``c:<worker>`` for a cancelled job of that worker)."""
-        return f"conveyor_{self.name}"
+        work, ``c:<worker>`` for a cancelled job of that worker). PostgreSQL refuses a
+        NOTIFY channel of more than 63 bytes: a longer one is named by the schema's digest."""
+        channel = f"conveyor_{self.name}"
+        if len(channel) > 63:
+            channel = f"conveyor_{hashlib.sha256(self.name.encode()).hexdigest()[:40]}"
+        return channel
 
 
 def arrays(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

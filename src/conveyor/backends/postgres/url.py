@@ -15,6 +15,7 @@ refuses what it does not know when the backend opens (a `ConfigurationError` the
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -22,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ...errors import ConfigurationError
 
 SCHEMES = ("postgresql", "postgres")
-_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -59,10 +60,15 @@ def parse_postgres_url(url: str) -> PgOptions:
     rest: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key == "schema":
-            if not _SCHEMA.match(value):
+            if not _SCHEMA.fullmatch(value):
                 raise ConfigurationError(
                     f"postgres URL option schema={value!r}: use lower-case letters, digits and "
                     "underscores, starting with a letter or underscore (at most 63)"
+                )
+            if value.startswith("pg_"):
+                raise ConfigurationError(
+                    f"postgres URL option schema={value!r}: names starting with pg_ are "
+                    "reserved by PostgreSQL"
                 )
             opts["schema"] = value
         elif key == "migrate":
@@ -75,11 +81,14 @@ def parse_postgres_url(url: str) -> PgOptions:
             opts[key] = _int(key, value, 0 if key == "pool_min" else 1)
         elif key == "pool_timeout":
             try:
-                opts[key] = float(value)
+                seconds = float(value)
             except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds > 0):
                 raise ConfigurationError(
-                    f"postgres URL option pool_timeout={value!r} is not a number of seconds"
-                ) from None
+                    f"postgres URL option pool_timeout={value!r}: use a number of seconds > 0"
+                )
+            opts[key] = seconds
         else:
             rest.append((key, value))
     conninfo = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), ""))
