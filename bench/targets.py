@@ -259,7 +259,127 @@ class RedisTarget(Target):
             proc.wait()
 
 
-TARGETS: dict[str, type[Target]] = {"sqlite": SqliteTarget, "redis": RedisTarget}
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+class PostgresMonitor(Monitor):
+    """A direct connection reading ``counts`` plus the deltas not folded yet (the transitions
+    append deltas; workers fold them every maintenance pass, so the deltas stay short)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        from conveyor.backends.postgres.url import parse_postgres_url
+
+        opts = parse_postgres_url(url)
+        self.conn = psycopg.connect(opts.conninfo, autocommit=True)
+        s = opts.schema
+        self._sql = (
+            f"SELECT status, sum(n) FROM (SELECT status, n FROM {s}.counts WHERE queue = %(q)s "
+            f"UNION ALL SELECT status, n FROM {s}.count_deltas WHERE queue = %(q)s) c "
+            "GROUP BY status"
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.conn.execute(self._sql, {"q": QUEUE}).fetchall()}
+
+    def completed(self) -> int:
+        return self.counts().get("completed", 0)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class PostgresTarget(Target):
+    """Its own cluster, as the SQL peers' harness (``../shared/peers/sql/run.py``) runs it:
+    ``initdb`` into a temp dir, ``pg_ctl start`` on a free loopback port with only the settings
+    that locate the server (everything else the PostgreSQL default: fsync on,
+    synchronous_commit on). As root the binaries run as the OS user postgres. Each workload gets
+    a fresh PostgreSQL schema (``?schema=``), dropped after it."""
+
+    name = "postgres"
+
+    def __init__(self) -> None:
+        self.data: Path | None = None
+        self.port = 0
+        self.prefix: list[str] = []
+        self.version = ""
+        self.pid = 0
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.version}" if self.version else ""
+
+    def env(self) -> dict[str, str]:
+        return {"BENCH_PG_PID": str(self.pid)} if self.pid else {}
+
+    def _bin(self, name: str) -> str:
+        exe = shutil.which(name) or next(
+            iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None
+        )
+        if exe is None:
+            raise NotImplementedYet(f"{name} is not on PATH")
+        return str(exe)
+
+    def _run(self, argv: list[str]) -> None:
+        r = subprocess.run(self.prefix + argv, capture_output=True, timeout=120, check=False)
+        if r.returncode:
+            raise RuntimeError(f"{argv[0]} failed: {r.stdout[-800:]!r} {r.stderr[-800:]!r}")
+
+    def _start(self, tmp: Path) -> None:
+        import os
+        import tempfile
+
+        base = Path(tempfile.mkdtemp(prefix="conveyor-bench-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(base, "postgres")
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        self.data = base / "data"
+        self.port = free_port()
+        self._run([self._bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "bench",
+                   "-E", "UTF8", "--locale=C"])  # fmt: skip
+        opts = f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"
+        self._run([self._bin("pg_ctl"), "-D", str(self.data), "-l", str(base / "server.log"),
+                   "-w", "-t", "60", "-o", opts, "start"])  # fmt: skip
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        import psycopg
+
+        with psycopg.connect(self._dsn(), autocommit=True) as c:
+            self.version = c.execute("SHOW server_version").fetchone()[0]
+
+    def _dsn(self) -> str:
+        return f"postgresql://bench@127.0.0.1:{self.port}/postgres"
+
+    def fresh(self, tmp: Path, label: str) -> str:
+        if self.data is None:
+            self._start(tmp)
+        schema = "w_" + "".join(c if c.isalnum() else "_" for c in label.lower())
+        self.drop(f"{self._dsn()}?schema={schema}")
+        return f"{self._dsn()}?schema={schema}"
+
+    def drop(self, url: str) -> None:
+        if self.data is None:
+            return
+        import psycopg
+
+        schema = url.rsplit("schema=", 1)[1]
+        with psycopg.connect(self._dsn(), autocommit=True) as c:
+            c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+    def close(self) -> None:
+        if self.data is None:
+            return
+        try:
+            self._run([self._bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        finally:
+            shutil.rmtree(self.data.parent, ignore_errors=True)
+            self.data = None
+
+
+TARGETS: dict[str, type[Target]] = {
+    "sqlite": SqliteTarget,
+    "redis": RedisTarget,
+    "postgres": PostgresTarget,
+}
 
 
 def scheme(url: str) -> str:
@@ -271,12 +391,28 @@ def monitor_for(url: str) -> Monitor:
         return SqliteMonitor(url)
     if scheme(url) == "redis":
         return RedisMonitor(url)
+    if scheme(url) in ("postgresql", "postgres"):
+        return PostgresMonitor(url)
     raise NotImplementedYet(f"no monitor for {scheme(url)!r} URLs yet")
 
 
 def after_enqueue(url: str) -> None:
     if scheme(url) == "sqlite":
         sqlite_after_enqueue(url)
+    elif scheme(url) in ("postgresql", "postgres"):
+        postgres_after_enqueue(url)
+
+
+def postgres_after_enqueue(url: str) -> None:
+    """Untimed: ANALYZE the jobs table after the pre-enqueue, so the planner knows the backlog
+    from the first claim (autovacuum's analyze would get there a little later)."""
+    import psycopg
+
+    from conveyor.backends.postgres.url import parse_postgres_url
+
+    opts = parse_postgres_url(url)
+    with psycopg.connect(opts.conninfo, autocommit=True) as c:
+        c.execute(f"ANALYZE {opts.schema}.jobs")
 
 
 def store_size(url: str) -> dict[str, Any]:
@@ -296,7 +432,34 @@ def store_size(url: str) -> dict[str, Any]:
             r.close()
         return {"store_bytes": mem["used_memory"], "redis_used_memory": mem["used_memory"],
                 "redis_keys": keys}  # fmt: skip
+    if scheme(url) in ("postgresql", "postgres"):
+        return postgres_table_stats(url)
     return {}
+
+
+def postgres_table_stats(url: str) -> dict[str, Any]:
+    """Size of the schema's tables and indexes, and the jobs table's live / dead tuples."""
+    import psycopg
+
+    from conveyor.backends.postgres.url import parse_postgres_url
+
+    opts = parse_postgres_url(url)
+    with psycopg.connect(opts.conninfo, autocommit=True) as c:
+        if c.execute("SELECT to_regclass(%s)", (f"{opts.schema}.jobs",)).fetchone()[0] is None:
+            return {"store_bytes": 0}  # not created yet (the app creates it when it opens)
+        size = c.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+            (opts.schema,),
+        ).fetchone()[0]
+        row = c.execute(
+            "SELECT n_live_tup, n_dead_tup, pg_total_relation_size(relid), autovacuum_count "
+            "FROM pg_stat_user_tables WHERE schemaname = %s AND relname = 'jobs'",
+            (opts.schema,),
+        ).fetchone() or (0, 0, 0, 0)
+        rows = c.execute(f"SELECT count(*) FROM {opts.schema}.jobs").fetchone()[0]
+    return {"store_bytes": int(size), "pg_jobs_rows": rows, "pg_jobs_live": row[0],
+            "pg_jobs_dead": row[1], "pg_jobs_bytes": row[2], "pg_autovacuums": row[3]}  # fmt: skip
 
 
 def command_stats(url: str) -> dict[str, tuple[int, int]]:

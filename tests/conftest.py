@@ -2,8 +2,8 @@
 worker processes, ``tests/workers.py``), and `eventually` for polling.
 
 Every test in ``tests/conformance`` takes `app` (or `backend_url`), so it runs once per backend in
-`BACKENDS`: SQLite, a single Redis server, and a 3-master Redis Cluster (each server started once
-per session; a fresh key prefix per test isolates it). A backend is added by writing one URL
+`BACKENDS`: SQLite, a single Redis server, a 3-master Redis Cluster and PostgreSQL (each server
+started once per session; a fresh key prefix, or PostgreSQL schema, per test isolates it). A backend is added by writing one URL
 factory below (it may start a server) and putting its name in `BACKENDS`; no conformance test
 changes.
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["pytester", "tests.guards"]
 
 #: Backends every conformance test runs on.
-BACKENDS = ["sqlite", "redis", "redis-cluster"]
+BACKENDS = ["sqlite", "redis", "redis-cluster", "postgres"]
 
 
 def _sqlite_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -58,11 +58,18 @@ def _redis_cluster_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{cluster.url}?prefix=t{uuid.uuid4().hex[:12]}"
 
 
+def _postgres_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # One cluster per session; a fresh PostgreSQL schema per test isolates it.
+    server = request.getfixturevalue("postgres_server")
+    return f"{server.url}?schema=t{uuid.uuid4().hex[:12]}"
+
+
 #: name -> factory(request, tmp_path) returning a fresh, empty backend URL for one test.
 URL_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "sqlite": _sqlite_url,
     "redis": _redis_url,
     "redis-cluster": _redis_cluster_url,
+    "postgres": _postgres_url,
 }
 
 
@@ -95,6 +102,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     srv = RedisServer(tmp_path_factory.mktemp("redis"))
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A PostgreSQL cluster for the session (initdb in a temp dir); tests isolate themselves
+    by PostgreSQL schema."""
+    from tests.servers import PostgresServer  # skips (or fails in CI) without initdb
+
+    srv = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    yield srv
+    srv.remove()
 
 
 @pytest.fixture(scope="session")

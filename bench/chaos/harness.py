@@ -31,9 +31,9 @@ STOP_TIMEOUT = 5.0  # seconds `Reader.stop` waits for the reader to end
 class Config:
     """One run's settings; `scenarios` scales them per fault."""
 
-    backend: str  # sqlite | redis
+    backend: str  # sqlite | redis | postgres
     workdir: Path
-    server: Server | None = None  # redis
+    server: Server | None = None  # redis, postgres
     jobs: int = 20_000
     workers: int = 4
     concurrency: int = 25
@@ -72,6 +72,9 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         if cfg.backend == "sqlite":
             self.url = f"sqlite:///{self.dir / 'chaos.db'}"
+        elif cfg.backend == "postgres":
+            assert cfg.server is not None
+            self.url = f"{cfg.server.url}?schema=chaos_{name.replace('+', 'p').replace('-', 'm')}_{os.getpid()}"
         else:
             assert cfg.server is not None
             self.url = f"{cfg.server.url}?prefix=chaos-{name}-{os.getpid()}"

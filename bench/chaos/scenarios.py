@@ -45,8 +45,9 @@ async def kill9(cfg: Config) -> history.Report:
 
 
 async def restart_redis(cfg: Config) -> history.Report:
-    """Redis killed -9 and restarted ``cfg.restarts`` times while a producer streams jobs, the
-    workers run them and an event reader follows the log; none of them is restarted."""
+    """The server (Redis, or PostgreSQL: every server process) killed -9 and restarted
+    ``cfg.restarts`` times while a producer streams jobs, the workers run them and an event
+    reader follows the log; none of them is restarted."""
     assert cfg.server is not None
     async with Run(cfg, "restart") as run:
         for _ in range(cfg.workers):
@@ -221,7 +222,9 @@ async def skew(cfg: Config, sign: int) -> history.Report:
 
 SCENARIOS: dict[str, Callable[[Config], Awaitable[history.Report]]] = {
     "kill9": kill9,
-    "restart": lambda cfg: (restart_redis if cfg.backend == "redis" else producer_kill)(cfg),
+    "restart": lambda cfg: (
+        restart_redis if cfg.backend in ("redis", "postgres") else producer_kill
+    )(cfg),
     "stop": graceful_stop,
     "poison": poison,
     "skew+": lambda cfg: skew(cfg, +1),

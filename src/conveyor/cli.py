@@ -271,6 +271,7 @@ from . import (  # noqa: E402, F401
     cli_jobs,
     cli_keys,
     cli_metrics,
+    cli_migrate,
     cli_queues,
     cli_serve,
     cli_stats,

@@ -25,7 +25,14 @@ from .backends.base import (
     NewJob,
 )
 from .batch import Batch
-from .errors import JobCancelled, JobFailed, JobNotFound, ValidationError, WorkflowNotFound
+from .errors import (
+    ConfigurationError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    ValidationError,
+    WorkflowNotFound,
+)
 from .hooks import Enqueuing, HookBus
 from .inputs import PayloadLimits, brief
 from .job import Job, JobState
@@ -123,11 +130,18 @@ class Producer(Observing):
         tenant: str | None = None,
         max_attempts: int | None = None,
         meta: dict[str, Any] | None = None,
+        connection: Any = None,
     ) -> Job:
         """Validate and store one job. With an ``idempotency_key`` this tenant (or, without
         ``tenant``, a tenant-less job) already used in the task's queue, that job is returned and
         nothing new is stored. ``meta``: a small JSON object stored with the job and returned
-        on `Job.meta` (context such as a trace id; not passed to the handler)."""
+        on `Job.meta` (context such as a trace id; not passed to the handler).
+
+        ``connection``: transactional enqueue (PostgreSQL): the caller's psycopg connection
+        (``AsyncConnection``; a sync ``Connection`` through ``app.sync``). The job is written
+        inside the caller's open transaction: it exists if and only if that transaction
+        commits, and workers are woken when it does. `ConfigurationError` on other backends."""
+        self._check_connection(connection)
         t = self.catalog.lookup(task)
         prio, secs = check_options(
             priority, delay, idempotency_key, tenant, max_attempts, time.time()
@@ -142,10 +156,10 @@ class Producer(Observing):
         # With on_event hooks a worker of this process may start the job before this call
         # returns: `_store_telling` has the bus hold its events until ``enqueued``.
         store = self._store_telling if self.bus.event else self._store
-        res, spooled = await store([nj], None)
+        res, spooled = await store([nj], None, None, connection)
         self._wake_workers()
         if not res.created[0]:
-            existing = await self.get(res.ids[0])
+            existing = await self._existing(res.ids[0], connection)
             existing.created = False
             return existing
         job = job_from_new(nj, res.now)
@@ -164,6 +178,7 @@ class Producer(Observing):
         on_complete: Any = None,
         on_success: Any = None,
         batch_ttl: float | timedelta | None = None,
+        connection: Any = None,
     ) -> Batch:
         """Store many jobs atomically (all or none) in one round trip; returns a `Batch` handle.
 
@@ -176,7 +191,9 @@ class Producer(Observing):
         completed. Either gives the batch a durable record kept ``batch_ttl`` seconds (default
         7 days) after the callbacks fired. ``batch``: add the items to that open batch of this
         ``tenant`` instead (`BatchNotFound`, or `BatchClosed` once its callbacks fired).
+        ``connection``: transactional enqueue, as for `enqueue`.
         """
+        self._check_connection(connection)
         now = time.time()
         prio, secs = check_options(priority, delay, None, tenant, None, now)
         batch_id, record = batch_of_call(self._builder, tenant, batch, on_complete, on_success,
@@ -189,7 +206,7 @@ class Producer(Observing):
         if not jobs:
             await self.open()
         store = self._store_telling if self.bus.event else self._store
-        res, spooled = await store(jobs, batch_id, record) if jobs else (None, False)
+        res, spooled = await store(jobs, batch_id, record, connection) if jobs else (None, False)
         self._wake_workers()
         ids = res.ids if res else []
         handle = Batch(self, batch_id, ids, res.created if res else [],
@@ -197,8 +214,29 @@ class Producer(Observing):
         handle.spooled = spooled
         return handle
 
+    async def _existing(self, job_id: str, connection: Any) -> Job:
+        """The job an idempotency key matched; with ``connection``, read in the caller's
+        transaction (the match may be a job that transaction enqueued and not yet committed)."""
+        if connection is None:
+            return await self.get(job_id)
+        job = await self.backend.get_job(job_id, connection=connection)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    def _check_connection(self, connection: Any) -> None:
+        if connection is not None and not self.backend.capabilities.transactional_enqueue:
+            raise ConfigurationError(
+                f"connection= (transactional enqueue) needs the postgres backend; this app "
+                f"uses {type(self.backend).__name__}"
+            )
+
     async def _store_telling(
-        self, jobs: list[NewJob], group: str | None, record: NewBatch | None = None
+        self,
+        jobs: list[NewJob],
+        group: str | None,
+        record: NewBatch | None = None,
+        connection: Any = None,
     ) -> tuple[EnqueueResult, bool]:
         """`_store` for ``on_event`` hooks: an ``enqueued`` event per job created, each before
         any event a worker of this process emits for it (the bus holds those meanwhile)."""
@@ -206,7 +244,7 @@ class Producer(Observing):
             self.bus.enqueuing(nj.id)
         made: dict[str, Job] = {}
         try:
-            res, spooled = await self._store(jobs, group, record)
+            res, spooled = await self._store(jobs, group, record, connection)
             for nj, created in zip(jobs, res.created, strict=True):
                 if created:
                     job = made[nj.id] = job_from_new(nj, res.now)
@@ -217,12 +255,28 @@ class Producer(Observing):
         return res, spooled
 
     async def _store(
-        self, jobs: list[NewJob], group: str | None, record: NewBatch | None = None
+        self,
+        jobs: list[NewJob],
+        group: str | None,
+        record: NewBatch | None = None,
+        connection: Any = None,
     ) -> tuple[EnqueueResult, bool]:
         """Store jobs in the backend, or in the spool (then True) when it is unreachable. The
         members of a batch record go to the backend only: the record is checked as they are
-        stored (a spool could not refuse them once the batch closed)."""
+        stored (a spool could not refuse them once the batch closed). With ``connection``
+        the backend writes them with the caller's connection (never the spool: the caller's
+        transaction decides)."""
         limits = self.catalog.max_queued or None
+        if connection is not None:
+            await self.open()
+            backend: Any = self.backend
+            if record is not None:
+                res = await backend.enqueue_batch(
+                    record, jobs, max_queued=limits, connection=connection
+                )
+            else:
+                res = await backend.enqueue_jobs(jobs, max_queued=limits, connection=connection)
+            return res, False
         if record is not None:
             await self.open()
             return await self.backend.enqueue_batch(record, jobs, max_queued=limits), False

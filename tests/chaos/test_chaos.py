@@ -1,5 +1,5 @@
-"""The short chaos run: every fault of ``bench/chaos`` scaled down, on SQLite and on Redis (a
-real redis-server with AOF ``everysec``), with real worker and producer processes. A test fails
+"""The short chaos run: every fault of ``bench/chaos`` scaled down, on SQLite, on Redis (a
+real redis-server with AOF ``everysec``) and on PostgreSQL (its own cluster), with real worker and producer processes. A test fails
 when the history checker reports any violation (``bench/chaos/history.py``); the long run with
 the issue's sizes is ``python -m bench.chaos`` (figures in bench/README.md)."""
 
@@ -13,7 +13,7 @@ from bench.chaos.harness import Config
 from bench.chaos.history import Limits
 from bench.chaos.scenarios import SCENARIOS
 
-from tests.servers import RedisServer, require_binary
+from tests.servers import PostgresServer, RedisServer, require_binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -39,9 +39,22 @@ def chaos_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServe
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(scope="module")
+def chaos_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    # The test settings (fsync off): the restarts kill the server's processes, not the
+    # machine, so nothing committed is lost (see PostgresServer).
+    server = PostgresServer(tmp_path_factory.mktemp("chaos-postgres"))
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def config(request: pytest.FixtureRequest, tmp_path: Path) -> Config:
-    server = request.getfixturevalue("chaos_redis") if request.param == "redis" else None
+    server = (
+        request.getfixturevalue(f"chaos_{request.param}")
+        if request.param in ("redis", "postgres")
+        else None
+    )
     return Config(backend=request.param, workdir=tmp_path, server=server, **SMALL)  # type: ignore[arg-type]
 
 

@@ -35,6 +35,14 @@ async def quick(ctx, n: int) -> int:
     return n
 
 
+# quick under a 1 s lease: a claim whose reply a backend restart cut off is recovered in ~1 s
+# (tests/backends/postgres/test_pg_processes.py).
+@app.task(lease=1.0)
+async def quick_leased(ctx, n: int) -> int:
+    record("run", ctx.job.id)
+    return n
+
+
 # Batch callbacks (test_batch_processes.py): with PROC_DIE_AFTER_FINISH=1 the worker kills
 # itself (SIGKILL) right after the backend committed the finish of a member run with die=True:
 # before anything else of the worker runs (on Redis, before it checks the batch's callbacks).
@@ -72,15 +80,19 @@ def _die_after_finish() -> None:
         await settle(self, job_ids, worker)
 
     Attempts._settle = redis_settle  # type: ignore[method-assign]
-    for name in ("finish_jobs", "finish_and_claim"):
-        original = getattr(SqliteBackend, name)
+    from conveyor.backends.postgres import PostgresBackend
 
-        async def after(self, worker, outcomes, *rest, _original=original):
-            out = await _original(self, worker, outcomes, *rest)
-            die_if_last([o.job_id for o in outcomes])
-            return out
+    # SQLite and PostgreSQL fire the callbacks in the finish's own transaction: die after it.
+    for cls in (SqliteBackend, PostgresBackend):
+        for name in ("finish_jobs", "finish_and_claim"):
+            original = getattr(cls, name)
 
-        setattr(SqliteBackend, name, after)
+            async def after(self, worker, outcomes, *rest, _original=original):
+                out = await _original(self, worker, outcomes, *rest)
+                die_if_last([o.job_id for o in outcomes])
+                return out
+
+            setattr(cls, name, after)
 
 
 if os.environ.get("PROC_DIE_AFTER_FINISH") == "1":

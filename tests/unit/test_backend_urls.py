@@ -31,7 +31,8 @@ from conveyor.backends.sqlite.backend import parse_sqlite_url
         ("sqlite:///x.db?synchronous=sometimes", "synchronous='sometimes'"),
         ("sqlite:///x.db?busy_timeout=soon", "busy_timeout='soon'"),
         ("sqlite:///x.db?busy_timeout=-1", "busy_timeout"),
-        ("postgresql://localhost/db", "not available"),
+        ("postgresql://localhost/db?schema=Bad-Name", "schema="),
+        ("postgres://localhost/db?pool_max=lots", "pool_max="),
     ],
 )
 def test_bad_urls_are_configuration_errors_naming_the_problem(url: str, words: str) -> None:

@@ -8,7 +8,7 @@ from ..clock import Clock
 from ..errors import ConfigurationError
 from .base import Backend
 
-SCHEMES = ("sqlite", "redis", "rediss", "redis+cluster", "postgresql")
+SCHEMES = ("sqlite", "redis", "rediss", "redis+cluster", "postgresql", "postgres")
 
 
 def open_backend(url: str, *, clock: Clock | None = None) -> Backend:
@@ -31,11 +31,19 @@ def open_backend(url: str, *, clock: Clock | None = None) -> Backend:
                 f"the redis backend needs redis-py: pip install 'conveyor[redis]' ({exc})"
             ) from None
         return RedisBackend(url, clock=clock)
+    if scheme in ("postgresql", "postgres"):
+        try:
+            from .postgres import PostgresBackend
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigurationError(
+                f"the postgres backend needs psycopg 3: pip install 'conveyor[postgres]' ({exc})"
+            ) from None
+        return PostgresBackend(url, clock=clock)
     if scheme in SCHEMES:
         raise ConfigurationError(f"the {scheme!r} backend is not available in this version yet")
     raise ConfigurationError(
         f"malformed backend URL {url!r}: unknown scheme {scheme!r} "
-        "(expected sqlite:///path.db, redis://host:port/db)"
+        "(expected sqlite:///path.db, redis://host:port/db, postgresql://host/db)"
     )
 
 

@@ -70,6 +70,9 @@ class Capabilities:
     cross_process: bool = True
     cross_host: bool = False
     blocking_wakeups: bool = True
+    # enqueue_jobs / enqueue_batch take ``connection=``: the caller's database connection, the
+    # jobs written inside the caller's transaction (PostgreSQL).
+    transactional_enqueue: bool = False
 
 
 WakeCallback = Callable[[str], None]
@@ -181,8 +184,13 @@ class Backend(ScheduleStore, BatchStore, WorkflowStore, AwaitStore, FanInStore, 
         other state, or `QueueFull` (nothing changed) when ``max_queued`` limits the job's
         queue and it is full, in the same atomic step."""
 
-    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
-        """Read one job; None when missing, or when ``tenant`` is given and it is not its."""
+    async def get_job(
+        self, job_id: str, *, tenant: str | None = None, connection: Any = None
+    ) -> Job | None:
+        """Read one job; None when missing, or when ``tenant`` is given and it is not its.
+        ``connection`` (backends with ``transactional_enqueue`` only): read through the
+        caller's connection, in its open transaction (a job it enqueued and did not commit
+        yet is visible there only)."""
 
     async def list_jobs(self, params: ListParams) -> JobPage:
         """Newest first, filtered; ``next_cursor`` continues the listing. A listing by tenant

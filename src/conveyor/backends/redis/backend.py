@@ -296,7 +296,9 @@ class RedisBackend(RedisWorkflows, RedisFanIn):
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+    async def get_job(
+        self, job_id: str, *, tenant: str | None = None, connection: Any = None
+    ) -> Job | None:
         return await reads.get_job(self, job_id, tenant=tenant)
 
     async def list_jobs(self, params: ListParams) -> JobPage:

@@ -268,7 +268,9 @@ class SqliteBackend(SqliteWorkflows):
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str, *, tenant: str | None = None) -> Job | None:
+    async def get_job(
+        self, job_id: str, *, tenant: str | None = None, connection: Any = None
+    ) -> Job | None:
         job: Job | None = await self._read(ops.get, job_id, tenant)
         return job
 

@@ -1,0 +1,277 @@
+"""PostgreSQL enqueues: new jobs, their events, count deltas and wake-up in one statement.
+
+`enqueue` checks ids, idempotency keys, ``max_queued`` and flow gates before the insert, in the
+caller's transaction (the backend's, or the application's for a transactional enqueue);
+`enqueue_plain` stores jobs that need none of those checks in one autocommit statement.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ...errors import QueueFull
+from ..base import EnqueueResult, NewJob
+from . import flows
+from .sql import NOW, Conn, Schema, arrays
+
+_INSERT = """
+WITH r AS (
+  SELECT * FROM unnest(%(id)s::text[], %(queue)s::text[], %(task)s::text[], %(payload)s::text[],
+    %(priority)s::int[], %(max_attempts)s::int[], %(max_stalls)s::int[], %(timeout)s::float8[],
+    %(lease)s::float8[], %(tenant)s::text[], %(batch)s::text[], %(workflow)s::text[],
+    %(parent)s::text[], %(ikey)s::text[], %(due)s::float8[], %(meta)s::text[], %(step)s::text[],
+    %(steps)s::int[], %(flow)s::text[]) WITH ORDINALITY
+    AS r(id, queue, task, payload, priority, max_attempts, max_stalls, timeout, lease, tenant,
+         batch, workflow, parent, ikey, due, meta, step, steps, flow, n)
+),
+ins AS (
+  INSERT INTO {s}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
+    timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
+    meta, step, steps, flow)
+  SELECT id, queue, task, payload, priority,
+    CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
+    lease, tenant, batch, workflow, parent, ikey, %(now)s, due, meta, step, steps, flow
+  FROM r ORDER BY n
+  ON CONFLICT DO NOTHING
+  RETURNING id, queue, task, tenant, status, scheduled_for, flow
+),
+ev AS (
+  INSERT INTO {s}.events (type, job_id, queue, task, tenant, time, data)
+  SELECT CASE WHEN status = 'queued' THEN 'enqueued' ELSE 'scheduled' END, id, queue, task,
+    tenant, %(now)s,
+    CASE WHEN scheduled_for IS NULL THEN NULL ELSE json_build_object('due', scheduled_for)::text END
+  FROM ins
+),
+cnt AS (
+  INSERT INTO {s}.count_deltas (queue, status, n)
+  SELECT queue, status, count(*) FROM ins GROUP BY queue, status
+),
+woke AS (
+  SELECT pg_notify(%(channel)s, 'w:' || queue) FROM (SELECT DISTINCT queue FROM ins
+  WHERE status = 'queued') q
+)
+SELECT (SELECT count(*) FROM woke), array_agg(id),
+  array_agg(queue) FILTER (WHERE flow IS NOT NULL AND status = 'queued'),
+  array_agg(flow) FILTER (WHERE flow IS NOT NULL AND status = 'queued') FROM ins
+"""
+_INSERT_PLAIN = f"""
+WITH t AS (SELECT {NOW} AS now),
+u AS (
+  SELECT * FROM unnest(%(id)s::text[], %(queue)s::text[], %(task)s::text[], %(payload)s::text[],
+    %(priority)s::int[], %(max_attempts)s::int[], %(max_stalls)s::int[], %(timeout)s::float8[],
+    %(lease)s::float8[], %(tenant)s::text[], %(batch)s::text[], %(workflow)s::text[],
+    %(parent)s::text[], %(ikey)s::text[], %(due)s::float8[], %(meta)s::text[], %(step)s::text[],
+    %(steps)s::int[], %(flow)s::text[]) WITH ORDINALITY
+    AS u(id, queue, task, payload, priority, max_attempts, max_stalls, timeout, lease, tenant,
+         batch, workflow, parent, ikey, delay, meta, step, steps, flow, n)
+),
+r AS (SELECT u.*, CASE WHEN u.delay > 0 THEN t.now + u.delay END AS due FROM u, t),
+ins AS (
+  INSERT INTO {{s}}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
+    timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
+    meta, step, steps, flow)
+  SELECT id, queue, task, payload, priority,
+    CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
+    lease, tenant, batch, workflow, parent, ikey, (SELECT now FROM t), due, meta, step, steps, flow
+  FROM r ORDER BY n
+  ON CONFLICT DO NOTHING
+  RETURNING id, queue, task, tenant, status, scheduled_for, flow
+),
+ev AS (
+  INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
+  SELECT CASE WHEN status = 'queued' THEN 'enqueued' ELSE 'scheduled' END, id, queue, task,
+    tenant, (SELECT now FROM t),
+    CASE WHEN scheduled_for IS NULL THEN NULL ELSE json_build_object('due', scheduled_for)::text END
+  FROM ins
+),
+cnt AS (
+  INSERT INTO {{s}}.count_deltas (queue, status, n)
+  SELECT queue, status, count(*) FROM ins GROUP BY queue, status
+),
+woke AS (
+  SELECT pg_notify(%(channel)s, 'w:' || queue) FROM (SELECT DISTINCT queue FROM ins
+  WHERE status = 'queued') q
+)
+SELECT (SELECT now FROM t), (SELECT count(*) FROM woke), array_agg(id),
+  array_agg(queue) FILTER (WHERE flow IS NOT NULL AND status = 'queued'),
+  array_agg(flow) FILTER (WHERE flow IS NOT NULL AND status = 'queued') FROM ins
+"""
+
+
+async def lock_queues(conn: Conn, s: Schema, queues: Iterable[str]) -> None:
+    """Serialize the enqueues that check ``max_queued`` of these queues (in name order: two
+    callers never wait on each other crosswise), until the transaction ends."""
+    for q in sorted(set(queues)):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{s.name}:q:{q}",))
+
+
+async def waiting(conn: Conn, s: Schema, queue: str) -> int:
+    cur = await conn.execute(
+        s("SELECT coalesce(sum(n), 0) FROM (SELECT n FROM {s}.counts WHERE queue = %(q)s AND "
+          "status IN ('queued', 'scheduled') UNION ALL SELECT n FROM {s}.count_deltas WHERE "
+          "queue = %(q)s AND status IN ('queued', 'scheduled')) x"),
+        {"q": queue},
+    )  # fmt: skip
+    return int((await cur.fetchone())[0])
+
+
+async def check_backpressure(
+    conn: Conn, s: Schema, new: Counter[str], limits: Mapping[str, int]
+) -> None:
+    """`QueueFull` (nothing written yet) unless the new jobs fit under their queues' limits.
+    Takes the queues' advisory locks first: racing producers never store past a limit."""
+    limited = {q: n for q, n in new.items() if n > 0 and limits.get(q) is not None}
+    if not limited:
+        return
+    await lock_queues(conn, s, limited)
+    for q, n in sorted(limited.items()):
+        count = await waiting(conn, s, q)
+        if count + n > limits[q]:
+            raise QueueFull(q, limits[q], count, n)
+    for q in sorted(limited):
+        await conn.execute(
+            s("INSERT INTO {s}.meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+              "SET value = excluded.value WHERE meta.value <> excluded.value"),
+            (f"max_queued:{q}", str(limits[q])),
+        )  # fmt: skip
+
+
+async def enqueue(
+    conn: Conn,
+    s: Schema,
+    jobs: Sequence[NewJob],
+    max_queued: Mapping[str, int] | None = None,
+    *,
+    at: float | None = None,
+) -> EnqueueResult:
+    """Store ``jobs`` (see `Backend.enqueue_jobs`): one statement inserts the rows, their
+    events and count deltas, and sends the wake-up (delivered when the transaction commits)."""
+    ids = [j.id for j in jobs]
+    created = [True] * len(jobs)
+    cur = await conn.execute(
+        s(f"SELECT {NOW}, ARRAY(SELECT id FROM {{s}}.jobs WHERE id = ANY(%s))"), (ids,)
+    )
+    t, stored = await cur.fetchone()
+    t = at if at is not None else float(t)
+    skip = _repeated(ids, set(stored))
+    keyed: dict[tuple[str, str, str], int] = {}
+    for i, j in enumerate(jobs):
+        if j.idempotency_key:
+            keyed.setdefault((j.queue, j.tenant or "", j.idempotency_key), i)
+    if keyed:
+        existing = await _keys(conn, s, list(keyed))
+        for i, j in enumerate(jobs):
+            if not j.idempotency_key or i in skip:
+                continue
+            key = (j.queue, j.tenant or "", j.idempotency_key)
+            if key in existing:
+                ids[i], created[i] = existing[key], False
+                skip.add(i)
+            elif keyed[key] != i:  # a duplicate key within this call: the first one wins
+                ids[i], created[i] = jobs[keyed[key]].id, False
+                skip.add(i)
+    for i in skip:
+        created[i] = False
+    new = [j for i, j in enumerate(jobs) if i not in skip]
+    if max_queued:
+        await check_backpressure(conn, s, Counter(j.queue for j in new), max_queued)
+    if any(j.flow is not None for j in new):  # gates and flows change under the flow lock
+        await flows.lock(conn, s, {j.queue for j in new if j.flow is not None})
+        await flows.store_gates(conn, s, new)
+    if new:
+        inserted = await _insert(conn, s, new, t)
+        if len(inserted) < len(new):  # another transaction stored an id or key meanwhile
+            await _raced(conn, s, jobs, ids, created, inserted)
+    return EnqueueResult(ids, created, t)
+
+
+def plain(jobs: Sequence[NewJob], max_queued: Mapping[str, int] | None) -> bool:
+    """Whether `enqueue_plain` can store ``jobs``: no idempotency key, flow or enforced
+    ``max_queued``, and no id twice."""
+    return (
+        all(j.idempotency_key is None and j.flow is None for j in jobs)
+        and not (max_queued and any(j.queue in max_queued for j in jobs))
+        and len({j.id for j in jobs}) == len(jobs)
+    )
+
+
+async def enqueue_plain(conn: Conn, s: Schema, jobs: Sequence[NewJob]) -> EnqueueResult:
+    """`enqueue` in one statement (autocommit: one round trip) for jobs that need no checks
+    before the insert (`plain`): the clock is read by the statement, an id stored already (a
+    spool's resend) is not stored again and reported as not created."""
+    rows = [
+        (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
+         j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key, j.delay, j.meta,
+         j.step, j.steps, j.flow)
+        for j in jobs
+    ]  # fmt: skip
+    args: dict[str, Any] = dict(zip(_NAMES, arrays(rows, len(_NAMES)), strict=True))
+    args["channel"] = s.channel
+    cur = await conn.execute(s(_INSERT_PLAIN), args)
+    row = await cur.fetchone()
+    inserted = set(row[2] or ())
+    return EnqueueResult([j.id for j in jobs], [j.id in inserted for j in jobs], float(row[0]))
+
+
+def _repeated(ids: list[str], stored: set[str]) -> set[int]:
+    seen: dict[str, int] = {}
+    out: set[int] = set()
+    for i, job_id in enumerate(ids):
+        if seen.setdefault(job_id, i) != i or job_id in stored:
+            out.add(i)
+    return out
+
+
+async def _keys(
+    conn: Conn, s: Schema, keys: list[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], str]:
+    cur = await conn.execute(
+        s("SELECT j.queue, coalesce(j.tenant, ''), j.idempotency_key, j.id "
+          "FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(q, t, key) JOIN {s}.jobs j "
+          "ON j.queue = k.q AND coalesce(j.tenant, '') = k.t AND j.idempotency_key = k.key "
+          "AND j.idempotency_key IS NOT NULL"),
+        arrays(keys, 3),
+    )  # fmt: skip
+    return {(q, t, k): job_id for q, t, k, job_id in await cur.fetchall()}
+
+
+_NAMES = ("id", "queue", "task", "payload", "priority", "max_attempts", "max_stalls", "timeout",
+          "lease", "tenant", "batch", "workflow", "parent", "ikey", "due", "meta", "step", "steps",
+          "flow")  # fmt: skip
+
+
+async def _insert(conn: Conn, s: Schema, jobs: Sequence[NewJob], t: float) -> set[str]:
+    rows = [
+        (j.id, j.queue, j.task, j.payload, j.priority, j.max_attempts, j.max_stalls, j.timeout,
+         j.lease, j.tenant, j.batch, j.workflow, j.parent, j.idempotency_key,
+         t + j.delay if j.delay > 0 else None, j.meta, j.step, j.steps, j.flow)
+        for j in jobs
+    ]  # fmt: skip
+    args: dict[str, Any] = dict(zip(_NAMES, arrays(rows, len(_NAMES)), strict=True))
+    args["now"], args["channel"] = t, s.channel
+    cur = await conn.execute(s(_INSERT), args)
+    row = await cur.fetchone()
+    if row[2]:
+        await flows.refresh_heads(conn, s, zip(row[2], row[3], strict=True))
+    return set(row[1] or ())
+
+
+async def _raced(
+    conn: Conn,
+    s: Schema,
+    jobs: Sequence[NewJob],
+    ids: list[str],
+    created: list[bool],
+    inserted: set[str],
+) -> None:
+    """Jobs a concurrent transaction stored first (same id, or same idempotency key): report
+    the stored job's id, not created."""
+    for i, j in enumerate(jobs):
+        if not created[i] or j.id in inserted:
+            continue
+        created[i] = False
+        if j.idempotency_key:
+            found = await _keys(conn, s, [(j.queue, j.tenant or "", j.idempotency_key)])
+            ids[i] = next(iter(found.values()), j.id)
