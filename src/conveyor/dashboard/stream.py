@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ..backends.base import EventFilter
-from ..server.auth import principal_by_id
+from ..server.auth import still_live
 from ..server.deadline import backend_deadline
 from ..server.errors import ApiError
 from ..server.event_hub import EventHub
@@ -83,9 +83,7 @@ async def _still_allowed(request: Request, viewer: Viewer) -> bool:
     if viewer.grant is not None:
         return signer.batch_grant(request.query_params.get("token")) is not None
     session = signer.session(request.cookies.get(SESSION_COOKIE))
-    if session is None or session.key_id is None:  # None: a --no-auth session, checked at open
-        return session is not None
-    return await principal_by_id(request, session.key_id) is not None
+    return session is not None and await still_live(request, session.key_id)
 
 
 async def _ticks(
