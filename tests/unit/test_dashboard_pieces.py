@@ -60,16 +60,18 @@ def test_history_rates_failures_between_samples() -> None:
 def test_tokens_are_signed_scoped_and_expire() -> None:
     signer = Signer(ServerSettings(secret="one"))
     other = Signer(ServerSettings(secret="two"))
-    token = signer.batch_token("b-1", "acme")
+    token = signer.batch_token("b-1", "acme", "k_0123456789ab")
     grant = signer.batch_grant(token)
-    assert grant is not None and (grant.batch, grant.tenant) == ("b-1", "acme")
+    assert grant is not None
+    assert (grant.batch, grant.tenant, grant.key_id) == ("b-1", "acme", "k_0123456789ab")
     assert other.batch_grant(token) is None  # another secret
     # A changed signature (its first character: the last one of base64 holds 2 ignored bits,
     # so changing it alone may decode to the same signature) and a changed payload are refused
     payload, sig = token.rsplit(".", 1)
     assert signer.batch_grant(f"{payload}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}") is None
     assert (
-        signer.batch_grant(signer.batch_token("b-2", "acme").rsplit(".", 1)[0] + "." + sig) is None
+        signer.batch_grant(signer.batch_token("b-2", "acme", None).rsplit(".", 1)[0] + "." + sig)
+        is None
     )
     assert signer.batch_grant("x" * 5000) is None
     # A session token is not a batch token (salted apart), and neither holds a key

@@ -23,7 +23,7 @@ from ..server.deadline import backend_deadline
 from ..server.errors import ApiError
 from ..server.event_hub import EventHub
 from ..server.routes.events import MAX_BATCH_JOBS, batch_jobs
-from .batch import batch_viewer
+from .batch import batch_viewer, live_grant
 from .tokens import SESSION_COOKIE
 from .web import HtmlRoute, Viewer, conveyor_of, session_viewer, settings_of, signer_of
 
@@ -81,7 +81,7 @@ async def _still_allowed(request: Request, viewer: Viewer) -> bool:
     not a request of the key's rate."""
     signer = signer_of(request)
     if viewer.grant is not None:
-        return signer.batch_grant(request.query_params.get("token")) is not None
+        return await live_grant(request, request.query_params.get("token")) is not None
     session = signer.session(request.cookies.get(SESSION_COOKIE))
     return session is not None and await still_live(request, session.key_id)
 
