@@ -9,6 +9,7 @@ import pytest
 from conveyor.dashboard.filters import JobFilter
 from conveyor.dashboard.formatting import REDACTED, chart_points, eta_words, pretty, redact
 from conveyor.dashboard.history import History
+from conveyor.dashboard.redaction import secret_name
 from conveyor.dashboard.tokens import Signer
 from conveyor.job import JobState
 from conveyor.server import ServerSettings
@@ -26,6 +27,35 @@ def test_secret_looking_fields_are_redacted_at_any_depth() -> None:
     }  # fmt: skip
     # The stored value never reaches the text a page shows
     assert "hunter2" not in pretty(payload)
+
+
+SECRET_NAMES = [
+    "access_tokens", "accessToken", "refresh_token", "jwt", "id_jwt", "key", "KEY", "api_key",
+    "apiKey", "APIKey", "x-api-key", "X_API_KEY_2", "apikeys", "api.key", "authorization",
+    "Authorization", "auth", "x-auth-token", "cookie", "Set-Cookie", "private_key",
+    "privateKey", "client_secret", "clientSecret", "secrets", "password", "myPassword1",
+    "pass_word", "passwd", "pwd", "card_number", "cvv", "pin", "otp_code", "ssn", "iban",
+    "signing_key", "encryption_keys", "credentials", "oauth", "dsn", "bearer",
+]  # fmt: skip
+HARMLESS_NAMES = [
+    "keyword", "keywords", "monkey", "keyboard", "tokenizer", "tokenizer_name", "max_tokens",
+    "completion_tokens", "total_tokens", "token_count", "token_type", "key_id", "apiKeyId",
+    "api_key_prefix", "idempotency_key", "cache_key", "public_key", "sort_key", "author",
+    "authors", "passenger", "bypass", "spinner", "secretary", "session_id", "user", "name",
+    "secret_name", "pinned", "compass",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_secret_field_names_are_redacted(name: str) -> None:
+    assert secret_name(name), name
+    assert redact({"x": [{name: "s3cr3t", "n": 1}]}) == {"x": [{name: REDACTED, "n": 1}]}
+
+
+@pytest.mark.parametrize("name", HARMLESS_NAMES)
+def test_harmless_field_names_are_shown(name: str) -> None:
+    assert not secret_name(name), name
+    assert redact({name: "shown"}) == {name: "shown"}
 
 
 def test_a_huge_value_is_cut_for_the_page() -> None:
