@@ -191,9 +191,7 @@ async def _stream(
             try:
                 async with backend_deadline(settings):
                     if not await still_live(request, principal.key_id):
-                        yield _error_event(request, ApiError(
-                            401, "unauthorized", "the API key was revoked"))  # fmt: skip
-                        return
+                        raise ApiError(401, "unauthorized", "the API key was revoked")
                     page = await _read(request, page.cursor, where)
             except Exception as exc:
                 yield _error_event(request, exc)
