@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from conveyor.dashboard.filters import JobFilter
 from conveyor.dashboard.formatting import REDACTED, chart_points, eta_words, pretty, redact
@@ -111,6 +113,11 @@ def test_tokens_are_signed_scoped_and_expire() -> None:
     assert signer.csrf_ok(session, signer.csrf(session))
     assert not signer.csrf_ok(session, signer.csrf(signer.new_session("k_0123456789ab")[0]))
     assert not signer.csrf_ok(session, None)
+    # A link of an earlier version (no key id: it could not be revoked) is refused
+    earlier = URLSafeTimedSerializer("one", salt="conveyor.dashboard.batch",
+                                     signer_kwargs={"digest_method": hashlib.sha256})  # fmt: skip
+    assert signer.batch_grant(earlier.dumps({"b": "b-1", "t": "acme"})) is None
+    assert signer.batch_grant(earlier.dumps({"b": "b-1", "t": "acme", "k": None})) is not None
     expired = Signer(ServerSettings(secret="one", batch_link_ttl=-1, session_ttl=-1))
     assert expired.batch_grant(token) is None and expired.session(cookie) is None
 
