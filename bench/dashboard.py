@@ -256,6 +256,8 @@ def main() -> None:
                  ("admin", "/queues"), ("admin", "/workers"), ("admin", "/awaiting"),
                  ("admin", "/costs"), ("admin", f"/batches/{batch}"),
                  ("admin", "/jobs/bulk?action=retry&status=failed"),
+                 ("admin", "/jobs?task=nope"), ("admin", "/jobs?queue=nope"),
+                 ("admin", "/jobs/bulk?action=cancel&task=nope"),
                  ("tenant", "/jobs"), ("tenant", "/queues"), ("tenant", "/awaiting"),
                  ("tenant", f"/batches/{batch}")]  # fmt: skip
         results = {"jobs": args.jobs, "idle": time_pages(clients, pages, args.repeat)}

@@ -24,13 +24,14 @@ HOST, PORT = "127.0.0.1", 8000
 class DemoApi:
     url: str
     key: str
+    key_id: str
     api: Any = None  # the FastAPI app (its dashboard signs the batch links)
 
     def batch_link(self, batch_id: str) -> str:
         """The batch progress page's read-only link (no login) for the demo's batch."""
         signer = self.api.state.dashboard_signer
-        query = urlencode({"token": signer.batch_token(batch_id, None), "noun": "record",
-                           "verb": "enriched"})  # fmt: skip
+        token = signer.batch_token(batch_id, None, self.key_id)
+        query = urlencode({"token": token, "noun": "record", "verb": "enriched"})
         return f"{self.url}/batches/{batch_id}?{query}"
 
     async def check_batch_page(self, batch_id: str) -> str:
@@ -78,7 +79,7 @@ async def serve_api(app: Conveyor) -> AsyncIterator[DemoApi | None]:
     except ImportError:
         yield None
         return
-    _, key = await app.api_keys.create(tenant=None, admin=True, name="demo")
+    record, key = await app.api_keys.create(tenant=None, admin=True, name="demo")
     # A secret of this run: the batch link the demo prints works while the demo runs.
     api = create_app(app, ServerSettings(secret=secrets.token_urlsafe(32)))
     config = uvicorn.Config(api, host=HOST, port=_port(), log_level="warning",
@@ -92,7 +93,7 @@ async def serve_api(app: Conveyor) -> AsyncIterator[DemoApi | None]:
         return
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield DemoApi(f"http://{HOST}:{port}", key, api)
+        yield DemoApi(f"http://{HOST}:{port}", key, record.id, api)
     finally:
         server.should_exit = True
         await task

@@ -381,6 +381,7 @@ async def _sse_events(r: httpx.Response) -> AsyncIterator[Event]:
 
 
 # The status an error sent inside a stream would have had before it started.
-_ERROR_STATUS = {"events_trimmed": 409, "invalid": 422, "not_found": 404, "internal": 500}
+_ERROR_STATUS = {"events_trimmed": 409, "invalid": 422, "not_found": 404, "internal": 500,
+                 "unauthorized": 401}  # fmt: skip
 
 __all__ = ["Client", "RemoteBatch", "RemotePage", "job_of"]

@@ -242,3 +242,59 @@ def test_pages_fit_a_phone_and_label_their_controls(page: Any, dash: Any, store:
         assert width <= 390, f"{path} is {width} px wide"
         # And every form control has a label
         assert page.evaluate(UNLABELLED) == [], path
+
+
+def test_a_refused_stream_is_opened_again_later(page: Any, dash: Any, store: Store) -> None:
+    # Given a server that serves one event stream, already taken, and a batch link
+    import httpx
+
+    srv = dash(max_streams=1)
+    hub = srv.api.state.event_hub
+    _, key = store.key("acme")
+    batch = store.run(lambda app: app.enqueue_many([{"task": "echo", "payload": {}}] * 2,
+                                                   tenant="acme", delay=3600))  # fmt: skip
+    with httpx.Client(base_url=srv.url, timeout=15.0) as c:
+        link = c.get(f"/v1/batches/{batch.id}/link", headers={"Authorization": f"Bearer {key}"})
+        path = link.json()["path"]
+        with c.stream("GET", f"/events?{path.split('?', 1)[1]}&batch={batch.id}") as blocker:
+            assert blocker.status_code == 200
+            eventually_sync(lambda: hub.subscribers == 1, what="the blocking stream")
+            # When the page opens and its stream is refused (503 too_many_streams)
+            with page.expect_response(lambda r: "/events?" in r.url) as refused:
+                page.goto(srv.url + path)
+            assert refused.value.status == 503
+        # Then once a stream is free again, the page opens its own (backing off meanwhile)
+        eventually_sync(lambda: hub.subscribers == 0, what="the blocking stream ended")
+        eventually_sync(lambda: hub.subscribers == 1, what="the page's stream reopened")
+    # And it is live again: a change of the batch shows without a reload
+    page.evaluate("window.__not_reloaded = true")
+    store.run(lambda app: app.cancel(batch.ids[0]))
+    expect(page.locator(".warn")).to_contain_text("1 item cancelled")
+    assert page.evaluate("window.__not_reloaded") is True
+    # The refused connects are the page's only console errors (closed before the server stops:
+    # its stream would log the lost connection)
+    page.close()
+    assert page.console and all("503" in e for e in page.console), page.console
+    page.console.clear()
+
+
+def test_a_page_whose_session_ended_shows_the_login_form(page: Any, dash: Any,
+                                                         store: Store) -> None:  # fmt: skip
+    # Given a logged-in jobs list, live (key_cache_ttl 0: the key is read again at each check)
+    srv = dash(key_cache_ttl=0.0)
+    key_id, key = store.key(admin=True)
+    login(page, srv, key)
+    hub = srv.api.state.event_hub
+    eventually_sync(lambda: hub.subscribers == 1, what="the page's stream")
+    # When the key is revoked, and something changes
+    store.run(lambda app: app.api_keys.revoke(key_id))
+    store.run(lambda app: app.enqueue("echo", {}, delay=3600))
+    # Then the page, its stream ended, reloads onto the login form
+    page.wait_for_url(re.compile(r".*/login\?next=%2Fjobs$"))
+    expect(page.get_by_label("API key")).to_be_visible()
+    # (the browser logs the stream's one reconnect, answered by the login redirect)
+    assert page.console == [
+        'EventSource\'s response has a MIME type ("text/html") that is not "text/event-stream".'
+        " Aborting the connection."
+    ]
+    page.console.clear()

@@ -287,3 +287,35 @@ def test_a_batch_link_cannot_follow_another_job_on_the_stream(dash: Any, store: 
         for job in (other, "0" * 26):
             with c.stream("GET", f"{base}&job={job}") as r:
                 assert r.status_code == 403, (job, r.status_code)
+
+
+def test_a_batch_link_stops_working_once_its_key_is_revoked(dash: Any, store: Store,
+                                                            two_tenants: dict[str, Any]) -> None:  # fmt: skip
+    # Given a link to a's batch made by a key of a (key_cache_ttl 0: the key is read again at
+    # each check; the default only delays the end), its page and its stream open
+    srv = dash(key_cache_ttl=0.0)
+    key_id, key = store.key("a")
+    batch, job = two_tenants["batch"], two_tenants["batch_job"]
+    with httpx.Client(base_url=srv.url, timeout=15.0) as c:
+        made = c.get(f"/v1/batches/{batch}/link", headers={"Authorization": f"Bearer {key}"})
+        path = made.json()["path"]
+        assert c.get(path).status_code == 200
+        token = re.search(r"token=([^&]+)", path)[1]  # type: ignore[index]
+        ticks: list[str] = []
+        with c.stream("GET", f"/events?batch={batch}&token={token}") as r:
+            assert r.status_code == 200
+            event = None
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                    if event == "ready":
+                        # When the key is revoked, and then a job of the batch changes
+                        store.run(lambda app: app.api_keys.revoke(key_id))
+                        store.run(lambda app: app.cancel(job))
+                elif line.startswith("data:") and event == "tick":
+                    ticks.append(line)
+                    break
+        # Then the stream ended without telling the link's holder, and the page refuses it
+        assert ticks == []
+        r = c.get(path)
+        assert r.status_code == 403 and "revoked" in r.text

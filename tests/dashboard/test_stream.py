@@ -4,11 +4,13 @@ session's tenant."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
+from conveyor.server.routes import events
 from tests.dashboard.conftest import Store, http_login
 
 
@@ -93,3 +95,33 @@ def test_an_open_stream_ends_once_its_key_is_revoked(dash: Any, store: Store) ->
                     break
     # Then the stream ended instead of telling the revoked key about the job
     assert job is not None and all(job not in t["jobs"] for t in ticks), ticks
+
+
+def test_a_big_batch_s_link_gets_no_other_job_ids(
+    dash: Any, store: Store, monkeypatch: Any
+) -> None:
+    # Given a batch of tenant a larger than MAX_BATCH_JOBS (lowered: the server runs in this
+    # process), whose ids the stream therefore does not read, and a link to it
+    monkeypatch.setattr(events, "MAX_BATCH_JOBS", 1000)
+    srv = dash()
+    _, key = store.key("a")
+    jobs = [{"task": "echo", "payload": {}}] * 1001
+    batch = store.run(lambda app: app.enqueue_many(jobs, tenant="a", delay=3600)).id
+    with httpx.Client(base_url=srv.url, timeout=15.0) as c:
+        made = c.get(f"/v1/batches/{batch}/link", headers={"Authorization": f"Bearer {key}"})
+        token = re.search(r"token=([^&]+)", made.json()["path"])[1]  # type: ignore[index]
+        # When another job of a, outside the batch, is enqueued while the link's stream is open
+        tick = None
+        with c.stream("GET", f"/events?batch={batch}&token={token}") as r:
+            assert r.status_code == 200
+            event = None
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    event = line.split(":", 1)[1].strip()
+                    if event == "ready":
+                        store.run(lambda app: app.enqueue("echo", {}, tenant="a", delay=3600))
+                elif line.startswith("data:") and event == "tick":
+                    tick = json.loads(line.split(":", 1)[1])
+                    break
+    # Then the stream still ticks (the page refreshes), naming no job and no count of a's events
+    assert tick == {"n": None, "jobs": []}

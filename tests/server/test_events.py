@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from conveyor import Conveyor, EventRetention
+import pytest
+
+from conveyor import Client, Conveyor, EventRetention
+from conveyor.errors import AuthError
 from conveyor.server import ServerSettings
 from tests.conftest import eventually
 from tests.server.conftest import client
@@ -237,3 +240,42 @@ async def test_streams_beyond_the_servers_cap_are_503_until_one_ends(
         await eventually(lambda: hub.subscribers == 0, what="the first stream to end")
         r = await http.get("/v1/events", params={"follow": "false"})
         assert r.status_code == 200
+
+
+async def test_an_open_stream_ends_once_its_key_is_revoked(
+    serve: Serve, store: Conveyor, tmp_path: Any
+) -> None:
+    # Given a tenant's open stream (key_cache_ttl 0: the key is read again before each read;
+    # the default only delays the end)
+    srv = serve(ServerSettings(upload_dir=tmp_path / "uploads", key_cache_ttl=0.0))
+    record, key = await store.api_keys.create(tenant="acme")
+    async with client(srv, key) as http, http.stream("GET", "/v1/events") as r:
+        assert r.status_code == 200
+        await eventually(lambda: srv.api.state.event_hub.subscribers == 1, what="the stream")
+        # When the key is revoked, and then one of its tenant's jobs is enqueued
+        await store.api_keys.revoke(record.id)
+        job = await store.enqueue("echo", {}, tenant="acme")
+        # Then the stream ends with an unauthorized error instead of sending the job's events
+        seen = [m async for m in messages(r) if m.event is not None]
+    assert [m.event for m in seen] == ["error"], [m.data for m in seen]
+    assert seen[0].data["error"]["code"] == "unauthorized"
+    assert all(job.id not in str(m.data) for m in seen)
+
+
+async def test_the_client_raises_an_auth_error_once_its_key_is_revoked(
+    serve: Serve, store: Conveyor, tmp_path: Any
+) -> None:
+    # Given a client following the events of a tenant whose key is then revoked
+    srv = serve(ServerSettings(upload_dir=tmp_path / "uploads", key_cache_ttl=0.0))
+    record, key = await store.api_keys.create(tenant="acme")
+    async with Client(srv.url, key) as c:
+        events = c.events(since="oldest")
+        await c.enqueue("echo", {"value": 1})
+        async with asyncio.timeout(10):
+            await anext(events)
+        await store.api_keys.revoke(record.id)
+        await store.enqueue("echo", {}, tenant="acme")
+        # Then the next read raises AuthError (not a retryable outage)
+        with pytest.raises(AuthError):
+            async with asyncio.timeout(10):
+                await anext(events)

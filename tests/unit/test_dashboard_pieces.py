@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 
 from conveyor.dashboard.filters import JobFilter
 from conveyor.dashboard.formatting import REDACTED, chart_points, eta_words, pretty, redact
 from conveyor.dashboard.history import History
+from conveyor.dashboard.redaction import secret_name
 from conveyor.dashboard.tokens import Signer
 from conveyor.job import JobState
 from conveyor.server import ServerSettings
@@ -26,6 +29,35 @@ def test_secret_looking_fields_are_redacted_at_any_depth() -> None:
     }  # fmt: skip
     # The stored value never reaches the text a page shows
     assert "hunter2" not in pretty(payload)
+
+
+SECRET_NAMES = [
+    "access_tokens", "accessToken", "refresh_token", "jwt", "id_jwt", "key", "KEY", "api_key",
+    "apiKey", "APIKey", "x-api-key", "X_API_KEY_2", "apikeys", "api.key", "authorization",
+    "Authorization", "auth", "x-auth-token", "cookie", "Set-Cookie", "private_key",
+    "privateKey", "client_secret", "clientSecret", "secrets", "password", "myPassword1",
+    "pass_word", "passwd", "pwd", "card_number", "cvv", "pin", "otp_code", "ssn", "iban",
+    "signing_key", "encryption_keys", "credentials", "oauth", "dsn", "bearer",
+]  # fmt: skip
+HARMLESS_NAMES = [
+    "keyword", "keywords", "monkey", "keyboard", "tokenizer", "tokenizer_name", "max_tokens",
+    "completion_tokens", "total_tokens", "token_count", "token_type", "key_id", "apiKeyId",
+    "api_key_prefix", "idempotency_key", "cache_key", "public_key", "sort_key", "author",
+    "authors", "passenger", "bypass", "spinner", "secretary", "session_id", "user", "name",
+    "secret_name", "pinned", "compass",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_secret_field_names_are_redacted(name: str) -> None:
+    assert secret_name(name), name
+    assert redact({"x": [{name: "s3cr3t", "n": 1}]}) == {"x": [{name: REDACTED, "n": 1}]}
+
+
+@pytest.mark.parametrize("name", HARMLESS_NAMES)
+def test_harmless_field_names_are_shown(name: str) -> None:
+    assert not secret_name(name), name
+    assert redact({name: "shown"}) == {name: "shown"}
 
 
 def test_a_huge_value_is_cut_for_the_page() -> None:
@@ -60,16 +92,18 @@ def test_history_rates_failures_between_samples() -> None:
 def test_tokens_are_signed_scoped_and_expire() -> None:
     signer = Signer(ServerSettings(secret="one"))
     other = Signer(ServerSettings(secret="two"))
-    token = signer.batch_token("b-1", "acme")
+    token = signer.batch_token("b-1", "acme", "k_0123456789ab")
     grant = signer.batch_grant(token)
-    assert grant is not None and (grant.batch, grant.tenant) == ("b-1", "acme")
+    assert grant is not None
+    assert (grant.batch, grant.tenant, grant.key_id) == ("b-1", "acme", "k_0123456789ab")
     assert other.batch_grant(token) is None  # another secret
     # A changed signature (its first character: the last one of base64 holds 2 ignored bits,
     # so changing it alone may decode to the same signature) and a changed payload are refused
     payload, sig = token.rsplit(".", 1)
     assert signer.batch_grant(f"{payload}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}") is None
     assert (
-        signer.batch_grant(signer.batch_token("b-2", "acme").rsplit(".", 1)[0] + "." + sig) is None
+        signer.batch_grant(signer.batch_token("b-2", "acme", None).rsplit(".", 1)[0] + "." + sig)
+        is None
     )
     assert signer.batch_grant("x" * 5000) is None
     # A session token is not a batch token (salted apart), and neither holds a key
@@ -79,6 +113,11 @@ def test_tokens_are_signed_scoped_and_expire() -> None:
     assert signer.csrf_ok(session, signer.csrf(session))
     assert not signer.csrf_ok(session, signer.csrf(signer.new_session("k_0123456789ab")[0]))
     assert not signer.csrf_ok(session, None)
+    # A link of an earlier version (no key id: it could not be revoked) is refused
+    earlier = URLSafeTimedSerializer("one", salt="conveyor.dashboard.batch",
+                                     signer_kwargs={"digest_method": hashlib.sha256})  # fmt: skip
+    assert signer.batch_grant(earlier.dumps({"b": "b-1", "t": "acme"})) is None
+    assert signer.batch_grant(earlier.dumps({"b": "b-1", "t": "acme", "k": None})) is not None
     expired = Signer(ServerSettings(secret="one", batch_link_ttl=-1, session_ttl=-1))
     assert expired.batch_grant(token) is None and expired.session(cookie) is None
 

@@ -21,11 +21,12 @@ from fastapi.responses import RedirectResponse
 
 from ..job import JobState
 from ..server import actions
-from ..server.auth import Principal, Reader
+from ..server.auth import Principal, Reader, still_live
 from ..server.deadline import backend_deadline
 from ..server.errors import ApiError, not_found
 from ..server.models_jobs import BulkFilter
 from ..server.routes.jobs import ERRORS
+from .tokens import BatchGrant
 from .web import (
     CSP,
     HtmlRoute,
@@ -50,12 +51,24 @@ async def batch_viewer(request: Request, batch_id: str) -> Viewer:
     """A batch link's holder (``?token=``, for this batch only) or a logged-in viewer."""
     token = request.query_params.get("token")
     if token:
-        grant = signer_of(request).batch_grant(token)
+        grant = await live_grant(request, token)
         if grant is None or grant.batch != batch_id:
-            raise ApiError(403, "forbidden", "this batch link is not valid (expired, changed, or "
-                           "for another batch): ask for a new one")  # fmt: skip
+            raise ApiError(403, "forbidden", "this batch link is not valid (expired, changed, "
+                           "revoked, or for another batch): ask for a new one")  # fmt: skip
         return Viewer(Principal(None, grant.tenant, read_only=True), grant=grant)
     return await session_viewer(request)
+
+
+async def live_grant(request: Request, token: str | None) -> BatchGrant | None:
+    """What a batch link's token allows now: None when it is not valid, or once the key that
+    made it was revoked (looked up again, cached ``key_cache_ttl``, like a session's key). A
+    link made under ``--no-auth`` stops working once the server has auth."""
+    grant = signer_of(request).batch_grant(token)
+    if grant is None:
+        return None
+    if grant.key_id is None:
+        return None if settings_of(request).auth else grant
+    return grant if await still_live(request, grant.key_id) else None
 
 
 def _word(request: Request, name: str, default: str) -> str:
@@ -112,7 +125,7 @@ async def batch_cancel(batch_id: str, request: Request) -> Response:
 @router.post("/batches/{batch_id}/link")
 async def batch_share(batch_id: str, request: Request) -> Response:
     viewer, _ = await _reader_form(request)
-    link = await make_link(request, batch_id, viewer.scope)
+    link = await make_link(request, batch_id, viewer.scope, viewer.principal.key_id)
     return RedirectResponse(
         f"/batches/{quote(batch_id, safe='')}?{urlencode({'link': link})}", status_code=303
     )
@@ -128,14 +141,15 @@ async def _reader_form(request: Request) -> tuple[Viewer, Any]:
     return viewer, form
 
 
-async def make_link(request: Request, batch_id: str, tenant: str | None) -> str:
-    """The path of a read-only link to ``batch_id`` within ``tenant`` (404 when that tenant
-    has no job of it)."""
+async def make_link(request: Request, batch_id: str, tenant: str | None, key_id: str | None) -> str:
+    """The path of a read-only link to ``batch_id`` within ``tenant``, made by the key
+    ``key_id`` (it stops working once that key is revoked; 404 when that tenant has no job of
+    the batch)."""
     async with backend_deadline(settings_of(request)):
         status = await (await conveyor_of(request).batch(batch_id, tenant=tenant)).status()
     if status.total == 0:
         raise not_found("batch", batch_id)
-    token = signer_of(request).batch_token(batch_id, tenant)
+    token = signer_of(request).batch_token(batch_id, tenant, key_id)
     return f"/batches/{quote(batch_id, safe='')}?{urlencode({'token': token})}"
 
 
@@ -149,9 +163,9 @@ async def batch_link(
 ) -> dict[str, Any]:
     """A read-only link to the batch's progress page for an end user (no login: the token in
     the URL allows reading this batch only, within the caller's tenant), valid for the
-    server's ``batch_link_ttl``. ``noun`` / ``verb`` word its sentences. 404 for an unknown
+    server's ``batch_link_ttl`` and until the caller's key is revoked. ``noun`` / ``verb`` word its sentences. 404 for an unknown
     batch or another tenant's."""
-    path = await make_link(request, batch_id, principal.tenant_scope())
+    path = await make_link(request, batch_id, principal.tenant_scope(), principal.key_id)
     extra = urlencode({k: v for k, v in (("noun", noun), ("verb", verb)) if v})
     path = f"{path}&{extra}" if extra else path
     return {"path": path, "url": str(request.base_url).rstrip("/") + path,

@@ -3,7 +3,6 @@ durations, numbers, ETAs in words, and the points of the small inline SVG charts
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -11,27 +10,9 @@ from typing import Any
 
 import orjson
 
-REDACTED = "••• redacted"
-#: Field names whose values the dashboard never shows (payloads, results, prompts, inputs).
-SECRET_FIELD = re.compile(
-    r"pass(word|wd|phrase)?|secret|token(?!s)|api[_-]?key|apikey|(^|[_-])auth([_-]|$)|"
-    r"authorization|credential|private[_-]?key|cookie|signature|card[_-]?number|cvv|cvc|"
-    r"(^|[_-])(ssn|iban|otp|pin)([_-]|$)|bearer|access[_-]?key",
-    re.IGNORECASE,
-)
+from .redaction import REDACTED, redact
+
 MAX_SHOWN = 20_000  # characters of one JSON value shown on a page
-
-
-def redact(value: Any, depth: int = 0) -> Any:
-    """``value`` with the values of secret-looking keys replaced, at any depth."""
-    if depth > 50:
-        return REDACTED
-    if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and SECRET_FIELD.search(k)
-                    else redact(v, depth + 1)) for k, v in value.items()}  # fmt: skip
-    if isinstance(value, list):
-        return [redact(v, depth + 1) for v in value]
-    return value
 
 
 def pretty(value: Any) -> str:
@@ -127,4 +108,4 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "percent": percent,
 }
 
-__all__ = ["FILTERS", "REDACTED", "SECRET_FIELD", "chart_points", "eta_words", "pretty", "redact"]
+__all__ = ["FILTERS", "REDACTED", "chart_points", "eta_words", "pretty", "redact"]

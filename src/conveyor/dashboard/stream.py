@@ -5,7 +5,12 @@ The stream does not forward events one by one: each turn of the server's `EventH
 ``sse_poll`` seconds while something changed) reads the new events within the viewer's tenant
 (and batch or job, when asked) and sends one ``event: tick`` whose data is
 ``{"n": how many, "jobs": [up to 50 job ids]}``. The page then fetches its live part again
-(`static/dash.js`), so a browser costs the same whether 1 or 5,000 jobs finished meanwhile."""
+(`static/dash.js`), so a browser costs the same whether 1 or 5,000 jobs finished meanwhile.
+
+A batch link's stream of a batch larger than `MAX_BATCH_JOBS` (whose job ids are not read
+when it opens) cannot tell its batch's events from the rest of its tenant's: its ticks say only
+that something changed, ``{"n": null, "jobs": []}``, never another job's id or the tenant's
+event count."""
 
 from __future__ import annotations
 
@@ -18,12 +23,12 @@ from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ..backends.base import EventFilter
-from ..server.auth import principal_by_id
+from ..server.auth import still_live
 from ..server.deadline import backend_deadline
 from ..server.errors import ApiError
 from ..server.event_hub import EventHub
 from ..server.routes.events import MAX_BATCH_JOBS, batch_jobs
-from .batch import batch_viewer
+from .batch import batch_viewer, live_grant
 from .tokens import SESSION_COOKIE
 from .web import HtmlRoute, Viewer, conveyor_of, session_viewer, settings_of, signer_of
 
@@ -81,11 +86,9 @@ async def _still_allowed(request: Request, viewer: Viewer) -> bool:
     not a request of the key's rate."""
     signer = signer_of(request)
     if viewer.grant is not None:
-        return signer.batch_grant(request.query_params.get("token")) is not None
+        return await live_grant(request, request.query_params.get("token")) is not None
     session = signer.session(request.cookies.get(SESSION_COOKIE))
-    if session is None or session.key_id is None:  # None: a --no-auth session, checked at open
-        return session is not None
-    return await principal_by_id(request, session.key_id) is not None
+    return session is not None and await still_live(request, session.key_id)
 
 
 async def _ticks(
@@ -99,6 +102,9 @@ async def _ticks(
 ) -> AsyncIterator[ServerSentEvent]:
     settings = settings_of(request)
     backend = conveyor_of(request).backend
+    # A batch link without its batch's ids (too big to read): nothing of the tenant beyond "some
+    # change", which is all its page needs.
+    blind = viewer.grant is not None and only is None
     hub.subscribe()
     try:
         yield ServerSentEvent(event="ready", data="{}", retry=1000)
@@ -121,6 +127,8 @@ async def _ticks(
                         if only is not None and ev.job_id not in only:
                             continue
                         n += 1
+                        if blind:
+                            continue
                         if ev.job_id and len(ids) < SHOWN_IDS and ev.job_id not in ids:
                             ids.append(ev.job_id)
                     if not page.more:
@@ -129,8 +137,8 @@ async def _ticks(
                 log.warning("dashboard stream ended: %r", exc)
                 return
             if n:
-                yield ServerSentEvent(event="tick", data=orjson.dumps({"n": n, "jobs": ids})
-                                      .decode())  # fmt: skip
+                tick = {"n": None if blind else n, "jobs": ids}
+                yield ServerSentEvent(event="tick", data=orjson.dumps(tick).decode())
     finally:
         hub.unsubscribe()
 

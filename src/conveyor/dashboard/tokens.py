@@ -9,8 +9,10 @@ looked up again on every request (a revoked key ends its sessions within ``key_c
 - **CSRF token** of a session: HMAC of its nonce (session-bound: a form of another session, or
   a crafted one without it, is refused). Before login, the login form is protected by a
   double-submit cookie (`LOGIN_CSRF_COOKIE`).
-- **Batch link** ``{"b": batch id, "t": tenant or None}``: read access to that batch's page and
-  its event stream only, confined to the tenant of whoever made it, valid ``batch_link_ttl``."""
+- **Batch link** ``{"b": batch id, "t": tenant or None, "k": key id or None}``: read access to
+  that batch's page and its event stream only, confined to the tenant of whoever made it, valid
+  ``batch_link_ttl`` and while the key that made it is not revoked (``k``, looked up again like a
+  session's key: `conveyor.dashboard.batch.batch_viewer`)."""
 
 from __future__ import annotations
 
@@ -45,10 +47,12 @@ class Session:
 @dataclass(frozen=True, slots=True)
 class BatchGrant:
     """What a batch link allows: reading ``batch``, within ``tenant`` (None: every tenant's
-    jobs of it, a link made by an admin key)."""
+    jobs of it, a link made by an admin key), while the key ``key_id`` that made it stands
+    (None: made under ``--no-auth``)."""
 
     batch: str
     tenant: str | None
+    key_id: str | None
 
 
 class Signer:
@@ -95,19 +99,21 @@ class Signer:
 
     # -- batch links ------------------------------------------------------------------------------
 
-    def batch_token(self, batch: str, tenant: str | None) -> str:
-        """A read-only link token for ``batch`` within ``tenant``."""
-        return self._batches.dumps({"b": batch, "t": tenant})
+    def batch_token(self, batch: str, tenant: str | None, key_id: str | None) -> str:
+        """A read-only link token for ``batch`` within ``tenant``, made by the key ``key_id``."""
+        return self._batches.dumps({"b": batch, "t": tenant, "k": key_id})
 
     def batch_grant(self, token: str | None) -> BatchGrant | None:
-        """What a batch link token allows; None when forged, malformed or expired."""
+        """What a batch link token allows; None when forged, malformed or expired, or without
+        the key that made it (a link of an earlier version: it could not be revoked)."""
         data = self._load(self._batches, token, self._settings.batch_link_ttl)
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or "k" not in data:
             return None
-        batch, tenant = data.get("b"), data.get("t")
-        if not isinstance(batch, str) or not (tenant is None or isinstance(tenant, str)):
+        batch, tenant, key_id = data.get("b"), data.get("t"), data.get("k")
+        if not isinstance(batch, str) or not all(v is None or isinstance(v, str)
+                                                 for v in (tenant, key_id)):  # fmt: skip
             return None
-        return BatchGrant(batch, tenant)
+        return BatchGrant(batch, tenant, key_id)
 
     @staticmethod
     def _load(serializer: URLSafeTimedSerializer, token: str | None, ttl: float) -> Any:

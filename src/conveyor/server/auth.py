@@ -203,6 +203,13 @@ async def principal_by_id(request: Request, key_id: str) -> Principal | None:
     return principal
 
 
+async def still_live(request: Request, key_id: str | None) -> bool:
+    """Whether the key ``key_id`` still stands (not revoked or deleted), read again through the
+    key cache (`principal_by_id`): what a long-lived stream asks before each turn, so that a
+    revoked key stops receiving within ``key_cache_ttl``. None (``--no-auth``) always stands."""
+    return key_id is None or await principal_by_id(request, key_id) is not None
+
+
 def require_writer(principal: Principal) -> Principal:
     """``principal`` if it may change things; 403 for a read-only key (the API's and the
     dashboard's one check)."""

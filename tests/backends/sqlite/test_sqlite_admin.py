@@ -35,7 +35,7 @@ async def test_a_schema_7_store_gets_paused_queues_and_api_keys(tmp_path: Path) 
         await app.open()
         version, tables, _ = stored_schema(path)
         # Then it is the current schema with the new tables and index
-        assert version == (SCHEMA_VERSION,) == ("13",)
+        assert version == (SCHEMA_VERSION,) == ("14",)
         assert {"paused_queues", "api_keys", "api_keys_tenant"} <= tables
         # And pausing and keys work on it, the old job included
         assert await app.pause_queue("default") is True

@@ -42,7 +42,7 @@ async def test_a_schema_10_store_gets_the_await_columns_and_indexes(tmp_path: Pa
         version, indexes, cols = stored_schema(path)
         # Then it is the current schema (through 11, 12 to 13); the old job reads back with no
         # await state
-        assert version == (SCHEMA_VERSION,) == ("13",)
+        assert version == (SCHEMA_VERSION,) == ("14",)
         assert {c for c, _ in AWAIT_COLUMNS} | {"fanin"} <= cols
         assert {"jobs_awaiting", "jobs_await_due", "edges", "edges_parent", "batches",
                 "batches_expiry"} <= indexes  # fmt: skip

@@ -49,7 +49,7 @@ async def test_an_older_store_gets_the_batch_records_and_fires_callbacks(
         version, names, cols = stored_schema(path)
         # Then it is the current schema with the batch records, the chain, await and fan-in
         # columns kept or added
-        assert version == (SCHEMA_VERSION,) == ("13",)
+        assert version == (SCHEMA_VERSION,) == ("14",)
         assert {"batches", "batches_expiry", "jobs_workflow", "jobs_awaiting", "edges"} <= names
         assert {"step", "steps", "next_jobs", "prompt", "await_deadline", "resumes",
                 "fanin"} <= cols  # fmt: skip

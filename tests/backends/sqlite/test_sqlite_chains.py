@@ -41,7 +41,7 @@ async def test_a_schema_9_store_gets_the_chain_columns_and_reads_workflows(
         version, names, cols = stored_schema(path)
         # Then it is the current schema (through 10, 11, 12 to 13), and the old job reads as a
         # one-step workflow
-        assert version == (SCHEMA_VERSION,) == ("13",)
+        assert version == (SCHEMA_VERSION,) == ("14",)
         assert "jobs_workflow" in names and {"step", "steps", "next_jobs"} <= cols
         assert {"jobs_awaiting", "jobs_await_due"} <= names
         assert {c for c, _ in AWAIT_COLUMNS} <= cols

@@ -28,7 +28,7 @@ async def test_a_schema_8_store_gets_the_schedules_table_and_fires_ticks(tmp_pat
         await app.open()
         version, tables, _ = stored_schema(path)
         # Then it is the current schema with the schedules table, and ticks can be claimed
-        assert version == (SCHEMA_VERSION,) == ("13",)
+        assert version == (SCHEMA_VERSION,) == ("14",)
         assert "schedules" in tables
         out = await app.backend.claim_tick(TickClaim("nightly", "default", 1_000))
         assert out.result is TickResult.CLAIMED

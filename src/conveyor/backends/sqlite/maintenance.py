@@ -44,7 +44,10 @@ def list_jobs(conn: sqlite3.Connection, p: ListParams) -> JobPage:
     # only to a query that names the state, not to a bound parameter.
     where: list[str] = [f"status = '{p.status.value}'"] if p.status else []
     args: list[Any] = []
-    for col, val in (("queue", p.queue), ("task", p.task), ("batch", p.batch),
+    # A tenant's listing walks jobs_tenant (never other tenants' jobs): "+" keeps its queue
+    # and task terms off jobs_queue / jobs_task, which serve the listings of every tenant.
+    plus = "+" if p.tenant is not None else ""
+    for col, val in ((f"{plus}queue", p.queue), (f"{plus}task", p.task), ("batch", p.batch),
                      ("tenant", p.tenant)):  # fmt: skip
         if val is not None:
             where.append(f"{col} = ?")

@@ -12,7 +12,7 @@ from importlib import resources
 
 from ...errors import BackendCorrupt
 
-SCHEMA_VERSION = "13"
+SCHEMA_VERSION = "14"
 
 
 def install(conn: sqlite3.Connection, path: str, exists: bool) -> None:
@@ -211,6 +211,15 @@ def migrate_12_to_13(conn: sqlite3.Connection) -> None:
             conn.execute(stmt)
 
 
+def migrate_13_to_14(conn: sqlite3.Connection) -> None:
+    """Schema 14 adds the indexes of jobs by task and by queue in creation order (the
+    dashboard's filters and bulk counts: no scan of the table for a rare or absent value)."""
+    for stmt in _statements(_schema()):
+        if stmt.startswith(("CREATE INDEX IF NOT EXISTS jobs_task ",
+                            "CREATE INDEX IF NOT EXISTS jobs_queue ")):  # fmt: skip
+            conn.execute(stmt)
+
+
 STEPS: dict[str, Callable[[sqlite3.Connection], None]] = {
     "1": migrate_1_to_2,
     "2": migrate_2_to_3,
@@ -224,4 +233,5 @@ STEPS: dict[str, Callable[[sqlite3.Connection], None]] = {
     "10": migrate_10_to_11,
     "11": migrate_11_to_12,
     "12": migrate_12_to_13,
+    "13": migrate_13_to_14,
 }

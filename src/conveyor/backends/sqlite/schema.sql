@@ -80,6 +80,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, ifnull(tenant
 -- Listing a tenant's jobs, newest first (the HTTP API's every listing): no scan of other tenants'.
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, seq) WHERE tenant IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch) WHERE batch IS NOT NULL;
+-- Listing (and counting) the jobs of one task or one queue, newest first (the dashboard's
+-- filters, bulk actions): a rare or absent value answers from the index, not a scan of the table.
+-- Both columns never change after insert: only enqueue and delete pay for them.
+CREATE INDEX IF NOT EXISTS jobs_task ON jobs (task, seq);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (queue, seq);
 -- A workflow's steps in creation order (app.workflow): the root job is found by its id.
 CREATE INDEX IF NOT EXISTS jobs_workflow ON jobs (workflow, seq) WHERE workflow IS NOT NULL;
 

@@ -3,7 +3,8 @@
 // #live may carry:
 //   data-live-url  the URL of the region's fresh HTML (the page with ?fragment=1)
 //   data-stream    an event stream (/events...): each "tick" (something changed) or "ready"
-//                  (connected, or reconnected after a gap) asks for a refresh
+//                  (connected, or reconnected after a gap) asks for a refresh; a stream the
+//                  server refused (429, 503) is opened again after 1, 2, 4 ... 30 s
 //   data-refresh   also refresh every N ms (pages whose figures change without events)
 //   data-throttle  at most one refresh per N ms (default 400)
 // A refresh is skipped while the user is typing in a form field of the region, so a
@@ -20,6 +21,9 @@
   var pending = false;
   var last = 0;
   var timer = null;
+  var leaving = false; // reloading onto the login form
+  var revive = false; // the stream was refused: open it again once a refresh found the session
+  var reopenLater = function () {};
 
   function busy() {
     var active = document.activeElement;
@@ -47,9 +51,11 @@
     }
     inFlight = true;
     last = Date.now();
+    var checks = revive; // this refresh starts after the refusal: it tells whether to reopen
     fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) {
         if (response.redirected || response.status === 401 || response.status === 303) {
+          leaving = true;
           window.location.reload(); // the session ended: the server shows the login form
           return null;
         }
@@ -64,6 +70,10 @@
       .catch(function () { /* offline for a moment: the next tick tries again */ })
       .then(function () {
         inFlight = false;
+        if (checks && revive && !leaving) {
+          revive = false;
+          reopenLater();
+        }
         if (pending) {
           pending = false;
           schedule(0);
@@ -80,22 +90,45 @@
   }
 
   if (live.dataset.stream && window.EventSource) {
-    var source = new EventSource(live.dataset.stream, { withCredentials: true });
-    source.addEventListener("tick", function () { schedule(0); });
-    source.addEventListener("ready", function () {
-      if (last !== 0) {
-        schedule(0); // reconnected: events may have been missed meanwhile
+    var source = null;
+    var reopen = null;
+    var backoff = 1000; // ms before reopening a refused stream: doubled each time, capped
+    var connect = function () {
+      reopen = null;
+      source = new EventSource(live.dataset.stream, { withCredentials: true });
+      source.addEventListener("tick", function () { schedule(0); });
+      source.addEventListener("ready", function () {
+        backoff = 1000;
+        if (last !== 0) {
+          schedule(0); // reconnected: events may have been missed meanwhile
+        }
+        last = last || 1;
+      });
+      source.addEventListener("error", function () {
+        // Closed for good (the browser does not reconnect by itself): the connect got no
+        // stream, e.g. 429 (the key's rate) or 503 (too many streams), or the session ended
+        // and the stream answered the login redirect. A refresh finds out whether the session
+        // ended, and reloads to show the login form if so; otherwise the stream is opened
+        // again later, backing off (with jitter: a restarted server is not hit by every page
+        // at once).
+        if (source.readyState === EventSource.CLOSED && reopen === null && !revive) {
+          revive = true;
+          schedule(0);
+        }
+      });
+    };
+    reopenLater = function () {
+      reopen = window.setTimeout(connect, backoff * (0.75 + Math.random() / 2));
+      backoff = Math.min(backoff * 2, 30000);
+    };
+    connect();
+    window.addEventListener("pagehide", function () {
+      if (reopen !== null) {
+        window.clearTimeout(reopen);
+        reopen = null;
       }
-      last = last || 1;
+      source.close();
     });
-    source.addEventListener("error", function () {
-      // Closed for good (not reconnecting): e.g. the session ended and the stream answered
-      // the login redirect. A refresh finds out, and shows the login form if so.
-      if (source.readyState === EventSource.CLOSED) {
-        schedule(1000);
-      }
-    });
-    window.addEventListener("pagehide", function () { source.close(); });
   }
   var every = parseInt(live.dataset.refresh || "0", 10);
   if (every > 0) {

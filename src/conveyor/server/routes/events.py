@@ -18,7 +18,8 @@ error`` whose data is the same JSON error object, and the stream ends; reconnect
 Cost: streams never poll the backend while idle; one `EventHub` per process watches the log's
 head and wakes them (``settings.sse_poll``). An idle stream gets a keep-alive comment every
 ``settings.sse_keepalive`` seconds. A stream ends at once when the client disconnects or the
-server shuts down. ``?batch=`` filters by the job ids of the batch (events do not carry the
+server shuts down, and once the caller's key is revoked (an ``unauthorized`` error, within
+``key_cache_ttl``). ``?batch=`` filters by the job ids of the batch (events do not carry the
 batch), read once when the stream opens: at most `MAX_BATCH_JOBS` jobs.
 """
 
@@ -35,7 +36,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ...backends.base import Event, EventFilter, EventPage
 from ...job import Job
-from ..auth import Reader
+from ..auth import Principal, Reader, still_live
 from ..deadline import backend_deadline
 from ..errors import ApiError, api_error_of
 from ..event_hub import EventHub
@@ -113,7 +114,7 @@ async def events(
             cursor = await app.backend.last_event_cursor()
         page = await _read(request, cursor, where)
     return EventSourceResponse(
-        _stream(request, hub, page, where, only, follow, changed),
+        _stream(request, principal, hub, page, where, only, follow, changed),
         ping=settings.sse_keepalive,
         headers={"Cache-Control": "no-store"},
     )
@@ -162,6 +163,7 @@ def _message(ev: Event) -> ServerSentEvent:
 
 async def _stream(
     request: Request,
+    principal: Principal,
     hub: EventHub,
     page: EventPage,
     where: EventFilter,
@@ -170,7 +172,8 @@ async def _stream(
     changed: Any,
 ) -> AsyncIterator[ServerSentEvent]:
     """The events of ``page`` and of every later read, until the client leaves, the server
-    stops, or a read fails (sent as ``event: error``)."""
+    stops, a read fails (sent as ``event: error``), or the caller's key is revoked (checked
+    before each read, cached ``key_cache_ttl``: sent as an ``unauthorized`` error)."""
     settings: ServerSettings = request.app.state.settings
     hub.subscribe()
     try:
@@ -187,6 +190,8 @@ async def _stream(
             changed = hub.changed()
             try:
                 async with backend_deadline(settings):
+                    if not await still_live(request, principal.key_id):
+                        raise ApiError(401, "unauthorized", "the API key was revoked")
                     page = await _read(request, page.cursor, where)
             except Exception as exc:
                 yield _error_event(request, exc)
