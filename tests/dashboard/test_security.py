@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from conveyor import Conveyor, JobState
+from conveyor.apikeys import parse_key
 from conveyor.backends.base import EVENTS_OLDEST, EventType
 from tests.dashboard.conftest import Store, csrf_of, http_login, login
 
@@ -146,7 +147,8 @@ def test_session_cookie_flags_logout_and_revocation(dash: Any, store: Store) -> 
         cookie = next(v for k, v in r.headers.multi_items()
                       if k == "set-cookie" and v.startswith("conveyor_session="))  # fmt: skip
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
-        assert key.split("_")[-1] not in cookie and key not in cookie
+        parsed = parse_key(key)
+        assert parsed is not None and parsed[1] not in cookie and key not in cookie
         assert c.get("/jobs").status_code == 200
         # Logout clears it
         r = c.post("/logout", data={"csrf": csrf_of(c.get("/jobs").text)})
