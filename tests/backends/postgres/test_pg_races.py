@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import psycopg
+import pytest
 
 from conveyor import Conveyor, JobNotFound, JobState
 from conveyor.backends.base import ClaimParams, Outcome, OutcomeKind, Retention
@@ -146,3 +147,27 @@ async def _blocked(conn: psycopg.AsyncConnection[object]) -> bool:
     )
     row = await cur.fetchone()
     return bool(row and row[0])
+
+
+async def test_a_deadlock_that_outlasts_the_retries_is_a_backend_error(pg_url: str) -> None:
+    # Given an operation that PostgreSQL rolls back as a deadlock every time it runs
+    from conveyor.backends.postgres.connections import DEADLOCK_RETRIES
+    from conveyor.errors import BackendError, BackendUnavailable
+
+    app = Conveyor(pg_url)
+    await app.open()
+    runs = 0
+
+    async def always_deadlocked(conn: psycopg.AsyncConnection[object]) -> None:
+        nonlocal runs
+        runs += 1
+        await conn.execute("DO $$ BEGIN RAISE EXCEPTION 'deadlock' USING ERRCODE = '40P01'; END $$")
+
+    # When the backend runs it, it retries, then says what happened: a deadlock, not an outage
+    # (BackendUnavailable would send callers into their outage paths: a producer's spool, a
+    # worker's wait for the store to come back)
+    with pytest.raises(BackendError, match="DeadlockDetected") as err:
+        await app.backend._call(always_deadlocked)  # type: ignore[attr-defined]
+    assert not isinstance(err.value, BackendUnavailable)
+    assert runs == DEADLOCK_RETRIES + 1
+    await app.close()

@@ -113,11 +113,16 @@ class Connections:
                                 "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
                             )
                         return await fn(conn, *args)
-                except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                except (
+                    psycopg.errors.DeadlockDetected,
+                    psycopg.errors.SerializationFailure,
+                ) as exc:
                     # Rolled back as a whole (e.g. a cancel of a parent racing its children's
                     # completions, which lock the same rows in the other order): run it again.
                     if attempt == DEADLOCK_RETRIES:
-                        raise
+                        raise BackendError(
+                            f"postgres: {type(exc).__name__} {attempt + 1} times in a row: {exc}"
+                        ) from exc
                 except (psycopg.OperationalError, psycopg.InterfaceError):
                     raise
                 except psycopg.Error as exc:
