@@ -171,3 +171,29 @@ async def test_a_deadlock_that_outlasts_the_retries_is_a_backend_error(pg_url: s
     assert not isinstance(err.value, BackendUnavailable)
     assert runs == DEADLOCK_RETRIES + 1
     await app.close()
+
+
+async def test_a_rate_reservation_that_waited_on_the_gate_counts_from_when_it_got_it(
+    pg_url: str,
+) -> None:
+    # Given a rate gate of one start per 0.3 s, just used (the next start is due in 0.3 s)
+    app = Conveyor(pg_url)
+    await app.open()
+    assert await app.backend.reserve_rate("api", 0.3, 1) == 0.0
+    schema = pg_url.rsplit("schema=", 1)[1]
+    async with (
+        await psycopg.AsyncConnection.connect(plain(pg_url)) as other,
+        # (pg_stat_activity is read outside `other`'s transaction, which would cache it)
+        await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as watcher,
+    ):
+        # When another transaction holds the gate's row for 0.6 s while a reservation waits
+        async with other.transaction():
+            await other.execute(f"SELECT 1 FROM {schema}.gates WHERE name = 'api' FOR UPDATE")
+            waiting = asyncio.create_task(app.backend.reserve_rate("api", 0.3, 1))
+            await eventually(lambda: _running(watcher, "%%gates%%FOR UPDATE%%"),
+                             what="the reservation to wait on the row")  # fmt: skip
+            await asyncio.sleep(0.6)  # the lock is held this long: the test's subject
+        # Then the reservation, made 0.6 s after the last start, may start at once: the gate's
+        # time is read once the row is its own (read before, it said "wait 0.3 s")
+        assert await waiting < 0.05
+    await app.close()

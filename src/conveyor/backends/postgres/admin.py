@@ -125,8 +125,9 @@ async def list_workers(conn: Conn, s: Schema) -> list[WorkerInfo]:
 
 
 async def reserve_rate(conn: Conn, s: Schema, name: str, interval: float, burst: int) -> float:
-    """GCRA on a process-independent gate: the row lock orders concurrent reservations."""
-    t = await ops.now(conn)
+    """GCRA on a process-independent gate: the row lock orders concurrent reservations, and
+    the time is read once the row is locked (a reservation that waited for it counts from then,
+    not from before its wait)."""
     spec = orjson.dumps({"k": "rate", "i": interval, "b": burst}).decode()
     await conn.execute(
         s("INSERT INTO {s}.gates (queue, name, spec, tat) VALUES ('', %s, %s, 0) "
@@ -136,7 +137,9 @@ async def reserve_rate(conn: Conn, s: Schema, name: str, interval: float, burst:
     cur = await conn.execute(
         s("SELECT tat FROM {s}.gates WHERE queue = '' AND name = %s FOR UPDATE"), (name,)
     )
-    base = max((await cur.fetchone())[0], t)
+    tat = (await cur.fetchone())[0]
+    t = await ops.now(conn)
+    base = max(tat, t)
     await conn.execute(
         s("UPDATE {s}.gates SET spec = %s, tat = %s WHERE queue = '' AND name = %s"),
         (spec, base + interval, name),
