@@ -49,9 +49,11 @@ cnt AS (
 SELECT id, batch, now, parent IS NOT NULL, queue, flow, started_at FROM done
 """
 # The acknowledgement of plain completions (no batch record, parent, flow, chain, cost) as one
-# autocommit statement: it needs nothing else in its transaction, so it rides in the claim's
-# pipeline (`Backend.finish_and_claim`: one round trip per worker round). Jobs it leaves
-# (another kind, or no longer held) go through `finish`.
+# statement: it needs nothing else in its transaction, so it rides in the claim's pipeline
+# (`Backend.finish_and_claim`: one round trip and one commit per worker round). Jobs it leaves
+# (another kind, or no longer held) go through `finish`. The members of an `enqueue_many`
+# without callbacks carry a batch id with no record (a fresh id that can never gain one: a
+# record is created with its first members, under a new id), so they are plain too.
 PLAIN_COMPLETE = f"""
 WITH t AS (SELECT {NOW} AS now),
 o AS (SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(results)s::text[])
@@ -60,7 +62,8 @@ done AS (
   UPDATE {{s}}.jobs j SET status = 'completed', result = o.result, finished_at = t.now,
     error = NULL, lease_expires_at = NULL
   FROM o, t WHERE j.id = o.id AND j.token = o.token AND j.status = 'active'
-  AND j.batch IS NULL AND j.parent IS NULL AND j.flow IS NULL
+  AND j.parent IS NULL AND j.flow IS NULL
+  AND (j.batch IS NULL OR NOT EXISTS (SELECT 1 FROM {{s}}.batches b WHERE b.id = j.batch))
   RETURNING j.id, j.queue, j.task, j.tenant, j.seq, t.now
 ),
 ev AS (

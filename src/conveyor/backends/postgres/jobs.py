@@ -124,7 +124,8 @@ async def claim(
     before: tuple[str, Any] | None = None,
     acked: list[str] | None = None,
 ) -> ClaimResult:
-    """One round trip (a pipeline of three autocommit statements): due scheduled jobs become
+    """One round trip and one transaction (a pipeline of three statements and one Sync: the
+    server runs them as one implicit transaction, one commit): due scheduled jobs become
     queued; one statement takes up to ``limit`` ready jobs of the queues not paused, highest
     priority first then FIFO, skipping rows other claimers hold (``FOR UPDATE SKIP LOCKED``),
     and writes their ``started`` events and count deltas; a probe says whether a queue has
