@@ -273,11 +273,17 @@ class PostgresServer:
         if sig == signal.SIGKILL and self.proc is not None and self.proc.poll() is None:
             import psutil
 
-            for child in psutil.Process(self.proc.pid).children(recursive=True):
+            # The postmaster is frozen first: killed children are what it reacts to, by forking
+            # new ones (a crash restart) that would outlive it and hold its shared memory.
+            self.proc.send_signal(signal.SIGSTOP)
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+            for child in children:
                 try:
                     child.kill()
                 except psutil.NoSuchProcess:  # it ended meanwhile
                     pass
+            self.proc.kill()
+            psutil.wait_procs(children, timeout=30)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
