@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from ..base import ClaimParams, ClaimResult
+from ..sqlite.flow_claim import pick
 from ..sqlite.gates import UNLIMITED, gate_names, task_of
 from . import flows as fl
 from .gates import Gates
@@ -256,28 +257,7 @@ class FlowClaim:
     def _take(
         self, cands: list[tuple[int, int, str, str | None]], take_u: list[int]
     ) -> dict[str, tuple[str, list[int]]]:
-        taken: dict[str, tuple[str, list[int]]] = {}
-        out_of_budget: set[str] = set()
-        for _, seq, q, flow in cands:
-            if self.total <= 0:
-                break
-            if self.caps[q] <= 0:
-                continue
-            if flow is not None:
-                if flow in out_of_budget:
-                    continue
-                keys = [(q, n) for n in gate_names(flow)]
-                if any(self.budget.get(k, UNLIMITED) <= 0 for k in keys):
-                    out_of_budget.add(flow)
-                    continue
-                for k in keys:
-                    if k in self.budget:
-                        self.budget[k] -= 1
-                taken.setdefault(flow, (q, []))[1].append(seq)
-            else:
-                take_u.append(seq)
-            self.caps[q] -= 1
-            self.total -= 1
+        taken, self.total = pick(cands, self.caps, self.budget, self.total, take_u)
         return taken
 
     async def _apply(self, taken: dict[str, tuple[str, list[int]]]) -> list[Any]:

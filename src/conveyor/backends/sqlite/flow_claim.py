@@ -202,28 +202,7 @@ class FlowClaim:
     ) -> dict[str, tuple[str, list[int]]]:
         """Pick candidates in order within caps and gate budgets; unlimited seqs go to
         ``take_u``; returns flow -> (queue, seqs) taken from flows."""
-        taken: dict[str, tuple[str, list[int]]] = {}
-        out_of_budget: set[str] = set()
-        for _, seq, q, flow in cands:
-            if self.total <= 0:
-                break
-            if self.caps[q] <= 0:
-                continue
-            if flow is not None:
-                if flow in out_of_budget:
-                    continue
-                keys = [(q, n) for n in gate_names(flow)]
-                if any(self.budget.get(k, UNLIMITED) <= 0 for k in keys):
-                    out_of_budget.add(flow)
-                    continue
-                for k in keys:
-                    if k in self.budget:
-                        self.budget[k] -= 1
-                taken.setdefault(flow, (q, []))[1].append(seq)
-            else:
-                take_u.append(seq)
-            self.caps[q] -= 1
-            self.total -= 1
+        taken, self.total = pick(cands, self.caps, self.budget, self.total, take_u)
         return taken
 
     def _apply(self, taken: dict[str, tuple[str, list[int]]]) -> list[Any]:
@@ -293,3 +272,39 @@ class FlowClaim:
             self.events.append(("rate_limited", None, queue, task_of(rate_gate), None, self.now,
                                 orjson.dumps({"gate": rate_gate, "until": until}).decode()))  # fmt: skip
         return 0
+
+
+def pick(
+    cands: list[tuple[int, int, str, str | None]],
+    caps: dict[str, int],
+    budget: dict[tuple[str, str], int],
+    total: int,
+    take_u: list[int],
+) -> tuple[dict[str, tuple[str, list[int]]], int]:
+    """Pick claim candidates in order within the per-queue ``caps``, the gates' ``budget`` and
+    ``total`` (all charged as they are taken); unlimited seqs go to ``take_u``. Returns flow ->
+    (queue, seqs) taken from flows, and what is left of ``total``. Shared by the SQLite and
+    PostgreSQL flow claims."""
+    taken: dict[str, tuple[str, list[int]]] = {}
+    out_of_budget: set[str] = set()
+    for _, seq, q, flow in cands:
+        if total <= 0:
+            break
+        if caps[q] <= 0:
+            continue
+        if flow is not None:
+            if flow in out_of_budget:
+                continue
+            keys = [(q, n) for n in gate_names(flow)]
+            if any(budget.get(k, UNLIMITED) <= 0 for k in keys):
+                out_of_budget.add(flow)
+                continue
+            for k in keys:
+                if k in budget:
+                    budget[k] -= 1
+            taken.setdefault(flow, (q, []))[1].append(seq)
+        else:
+            take_u.append(seq)
+        caps[q] -= 1
+        total -= 1
+    return taken, total
