@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +96,44 @@ def test_an_open_stream_ends_once_its_key_is_revoked(dash: Any, store: Store) ->
                     break
     # Then the stream ended instead of telling the revoked key about the job
     assert job is not None and all(job not in t["jobs"] for t in ticks), ticks
+
+
+def test_a_key_revoked_while_the_stream_reads_gets_no_tick_of_that_read(
+    dash: Any, store: Store, monkeypatch: Any
+) -> None:
+    # Given tenant a's open stream whose next read is raced by a revocation: the key is revoked
+    # and a job of a enqueued, through the server's own Conveyor, just as the read starts
+    srv = dash(key_cache_ttl=0.0)
+    key_id, key = store.key("a")
+    backend = srv.conveyor.backend
+    real_read = backend.read_events
+    armed = threading.Event()
+    raced: list[str] = []
+
+    async def read_raced_by_a_revocation(*args: Any, **kwargs: Any) -> Any:
+        if armed.is_set() and not raced:
+            await srv.conveyor.api_keys.revoke(key_id)
+            job = await srv.conveyor.enqueue("echo", {}, tenant="a", delay=3600)
+            raced.append(job.id)
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "read_events", read_raced_by_a_revocation)
+    ticks: list[dict[str, Any]] = []
+    with http_login(srv, key) as c, c.stream("GET", "/events", timeout=15.0) as r:
+        assert r.status_code == 200
+        event = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+                if event == "ready":
+                    # When another tenant's job wakes the stream for its next read
+                    armed.set()
+                    store.run(lambda app: app.enqueue("echo", {}, tenant="b", delay=3600))
+            elif line.startswith("data:") and event == "tick":
+                ticks.append(json.loads(line.split(":", 1)[1]))
+    # Then the stream ended without a tick naming the job enqueued after the revocation
+    assert raced, "the read was not raced"
+    assert all(raced[0] not in t["jobs"] for t in ticks), ticks
 
 
 def test_a_big_batch_s_link_gets_no_other_job_ids(

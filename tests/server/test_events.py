@@ -16,6 +16,7 @@ import pytest
 from conveyor import Client, Conveyor, EventRetention
 from conveyor.errors import AuthError
 from conveyor.server import ServerSettings
+from conveyor.server.routes import events as events_route
 from tests.conftest import eventually
 from tests.server.conftest import client
 from tests.server.harness import ApiServer
@@ -260,6 +261,39 @@ async def test_an_open_stream_ends_once_its_key_is_revoked(
     assert [m.event for m in seen] == ["error"], [m.data for m in seen]
     assert seen[0].data["error"]["code"] == "unauthorized"
     assert all(job.id not in str(m.data) for m in seen)
+
+
+async def test_a_key_revoked_while_the_stream_reads_gets_none_of_that_read(
+    serve: Serve, store: Conveyor, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a tenant's open stream whose next read is raced by a revocation: the key is revoked
+    # and a job of its tenant enqueued, through the server's own Conveyor, just as the read starts
+    srv = serve(ServerSettings(upload_dir=tmp_path / "uploads", key_cache_ttl=0.0))
+    record, key = await store.api_keys.create(tenant="acme")
+    armed = threading.Event()
+    raced: list[str] = []
+    real_read = events_route._read
+
+    async def read_raced_by_a_revocation(request: Any, cursor: str, where: Any) -> Any:
+        if armed.is_set() and not raced:
+            app = events_route.conveyor_of(request)
+            await app.api_keys.revoke(record.id)
+            raced.append((await app.enqueue("echo", {}, tenant="acme")).id)
+        return await real_read(request, cursor, where)
+
+    monkeypatch.setattr(events_route, "_read", read_raced_by_a_revocation)
+    async with client(srv, key) as http, http.stream("GET", "/v1/events") as r:
+        assert r.status_code == 200
+        await eventually(lambda: srv.api.state.event_hub.subscribers == 1, what="the stream")
+        armed.set()
+        # When another tenant's job wakes the stream for its next read
+        await store.enqueue("echo", {}, tenant="other")
+        # Then the stream ends with an unauthorized error: the job enqueued after the
+        # revocation is not sent although the read returned it
+        seen = [m async for m in messages(r) if m.event is not None]
+    assert raced, "the read was not raced"
+    assert [m.event for m in seen] == ["error"], [m.data for m in seen]
+    assert seen[0].data["error"]["code"] == "unauthorized"
 
 
 async def test_the_client_raises_an_auth_error_once_its_key_is_revoked(

@@ -116,9 +116,6 @@ async def _ticks(
             ids: list[str] = []
             n = 0
             try:
-                async with backend_deadline(settings):
-                    if not await _still_allowed(request, viewer):
-                        return  # revoked or expired since the stream opened: no more ticks
                 while True:
                     async with backend_deadline(settings):
                         page = await backend.read_events(cursor, READ, where)
@@ -133,6 +130,11 @@ async def _ticks(
                             ids.append(ev.job_id)
                     if not page.more:
                         break
+                # Checked after the reads, not before: a key revoked while they ran must not
+                # get a tick for what was written after its revocation.
+                async with backend_deadline(settings):
+                    if not await _still_allowed(request, viewer):
+                        return  # revoked or expired since the stream opened: no more ticks
             except Exception as exc:  # a trim overtook us, an outage: the page reconnects
                 log.warning("dashboard stream ended: %r", exc)
                 return

@@ -102,10 +102,10 @@ class KeyCache:
     def get(self, digest: bytes) -> tuple[bool, Principal | None]:
         now = time.monotonic()
         hit = self._valid.get(digest)
-        if hit is not None and hit[0] >= now:
+        if hit is not None and hit[0] > now:
             return True, hit[1]
         until = self._refused.get(digest)
-        if until is not None and until >= now:
+        if until is not None and until > now:
             return True, None
         return False, None
 

@@ -172,12 +172,21 @@ async def _stream(
     changed: Any,
 ) -> AsyncIterator[ServerSentEvent]:
     """The events of ``page`` and of every later read, until the client leaves, the server
-    stops, a read fails (sent as ``event: error``), or the caller's key is revoked (checked
-    before each read, cached ``key_cache_ttl``: sent as an ``unauthorized`` error)."""
+    stops, a read fails (sent as ``event: error``), or the caller's key is revoked (sent as an
+    ``unauthorized`` error). The key is checked after each read and before its events are sent
+    (cached ``key_cache_ttl``): a key checked before a read could be revoked while the read
+    ran, and that read's events, written after the revocation, would still go out."""
     settings: ServerSettings = request.app.state.settings
     hub.subscribe()
     try:
         while True:
+            try:
+                async with backend_deadline(settings):
+                    if not await still_live(request, principal.key_id):
+                        raise ApiError(401, "unauthorized", "the API key was revoked")
+            except Exception as exc:
+                yield _error_event(request, exc)
+                return
             for ev in page.events:
                 if only is None or ev.job_id in only:
                     yield _message(ev)
@@ -190,8 +199,6 @@ async def _stream(
             changed = hub.changed()
             try:
                 async with backend_deadline(settings):
-                    if not await still_live(request, principal.key_id):
-                        raise ApiError(401, "unauthorized", "the API key was revoked")
                     page = await _read(request, page.cursor, where)
             except Exception as exc:
                 yield _error_event(request, exc)
