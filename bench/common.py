@@ -19,6 +19,7 @@ LAT_FILE = os.environ.get("BENCH_LAT_FILE", "")  # W4: one latency (seconds) per
 # records "<kind> <job id> <time>" lines
 # The redis-server run.py started (--backend redis): its CPU is counted like the peers' driver.
 REDIS_PID = int(os.environ.get("BENCH_REDIS_PID", "0") or 0) or None
+PG_PID = int(os.environ.get("BENCH_PG_PID", "0") or 0) or None  # a PostgreSQL postmaster
 QUEUE = "default"
 _TCK = os.sysconf("SC_CLK_TCK")
 
@@ -96,13 +97,35 @@ def proc_cpu(pid: int) -> float:
 
 
 def server_cpu() -> float:
-    """CPU seconds of the store's server process (redis-server), 0 when there is none."""
-    if REDIS_PID is None:
-        return 0.0
+    """CPU seconds of the store's server, 0 when there is none: redis-server, or a PostgreSQL
+    cluster (the postmaster with its reaped children, plus its live backends)."""
     try:
-        return proc_cpu(REDIS_PID)
+        if REDIS_PID is not None:
+            return proc_cpu(REDIS_PID)
+        if PG_PID is not None:
+            return _cluster_cpu(PG_PID)
     except (OSError, ValueError):
-        return 0.0
+        pass
+    return 0.0
+
+
+def _cluster_cpu(postmaster: int) -> float:
+    with open(f"/proc/{postmaster}/stat", "rb") as f:
+        data = f.read()
+    fields = data[data.rindex(b")") + 2 :].split()
+    ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue  # exited meanwhile (its time went to the postmaster's cutime)
+        fields = data[data.rindex(b")") + 2 :].split()
+        if int(fields[1]) == postmaster:  # ppid
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / _TCK
 
 
 def machine_busy() -> float:
@@ -136,10 +159,11 @@ class CpuWindow:
         if self.pid and jobs:
             res["worker_cpu_util"] = round(w / wall, 2)
             res["worker_cpu_us_per_job"] = round(w / jobs * 1e6, 1)
-        if REDIS_PID is not None:
+        if REDIS_PID is not None or PG_PID is not None:
+            name = "redis" if REDIS_PID is not None else "db"
             if jobs:
-                res["redis_cpu_us_per_job"] = round(r / jobs * 1e6, 1)
-            res["redis_cpu_util"] = round(r / wall, 2)
+                res[f"{name}_cpu_us_per_job"] = round(r / jobs * 1e6, 1)
+            res[f"{name}_cpu_util"] = round(r / wall, 2)
         res["driver_cpu_util"] = round(d / wall, 2)
         if wall < 0.2:  # /proc counts in 10 ms ticks: too coarse to judge the machine's load
             return

@@ -274,9 +274,9 @@ def table(rows: list[dict]) -> str:
     multi = any(r.get("runs", 1) > 1 for r in rows)
     hdr = ["workload", "n", "status", "seconds", "jobs/s", "steady/s", "startup s", "p50 ms",
            "p99 ms", "worker CPU us/job", "worker CPU util", "details", "setting"]  # fmt: skip
-    server = any(r.get("redis_cpu_util") is not None for r in rows)
+    server = any(r.get("redis_cpu_util", r.get("db_cpu_util")) is not None for r in rows)
     if server:
-        hdr[11:11] = ["redis CPU us/job", "redis CPU util"]
+        hdr[11:11] = ["server CPU us/job", "server CPU util"]  # redis-server or PostgreSQL
     lines = []
     for r in rows:
         ok = r.get("status") == "ok"
@@ -292,9 +292,10 @@ def table(rows: list[dict]) -> str:
             extra(r) if ok else (r.get("note") or "")[:80], r.get("setting", ""),
         ])  # fmt: skip
         if server:
+            per_job = r.get("redis_cpu_us_per_job", r.get("db_cpu_us_per_job"))
             lines[-1][11:11] = [
-                fmt(r.get("redis_cpu_us_per_job"), ",.1f") if r["workload"] != "idle" else "-",
-                fmt(r.get("redis_cpu_util"), ".2f"),
+                fmt(per_job, ",.1f") if r["workload"] != "idle" else "-",
+                fmt(r.get("redis_cpu_util", r.get("db_cpu_util")), ".2f"),
             ]
         if multi:
             rng = r.get("range")
@@ -547,6 +548,7 @@ def main() -> None:
                   f"p50={r.get('p50_ms')} p99={r.get('p99_ms')} startup={r.get('startup_s')} "
                   f"cpu_us/job={r.get('worker_cpu_us_per_job')}"
                   + (f" redis_us/job={r.get('redis_cpu_us_per_job')}" if "redis_cpu_util" in r else "")
+                  + (f" db_us/job={r.get('db_cpu_us_per_job')}" if "db_cpu_util" in r else "")
                   + (f" B/job={r.get('store_bytes_per_queued_job')}" if wl == "mem" else "")
                   + f" [{r['wall_s']}s] "
                   f"{r.get('setting', '')} {r.get('note', '')}", flush=True)  # fmt: skip
