@@ -4,17 +4,40 @@ claim as one transaction."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
+import pytest
 
 from conveyor import Conveyor
 from conveyor.backends.base import ClaimParams, Outcome, OutcomeKind
-from conveyor.backends.postgres.jobs import _CLAIM, _PROMOTE, caps
+from conveyor.backends.postgres.attempts import PLAIN_COMPLETE
+from conveyor.backends.postgres.jobs import _CLAIM, _PROBE, _PROMOTE, caps
 from tests.backends.postgres.conftest import plain
 
 
-async def test_the_claim_reads_the_partial_index_of_ready_jobs(pg_url: str) -> None:
+def _explain(conn: psycopg.Connection[Any], sql: str, args: dict[str, Any], generic: bool) -> str:
+    """The plan of ``sql`` (psycopg's ``%(name)s`` parameters) as the server runs it: a custom
+    plan for these values, or the generic plan of the prepared statement (what a worker's round
+    runs, see jobs._GENERIC_PLANS)."""
+    if not generic:
+        return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, args).fetchall())
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))
+    text = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
+    conn.execute(f"PREPARE round_plan AS {text}")
+    try:
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cur = psycopg.ClientCursor(conn)
+        marks = ", ".join(["%s"] * len(names))
+        rows = cur.execute(f"EXPLAIN EXECUTE round_plan({marks})", [args[n] for n in names])
+        return "\n".join(r[0] for r in rows.fetchall())
+    finally:
+        conn.execute("DEALLOCATE round_plan")
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+async def test_the_round_reads_its_indexes_never_the_jobs_table(pg_url: str, generic: bool) -> None:
     # Given a queue of 5,000 jobs, most of them finished (as in a busy store)
     app = Conveyor(pg_url)
 
@@ -23,27 +46,30 @@ async def test_the_claim_reads_the_partial_index_of_ready_jobs(pg_url: str) -> N
 
     await app.enqueue_many([("t", {"n": i}) for i in range(5000)])
     schema = pg_url.split("schema=", 1)[1]
-    backend = app.backend
+    s = app.backend.s  # type: ignore[attr-defined]
     with psycopg.connect(plain(pg_url), autocommit=True) as conn:
         conn.execute(f"UPDATE {schema}.jobs SET status = 'completed' WHERE seq % 50 <> 0")
+        conn.execute(f"UPDATE {schema}.jobs SET status = 'active', token = 1 WHERE seq % 50 = 1")
         conn.execute(f"ANALYZE {schema}.jobs")
-        # When the claim statement is explained
+        # When the round's statements are explained (custom and generic plans)
         p = ClaimParams(["plan"], 10, "w1")
         cap = caps(p)
         args = {"queues": list(cap), "caps": list(cap.values()), "limit": 10, "worker": "w1"}
+        ack = {"ids": ["a", "b"], "tokens": [1, 1], "results": [None, None]}
         with conn.transaction():
-            plan = "\n".join(
-                r[0] for r in conn.execute("EXPLAIN " + backend.s(_CLAIM), args).fetchall()
-            )
-            promote = "\n".join(
-                r[0] for r in conn.execute("EXPLAIN " + backend.s(_PROMOTE), args).fetchall()
-            )
-    # Then it reads ready jobs through jobs_ready and the jobs table itself only by its seq
-    # index; due scheduled jobs are promoted through jobs_scheduled
+            plan = _explain(conn, s(_CLAIM), args, generic)
+            promote = _explain(conn, s(_PROMOTE), args, generic)
+            probe = _explain(conn, s(_PROBE), args, generic)
+            acks = _explain(conn, s(PLAIN_COMPLETE), ack, generic)
+    # Then the claim reads ready jobs through jobs_ready and the jobs table itself only by its
+    # seq index; due scheduled jobs are promoted (and probed) through jobs_scheduled; the
+    # acknowledgements find their jobs by id or through jobs_active
     assert "jobs_ready" in plan, plan
-    assert "Seq Scan on jobs" not in plan, plan
     assert "jobs_scheduled" in promote, promote
-    assert "Seq Scan on jobs" not in promote, promote
+    assert "jobs_scheduled" in probe, probe
+    assert "jobs_pkey" in acks or "jobs_active" in acks, acks
+    for text in (plan, promote, probe, acks):
+        assert "Seq Scan on jobs" not in text, text
     await app.close()
 
 
