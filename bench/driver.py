@@ -37,6 +37,7 @@ from bench.targets import (
     store_size,
 )
 
+POLL_FACTOR = 20.0  # as ../shared/peers: a poll waits >= 20x the last query
 PRE_CHUNK = 20_000  # untimed pre-enqueue: enqueue_many per this many jobs
 
 
@@ -163,7 +164,11 @@ async def drain(args, res: dict, task: str, concurrency: int, base_poll: float,
                     f"worker exited (rc={w.proc.returncode}) at {done}/{target}: {w.text()[-600:]!r}; "
                 )
                 return
-            await asyncio.sleep(base_poll)
+            # Adaptive, as the peers' driver: the next poll waits max(base, POLL_FACTOR x the
+            # last query), so the monitor stays a few percent of one core and does not take the
+            # store server's CPU on a small machine (a PostgreSQL count takes ~1 ms: polled
+            # every 5 ms it cost the server ~20 % of a core during the drain).
+            await asyncio.sleep(max(base_poll, POLL_FACTOR * (now - t0)))
     finally:
         if measure is None and res.get("status") == "ok":
             await asyncio.sleep(0.3)  # let a late duplicate or error show up before checking
