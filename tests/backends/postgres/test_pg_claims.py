@@ -20,7 +20,7 @@ from tests.backends.postgres.conftest import plain
 def _explain(conn: psycopg.Connection[Any], sql: str, args: dict[str, Any], generic: bool) -> str:
     """The plan of ``sql`` (psycopg's ``%(name)s`` parameters) as the server runs it: a custom
     plan for these values, or the generic plan of the prepared statement (what a worker's round
-    runs, see jobs._GENERIC_PLANS)."""
+    runs, see sql.GENERIC_PLANS)."""
     if not generic:
         return "\n".join(r[0] for r in conn.execute("EXPLAIN " + sql, args).fetchall())
     names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", sql)))

@@ -18,7 +18,7 @@ from ...job import FINAL_STATES, Job, JobState
 from ..base import ClaimParams, ClaimResult
 from . import flow_claim, flows
 from .enqueue import check_backpressure
-from .sql import J_COLS, JOB_COLS, NOW, Conn, Schema, arrays, row_to_job
+from .sql import GENERIC_PLANS, J_COLS, JOB_COLS, NOW, Conn, Schema, arrays, row_to_job
 
 
 def add_deltas(rows: Iterable[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
@@ -112,15 +112,6 @@ SELECT {_FLOWS}, (SELECT min(d.due) FROM unnest(%(queues)s::text[]) AS q(name)
 """
 
 
-# The round's statements run on their prepared generic plans (psycopg prepares a statement on its
-# fifth run on a connection): under the default plan_cache_mode the server chose custom plans,
-# planning the claim's CTEs again every round, 8 % of the server's CPU in a drain (perf). The
-# generic plans read the same indexes (tests/backends/postgres/test_pg_claims.py explains them);
-# embedded drain of 20,000 no-op jobs, three alternating runs each: server CPU 98-103 -> 85-89
-# us/job. Local to the round's implicit transaction.
-_GENERIC_PLANS = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)"
-
-
 def caps(p: ClaimParams) -> dict[str, int]:
     ql = p.queue_limits or {}
     return {q: min(p.limit, ql.get(q, p.limit)) for q in p.queues}
@@ -147,7 +138,7 @@ async def claim(
     first = None
     if pipeline is not None:
         async with pipeline():
-            await conn.execute(_GENERIC_PLANS)
+            await conn.execute(GENERIC_PLANS)
             if before is not None:  # a worker's acknowledgements, in the same round trip
                 first = await conn.execute(s(before[0]), before[1])
             await conn.execute(s(_PROMOTE), args)

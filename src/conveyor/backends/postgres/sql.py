@@ -16,6 +16,13 @@ from ..sqlite.ops import row_to_job as row_to_job
 
 #: The database's clock in epoch seconds: every lease, schedule and rate limit uses it.
 NOW = "extract(epoch FROM clock_timestamp())::float8"
+#: Sent first in a worker round's pipeline, the statements after it run on their prepared generic
+#: plans until the implicit transaction ends (psycopg prepares a statement on its fifth run on a
+#: connection). Under the default plan_cache_mode the server chose custom plans and planned the
+#: round's CTE statements again every round: 8 % of its CPU in a drain (perf). The generic plans
+#: read the same indexes (tests/backends/postgres/test_pg_claims.py explains them). A plain
+#: enqueue gained nothing measurable from it (W1 probe, single enqueues): not used there.
+GENERIC_PLANS = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)"
 #: The job columns qualified with the alias ``j`` (UPDATE ... FROM ... RETURNING).
 J_COLS = ", ".join(f"j.{c.strip()}" for c in JOB_COLS.split(","))
 
@@ -93,6 +100,7 @@ def arrays(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 __all__ = [
+    "GENERIC_PLANS",
     "JOB_COLS",
     "J_COLS",
     "NOW",
