@@ -12,8 +12,10 @@ import pytest
 
 from conveyor import Conveyor
 from conveyor.backends.base import ClaimParams, Outcome, OutcomeKind
-from conveyor.backends.postgres.attempts import PLAIN_COMPLETE
+from conveyor.backends.postgres import leases
+from conveyor.backends.postgres.attempts import _COMPLETE, PLAIN_COMPLETE
 from conveyor.backends.postgres.jobs import _CLAIM, _PROBE, _PROMOTE, caps
+from conveyor.backends.postgres.sql import Schema
 from tests.backends.postgres.conftest import plain
 
 
@@ -71,6 +73,49 @@ async def test_the_round_reads_its_indexes_never_the_jobs_table(pg_url: str, gen
     for text in (plan, promote, probe, acks):
         assert "Seq Scan on jobs" not in text, text
     await app.close()
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+async def test_attempt_lists_find_their_jobs_by_id_whatever_the_statistics_say(
+    pg_url: str, generic: bool
+) -> None:
+    # Given statistics taken while no job was active (autovacuum's ANALYZE after a bulk
+    # enqueue), then a drain's history: 2,000 jobs went active and completed (their old
+    # versions still in jobs_active) and 20 are active now (a small round: for hundreds of
+    # ids a seq scan of this small table is cheaper, and chosen)
+    app = Conveyor(pg_url)
+
+    @app.task(queue="acks")
+    async def t(n: int) -> None: ...
+
+    await app.enqueue_many([("t", {"n": i}) for i in range(5000)])
+    await app.close()
+    schema = pg_url.split("schema=", 1)[1]
+    s = Schema(schema)
+    with psycopg.connect(plain(pg_url), autocommit=True) as conn:
+        conn.execute(f"ANALYZE {schema}.jobs")
+        for k in range(10):
+            rows = f"seq > {k * 200} AND seq <= {(k + 1) * 200}"
+            conn.execute(f"UPDATE {schema}.jobs SET status = 'active', token = 1 WHERE {rows}")
+            conn.execute(f"UPDATE {schema}.jobs SET status = 'completed' WHERE {rows}")
+        conn.execute(f"UPDATE {schema}.jobs SET status = 'active', token = 1 "
+                     "WHERE seq > 2000 AND seq <= 2020")  # fmt: skip
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM {schema}.jobs WHERE status = 'active'")]
+        # When the statements that take a list of attempts are explained
+        many = {"ids": ids, "tokens": [1] * len(ids), "results": [None] * len(ids)}
+        with conn.transaction():
+            plans = {
+                "plain acknowledgement": _explain(conn, s(PLAIN_COMPLETE), many, generic),
+                "acknowledgement": _explain(conn, s(_COMPLETE), {**many, "nexts": None}, generic),
+                "lease renewal": _explain(conn, s(leases.EXTEND), many, generic),
+                "release": _explain(conn, s(leases.RELEASE), many, generic),
+            }
+    # Then each finds its jobs by id (the primary key), never by a scan of jobs_active: the
+    # stale statistics make that index look empty, and a nested loop over it re-reads the
+    # list for every active row (quadratic in the round's size)
+    for what, plan in plans.items():
+        assert "jobs_pkey" in plan, (what, plan)
+        assert "jobs_active" not in plan, (what, plan)
 
 
 async def test_enqueue_many_members_are_acknowledged_in_the_claim_round(pg_url: str) -> None:

@@ -22,16 +22,16 @@ from . import awaiting, fanin, flows
 from . import batches as bt
 from . import enqueue as enq
 from . import jobs as ops
-from .sql import NOW, Conn, Schema, arrays
+from .sql import ACTIVE, NOW, Conn, Schema, arrays
 
 _COMPLETE = f"""
-WITH t AS (SELECT {NOW} AS now),
+WITH t AS (SELECT {NOW} AS now), {ACTIVE},
 o AS (SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(results)s::text[])
       AS o(id, token, result)),
 done AS (
   UPDATE {{s}}.jobs j SET status = 'completed', result = o.result, finished_at = t.now,
     error = NULL, lease_expires_at = NULL
-  FROM o, t WHERE j.id = o.id AND j.token = o.token AND j.status = 'active'
+  FROM o, t, act WHERE j.id = o.id AND j.token = o.token AND j.status = act.status
   RETURNING j.id, j.queue, j.task, j.tenant, j.batch, j.seq, t.now, j.parent, j.flow,
     j.started_at
 ),
@@ -55,13 +55,13 @@ SELECT id, batch, now, parent IS NOT NULL, queue, flow, started_at FROM done
 # without callbacks carry a batch id with no record (a fresh id that can never gain one: a
 # record is created with its first members, under a new id), so they are plain too.
 PLAIN_COMPLETE = f"""
-WITH t AS (SELECT {NOW} AS now),
+WITH t AS (SELECT {NOW} AS now), {ACTIVE},
 o AS (SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::bigint[], %(results)s::text[])
       AS o(id, token, result)),
 done AS (
   UPDATE {{s}}.jobs j SET status = 'completed', result = o.result, finished_at = t.now,
     error = NULL, lease_expires_at = NULL
-  FROM o, t WHERE j.id = o.id AND j.token = o.token AND j.status = 'active'
+  FROM o, t, act WHERE j.id = o.id AND j.token = o.token AND j.status = act.status
   AND j.parent IS NULL AND j.flow IS NULL
   AND (j.batch IS NULL OR NOT EXISTS (SELECT 1 FROM {{s}}.batches b WHERE b.id = j.batch))
   RETURNING j.id, j.queue, j.task, j.tenant, j.seq, t.now

@@ -16,7 +16,29 @@ from ..base import Outcome, OutcomeKind, Recovered
 from ..outcomes import encode
 from . import attempts
 from . import jobs as ops
-from .sql import NOW, Conn, Schema, arrays
+from .sql import ACTIVE, NOW, Conn, Schema, arrays
+
+# Attempts are found by id (the primary key), their status compared with ``act`` (sql.ACTIVE).
+# The UPDATE checks the token again: a row it waited for may hold another attempt now. Start
+# times are read before the update clears them (a breaker tells its probe apart).
+RELEASE = f"""
+WITH {ACTIVE},
+o AS (SELECT j.id, j.token, j.started_at FROM {{s}}.jobs j
+  JOIN unnest(%(ids)s::text[], %(tokens)s::bigint[]) AS o(id, token)
+  ON j.id = o.id AND j.token = o.token JOIN act ON j.status = act.status)
+UPDATE {{s}}.jobs j SET status = 'queued', attempt = j.attempt - 1, lease_expires_at = NULL,
+  worker = NULL, started_at = NULL, progress = NULL
+FROM o, act WHERE j.id = o.id AND j.token = o.token AND j.status = act.status
+RETURNING j.id, j.queue, j.flow, o.started_at
+"""
+# A renewal is a HOT update: lease_expires_at is in no index.
+EXTEND = f"""
+WITH {ACTIVE}
+UPDATE {{s}}.jobs j SET lease_expires_at = {NOW} + j.lease
+FROM unnest(%(ids)s::text[], %(tokens)s::bigint[]) AS o(id, token), act
+WHERE j.id = o.id AND j.token = o.token AND (j.status = act.status OR j.held)
+RETURNING j.id, j.status
+"""
 
 
 async def release(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> int:
@@ -24,18 +46,7 @@ async def release(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> int
     if not jobs:
         return 0
     ids, tokens = arrays(jobs, 2)
-    # Start times are read before the update clears them (a breaker tells its probe apart).
-    cur = await conn.execute(
-        # The UPDATE checks the token again: a row it waited for may hold another attempt now.
-        s("WITH o AS (SELECT j.id, j.token, j.started_at FROM {s}.jobs j "
-          "JOIN unnest(%(ids)s::text[], %(tokens)s::bigint[]) AS o(id, token) "
-          "ON j.id = o.id AND j.token = o.token WHERE j.status = 'active') "
-          "UPDATE {s}.jobs j SET status = 'queued', attempt = j.attempt - 1, "
-          "lease_expires_at = NULL, worker = NULL, started_at = NULL, progress = NULL "
-          "FROM o WHERE j.id = o.id AND j.token = o.token AND j.status = 'active' "
-          "RETURNING j.id, j.queue, j.flow, o.started_at"),
-        {"ids": ids, "tokens": tokens},
-    )  # fmt: skip
+    cur = await conn.execute(s(RELEASE), {"ids": ids, "tokens": tokens})
     rows = await cur.fetchall()
     t = await ops.now(conn) if rows or len(rows) < len(jobs) else 0.0
     e = attempts.Ended(t)
@@ -59,11 +70,8 @@ async def extend(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> list
         return []
     ids, tokens = arrays(jobs, 2)
     cur = await conn.execute(
-        s(f"UPDATE {{s}}.jobs j SET lease_expires_at = {NOW} + j.lease "
-          "FROM unnest(%s::text[], %s::bigint[]) AS o(id, token) "
-          "WHERE j.id = o.id AND j.token = o.token AND (j.status = 'active' OR j.held) "
-          "RETURNING j.id, j.status"),
-        (ids, tokens),
+        s(EXTEND),
+        {"ids": ids, "tokens": tokens},
     )  # fmt: skip
     kept = {r[0] for r in await cur.fetchall() if r[1] == "active"}
     return [j for j, _ in jobs if j not in kept]

@@ -23,6 +23,14 @@ NOW = "extract(epoch FROM clock_timestamp())::float8"
 #: read the same indexes (tests/backends/postgres/test_pg_claims.py explains them). A plain
 #: enqueue gained nothing measurable from it (W1 probe, single enqueues): not used there.
 GENERIC_PLANS = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)"
+#: A CTE for the statements that take a list of attempts (ids and tokens): they compare the job's
+#: status with ``act.status``, not with the literal 'active'. The planner does not see through a
+#: materialized CTE, so it cannot answer ``status = 'active'`` from the partial index
+#: jobs_active. With statistics taken while no job was active (autovacuum's ANALYZE after a bulk
+#: enqueue) that index looks empty, and the planner read it in a nested loop that scanned the
+#: whole list again for every active row: quadratic in the round's size (a drain of 20,000 jobs
+#: after an ANALYZE: 11,500-12,400 -> 7,800-8,300 jobs/s). Through the primary key instead.
+ACTIVE = "act AS MATERIALIZED (SELECT 'active'::text AS status)"
 #: The job columns qualified with the alias ``j`` (UPDATE ... FROM ... RETURNING).
 J_COLS = ", ".join(f"j.{c.strip()}" for c in JOB_COLS.split(","))
 
@@ -100,6 +108,7 @@ def arrays(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 __all__ = [
+    "ACTIVE",
     "GENERIC_PLANS",
     "JOB_COLS",
     "J_COLS",
