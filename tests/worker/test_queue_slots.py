@@ -98,6 +98,27 @@ def test_plan_folds_a_single_shared_queue_into_one_claim() -> None:
     assert claim.params.limit == 6
 
 
+def test_a_shortfall_while_another_claim_of_the_lane_ran_proves_nothing() -> None:
+    # Given the pool's claim A in flight for its one free slot, and B planned for a slot that
+    # freed meanwhile (on PostgreSQL, B skips rows A locked and did not take)
+    lanes = Lanes(["a", "b"], {}, concurrency=2, prefetch=0)
+    pool = lanes.shared
+    assert pool is not None
+    pool.running = 1
+    (a,) = lanes.plan("w1")
+    pool.running = 0
+    (b,) = lanes.plan("w1")
+    # When both come back with nothing and no wake-up arrived
+    lanes.settle(b, [], conclude=True)
+    lanes.settle(a, [], conclude=True)
+    # Then the pool still wants work; only a claim that ran alone can say the queues are empty
+    assert pool.want
+    (c,) = lanes.plan("w1")
+    assert not lanes.settle(c, [], conclude=False) and pool.want  # a wake-up arrived
+    (d,) = lanes.plan("w1")
+    assert lanes.settle(d, [], conclude=True) and not pool.want
+
+
 # -- real workers ---------------------------------------------------------------------------------
 
 

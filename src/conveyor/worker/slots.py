@@ -111,8 +111,8 @@ class Held:
 class Lane:
     """The slots of one dedicated queue, or of every shared queue (the shared pool)."""
 
-    __slots__ = ("budget", "buffer", "prefetch", "queues", "reserved", "run_time", "running",
-                 "slots", "want")  # fmt: skip
+    __slots__ = ("budget", "buffer", "claims", "planned", "prefetch", "queues", "reserved",
+                 "run_time", "running", "slots", "want")  # fmt: skip
 
     def __init__(self, queues: list[str], slots: int, prefetch: int) -> None:
         self.queues = queues
@@ -123,6 +123,8 @@ class Lane:
         self.buffer: deque[Held] = deque()  # claimed, waiting for a slot of this lane
         self.reserved = 0  # asked for by claims still in flight
         self.want = True  # False once a claim found its queues drained, until a wake-up/poll
+        self.claims = 0  # claims of this lane in flight
+        self.planned = 0  # claims of this lane ever planned (tells a claim whether others began)
         self.run_time: float | None = None  # moving average of its jobs' run times (seconds)
 
     def ahead(self) -> int:
@@ -180,14 +182,31 @@ class Claim:
     params: ClaimParams
     grants: list[tuple[Lane, int]] = field(default_factory=list)
     held: bool = True
+    # Per granted lane: did another claim of it run at any time during this one? Then a
+    # shortfall proves nothing: the other may have held rows this one skipped (PostgreSQL's
+    # SKIP LOCKED skips rows another claim locked and did not take), or taken them.
+    overlapped: set[int] = field(default_factory=set)  # indexes into grants
+    began: list[int] = field(default_factory=list)  # lane.planned when this claim was planned
+
+    def start(self) -> None:
+        for i, (lane, n) in enumerate(self.grants):
+            lane.reserved += n
+            if lane.claims:
+                self.overlapped.add(i)
+            lane.claims += 1
+            lane.planned += 1
+            self.began.append(lane.planned)
 
     def release(self) -> None:
         """The claim returned (or failed): its reservations end (returned jobs occupy slots).
         Idempotent."""
         if self.held:
             self.held = False
-            for lane, n in self.grants:
+            for i, (lane, n) in enumerate(self.grants):
                 lane.reserved -= n
+                lane.claims -= 1
+                if lane.planned != self.began[i]:  # another claim of the lane began meanwhile
+                    self.overlapped.add(i)
 
 
 class Lanes:
@@ -228,8 +247,9 @@ class Lanes:
         if not self.dedicated:  # the common case: one lane
             if pool <= 0 or shared is None:
                 return []
-            shared.reserved += pool
-            return [Claim(ClaimParams(shared.queues, pool, worker), [(shared, pool)])]
+            claim = Claim(ClaimParams(shared.queues, pool, worker), [(shared, pool)])
+            claim.start()
+            return [claim]
         caps: dict[str, int] = {}
         for lane in self.dedicated:
             if lane.want and (free := lane.free()) > 0:
@@ -245,16 +265,15 @@ class Lanes:
         if pool > 0 and shared is not None:
             claims.append(Claim(ClaimParams(shared.queues, pool, worker), [(shared, pool)]))
         for claim in claims:
-            for lane, n in claim.grants:
-                lane.reserved += n
+            claim.start()
         return claims
 
     # -- accounting of returned claims and held jobs -------------------------------------------
 
     def settle(self, claim: Claim, jobs: Sequence[Job], conclude: bool) -> bool:
         """A claim returned ``jobs``: end its reservations and, when ``conclude`` (no wake-up
-        arrived since it began), mark each lane that got less than its share as drained.
-        Returns whether a lane drained.
+        arrived since it began), mark each lane that got less than its share as drained,
+        unless another claim of that lane ran during this one. Returns whether a lane drained.
 
         A lane that got more jobs than asked (a backend not honouring ``queue_limits``) is
         warned about once: it still never runs more than its slots; the extra jobs wait in its
@@ -274,7 +293,7 @@ class Lanes:
         # than asked (queue_limits ignored): claim again rather than conclude.
         conclude = conclude and len(jobs) < claim.params.limit
         drained = False
-        for lane, asked in grants:
+        for i, (lane, asked) in enumerate(grants):
             n = got.get(lane, 0)
             if n > asked and not self.overshoot_warned:
                 self.overshoot_warned = True
@@ -282,7 +301,7 @@ class Lanes:
                             "(queue_limits not honoured); holding the extra ones until slots "
                             "free", claim.params.worker, n, ",".join(lane.queues),
                             asked)  # fmt: skip
-            elif n < asked and conclude:
+            elif n < asked and conclude and i not in claim.overlapped:
                 lane.want = False
                 drained = True
         return drained
