@@ -13,7 +13,8 @@ import pytest
 from conveyor import Conveyor
 from conveyor.backends.base import ClaimParams, Outcome, OutcomeKind
 from conveyor.backends.postgres import leases
-from conveyor.backends.postgres.attempts import _COMPLETE, PLAIN_COMPLETE
+from conveyor.backends.postgres.attempts import _COMPLETE, END_HELD, PLAIN_COMPLETE
+from conveyor.backends.postgres.enqueue import KEYS
 from conveyor.backends.postgres.jobs import _CLAIM, _PROBE, _PROMOTE, caps
 from conveyor.backends.postgres.sql import Schema
 from tests.backends.postgres.conftest import plain
@@ -100,6 +101,11 @@ async def test_attempt_lists_find_their_jobs_by_id_whatever_the_statistics_say(
             conn.execute(f"UPDATE {schema}.jobs SET status = 'completed' WHERE {rows}")
         conn.execute(f"UPDATE {schema}.jobs SET status = 'active', token = 1 "
                      "WHERE seq > 2000 AND seq <= 2020")  # fmt: skip
+        # ... and, unseen by the statistics too, 2,000 jobs with idempotency keys and 2,000 held
+        # attempts (cancelled flow jobs still holding their slots)
+        conn.execute(f"UPDATE {schema}.jobs SET idempotency_key = 'k' || seq "
+                     "WHERE seq > 3000 AND seq <= 5000")  # fmt: skip
+        conn.execute(f"UPDATE {schema}.jobs SET held = true WHERE seq <= 2000")
         ids = [r[0] for r in conn.execute(f"SELECT id FROM {schema}.jobs WHERE status = 'active'")]
         # When the statements that take a list of attempts are explained
         many = {"ids": ids, "tokens": [1] * len(ids), "results": [None] * len(ids)}
@@ -109,13 +115,21 @@ async def test_attempt_lists_find_their_jobs_by_id_whatever_the_statistics_say(
                 "acknowledgement": _explain(conn, s(_COMPLETE), {**many, "nexts": None}, generic),
                 "lease renewal": _explain(conn, s(leases.EXTEND), many, generic),
                 "release": _explain(conn, s(leases.RELEASE), many, generic),
+                "held attempts": _explain(conn, s(END_HELD), many, generic),
             }
+            keys = _explain(conn, s(KEYS).replace("%s", "%(q)s", 1).replace("%s", "%(t)s", 1)
+                            .replace("%s", "%(k)s", 1),
+                            {"q": ["acks"] * 3, "t": [""] * 3, "k": ["k3001", "k3002", "x"]},
+                            generic)  # fmt: skip
     # Then each finds its jobs by id (the primary key), never by a scan of jobs_active: the
     # stale statistics make that index look empty, and a nested loop over it re-reads the
     # list for every active row (quadratic in the round's size)
     for what, plan in plans.items():
         assert "jobs_pkey" in plan, (what, plan)
-        assert "jobs_active" not in plan, (what, plan)
+        assert "jobs_active" not in plan and "jobs_held" not in plan, (what, plan)
+    # and the idempotency keys are probed one by one in jobs_idempotency (an index condition on
+    # the key), never read whole in a loop over the list
+    assert re.search(r"Index Cond: .*idempotency_key = k\.key", keys), keys
 
 
 async def test_enqueue_many_members_are_acknowledged_in_the_claim_round(pg_url: str) -> None:

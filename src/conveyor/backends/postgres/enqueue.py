@@ -99,6 +99,18 @@ SELECT (SELECT now FROM t), (SELECT count(*) FROM woke), array_agg(id),
 """
 
 
+# Idempotency keys already stored: one probe of jobs_idempotency per key (LATERAL, LIMIT 1),
+# never a join the planner may drive from the index: with statistics taken while no job had a
+# key the partial index looks empty, and it was read whole with the key list scanned again for
+# every keyed row (75-82 ms for 10 keys against 30,000 keyed jobs).
+KEYS = """
+SELECT k.q, k.t, k.key, j.id FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(q, t, key)
+CROSS JOIN LATERAL (SELECT x.id FROM {s}.jobs x WHERE x.queue = k.q
+  AND coalesce(x.tenant, '') = k.t AND x.idempotency_key = k.key
+  AND x.idempotency_key IS NOT NULL LIMIT 1) j
+"""
+
+
 async def lock_queues(conn: Conn, s: Schema, queues: Iterable[str]) -> None:
     """Serialize the enqueues that check ``max_queued`` of these queues (in name order: two
     callers never wait on each other crosswise), until the transaction ends."""
@@ -219,24 +231,15 @@ def _repeated(ids: list[str], stored: set[str]) -> set[int]:
 async def _keys(
     conn: Conn, s: Schema, keys: list[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], str]:
-    cur = await conn.execute(
-        s("SELECT j.queue, coalesce(j.tenant, ''), j.idempotency_key, j.id "
-          "FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(q, t, key) JOIN {s}.jobs j "
-          "ON j.queue = k.q AND coalesce(j.tenant, '') = k.t AND j.idempotency_key = k.key "
-          "AND j.idempotency_key IS NOT NULL"),
-        arrays(keys, 3),
-    )  # fmt: skip
+    cur = await conn.execute(s(KEYS), arrays(keys, 3))
     return {(q, t, k): job_id for q, t, k, job_id in await cur.fetchall()}
 
 
 def _json(jobs: Sequence[NewJob]) -> str:
-    """The jobs as the JSON document `_ROWS` unpacks (what orjson cannot serialize, none of
-    the columns, is sent as null)."""
-    return orjson.dumps(jobs, default=_unused).decode()
-
-
-def _unused(_: object) -> None:
-    return None
+    """The jobs as the JSON document `_ROWS` unpacks. Every field is a str, int, float, None or
+    a `Gate` (not a column); floats are finite (`TaskOptions` refuses others: orjson would
+    write nan and inf as null)."""
+    return orjson.dumps(jobs).decode()
 
 
 async def _insert(conn: Conn, s: Schema, jobs: Sequence[NewJob], t: float) -> set[str]:
