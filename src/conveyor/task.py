@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -61,10 +62,16 @@ class TaskOptions:
             raise ConfigurationError(f"queue name {self.queue!r} is invalid: use {QUEUE_NAME_RULE}")
         if self.retries < 0:
             raise ConfigurationError(f"retries must be >= 0, got {self.retries}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds, got {self.timeout}")
-        if self.lease < 0.5:
-            raise ConfigurationError(f"lease must be >= 0.5 seconds, got {self.lease}")
+        # Finite only: nan passes every comparison, and inf is not "no limit" (None is).
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigurationError(
+                f"timeout must be a finite number of seconds > 0 (None for no limit), "
+                f"got {self.timeout}"
+            )
+        if not (math.isfinite(self.lease) and self.lease >= 0.5):
+            raise ConfigurationError(
+                f"lease must be a finite number of seconds >= 0.5, got {self.lease}"
+            )
         if self.max_stalls < 0:
             raise ConfigurationError(f"max_stalls must be >= 0, got {self.max_stalls}")
         check_step(self.step, self.steps, ConfigurationError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -28,6 +29,12 @@ def _register(**options: Any) -> Any:
         ({"timeout": 0}, "timeout"),
         ({"timeout": -3}, "timeout"),
         ({"lease": 0.1}, "lease"),
+        # not finite: nan passes every comparison, and inf is not "no limit" (None is); stored
+        # as JSON (PostgreSQL's enqueue), both would become null
+        ({"timeout": math.inf}, "timeout must be a finite"),
+        ({"timeout": math.nan}, "timeout must be a finite"),
+        ({"lease": math.inf}, "lease must be a finite"),
+        ({"lease": math.nan}, "lease must be a finite"),
         ({"max_stalls": -1}, "max_stalls"),
         ({"priority": "asap"}, "priority"),
         ({"priority": 1000}, "priority"),
