@@ -31,6 +31,10 @@ VARIANTS: dict[str, list[str]] = {
     "no_batch_index": ["DROP INDEX {s}.jobs_batch"],
     "no_event_indexes": ["DROP INDEX {s}.events_queue", "DROP INDEX {s}.events_job"],
     "no_finished_index": ["DROP INDEX {s}.jobs_finished"],
+    "hash_events_job": [
+        "DROP INDEX {s}.events_job",
+        "CREATE INDEX events_job ON {s}.events USING hash (job_id)",
+    ],
 }
 
 
