@@ -113,7 +113,10 @@ class Console(list[str]):
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def page(browser: Any, dash: Any) -> Iterator[Any]:
+    """A browser page whose console errors fail the test. It depends on ``dash`` so that it is
+    closed before the servers stop: a live page outliving its server reconnects its stream and
+    logs ERR_CONNECTION_REFUSED (a test asking for ``page`` before ``dash`` failed so)."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     pg = context.new_page()
