@@ -167,6 +167,12 @@ def build_history(records: Iterable[Mapping[str, Any]]) -> History:
             faults.stops.append((r["pid"], r["t"]))
         elif k == "restart":
             faults.restarts.append((r["t0"], r["t1"]))
+    # A process dies once: its earliest kill record is its death (a poison job records its own,
+    # exact; the harness's reaper records the same death later, when it notices it).
+    first: dict[int, float] = {}
+    for pid, t in faults.kills:
+        first[pid] = min(t, first.get(pid, t))
+    faults.kills = sorted(first.items(), key=lambda k: k[1])
     for r in ends:
         e = execs.get((r["job"], r["tok"]))
         if e is None:  # an end without a start cannot happen: keep it visible as its own run

@@ -65,6 +65,17 @@ def test_a_duplicate_is_explained_by_a_kill_of_its_process_while_it_ran() -> Non
     assert rep.recovery == [2.5]
 
 
+def test_a_death_recorded_twice_is_one_kill_at_the_earlier_time() -> None:
+    # Given a run that finished (not yet acknowledged) 0.5 s before its worker killed itself,
+    # the worker's own record of that death, and the reaper's record 1.5 s later
+    recs = [ack("a"), *run("a", 1, 10, 1.0, 1.1), *run("a", 2, 11, 4.0, 4.1),
+            {"k": "kill", "pid": 10, "t": 1.6}, {"k": "kill", "pid": 10, "t": 3.1}]  # fmt: skip
+    rep = checked(recs, {"a": Final("completed", token=2)})
+    # Then the death is one kill, at the earlier time, and it explains the run
+    assert rep.ok, rep.violations()
+    assert build_history(recs).faults.kills == [(10, 1.6)]
+
+
 def test_a_duplicate_without_a_fault_is_a_violation() -> None:
     # Given a job run twice, no fault anywhere
     recs = [ack("a"), *run("a", 1, 10, 1.0), *run("a", 2, 11, 4.0, 4.1)]
