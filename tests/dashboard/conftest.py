@@ -10,6 +10,7 @@ of its own."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -145,6 +146,28 @@ def http_login(srv: ApiServer, key: str) -> Iterator[httpx.Client]:
         r = c.post("/login", data={"key": key, "csrf": csrf_of(form.text), "next": "/jobs"})
         assert r.status_code == 303, r.text
         yield c
+
+
+def stream_ticks(
+    response: httpx.Response,
+    on_ready: Callable[[], object],
+    until: Callable[[dict[str, Any]], bool] = lambda tick: False,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Read an open dashboard stream (``/events``): ``on_ready()`` runs once it says ready; the
+    ticks are collected until ``until`` accepts one (returns ``(ticks, False)``) or the stream
+    ends (``(ticks, True)``)."""
+    ticks: list[dict[str, Any]] = []
+    event = None
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+            if event == "ready":
+                on_ready()
+        elif line.startswith("data:") and event == "tick":
+            ticks.append(json.loads(line.split(":", 1)[1]))
+            if until(ticks[-1]):
+                return ticks, False
+    return ticks, True
 
 
 def csrf_of(html: str) -> str:

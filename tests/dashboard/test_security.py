@@ -13,7 +13,7 @@ import pytest
 from conveyor import Conveyor, JobState
 from conveyor.apikeys import parse_key
 from conveyor.backends.base import EVENTS_OLDEST, EventType
-from tests.dashboard.conftest import Store, csrf_of, http_login, login
+from tests.dashboard.conftest import Store, csrf_of, http_login, login, stream_ticks
 
 # Isolation rests on the tenant every backend call is given: checked on both backends.
 BOTH = pytest.mark.parametrize("dash_url", ["sqlite", "redis"], indirect=True)
@@ -303,20 +303,15 @@ def test_a_batch_link_stops_working_once_its_key_is_revoked(dash: Any, store: St
         path = made.json()["path"]
         assert c.get(path).status_code == 200
         token = re.search(r"token=([^&]+)", path)[1]  # type: ignore[index]
-        ticks: list[str] = []
+
+        def revoke_then_change() -> None:
+            # When the key is revoked, and then a job of the batch changes
+            store.run(lambda app: app.api_keys.revoke(key_id))
+            store.run(lambda app: app.cancel(job))
+
         with c.stream("GET", f"/events?batch={batch}&token={token}") as r:
             assert r.status_code == 200
-            event = None
-            for line in r.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                    if event == "ready":
-                        # When the key is revoked, and then a job of the batch changes
-                        store.run(lambda app: app.api_keys.revoke(key_id))
-                        store.run(lambda app: app.cancel(job))
-                elif line.startswith("data:") and event == "tick":
-                    ticks.append(line)
-                    break
+            ticks, _ = stream_ticks(r, revoke_then_change, until=lambda t: True)
         # Then the stream ended without telling the link's holder, and the page refuses it
         assert ticks == []
         r = c.get(path)

@@ -3,7 +3,6 @@ session's tenant."""
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections.abc import Callable
@@ -12,28 +11,21 @@ from typing import Any
 import httpx
 
 from conveyor.server.routes import events
-from tests.dashboard.conftest import Store, http_login
+from tests.dashboard.conftest import Store, http_login, stream_ticks
 
 
 def _ticks(client: httpx.Client, act: Callable[[], str]) -> list[dict[str, Any]]:
     """Open the stream, run ``act`` once it is ready (it returns a job id), and return the
     ticks received until one names that job (the read times out after 15 s of silence)."""
-    ticks: list[dict[str, Any]] = []
-    wanted = None
+    wanted: list[str] = []
     with client.stream("GET", "/events", timeout=httpx.Timeout(15.0)) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        event = None
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-                if event == "ready":
-                    wanted = act()
-            elif line.startswith("data:") and event == "tick":
-                ticks.append(json.loads(line.split(":", 1)[1]))
-                if wanted in ticks[-1]["jobs"]:
-                    return ticks
-    raise AssertionError(f"the stream ended before a tick named {wanted}: {ticks}")
+        ticks, ended = stream_ticks(r, lambda: wanted.append(act()),
+                                    until=lambda t: wanted[0] in t["jobs"])  # fmt: skip
+    if ended:
+        raise AssertionError(f"the stream ended before a tick named {wanted}: {ticks}")
+    return ticks
 
 
 def test_a_tenant_stream_ticks_for_its_own_jobs_only(dash: Any, store: Store) -> None:
@@ -77,23 +69,17 @@ def test_an_open_stream_ends_once_its_key_is_revoked(dash: Any, store: Store) ->
     # default 2 s only delays the end)
     srv = dash(key_cache_ttl=0.0)
     key_id, key = store.key("a")
-    ticks: list[dict[str, Any]] = []
-    job = None
+    jobs: list[str] = []
+
+    def revoke_then_change() -> None:
+        # When the key is revoked, and then one of a's jobs changes
+        store.run(lambda app: app.api_keys.revoke(key_id))
+        jobs.append(store.run(lambda app: app.enqueue("echo", {}, tenant="a", delay=3600)).id)
+
     with http_login(srv, key) as c, c.stream("GET", "/events", timeout=15.0) as r:
         assert r.status_code == 200
-        event = None
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-                if event == "ready":
-                    # When the key is revoked, and then one of a's jobs changes
-                    store.run(lambda app: app.api_keys.revoke(key_id))
-                    job = store.run(lambda app: app.enqueue("echo", {}, tenant="a",
-                                                            delay=3600)).id  # fmt: skip
-            elif line.startswith("data:") and event == "tick":
-                ticks.append(json.loads(line.split(":", 1)[1]))
-                if job in ticks[-1]["jobs"]:
-                    break
+        ticks, _ = stream_ticks(r, revoke_then_change, until=lambda t: jobs[0] in t["jobs"])
+    job = jobs[0] if jobs else None
     # Then the stream ended instead of telling the revoked key about the job
     assert job is not None and all(job not in t["jobs"] for t in ticks), ticks
 
@@ -118,19 +104,15 @@ def test_a_key_revoked_while_the_stream_reads_gets_no_tick_of_that_read(
         return await real_read(*args, **kwargs)
 
     monkeypatch.setattr(backend, "read_events", read_raced_by_a_revocation)
-    ticks: list[dict[str, Any]] = []
+
+    def wake() -> None:
+        # When another tenant's job wakes the stream for its next read
+        armed.set()
+        store.run(lambda app: app.enqueue("echo", {}, tenant="b", delay=3600))
+
     with http_login(srv, key) as c, c.stream("GET", "/events", timeout=15.0) as r:
         assert r.status_code == 200
-        event = None
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-                if event == "ready":
-                    # When another tenant's job wakes the stream for its next read
-                    armed.set()
-                    store.run(lambda app: app.enqueue("echo", {}, tenant="b", delay=3600))
-            elif line.startswith("data:") and event == "tick":
-                ticks.append(json.loads(line.split(":", 1)[1]))
+        ticks, _ = stream_ticks(r, wake)
     # Then the stream ended without a tick naming the job enqueued after the revocation
     assert raced, "the read was not raced"
     assert all(raced[0] not in t["jobs"] for t in ticks), ticks
@@ -150,17 +132,11 @@ def test_a_big_batch_s_link_gets_no_other_job_ids(
         made = c.get(f"/v1/batches/{batch}/link", headers={"Authorization": f"Bearer {key}"})
         token = re.search(r"token=([^&]+)", made.json()["path"])[1]  # type: ignore[index]
         # When another job of a, outside the batch, is enqueued while the link's stream is open
-        tick = None
         with c.stream("GET", f"/events?batch={batch}&token={token}") as r:
             assert r.status_code == 200
-            event = None
-            for line in r.iter_lines():
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                    if event == "ready":
-                        store.run(lambda app: app.enqueue("echo", {}, tenant="a", delay=3600))
-                elif line.startswith("data:") and event == "tick":
-                    tick = json.loads(line.split(":", 1)[1])
-                    break
+            ticks, _ = stream_ticks(
+                r, lambda: store.run(lambda app: app.enqueue("echo", {}, tenant="a", delay=3600)),
+                until=lambda t: True,
+            )  # fmt: skip
     # Then the stream still ticks (the page refreshes), naming no job and no count of a's events
-    assert tick == {"n": None, "jobs": []}
+    assert (ticks[0] if ticks else None) == {"n": None, "jobs": []}

@@ -69,10 +69,7 @@ async def extend(conn: Conn, s: Schema, jobs: Sequence[tuple[str, int]]) -> list
     if not jobs:
         return []
     ids, tokens = arrays(jobs, 2)
-    cur = await conn.execute(
-        s(EXTEND),
-        {"ids": ids, "tokens": tokens},
-    )  # fmt: skip
+    cur = await conn.execute(s(EXTEND), {"ids": ids, "tokens": tokens})
     kept = {r[0] for r in await cur.fetchall() if r[1] == "active"}
     return [j for j, _ in jobs if j not in kept]
 
