@@ -69,3 +69,102 @@ async def test_a_rolled_back_transaction_holds_readers_only_while_it_is_open(pg_
     seen, _ = await _read(app, start)
     assert [e.job_id for e in seen] == [done.id]
     await app.close()
+
+
+async def _rows(pg_url: str, query: str) -> list[tuple[object, ...]]:
+    schema = pg_url.rsplit("schema=", 1)[1]
+    async with await psycopg.AsyncConnection.connect(plain(pg_url)) as c:
+        cur = await c.execute(query.replace("{s}", schema))
+        return await cur.fetchall()
+
+
+async def test_a_bulk_enqueue_writes_one_packed_event_row(pg_url: str) -> None:
+    # Given a bulk of 100 jobs of one queue, task and tenant, and one of two queues
+    app = Conveyor(pg_url)
+
+    @app.task(queue="ev")
+    async def t(n: int) -> None: ...
+
+    @app.task(queue="other")
+    async def u(n: int) -> None: ...
+
+    bulk = await app.enqueue_many([("t", {"n": i}) for i in range(100)])
+    mixed = await app.enqueue_many([("t", {"n": 1}), ("u", {"n": 2})])
+    # Then the bulk's events are one row listing its jobs in order, which each job names
+    rows = await _rows(pg_url, "SELECT id, job_id, job_ids FROM {s}.events ORDER BY id")
+    assert len(rows) == 3
+    packed_id, job_id, job_ids = rows[0]
+    assert (job_id, job_ids) == (None, bulk.ids)
+    named = await _rows(pg_url, "SELECT DISTINCT enq_event FROM {s}.jobs WHERE queue = 'ev' "
+                        "AND enq_event IS NOT NULL")  # fmt: skip
+    assert named == [(packed_id,)]
+    # And the mixed bulk has a row per job, as a single enqueue has
+    assert [(r[1], r[2]) for r in rows[1:]] == [(mixed.ids[0], None), (mixed.ids[1], None)]
+    # And readers get one event per job; a cursor inside the packed row names its position
+    log = [e async for e in app.events(since="0", follow=False)]
+    assert [e.job_id for e in log] == [*bulk.ids, *mixed.ids]
+    assert log[0].cursor.count(".") == 2 and log[99].cursor.count(".") == 1
+    await app.close()
+
+
+async def test_cursors_inside_packed_rows_are_checked(pg_url: str) -> None:
+    import pytest
+
+    from conveyor import ValidationError
+
+    app = Conveyor(pg_url)
+    await app.open()
+    assert (await app.backend.read_events("p1.2.3", 10)).events == []
+    for bad in ("p1.2.0", "p1.2.2147483647", "p1.2.x", "p1.2.3.4", "p1..3"):
+        with pytest.raises(ValidationError):
+            await app.backend.read_events(bad, 10)
+    await app.close()
+
+
+async def test_reads_of_a_big_log_go_by_index(pg_url: str) -> None:
+    # Given a log of 300 bulks of 100 jobs and 3,000 single events, analyzed
+    app = Conveyor(pg_url)
+
+    @app.task(queue="ev")
+    async def t(n: int) -> None: ...
+
+    await app.open()
+    schema = pg_url.rsplit("schema=", 1)[1]
+    async with await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as c:
+        await c.execute(
+            f"INSERT INTO {schema}.events (type, queue, task, time, job_ids) SELECT 'enqueued', "
+            "'ev', 't', 0, ARRAY(SELECT 'j' || b || '-' || k FROM generate_series(1, 100) k) "
+            "FROM generate_series(1, 300) b"
+        )
+        await c.execute(
+            f"INSERT INTO {schema}.events (type, job_id, queue, task, time) SELECT 'started', "
+            "'j' || b || '-1', 'ev', 't', 0 FROM generate_series(1, 3000) b"
+        )
+        bulk = await app.enqueue_many([("t", {"n": i}) for i in range(5)])
+        await c.execute(f"ANALYZE {schema}.events")
+        # When a reader reads a page from the middle, and the events of a job of a bulk
+        from conveyor.backends.postgres import events
+
+        shown: list[str] = []
+        real = c.execute
+
+        async def explain(query: object, params: object = None) -> object:
+            if ".events e LEFT JOIN" in str(query):
+                cur = await real(f"EXPLAIN {query}", params)
+                shown.append("\n".join(r[0] for r in await cur.fetchall()))
+            return await real(query, params)
+
+        c.execute = explain  # type: ignore[method-assign]
+        from conveyor.backends.postgres.sql import Schema
+
+        s = Schema(schema)
+        await events.read(c, s, "p1.2.3", 50, None)  # type: ignore[arg-type]
+        page = await events.read(c, s, "0", 50, events.EventFilter(job_id=bulk.ids[2]))  # type: ignore[arg-type]
+    assert [e.job_id for e in page.events] == [bulk.ids[2]]
+    # Then neither reads the whole table: the job's packed row is found by its id
+    assert len(shown) == 2
+    for plan in shown:
+        assert "Seq Scan" not in plan, plan
+    assert "Bitmap Index Scan on events_packed" in shown[1], shown[1]
+    assert "= ANY" not in shown[1], shown[1]
+    await app.close()

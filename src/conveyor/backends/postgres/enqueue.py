@@ -29,74 +29,69 @@ _ROWS = """ROWS FROM (json_to_recordset(%(jobs)s::json) AS (id text, queue text,
     AS r(id, queue, task, payload, priority, max_attempts, max_stalls, timeout, lease, tenant,
          batch, workflow, parent, ikey, delay, meta, step, steps, flow, n)"""
 
-_INSERT = f"""
-WITH r AS (
+
+def _statement(head: str, now: str, tail: str) -> str:
+    """The insert of new jobs (CTE ``r``, built by ``head``), their events, count deltas and
+    wake-up, at time ``now`` (an SQL expression). A bulk that `_packs` gets ONE ``enqueued``
+    event (``pk``: its id, taken before the jobs so they can name it in ``enq_event``;
+    schema_2.sql says why); other jobs one event each."""
+    return f"""
+{head}
+pk AS MATERIALIZED (
+  SELECT nextval(pg_get_serial_sequence('{{s}}.events', 'id')) AS eid WHERE %(pack)s
+),
+ins AS (
+  INSERT INTO {{s}}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
+    timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
+    meta, step, steps, flow, enq_event)
+  SELECT id, queue, task, payload, priority,
+    CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
+    lease, tenant, batch, workflow, parent, ikey, {now}, due, meta, step, steps, flow,
+    (SELECT eid FROM pk)
+  FROM r ORDER BY n
+  ON CONFLICT DO NOTHING
+  RETURNING id, queue, task, tenant, status, scheduled_for, flow
+),
+ev AS (
+  INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
+  SELECT CASE WHEN status = 'queued' THEN 'enqueued' ELSE 'scheduled' END, id, queue, task,
+    tenant, {now},
+    CASE WHEN scheduled_for IS NULL THEN NULL ELSE json_build_object('due', scheduled_for)::text END
+  FROM ins WHERE NOT EXISTS (SELECT FROM pk)
+),
+packed AS (
+  INSERT INTO {{s}}.events (id, type, queue, task, tenant, time, job_ids) OVERRIDING SYSTEM VALUE
+  SELECT pk.eid, 'enqueued', min(queue), min(task), min(tenant), {now}, array_agg(id)
+  FROM pk, ins GROUP BY pk.eid
+),
+cnt AS (
+  INSERT INTO {{s}}.count_deltas (queue, status, n)
+  SELECT queue, status, count(*) FROM ins GROUP BY queue, status
+),
+woke AS (
+  SELECT pg_notify(%(channel)s, 'w:' || queue) FROM (SELECT DISTINCT queue FROM ins
+  WHERE status = 'queued') q
+)
+SELECT {tail}(SELECT count(*) FROM woke), array_agg(id),
+  array_agg(queue) FILTER (WHERE flow IS NOT NULL AND status = 'queued'),
+  array_agg(flow) FILTER (WHERE flow IS NOT NULL AND status = 'queued') FROM ins
+"""
+
+
+_INSERT = _statement(
+    f"""WITH r AS (
   SELECT r.*, CASE WHEN r.delay > 0 THEN %(now)s + r.delay END AS due FROM {_ROWS}
-),
-ins AS (
-  INSERT INTO {{s}}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
-    timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
-    meta, step, steps, flow)
-  SELECT id, queue, task, payload, priority,
-    CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
-    lease, tenant, batch, workflow, parent, ikey, %(now)s, due, meta, step, steps, flow
-  FROM r ORDER BY n
-  ON CONFLICT DO NOTHING
-  RETURNING id, queue, task, tenant, status, scheduled_for, flow
-),
-ev AS (
-  INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
-  SELECT CASE WHEN status = 'queued' THEN 'enqueued' ELSE 'scheduled' END, id, queue, task,
-    tenant, %(now)s,
-    CASE WHEN scheduled_for IS NULL THEN NULL ELSE json_build_object('due', scheduled_for)::text END
-  FROM ins
-),
-cnt AS (
-  INSERT INTO {{s}}.count_deltas (queue, status, n)
-  SELECT queue, status, count(*) FROM ins GROUP BY queue, status
-),
-woke AS (
-  SELECT pg_notify(%(channel)s, 'w:' || queue) FROM (SELECT DISTINCT queue FROM ins
-  WHERE status = 'queued') q
+),""",
+    "%(now)s",
+    "",
 )
-SELECT (SELECT count(*) FROM woke), array_agg(id),
-  array_agg(queue) FILTER (WHERE flow IS NOT NULL AND status = 'queued'),
-  array_agg(flow) FILTER (WHERE flow IS NOT NULL AND status = 'queued') FROM ins
-"""
-_INSERT_PLAIN = f"""
-WITH t AS (SELECT {NOW} AS now),
+_INSERT_PLAIN = _statement(
+    f"""WITH t AS (SELECT {NOW} AS now),
 u AS (SELECT * FROM {_ROWS}),
-r AS (SELECT u.*, CASE WHEN u.delay > 0 THEN t.now + u.delay END AS due FROM u, t),
-ins AS (
-  INSERT INTO {{s}}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
-    timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
-    meta, step, steps, flow)
-  SELECT id, queue, task, payload, priority,
-    CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
-    lease, tenant, batch, workflow, parent, ikey, (SELECT now FROM t), due, meta, step, steps, flow
-  FROM r ORDER BY n
-  ON CONFLICT DO NOTHING
-  RETURNING id, queue, task, tenant, status, scheduled_for, flow
-),
-ev AS (
-  INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
-  SELECT CASE WHEN status = 'queued' THEN 'enqueued' ELSE 'scheduled' END, id, queue, task,
-    tenant, (SELECT now FROM t),
-    CASE WHEN scheduled_for IS NULL THEN NULL ELSE json_build_object('due', scheduled_for)::text END
-  FROM ins
-),
-cnt AS (
-  INSERT INTO {{s}}.count_deltas (queue, status, n)
-  SELECT queue, status, count(*) FROM ins GROUP BY queue, status
-),
-woke AS (
-  SELECT pg_notify(%(channel)s, 'w:' || queue) FROM (SELECT DISTINCT queue FROM ins
-  WHERE status = 'queued') q
+r AS (SELECT u.*, CASE WHEN u.delay > 0 THEN t.now + u.delay END AS due FROM u, t),""",
+    "(SELECT now FROM t)",
+    "(SELECT now FROM t), ",
 )
-SELECT (SELECT now FROM t), (SELECT count(*) FROM woke), array_agg(id),
-  array_agg(queue) FILTER (WHERE flow IS NOT NULL AND status = 'queued'),
-  array_agg(flow) FILTER (WHERE flow IS NOT NULL AND status = 'queued') FROM ins
-"""
 
 
 # Idempotency keys already stored: one probe of jobs_idempotency per key (LATERAL, LIMIT 1),
@@ -212,7 +207,7 @@ async def enqueue_plain(conn: Conn, s: Schema, jobs: Sequence[NewJob]) -> Enqueu
     """`enqueue` in one statement (autocommit: one round trip) for jobs that need no checks
     before the insert (`plain`): the clock is read by the statement, an id stored already (a
     spool's resend) is not stored again and reported as not created."""
-    args = {"jobs": _json(jobs), "channel": s.channel}
+    args = {"jobs": _json(jobs), "channel": s.channel, "pack": _packs(jobs)}
     cur = await conn.execute(s(_INSERT_PLAIN), args)
     row = await cur.fetchone()
     inserted = set(row[2] or ())
@@ -235,6 +230,16 @@ async def _keys(
     return {(q, t, k): job_id for q, t, k, job_id in await cur.fetchall()}
 
 
+def _packs(jobs: Sequence[NewJob]) -> bool:
+    """Whether the jobs' ``enqueued`` events go in one packed row: more than one job, all
+    queued now (a delayed job's event is ``scheduled``), of one queue, task and tenant."""
+    first = jobs[0]
+    return len(jobs) > 1 and all(
+        j.delay <= 0 and j.queue == first.queue and j.task == first.task
+        and j.tenant == first.tenant for j in jobs
+    )  # fmt: skip
+
+
 def _json(jobs: Sequence[NewJob]) -> str:
     """The jobs as the JSON document `_ROWS` unpacks. Every field is a str, int, float, None or
     a `Gate` (not a column); floats are finite (`TaskOptions` refuses others: orjson would
@@ -243,7 +248,7 @@ def _json(jobs: Sequence[NewJob]) -> str:
 
 
 async def _insert(conn: Conn, s: Schema, jobs: Sequence[NewJob], t: float) -> set[str]:
-    args = {"jobs": _json(jobs), "now": t, "channel": s.channel}
+    args = {"jobs": _json(jobs), "now": t, "channel": s.channel, "pack": _packs(jobs)}
     cur = await conn.execute(s(_INSERT), args)
     row = await cur.fetchone()
     if row[2]:

@@ -12,8 +12,15 @@ writing has the larger xid, so causal order is kept (a job's ``enqueued`` comes 
 ``started``). The price: while a transaction is open, events of later transactions wait for it
 (a long transaction around a transactional enqueue delays every reader until it ends).
 
-Trimming raises a watermark (``meta`` ``events_trimmed``: a cursor position) in the trimming
-transaction; a reader behind it gets `EventsTrimmed`.
+A bulk enqueue of jobs of one queue, task and tenant writes one *packed* row for their
+``enqueued`` events (``job_ids``, schema_2.sql). A reader hands its jobs out one by one, at
+positions ``(xid, id, k)``, k = 1, 2, ... (cursor ``"p<xid>.<id>.<k>"``) and the last one at
+``(xid, id, WHOLE)``: the position of a whole row read, which is also every other row's (one
+event each; their cursors keep the two-number form). A cursor inside a packed row resumes with
+the job after it.
+
+Trimming deletes whole rows and raises a watermark (``meta`` ``events_trimmed``: a cursor
+position) in the trimming transaction; a reader behind it gets `EventsTrimmed`.
 """
 
 from __future__ import annotations
@@ -28,59 +35,74 @@ from .sql import Conn, Schema
 
 _TYPES = {e.value: e for e in EventType}
 _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
-Pos = tuple[int, int]
+_SIZE = "coalesce(cardinality(job_ids), 1)"  # the events a row holds
+#: The third number of a row's position once all of it was handed out: a whole (unpacked)
+#: row's own position, and the watermark of a deleted row.
+WHOLE = 2**31 - 1
+Pos = tuple[int, int, int]
 
 
 def cursor(pos: Pos) -> str:
-    return f"p{pos[0]}.{pos[1]}"
+    xid, ident, k = pos
+    return f"p{xid}.{ident}" if k == WHOLE else f"p{xid}.{ident}.{k}"
 
 
 def position(since: str) -> Pos:
-    """A cursor this backend issued -> (xid, id); ``"0"`` is before every event."""
+    """A cursor this backend issued -> (xid, id, k); ``"0"`` is before every event."""
     if since == "0":
-        return (0, 0)
-    xid, dot, ident = since[1:].partition(".") if since.startswith("p") else ("", "", "")
-    if not (dot and xid.isascii() and xid.isdigit() and ident.isascii() and ident.isdigit()
-            and len(xid) <= 19 and len(ident) <= 19):  # fmt: skip
+        return (0, 0, WHOLE)
+    parts = since[1:].split(".") if since.startswith("p") else []
+    if not (len(parts) in (2, 3) and all(p.isascii() and p.isdigit() for p in parts)
+            and len(parts[0]) <= 19 and len(parts[1]) <= 19
+            and (len(parts) == 2 or 0 < int(parts[2][:11]) < WHOLE)):  # fmt: skip
         raise ValidationError(f"invalid event cursor {since[:40]!r}", field="since")
-    return (int(xid), int(ident))
+    return (int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else WHOLE)
 
 
 async def watermark(conn: Conn, s: Schema) -> Pos:
     cur = await conn.execute(s("SELECT value FROM {s}.meta WHERE key = 'events_trimmed'"))
     row = await cur.fetchone()
-    return position(row[0]) if row else (0, 0)
+    return position(row[0]) if row else (0, 0, WHOLE)
 
 
 async def read(
     conn: Conn, s: Schema, since: str, limit: int, where: EventFilter | None
 ) -> EventPage:
-    """Events after ``since`` of finished transactions, in (xid, id) order (see module doc).
+    """Events after ``since`` of finished transactions, in (xid, id, k) order (see module doc).
     Runs in one REPEATABLE READ transaction (the caller's): the watermark, the horizon and the
     rows come from one snapshot."""
     oldest = since == EVENTS_OLDEST
-    after = (0, 0) if oldest else position(since)
+    after = (0, 0, WHOLE) if oldest else position(since)
     trimmed = await watermark(conn, s)
     if not oldest and after < trimmed:
         raise EventsTrimmed(since, cursor(trimmed))
     after = max(after, trimmed)
-    sql = (f"SELECT xid::text::bigint, id, type, job_id, queue, task, tenant, time, data "
-           f"FROM {{s}}.events WHERE (xid, id) > (%s::text::xid8, %s) AND xid < {_HORIZON}")  # fmt: skip
-    args: list[Any] = [str(after[0]), after[1]]
+    # A packed row expands into its jobs (k = 1, 2, ...; its last job is at WHOLE: a reader
+    # past it has read the whole row); any other row is one event at WHOLE.
+    k = f"CASE WHEN u.k < cardinality(e.job_ids) THEN u.k ELSE {WHOLE} END"
+    sql = (f"SELECT e.xid::text::bigint, e.id, {k}, e.type, coalesce(u.job, e.job_id), "
+           "e.queue, e.task, e.tenant, e.time, e.data "
+           "FROM {s}.events e LEFT JOIN LATERAL unnest(e.job_ids) WITH ORDINALITY u(job, k) "
+           "ON true WHERE (e.xid, e.id) >= (%s::text::xid8, %s) "
+           f"AND (e.xid, e.id, {k}) > (%s::text::xid8, %s, %s) AND e.xid < {_HORIZON}")  # fmt: skip
+    args: list[Any] = [str(after[0]), after[1], str(after[0]), after[1], after[2]]
     # (An empty EventFilter is falsy: ``where and where.queue`` would be the filter itself.)
     w = where or EventFilter()
-    for col, val in (("queue", w.queue), ("tenant", w.tenant), ("job_id", w.job_id)):
+    for col, val in (("queue", w.queue), ("tenant", w.tenant)):
         if val is not None:
-            sql += f" AND {col} = %s"
+            sql += f" AND e.{col} = %s"
             args.append(val)
-    cur = await conn.execute(s(sql + " ORDER BY xid, id LIMIT %s"), (*args, limit))
+    if w.job_id is not None:
+        args.append(w.job_id)
+        sql += " AND coalesce(u.job, e.job_id) = %s AND " + await _job_rows(conn, s, w.job_id, args)
+    cur = await conn.execute(s(sql + " ORDER BY e.xid, e.id, 3 LIMIT %s"), (*args, limit))
     rows = await cur.fetchall()
     events = [
-        Event(cursor((r[0], r[1])), _TYPES[r[2]], r[3], r[4], r[5], r[6], r[7],
-              orjson.loads(r[8]) if r[8] else {})
+        Event(cursor((r[0], r[1], r[2])), _TYPES[r[3]], r[4], r[5], r[6], r[7], r[8],
+              orjson.loads(r[9]) if r[9] else {})
         for r in rows
     ]  # fmt: skip
-    last = (rows[-1][0], rows[-1][1]) if rows else after
+    last = (rows[-1][0], rows[-1][1], rows[-1][2]) if rows else after
     if where and len(rows) < limit:
         # A filtered read that came up short examined everything up to the horizon: continue
         # from there, so a reader whose filter rarely matches does not fall behind a trim.
@@ -88,11 +110,25 @@ async def read(
     return EventPage(events, cursor(last), more=len(rows) == limit)
 
 
+async def _job_rows(conn: Conn, s: Schema, job_id: str, args: list[Any]) -> str:
+    """The condition on rows holding events of ``job_id``: its own rows (events_job) and the
+    packed row of its enqueue, named by the job (events_packed). A job deleted by retention
+    no longer names it: the packed rows are searched (rare, and as many as bulk enqueues)."""
+    cur = await conn.execute(s("SELECT enq_event FROM {s}.jobs WHERE id = %s"), (job_id,))
+    row = await cur.fetchone()
+    args.append(job_id)
+    if row is not None:
+        args.append(row[0])
+        return "(e.job_id = %s OR (e.job_ids IS NOT NULL AND e.id = %s))"
+    args.append(job_id)
+    return "(e.job_id = %s OR (e.job_ids IS NOT NULL AND %s = ANY(e.job_ids)))"
+
+
 async def _horizon(conn: Conn) -> Pos:
     """The position before every event of transactions not finished yet."""
     cur = await conn.execute(f"SELECT {_HORIZON}::text::bigint")
     xmin = int((await cur.fetchone())[0])
-    return (xmin - 1, 2**63 - 1)
+    return (xmin - 1, 2**63 - 1, WHOLE)
 
 
 async def last_cursor(conn: Conn, s: Schema) -> str:
@@ -110,7 +146,8 @@ async def append(conn: Conn, s: Schema, type: str, job_id: str | None, queue: st
 
 async def trim(conn: Conn, s: Schema, now: float, rule: EventRetention) -> int:
     """Delete the oldest handed-out events beyond the rule's age and count, in (xid, id)
-    order, and raise the watermark in the same transaction."""
+    order, and raise the watermark in the same transaction. Rows go whole: a packed row is
+    kept while any of its events is within the count (at most one row keeps a few more)."""
     cut: Pos | None = None
     if rule.max_age is not None:
         cur = await conn.execute(
@@ -120,27 +157,33 @@ async def trim(conn: Conn, s: Schema, now: float, rule: EventRetention) -> int:
         )  # fmt: skip
         row = await cur.fetchone()
         if row:
-            cut = (row[0], row[1])
+            cut = (row[0], row[1], WHOLE)
     if rule.max_count is not None:
+        # The newest row with at least max_count events after it (a packed row counts its
+        # jobs): it and every older row go.
         cur = await conn.execute(
-            s(f"SELECT xid::text::bigint, id FROM {{s}}.events WHERE xid < {_HORIZON} "
-              "ORDER BY xid DESC, id DESC OFFSET %s LIMIT 1"),
+            s(f"SELECT x, i FROM (SELECT xid::text::bigint AS x, id AS i, sum({_SIZE}) OVER "
+              "(ORDER BY xid DESC, id DESC ROWS UNBOUNDED PRECEDING) - "
+              f"{_SIZE} AS newer FROM {{s}}.events WHERE xid < {_HORIZON} "
+              "ORDER BY xid DESC, id DESC) r WHERE newer >= %s LIMIT 1"),
             (rule.max_count,),
         )  # fmt: skip
         row = await cur.fetchone()
-        if row and (cut is None or (row[0], row[1]) > cut):
-            cut = (row[0], row[1])
+        if row and (cut is None or (row[0], row[1], WHOLE) > cut):
+            cut = (row[0], row[1], WHOLE)
     if cut is None:
         return 0
     removed = 0
     while True:  # in chunks: one huge delete would hold its locks and bloat in one go
         cur = await conn.execute(
-            s("DELETE FROM {s}.events WHERE (xid, id) IN (SELECT xid, id FROM {s}.events "
-              "WHERE (xid, id) <= (%s::text::xid8, %s) ORDER BY xid, id LIMIT 10000)"),
+            s(f"WITH d AS (DELETE FROM {{s}}.events WHERE (xid, id) IN (SELECT xid, id FROM "
+              "{s}.events WHERE (xid, id) <= (%s::text::xid8, %s) ORDER BY xid, id "
+              f"LIMIT 10000) RETURNING {_SIZE} AS n) SELECT count(*), coalesce(sum(n), 0) FROM d"),
             (str(cut[0]), cut[1]),
         )  # fmt: skip
-        removed += cur.rowcount
-        if cur.rowcount < 10000:
+        rows, events = await cur.fetchone()
+        removed += int(events)
+        if rows < 10000:
             break
     if removed:
         old = await watermark(conn, s)

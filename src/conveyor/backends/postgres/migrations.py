@@ -16,8 +16,8 @@ from psycopg import sql
 
 from ...errors import BackendCorrupt
 
-SCHEMA_VERSION = 1
-_STEPS = {1: "schema_1.sql"}
+SCHEMA_VERSION = 2
+_STEPS = {1: "schema_1.sql", 2: "schema_2.sql"}
 
 
 def _text(step: int, schema: str) -> str:
