@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
 
 import orjson
 
@@ -84,6 +85,30 @@ _INSERT = _statement(
 ),""",
     "%(now)s",
     "",
+)
+# A bulk whose jobs differ only in id and payload (an enqueue_many of one task: the common case)
+# sends those two as one JSON document of two arrays of strings, and the rest once: the server
+# parsed the JSON of every field of every job twice (json_in, then json_to_recordset), a quarter
+# of its CPU in a bulk enqueue. (As text[] parameters, psycopg's Python array dumper cost the
+# producer more than all the rest of an enqueue.)
+_UNIFORM = attrgetter("queue", "task", "priority", "max_attempts", "max_stalls", "timeout",
+                      "lease", "delay", "tenant", "batch", "workflow", "parent", "idempotency_key",
+                      "flow", "gates", "meta", "step", "steps")  # fmt: skip
+_INSERT_UNIFORM = _statement(
+    f"""WITH t AS (SELECT {NOW} AS now),
+r AS (
+  SELECT u.id, %(queue)s::text AS queue, %(task)s::text AS task, u.payload,
+    %(priority)s::int AS priority, %(max_attempts)s::int AS max_attempts,
+    %(max_stalls)s::int AS max_stalls, %(timeout)s::float8 AS timeout, %(lease)s::float8 AS lease,
+    %(tenant)s::text AS tenant, %(batch)s::text AS batch, %(workflow)s::text AS workflow,
+    %(parent)s::text AS parent, NULL::text AS ikey, %(meta)s::text AS meta,
+    %(step)s::text AS step, %(steps)s::int AS steps, NULL::text AS flow, u.n,
+    CASE WHEN %(delay)s::float8 > 0 THEN t.now + %(delay)s::float8 END AS due
+  FROM (SELECT %(doc)s::jsonb AS d) d, ROWS FROM (jsonb_array_elements_text(d.d -> 0),
+    jsonb_array_elements_text(d.d -> 1)) WITH ORDINALITY AS u(id, payload, n), t
+),""",
+    "(SELECT now FROM t)",
+    "(SELECT now FROM t), ",
 )
 _INSERT_PLAIN = _statement(
     f"""WITH t AS (SELECT {NOW} AS now),
@@ -207,8 +232,19 @@ async def enqueue_plain(conn: Conn, s: Schema, jobs: Sequence[NewJob]) -> Enqueu
     """`enqueue` in one statement (autocommit: one round trip) for jobs that need no checks
     before the insert (`plain`): the clock is read by the statement, an id stored already (a
     spool's resend) is not stored again and reported as not created."""
-    args = {"jobs": _json(jobs), "channel": s.channel, "pack": _packs(jobs)}
-    cur = await conn.execute(s(_INSERT_PLAIN), args)
+    first = _UNIFORM(jobs[0])
+    if len(jobs) > 1 and all(_UNIFORM(j) == first for j in jobs):
+        j = jobs[0]
+        doc = orjson.dumps([[j.id for j in jobs], [j.payload for j in jobs]]).decode()
+        args = {"doc": doc, "queue": j.queue, "task": j.task, "priority": j.priority,
+                "max_attempts": j.max_attempts, "max_stalls": j.max_stalls, "timeout": j.timeout,
+                "lease": j.lease, "delay": j.delay, "tenant": j.tenant, "batch": j.batch,
+                "workflow": j.workflow, "parent": j.parent, "meta": j.meta, "step": j.step,
+                "steps": j.steps, "channel": s.channel, "pack": j.delay <= 0}  # fmt: skip
+        cur = await conn.execute(s(_INSERT_UNIFORM), args)
+    else:
+        args = {"jobs": _json(jobs), "channel": s.channel, "pack": _packs(jobs)}
+        cur = await conn.execute(s(_INSERT_PLAIN), args)
     row = await cur.fetchone()
     inserted = set(row[2] or ())
     return EnqueueResult([j.id for j in jobs], [j.id in inserted for j in jobs], float(row[0]))
