@@ -87,3 +87,23 @@ async def test_a_uniform_bulk_resent_stores_only_the_new_jobs(pg_url: str) -> No
     log = [e.job_id async for e in app.events(since="0", follow=False)]
     assert log == again.ids
     await app.close()
+
+
+async def test_a_bulk_too_big_for_jsonb_takes_the_general_statement(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.backends.postgres import enqueue
+
+    # Given a limit below the bulk's document (jsonb holds 256 MB; json text 1 GB)
+    monkeypatch.setattr(enqueue, "_JSONB_MAX", 10)
+    sent: list[str] = []
+    real = enqueue._json
+    monkeypatch.setattr(enqueue, "_json", lambda jobs: sent.append("general") or real(jobs))
+    app = Conveyor(pg_url)
+    await app.open()
+    # When a uniform bulk is stored
+    res = await app.backend.enqueue_jobs([_job(), _job(payload="[1]")])
+    # Then it went as one JSON document of jobs, and was stored whole
+    assert sent == ["general"] and res.created == [True, True]
+    assert [r[2] for r in await _stored(pg_url, res.ids)] == [_job().payload, "[1]"]
+    await app.close()

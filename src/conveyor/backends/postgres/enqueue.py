@@ -94,6 +94,9 @@ _INSERT = _statement(
 _UNIFORM = attrgetter("queue", "task", "priority", "max_attempts", "max_stalls", "timeout",
                       "lease", "delay", "tenant", "batch", "workflow", "parent", "idempotency_key",
                       "flow", "gates", "meta", "step", "steps")  # fmt: skip
+# jsonb holds at most 256 MB (2**28 - 1 bytes of elements); json text up to 1 GB: a bigger bulk
+# takes the general statement.
+_JSONB_MAX = 2**27
 _INSERT_UNIFORM = _statement(
     f"""WITH t AS (SELECT {NOW} AS now),
 r AS (
@@ -233,14 +236,17 @@ async def enqueue_plain(conn: Conn, s: Schema, jobs: Sequence[NewJob]) -> Enqueu
     before the insert (`plain`): the clock is read by the statement, an id stored already (a
     spool's resend) is not stored again and reported as not created."""
     first = _UNIFORM(jobs[0])
+    doc = None
     if len(jobs) > 1 and all(_UNIFORM(j) == first for j in jobs):
-        j = jobs[0]
         doc = orjson.dumps([[j.id for j in jobs], [j.payload for j in jobs]]).decode()
-        args = {"doc": doc, "queue": j.queue, "task": j.task, "priority": j.priority,
-                "max_attempts": j.max_attempts, "max_stalls": j.max_stalls, "timeout": j.timeout,
-                "lease": j.lease, "delay": j.delay, "tenant": j.tenant, "batch": j.batch,
-                "workflow": j.workflow, "parent": j.parent, "meta": j.meta, "step": j.step,
-                "steps": j.steps, "channel": s.channel, "pack": j.delay <= 0}  # fmt: skip
+    if doc is not None and len(doc) < _JSONB_MAX:
+        one = jobs[0]
+        args = {"doc": doc, "queue": one.queue, "task": one.task, "priority": one.priority,
+                "max_attempts": one.max_attempts, "max_stalls": one.max_stalls,
+                "timeout": one.timeout, "lease": one.lease, "delay": one.delay,
+                "tenant": one.tenant, "batch": one.batch, "workflow": one.workflow,
+                "parent": one.parent, "meta": one.meta, "step": one.step, "steps": one.steps,
+                "channel": s.channel, "pack": one.delay <= 0}  # fmt: skip
         cur = await conn.execute(s(_INSERT_UNIFORM), args)
     else:
         args = {"jobs": _json(jobs), "channel": s.channel, "pack": _packs(jobs)}
