@@ -18,7 +18,7 @@ from tests.backends.postgres.conftest import plain
 # the times taken from the clock).
 _COLS = ("queue, task, payload, priority, status, max_attempts, max_stalls, timeout, lease, "
          "tenant, batch, workflow, parent, idempotency_key, meta, step, steps, flow, "
-         "scheduled_for IS NOT NULL, enq_event IS NOT NULL")  # fmt: skip
+         "scheduled_for IS NOT NULL, enq_pack IS NOT NULL")  # fmt: skip
 
 
 def _job(**kw: object) -> NewJob:

@@ -90,14 +90,14 @@ async def test_a_bulk_enqueue_writes_one_packed_event_row(pg_url: str) -> None:
 
     bulk = await app.enqueue_many([("t", {"n": i}) for i in range(100)])
     mixed = await app.enqueue_many([("t", {"n": 1}), ("u", {"n": 2})])
-    # Then the bulk's events are one row listing its jobs in order, which each job names
-    rows = await _rows(pg_url, "SELECT id, job_id, job_ids FROM {s}.events ORDER BY id")
+    # Then the bulk's events are one row listing its jobs in order, whose key each job names
+    rows = await _rows(pg_url, "SELECT pack, job_id, job_ids FROM {s}.events ORDER BY id")
     assert len(rows) == 3
-    packed_id, job_id, job_ids = rows[0]
-    assert (job_id, job_ids) == (None, bulk.ids)
-    named = await _rows(pg_url, "SELECT DISTINCT enq_event FROM {s}.jobs WHERE queue = 'ev' "
-                        "AND enq_event IS NOT NULL")  # fmt: skip
-    assert named == [(packed_id,)]
+    pack, job_id, job_ids = rows[0]
+    assert (job_id, job_ids) == (None, bulk.ids) and pack is not None
+    named = await _rows(pg_url, "SELECT DISTINCT enq_pack FROM {s}.jobs WHERE queue = 'ev' "
+                        "AND enq_pack IS NOT NULL")  # fmt: skip
+    assert named == [(pack,)]
     # And the mixed bulk has a row per job, as a single enqueue has
     assert [(r[1], r[2]) for r in rows[1:]] == [(mixed.ids[0], None), (mixed.ids[1], None)]
     # And readers get one event per job; a cursor inside the packed row names its position
@@ -115,7 +115,9 @@ async def test_cursors_inside_packed_rows_are_checked(pg_url: str) -> None:
     app = Conveyor(pg_url)
     await app.open()
     assert (await app.backend.read_events("p1.2.3", 10)).events == []
-    for bad in ("p1.2.0", "p1.2.2147483647", "p1.2.x", "p1.2.3.4", "p1..3"):
+    huge = "p1.2." + "0" * 10 + "1" + "0" * 5000  # int() of it raises ValueError
+    for bad in ("p1.2.0", "p1.2.2147483647", "p1.2.x", "p1.2.3.4", "p1..3", huge,
+                "p1.2.000000000011999999999999", "p1.2.12345678901"):  # fmt: skip
         with pytest.raises(ValidationError):
             await app.backend.read_events(bad, 10)
     await app.close()
@@ -168,3 +170,82 @@ async def test_reads_of_a_big_log_go_by_index(pg_url: str) -> None:
     assert "Bitmap Index Scan on events_packed" in shown[1], shown[1]
     assert "= ANY" not in shown[1], shown[1]
     await app.close()
+
+
+async def test_pages_of_a_big_bulk_expand_only_what_they_hand_out(pg_url: str) -> None:
+    # Given a bulk of 5,000 jobs (its packed row is stored compressed, out of line)
+    app = Conveyor(pg_url)
+
+    @app.task(queue="ev")
+    async def t(n: int) -> None: ...
+
+    bulk = await app.enqueue_many([("t", {"n": i}) for i in range(5000)])
+    schema = pg_url.rsplit("schema=", 1)[1]
+    # When it is read in pages of 700, each page's statement explained as it runs
+    from conveyor.backends.postgres import events
+
+    expanded: list[int] = []
+    async with await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as c:
+        real = c.execute
+
+        async def explain(query: object, params: object = None) -> object:
+            if ".events e LEFT JOIN" in str(query):
+                cur = await real(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", params)
+                plan = (await cur.fetchone())[0]
+                expanded.append(_rows_of(plan[0]["Plan"], "Function Scan"))
+            return await real(query, params)
+
+        c.execute = explain  # type: ignore[method-assign]
+        from conveyor.backends.postgres.sql import Schema
+
+        got, since = [], "0"
+        while True:
+            page = await events.read(c, Schema(schema), since, 700, None)  # type: ignore[arg-type]
+            got += [e.job_id for e in page.events]
+            since = page.cursor
+            if not page.more:
+                break
+    # Then every job comes once, in order, and no page unpacked more than its 700 jobs (the
+    # whole row each time made reading a bulk quadratic: 6 s a page for 20,000 jobs)
+    assert got == bulk.ids
+    assert max(expanded) <= 700, expanded
+    await app.close()
+
+
+def _rows_of(node: dict[str, object], kind: str) -> int:
+    """Rows the plan's nodes of ``kind`` produced, over all their loops."""
+    own = int(node["Actual Rows"]) * int(node["Actual Loops"]) if node["Node Type"] == kind else 0
+    return own + sum(_rows_of(n, kind) for n in node.get("Plans", []))  # type: ignore[union-attr, arg-type]
+
+
+async def test_a_role_with_table_privileges_only_can_bulk_enqueue(pg_url: str) -> None:
+    # Given a schema migrated by its owner, and an application role granted only the use of the
+    # schema and its tables (no sequence privileges), as docs/postgres.md's deploys have
+    schema = pg_url.rsplit("schema=", 1)[1]
+    owner = Conveyor(pg_url)
+    await owner.open()
+    role = f"r_{schema}"
+    async with await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as c:
+        await c.execute(f"CREATE ROLE {role} LOGIN")
+        await c.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        await c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} "
+                        f"TO {role}")  # fmt: skip
+    scheme, rest = plain(pg_url).split("://", 1)
+    app = Conveyor(f"{scheme}://{role}@{rest.split('@', 1)[-1]}?schema={schema}&migrate=false")
+
+    @app.task(queue="ev")
+    async def t(n: int) -> None: ...
+
+    try:
+        # When it enqueues a single job and bulks
+        one = await app.enqueue("t", {"n": 0})
+        bulk = await app.enqueue_many([("t", {"n": i}) for i in range(3)])
+        # Then all are stored, each with its event
+        log = [e.job_id async for e in app.events(since="0", follow=False)]
+        assert log == [one.id, *bulk.ids]
+    finally:
+        await app.close()
+        await owner.close()
+        async with await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as c:
+            await c.execute(f"DROP OWNED BY {role}")
+            await c.execute(f"DROP ROLE {role}")

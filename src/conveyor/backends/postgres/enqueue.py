@@ -7,6 +7,7 @@ caller's transaction (the backend's, or the application's for a transactional en
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
@@ -33,22 +34,19 @@ _ROWS = """ROWS FROM (json_to_recordset(%(jobs)s::json) AS (id text, queue text,
 
 def _statement(head: str, now: str, tail: str) -> str:
     """The insert of new jobs (CTE ``r``, built by ``head``), their events, count deltas and
-    wake-up, at time ``now`` (an SQL expression). A bulk that `_packs` gets ONE ``enqueued``
-    event (``pk``: its id, taken before the jobs so they can name it in ``enq_event``;
-    schema_2.sql says why); other jobs one event each."""
+    wake-up, at time ``now`` (an SQL expression). A bulk that `_pack` keys gets ONE ``enqueued``
+    event row, whose key ``pack`` its jobs name in ``enq_pack`` (schema_2.sql says why); other
+    jobs one event each (``pack`` NULL)."""
     return f"""
 {head}
-pk AS MATERIALIZED (
-  SELECT nextval(pg_get_serial_sequence('{{s}}.events', 'id')) AS eid WHERE %(pack)s
-),
 ins AS (
   INSERT INTO {{s}}.jobs (id, queue, task, payload, priority, status, max_attempts, max_stalls,
     timeout, lease, tenant, batch, workflow, parent, idempotency_key, created_at, scheduled_for,
-    meta, step, steps, flow, enq_event)
+    meta, step, steps, flow, enq_pack)
   SELECT id, queue, task, payload, priority,
     CASE WHEN due IS NULL THEN 'queued' ELSE 'scheduled' END, max_attempts, max_stalls, timeout,
     lease, tenant, batch, workflow, parent, ikey, {now}, due, meta, step, steps, flow,
-    (SELECT eid FROM pk)
+    %(pack)s::bigint
   FROM r ORDER BY n
   ON CONFLICT DO NOTHING
   RETURNING id, queue, task, tenant, status, scheduled_for, flow
@@ -58,12 +56,12 @@ ev AS (
   SELECT CASE WHEN status = 'queued' THEN 'enqueued' ELSE 'scheduled' END, id, queue, task,
     tenant, {now},
     CASE WHEN scheduled_for IS NULL THEN NULL ELSE json_build_object('due', scheduled_for)::text END
-  FROM ins WHERE NOT EXISTS (SELECT FROM pk)
+  FROM ins WHERE %(pack)s::bigint IS NULL
 ),
 packed AS (
-  INSERT INTO {{s}}.events (id, type, queue, task, tenant, time, job_ids) OVERRIDING SYSTEM VALUE
-  SELECT pk.eid, 'enqueued', min(queue), min(task), min(tenant), {now}, array_agg(id)
-  FROM pk, ins GROUP BY pk.eid
+  INSERT INTO {{s}}.events (type, queue, task, tenant, time, job_ids, pack)
+  SELECT 'enqueued', min(queue), min(task), min(tenant), {now}, array_agg(id), %(pack)s::bigint
+  FROM ins HAVING %(pack)s::bigint IS NOT NULL AND count(*) > 0
 ),
 cnt AS (
   INSERT INTO {{s}}.count_deltas (queue, status, n)
@@ -246,10 +244,10 @@ async def enqueue_plain(conn: Conn, s: Schema, jobs: Sequence[NewJob]) -> Enqueu
                 "timeout": one.timeout, "lease": one.lease, "delay": one.delay,
                 "tenant": one.tenant, "batch": one.batch, "workflow": one.workflow,
                 "parent": one.parent, "meta": one.meta, "step": one.step, "steps": one.steps,
-                "channel": s.channel, "pack": one.delay <= 0}  # fmt: skip
+                "channel": s.channel, "pack": _key() if one.delay <= 0 else None}  # fmt: skip
         cur = await conn.execute(s(_INSERT_UNIFORM), args)
     else:
-        args = {"jobs": _json(jobs), "channel": s.channel, "pack": _packs(jobs)}
+        args = {"jobs": _json(jobs), "channel": s.channel, "pack": _pack(jobs)}
         cur = await conn.execute(s(_INSERT_PLAIN), args)
     row = await cur.fetchone()
     inserted = set(row[2] or ())
@@ -272,14 +270,22 @@ async def _keys(
     return {(q, t, k): job_id for q, t, k, job_id in await cur.fetchall()}
 
 
-def _packs(jobs: Sequence[NewJob]) -> bool:
-    """Whether the jobs' ``enqueued`` events go in one packed row: more than one job, all
-    queued now (a delayed job's event is ``scheduled``), of one queue, task and tenant."""
+def _pack(jobs: Sequence[NewJob]) -> int | None:
+    """The key of one packed row for the jobs' ``enqueued`` events, or None (a row per job):
+    packed when more than one job, all queued now (a delayed job's event is ``scheduled``), of
+    one queue, task and tenant."""
     first = jobs[0]
-    return len(jobs) > 1 and all(
+    packs = len(jobs) > 1 and all(
         j.delay <= 0 and j.queue == first.queue and j.task == first.task
         and j.tenant == first.tenant for j in jobs
     )  # fmt: skip
+    return _key() if packs else None
+
+
+def _key() -> int:
+    """A packed row's key: random, so producers need no shared counter (two rows with one key
+    would only make a job-filtered read look at both)."""
+    return secrets.randbits(63)
 
 
 def _json(jobs: Sequence[NewJob]) -> str:
@@ -290,7 +296,7 @@ def _json(jobs: Sequence[NewJob]) -> str:
 
 
 async def _insert(conn: Conn, s: Schema, jobs: Sequence[NewJob], t: float) -> set[str]:
-    args = {"jobs": _json(jobs), "now": t, "channel": s.channel, "pack": _packs(jobs)}
+    args = {"jobs": _json(jobs), "now": t, "channel": s.channel, "pack": _pack(jobs)}
     cur = await conn.execute(s(_INSERT), args)
     row = await cur.fetchone()
     if row[2]:

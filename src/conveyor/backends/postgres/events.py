@@ -36,10 +36,25 @@ from .sql import Conn, Schema
 _TYPES = {e.value: e for e in EventType}
 _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 _SIZE = "coalesce(cardinality(job_ids), 1)"  # the events a row holds
+
 #: The third number of a row's position once all of it was handed out: a whole (unpacked)
 #: row's own position, and the watermark of a deleted row.
 WHOLE = 2**31 - 1
 Pos = tuple[int, int, int]
+# The events after position (x, i, k): rows from (x, i) on, a packed row expanded into the jobs
+# of a slice of it (`{lo}` jobs skipped, `{take}` at most: a page never expands more of a
+# big bulk than it hands out). A job's k is its place in the row; the last one's is WHOLE.
+_K = f"CASE WHEN c.lo + u.n < c.size THEN c.lo + u.n ELSE {WHOLE} END"
+_READ = (
+    f"SELECT e.xid::text::bigint, e.id, {_K}, e.type, coalesce(u.job, e.job_id), e.queue, "
+    "e.task, e.tenant, e.time, e.data FROM {{s}}.events e "
+    "LEFT JOIN LATERAL (SELECT cardinality(e.job_ids) AS size, {lo} AS lo) c ON true "
+    "LEFT JOIN LATERAL unnest(e.job_ids[(c.lo + 1)::int:(c.lo + {take})::int]) "
+    "WITH ORDINALITY AS u(job, n) ON true "
+    "WHERE (e.xid, e.id) >= (%(x)s::text::xid8, %(i)s) AND e.xid < " + _HORIZON + " "
+    f"AND (e.xid, e.id, {_K}) > (%(x)s::text::xid8, %(i)s, %(k)s) "
+    "AND (e.job_ids IS NULL OR u.job IS NOT NULL)"
+)
 
 
 def cursor(pos: Pos) -> str:
@@ -54,7 +69,7 @@ def position(since: str) -> Pos:
     parts = since[1:].split(".") if since.startswith("p") else []
     if not (len(parts) in (2, 3) and all(p.isascii() and p.isdigit() for p in parts)
             and len(parts[0]) <= 19 and len(parts[1]) <= 19
-            and (len(parts) == 2 or 0 < int(parts[2][:11]) < WHOLE)):  # fmt: skip
+            and (len(parts) == 2 or (len(parts[2]) <= 10 and 0 < int(parts[2]) < WHOLE))):  # fmt: skip
         raise ValidationError(f"invalid event cursor {since[:40]!r}", field="since")
     return (int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else WHOLE)
 
@@ -77,25 +92,24 @@ async def read(
     if not oldest and after < trimmed:
         raise EventsTrimmed(since, cursor(trimmed))
     after = max(after, trimmed)
-    # A packed row expands into its jobs (k = 1, 2, ...; its last job is at WHOLE: a reader
-    # past it has read the whole row); any other row is one event at WHOLE.
-    k = f"CASE WHEN u.k < cardinality(e.job_ids) THEN u.k ELSE {WHOLE} END"
-    sql = (f"SELECT e.xid::text::bigint, e.id, {k}, e.type, coalesce(u.job, e.job_id), "
-           "e.queue, e.task, e.tenant, e.time, e.data "
-           "FROM {s}.events e LEFT JOIN LATERAL unnest(e.job_ids) WITH ORDINALITY u(job, k) "
-           "ON true WHERE (e.xid, e.id) >= (%s::text::xid8, %s) "
-           f"AND (e.xid, e.id, {k}) > (%s::text::xid8, %s, %s) AND e.xid < {_HORIZON}")  # fmt: skip
-    args: list[Any] = [str(after[0]), after[1], str(after[0]), after[1], after[2]]
+    args: dict[str, Any] = {"x": str(after[0]), "i": after[1], "k": after[2], "limit": limit}
     # (An empty EventFilter is falsy: ``where and where.queue`` would be the filter itself.)
     w = where or EventFilter()
+    if w.job_id is None:  # a packed row yields the page's worth of jobs after the cursor
+        lo = ("CASE WHEN e.job_ids IS NOT NULL AND e.xid = %(x)s::text::xid8 AND e.id = %(i)s "
+              "THEN least(%(k)s, cardinality(e.job_ids) - 1) ELSE 0 END")  # fmt: skip
+        take = "%(limit)s"
+        cond = ""
+    else:  # the job's own events, and its place in the packed row of its enqueue
+        args["job"] = w.job_id
+        lo, take = "array_position(e.job_ids, %(job)s) - 1", "1"
+        cond = " AND coalesce(u.job, e.job_id) = %(job)s AND " + await _job_rows(conn, s, args)
+    sql = _READ.format(lo=lo, take=take) + cond
     for col, val in (("queue", w.queue), ("tenant", w.tenant)):
         if val is not None:
-            sql += f" AND e.{col} = %s"
-            args.append(val)
-    if w.job_id is not None:
-        args.append(w.job_id)
-        sql += " AND coalesce(u.job, e.job_id) = %s AND " + await _job_rows(conn, s, w.job_id, args)
-    cur = await conn.execute(s(sql + " ORDER BY e.xid, e.id, 3 LIMIT %s"), (*args, limit))
+            sql += f" AND e.{col} = %({col})s"
+            args[col] = val
+    cur = await conn.execute(s(sql + " ORDER BY e.xid, e.id, 3 LIMIT %(limit)s"), args)
     rows = await cur.fetchall()
     events = [
         Event(cursor((r[0], r[1], r[2])), _TYPES[r[3]], r[4], r[5], r[6], r[7], r[8],
@@ -110,18 +124,19 @@ async def read(
     return EventPage(events, cursor(last), more=len(rows) == limit)
 
 
-async def _job_rows(conn: Conn, s: Schema, job_id: str, args: list[Any]) -> str:
-    """The condition on rows holding events of ``job_id``: its own rows (events_job) and the
-    packed row of its enqueue, named by the job (events_packed). A job deleted by retention
-    no longer names it: the packed rows are searched (rare, and as many as bulk enqueues)."""
-    cur = await conn.execute(s("SELECT enq_event FROM {s}.jobs WHERE id = %s"), (job_id,))
+async def _job_rows(conn: Conn, s: Schema, args: dict[str, Any]) -> str:
+    """The condition on rows holding events of job ``args["job"]``: its own rows (events_job)
+    and the packed row of its enqueue, which the job names by its key (events_packed). A job
+    deleted by retention no longer names it: the packed rows are searched (rare, and as many as
+    bulk enqueues)."""
+    cur = await conn.execute(s("SELECT enq_pack FROM {s}.jobs WHERE id = %s"), (args["job"],))
     row = await cur.fetchone()
-    args.append(job_id)
-    if row is not None:
-        args.append(row[0])
-        return "(e.job_id = %s OR (e.job_ids IS NOT NULL AND e.id = %s))"
-    args.append(job_id)
-    return "(e.job_id = %s OR (e.job_ids IS NOT NULL AND %s = ANY(e.job_ids)))"
+    if row is None:
+        return "(e.job_id = %(job)s OR (e.pack IS NOT NULL AND %(job)s = ANY(e.job_ids)))"
+    if row[0] is None:
+        return "e.job_id = %(job)s"
+    args["pack"] = row[0]
+    return "(e.job_id = %(job)s OR e.pack = %(pack)s)"
 
 
 async def _horizon(conn: Conn) -> Pos:

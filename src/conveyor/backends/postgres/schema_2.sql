@@ -6,7 +6,13 @@
 -- cost a bulk enqueue nearly half its WAL (an events heap tuple and three index entries per
 -- job: 430 of 918 bytes per job) and a quarter of the server's CPU.
 ALTER TABLE {s}.events ADD COLUMN job_ids text[];
--- A job's packed `enqueued` event, found from the job (a job-filtered read): the events row's
--- id, through events_packed (one entry per packed row, not per job).
-ALTER TABLE {s}.jobs ADD COLUMN enq_event bigint;
-CREATE INDEX events_packed ON {s}.events (id) WHERE job_ids IS NOT NULL;
+-- The packed row's key (random, drawn by the producer): its jobs name it in `enq_pack`, so a
+-- job-filtered read finds the row through events_packed (one entry per bulk, not per job). Not
+-- the row's id: taking an identity value before the insert needs USAGE on the sequence, which
+-- an application role granted only table privileges does not have.
+ALTER TABLE {s}.events ADD COLUMN pack bigint;
+ALTER TABLE {s}.jobs ADD COLUMN enq_pack bigint;
+-- Built inside the migration's transaction: the new column is NULL in every row, so this reads
+-- the log once, holding off event writes meanwhile (an upgrade of a big log pauses transitions
+-- for that scan).
+CREATE INDEX events_packed ON {s}.events (pack) WHERE pack IS NOT NULL;
