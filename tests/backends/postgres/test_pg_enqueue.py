@@ -107,3 +107,37 @@ async def test_a_bulk_too_big_for_jsonb_takes_the_general_statement(
     assert sent == ["general"] and res.created == [True, True]
     assert [r[2] for r in await _stored(pg_url, res.ids)] == [_job().payload, "[1]"]
     await app.close()
+
+
+async def test_the_jsonb_limit_is_counted_in_bytes(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.backends.postgres import enqueue
+
+    # Given payloads of 3-byte characters, and a limit above their document's length in
+    # characters but below it in bytes (a bulk of ~1 MB payloads of such text passed 256 MB
+    # of jsonb while its length in characters was under 128 M)
+    payloads = ['{"t": "' + "中" * 200 + '"}', '{"t": "' + "文" * 200 + '"}']
+    jobs = [_job(payload=p) for p in payloads]
+    chars = len(enqueue.orjson.dumps([[j.id for j in jobs], payloads]).decode())
+    monkeypatch.setattr(enqueue, "_JSONB_MAX", chars + 100)
+    sent: list[str] = []
+    real = enqueue._json
+    monkeypatch.setattr(enqueue, "_json", lambda jobs: sent.append("general") or real(jobs))
+    app = Conveyor(pg_url)
+    await app.open()
+    # When they are stored
+    res = await app.backend.enqueue_jobs(jobs)
+    # Then the general statement took them, whole
+    assert sent == ["general"]
+    assert [r[2] for r in await _stored(pg_url, res.ids)] == payloads
+    await app.close()
+
+
+async def test_an_empty_enqueue_stores_nothing(pg_url: str) -> None:
+    app = Conveyor(pg_url)
+    await app.open()
+    res = await app.backend.enqueue_jobs([])
+    assert (res.ids, res.created) == ([], [])
+    assert [e async for e in app.events(since="0", follow=False)] == []
+    await app.close()

@@ -249,3 +249,21 @@ async def test_a_role_with_table_privileges_only_can_bulk_enqueue(pg_url: str) -
         async with await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as c:
             await c.execute(f"DROP OWNED BY {role}")
             await c.execute(f"DROP ROLE {role}")
+
+
+async def test_pages_of_any_limit_read_a_packed_row(pg_url: str) -> None:
+    # Given a bulk of 5 jobs, and a cursor inside its packed row
+    app = Conveyor(pg_url)
+
+    @app.task(queue="ev")
+    async def t(n: int) -> None: ...
+
+    bulk = await app.enqueue_many([("t", {"n": i}) for i in range(5)])
+    inside = (await app.backend.read_events("0", 2)).cursor
+    # When pages are asked for with limits up to and past the largest int4
+    for limit in (2**31 - 1, 2**31, 2**40):
+        # Then they read the rest of the row, no integer overflow
+        for since, want in (("0", bulk.ids), (inside, bulk.ids[2:])):
+            page = await app.backend.read_events(since, limit)
+            assert [e.job_id for e in page.events] == want
+    await app.close()

@@ -233,13 +233,16 @@ async def enqueue_plain(conn: Conn, s: Schema, jobs: Sequence[NewJob]) -> Enqueu
     """`enqueue` in one statement (autocommit: one round trip) for jobs that need no checks
     before the insert (`plain`): the clock is read by the statement, an id stored already (a
     spool's resend) is not stored again and reported as not created."""
+    if not jobs:  # nothing to store: the time only
+        cur = await conn.execute(f"SELECT {NOW}")
+        return EnqueueResult([], [], float((await cur.fetchone())[0]))
     first = _UNIFORM(jobs[0])
-    doc = None
+    doc = b""
     if len(jobs) > 1 and all(_UNIFORM(j) == first for j in jobs):
-        doc = orjson.dumps([[j.id for j in jobs], [j.payload for j in jobs]]).decode()
-    if doc is not None and len(doc) < _JSONB_MAX:
+        doc = orjson.dumps([[j.id for j in jobs], [j.payload for j in jobs]])
+    if 0 < len(doc) < _JSONB_MAX:  # bytes: the limit is jsonb's, in bytes
         one = jobs[0]
-        args = {"doc": doc, "queue": one.queue, "task": one.task, "priority": one.priority,
+        args = {"doc": doc.decode(), "queue": one.queue, "task": one.task, "priority": one.priority,
                 "max_attempts": one.max_attempts, "max_stalls": one.max_stalls,
                 "timeout": one.timeout, "lease": one.lease, "delay": one.delay,
                 "tenant": one.tenant, "batch": one.batch, "workflow": one.workflow,
@@ -274,8 +277,8 @@ def _pack(jobs: Sequence[NewJob]) -> int | None:
     """The key of one packed row for the jobs' ``enqueued`` events, or None (a row per job):
     packed when more than one job, all queued now (a delayed job's event is ``scheduled``), of
     one queue, task and tenant."""
-    first = jobs[0]
-    packs = len(jobs) > 1 and all(
+    first = jobs[0] if jobs else None
+    packs = first is not None and len(jobs) > 1 and all(
         j.delay <= 0 and j.queue == first.queue and j.task == first.task
         and j.tenant == first.tenant for j in jobs
     )  # fmt: skip
