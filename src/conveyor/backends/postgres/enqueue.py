@@ -49,7 +49,7 @@ ins AS (
     %(pack)s::bigint
   FROM r ORDER BY n
   ON CONFLICT DO NOTHING
-  RETURNING id, queue, task, tenant, status, scheduled_for, flow
+  RETURNING id, seq, queue, task, tenant, status, scheduled_for, flow
 ),
 ev AS (
   INSERT INTO {{s}}.events (type, job_id, queue, task, tenant, time, data)
@@ -60,7 +60,8 @@ ev AS (
 ),
 packed AS (
   INSERT INTO {{s}}.events (type, queue, task, tenant, time, job_ids, pack)
-  SELECT 'enqueued', min(queue), min(task), min(tenant), {now}, array_agg(id), %(pack)s::bigint
+  SELECT 'enqueued', min(queue), min(task), min(tenant), {now}, array_agg(id ORDER BY seq),
+    %(pack)s::bigint
   FROM ins HAVING %(pack)s::bigint IS NOT NULL AND count(*) > 0
 ),
 cnt AS (
