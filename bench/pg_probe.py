@@ -5,6 +5,8 @@ the bench's own cluster (`targets.PostgresTarget`, PostgreSQL defaults):
     .venv/bin/python -m bench.pg_probe variants --workloads w1,w2 --variants base,no_batch_index --reps 2
     # an embedded drain timed with the cluster's CPU, optionally after ANALYZE / CHECKPOINT
     .venv/bin/python -m bench.pg_probe drain --jobs 20000 --analyze --checkpoint --reps 2
+    # the machine's floor for W4: the least a pickup can be (raw psycopg, no conveyor)
+    .venv/bin/python -m bench.pg_probe floor --reps 3
 
 Variants are experiments, not configurations conveyor supports: they show what a part of the
 schema costs.
@@ -108,7 +110,75 @@ def drain(args: argparse.Namespace, target: PostgresTarget, tmp: Path) -> None:
         target.drop(url)
 
 
+_FLOOR_TABLE = "CREATE TABLE floor (id bigserial PRIMARY KEY, status int NOT NULL, t0 float8)"
+_FLOOR_CLAIM = ("UPDATE floor SET status = 1 WHERE id IN (SELECT id FROM floor WHERE status = 0 "
+                "ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED) RETURNING t0")  # fmt: skip
+
+
+async def _floor_listener(dsn: str, out: str) -> None:
+    """The least a worker does: LISTEN, and on each notification one claiming UPDATE (its own
+    connection, autocommit, synchronous commit) whose rows' enqueue times it records."""
+    import psycopg
+
+    with open(out, "a", buffering=1) as f:
+        listen = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        work = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        await listen.execute("LISTEN floor")
+        f.write("ready\n")
+        async for _ in listen.notifies():
+            cur = await work.execute(_FLOOR_CLAIM, prepare=True)
+            for (t0,) in await cur.fetchall():
+                f.write(f"{time.time() - t0}\n")
+
+
+async def _floor(dsn: str, tmp: Path, n: int) -> dict:
+    """W4's pickup with nothing of conveyor's: a producer's one autocommit statement (insert
+    and notify, one round trip, synchronous commit) to the start of a listener process's
+    handling, 20 ms apart after 5 warm-ups, on the same cluster and settings."""
+    import psycopg
+
+    out = tmp / "floor.txt"
+    out.write_text("")
+    proc = subprocess.Popen([sys.executable, "-m", "bench.pg_probe", "floor-listener", dsn,
+                             str(out)], cwd=ROOT)  # fmt: skip
+    try:
+        deadline = time.perf_counter() + 30
+        while "ready" not in out.read_text():
+            if time.perf_counter() > deadline:
+                raise RuntimeError("floor listener did not start")
+            await asyncio.sleep(0.01)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as c:
+            for _ in range(5 + n):
+                await c.execute("WITH i AS (INSERT INTO floor (status, t0) VALUES (0, %s)) "
+                                "SELECT pg_notify('floor', '')", (time.time(),), prepare=True)  # fmt: skip
+                await asyncio.sleep(0.02)
+            deadline = time.perf_counter() + 10
+            while len(out.read_text().split()) < 6 + n and time.perf_counter() < deadline:
+                await asyncio.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait()
+    vals = sorted(float(x) * 1000 for x in out.read_text().split()[6:])
+    pick = lambda q: round(vals[min(len(vals) - 1, int(q * len(vals)))], 2)  # noqa: E731
+    return {"n": len(vals), "p50_ms": pick(0.5), "p90_ms": pick(0.9), "p99_ms": pick(0.99),
+            "max_ms": round(vals[-1], 2)}  # fmt: skip
+
+
+def floor(args: argparse.Namespace, target: PostgresTarget, tmp: Path) -> None:
+    import psycopg
+
+    for rep in range(args.reps):
+        with psycopg.connect(target._dsn(), autocommit=True) as c:
+            c.execute("DROP TABLE IF EXISTS floor")
+            c.execute(_FLOOR_TABLE)
+        r = asyncio.run(_floor(target._dsn(), tmp, args.n))
+        print(json.dumps({"rep": rep, "probe": "floor", **r}), flush=True)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["floor-listener"]:  # the listener process of `floor`
+        asyncio.run(_floor_listener(sys.argv[2], sys.argv[3]))
+        return
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("variants")
@@ -121,12 +191,15 @@ def main() -> None:
     d.add_argument("--analyze", action="store_true")
     d.add_argument("--checkpoint", action="store_true")
     d.add_argument("--reps", type=int, default=1)
+    f = sub.add_parser("floor")
+    f.add_argument("--n", type=int, default=200)
+    f.add_argument("--reps", type=int, default=1)
     args = ap.parse_args()
     target = PostgresTarget()
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-pg-probe-"))
     try:
         target.fresh(tmp, "probe")  # starts the cluster
-        (variants if args.cmd == "variants" else drain)(args, target, tmp)
+        {"variants": variants, "drain": drain, "floor": floor}[args.cmd](args, target, tmp)
     finally:
         target.close()
 
