@@ -165,3 +165,47 @@ async def test_the_longest_schema_name_accepted_enqueues_and_wakes_a_worker(
             await eventually(lambda: ran == [job.id], timeout=10, what="the job to run")
     finally:
         await app.close()
+
+
+async def test_a_schema_at_step_1_with_events_is_upgraded_in_place(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.backends.postgres import migrations
+
+    # Given a schema created by a conveyor that knew only step 1, holding events of three jobs
+    # (one row each, as step 1 stored them)
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", 1)
+    backend = PostgresBackend(pg_url)
+    await backend.open()
+    await backend.close()
+    assert _versions(pg_url) == [1]
+    monkeypatch.undo()
+    olds = ["old-1", "old-2", "old-3"]
+    with psycopg.connect(plain(pg_url), autocommit=True) as conn:
+        for job in olds:
+            conn.execute(f"INSERT INTO {_schema(pg_url)}.events (type, job_id, queue, task, time) "
+                         "VALUES ('enqueued', %s, 'up', 't', 0)", (job,))  # fmt: skip
+    # When the current conveyor opens it
+    app = Conveyor(pg_url)
+
+    @app.task(queue="up")
+    async def t2(n: int) -> None: ...
+
+    await app.open()
+    # Then it is migrated to the current version, the old events read as before from every
+    # cursor issued by the old version, and new bulks are packed and read after them
+    assert _versions(pg_url) == list(range(1, SCHEMA_VERSION + 1))
+    log = [e async for e in app.events(since="0", follow=False)]
+    assert [e.job_id for e in log] == olds
+    assert all(e.cursor.count(".") == 1 for e in log)  # the cursors step 1 issued
+    assert [e.job_id async for e in app.events(since="0", follow=False, job_id="old-2")] == [
+        "old-2"
+    ]
+    after = await app.enqueue_many([("t2", {"n": i}) for i in range(3)])
+    for i, e in enumerate(log):
+        got = [x.job_id async for x in app.events(since=e.cursor, follow=False)]
+        assert got == [*olds[i + 1 :], *after.ids]
+    with psycopg.connect(plain(pg_url)) as conn:
+        rows = conn.execute(f"SELECT count(*) FROM {_schema(pg_url)}.events").fetchone()
+    assert rows == (4,)  # the three old rows, one packed row of the new bulk
+    await app.close()
