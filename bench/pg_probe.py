@@ -5,6 +5,8 @@ the bench's own cluster (`targets.PostgresTarget`, PostgreSQL defaults):
     .venv/bin/python -m bench.pg_probe variants --workloads w1,w2 --variants base,no_batch_index --reps 2
     # an embedded drain timed with the cluster's CPU, optionally after ANALYZE / CHECKPOINT
     .venv/bin/python -m bench.pg_probe drain --jobs 20000 --analyze --checkpoint --reps 2
+    # bulk enqueue: jobs/s, producer and cluster CPU, WAL bytes per job
+    .venv/bin/python -m bench.pg_probe enqueue --jobs 60000 --reps 3
     # the machine's floor for W4: the least a pickup can be (raw psycopg, no conveyor)
     .venv/bin/python -m bench.pg_probe floor --reps 3
 
@@ -101,6 +103,35 @@ async def _drain(url: str, n: int, pg_pid: int, analyze: bool, checkpoint: bool)
     return out
 
 
+async def _enqueue(url: str, n: int, pg_pid: int) -> dict:
+    """W1's path measured from inside: ``enqueue_many`` of 1,000 no-op jobs at a time."""
+    import psycopg
+
+    app = make_app(url)
+    await app.open()
+    await app.enqueue_many([("noop", None)] * 1000)  # warm: connections, prepared statements
+    with psycopg.connect(url.split("?", 1)[0], autocommit=True) as c:
+        c.execute("CHECKPOINT")
+        lsn0 = c.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        t0, cpu0, db0 = time.perf_counter(), time.process_time(), _cluster_cpu(pg_pid)
+        for i in range(0, n, 1000):
+            await app.enqueue_many([("noop", None)] * min(1000, n - i))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        db = _cluster_cpu(pg_pid) - db0
+        wal = c.execute("SELECT pg_current_wal_lsn() - %s::pg_lsn", (str(lsn0),)).fetchone()[0]
+    await app.close()
+    return {"jobs_per_s": round(n / wall), "producer_cpu_us_per_job": round(cpu / n * 1e6, 1),
+            "db_cpu_us_per_job": round(db / n * 1e6, 1), "wal_bytes_per_job": round(wal / n)}  # fmt: skip
+
+
+def enqueue(args: argparse.Namespace, target: PostgresTarget, tmp: Path) -> None:
+    for rep in range(args.reps):
+        url = target.fresh(tmp, f"enqueue_{rep}")
+        r = asyncio.run(_enqueue(url, args.jobs, target.pid))
+        print(json.dumps({"rep": rep, "probe": "enqueue", **r}), flush=True)
+        target.drop(url)
+
+
 def drain(args: argparse.Namespace, target: PostgresTarget, tmp: Path) -> None:
     for rep in range(args.reps):
         url = target.fresh(tmp, f"drain_{rep}")
@@ -191,6 +222,9 @@ def main() -> None:
     d.add_argument("--analyze", action="store_true")
     d.add_argument("--checkpoint", action="store_true")
     d.add_argument("--reps", type=int, default=1)
+    e = sub.add_parser("enqueue")
+    e.add_argument("--jobs", type=int, default=60_000)
+    e.add_argument("--reps", type=int, default=1)
     f = sub.add_parser("floor")
     f.add_argument("--n", type=int, default=200)
     f.add_argument("--reps", type=int, default=1)
@@ -199,7 +233,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="conveyor-pg-probe-"))
     try:
         target.fresh(tmp, "probe")  # starts the cluster
-        {"variants": variants, "drain": drain, "floor": floor}[args.cmd](args, target, tmp)
+        probes = {"variants": variants, "drain": drain, "enqueue": enqueue, "floor": floor}
+        probes[args.cmd](args, target, tmp)
     finally:
         target.close()
 
