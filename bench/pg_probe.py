@@ -204,6 +204,8 @@ def floor(args: argparse.Namespace, target: PostgresTarget, tmp: Path) -> None:
             c.execute(_FLOOR_TABLE)
         r = asyncio.run(_floor(target._dsn(), tmp, args.n))
         print(json.dumps({"rep": rep, "probe": "floor", **r}), flush=True)
+        with psycopg.connect(target._dsn(), autocommit=True) as c:
+            c.execute("DROP TABLE floor")
 
 
 def main() -> None:

@@ -46,8 +46,13 @@ async def _stored(pg_url: str, ids: list[str]) -> list[tuple[object, ...]]:
     ids=["defaults", "every-field", "delayed"],
 )  # fmt: skip
 async def test_a_uniform_bulk_stores_what_the_general_statement_stores(
-    pg_url: str, fields: dict[str, object]
+    pg_url: str, fields: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from conveyor.backends.postgres import enqueue
+
+    ran: list[str] = []
+    real = enqueue._json
+    monkeypatch.setattr(enqueue, "_json", lambda jobs: ran.append("general") or real(jobs))
     app = Conveyor(pg_url)
     await app.open()
     # Given a bulk of 3 jobs alike but for id and payload (the uniform statement), and the same
@@ -57,7 +62,9 @@ async def test_a_uniform_bulk_stores_what_the_general_statement_stores(
     general[2].priority += 1
     # When both are stored
     a = await app.backend.enqueue_jobs(uniform)
+    assert ran == []  # the uniform statement
     b = await app.backend.enqueue_jobs(general)
+    assert ran == ["general"]
     assert a.created == b.created == [True] * 3
     # Then every column matches, job for job (but the changed priority)
     rows_a = await _stored(pg_url, a.ids)

@@ -1,11 +1,14 @@
-"""The event cursor on PostgreSQL, where sequence order is not commit order: two overlapping
-transactions, the one with the later event id committing first, are still read exactly once."""
+"""The event log on PostgreSQL: sequence order is not commit order (two overlapping
+transactions, the one with the later event id committing first, are still read exactly once);
+a bulk's packed row (one row, one event per job: cursors inside it, pages of it, plans of its
+reads, an application role without sequence privileges)."""
 
 from __future__ import annotations
 
 import psycopg
+import pytest
 
-from conveyor import Conveyor, Event
+from conveyor import Conveyor, Event, ValidationError
 from tests.backends.postgres.conftest import plain
 
 
@@ -108,13 +111,21 @@ async def test_a_bulk_enqueue_writes_one_packed_event_row(pg_url: str) -> None:
 
 
 async def test_cursors_inside_packed_rows_are_checked(pg_url: str) -> None:
-    import pytest
-
-    from conveyor import ValidationError
-
+    # Given a bulk of 5 jobs (one packed row) and the cursor of its 3rd job
     app = Conveyor(pg_url)
-    await app.open()
-    assert (await app.backend.read_events("p1.2.3", 10)).events == []
+
+    @app.task(queue="ev")
+    async def t(n: int) -> None: ...
+
+    bulk = await app.enqueue_many([("t", {"n": i}) for i in range(5)])
+    third = (await app.backend.read_events("0", 3)).cursor
+    x, i, k = third[1:].split(".")
+    assert k == "3"
+    # Then reading from it, or from any place inside the row, gives the jobs after it
+    for place in range(1, 5):
+        page = await app.backend.read_events(f"p{x}.{i}.{place}", 10)
+        assert [e.job_id for e in page.events] == bulk.ids[place:]
+    # And cursors this backend never issues are refused as malformed
     huge = "p1.2." + "0" * 10 + "1" + "0" * 5000  # int() of it raises ValueError
     for bad in ("p1.2.0", "p1.2.2147483647", "p1.2.x", "p1.2.3.4", "p1..3", huge,
                 "p1.2.000000000011999999999999", "p1.2.12345678901"):  # fmt: skip
@@ -160,7 +171,10 @@ async def test_reads_of_a_big_log_go_by_index(pg_url: str) -> None:
         from conveyor.backends.postgres.sql import Schema
 
         s = Schema(schema)
-        await events.read(c, s, "p1.2.3", 50, None)  # type: ignore[arg-type]
+        cur = await real(f"SELECT xid::text, id FROM {schema}.events WHERE job_ids IS NOT NULL "
+                         "ORDER BY xid, id OFFSET 150 LIMIT 1")  # fmt: skip
+        mx, mi = await cur.fetchone()
+        await events.read(c, s, f"p{mx}.{mi}.50", 50, None)  # type: ignore[arg-type]
         page = await events.read(c, s, "0", 50, events.EventFilter(job_id=bulk.ids[2]))  # type: ignore[arg-type]
     assert [e.job_id for e in page.events] == [bulk.ids[2]]
     # Then neither reads the whole table: the job's packed row is found by its id

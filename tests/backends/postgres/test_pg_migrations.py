@@ -192,12 +192,18 @@ async def test_a_schema_at_step_1_with_events_is_upgraded_in_place(
     async def t2(n: int) -> None: ...
 
     await app.open()
-    # Then it is migrated to the current version, the old events read as before from every
-    # cursor issued by the old version, and new bulks are packed and read after them
+    # Then it is migrated to the current version, the rows step 1 wrote read as one event each
+    # with the two-number cursors step 1 gave them, every such cursor reads on, and new bulks
+    # are packed and read after them
     assert _versions(pg_url) == list(range(1, SCHEMA_VERSION + 1))
     log = [e async for e in app.events(since="0", follow=False)]
     assert [e.job_id for e in log] == olds
-    assert all(e.cursor.count(".") == 1 for e in log)  # the cursors step 1 issued
+    schema = _schema(pg_url)
+    with psycopg.connect(plain(pg_url)) as conn:
+        rows = conn.execute(
+            f"SELECT xid::text, id FROM {schema}.events ORDER BY xid, id"
+        ).fetchall()
+    assert [e.cursor for e in log] == [f"p{x}.{i}" for x, i in rows]  # step 1's cursor form
     assert [e.job_id async for e in app.events(since="0", follow=False, job_id="old-2")] == [
         "old-2"
     ]

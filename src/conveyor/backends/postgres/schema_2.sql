@@ -12,7 +12,7 @@ ALTER TABLE {s}.events ADD COLUMN job_ids text[];
 -- an application role granted only table privileges does not have.
 ALTER TABLE {s}.events ADD COLUMN pack bigint;
 ALTER TABLE {s}.jobs ADD COLUMN enq_pack bigint;
--- Built inside the migration's transaction: the new column is NULL in every row, so this reads
--- the log once, holding off event writes meanwhile (an upgrade of a big log pauses transitions
--- for that scan).
+-- Built inside the migration's transaction, which holds the ALTERs' ACCESS EXCLUSIVE locks of
+-- events and jobs until it ends: every use of both tables waits for this one scan of the log
+-- (docs/postgres.md, "Migrations").
 CREATE INDEX events_packed ON {s}.events (pack) WHERE pack IS NOT NULL;
