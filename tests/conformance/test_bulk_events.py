@@ -50,14 +50,20 @@ async def test_a_bulk_enqueue_logs_each_job_once_from_every_cursor_and_page(
     single = await app.enqueue("ta", {"i": 7})
     other = await app.enqueue_many([("tb", {"i": i}) for i in range(4)], tenant="x")
     mixed = await app.enqueue_many([(t, {"i": i}) for i in range(2) for t in ("ta", "tb")])
-    order = [*first.ids, single.id, *other.ids, *mixed.ids]
+    in_a = [*first.ids, single.id, mixed.ids[0], mixed.ids[2]]
+    in_b = [*other.ids, mixed.ids[1], mixed.ids[3]]
     # When the whole log is read
     log = await _read_all(app)
-    # Then it holds one enqueued event per job, in enqueue order, with the job's queue, task
-    # and tenant
-    assert [(e.type.value, e.job_id) for e in log] == [("enqueued", j) for j in order]
-    assert [(e.queue, e.task, e.tenant) for e in log[:8]] == [("a", "ta", None)] * 8
-    assert [(e.queue, e.task, e.tenant) for e in log[8:12]] == [("b", "tb", "x")] * 4
+    # Then it holds one enqueued event per job, each queue's in enqueue order (the order
+    # between queues is the backend's: Redis Cluster merges its queues' streams by time), with
+    # the job's queue, task and tenant
+    assert sorted((e.type.value, e.job_id) for e in log) == sorted(
+        ("enqueued", j) for j in [*in_a, *in_b]
+    )
+    assert [e.job_id for e in log if e.queue == "a"] == in_a
+    assert [e.job_id for e in log if e.queue == "b"] == in_b
+    tenant = {j: "x" for j in other.ids}
+    assert all((e.task, e.tenant) == (f"t{e.queue}", tenant.get(e.job_id)) for e in log)
     assert len({e.cursor for e in log}) == len(log)
     # And a reader resuming from any event's cursor gets exactly the events after it
     for i, e in enumerate(log):
@@ -67,9 +73,7 @@ async def test_a_bulk_enqueue_logs_each_job_once_from_every_cursor_and_page(
         assert await _read_in_pages(app, limit) == log, f"pages of {limit}"
     # And filters pick the bulk's jobs out one by one
     assert [e.job_id for e in await _read_all(app, tenant="x")] == other.ids
-    assert [e.job_id for e in await _read_all(app, queue="a")] == [
-        *first.ids, single.id, mixed.ids[0], mixed.ids[2],
-    ]  # fmt: skip
+    assert [e.job_id for e in await _read_all(app, queue="a")] == in_a
     middle = first.ids[3]
     assert [e.job_id for e in await _read_all(app, job_id=middle)] == [middle]
     assert [e.job_id for e in await _read_in_pages(app, 1, EventFilter(queue="b"))] == [
@@ -126,7 +130,7 @@ async def test_trimming_through_bulks_counts_events_and_never_skips_one(app: Con
         assert len(after) >= keep
         assert removed == len(before) - len(after)
         kept = [_key(e) for e in after]  # (a cursor depends on where a read started)
-        assert kept[-keep:] == [_key(e) for e in log[-keep:]]
+        assert {_key(e) for e in log[-keep:]} <= set(kept)
         assert [_key(e) for e in log if _key(e) in kept] == kept
         # And a reader at any event is given exactly the rest, or told it missed some: never
         # a gap; a reader at the last event is not disturbed
