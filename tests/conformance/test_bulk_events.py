@@ -8,23 +8,7 @@ from __future__ import annotations
 
 from conveyor import Conveyor, Event, EventRetention, EventsTrimmed
 from conveyor.backends.base import EventFilter
-
-
-async def _read_all(app: Conveyor, since: str = "0", **filters: str) -> list[Event]:
-    return [e async for e in app.events(since=since, follow=False, **filters)]
-
-
-async def _read_in_pages(
-    app: Conveyor, limit: int, where: EventFilter | None = None, since: str = "0"
-) -> list[Event]:
-    out: list[Event] = []
-    while True:
-        page = await app.backend.read_events(since, limit, where)
-        assert len(page.events) <= limit
-        out += page.events
-        since = page.cursor
-        if not page.more:
-            return out
+from tests.conformance.readers import read_all, read_in_pages
 
 
 def _key(e: Event) -> tuple[str | None, str]:
@@ -53,7 +37,7 @@ async def test_a_bulk_enqueue_logs_each_job_once_from_every_cursor_and_page(
     in_a = [*first.ids, single.id, mixed.ids[0], mixed.ids[2]]
     in_b = [*other.ids, mixed.ids[1], mixed.ids[3]]
     # When the whole log is read
-    log = await _read_all(app)
+    log = await read_all(app)
     # Then it holds one enqueued event per job, each queue's in enqueue order (the order
     # between queues is the backend's: Redis Cluster merges its queues' streams by time), with
     # the job's queue, task and tenant
@@ -67,16 +51,16 @@ async def test_a_bulk_enqueue_logs_each_job_once_from_every_cursor_and_page(
     assert len({e.cursor for e in log}) == len(log)
     # And a reader resuming from any event's cursor gets exactly the events after it
     for i, e in enumerate(log):
-        assert await _read_all(app, e.cursor) == log[i + 1 :], f"resuming after event {i}"
+        assert await read_all(app, e.cursor) == log[i + 1 :], f"resuming after event {i}"
     # And pages of every size add up to the same log
     for limit in (1, 2, 3, 5, 8):
-        assert await _read_in_pages(app, limit) == log, f"pages of {limit}"
+        assert await read_in_pages(app, limit) == log, f"pages of {limit}"
     # And filters pick the bulk's jobs out one by one
-    assert [e.job_id for e in await _read_all(app, tenant="x")] == other.ids
-    assert [e.job_id for e in await _read_all(app, queue="a")] == in_a
+    assert [e.job_id for e in await read_all(app, tenant="x")] == other.ids
+    assert [e.job_id for e in await read_all(app, queue="a")] == in_a
     middle = first.ids[3]
-    assert [e.job_id for e in await _read_all(app, job_id=middle)] == [middle]
-    assert [e.job_id for e in await _read_in_pages(app, 1, EventFilter(queue="b"))] == [
+    assert [e.job_id for e in await read_all(app, job_id=middle)] == [middle]
+    assert [e.job_id for e in await read_in_pages(app, 1, EventFilter(queue="b"))] == [
         *other.ids, mixed.ids[1], mixed.ids[3],
     ]  # fmt: skip
 
@@ -89,12 +73,12 @@ async def test_a_job_of_a_bulk_has_its_whole_history_by_job_filter(app: Conveyor
         await bulk.wait(timeout=10)
     # Then each job's events, by job filter, are its own: enqueued, started, completed
     for job_id in bulk.ids:
-        got = await _read_all(app, job_id=job_id)
+        got = await read_all(app, job_id=job_id)
         assert [(e.type.value, e.job_id) for e in got] == [
             ("enqueued", job_id), ("started", job_id), ("completed", job_id),
         ]  # fmt: skip
         # And a filtered reader resumes after its enqueued event with the rest
-        assert [e.type.value for e in await _read_all(app, got[0].cursor, job_id=job_id)] == [
+        assert [e.type.value for e in await read_all(app, got[0].cursor, job_id=job_id)] == [
             "started", "completed",
         ]  # fmt: skip
 
@@ -108,7 +92,7 @@ async def test_a_bulk_job_deleted_by_cleanup_keeps_its_events(app: Conveyor) -> 
     assert await app.cleanup(older_than=0, states=["completed"]) == 3
     # Then a job filter still finds each one's events (the log is kept by its own retention)
     for job_id in bulk.ids:
-        got = await _read_all(app, job_id=job_id)
+        got = await read_all(app, job_id=job_id)
         assert [e.type.value for e in got] == ["enqueued", "started", "completed"]
 
 
@@ -119,13 +103,13 @@ async def test_trimming_through_bulks_counts_events_and_never_skips_one(app: Con
     await app.enqueue("tb", {"i": 0})
     await app.enqueue_many([("tb", {"i": i}) for i in range(3)])
     await app.enqueue("ta", {"i": 9})
-    log = await _read_all(app)
+    log = await read_all(app)
     assert len(log) == 11
     for keep in (9, 5, 2):
         # When retention keeps (at least) the newest `keep` events
-        before = await _read_all(app, "oldest")
+        before = await read_all(app, "oldest")
         removed = await app.backend.trim_events(EventRetention(max_count=keep, max_age=None))
-        after = await _read_all(app, "oldest")
+        after = await read_all(app, "oldest")
         # Then it reports each event it deleted and keeps the newest, in order
         assert len(after) >= keep
         assert removed == len(before) - len(after)
@@ -136,7 +120,7 @@ async def test_trimming_through_bulks_counts_events_and_never_skips_one(app: Con
         # a gap; a reader at the last event is not disturbed
         for i, e in enumerate(log):
             try:
-                rest = await _read_all(app, e.cursor)
+                rest = await read_all(app, e.cursor)
             except EventsTrimmed:
                 assert i + 1 < len(log), "a caught-up reader was told of a trim"
                 assert any(_key(x) not in kept for x in log[i + 1 :]), f"after {i}: told wrongly"

@@ -8,6 +8,7 @@ import pytest
 
 from conveyor import Conveyor, Event, EventRetention, EventsTrimmed, ValidationError
 from conveyor.backends.base import EventFilter
+from tests.conformance.readers import read_all, read_in_pages
 
 
 def _register_abc(app: Conveyor) -> None:
@@ -17,30 +18,12 @@ def _register_abc(app: Conveyor) -> None:
         async def t(i: int) -> None: ...
 
 
-async def _read_all(app: Conveyor, since: str = "0", **filters: str) -> list[Event]:
-    return [e async for e in app.events(since=since, follow=False, **filters)]
-
-
-async def _read_in_pages(
-    app: Conveyor, limit: int, where: EventFilter | None = None, since: str = "0"
-) -> list[Event]:
-    """The log read with the backend's paging: page after page until it says there is no more."""
-    out: list[Event] = []
-    while True:
-        page = await app.backend.read_events(since, limit, where)
-        assert len(page.events) <= limit
-        out += page.events
-        since = page.cursor
-        if not page.more:
-            return out
-
-
 async def test_interleaved_queues_are_read_exactly_once_from_every_cursor(app: Conveyor) -> None:
     # Given events of three queues written interleaved, many within one millisecond
     _register_abc(app)
     for _ in range(20):
         await app.enqueue_many([(f"t{q}", {"i": i}) for i in range(3) for q in "abc"])
-    log = await _read_all(app)
+    log = await read_all(app)
     # Then the log holds every event once, each queue's in the order they were written
     assert len(log) == 180
     assert Counter((e.job_id, e.type.value) for e in log) == Counter(
@@ -52,9 +35,9 @@ async def test_interleaved_queues_are_read_exactly_once_from_every_cursor(app: C
     # When a reader resumes from each event's cursor
     for i, e in enumerate(log):
         # Then it gets exactly the events after it, nothing twice, nothing skipped
-        assert await _read_all(app, e.cursor) == log[i + 1 :], f"resuming after event {i}"
+        assert await read_all(app, e.cursor) == log[i + 1 :], f"resuming after event {i}"
     # And reading in small pages gives the same log
-    assert await _read_in_pages(app, 7) == log
+    assert await read_in_pages(app, 7) == log
 
 
 async def test_a_queue_created_after_the_cursor_is_read_from_its_start(app: Conveyor) -> None:
@@ -65,7 +48,7 @@ async def test_a_queue_created_after_the_cursor_is_read_from_its_start(app: Conv
     await old.enqueue(i=0)
     await app.open()
     head = await app.backend.last_event_cursor()
-    seen = await _read_all(app)
+    seen = await read_all(app)
 
     # When a new queue appears and gets events
     @app.task(queue="late")
@@ -74,7 +57,7 @@ async def test_a_queue_created_after_the_cursor_is_read_from_its_start(app: Conv
     jobs = [await late.enqueue(i=i) for i in range(3)]
     # Then a reader resuming from either cursor gets the new queue's events from its start
     for cursor in (head, seen[-1].cursor):
-        got = await _read_all(app, cursor)
+        got = await read_all(app, cursor)
         assert [(e.queue, e.job_id) for e in got] == [("late", j.id) for j in jobs]
 
 
@@ -85,22 +68,22 @@ async def test_a_reader_whose_position_was_trimmed_is_told_and_can_resume(app: C
 
     for i in range(6):
         await t.enqueue(i=i)
-    log = await _read_all(app)
+    log = await read_all(app)
     # When retention keeps only the newest 3
     assert await app.backend.trim_events(EventRetention(max_count=3, max_age=None)) == 3
     # Then the reader at the 2nd, who never read the 3rd, is told so instead of skipping it
     with pytest.raises(EventsTrimmed) as trimmed:
-        await _read_all(app, log[1].cursor)
+        await read_all(app, log[1].cursor)
     assert trimmed.value.cursor == log[1].cursor
     # And can continue past the gap from the oldest kept event
-    assert await _read_all(app, trimmed.value.resume) == log[3:]
+    assert await read_all(app, trimmed.value.resume) == log[3:]
     # And the reader at the 3rd lost nothing and reads on
-    assert await _read_all(app, log[2].cursor) == log[3:]
+    assert await read_all(app, log[2].cursor) == log[3:]
     # And "oldest" reads from the oldest kept event, while "0" (from the first event ever)
     # is told about the gap
-    assert await _read_all(app, "oldest") == log[3:]
+    assert await read_all(app, "oldest") == log[3:]
     with pytest.raises(EventsTrimmed):
-        await _read_all(app, "0")
+        await read_all(app, "0")
 
 
 async def test_a_new_queue_trimmed_before_it_was_read_is_reported(app: Conveyor) -> None:
@@ -116,7 +99,7 @@ async def test_a_new_queue_trimmed_before_it_was_read_is_reported(app: Conveyor)
     await app.backend.trim_events(EventRetention(max_count=1, max_age=None))
     # Then the reader is told it missed events
     with pytest.raises(EventsTrimmed):
-        await _read_all(app, cursor)
+        await read_all(app, cursor)
 
 
 async def test_a_caught_up_reader_is_not_disturbed_by_trimming(app: Conveyor) -> None:
@@ -129,12 +112,12 @@ async def test_a_caught_up_reader_is_not_disturbed_by_trimming(app: Conveyor) ->
 
     await ta.enqueue(i=0)
     await tb.enqueue(i=0)
-    cursor = (await _read_all(app))[-1].cursor
+    cursor = (await read_all(app))[-1].cursor
     # When retention deletes every event (older than now), then new events come
     await app.backend.trim_events(EventRetention(max_count=None, max_age=0))
     new = [await ta.enqueue(i=1), await tb.enqueue(i=1)]
     # Then the reader gets exactly the new ones, with no trim reported
-    got = await _read_all(app, cursor)
+    got = await read_all(app, cursor)
     assert sorted(e.job_id or "" for e in got) == sorted(j.id for j in new)
 
 
@@ -148,7 +131,7 @@ async def test_events_filtered_by_queue_tenant_and_job(app: Conveyor) -> None:
     }
     async with app.worker(concurrency=1, queues=["b"]):
         await app.wait(jobs[("b", "x")][0].id, timeout=5)
-    log = await _read_all(app)
+    log = await read_all(app)
 
     def expect(pred: object) -> list[Event]:
         return [e for e in log if pred(e)]  # type: ignore[operator]
@@ -166,18 +149,18 @@ async def test_events_filtered_by_queue_tenant_and_job(app: Conveyor) -> None:
         "enqueued", "started", "completed",
     ]  # fmt: skip
     for where, expected in cases.items():
-        got = await _read_all(app, **_kw(where))
+        got = await read_all(app, **_kw(where))
         assert [(e.queue, e.job_id, e.type) for e in got] == [
             (e.queue, e.job_id, e.type) for e in expected
         ], where
         # And a filtered read resumes from any of its events' cursors
-        rest = await _read_all(app, got[0].cursor, **_kw(where))
+        rest = await read_all(app, got[0].cursor, **_kw(where))
         assert [(e.job_id, e.type) for e in rest] == [(e.job_id, e.type) for e in expected[1:]]
         # And pages of a filtered read add up to the same events
-        paged = await _read_in_pages(app, 2, where)
+        paged = await read_in_pages(app, 2, where)
         assert [(e.job_id, e.type) for e in paged] == [(e.job_id, e.type) for e in expected]
     # And a job that does not exist has no events
-    assert await _read_all(app, job_id="0" * 26) == []
+    assert await read_all(app, job_id="0" * 26) == []
 
 
 async def test_an_empty_filter_reads_like_no_filter(app: Conveyor) -> None:
@@ -187,8 +170,8 @@ async def test_an_empty_filter_reads_like_no_filter(app: Conveyor) -> None:
         await app.enqueue("ta", {"i": 1}, tenant=tenant)
     # When the log is read with an EventFilter whose fields are all None (a caller that builds
     # its filter from optional parts: an admin's tenant scope is None)
-    everything = await _read_in_pages(app, 1000)
-    empty = await _read_in_pages(app, 1000, EventFilter())
+    everything = await read_in_pages(app, 1000)
+    empty = await read_in_pages(app, 1000, EventFilter())
     # Then it reads every event, as without a filter
     assert len(everything) == 2
     assert [(e.job_id, e.type) for e in empty] == [(e.job_id, e.type) for e in everything]
@@ -205,4 +188,4 @@ async def test_a_malformed_cursor_is_refused(app: Conveyor, cursor: str) -> None
     await app.open()
     # Then reading from it is a validation error, not a guess
     with pytest.raises(ValidationError):
-        await _read_all(app, cursor)
+        await read_all(app, cursor)

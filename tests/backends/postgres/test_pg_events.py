@@ -5,10 +5,14 @@ reads, an application role without sequence privileges)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
 
 from conveyor import Conveyor, Event, ValidationError
+from conveyor.backends.postgres import events
+from conveyor.backends.postgres.sql import Schema
 from tests.backends.postgres.conftest import plain
 
 
@@ -156,27 +160,15 @@ async def test_reads_of_a_big_log_go_by_index(pg_url: str) -> None:
         bulk = await app.enqueue_many([("t", {"n": i}) for i in range(5)])
         await c.execute(f"ANALYZE {schema}.events")
         # When a reader reads a page from the middle, and the events of a job of a bulk
-        from conveyor.backends.postgres import events
-
-        shown: list[str] = []
-        real = c.execute
-
-        async def explain(query: object, params: object = None) -> object:
-            if ".events e LEFT JOIN" in str(query):
-                cur = await real(f"EXPLAIN {query}", params)
-                shown.append("\n".join(r[0] for r in await cur.fetchall()))
-            return await real(query, params)
-
-        c.execute = explain  # type: ignore[method-assign]
-        from conveyor.backends.postgres.sql import Schema
-
+        plans = _explain_reads(c, "")
         s = Schema(schema)
-        cur = await real(f"SELECT xid::text, id FROM {schema}.events WHERE job_ids IS NOT NULL "
-                         "ORDER BY xid, id OFFSET 150 LIMIT 1")  # fmt: skip
+        cur = await c.execute(f"SELECT xid::text, id FROM {schema}.events WHERE job_ids IS NOT "
+                              "NULL ORDER BY xid, id OFFSET 150 LIMIT 1")  # fmt: skip
         mx, mi = await cur.fetchone()
         await events.read(c, s, f"p{mx}.{mi}.50", 50, None)  # type: ignore[arg-type]
         page = await events.read(c, s, "0", 50, events.EventFilter(job_id=bulk.ids[2]))  # type: ignore[arg-type]
     assert [e.job_id for e in page.events] == [bulk.ids[2]]
+    shown = ["\n".join(r[0] for r in rows) for rows in plans]
     # Then neither reads the whole table: the job's packed row is found by its id
     assert len(shown) == 2
     for plan in shown:
@@ -196,22 +188,8 @@ async def test_pages_of_a_big_bulk_expand_only_what_they_hand_out(pg_url: str) -
     bulk = await app.enqueue_many([("t", {"n": i}) for i in range(5000)])
     schema = pg_url.rsplit("schema=", 1)[1]
     # When it is read in pages of 700, each page's statement explained as it runs
-    from conveyor.backends.postgres import events
-
-    expanded: list[int] = []
     async with await psycopg.AsyncConnection.connect(plain(pg_url), autocommit=True) as c:
-        real = c.execute
-
-        async def explain(query: object, params: object = None) -> object:
-            if ".events e LEFT JOIN" in str(query):
-                cur = await real(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", params)
-                plan = (await cur.fetchone())[0]
-                expanded.append(_rows_of(plan[0]["Plan"], "Function Scan"))
-            return await real(query, params)
-
-        c.execute = explain  # type: ignore[method-assign]
-        from conveyor.backends.postgres.sql import Schema
-
+        plans = _explain_reads(c, "(ANALYZE, FORMAT JSON)")
         got, since = [], "0"
         while True:
             page = await events.read(c, Schema(schema), since, 700, None)  # type: ignore[arg-type]
@@ -222,8 +200,25 @@ async def test_pages_of_a_big_bulk_expand_only_what_they_hand_out(pg_url: str) -
     # Then every job comes once, in order, and no page unpacked more than its 700 jobs (the
     # whole row each time made reading a bulk quadratic: 6 s a page for 20,000 jobs)
     assert got == bulk.ids
+    expanded = [_rows_of(rows[0][0][0]["Plan"], "Function Scan") for rows in plans]
     assert max(expanded) <= 700, expanded
     await app.close()
+
+
+def _explain_reads(c: psycopg.AsyncConnection[Any], options: str) -> list[list[Any]]:
+    """Make ``c`` explain every event read's statement (``EXPLAIN <options>``) before it runs
+    it; returns the list each explained statement's rows are appended to."""
+    plans: list[list[Any]] = []
+    real = c.execute
+
+    async def execute(query: Any, params: Any = None) -> Any:
+        if ".events e LEFT JOIN" in str(query):
+            cur = await real(f"EXPLAIN {options} {query}", params)
+            plans.append(await cur.fetchall())
+        return await real(query, params)
+
+    c.execute = execute  # type: ignore[method-assign]
+    return plans
 
 
 def _rows_of(node: dict[str, object], kind: str) -> int:
