@@ -278,8 +278,10 @@ def _pack(jobs: Sequence[NewJob]) -> int | None:
     """The key of one packed row for the jobs' ``enqueued`` events, or None (a row per job):
     packed when more than one job, all queued now (a delayed job's event is ``scheduled``), of
     one queue, task and tenant."""
-    first = jobs[0] if jobs else None
-    packs = first is not None and len(jobs) > 1 and all(
+    if len(jobs) < 2:
+        return None
+    first = jobs[0]
+    packs = all(
         j.delay <= 0 and j.queue == first.queue and j.task == first.task
         and j.tenant == first.tenant for j in jobs
     )  # fmt: skip
