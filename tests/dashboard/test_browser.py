@@ -219,6 +219,32 @@ def test_admin_pages_update_live_without_reload(page: Any, dash: Any, store: Sto
     assert page.evaluate("window.__not_reloaded") is True
 
 
+def test_a_job_enqueued_while_the_live_stream_connects_still_shows(page: Any, dash: Any,
+                                                                    store: Store) -> None:  # fmt: skip
+    # Given an admin, and a job enqueued after the jobs list was rendered but before the page's
+    # live stream connected (the stream's request is held until the job is stored)
+    srv = dash()
+    _, key = store.key(admin=True)
+    login(page, srv, key)
+    raced: list[str] = []
+
+    def hold(route: Any) -> None:
+        if not raced:
+            raced.append(store.run(lambda app: app.enqueue("echo", {"value": 1}, delay=3600)).id)
+        route.continue_()
+
+    page.route(re.compile(r"/events(\?|$)"), hold)
+
+    # When the list is opened, and nothing else happens afterwards
+    page.goto(f"{srv.url}/jobs")
+    page.evaluate("window.__not_reloaded = true")
+
+    # Then the list shows that job by itself, without a reload
+    expect(page.locator("tr[data-job]")).to_have_count(1, timeout=10_000)
+    assert page.locator(f"tr[data-job='{raced[0]}']").count() == 1
+    assert page.evaluate("window.__not_reloaded") is True
+
+
 UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea'))
   .filter(el => el.type !== 'hidden' && el.labels.length === 0 && !el.getAttribute('aria-label'))
   .map(el => el.name)"""

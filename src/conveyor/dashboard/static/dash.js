@@ -3,7 +3,8 @@
 // #live may carry:
 //   data-live-url  the URL of the region's fresh HTML (the page with ?fragment=1)
 //   data-stream    an event stream (/events...): each "tick" (something changed) or "ready"
-//                  (connected, or reconnected after a gap) asks for a refresh; a stream the
+//                  (connected: what changed since the render, or during a gap) asks for a
+//                  refresh; a stream the
 //                  server refused (429, 503) is opened again after 1, 2, 4 ... 30 s
 //   data-refresh   also refresh every N ms (pages whose figures change without events)
 //   data-throttle  at most one refresh per N ms (default 400)
@@ -98,11 +99,10 @@
       source = new EventSource(live.dataset.stream, { withCredentials: true });
       source.addEventListener("tick", function () { schedule(0); });
       source.addEventListener("ready", function () {
+        // The stream ticks for what is written after it connected; what was written between
+        // the page's render (or the last connection) and now would never tick: refresh once.
         backoff = 1000;
-        if (last !== 0) {
-          schedule(0); // reconnected: events may have been missed meanwhile
-        }
-        last = last || 1;
+        schedule(0);
       });
       source.addEventListener("error", function () {
         // Closed for good (the browser does not reconnect by itself): the connect got no
