@@ -11,6 +11,7 @@ from conveyor import (
     Context,
     Conveyor,
     Job,
+    JobNotFound,
     JobState,
     Next,
     WorkflowInfo,
@@ -236,3 +237,60 @@ async def test_an_outcome_not_applied_creates_no_next_job(app: Conveyor) -> None
     # Then the outcome was ignored and no next job exists
     assert lost == [job.id]
     assert await backend.get_job(nxt.id) is None
+
+
+async def test_the_next_job_can_be_read_as_soon_as_the_completion_that_names_it(
+    app: Conveyor,
+) -> None:
+    # Given a claimed job of one tenant, completed with an outcome carrying its next job in
+    # another queue, and no worker running to deliver hand-overs
+    @app.task(queue="first-q")
+    async def first() -> None: ...
+
+    @app.task(queue="second-q")
+    async def second() -> None: ...
+
+    job = await app.enqueue("first", {}, tenant="acme")
+    backend = app.backend
+    (claimed,) = (await backend.claim_jobs(ClaimParams(["first-q"], 1, "w1"))).jobs
+    nxt = NewJob(new_id(), "second-q", "second", "{}", 5, 1, 3, None, 30.0, tenant="acme",
+                 workflow=job.id, parent=job.id)  # fmt: skip
+    outcome = Outcome(job.id, claimed.token, OutcomeKind.COMPLETED, then=[nxt])
+    assert await backend.finish_jobs("w1", [outcome]) == []
+    # When a caller that saw the job complete reads the next job it names
+    done = await app.get(job.id)
+    assert done.status is JobState.COMPLETED and done.next_jobs == (nxt.id,)
+    # Then it exists, queued (not JobNotFound while a hand-over is on its way), for its tenant
+    stored = await app.get(nxt.id, tenant="acme")
+    assert (stored.status, stored.queue, stored.parent) == (JobState.QUEUED, "second-q", job.id)
+    # And still not for another tenant, nor twice
+    with pytest.raises(JobNotFound):
+        await app.get(nxt.id, tenant="other")
+    await backend.forward_handovers(["first-q", "second-q"])
+    assert (await app.stats(["second-q"]))["second-q"].counts[JobState.QUEUED] == 1
+    # And an id no job has is still not found
+    with pytest.raises(JobNotFound):
+        await app.get(new_id())
+
+
+async def test_the_next_job_can_be_cancelled_as_soon_as_the_completion_that_names_it(
+    app: Conveyor,
+) -> None:
+    # Given a job completed with an outcome carrying its next job, no worker delivering
+    @app.task
+    async def first() -> None: ...
+
+    job = await first.enqueue()
+    backend = app.backend
+    (claimed,) = (await backend.claim_jobs(ClaimParams(["default"], 1, "w1"))).jobs
+    nxt = NewJob(new_id(), "default", "first", "{}", 5, 1, 3, None, 30.0, workflow=job.id,
+                 parent=job.id)  # fmt: skip
+    outcome = Outcome(job.id, claimed.token, OutcomeKind.COMPLETED, then=[nxt])
+    assert await backend.finish_jobs("w1", [outcome]) == []
+    # When someone cancels the next job it names
+    cancelled = await app.cancel(nxt.id)
+    # Then it is cancelled, and a later sweep does not bring it back
+    assert cancelled.status is JobState.CANCELLED
+    await backend.forward_handovers(["default"])
+    assert (await app.get(nxt.id)).status is JobState.CANCELLED
+    assert (await backend.claim_jobs(ClaimParams(["default"], 5, "w2"))).jobs == []

@@ -45,12 +45,44 @@ async def _read(b: RedisBackend, queue: str, ids: Sequence[str]) -> list[Job | N
 
 
 async def get_job(b: RedisBackend, job_id: str, *, tenant: str | None = None) -> Job | None:
-    for q in await b._queues():
-        (job,) = await _read(b, q, [job_id])
-        if job is not None:
-            if tenant is not None and job.tenant != tenant:
-                return None  # another tenant's: as if it did not exist
-            return job
+    """The job in whichever queue holds it. A job an applied outcome created (a chain's next
+    step, a fan-out child) waits in the finishing queue's outbox until it is forwarded, one
+    worker round trip later; its creator may already read as completed and name it, so a
+    miss looks in the outboxes and, finding it there, delivers it now (what every sweep does:
+    idempotent) rather than answering "not found" for a job that exists."""
+    queues = await b._queues()
+    job = await _find(b, queues, job_id)
+    if job is None:
+        await deliver(b, queues, job_id)
+        job = await _find(b, await b._queues(), job_id)
+    if job is not None and tenant is not None and job.tenant != tenant:
+        return None  # another tenant's: as if it did not exist
+    return job
+
+
+async def deliver(b: RedisBackend, queues: Sequence[str], job_id: str) -> None:
+    """A job not found in ``queues`` may be waiting in one of their outboxes (a hand-over not
+    yet forwarded): forward the outboxes that hold it. A caller that missed the job reads it
+    again after this, also when no outbox held it: it may have been forwarded (stored, then
+    its entry deleted) between the caller's read and this one."""
+    pipe = b._client().pipeline(transaction=False)
+    for q in queues:
+        pipe.hexists(b.key(q, "out"), job_id)
+    holding = [q for q, held in zip(queues, await pipe.execute(), strict=True) if held]
+    if holding:
+        await b.forward_handovers(holding)
+
+
+async def _find(b: RedisBackend, queues: Sequence[str], job_id: str) -> Job | None:
+    """The job with this id in any of ``queues``, read in one round trip."""
+    pipe = b._client().pipeline(transaction=False)
+    for q in queues:
+        pipe.hgetall(b.key(q, f"j:{job_id}"))
+        pipe.zscore(b.key(q, "active"), job_id)
+    out = await pipe.execute() if queues else []
+    for i, q in enumerate(queues):
+        if out[2 * i]:
+            return job_from_hash(job_id, q, out[2 * i], out[2 * i + 1])
     return None
 
 

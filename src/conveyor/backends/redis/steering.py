@@ -17,6 +17,7 @@ from ...errors import JobNotFound
 from ...job import Job
 from ..base import Recovered
 from . import batches as bt
+from . import reads
 from .codec import STATES, job_from_hash, pairs
 from .scripts import translate
 
@@ -32,6 +33,9 @@ async def steer(
     """Run the ``cancel``, ``retry`` or ``resume`` script on one job; it returns the changed
     job. ``extra``: the queues' max_queued (retry), the decision's JSON (resume)."""
     queue = await b._queue_of(job_id)
+    if queue is None:  # a hand-over still in an outbox is a job too (reads.get_job)
+        await reads.deliver(b, await b._queues(), job_id)
+        queue = await b._queue_of(job_id)
     if queue is None:
         raise JobNotFound(job_id)
     args: list[Any] = [job_id, tenant or ""]
