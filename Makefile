@@ -35,7 +35,7 @@ demo: $(VENV)/.installed-server
 # clocks more than they compute: 11 min instead of 15 on 2 cores). PYTEST_ARGS comes after, so
 # PYTEST_ARGS='-n 0' runs it in one process (e.g. for --pdb), '-n 4' on four.
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --durations=25 $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench demo examples
