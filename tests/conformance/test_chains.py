@@ -260,12 +260,16 @@ async def test_the_next_job_can_be_read_as_soon_as_the_completion_that_names_it(
     # When a caller that saw the job complete reads the next job it names
     done = await app.get(job.id)
     assert done.status is JobState.COMPLETED and done.next_jobs == (nxt.id,)
-    # Then it exists, queued (not JobNotFound while a hand-over is on its way), for its tenant
-    stored = await app.get(nxt.id, tenant="acme")
-    assert (stored.status, stored.queue, stored.parent) == (JobState.QUEUED, "second-q", job.id)
-    # And still not for another tenant, nor twice
+    # Then another tenant cannot read, cancel or resume it
     with pytest.raises(JobNotFound):
         await app.get(nxt.id, tenant="other")
+    with pytest.raises(JobNotFound):
+        await app.cancel(nxt.id, tenant="other")
+    with pytest.raises(JobNotFound):
+        await app.resume(nxt.id, {}, tenant="other")
+    # And its tenant finds it, queued (not JobNotFound while a hand-over is on its way), once
+    stored = await app.get(nxt.id, tenant="acme")
+    assert (stored.status, stored.queue, stored.parent) == (JobState.QUEUED, "second-q", job.id)
     await backend.forward_handovers(["first-q", "second-q"])
     assert (await app.stats(["second-q"]))["second-q"].counts[JobState.QUEUED] == 1
     # And an id no job has is still not found

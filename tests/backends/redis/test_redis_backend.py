@@ -4,6 +4,7 @@ errors and warnings, surviving a Redis restart, and Redis Cluster."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import threading
@@ -101,6 +102,39 @@ async def test_script_error_codes_map_to_conveyor_exceptions(app: Conveyor) -> N
         await app.retry(job.id)
     with pytest.raises(JobNotFound):
         await app.cancel("no-such-job")
+
+
+@pytest.mark.allow_errors(r"forwarding hand-overs to queue default failed")
+async def test_a_hand_over_that_cannot_be_delivered_is_unavailable_not_missing(
+    app: Conveyor, server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a hand-over waiting in a queue's outbox whose delivery fails (its row is damaged)
+    @app.task
+    async def noop() -> None: ...
+
+    await noop.enqueue()  # the queue is known
+    job_id = "01a23d0000000000000000beef"
+    r = aioredis.from_url(server.url, decode_responses=True)
+    try:
+        out = app.backend.key("default", "out")
+        bad = {"k": "job", "q": "default", "row": [job_id, "noop", "not json {", 5]}
+        await r.hset(out, job_id, json.dumps(bad))
+        # When its id is read or cancelled
+        # Then the caller hears the store cannot deliver it now, not that no such job exists
+        with (
+            caplog.at_level(logging.ERROR, logger="conveyor.redis"),
+            pytest.raises(BackendUnavailable, match="hand-over outbox"),
+        ):
+            await app.get(job_id)
+        assert "forwarding hand-overs to queue default failed" in caplog.text
+        with pytest.raises(BackendUnavailable, match="hand-over outbox"):
+            await app.cancel(job_id)
+        # And a tenant the entry is not of is told nothing of it
+        with pytest.raises(JobNotFound):
+            await app.get(job_id, tenant="acme")
+        assert await r.hexists(out, job_id)  # left for the sweeps, with the error logged
+    finally:
+        await r.aclose()
 
 
 async def test_all_keys_of_a_queue_share_its_hash_tag(app: Conveyor, server: RedisServer) -> None:

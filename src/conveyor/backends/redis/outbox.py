@@ -53,6 +53,21 @@ def entry(nj: NewJob, edge: tuple[str, int] | None = None) -> str:
                          "g": orjson.loads(specs) if specs else None}).decode()  # fmt: skip
 
 
+#: Where the tenant is in an entry's row (`producer._rows`: id, task, payload, priority,
+#: max_attempts, max_stalls, timeout, lease, delay, tenant, ...).
+_TENANT = 9
+
+
+def is_job_of(text: str, tenant: str | None) -> bool:
+    """Whether an outbox entry is a job to create (not a settle or a cancel), of ``tenant``
+    when one is given."""
+    e = orjson.loads(text)
+    if e.get("k") != "job":
+        return False
+    row = e.get("row") or ()
+    return tenant is None or (len(row) > _TENANT and row[_TENANT] == tenant)
+
+
 #: How many rounds `forward` follows entries that delivering others wrote.
 FOLLOW = 4
 

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ...errors import ValidationError
+from ...errors import BackendUnavailable, ValidationError
 from ...job import Job, JobState
 from ..base import BatchCounts, JobPage, ListParams, QueueStats
+from . import outbox
 from .codec import float_or_none, job_from_hash
 
 if TYPE_CHECKING:
@@ -53,24 +54,39 @@ async def get_job(b: RedisBackend, job_id: str, *, tenant: str | None = None) ->
     queues = await b._queues()
     job = await _find(b, queues, job_id)
     if job is None:
-        await deliver(b, queues, job_id)
+        pending = await deliver(b, queues, job_id, tenant)
         job = await _find(b, await b._queues(), job_id)
+        if job is None and pending:
+            raise undelivered(job_id)
     if job is not None and tenant is not None and job.tenant != tenant:
         return None  # another tenant's: as if it did not exist
     return job
 
 
-async def deliver(b: RedisBackend, queues: Sequence[str], job_id: str) -> None:
+async def deliver(b: RedisBackend, queues: Sequence[str], job_id: str, tenant: str | None) -> bool:
     """A job not found in ``queues`` may be waiting in one of their outboxes (a hand-over not
-    yet forwarded): forward the outboxes that hold it. A caller that missed the job reads it
-    again after this, also when no outbox held it: it may have been forwarded (stored, then
-    its entry deleted) between the caller's read and this one."""
+    yet forwarded): forward the outboxes that hold it as a job of ``tenant`` (any, if None;
+    another tenant's is left to the sweeps: a tenant's call acts on its own jobs only).
+    Returns whether one held it. A caller that missed the job reads it again after this,
+    also when none held it: it may have been forwarded (stored, then its entry deleted)
+    between the caller's read and this one; if one held it and the read still misses, the
+    forward failed (logged): `undelivered`, not "not found"."""
     pipe = b._client().pipeline(transaction=False)
     for q in queues:
-        pipe.hexists(b.key(q, "out"), job_id)
-    holding = [q for q, held in zip(queues, await pipe.execute(), strict=True) if held]
+        pipe.hget(b.key(q, "out"), job_id)
+    entries = await pipe.execute()
+    holding = [q for q, text in zip(queues, entries, strict=True)
+               if text is not None and outbox.is_job_of(text, tenant)]  # fmt: skip
     if holding:
         await b.forward_handovers(holding)
+    return bool(holding)
+
+
+def undelivered(job_id: str) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"job {job_id!r} exists but could not be delivered from its hand-over outbox to its "
+        "queue (the forwarder logged why); try again"
+    )
 
 
 async def _find(b: RedisBackend, queues: Sequence[str], job_id: str) -> Job | None:

@@ -34,8 +34,10 @@ async def steer(
     job. ``extra``: the queues' max_queued (retry), the decision's JSON (resume)."""
     queue = await b._queue_of(job_id)
     if queue is None:  # a hand-over still in an outbox is a job too (reads.get_job)
-        await reads.deliver(b, await b._queues(), job_id)
+        pending = await reads.deliver(b, await b._queues(), job_id, tenant)
         queue = await b._queue_of(job_id)
+        if queue is None and pending:
+            raise reads.undelivered(job_id)
     if queue is None:
         raise JobNotFound(job_id)
     args: list[Any] = [job_id, tenant or ""]
