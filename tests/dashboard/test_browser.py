@@ -309,7 +309,10 @@ def test_a_page_whose_session_ended_shows_the_login_form(page: Any, dash: Any,
     # Given a logged-in jobs list, live (key_cache_ttl 0: the key is read again at each check)
     srv = dash(key_cache_ttl=0.0)
     key_id, key = store.key(admin=True)
-    login(page, srv, key)
+    # (and its refresh on the stream's connection done: one after the revocation would find
+    # the session ended and reload before the stream's reconnect is refused)
+    with page.expect_response(lambda r: "fragment=1" in r.url):
+        login(page, srv, key)
     hub = srv.api.state.event_hub
     eventually_sync(lambda: hub.subscribers == 1, what="the page's stream")
     # When the key is revoked, and something changes
