@@ -202,6 +202,22 @@ def _excuse(e: Execution, faults: Faults, lim: Limits) -> tuple[str, float | Non
     return None
 
 
+def _unexplained(job: str, e: Execution, runs: list[Execution], faults: Faults) -> str:
+    """A duplicate no fault explains, with what a reader needs to tell why: its times, the
+    job's other executions, and the faults of the run."""
+
+    def at(t: float | None) -> str:
+        return "-" if t is None else f"{t:.3f}"
+
+    others = "; ".join(f"token {o.token} pid {o.pid} claimed {at(o.claimed)} start "
+                       f"{at(o.start)} finish {at(o.finish)}" for o in runs if o is not e)  # fmt: skip
+    restarts = ", ".join(f"{at(t0)}..{at(t1)}" for t0, t1 in faults.restarts) or "none"
+    kills = ", ".join(f"pid {p} at {at(t)}" for p, t in faults.kills) or "none"
+    return (f"{job} token {e.token} pid {e.pid} at {e.start:.3f} (claimed {at(e.claimed)}, "
+            f"finish {at(e.finish)}, aborted {at(e.aborted)}; other executions: {others or 'none'};"
+            f" restarts {restarts}; kills {kills})")  # fmt: skip
+
+
 def check(
     h: History,
     final: Mapping[str, Final],
@@ -241,7 +257,7 @@ def check(
             rep.duplicates += 1
             why = _excuse(e, h.faults, lim)
             if why is None:
-                rep.unexcused.append(f"{job} token {e.token} pid {e.pid} at {e.start:.3f}")
+                rep.unexcused.append(_unexplained(job, e, runs, h.faults))
                 continue
             rep.excused[why[0]] += 1
             if why[1] is not None:

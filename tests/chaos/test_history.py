@@ -84,8 +84,10 @@ def test_a_duplicate_without_a_fault_is_a_violation() -> None:
     # Given a kill of the other process, or a kill of this one before the run began
     kills = [{"k": "kill", "pid": 11, "t": 2.0}, {"k": "kill", "pid": 10, "t": 0.5}]
     rep = checked(recs + kills, {"a": Final("completed", token=2)})
-    # Then neither explains it
+    # Then neither explains it, and the violation shows the times and faults to judge by
     assert len(rep.unexcused) == 1
+    shown = rep.unexcused[0]
+    assert "token 2 pid 11 claimed 4.000" in shown and "pid 11 at 2.000" in shown
 
 
 def test_a_run_that_finished_long_before_the_kill_is_not_explained_by_it() -> None:
