@@ -278,7 +278,10 @@ def inversions(h: History, window: float, final: Mapping[str, Final] | None = No
     """Claims of a job while a strictly higher-priority job of its queue had been ready (and
     unclaimed) for longer than ``window``. A job is due at the later of its acknowledged due
     time and the backend's (``final``): a producer's retry after an outage may have stored it
-    later than its first try. O((jobs + claims) log jobs)."""
+    later than its first try. No claim can run while the backend is down and until the workers
+    reconnect: a job waiting at a restart is ready again from the first claim after it (plus
+    ``window``: that round's claims race, as the round after an enqueue does). O((jobs +
+    claims) log jobs)."""
     final = final or {}
     first_claim: dict[str, float] = {}
     first_token: dict[str, int] = {}
@@ -287,6 +290,12 @@ def inversions(h: History, window: float, final: Mapping[str, Final] | None = No
         if c is None or e.claimed < c:
             first_claim[e.job] = e.claimed
         first_token[e.job] = min(e.token, first_token.get(e.job, e.token))
+    claims = sorted(e.claimed for e in h.executions)
+    # (down from, claims ready again from) per restart
+    outages = []
+    for t0, t1 in h.faults.restarts:
+        i = bisect.bisect_left(claims, t1)
+        outages.append((t0, (claims[i] if i < len(claims) else float("inf")) + window))
     # per (queue, priority): the intervals during which some job of it waited too long
     waits: dict[tuple[str, int], list[tuple[float, float, str]]] = defaultdict(list)
     for a in h.acks.values():
@@ -296,6 +305,11 @@ def inversions(h: History, window: float, final: Mapping[str, Final] | None = No
         due = max(a.due, f.scheduled_for or 0.0) if f is not None else a.due
         since = max(a.t, due) + window
         until = first_claim.get(a.job, float("inf"))
+        for t0, back in outages:  # not waiting while nothing could claim it
+            if since < back and until > t0:
+                if since < t0:
+                    waits[(a.queue, a.priority)].append((since, t0, a.job))
+                since = back
         if until > since:
             waits[(a.queue, a.priority)].append((since, until, a.job))
     spans: dict[tuple[str, int], tuple[list[float], list[float], list[str]]] = {}

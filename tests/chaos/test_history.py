@@ -158,6 +158,30 @@ def test_a_delayed_job_is_ready_only_from_its_due_time() -> None:
     assert checked(recs, final).inversions == []
 
 
+def test_after_a_backend_restart_jobs_are_ready_again_from_the_first_claim_round() -> None:
+    # Given a backend down from 1 to 3, workers claiming again from 5 (reconnecting), a high
+    # job ready since 0.5, and a low one taken by another worker's claim in that first round
+    restart = {"k": "restart", "t0": 1.0, "t1": 3.0}
+    recs = [restart, ack("hi", 0.5, p=10), ack("lo", 0.5, p=1),
+            *run("lo", 1, 11, 5.02, 5.1, claimed=5.0), *run("hi", 1, 10, 5.06, 5.1, claimed=5.05)]  # fmt: skip
+    final = {"hi": Final("completed", token=1), "lo": Final("completed", token=1)}
+    # Then that round is no inversion (no claim could run while the backend was away: the
+    # first round after it races like the round after an enqueue)
+    assert checked(recs, final, limits=Limits(window=0.1)).inversions == []
+    # But a low claim well after the first round, while the high job still waits, is one
+    late = [restart, ack("hi", 0.5, p=10), ack("lo", 0.5, p=1), ack("lo2", 0.5, p=1),
+            *run("lo", 1, 11, 5.02, 5.1, claimed=5.0), *run("lo2", 1, 11, 5.5, 5.6),
+            *run("hi", 1, 10, 6.0, 6.1)]  # fmt: skip
+    final["lo2"] = Final("completed", token=1)
+    rep = checked(late, final, limits=Limits(window=0.1))
+    assert len(rep.inversions) == 1 and "lo2" in rep.inversions[0]
+    # And a low claim before the outage, while the high job had waited, still is one
+    before = [restart, ack("hi", 0.0, p=10), ack("lo", 0.0, p=1),
+              *run("lo", 1, 11, 0.5, 0.6), *run("hi", 1, 10, 5.06, 5.1, claimed=5.05)]  # fmt: skip
+    rep = checked(before, {"hi": final["hi"], "lo": final["lo"]}, limits=Limits(window=0.1))
+    assert len(rep.inversions) == 1 and "lo " in rep.inversions[0]
+
+
 def test_batches_are_whole_or_absent() -> None:
     begins = [{"k": "begin", "b": "x", "n": 3}, {"k": "begin", "b": "y", "n": 3},
               {"k": "begin", "b": "z", "n": 3}]  # fmt: skip
