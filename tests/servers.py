@@ -40,13 +40,21 @@ def _is_free(port: int) -> bool:
         return True
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port(*, cluster_bus: bool = False) -> int:
-    """A free loopback port; with ``cluster_bus``, one whose +10000 bus port is free too."""
+    """A free loopback port, never one this process was given before (the kernel hands a port
+    just released out again: two servers asked for ports before either bound its own got the
+    same one); with ``cluster_bus``, one whose +10000 bus port is free too."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
+        if port in _GIVEN:
+            continue
         if not cluster_bus or (port + 10000 <= 65535 and _is_free(port + 10000)):
+            _GIVEN.update((port, port + 10000) if cluster_bus else (port,))
             return port
 
 

@@ -227,3 +227,14 @@ def test_worker_process_output_is_scanned_for_error_records(tmp_path: Path) -> N
         "2026-01-02 10:00:00,004 4242 asyncio ERROR Task exception was never retrieved\n"
         "progress line from a handler mentioning ERROR",
     ]
+
+
+def test_free_ports_are_never_handed_out_twice() -> None:
+    # Given many ports asked for in a row, none of them bound yet (a test picks the ports of
+    # several servers before any of them starts)
+    from tests.servers import free_port
+
+    ports = [free_port() for _ in range(2000)]
+    # Then no two are the same (Linux hands a just-released port out again: a worker's metrics
+    # port was also given to the exporter started after it, which bound it first)
+    assert len(set(ports)) == len(ports)
