@@ -4,8 +4,8 @@
 //   data-live-url  the URL of the region's fresh HTML (the page with ?fragment=1)
 //   data-stream    an event stream (/events...): each "tick" (something changed) or "ready"
 //                  (connected: what changed since the render, or during a gap) asks for a
-//                  refresh; a stream the
-//                  server refused (429, 503) is opened again after 1, 2, 4 ... 30 s
+//                  refresh; a stream the server refused (429, 503) is opened again after
+//                  1, 2, 4 ... 30 s
 //   data-refresh   also refresh every N ms (pages whose figures change without events)
 //   data-throttle  at most one refresh per N ms (default 400)
 // A refresh is skipped while the user is typing in a form field of the region, so a
